@@ -1,0 +1,50 @@
+# tradefleet: `make run` replays a real recorded day through the fleet; `make test` runs lint and tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test test-unit test-integration lint fmt bench schemas clean
+
+# torch==2.13.0 (CPU build) must come before anything that depends on torch; the extras that need it
+# (later issues) install it first. The base install pins every package through constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p var
+	$(VENV)/bin/tradefleet up --speed 0 --summary var/run-summary.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(VENV)/bin/tradefleet schemas export --check
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+schemas: $(STAMP)
+	$(VENV)/bin/tradefleet schemas export
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache

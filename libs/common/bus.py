@@ -1,0 +1,199 @@
+"""The Bus: publish typed events on subjects, subscribe with handlers.
+
+Two implementations share this interface: ``NatsBus`` (libs/common/nats_bus.py) for the fleet and
+``InProcessBus`` here, synchronous and deterministic, for the backtest and unit tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from libs.common import codec
+from proto.base import Event
+from proto.subjects import SubjectSpec, resolve
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event handed to a handler. ``ack`` matters only for JetStream deliveries with
+    ``manual_ack``; otherwise the bus acks after the handler returns."""
+
+    subject: str
+    event: Event
+    headers: Mapping[str, str] | None = None
+    stream: str | None = None
+    seq: int = 0
+    redelivered: bool = False
+    _acker: Any = field(default=None, repr=False)
+
+    async def ack(self) -> None:
+        if self._acker is not None:
+            await self._acker.ack()
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        if self._acker is not None:
+            await self._acker.nak(delay=delay_s)
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class BusHooks(Protocol):
+    """What the runtime wants to know about traffic (metrics, dead letters, handler errors)."""
+
+    def on_received(self, pattern: str, count: int, latency_s: float) -> None: ...
+    def on_published(self, pattern: str, count: int) -> None: ...
+    async def on_dropped(
+        self, subject: str, reason: str, detail: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> None: ...
+    def on_handler_error(self, subject: str, exc: BaseException) -> None: ...
+
+
+class NullHooks:
+    def on_received(self, pattern: str, count: int, latency_s: float) -> None:
+        pass
+
+    def on_published(self, pattern: str, count: int) -> None:
+        pass
+
+    async def on_dropped(
+        self, subject: str, reason: str, detail: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> None:
+        pass
+
+    def on_handler_error(self, subject: str, exc: BaseException) -> None:
+        raise exc
+
+
+class UnknownSubject(ValueError):
+    pass
+
+
+class Subscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class Bus(abc.ABC):
+    @abc.abstractmethod
+    async def publish(self, subject: str, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        durable: str | None = None,
+        queue: str | None = None,
+        manual_ack: bool = False,
+    ) -> Subscription: ...
+
+    async def flush(self) -> None:  # noqa: B027 - optional for buses without buffers
+        """Send whatever micro-batches are waiting."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def checked_spec(subject: str, event: Event) -> SubjectSpec:
+    """The catalog entry for a publish; a subject or type outside the catalog is a programming error."""
+    spec = resolve(subject)
+    if spec is None:
+        raise UnknownSubject(f"subject {subject!r} is not in the catalog (proto/subjects.py)")
+    if type(event) not in spec.event_types:
+        raise UnknownSubject(f"{type(event).__name__} may not be published on {subject!r} ({spec.template})")
+    return spec
+
+
+@functools.lru_cache(maxsize=65536)
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard semantics: '*' one token, '>' one or more trailing tokens."""
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p_tokens):
+        if tok == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens) or (tok != "*" and tok != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+class _InProcessSubscription:
+    def __init__(self, bus: InProcessBus, pattern: str, handler: Handler) -> None:
+        self.bus, self.pattern, self.handler = bus, pattern, handler
+
+    async def unsubscribe(self) -> None:
+        self.bus._remove(self)
+
+
+class InProcessBus(Bus):
+    """Synchronous and deterministic: events are dispatched FIFO in publish order, each to its
+    subscribers in subscription order, before ``publish`` of the first event returns.
+
+    ``roundtrip=True`` encodes and decodes every event, proving the wire format in tests; the
+    backtest passes objects straight through.
+    """
+
+    def __init__(self, hooks: BusHooks | None = None, roundtrip: bool = False) -> None:
+        self.hooks: BusHooks = hooks or NullHooks()
+        self.roundtrip = roundtrip
+        self._subs: list[_InProcessSubscription] = []
+        self._routes: dict[str, list[_InProcessSubscription]] = {}
+        self._queue: collections.deque[tuple[str, Event]] = collections.deque()
+        self._dispatching = False
+        self.published: collections.Counter[str] = collections.Counter()
+
+    async def publish(self, subject: str, event: Event) -> None:
+        spec = checked_spec(subject, event)
+        if self.roundtrip:
+            decoded = codec.decode(codec.encode(event))
+            assert isinstance(decoded, Event)
+            event = decoded
+        self.published[spec.wildcard] += 1
+        self.hooks.on_published(spec.wildcard, 1)
+        self._queue.append((subject, event))
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._queue:
+                subj, ev = self._queue.popleft()
+                for sub in self._route(subj):
+                    try:
+                        await sub.handler(Delivery(subj, ev))
+                    except Exception as exc:
+                        self.hooks.on_handler_error(subj, exc)
+        finally:
+            self._dispatching = False
+
+    def _route(self, subject: str) -> list[_InProcessSubscription]:
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._routes[subject] = [s for s in self._subs if subject_matches(s.pattern, subject)]
+        return route
+
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        durable: str | None = None,
+        queue: str | None = None,
+        manual_ack: bool = False,
+    ) -> Subscription:
+        sub = _InProcessSubscription(self, pattern, handler)
+        self._subs.append(sub)
+        self._routes.clear()
+        return sub
+
+    def _remove(self, sub: _InProcessSubscription) -> None:
+        self._subs.remove(sub)
+        self._routes.clear()
+
+    async def close(self) -> None:
+        self._subs.clear()
+        self._routes.clear()

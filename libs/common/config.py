@@ -1,0 +1,189 @@
+"""Typed, validated configuration: a YAML file, then TRADEFLEET_* environment variables on top.
+
+A bad configuration stops start-up with one message that lists every problem.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "TRADEFLEET_"
+# Short, documented aliases for the two settings everyone sets.
+ENV_ALIASES = {"TRADEFLEET_DB_URL": ("db", "url"), "TRADEFLEET_NATS_URL": ("nats", "url")}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsSettings(Section):
+    url: str = "nats://127.0.0.1:4222"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    reconnect_wait_s: float = Field(0.5, gt=0)
+    max_reconnect_attempts: int = -1  # -1: forever; a trading service never gives up on its bus
+    batch_max: int = Field(256, ge=1, le=10_000)
+    batch_linger_ms: float = Field(2.0, ge=0)
+    publish_retries: int = Field(5, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        for part in url.split(","):
+            if not part.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError("must start with nats://, tls://, ws:// or wss://")
+        return url
+
+
+class DbSettings(Section):
+    url: str | None = None
+    storage_mode: Literal["auto", "timescaledb", "native"] = "auto"
+    connect_timeout_s: int = Field(3, ge=1)
+    retention_days: int = Field(90, ge=1)
+    compress_after_days: int = Field(2, ge=1)
+
+
+class TelemetrySettings(Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    tracing: Literal["off", "console", "otlp", "memory"] = "off"
+    otlp_endpoint: str | None = None
+
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=-1, le=65535)  # 0: any free port; -1: no HTTP endpoint
+
+
+class CleaningSettings(Section):
+    max_jump_pct: float = Field(10.0, gt=0)
+    drop_suspicious: bool = True
+    session: Literal["regular", "extended"] = "regular"
+
+
+class ReplaySettings(Section):
+    format: Literal["lean", "lobster"] = "lean"
+    root: Path = Path("data/sample/lean")
+    date: str = Field("20131008", pattern=r"^\d{8}$")
+    symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
+    speed: float = Field(0.0, ge=0)  # 0: as fast as possible; 1: real time; 10: ten times faster
+    bars: bool = True
+    limit: int | None = Field(None, ge=1)
+    lobster_level: int = Field(1, ge=1, le=50)
+
+
+class SyntheticSettings(Section):
+    symbols: int = Field(10, ge=1, le=10_000)
+    rate: float = Field(1000.0, gt=0)  # ticks per second over all symbols; 0 < rate
+    duration_s: float | None = Field(None, gt=0)
+    count: int | None = Field(None, ge=1)
+    seed: int = 7
+
+
+class MdGatewaySettings(Section):
+    provider: Literal["replay", "synthetic"] = "replay"
+    replay: ReplaySettings = ReplaySettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+    cleaning: CleaningSettings = CleaningSettings()
+    batching: bool = True
+    exit_when_done: bool = False
+
+
+class RecorderSettings(Section):
+    batch_rows: int = Field(20_000, ge=1)
+    flush_interval_ms: int = Field(200, ge=1)
+    buffer_max_rows: int = Field(500_000, ge=1)
+    max_durable_pending: int = Field(5_000, ge=1)
+    spill_dir: Path = Path("var/recorder-spill")
+    core_subjects: list[str] = ["md.quote.>", "md.trade.>", "md.bar.>"]
+    durable_subjects: list[str] = ["order.>", "exec.>", "tca.>"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    nats: NatsSettings = NatsSettings()
+    db: DbSettings = DbSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    http: HttpSettings = HttpSettings()
+    md_gateway: MdGatewaySettings = MdGatewaySettings()
+    recorder: RecorderSettings = RecorderSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit overrides > environment > config file > defaults.
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tradefleet_file_config", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return _FILE_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get())
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path} is not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path} must hold a mapping at the top level"])
+    return data
+
+
+def _apply_aliases(overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in overrides.items()}
+    for env_name, (section, key) in ENV_ALIASES.items():
+        value = os.environ.get(env_name)
+        if value:
+            merged.setdefault(section, {})
+            if isinstance(merged[section], dict):
+                merged[section].setdefault(key, value)
+    return merged
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load and validate; raise ConfigError listing every problem."""
+    if path is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        path = os.environ[f"{ENV_PREFIX}CONFIG"]
+    token = _FILE_DATA.set(_read_file(Path(path)) if path else {})
+    try:
+        return Settings(**_apply_aliases(overrides))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = f" [got {err['input']!r}]" if err["type"] not in ("missing", "extra_forbidden") else ""
+            problems.append(f"{where}: {err['msg']}{value}")
+        raise ConfigError(problems) from None
+    finally:
+        _FILE_DATA.reset(token)

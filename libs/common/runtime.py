@@ -1,0 +1,257 @@
+"""The one service runtime: binds a pure core to the bus and gives every service the same
+connect/reconnect, subscribe/publish, /healthz /readyz /metrics /status, logging, tracing, dead
+letters and clean drain on SIGTERM."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from libs.common import codec
+from libs.common.bus import Bus, Handler, Subscription
+from libs.common.clock import Clock, LiveClock
+from libs.common.config import Settings
+from libs.common.ids import digest
+from libs.common.logging import LogOnce, get_logger, setup_logging
+from libs.common.metrics import RuntimeMetrics
+from libs.common.nats_bus import NatsBus
+from libs.common.telemetry import Tracing
+from proto.alerts import DeadLetter
+from proto.base import Event
+from proto.subjects import resolve, spec
+
+log = get_logger(__name__)
+
+DLQ = spec("dlq.{service}")
+
+
+class ServiceApp(abc.ABC):
+    """A service's runtime half: short and boring. The trading logic lives in its core."""
+
+    name: str = "service"
+    #: set by an app that finishes on its own (a replay that reached the end of its data)
+    done: asyncio.Event
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    @abc.abstractmethod
+    async def start(self, rt: Runtime) -> None:
+        """Subscribe and start tasks. Returns once the service is ready."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional
+        """Stop producing and flush; the bus drains afterwards."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class Runtime:
+    def __init__(
+        self,
+        service: str,
+        settings: Settings,
+        bus: Bus | None = None,
+        clock: Clock | None = None,
+        batching: bool = False,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.clock: Clock = clock or LiveClock()
+        self.metrics = RuntimeMetrics(service)
+        tel = settings.telemetry
+        self.tracing = Tracing(service, tel.tracing, tel.otlp_endpoint)
+        self.bus: Bus = bus or NatsBus(settings.nats, service, hooks=self, tracing=self.tracing, batching=batching)
+        self.ready = False
+        self.started_ns = time.time_ns()
+        self.http_port: int | None = None
+        self._log_once = LogOnce()
+        self._stop = asyncio.Event()
+        self._http_runner: web.AppRunner | None = None
+        self._dead_letters = 0
+        self.app: ServiceApp | None = None
+
+    # -- what services call -----------------------------------------------------------------
+    async def publish(self, subject: str, event: Event) -> None:
+        await self.bus.publish(subject, event)
+
+    async def subscribe(
+        self, pattern: str, handler: Handler, *, durable: str | None = None, queue: str | None = None,
+        manual_ack: bool = False,
+    ) -> Subscription:
+        return await self.bus.subscribe(pattern, handler, durable=durable, queue=queue, manual_ack=manual_ack)
+
+    def now_ns(self) -> int:
+        return self.clock.now_ns()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- BusHooks ---------------------------------------------------------------------------
+    def on_received(self, pattern: str, count: int, latency_s: float) -> None:
+        self.metrics.on_received(pattern, count, latency_s)
+
+    def on_published(self, pattern: str, count: int) -> None:
+        self.metrics.on_published(pattern, count)
+
+    async def on_dropped(
+        self, subject: str, reason: str, detail: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> None:
+        found = resolve(subject)
+        pattern = found.wildcard if found else "(unknown)"
+        self.metrics.on_dropped(pattern, reason)
+        if self._log_once.first("dropped", pattern, reason):
+            log.warning("message refused (logged once per kind; see tf_events_dropped_total)",
+                        subject=subject, reason=reason, detail=detail[:300])
+        if not payload or subject.startswith("dlq."):
+            return  # nothing to keep (a slow-consumer drop) or it is already a dead letter
+        now = self.clock.now_ns()
+        letter = DeadLetter(
+            ts_event=now, ts_init=now, service=self.service, subject=subject, reason=reason,
+            error=detail[:2000], payload=payload, digest=digest(subject.encode() + payload),
+        )
+        try:
+            await self.bus.publish(DLQ.subject(service=self.service), letter)
+            self._dead_letters += 1
+        except Exception as exc:
+            if self._log_once.first("dlq-failed"):
+                log.error("dead letter could not be published", error=repr(exc))
+
+    def on_handler_error(self, subject: str, exc: BaseException) -> None:
+        found = resolve(subject)
+        pattern = found.wildcard if found else subject
+        self.metrics.handler_errors.labels(self.service, pattern).inc()
+        if self._log_once.first("handler", pattern, type(exc).__name__):
+            log.error("handler failed (logged once per kind)", subject=subject, error=repr(exc), exc_info=exc)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def run(self, app: ServiceApp, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT, ``request_stop()``, or the app reports done."""
+        self.app = app
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+        await self._start_http()
+        await self._connect()
+        await app.start(self)
+        self.ready = True
+        self.metrics.ready.labels(self.service).set(1)
+        log.info("service ready", http_port=self.http_port)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done_wait = asyncio.create_task(app.done.wait())
+        await asyncio.wait({stop_wait, done_wait}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stop_wait, done_wait):
+            task.cancel()
+        await self.shutdown()
+        return 0
+
+    async def _connect(self) -> None:
+        """Connect with capped backoff: a service that starts before NATS waits for it."""
+        if not isinstance(self.bus, NatsBus):
+            return
+        delay = 0.2
+        while True:
+            try:
+                await self.bus.connect()
+                break
+            except Exception as exc:
+                log.warning("nats not reachable yet", url=self.settings.nats.url, error=repr(exc), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.metrics.connected.labels(self.service).set(1)
+        self.bus.on_connection_change = self._on_connection_change
+        await self.bus.ensure_streams()
+
+    def _on_connection_change(self, connected: bool) -> None:
+        self.metrics.connected.labels(self.service).set(1 if connected else 0)
+        if connected:
+            self.metrics.reconnects.labels(self.service).inc()
+
+    async def shutdown(self) -> None:
+        log.info("draining")
+        self.ready = False
+        self.metrics.ready.labels(self.service).set(0)
+        if self.app is not None:
+            try:
+                await self.app.stop()
+            except Exception as exc:
+                log.error("stop failed", error=repr(exc), exc_info=exc)
+        await self.bus.close()
+        self.tracing.shutdown()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        log.info("stopped")
+
+    # -- HTTP -------------------------------------------------------------------------------
+    async def _start_http(self) -> None:
+        http = self.settings.http
+        if http.port < 0:
+            return
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._status)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, http.host, http.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else http.port
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "service": self.service})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        connected = not isinstance(self.bus, NatsBus) or self.bus.connected.is_set()
+        ok = self.ready and connected
+        return web.json_response({"ready": ok, "bus_connected": connected}, status=200 if ok else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, _: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "ready": self.ready,
+            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "dropped": self.metrics.dropped_by_reason(),
+            "dead_letters": self._dead_letters,
+            "app": self.app.status() if self.app else {},
+        }
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll a condition instead of sleeping (tests, orchestration)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def decode_for_display(payload: bytes) -> list[dict[str, object]]:
+    obj = codec.decode(payload)
+    events = getattr(obj, "events", None) or [obj]
+    return [codec.to_builtins(e) for e in events]
+
+

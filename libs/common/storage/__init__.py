@@ -1,0 +1,1 @@
+"""TimescaleDB storage: schema, migrations, batch writer; native partitioning where the extension is absent."""

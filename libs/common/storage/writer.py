@@ -1,0 +1,114 @@
+"""Batch writer: one transaction per batch, binary COPY per table, recorder offsets in the same
+transaction (so 'committed' and 'acked up to' can never disagree)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from libs.common.storage.schema import DAY_US, PG_EPOCH_OFFSET_US, TABLES_BY_NAME
+
+Row = tuple[Any, ...]
+
+
+class StorageUnavailable(RuntimeError):
+    """The database could not take the batch; nothing of it was committed."""
+
+
+class BatchWriter:
+    def __init__(self, dsn: str, connect_timeout_s: int = 3) -> None:
+        self.dsn = dsn
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection | None = None
+        self.mode: str | None = None
+        self._partitions: dict[str, set[int]] = {}
+        self._copy_sql = {
+            name: f"COPY {name} ({', '.join(t.column_names)}) FROM STDIN (FORMAT BINARY)"
+            for name, t in TABLES_BY_NAME.items()
+        }
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s)
+            row = self._conn.execute("SELECT value FROM tf_meta WHERE key = 'storage_mode'").fetchone()
+            self._conn.commit()
+            self.mode = row[0] if row else "native"
+        return self._conn
+
+    def load_offsets(self, consumer: str) -> dict[str, int]:
+        try:
+            conn = self._connection()
+            rows = conn.execute(
+                "SELECT stream, last_seq FROM recorder_offsets WHERE consumer = %s", (consumer,)
+            ).fetchall()
+            conn.commit()
+            return dict(rows)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise StorageUnavailable(str(exc)) from exc
+
+    def write(
+        self, rows_by_table: Mapping[str, Sequence[Row]], offsets: Mapping[str, int], consumer: str
+    ) -> int:
+        """Write every row and the offsets atomically; returns the number of rows."""
+        try:
+            conn = self._connection()
+            written = 0
+            new_partitions: list[tuple[str, int]] = []
+            with conn.transaction():
+                cur = conn.cursor()
+                for table, rows in rows_by_table.items():
+                    if not rows:
+                        continue
+                    if self.mode == "native":
+                        new_partitions += self._ensure_partitions(conn, table, rows)
+                    spec = TABLES_BY_NAME[table]
+                    with cur.copy(self._copy_sql[table]) as copy:  # type: ignore[arg-type]
+                        copy.set_types(spec.copy_types)
+                        write_row = copy.write_row
+                        for row in rows:
+                            write_row(row)
+                    written += len(rows)
+                for stream, seq in offsets.items():
+                    cur.execute(
+                        "INSERT INTO recorder_offsets (stream, consumer, last_seq) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (stream, consumer) DO UPDATE SET last_seq = GREATEST("
+                        "recorder_offsets.last_seq, EXCLUDED.last_seq), updated_at = now()",
+                        (stream, consumer, seq),
+                    )
+            # Remember partitions only once they are committed.
+            for table, day in new_partitions:
+                self._partitions.setdefault(table, set()).add(day)
+            return written
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise StorageUnavailable(str(exc)) from exc
+
+    def _ensure_partitions(self, conn: psycopg.Connection, table: str, rows: Iterable[Row]) -> list[tuple[str, int]]:
+        days = {(row[0] + PG_EPOCH_OFFSET_US) // DAY_US for row in rows}
+        made = []
+        for day in days - self._partitions.get(table, set()):
+            try:
+                with conn.transaction():  # a savepoint: a day that cannot get its own partition
+                    conn.execute(          # (rows already in DEFAULT) still lands in DEFAULT
+                        "SELECT tf_ensure_day_partition(%s, (date '1970-01-01' + %s::int))", (table, day)
+                    )
+            except psycopg.errors.CheckViolation:
+                pass
+            made.append((table, day))
+        return made
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone anyway
+                pass
+        self._conn = None
+
+
+def jsonb(value: Mapping[str, Any]) -> Jsonb:
+    return Jsonb(dict(value))

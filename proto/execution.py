@@ -1,0 +1,70 @@
+"""What the broker did: order lifecycle events, fills and positions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from proto.base import DurableEvent, Identifier, Quantity, Side, Symbol
+
+OrderStatus = Literal[
+    "PENDING_SUBMIT",
+    "SUBMITTED",
+    "PARTIALLY_FILLED",
+    "FILLED",
+    "CANCELLED",
+    "REJECTED",
+    "UNRESOLVED",
+]
+
+
+class OrderEvent(DurableEvent, frozen=True, kw_only=True):
+    client_order_id: Identifier
+    symbol: Symbol
+    status: OrderStatus
+    seq: int
+    side: Side = "BUY"
+    quantity: float = 0.0
+    filled_quantity: float = 0.0
+    avg_fill_price: float | None = None
+    broker_order_id: str = ""
+    reason: str = ""
+
+    def dedupe_key(self) -> str:
+        return f"order:{self.client_order_id}:{self.seq}"
+
+
+class Fill(DurableEvent, frozen=True, kw_only=True):
+    exec_id: Identifier
+    client_order_id: Identifier
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    price: float
+    commission: float | None = None
+    venue: str = ""
+    liquidity: Literal["ADD", "REMOVE", "UNKNOWN"] = "UNKNOWN"
+
+    def dedupe_key(self) -> str:
+        return f"fill:{self.exec_id}"
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    symbol: Symbol
+    quantity: float
+    avg_price: float
+    mark: float
+    realized_pnl: float
+    unrealized_pnl: float
+
+
+class PositionSnapshot(DurableEvent, frozen=True, kw_only=True):
+    account: Identifier
+    seq: int
+    positions: list[Position]
+    realized_pnl: float
+    unrealized_pnl: float
+
+    def dedupe_key(self) -> str:
+        return f"positions:{self.account}:{self.seq}"

@@ -1,0 +1,98 @@
+"""Market data: quotes, trades, depth, bars and feed health."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from proto.base import DurableEvent, Event, Identifier, Price, Size, Symbol
+
+# Quote/Trade flag bits: why a tick that was kept is still worth a second look.
+FLAG_EXTENDED_HOURS = 1
+FLAG_ODD_LOT = 2
+
+
+class Quote(Event, frozen=True, kw_only=True):
+    """Consolidated best bid and offer."""
+
+    symbol: Symbol
+    bid: Price
+    ask: Price
+    bid_size: Size
+    ask_size: Size
+    venue: str = ""
+    flags: int = 0
+
+    def __post_init__(self) -> None:
+        # A crossed book is never valid downstream; the gateway drops them before publishing.
+        if self.bid > self.ask:
+            raise ValueError(f"crossed quote: bid {self.bid} > ask {self.ask}")
+
+
+class Trade(Event, frozen=True, kw_only=True):
+    symbol: Symbol
+    price: Price
+    size: Size
+    venue: str = ""
+    conditions: int = 0
+    # +1 buyer-initiated, -1 seller-initiated, 0 unknown (LEAN has no aggressor flag; LOBSTER does).
+    aggressor: Literal[-1, 0, 1] = 0
+    flags: int = 0
+
+
+class DepthUpdate(Event, frozen=True, kw_only=True):
+    """One level-2 book change, in IB's updateMktDepth shape so the IB provider maps 1:1."""
+
+    symbol: Symbol
+    side: Literal["BID", "ASK"]
+    position: int = msgspec.field(default=0)
+    operation: Literal["INSERT", "UPDATE", "DELETE"] = "UPDATE"
+    price: float = 0.0
+    size: Size = 0
+    market_maker: str = ""
+
+
+class Bar(Event, frozen=True, kw_only=True):
+    """OHLCV bar; ``ts_event`` is the bar's close time."""
+
+    symbol: Symbol
+    timeframe: str
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Size
+    trade_count: int = 0
+    vwap: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.low > self.high or not (self.low <= self.open <= self.high) or not (
+            self.low <= self.close <= self.high
+        ):
+            raise ValueError(f"inconsistent bar o={self.open} h={self.high} l={self.low} c={self.close}")
+
+
+FeedState = Literal[
+    "connected",
+    "disconnected",
+    "stale",
+    "recovered",
+    "replay_started",
+    "replay_progress",
+    "replay_finished",
+]
+
+
+class FeedStatus(DurableEvent, frozen=True, kw_only=True):
+    """Health of a market-data source; missing data is an event."""
+
+    source: Identifier
+    state: FeedState
+    seq: int
+    symbol: str = ""
+    detail: str = ""
+    counters: dict[str, int] = {}
+
+    def dedupe_key(self) -> str:
+        return f"feed:{self.source}:{self.seq}"

@@ -1,0 +1,32 @@
+"""Model outputs: fast-lane predictions and the QOS score."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from proto.base import Event, Symbol
+
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class Prediction(Event, frozen=True, kw_only=True):
+    symbol: Symbol
+    horizon: str
+    model_version: str
+    probability: Probability
+    expected_return: float
+    feature_set: str = ""
+
+
+class QosScore(Event, frozen=True, kw_only=True):
+    """QOS = sum over timeframes of w_tf * S_tf; ``components`` keeps each term for explanation."""
+
+    symbol: Symbol
+    score: float
+    peak: float
+    regime: str
+    components: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    action: Literal["enter", "exit", "hold"] = "hold"

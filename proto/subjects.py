@@ -1,0 +1,172 @@
+"""The subject catalog: which event flows on which subject, on which transport, from whom.
+
+High-rate market data rides core NATS (latest value wins; a slow consumer must not slow the
+gateway). Everything that must not be lost rides JetStream with durable consumers, explicit acks
+and ``Nats-Msg-Id`` dedupe.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from proto.alerts import Alert, DeadLetter
+from proto.base import Event
+from proto.control import Control
+from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.features import FeatureVector
+from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.signals import Prediction, QosScore
+from proto.tca import TcaReport
+
+
+class Transport(StrEnum):
+    CORE = "core"
+    JETSTREAM = "jetstream"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: int = 7 * 24 * 3600
+    duplicate_window_s: int = 120
+    storage: str = "file"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    role: str
+    # The issue that builds it; the fleet runs only services whose runtime exists.
+    since_issue: int
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    template: str  # e.g. "md.quote.{symbol}"
+    event_types: tuple[type[Event], ...]
+    transport: Transport
+    producer: str
+    description: str
+    stream: str | None = None
+    tokens: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.template.split(".")))
+
+    @property
+    def wildcard(self) -> str:
+        """The NATS pattern matching every concrete subject of this entry."""
+        return ".".join("*" if t.startswith("{") else t for t in self.tokens)
+
+    def subject(self, **values: str) -> str:
+        return self.template.format(**{k: subject_token(v) for k, v in values.items()})
+
+    def matches(self, subject: str) -> bool:
+        parts = subject.split(".")
+        if len(parts) != len(self.tokens):
+            return False
+        return all(t.startswith("{") or t == p for t, p in zip(self.tokens, parts, strict=True))
+
+
+def subject_token(value: str) -> str:
+    """NATS splits subjects on '.', so a symbol such as BRK.B travels as BRK_B."""
+    return value.replace(".", "_").replace(" ", "_")
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("md-gateway", "market data from IB or a replay, cleaned, on md.*", 2),
+    ServiceSpec("recorder", "writes md, exec and TCA events to TimescaleDB", 2),
+    ServiceSpec("features", "feature vectors per symbol and timeframe", 3),
+    ServiceSpec("fastlane", "calibrated predictions per horizon", 3),
+    ServiceSpec("qos", "timeframe-weighted QOS score and intents", 3),
+    ServiceSpec("risk", "fail-closed risk gate", 4),
+    ServiceSpec("execution", "the only service that talks to the broker", 4),
+    ServiceSpec("tca", "slippage and cost analysis", 4),
+    ServiceSpec("sentiment", "news sentiment", 6),
+    ServiceSpec("policy", "RL timing and sizing", 8),
+    ServiceSpec("control", "operator API and kill switch", 4),
+    ServiceSpec("alerts", "Telegram and email", 4),
+)
+SERVICE_NAMES = frozenset(s.name for s in SERVICES)
+ANY_SERVICE = "*"
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec("MDSTATUS", ("md.status",)),
+    StreamSpec("ORDERS", ("order.>",), max_age_s=30 * 24 * 3600),
+    StreamSpec("EXEC", ("exec.>",), max_age_s=30 * 24 * 3600),
+    StreamSpec("TCA", ("tca.>",), max_age_s=30 * 24 * 3600),
+    StreamSpec("ALERTS", ("alert.>",)),
+    StreamSpec("CONTROL", ("ctl.>",)),
+    StreamSpec("DLQ", ("dlq.>",), max_age_s=30 * 24 * 3600),
+)
+
+_C, _J = Transport.CORE, Transport.JETSTREAM
+
+CATALOG: tuple[SubjectSpec, ...] = (
+    SubjectSpec("md.quote.{symbol}", (Quote,), _C, "md-gateway", "consolidated best bid/offer"),
+    SubjectSpec("md.trade.{symbol}", (Trade,), _C, "md-gateway", "trade prints"),
+    SubjectSpec("md.depth.{symbol}", (DepthUpdate,), _C, "md-gateway", "level-2 book changes"),
+    SubjectSpec("md.bar.{timeframe}.{symbol}", (Bar,), _C, "md-gateway", "recorded or vendor bars"),
+    SubjectSpec("md.status", (FeedStatus,), _J, "md-gateway", "feed health and replay progress", "MDSTATUS"),
+    SubjectSpec("feat.{timeframe}.{symbol}", (FeatureVector,), _C, "features", "feature vector on bar close"),
+    SubjectSpec("sig.fast.{horizon}.{symbol}", (Prediction,), _C, "fastlane", "calibrated prediction"),
+    SubjectSpec("qos.{symbol}", (QosScore,), _C, "qos", "QOS score with its components"),
+    SubjectSpec("order.intent.{symbol}", (OrderIntent,), _J, "qos", "what the strategy wants", "ORDERS"),
+    SubjectSpec("order.approved.{symbol}", (OrderApproved,), _J, "risk", "risk-approved order", "ORDERS"),
+    SubjectSpec("order.denied.{symbol}", (OrderDenied,), _J, "risk", "denial with its code", "ORDERS"),
+    SubjectSpec("exec.order.{symbol}", (OrderEvent,), _J, "execution", "order lifecycle", "EXEC"),
+    SubjectSpec("exec.fill.{symbol}", (Fill,), _J, "execution", "executions", "EXEC"),
+    SubjectSpec("exec.position", (PositionSnapshot,), _J, "execution", "positions and P&L", "EXEC"),
+    SubjectSpec("tca.report.{symbol}", (TcaReport,), _J, "tca", "cost of one order", "TCA"),
+    SubjectSpec("alert.{severity}", (Alert,), _J, ANY_SERVICE, "alerts for people", "ALERTS"),
+    SubjectSpec("ctl.{command}", (Control,), _J, "control", "operator commands", "CONTROL"),
+    SubjectSpec("dlq.{service}", (DeadLetter,), _J, ANY_SERVICE, "refused messages, kept whole", "DLQ"),
+)
+
+SPEC_BY_TEMPLATE = {s.template: s for s in CATALOG}
+
+
+@functools.lru_cache(maxsize=65536)
+def resolve(subject: str) -> SubjectSpec | None:
+    """The catalog entry of a concrete subject (cached: called on every message)."""
+    for spec in CATALOG:
+        if spec.matches(subject):
+            return spec
+    return None
+
+
+def spec(template: str) -> SubjectSpec:
+    return SPEC_BY_TEMPLATE[template]
+
+
+def stream_for(subject: str) -> str | None:
+    found = resolve(subject)
+    return found.stream if found is not None else None
+
+
+def catalog_as_dict() -> dict[str, object]:
+    """The catalog in plain data, for JSON export and non-Python consumers."""
+    return {
+        "subjects": [
+            {
+                "subject": s.template,
+                "pattern": s.wildcard,
+                "events": [t.__name__ for t in s.event_types],
+                "transport": s.transport.value,
+                "stream": s.stream,
+                "producer": s.producer,
+                "description": s.description,
+            }
+            for s in CATALOG
+        ],
+        "streams": [
+            {"name": st.name, "subjects": list(st.subjects), "max_age_s": st.max_age_s,
+             "duplicate_window_s": st.duplicate_window_s, "storage": st.storage}
+            for st in STREAMS
+        ],
+        "services": [{"name": s.name, "role": s.role, "since_issue": s.since_issue} for s in SERVICES],
+    }

@@ -1,0 +1,3 @@
+from tradefleet.cli import run_service
+
+run_service("md-gateway")

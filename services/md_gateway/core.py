@@ -1,0 +1,218 @@
+"""The md-gateway core: raw provider records in, clean Quote/Trade/Bar/DepthUpdate events out.
+
+Pure: no I/O, the clock is passed in. Bad ticks are dropped with a counter per reason, never a
+crash. Providers hand in plain tuples (cheaper than objects at hundreds of thousands per second):
+
+  ("Q", ts_ns, symbol, bid, bid_size, ask, ask_size, venue, suspicious)  one- or two-sided quote;
+                                                                        a side with price 0 is absent
+  ("T", ts_ns, symbol, price, size, venue, conditions, suspicious, aggressor)
+  ("B", ts_close_ns, symbol, timeframe, open, high, low, close, volume)
+  ("D", ts_ns, symbol, side, position, operation, price, size)
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+from libs.common.clock import Clock
+from proto.base import Event
+from proto.market import FLAG_ODD_LOT, Bar, DepthUpdate, Quote, Trade
+
+LEAN_ODD_LOT = 0x80000000
+JUMP_RESET_STREAK = 5  # this many consecutive "jumps" to one level is a real move: re-anchor
+
+
+class _Book:
+    """Consolidated best bid/offer of one symbol. LEAN's per-exchange rows are one-sided and an
+    exchange's quote is not refreshed when it leaves the top, so the latest bid row is the bid and
+    the latest ask row the ask (what LEAN does; max/min over exchanges leaves 97% crossed)."""
+
+    __slots__ = ("ask", "ask_size", "bid", "bid_size", "jump_streak", "last_mid", "last_published",
+                 "last_trade", "last_ts", "trade_streak")
+
+    def __init__(self) -> None:
+        self.bid = self.ask = 0.0
+        self.bid_size = self.ask_size = 0
+        self.last_ts = 0
+        self.last_mid = 0.0
+        self.last_trade = 0.0
+        self.last_published: tuple[float, float, int, int] | None = None
+        self.jump_streak = 0
+        self.trade_streak = 0
+
+
+class MarketDataCore:
+    def __init__(self, clock: Clock, max_jump_pct: float = 10.0, drop_suspicious: bool = True,
+                 session: tuple[int, int] | None = None) -> None:
+        self.clock = clock
+        self.max_jump = max_jump_pct / 100.0
+        self.drop_suspicious = drop_suspicious
+        self.session = session
+        self.books: dict[str, _Book] = {}
+        self.bad: collections.Counter[str] = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._handlers = {"Q": self.on_quote, "T": self.on_trade, "B": self.on_bar, "D": self.on_depth}
+
+    def on_record(self, rec: tuple[Any, ...]) -> Event | None:
+        self.stats["records"] += 1
+        return self._handlers[rec[0]](rec)  # type: ignore[operator]
+
+    def set_session(self, session: tuple[int, int] | None) -> None:
+        self.session = session
+
+    def _book(self, symbol: str) -> _Book:
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = _Book()
+        return book
+
+    def _reject(self, reason: str) -> None:
+        self.bad[reason] += 1
+
+    def _in_session(self, ts: int) -> bool:
+        s = self.session
+        return s is None or s[0] <= ts < s[1]
+
+    @staticmethod
+    def _price_problem(*prices: float) -> str | None:
+        for p in prices:
+            if p != p or math.isinf(p):
+                return "nan_price"
+            if p < 0:
+                return "negative_price"
+        return None
+
+    def _out_of_order(self, book: _Book, ts: int) -> bool:
+        if ts < book.last_ts:
+            self._reject("out_of_order")
+            return True
+        book.last_ts = ts
+        return False
+
+    # -- quotes -----------------------------------------------------------------------------
+    def on_quote(self, rec: tuple[Any, ...]) -> Quote | None:
+        _, ts, symbol, bid, bid_size, ask, ask_size, venue, suspicious = rec
+        self.stats["quote_records"] += 1
+        if suspicious and self.drop_suspicious:
+            self._reject("suspicious")
+            return None
+        problem = self._price_problem(bid, ask)
+        if problem:
+            self._reject(problem)
+            return None
+        if bid == 0 and ask == 0:
+            self._reject("zero_price")
+            return None
+        if bid_size < 0 or ask_size < 0:
+            self._reject("negative_size")
+            return None
+        book = self._book(symbol)
+        if self._out_of_order(book, ts):
+            return None
+        old = (book.bid, book.bid_size, book.ask, book.ask_size)
+        if bid > 0:
+            book.bid, book.bid_size = bid, bid_size
+        if ask > 0:
+            book.ask, book.ask_size = ask, ask_size
+        if book.bid <= 0 or book.ask <= 0:
+            return None  # one side still unknown
+        mid = (book.bid + book.ask) * 0.5
+        if book.last_mid and abs(mid - book.last_mid) > self.max_jump * book.last_mid:
+            book.jump_streak += 1
+            if book.jump_streak < JUMP_RESET_STREAK:
+                book.bid, book.bid_size, book.ask, book.ask_size = old
+                self._reject("price_jump")
+                return None
+        book.jump_streak = 0
+        if book.bid > book.ask:
+            self._reject("crossed")
+            return None
+        if book.bid == book.ask:
+            self._reject("locked")
+            return None
+        book.last_mid = mid
+        if not self._in_session(ts):
+            self.stats["outside_session"] += 1
+            return None
+        key = (book.bid, book.ask, book.bid_size, book.ask_size)
+        if key == book.last_published:
+            self.stats["unchanged"] += 1
+            return None
+        book.last_published = key
+        self.stats["quotes"] += 1
+        return Quote(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, bid=book.bid, ask=book.ask,
+                     bid_size=book.bid_size, ask_size=book.ask_size, venue=venue)
+
+    # -- trades -----------------------------------------------------------------------------
+    def on_trade(self, rec: tuple[Any, ...]) -> Trade | None:
+        _, ts, symbol, price, size, venue, conditions, suspicious, aggressor = rec
+        self.stats["trade_records"] += 1
+        if suspicious and self.drop_suspicious:
+            self._reject("suspicious")
+            return None
+        problem = self._price_problem(price)
+        if problem:
+            self._reject(problem)
+            return None
+        if price == 0:
+            self._reject("zero_price")
+            return None
+        if size <= 0:
+            self._reject("bad_size")
+            return None
+        book = self._book(symbol)
+        if self._out_of_order(book, ts):
+            return None
+        reference = book.last_trade or book.last_mid
+        if reference and abs(price - reference) > self.max_jump * reference:
+            book.trade_streak += 1
+            if book.trade_streak < JUMP_RESET_STREAK:
+                self._reject("price_jump")
+                return None
+        book.trade_streak = 0
+        book.last_trade = price
+        if not self._in_session(ts):
+            self.stats["outside_session"] += 1
+            return None
+        self.stats["trades"] += 1
+        flags = FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0
+        return Trade(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, price=price, size=size, venue=venue,
+                     conditions=conditions, aggressor=aggressor, flags=flags)
+
+    # -- bars and depth ---------------------------------------------------------------------
+    def on_bar(self, rec: tuple[Any, ...]) -> Bar | None:
+        _, ts, symbol, timeframe, o, h, low, c, volume = rec
+        self.stats["bar_records"] += 1
+        problem = self._price_problem(o, h, low, c)
+        if problem or min(o, h, low, c) <= 0:
+            self._reject(problem or "zero_price")
+            return None
+        if not (low <= min(o, c) and max(o, c) <= h):
+            self._reject("inconsistent_bar")
+            return None
+        if not self._in_session(ts - 1):
+            self.stats["outside_session"] += 1
+            return None
+        self.stats["bars"] += 1
+        return Bar(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, timeframe=timeframe, open=o, high=h,
+                   low=low, close=c, volume=volume)
+
+    def on_depth(self, rec: tuple[Any, ...]) -> DepthUpdate | None:
+        _, ts, symbol, side, position, operation, price, size = rec
+        self.stats["depth_records"] += 1
+        if operation != "DELETE":
+            problem = self._price_problem(price)
+            if problem or price <= 0:
+                self._reject(problem or "zero_price")
+                return None
+        if not self._in_session(ts):
+            self.stats["outside_session"] += 1
+            return None
+        self.stats["depth"] += 1
+        return DepthUpdate(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, side=side, position=position,
+                           operation=operation, price=price, size=size)
+
+    def counters(self) -> dict[str, Any]:
+        return {"stats": dict(self.stats), "bad_ticks": dict(self.bad), "bad_total": sum(self.bad.values())}

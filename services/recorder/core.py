@@ -1,0 +1,214 @@
+"""The recorder core: events in, batches of rows out; the outage buffer's bookkeeping.
+
+Pure: no I/O, the clock is passed in. Rules it keeps:
+- a durable event (JetStream) is acked only after the batch holding its row is committed; its
+  stream sequence is committed with the rows, so a redelivery after a crash is recognised and
+  skipped (no duplicates);
+- durable rows are never spilled to disk: JetStream already holds them durably, so at the bound
+  the recorder stops pulling (backpressure) and they wait in the stream;
+- core-NATS market data, which nobody else keeps, is buffered in memory up to a bound and then
+  spilled to disk, oldest first, and written once the database is back.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from libs.common.clock import Clock
+from libs.common.storage.schema import pg_time
+from libs.common.storage.writer import jsonb
+from proto.base import Event
+from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.market import Bar, Quote, Trade
+from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.tca import TcaReport
+
+Row = tuple[Any, ...]
+
+
+def _quote(e: Quote) -> list[Row]:
+    return [(pg_time(e.ts_event), e.symbol, e.bid, e.ask, e.bid_size, e.ask_size, e.venue, e.flags,
+             pg_time(e.ts_init))]
+
+
+def _trade(e: Trade) -> list[Row]:
+    return [(pg_time(e.ts_event), e.symbol, e.price, e.size, e.venue, e.conditions, e.aggressor, e.flags,
+             pg_time(e.ts_init))]
+
+
+def _bar(e: Bar) -> list[Row]:
+    return [(pg_time(e.ts_event), e.symbol, e.timeframe, e.open, e.high, e.low, e.close, e.volume,
+             e.trade_count, e.vwap, pg_time(e.ts_init))]
+
+
+def _intent(e: OrderIntent) -> list[Row]:
+    return [(pg_time(e.ts_event), e.intent_id, e.symbol, e.side, e.quantity, e.order_type, e.limit_price,
+             e.stop_price, e.tif, e.reason, e.score, pg_time(e.ts_init))]
+
+
+def _approved(e: OrderApproved) -> list[Row]:
+    return [(pg_time(e.ts_event), e.client_order_id, e.intent_id, e.symbol, e.side, e.quantity, e.order_type,
+             e.limit_price, e.stop_price, e.tif, pg_time(e.ts_init))]
+
+
+def _denied(e: OrderDenied) -> list[Row]:
+    return [(pg_time(e.ts_event), e.intent_id, e.symbol, e.code, jsonb(e.context), pg_time(e.ts_init))]
+
+
+def _order_event(e: OrderEvent) -> list[Row]:
+    return [(pg_time(e.ts_event), e.client_order_id, e.seq, e.symbol, e.status, e.side, e.quantity,
+             e.filled_quantity, e.avg_fill_price, e.broker_order_id, e.reason, pg_time(e.ts_init))]
+
+
+def _fill(e: Fill) -> list[Row]:
+    return [(pg_time(e.ts_event), e.exec_id, e.client_order_id, e.symbol, e.side, e.quantity, e.price,
+             e.commission, e.venue, e.liquidity, pg_time(e.ts_init))]
+
+
+def _positions(e: PositionSnapshot) -> list[Row]:
+    return [(pg_time(e.ts_event), e.account, e.seq, p.symbol, p.quantity, p.avg_price, p.mark, p.realized_pnl,
+             p.unrealized_pnl, pg_time(e.ts_init)) for p in e.positions]
+
+
+def _tca(e: TcaReport) -> list[Row]:
+    return [(pg_time(e.ts_event), e.client_order_id, e.symbol, e.side, e.quantity, e.arrival_price,
+             e.avg_fill_price, e.slippage_bps, e.commission, e.spread_bps_at_arrival, e.fill_ratio, e.latency_ns,
+             pg_time(e.ts_init))]
+
+
+ROW_BUILDERS: dict[type, tuple[str, Callable[[Any], list[Row]]]] = {
+    Quote: ("quotes", _quote),
+    Trade: ("trades", _trade),
+    Bar: ("bars", _bar),
+    OrderIntent: ("order_intents", _intent),
+    OrderApproved: ("orders", _approved),
+    OrderDenied: ("order_denials", _denied),
+    OrderEvent: ("order_events", _order_event),
+    Fill: ("fills", _fill),
+    PositionSnapshot: ("positions", _positions),
+    TcaReport: ("tca", _tca),
+}
+
+
+@dataclass
+class WriteBatch:
+    """Rows of one transaction, the deliveries to ack after it commits, and the highest stream
+    sequence per stream it covers."""
+
+    opened_ns: int
+    core_rows: dict[str, list[Row]] = field(default_factory=dict)
+    durable_rows: dict[str, list[Row]] = field(default_factory=dict)
+    acks: list[Any] = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)
+    n_core: int = 0
+    n_durable: int = 0
+
+    def rows(self) -> dict[str, list[Row]]:
+        merged = {t: list(r) for t, r in self.core_rows.items()}
+        for table, rows in self.durable_rows.items():
+            merged.setdefault(table, []).extend(rows)
+        return merged
+
+    def take_core(self) -> dict[str, list[Row]]:
+        rows, self.core_rows, self.n_core = self.core_rows, {}, 0
+        return rows
+
+    @property
+    def empty(self) -> bool:
+        return self.n_core == 0 and self.n_durable == 0 and not self.acks
+
+
+class RecorderCore:
+    def __init__(self, clock: Clock, batch_rows: int, flush_interval_ns: int, buffer_max_rows: int,
+                 max_durable_pending: int) -> None:
+        self.clock = clock
+        self.batch_rows = batch_rows
+        self.flush_interval_ns = flush_interval_ns
+        self.buffer_max_rows = buffer_max_rows
+        self.max_durable_pending = max_durable_pending
+        self.pending = WriteBatch(clock.now_ns())
+        self.backlog: collections.deque[WriteBatch] = collections.deque()
+        self.watermarks: dict[str, int] = {}
+        self.committed_rows: collections.Counter[str] = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.ignored: collections.Counter[str] = collections.Counter()
+
+    # -- intake -----------------------------------------------------------------------------
+    def add(self, event: Event, delivery: Any = None, stream: str | None = None, seq: int = 0) -> None:
+        builder = ROW_BUILDERS.get(type(event))
+        batch = self.pending
+        if builder is None:
+            self.ignored[type(event).__name__] += 1
+        else:
+            table, build = builder
+            rows = build(event)
+            target = batch.core_rows if delivery is None else batch.durable_rows
+            existing = target.get(table)
+            if existing is None:
+                target[table] = rows
+            else:
+                existing.extend(rows)
+            if delivery is None:
+                batch.n_core += len(rows)
+            else:
+                batch.n_durable += len(rows)
+        if delivery is not None:
+            batch.acks.append(delivery)
+            if stream is not None and seq > batch.offsets.get(stream, 0):
+                batch.offsets[stream] = seq
+
+    def already_committed(self, stream: str, seq: int) -> bool:
+        """A redelivery of something whose row is committed (crash between commit and ack)."""
+        return seq <= self.watermarks.get(stream, 0)
+
+    def room_for_durable(self) -> bool:
+        in_memory = self.pending.n_durable + sum(b.n_durable for b in self.backlog)
+        return in_memory < self.max_durable_pending
+
+    def due(self) -> bool:
+        batch = self.pending
+        if batch.n_core + batch.n_durable >= self.batch_rows:
+            return True
+        return not batch.empty and self.clock.now_ns() - batch.opened_ns >= self.flush_interval_ns
+
+    def cut(self) -> None:
+        """Close the pending batch and queue it for writing."""
+        if not self.pending.empty:
+            self.backlog.append(self.pending)
+        self.pending = WriteBatch(self.clock.now_ns())
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def committed(self, batch: WriteBatch) -> None:
+        for table, rows in batch.core_rows.items():
+            self.committed_rows[table] += len(rows)
+        for table, rows in batch.durable_rows.items():
+            self.committed_rows[table] += len(rows)
+        for stream, seq in batch.offsets.items():
+            if seq > self.watermarks.get(stream, 0):
+                self.watermarks[stream] = seq
+        self.stats["batches"] += 1
+
+    def committed_spill(self, rows_by_table: dict[str, list[Row]]) -> None:
+        for table, rows in rows_by_table.items():
+            self.committed_rows[table] += len(rows)
+        self.stats["spill_files_written"] += 1
+
+    def memory_core_rows(self) -> int:
+        return self.pending.n_core + sum(b.n_core for b in self.backlog)
+
+    def overflow(self) -> list[dict[str, list[Row]]]:
+        """Core rows to spill to disk, oldest first, until memory is back under the bound."""
+        spilled = []
+        for batch in self.backlog:
+            if self.memory_core_rows() <= self.buffer_max_rows:
+                break
+            if batch.n_core:
+                self.stats["rows_spilled"] += batch.n_core
+                spilled.append(batch.take_core())
+        return spilled
+
+    def pending_rows(self) -> int:
+        return self.memory_core_rows() + self.pending.n_durable + sum(b.n_durable for b in self.backlog)

@@ -1,0 +1,205 @@
+"""recorder runtime: subscribe, hand events to the core, write batches in a worker thread.
+
+The database write runs in a thread (psycopg's binary COPY formats rows in C, so the event loop
+keeps receiving while a batch is written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from libs.common.bus import Delivery
+from libs.common.config import Settings
+from libs.common.logging import get_logger
+from libs.common.runtime import Runtime, ServiceApp
+from libs.common.storage.writer import BatchWriter, StorageUnavailable
+from services.recorder.core import RecorderCore, Row
+
+log = get_logger(__name__)
+CONSUMER = "recorder"
+# Test-only fault point: exit right after a commit, before acking, to prove no duplicates.
+FAULT_EXIT_AFTER_COMMIT = "TRADEFLEET_FAULT_RECORDER_EXIT_AFTER_COMMIT"
+
+
+class SpillStore:
+    """Spilled core rows as msgpack files, written and read oldest first."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._seq = 0
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("spill-*.msgpack")) if self.directory.exists() else []
+
+    def write(self, rows_by_table: dict[str, list[Row]]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        path = self.directory / f"spill-{time.time_ns():020d}-{self._seq:06d}.msgpack"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.msgpack.encode(rows_by_table))
+        os.replace(tmp, path)  # atomic: a crash never leaves half a spill file
+        return path
+
+    @staticmethod
+    def read(path: Path) -> dict[str, list[Row]]:
+        data: dict[str, list[list[Any]]] = msgspec.msgpack.decode(path.read_bytes())
+        return {t: [tuple(r) for r in rows] for t, rows in data.items()}
+
+
+class RecorderApp(ServiceApp):
+    name = "recorder"
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        super().__init__()
+        self.settings = settings
+        self.writer = BatchWriter(dsn, settings.db.connect_timeout_s)
+        self.spill = SpillStore(settings.recorder.spill_dir)
+        self.core: RecorderCore | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._durable_starter: asyncio.Task[None] | None = None
+        self.db_up = True
+        self.outages = 0
+
+    async def start(self, rt: Runtime) -> None:
+        cfg = self.settings.recorder
+        self.rt = rt
+        self.core = RecorderCore(rt.clock, cfg.batch_rows, cfg.flush_interval_ms * 1_000_000, cfg.buffer_max_rows,
+                                 cfg.max_durable_pending)
+        for pattern in cfg.core_subjects:
+            await rt.subscribe(pattern, self._on_core)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
+        # Durable consumers start once the committed offsets are known (the DB may be down now).
+        self._durable_starter = asyncio.create_task(self._start_durable(), name="recorder-durable")
+
+    async def _start_durable(self) -> None:
+        assert self.core is not None
+        delay = 0.2
+        while True:
+            try:
+                self.core.watermarks.update(await asyncio.to_thread(self.writer.load_offsets, CONSUMER))
+                break
+            except StorageUnavailable as exc:
+                log.warning("database unavailable; durable consumers wait", error=str(exc)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for pattern in self.settings.recorder.durable_subjects:
+            stream_name = pattern.split(".")[0].replace(">", "")
+            await self.rt.subscribe(pattern, self._on_durable, durable=f"recorder-{stream_name}", manual_ack=True)
+
+    async def _on_core(self, d: Delivery) -> None:
+        assert self.core is not None
+        self.core.add(d.event)
+        if self.core.pending.n_core >= self.core.batch_rows:
+            self._wake.set()
+
+    async def _on_durable(self, d: Delivery) -> None:
+        assert self.core is not None and d.stream is not None
+        if self.core.already_committed(d.stream, d.seq):
+            self.core.stats["duplicates_skipped"] += 1
+            await d.ack()
+            return
+        while not self.core.room_for_durable():
+            # Backpressure: stop pulling; JetStream keeps the rest until the database is back.
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self.core.add(d.event, d, d.stream, d.seq)
+        if self.core.due():
+            self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        assert self.core is not None
+        interval = self.settings.recorder.flush_interval_ms / 1000
+        backoff = 0.2
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self.core.due() or self._stopping or not self.core.pending.empty:
+                self.core.cut()
+            ok = await self._write_all()
+            if ok:
+                backoff = 0.2
+                self._room.set()
+            else:
+                for rows in self.core.overflow():
+                    path = await asyncio.to_thread(self.spill.write, rows)
+                    log.warning("buffer full: spilled rows to disk", file=str(path))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if self._stopping and ok and self.core.pending.empty and not self.core.backlog:
+                return
+
+    async def _write_all(self) -> bool:
+        """Spill files first (oldest data), then the in-memory backlog. False on a DB outage."""
+        assert self.core is not None
+        try:
+            for path in self.spill.files():
+                rows = await asyncio.to_thread(self.spill.read, path)
+                await asyncio.to_thread(self.writer.write, rows, {}, CONSUMER)
+                path.unlink()
+                self.core.committed_spill(rows)
+            while self.core.backlog:
+                batch = self.core.backlog[0]
+                await asyncio.to_thread(self.writer.write, batch.rows(), batch.offsets, CONSUMER)
+                if batch.acks and os.environ.get(FAULT_EXIT_AFTER_COMMIT):
+                    log.error("fault injection: exiting after commit, before ack")
+                    os._exit(3)
+                self.core.backlog.popleft()
+                self.core.committed(batch)
+                for delivery in batch.acks:
+                    await delivery.ack()
+        except StorageUnavailable as exc:
+            if self.db_up:
+                self.outages += 1
+                log.error("database unavailable: buffering", error=str(exc)[:300],
+                          buffered_rows=self.core.pending_rows())
+            self.db_up = False
+            return False
+        if not self.db_up:
+            log.info("database back: buffer written")
+        self.db_up = True
+        return True
+
+    async def stop(self) -> None:
+        """Write what is buffered (bounded wait); what cannot be written is spilled, never dropped."""
+        assert self.core is not None
+        self._stopping = True
+        if self._durable_starter is not None:
+            self._durable_starter.cancel()
+        self._wake.set()
+        if self._flusher is not None:
+            try:
+                await asyncio.wait_for(self._flusher, timeout=10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self.core.cut()
+                for batch in self.core.backlog:
+                    if batch.n_core:
+                        self.spill.write(batch.take_core())
+                log.warning("stopped with the database down: core rows spilled, durable left unacked")
+        self.writer.close()
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        if core is None:
+            return {}
+        return {
+            "rows_stored": dict(core.committed_rows),
+            "pending_rows": core.pending_rows(),
+            "db_up": self.db_up,
+            "outages": self.outages,
+            "spill_files": len(self.spill.files()),
+            "ignored": dict(core.ignored),
+            **dict(core.stats),
+        }

@@ -1,0 +1,1 @@
+"""tradefleet: one CLI fronting the fleet."""

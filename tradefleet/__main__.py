@@ -1,0 +1,3 @@
+from tradefleet.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""The `tradefleet` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from libs.common.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="tradefleet: an intraday trading fleet on NATS")
+schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
+db_app = typer.Typer(no_args_is_help=True, help="database")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(db_app, name="db")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def run_service(name: str, config: Path | None = None) -> None:
+    from libs.common.logging import setup_logging
+    from libs.common.runtime import Runtime
+    from tradefleet.services import BATCHING, RUNNABLE
+
+    if name not in RUNNABLE:
+        typer.echo(f"unknown or not yet built service {name!r}; runnable: {', '.join(sorted(RUNNABLE))}", err=True)
+        raise typer.Exit(2)
+    settings = _settings(config)
+    setup_logging(name, settings.telemetry.log_level, settings.telemetry.log_format)
+    batching = name in BATCHING and settings.md_gateway.batching
+    service_app = RUNNABLE[name](settings)
+
+    async def main() -> int:
+        rt = Runtime(name, settings, batching=batching)
+        return await rt.run(service_app)
+
+    sys.exit(asyncio.run(main()))
+
+
+@app.command()
+def service(name: Annotated[str, typer.Argument(help="service name, e.g. md-gateway")], config: ConfigOpt = None) -> None:
+    """Run one service (what a container runs)."""
+    run_service(name, config)
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    nats_url: Annotated[str | None, typer.Option(help="use this NATS instead of starting one")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    speed: Annotated[float | None, typer.Option(help="replay speed: 0 as fast as possible, 1 real time")] = None,
+    summary: Annotated[Path | None, typer.Option(help="write a JSON summary here")] = None,
+    var_dir: Annotated[Path, typer.Option(help="state directory (private NATS and PostgreSQL)")] = Path("var"),
+    live_table: Annotated[bool, typer.Option("--live/--no-live", help="live status table")] = True,
+) -> None:
+    """Start the local fleet, replay, print a summary, stop everything it started."""
+    from tradefleet.fleet import Fleet
+
+    settings = _settings(config)
+    fleet = Fleet(settings, config, var_dir, nats_url=nats_url, speed=speed, live_table=live_table)
+    result = fleet.run(duration=duration)
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if summary:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(text + "\n")
+    typer.echo(text)
+    raise typer.Exit(0 if result.get("ok") else 1)
+
+
+@app.command()
+def tap(
+    subject: Annotated[str, typer.Argument(help="subject or wildcard, e.g. 'md.quote.>'")],
+    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    since: Annotated[str | None, typer.Option(help="JetStream subjects: start at this time (ISO 8601 or -5m)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+    nats_url: Annotated[str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Decode and print every event on a subject."""
+    from tradefleet.tap import run_tap
+
+    settings = _settings(config)
+    url = nats_url or os.environ.get("TRADEFLEET_NATS_URL") or _fleet_nats_url() or settings.nats.url
+    code = asyncio.run(run_tap(url, subject, count, as_json, since, timeout))
+    raise typer.Exit(code)
+
+
+def _fleet_nats_url() -> str | None:
+    state = Path("var/fleet.json")
+    if state.exists():
+        try:
+            return str(json.loads(state.read_text())["nats_url"])
+        except (ValueError, KeyError):
+            return None
+    return None
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path | None, typer.Option(help="directory (default proto/schemas)")] = None,
+    check: Annotated[bool, typer.Option(help="only check that the checked-in schemas are fresh")] = False,
+) -> None:
+    """Write JSON Schema for every event and the subject catalog."""
+    from proto import schemas
+
+    directory = out or schemas.SCHEMA_DIR
+    if check:
+        stale = schemas.stale_files(directory)
+        if stale:
+            typer.echo(f"stale schemas in {directory}: {', '.join(stale)}; run `tradefleet schemas export`", err=True)
+            raise typer.Exit(1)
+        typer.echo("schemas are fresh")
+        return
+    for path in schemas.export(directory):
+        typer.echo(str(path))
+
+
+@db_app.command("migrate")
+def db_migrate(
+    url: Annotated[str | None, typer.Option(help="database URL (default TRADEFLEET_DB_URL)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Apply database migrations (idempotent)."""
+    from libs.common.logging import setup_logging
+    from libs.common.storage.migrate import migrate
+
+    settings = _settings(config)
+    setup_logging("migrate", settings.telemetry.log_level, settings.telemetry.log_format)
+    dsn = url or settings.db.url
+    if not dsn:
+        typer.echo("no database: pass --url or set TRADEFLEET_DB_URL", err=True)
+        raise typer.Exit(2)
+    mode, applied = migrate(dsn, settings.db)
+    typer.echo(json.dumps({"storage_mode": mode, "applied": applied}))
+
+
+def main() -> None:
+    app()

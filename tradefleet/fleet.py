@@ -1,0 +1,243 @@
+"""`tradefleet up`: the local fleet, each service its own process, with a live status table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from libs.common.config import Settings
+from libs.common.localinfra import (
+    NatsServer,
+    PgCluster,
+    free_port,
+    postgres_reachable,
+    start_nats,
+    start_postgres,
+)
+from libs.common.storage.migrate import migrate
+
+# Start order: consumers before producers, so nothing the replay publishes goes unheard.
+START_ORDER = ("recorder", "md-gateway")
+STALL_LIMIT_S = 10.0
+
+
+class Fleet:
+    def __init__(self, settings: Settings, config: Path | None, var_dir: Path, nats_url: str | None = None,
+                 speed: float | None = None, live_table: bool = True) -> None:
+        self.settings = settings
+        self.config = config
+        self.var = var_dir
+        self.nats_url = nats_url
+        self.speed = speed
+        self.console = Console(stderr=True)
+        self.live_table = live_table and self.console.is_terminal
+        self.nats: NatsServer | None = None
+        self.pg: PgCluster | None = None
+        self.db_url: str | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
+
+    # -- infrastructure ---------------------------------------------------------------------
+    def _start_infra(self) -> None:
+        (self.var / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.nats_url:
+            self.nats = start_nats(self.var / "nats", log_file=self.var / "logs" / "nats-server.log")
+            self.nats_url = self.nats.url
+        self.db_url = self.settings.db.url
+        if self.db_url and not postgres_reachable(self.db_url):
+            raise RuntimeError(f"TRADEFLEET_DB_URL={self.db_url} is not reachable")
+        if not self.db_url:
+            self.console.print("[dim]starting a private PostgreSQL under var/pg[/dim]")
+            self.pg = start_postgres(self.var / "pg")
+            self.db_url = self.pg.url
+        mode, _ = migrate(self.db_url, self.settings.db)
+        self.storage_mode = mode
+
+    def _env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "TRADEFLEET_NATS_URL": self.nats_url or "",
+            "TRADEFLEET_DB_URL": self.db_url or "",
+            "TRADEFLEET_HTTP__PORT": str(self.ports[name]),
+            "TRADEFLEET_TELEMETRY__LOG_FORMAT": "json",
+            "TRADEFLEET_RECORDER__SPILL_DIR": str(self.var / "recorder-spill"),
+        })
+        if self.config:
+            env["TRADEFLEET_CONFIG"] = str(self.config)
+        if self.speed is not None:
+            env["TRADEFLEET_MD_GATEWAY__REPLAY__SPEED"] = str(self.speed)
+        return env
+
+    def _spawn(self, name: str) -> None:
+        self.ports[name] = free_port()
+        log = open(self.var / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "tradefleet", "service", name], env=self._env(name), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._wait_ready(name)
+
+    def _get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.ports[name]}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, None
+        except (OSError, ValueError):
+            return 0, None
+
+    def _wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see var/logs/{name}.log")
+            code, _ = self._get(name, "/readyz")
+            if code == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready after {timeout}s; see var/logs/{name}.log")
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, duration: float | None = None) -> dict[str, Any]:
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            self._start_infra()
+            for name in START_ORDER:
+                self._spawn(name)
+            self._write_state()
+            error = self._watch(started, duration)
+        except Exception as exc:
+            error = str(exc)
+        finally:
+            self._poll_all()
+            self._stop_all()
+        return self._summary(time.monotonic() - started, error)
+
+    def _write_state(self) -> None:
+        state = {"nats_url": self.nats_url, "db_url": self.db_url, "http_ports": self.ports,
+                 "pids": {n: p.pid for n, p in self.procs.items()}}
+        (self.var / "fleet.json").write_text(json.dumps(state, indent=2))
+
+    def _poll_all(self) -> None:
+        for name in self.procs:
+            code, body = self._get(name, "/status")
+            if code == 200 and body:
+                self.statuses[name] = body
+
+    def _expected_rows(self) -> int:
+        stats = self.statuses.get("md-gateway", {}).get("app", {}).get("stats", {})
+        return int(stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0))
+
+    def _stored_md_rows(self) -> int:
+        rows = self.statuses.get("recorder", {}).get("app", {}).get("rows_stored", {})
+        return int(rows.get("quotes", 0) + rows.get("trades", 0) + rows.get("bars", 0))
+
+    def _watch(self, started: float, duration: float | None) -> str | None:
+        live = Live(self._table(), console=self.console, refresh_per_second=4) if self.live_table else None
+        last_print = 0.0
+        progress_at, last_stored = time.monotonic(), -1
+        with live if live is not None else contextlib.nullcontext():
+            while True:
+                time.sleep(0.25)
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        return f"{name} exited with {proc.returncode}; see {self.var}/logs/{name}.log"
+                self._poll_all()
+                if live is not None:
+                    live.update(self._table())
+                elif time.monotonic() - last_print > 5:
+                    last_print = time.monotonic()
+                    self.console.print(self._one_line())
+                if duration is not None and time.monotonic() - started >= duration:
+                    return None
+                stored = self._stored_md_rows()
+                if stored != last_stored:
+                    progress_at, last_stored = time.monotonic(), stored
+                gateway = self.statuses.get("md-gateway", {}).get("app", {})
+                if gateway.get("finished"):
+                    recorder = self.statuses.get("recorder", {}).get("app", {})
+                    if stored >= self._expected_rows() and recorder.get("pending_rows", 1) == 0:
+                        return None
+                    if time.monotonic() - progress_at > STALL_LIMIT_S:
+                        return (f"recorder stalled at {stored} of {self._expected_rows()} market-data rows "
+                                f"(db_up={recorder.get('db_up')})")
+
+    def _table(self) -> Table:
+        table = Table(title="tradefleet", expand=False)
+        for col in ("service", "pid", "ready", "records", "published", "stored", "bad", "dropped"):
+            table.add_column(col)
+        for name, proc in self.procs.items():
+            st = self.statuses.get(name, {})
+            app = st.get("app", {})
+            stats = app.get("stats", {})
+            published = stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0)
+            table.add_row(name, str(proc.pid), "yes" if st.get("ready") else "no", str(stats.get("records", "")),
+                          str(published or ""), str(sum(app.get("rows_stored", {}).values()) or ""),
+                          str(app.get("bad_total", "")), str(sum(st.get("dropped", {}).values())))
+        return table
+
+    def _one_line(self) -> str:
+        gw = self.statuses.get("md-gateway", {}).get("app", {})
+        rec = self.statuses.get("recorder", {}).get("app", {})
+        return (f"replayed {gw.get('stats', {}).get('records', 0)} records, bad {gw.get('bad_total', 0)}, "
+                f"stored {sum(rec.get('rows_stored', {}).values())} rows")
+
+    def _stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.pg is not None:
+            self.pg.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.var / "fleet.json").unlink()
+
+    def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:
+        gw = self.statuses.get("md-gateway", {}).get("app", {})
+        rec = self.statuses.get("recorder", {}).get("app", {})
+        stats = gw.get("stats", {})
+        rows = rec.get("rows_stored", {})
+        expected, stored = self._expected_rows(), self._stored_md_rows()
+        summary: dict[str, Any] = {
+            "ok": error is None and bool(gw.get("finished")) and stored == expected,
+            "error": error,
+            "elapsed_s": round(elapsed, 2),
+            "replay_s": gw.get("elapsed_s"),
+            "provider": gw.get("provider"),
+            "storage_mode": getattr(self, "storage_mode", None),
+            "ticks_replayed": stats.get("quote_records", 0) + stats.get("trade_records", 0),
+            "records_replayed": stats.get("records", 0),
+            "events_published": {"quotes": stats.get("quotes", 0), "trades": stats.get("trades", 0),
+                                 "bars": stats.get("bars", 0), "depth": stats.get("depth", 0)},
+            "filtered": {"outside_session": stats.get("outside_session", 0),
+                         "unchanged_quotes": stats.get("unchanged", 0)},
+            "bad_ticks": gw.get("bad_ticks", {}),
+            "bad_ticks_total": gw.get("bad_total", 0),
+            "rows_stored": rows,
+            "md_rows_lost": max(expected - stored, 0),
+            "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
+            "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
+        }
+        return summary

@@ -1,0 +1,30 @@
+"""Which services this build can run, and how to build each one's app from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from libs.common.config import Settings
+from libs.common.runtime import ServiceApp
+
+
+def _md_gateway(settings: Settings) -> ServiceApp:
+    from services.md_gateway.runtime import MdGatewayApp
+
+    return MdGatewayApp(settings)
+
+
+def _recorder(settings: Settings) -> ServiceApp:
+    from services.recorder.runtime import RecorderApp
+
+    if not settings.db.url:
+        raise SystemExit("recorder needs a database: set TRADEFLEET_DB_URL or db.url")
+    return RecorderApp(settings, settings.db.url)
+
+
+# Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
+RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
+    "md-gateway": _md_gateway,
+    "recorder": _recorder,
+}
+BATCHING = {"md-gateway"}
