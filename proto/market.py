@@ -67,8 +67,10 @@ class Bar(Event, frozen=True, kw_only=True):
     vwap: float | None = None
 
     def __post_init__(self) -> None:
-        if self.low > self.high or not (self.low <= self.open <= self.high) or not (
-            self.low <= self.close <= self.high
+        if (
+            self.low > self.high
+            or not (self.low <= self.open <= self.high)
+            or not (self.low <= self.close <= self.high)
         ):
             raise ValueError(f"inconsistent bar o={self.open} h={self.high} l={self.low} c={self.close}")
 

@@ -18,7 +18,8 @@ def render() -> dict[str, str]:
     """File name -> file text, deterministic so a stale checked-in copy is detectable."""
     schemas, components = msgspec.json.schema_components([*EVENT_TYPES, Batch])
     files: dict[str, str] = {}
-    for event_type, schema in zip([*EVENT_TYPES, Batch], schemas, strict=True):
+    types: list[type] = [*EVENT_TYPES, Batch]
+    for event_type, schema in zip(types, schemas, strict=True):
         name = event_type.__name__
         doc = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

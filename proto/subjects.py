@@ -164,8 +164,13 @@ def catalog_as_dict() -> dict[str, object]:
             for s in CATALOG
         ],
         "streams": [
-            {"name": st.name, "subjects": list(st.subjects), "max_age_s": st.max_age_s,
-             "duplicate_window_s": st.duplicate_window_s, "storage": st.storage}
+            {
+                "name": st.name,
+                "subjects": list(st.subjects),
+                "max_age_s": st.max_age_s,
+                "duplicate_window_s": st.duplicate_window_s,
+                "storage": st.storage,
+            }
             for st in STREAMS
         ],
         "services": [{"name": s.name, "role": s.role, "since_issue": s.since_issue} for s in SERVICES],

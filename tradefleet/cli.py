@@ -13,13 +13,17 @@ import typer
 
 from libs.common.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="tradefleet: an intraday trading fleet on NATS")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="tradefleet: an intraday trading fleet on NATS"
+)
 schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
 db_app = typer.Typer(no_args_is_help=True, help="database")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(db_app, name="db")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")
+]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -36,7 +40,9 @@ def run_service(name: str, config: Path | None = None) -> None:
     from tradefleet.services import BATCHING, RUNNABLE
 
     if name not in RUNNABLE:
-        typer.echo(f"unknown or not yet built service {name!r}; runnable: {', '.join(sorted(RUNNABLE))}", err=True)
+        typer.echo(
+            f"unknown or not yet built service {name!r}; runnable: {', '.join(sorted(RUNNABLE))}", err=True
+        )
         raise typer.Exit(2)
     settings = _settings(config)
     setup_logging(name, settings.telemetry.log_level, settings.telemetry.log_format)
@@ -51,7 +57,9 @@ def run_service(name: str, config: Path | None = None) -> None:
 
 
 @app.command()
-def service(name: Annotated[str, typer.Argument(help="service name, e.g. md-gateway")], config: ConfigOpt = None) -> None:
+def service(
+    name: Annotated[str, typer.Argument(help="service name, e.g. md-gateway")], config: ConfigOpt = None
+) -> None:
     """Run one service (what a container runs)."""
     run_service(name, config)
 
@@ -61,9 +69,13 @@ def up(
     config: ConfigOpt = None,
     nats_url: Annotated[str | None, typer.Option(help="use this NATS instead of starting one")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    speed: Annotated[float | None, typer.Option(help="replay speed: 0 as fast as possible, 1 real time")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="replay speed: 0 as fast as possible, 1 real time")
+    ] = None,
     summary: Annotated[Path | None, typer.Option(help="write a JSON summary here")] = None,
-    var_dir: Annotated[Path, typer.Option(help="state directory (private NATS and PostgreSQL)")] = Path("var"),
+    var_dir: Annotated[Path, typer.Option(help="state directory (private NATS and PostgreSQL)")] = Path(
+        "var"
+    ),
     live_table: Annotated[bool, typer.Option("--live/--no-live", help="live status table")] = True,
 ) -> None:
     """Start the local fleet, replay, print a summary, stop everything it started."""
@@ -85,9 +97,13 @@ def tap(
     subject: Annotated[str, typer.Argument(help="subject or wildcard, e.g. 'md.quote.>'")],
     count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
-    since: Annotated[str | None, typer.Option(help="JetStream subjects: start at this time (ISO 8601 or -5m)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="JetStream subjects: start at this time (ISO 8601 or -5m)")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
-    nats_url: Annotated[str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Decode and print every event on a subject."""
@@ -121,7 +137,9 @@ def schemas_export(
     if check:
         stale = schemas.stale_files(directory)
         if stale:
-            typer.echo(f"stale schemas in {directory}: {', '.join(stale)}; run `tradefleet schemas export`", err=True)
+            typer.echo(
+                f"stale schemas in {directory}: {', '.join(stale)}; run `tradefleet schemas export`", err=True
+            )
             raise typer.Exit(1)
         typer.echo("schemas are fresh")
         return

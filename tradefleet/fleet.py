@@ -34,8 +34,15 @@ STALL_LIMIT_S = 10.0
 
 
 class Fleet:
-    def __init__(self, settings: Settings, config: Path | None, var_dir: Path, nats_url: str | None = None,
-                 speed: float | None = None, live_table: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Path | None,
+        var_dir: Path,
+        nats_url: str | None = None,
+        speed: float | None = None,
+        live_table: bool = True,
+    ) -> None:
         self.settings = settings
         self.config = config
         self.var = var_dir
@@ -68,13 +75,15 @@ class Fleet:
 
     def _env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "TRADEFLEET_NATS_URL": self.nats_url or "",
-            "TRADEFLEET_DB_URL": self.db_url or "",
-            "TRADEFLEET_HTTP__PORT": str(self.ports[name]),
-            "TRADEFLEET_TELEMETRY__LOG_FORMAT": "json",
-            "TRADEFLEET_RECORDER__SPILL_DIR": str(self.var / "recorder-spill"),
-        })
+        env.update(
+            {
+                "TRADEFLEET_NATS_URL": self.nats_url or "",
+                "TRADEFLEET_DB_URL": self.db_url or "",
+                "TRADEFLEET_HTTP__PORT": str(self.ports[name]),
+                "TRADEFLEET_TELEMETRY__LOG_FORMAT": "json",
+                "TRADEFLEET_RECORDER__SPILL_DIR": str(self.var / "recorder-spill"),
+            }
+        )
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
         if self.speed is not None:
@@ -85,8 +94,11 @@ class Fleet:
         self.ports[name] = free_port()
         log = open(self.var / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tradefleet", "service", name], env=self._env(name), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "tradefleet", "service", name],
+            env=self._env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._wait_ready(name)
 
@@ -104,7 +116,9 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see var/logs/{name}.log")
+                raise RuntimeError(
+                    f"{name} exited with {self.procs[name].returncode}; see var/logs/{name}.log"
+                )
             code, _ = self._get(name, "/readyz")
             if code == 200:
                 return
@@ -129,8 +143,12 @@ class Fleet:
         return self._summary(time.monotonic() - started, error)
 
     def _write_state(self) -> None:
-        state = {"nats_url": self.nats_url, "db_url": self.db_url, "http_ports": self.ports,
-                 "pids": {n: p.pid for n, p in self.procs.items()}}
+        state = {
+            "nats_url": self.nats_url,
+            "db_url": self.db_url,
+            "http_ports": self.ports,
+            "pids": {n: p.pid for n, p in self.procs.items()},
+        }
         (self.var / "fleet.json").write_text(json.dumps(state, indent=2))
 
     def _poll_all(self) -> None:
@@ -174,8 +192,10 @@ class Fleet:
                     if stored >= self._expected_rows() and recorder.get("pending_rows", 1) == 0:
                         return None
                     if time.monotonic() - progress_at > STALL_LIMIT_S:
-                        return (f"recorder stalled at {stored} of {self._expected_rows()} market-data rows "
-                                f"(db_up={recorder.get('db_up')})")
+                        return (
+                            f"recorder stalled at {stored} of {self._expected_rows()} market-data rows "
+                            f"(db_up={recorder.get('db_up')})"
+                        )
 
     def _table(self) -> Table:
         table = Table(title="tradefleet", expand=False)
@@ -186,16 +206,25 @@ class Fleet:
             app = st.get("app", {})
             stats = app.get("stats", {})
             published = stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0)
-            table.add_row(name, str(proc.pid), "yes" if st.get("ready") else "no", str(stats.get("records", "")),
-                          str(published or ""), str(sum(app.get("rows_stored", {}).values()) or ""),
-                          str(app.get("bad_total", "")), str(sum(st.get("dropped", {}).values())))
+            table.add_row(
+                name,
+                str(proc.pid),
+                "yes" if st.get("ready") else "no",
+                str(stats.get("records", "")),
+                str(published or ""),
+                str(sum(app.get("rows_stored", {}).values()) or ""),
+                str(app.get("bad_total", "")),
+                str(sum(st.get("dropped", {}).values())),
+            )
         return table
 
     def _one_line(self) -> str:
         gw = self.statuses.get("md-gateway", {}).get("app", {})
         rec = self.statuses.get("recorder", {}).get("app", {})
-        return (f"replayed {gw.get('stats', {}).get('records', 0)} records, bad {gw.get('bad_total', 0)}, "
-                f"stored {sum(rec.get('rows_stored', {}).values())} rows")
+        return (
+            f"replayed {gw.get('stats', {}).get('records', 0)} records, bad {gw.get('bad_total', 0)}, "
+            f"stored {sum(rec.get('rows_stored', {}).values())} rows"
+        )
 
     def _stop_all(self) -> None:
         for name in reversed(list(self.procs)):
@@ -229,10 +258,16 @@ class Fleet:
             "storage_mode": getattr(self, "storage_mode", None),
             "ticks_replayed": stats.get("quote_records", 0) + stats.get("trade_records", 0),
             "records_replayed": stats.get("records", 0),
-            "events_published": {"quotes": stats.get("quotes", 0), "trades": stats.get("trades", 0),
-                                 "bars": stats.get("bars", 0), "depth": stats.get("depth", 0)},
-            "filtered": {"outside_session": stats.get("outside_session", 0),
-                         "unchanged_quotes": stats.get("unchanged", 0)},
+            "events_published": {
+                "quotes": stats.get("quotes", 0),
+                "trades": stats.get("trades", 0),
+                "bars": stats.get("bars", 0),
+                "depth": stats.get("depth", 0),
+            },
+            "filtered": {
+                "outside_session": stats.get("outside_session", 0),
+                "unchanged_quotes": stats.get("unchanged", 0),
+            },
             "bad_ticks": gw.get("bad_ticks", {}),
             "bad_ticks_total": gw.get("bad_total", 0),
             "rows_stored": rows,

@@ -45,8 +45,9 @@ def render(subject: str, event: dict[str, Any], as_json: bool) -> str:
     return f"{subject:<28} {kind:<14} {fields}"
 
 
-async def run_tap(url: str, subject: str, count: int | None, as_json: bool, since: str | None,
-                  timeout: float | None) -> int:
+async def run_tap(
+    url: str, subject: str, count: int | None, as_json: bool, since: str | None, timeout: float | None
+) -> int:
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     seen = 0
     finished = asyncio.Event()
@@ -71,10 +72,15 @@ async def run_tap(url: str, subject: str, count: int | None, as_json: bool, sinc
         if since:
             stream = _stream_for(subject)
             if stream is None:
-                print(f"--since needs a JetStream subject; {subject!r} is core NATS (live only)", file=sys.stderr)
+                print(
+                    f"--since needs a JetStream subject; {subject!r} is core NATS (live only)",
+                    file=sys.stderr,
+                )
                 return 2
             start = parse_since(since)
-            config = js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.BY_START_TIME, opt_start_time=start)
+            config = js_api.ConsumerConfig(
+                deliver_policy=js_api.DeliverPolicy.BY_START_TIME, opt_start_time=start
+            )
             await nc.jetstream().subscribe(subject, cb=on_msg, ordered_consumer=True, config=config)
         else:
             await nc.subscribe(subject, cb=on_msg)

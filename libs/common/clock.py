@@ -27,8 +27,7 @@ class SimClock:
         return self._now
 
     def set(self, ts_ns: int) -> None:
-        if ts_ns > self._now:
-            self._now = ts_ns
+        self._now = max(self._now, ts_ns)
 
     def advance(self, delta_ns: int) -> None:
         if delta_ns < 0:

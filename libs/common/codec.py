@@ -10,7 +10,7 @@ from proto.base import Event
 from proto.events import EVENT_TAGS, AnyEvent, Batch
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder: msgspec.msgpack.Decoder[AnyEvent | Batch] = msgspec.msgpack.Decoder(AnyEvent | Batch)  # type: ignore[arg-type]
+_decoder: msgspec.msgpack.Decoder[AnyEvent | Batch] = msgspec.msgpack.Decoder(AnyEvent | Batch)
 
 # Reasons a message is refused; they label the drop counters and the dead letters.
 MALFORMED = "malformed"
@@ -37,7 +37,7 @@ def encode_batch(events: Sequence[Event]) -> bytes:
 def decode(data: bytes) -> Event | Batch:
     """One event or a micro-batch; raises DecodeFailure saying why not."""
     try:
-        return _decoder.decode(data)  # type: ignore[return-value]
+        return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeFailure(_classify(data), str(exc)) from None
 

@@ -65,8 +65,18 @@ def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None =
     port = port or free_port()
     monitor = free_port()
     store_dir.mkdir(parents=True, exist_ok=True)
-    args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js",
-            "-sd", str(store_dir)]
+    args = [
+        nats_server_binary(),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        str(monitor),
+        "-js",
+        "-sd",
+        str(store_dir),
+    ]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -102,8 +112,11 @@ class PgCluster:
         return ["runuser", "-u", self.run_as, "--", *args] if self.run_as else list(args)
 
     def stop(self) -> None:
-        subprocess.run(self._cmd(str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
-                                 "stop"), capture_output=True, check=False)
+        subprocess.run(
+            self._cmd(str(pg_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"),
+            capture_output=True,
+            check=False,
+        )
 
 
 def start_postgres(base_dir: Path, port: int | None = None) -> PgCluster:
@@ -121,16 +134,48 @@ def start_postgres(base_dir: Path, port: int | None = None) -> PgCluster:
                 os.chmod(parent, mode | 0o001)
     bins = pg_bin_dir()
     if not (data_dir / "PG_VERSION").exists():
-        subprocess.run(cluster._cmd(str(bins / "initdb"), "-D", str(data_dir), "-A", "trust", "-U",
-                                    run_as or pwd.getpwuid(os.getuid()).pw_name, "--no-sync", "-E", "UTF8"),
-                       check=True, capture_output=True)
-    opts = (f"-p {cluster.port} -k {base_dir.resolve()} -c listen_addresses=127.0.0.1 "
-            "-c shared_buffers=256MB -c max_wal_size=2GB -c fsync=on")
-    proc = subprocess.run(cluster._cmd(str(bins / "pg_ctl"), "-D", str(data_dir), "-o", opts, "-l",
-                                       str(base_dir / "postgres.log"), "-w", "-t", "60", "start"),
-                          capture_output=True, text=True, check=False)
+        subprocess.run(
+            cluster._cmd(
+                str(bins / "initdb"),
+                "-D",
+                str(data_dir),
+                "-A",
+                "trust",
+                "-U",
+                run_as or pwd.getpwuid(os.getuid()).pw_name,
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ),
+            check=True,
+            capture_output=True,
+        )
+    opts = (
+        f"-p {cluster.port} -k {base_dir.resolve()} -c listen_addresses=127.0.0.1 "
+        "-c shared_buffers=256MB -c max_wal_size=2GB -c fsync=on"
+    )
+    proc = subprocess.run(
+        cluster._cmd(
+            str(bins / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-o",
+            opts,
+            "-l",
+            str(base_dir / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        log_tail = (base_dir / "postgres.log").read_text()[-2000:] if (base_dir / "postgres.log").exists() else ""
+        log_tail = (
+            (base_dir / "postgres.log").read_text()[-2000:] if (base_dir / "postgres.log").exists() else ""
+        )
         raise RuntimeError(f"private PostgreSQL did not start: {proc.stderr}\n{log_tail}")
     return cluster
 

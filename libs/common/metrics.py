@@ -5,7 +5,21 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
 )
 
 
@@ -17,9 +31,14 @@ class RuntimeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.received = Counter("tf_events_received", "Events received", ["service", "subject"], registry=r)
-        self.published = Counter("tf_events_published", "Events published", ["service", "subject"], registry=r)
+        self.published = Counter(
+            "tf_events_published", "Events published", ["service", "subject"], registry=r
+        )
         self.dropped = Counter(
-            "tf_events_dropped", "Messages refused or lost, by reason", ["service", "subject", "reason"], registry=r
+            "tf_events_dropped",
+            "Messages refused or lost, by reason",
+            ["service", "subject", "reason"],
+            registry=r,
         )
         self.handler_errors = Counter(
             "tf_handler_errors", "Handler exceptions", ["service", "subject"], registry=r
@@ -42,15 +61,15 @@ class RuntimeMetrics:
     def on_received(self, pattern: str, count: int, latency_s: float) -> None:
         child = self._received.get(pattern)
         if child is None:
-            child = self._received[pattern] = self.received.labels(self.service, pattern)  # type: ignore[assignment]
-            self._latency[pattern] = self.latency.labels(self.service, pattern)  # type: ignore[assignment]
+            child = self._received[pattern] = self.received.labels(self.service, pattern)
+            self._latency[pattern] = self.latency.labels(self.service, pattern)
         child.inc(count)
         self._latency[pattern].observe(latency_s)
 
     def on_published(self, pattern: str, count: int) -> None:
         child = self._published.get(pattern)
         if child is None:
-            child = self._published[pattern] = self.published.labels(self.service, pattern)  # type: ignore[assignment]
+            child = self._published[pattern] = self.published.labels(self.service, pattern)
         child.inc(count)
 
     def on_dropped(self, pattern: str, reason: str, count: int = 1) -> None:

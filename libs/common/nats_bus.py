@@ -106,7 +106,10 @@ class NatsBus(Bus):
 
     async def _on_reconnected(self) -> None:
         self.connected.set()
-        log.info("nats reconnected", url=str(self.nc.connected_url.netloc) if self.nc and self.nc.connected_url else "")
+        log.info(
+            "nats reconnected",
+            url=str(self.nc.connected_url.netloc) if self.nc and self.nc.connected_url else "",
+        )
         if self.on_connection_change:
             self.on_connection_change(True)
 
@@ -164,8 +167,12 @@ class NatsBus(Bus):
             try:
                 await self.js.publish(subject, payload, stream=stream, headers=headers)
                 return
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
-                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as exc:
+            except (
+                nats.errors.TimeoutError,
+                nats.js.errors.NoStreamResponseError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError,
+            ) as exc:
                 # Same Nats-Msg-Id on every retry: the stream keeps exactly one copy.
                 log.warning("durable publish retry", subject=subject, attempt=attempt, error=repr(exc))
                 await asyncio.sleep(delay)
@@ -212,12 +219,16 @@ class NatsBus(Bus):
     ) -> Subscription:
         assert self.nc is not None
         if durable is None:
+
             async def on_msg(msg: Msg) -> None:
                 await self._on_core(msg, handler)
 
-            return await self.nc.subscribe(  # type: ignore[no-any-return]
-                pattern, queue=queue or "", cb=on_msg,
-                pending_msgs_limit=CORE_PENDING_MSGS, pending_bytes_limit=CORE_PENDING_BYTES,
+            return await self.nc.subscribe(
+                pattern,
+                queue=queue or "",
+                cb=on_msg,
+                pending_msgs_limit=CORE_PENDING_MSGS,
+                pending_bytes_limit=CORE_PENDING_BYTES,
             )
         stream = _stream_of_pattern(pattern)
         config = js_api.ConsumerConfig(
@@ -267,15 +278,17 @@ class NatsBus(Bus):
             await msg.term()  # dead-lettered already: redelivering garbage helps nobody
             return
         meta = msg.metadata
-        delivery = Delivery(msg.subject, events[0], msg.headers, stream, meta.sequence.stream,
-                            meta.num_delivered > 1, msg)
+        delivery = Delivery(
+            msg.subject, events[0], msg.headers, stream, meta.sequence.stream, meta.num_delivered > 1, msg
+        )
         ok = await self._dispatch(handler, delivery)
         if ok and not manual_ack:
             await msg.ack()
         elif not ok:
             if meta.num_delivered >= MAX_HANDLER_ATTEMPTS:
-                await self.hooks.on_dropped(msg.subject, "handler_failed", "gave up after retries", msg.data,
-                                            msg.headers)
+                await self.hooks.on_dropped(
+                    msg.subject, "handler_failed", "gave up after retries", msg.data, msg.headers
+                )
                 await msg.term()
             else:
                 await msg.nak(delay=min(0.5 * meta.num_delivered, 5.0))
@@ -288,13 +301,16 @@ class NatsBus(Bus):
             await self.hooks.on_dropped(msg.subject, failure.reason, failure.detail, msg.data, msg.headers)
             return None
         events: list[Event] | tuple[Event]
-        events = obj.events if type(obj) is Batch else (obj,)  # type: ignore[union-attr,assignment]
+        events = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
         spec = resolve(msg.subject)
         allowed = spec.event_types if spec is not None else ()
         for event in events:
             if type(event) not in allowed:
                 await self.hooks.on_dropped(
-                    msg.subject, codec.WRONG_SUBJECT, f"{type(event).__name__} on {msg.subject}", msg.data,
+                    msg.subject,
+                    codec.WRONG_SUBJECT,
+                    f"{type(event).__name__} on {msg.subject}",
+                    msg.data,
                     msg.headers,
                 )
                 return None

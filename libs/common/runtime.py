@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from libs.common.bus import Bus, Handler, Subscription
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
 from libs.common.ids import digest
-from libs.common.logging import LogOnce, get_logger, setup_logging
+from libs.common.logging import LogOnce, get_logger
 from libs.common.metrics import RuntimeMetrics
 from libs.common.nats_bus import NatsBus
 from libs.common.telemetry import Tracing
@@ -69,7 +68,9 @@ class Runtime:
         self.metrics = RuntimeMetrics(service)
         tel = settings.telemetry
         self.tracing = Tracing(service, tel.tracing, tel.otlp_endpoint)
-        self.bus: Bus = bus or NatsBus(settings.nats, service, hooks=self, tracing=self.tracing, batching=batching)
+        self.bus: Bus = bus or NatsBus(
+            settings.nats, service, hooks=self, tracing=self.tracing, batching=batching
+        )
         self.ready = False
         self.started_ns = time.time_ns()
         self.http_port: int | None = None
@@ -84,7 +85,12 @@ class Runtime:
         await self.bus.publish(subject, event)
 
     async def subscribe(
-        self, pattern: str, handler: Handler, *, durable: str | None = None, queue: str | None = None,
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        durable: str | None = None,
+        queue: str | None = None,
         manual_ack: bool = False,
     ) -> Subscription:
         return await self.bus.subscribe(pattern, handler, durable=durable, queue=queue, manual_ack=manual_ack)
@@ -109,14 +115,24 @@ class Runtime:
         pattern = found.wildcard if found else "(unknown)"
         self.metrics.on_dropped(pattern, reason)
         if self._log_once.first("dropped", pattern, reason):
-            log.warning("message refused (logged once per kind; see tf_events_dropped_total)",
-                        subject=subject, reason=reason, detail=detail[:300])
+            log.warning(
+                "message refused (logged once per kind; see tf_events_dropped_total)",
+                subject=subject,
+                reason=reason,
+                detail=detail[:300],
+            )
         if not payload or subject.startswith("dlq."):
             return  # nothing to keep (a slow-consumer drop) or it is already a dead letter
         now = self.clock.now_ns()
         letter = DeadLetter(
-            ts_event=now, ts_init=now, service=self.service, subject=subject, reason=reason,
-            error=detail[:2000], payload=payload, digest=digest(subject.encode() + payload),
+            ts_event=now,
+            ts_init=now,
+            service=self.service,
+            subject=subject,
+            reason=reason,
+            error=detail[:2000],
+            payload=payload,
+            digest=digest(subject.encode() + payload),
         )
         try:
             await self.bus.publish(DLQ.subject(service=self.service), letter)
@@ -164,7 +180,9 @@ class Runtime:
                 await self.bus.connect()
                 break
             except Exception as exc:
-                log.warning("nats not reachable yet", url=self.settings.nats.url, error=repr(exc), retry_s=delay)
+                log.warning(
+                    "nats not reachable yet", url=self.settings.nats.url, error=repr(exc), retry_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.metrics.connected.labels(self.service).set(1)
@@ -253,5 +271,3 @@ def decode_for_display(payload: bytes) -> list[dict[str, object]]:
     obj = codec.decode(payload)
     events = getattr(obj, "events", None) or [obj]
     return [codec.to_builtins(e) for e in events]
-
-

@@ -31,7 +31,7 @@ class Tracing:
         self.memory_exporter: InMemorySpanExporter | None = None
         self._provider: TracerProvider | None = None
         if not self.enabled:
-            self.tracer = trace.NoOpTracer()
+            self.tracer: trace.Tracer = trace.NoOpTracer()
             return
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         exporter = self._exporter(mode, otlp_endpoint)
@@ -53,7 +53,9 @@ class Tracing:
             try:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             except ImportError as exc:  # pragma: no cover - depends on the optional extra
-                raise RuntimeError("tracing=otlp needs the 'otlp' extra: pip install tradefleet[otlp]") from exc
+                raise RuntimeError(
+                    "tracing=otlp needs the 'otlp' extra: pip install tradefleet[otlp]"
+                ) from exc
             return OTLPSpanExporter(endpoint=otlp_endpoint) if otlp_endpoint else OTLPSpanExporter()
         raise ValueError(f"unknown tracing mode {mode!r}")
 
@@ -66,7 +68,9 @@ class Tracing:
     def start_consumer_span(self, subject: str, headers: Mapping[str, str] | None) -> Any:
         parent = self.extract(headers)
         return self.tracer.start_as_current_span(
-            f"process {subject}", context=parent, kind=trace.SpanKind.CONSUMER,
+            f"process {subject}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         )
 

@@ -29,8 +29,18 @@ class _Book:
     exchange's quote is not refreshed when it leaves the top, so the latest bid row is the bid and
     the latest ask row the ask (what LEAN does; max/min over exchanges leaves 97% crossed)."""
 
-    __slots__ = ("ask", "ask_size", "bid", "bid_size", "jump_streak", "last_mid", "last_published",
-                 "last_trade", "last_ts", "trade_streak")
+    __slots__ = (
+        "ask",
+        "ask_size",
+        "bid",
+        "bid_size",
+        "jump_streak",
+        "last_mid",
+        "last_published",
+        "last_trade",
+        "last_ts",
+        "trade_streak",
+    )
 
     def __init__(self) -> None:
         self.bid = self.ask = 0.0
@@ -44,8 +54,13 @@ class _Book:
 
 
 class MarketDataCore:
-    def __init__(self, clock: Clock, max_jump_pct: float = 10.0, drop_suspicious: bool = True,
-                 session: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        max_jump_pct: float = 10.0,
+        drop_suspicious: bool = True,
+        session: tuple[int, int] | None = None,
+    ) -> None:
         self.clock = clock
         self.max_jump = max_jump_pct / 100.0
         self.drop_suspicious = drop_suspicious
@@ -57,7 +72,7 @@ class MarketDataCore:
 
     def on_record(self, rec: tuple[Any, ...]) -> Event | None:
         self.stats["records"] += 1
-        return self._handlers[rec[0]](rec)  # type: ignore[operator]
+        return self._handlers[rec[0]](rec)
 
     def set_session(self, session: tuple[int, int] | None) -> None:
         self.session = session
@@ -78,7 +93,7 @@ class MarketDataCore:
     @staticmethod
     def _price_problem(*prices: float) -> str | None:
         for p in prices:
-            if p != p or math.isinf(p):
+            if math.isnan(p) or math.isinf(p):
                 return "nan_price"
             if p < 0:
                 return "negative_price"
@@ -142,8 +157,16 @@ class MarketDataCore:
             return None
         book.last_published = key
         self.stats["quotes"] += 1
-        return Quote(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, bid=book.bid, ask=book.ask,
-                     bid_size=book.bid_size, ask_size=book.ask_size, venue=venue)
+        return Quote(
+            ts_event=ts,
+            ts_init=self.clock.now_ns(),
+            symbol=symbol,
+            bid=book.bid,
+            ask=book.ask,
+            bid_size=book.bid_size,
+            ask_size=book.ask_size,
+            venue=venue,
+        )
 
     # -- trades -----------------------------------------------------------------------------
     def on_trade(self, rec: tuple[Any, ...]) -> Trade | None:
@@ -178,8 +201,17 @@ class MarketDataCore:
             return None
         self.stats["trades"] += 1
         flags = FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0
-        return Trade(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, price=price, size=size, venue=venue,
-                     conditions=conditions, aggressor=aggressor, flags=flags)
+        return Trade(
+            ts_event=ts,
+            ts_init=self.clock.now_ns(),
+            symbol=symbol,
+            price=price,
+            size=size,
+            venue=venue,
+            conditions=conditions,
+            aggressor=aggressor,
+            flags=flags,
+        )
 
     # -- bars and depth ---------------------------------------------------------------------
     def on_bar(self, rec: tuple[Any, ...]) -> Bar | None:
@@ -196,8 +228,17 @@ class MarketDataCore:
             self.stats["outside_session"] += 1
             return None
         self.stats["bars"] += 1
-        return Bar(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, timeframe=timeframe, open=o, high=h,
-                   low=low, close=c, volume=volume)
+        return Bar(
+            ts_event=ts,
+            ts_init=self.clock.now_ns(),
+            symbol=symbol,
+            timeframe=timeframe,
+            open=o,
+            high=h,
+            low=low,
+            close=c,
+            volume=volume,
+        )
 
     def on_depth(self, rec: tuple[Any, ...]) -> DepthUpdate | None:
         _, ts, symbol, side, position, operation, price, size = rec
@@ -211,8 +252,16 @@ class MarketDataCore:
             self.stats["outside_session"] += 1
             return None
         self.stats["depth"] += 1
-        return DepthUpdate(ts_event=ts, ts_init=self.clock.now_ns(), symbol=symbol, side=side, position=position,
-                           operation=operation, price=price, size=size)
+        return DepthUpdate(
+            ts_event=ts,
+            ts_init=self.clock.now_ns(),
+            symbol=symbol,
+            side=side,
+            position=position,
+            operation=operation,
+            price=price,
+            size=size,
+        )
 
     def counters(self) -> dict[str, Any]:
         return {"stats": dict(self.stats), "bad_ticks": dict(self.bad), "bad_total": sum(self.bad.values())}

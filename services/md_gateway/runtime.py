@@ -10,7 +10,7 @@ from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
-from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
 from proto.subjects import spec, subject_token
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
@@ -83,19 +83,28 @@ class MdGatewayApp(ServiceApp):
             self._subjects[key] = subject
         return subject
 
-    async def _status(self, state: str, detail: str = "") -> None:
+    async def _status(self, state: FeedState, detail: str = "") -> None:
         assert self.core is not None and self.provider is not None
         self._status_seq += 1
         now = self.rt.now_ns()
         counters = {**{f"bad.{k}": v for k, v in self.core.bad.items()}, **dict(self.core.stats)}
-        event = FeedStatus(ts_event=now, ts_init=now, source=f"{self.provider.name}:{self.rt.started_ns}",
-                           state=state, seq=self._status_seq, detail=detail, counters=counters)  # type: ignore[arg-type]
+        event = FeedStatus(
+            ts_event=now,
+            ts_init=now,
+            source=f"{self.provider.name}:{self.rt.started_ns}",
+            state=state,
+            seq=self._status_seq,
+            detail=detail,
+            counters=counters,
+        )
         await self.rt.publish(STATUS.subject(), event)
 
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
         core, bus, publish = self.core, self.rt.bus, self.rt.publish
-        speed = self.settings.md_gateway.replay.speed if self.settings.md_gateway.provider == "replay" else 1.0
+        speed = (
+            self.settings.md_gateway.replay.speed if self.settings.md_gateway.provider == "replay" else 1.0
+        )
         await self._status("replay_started", detail=self.provider.name)
         self.started_at = time.monotonic()
         first_ts: int | None = None
@@ -136,7 +145,10 @@ class MdGatewayApp(ServiceApp):
                 log.error("market-data pump failed", error=repr(exc))
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"finished": self.finished, "provider": self.provider.name if self.provider else None}
+        out: dict[str, Any] = {
+            "finished": self.finished,
+            "provider": self.provider.name if self.provider else None,
+        }
         if self.core is not None:
             out.update(self.core.counters())
         if self.started_at is not None:

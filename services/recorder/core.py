@@ -30,28 +30,90 @@ Row = tuple[Any, ...]
 
 
 def _quote(e: Quote) -> list[Row]:
-    return [(pg_time(e.ts_event), e.symbol, e.bid, e.ask, e.bid_size, e.ask_size, e.venue, e.flags,
-             pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.symbol,
+            e.bid,
+            e.ask,
+            e.bid_size,
+            e.ask_size,
+            e.venue,
+            e.flags,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _trade(e: Trade) -> list[Row]:
-    return [(pg_time(e.ts_event), e.symbol, e.price, e.size, e.venue, e.conditions, e.aggressor, e.flags,
-             pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.symbol,
+            e.price,
+            e.size,
+            e.venue,
+            e.conditions,
+            e.aggressor,
+            e.flags,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _bar(e: Bar) -> list[Row]:
-    return [(pg_time(e.ts_event), e.symbol, e.timeframe, e.open, e.high, e.low, e.close, e.volume,
-             e.trade_count, e.vwap, pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.symbol,
+            e.timeframe,
+            e.open,
+            e.high,
+            e.low,
+            e.close,
+            e.volume,
+            e.trade_count,
+            e.vwap,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _intent(e: OrderIntent) -> list[Row]:
-    return [(pg_time(e.ts_event), e.intent_id, e.symbol, e.side, e.quantity, e.order_type, e.limit_price,
-             e.stop_price, e.tif, e.reason, e.score, pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.intent_id,
+            e.symbol,
+            e.side,
+            e.quantity,
+            e.order_type,
+            e.limit_price,
+            e.stop_price,
+            e.tif,
+            e.reason,
+            e.score,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _approved(e: OrderApproved) -> list[Row]:
-    return [(pg_time(e.ts_event), e.client_order_id, e.intent_id, e.symbol, e.side, e.quantity, e.order_type,
-             e.limit_price, e.stop_price, e.tif, pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.client_order_id,
+            e.intent_id,
+            e.symbol,
+            e.side,
+            e.quantity,
+            e.order_type,
+            e.limit_price,
+            e.stop_price,
+            e.tif,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _denied(e: OrderDenied) -> list[Row]:
@@ -59,24 +121,78 @@ def _denied(e: OrderDenied) -> list[Row]:
 
 
 def _order_event(e: OrderEvent) -> list[Row]:
-    return [(pg_time(e.ts_event), e.client_order_id, e.seq, e.symbol, e.status, e.side, e.quantity,
-             e.filled_quantity, e.avg_fill_price, e.broker_order_id, e.reason, pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.client_order_id,
+            e.seq,
+            e.symbol,
+            e.status,
+            e.side,
+            e.quantity,
+            e.filled_quantity,
+            e.avg_fill_price,
+            e.broker_order_id,
+            e.reason,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _fill(e: Fill) -> list[Row]:
-    return [(pg_time(e.ts_event), e.exec_id, e.client_order_id, e.symbol, e.side, e.quantity, e.price,
-             e.commission, e.venue, e.liquidity, pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.exec_id,
+            e.client_order_id,
+            e.symbol,
+            e.side,
+            e.quantity,
+            e.price,
+            e.commission,
+            e.venue,
+            e.liquidity,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 def _positions(e: PositionSnapshot) -> list[Row]:
-    return [(pg_time(e.ts_event), e.account, e.seq, p.symbol, p.quantity, p.avg_price, p.mark, p.realized_pnl,
-             p.unrealized_pnl, pg_time(e.ts_init)) for p in e.positions]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.account,
+            e.seq,
+            p.symbol,
+            p.quantity,
+            p.avg_price,
+            p.mark,
+            p.realized_pnl,
+            p.unrealized_pnl,
+            pg_time(e.ts_init),
+        )
+        for p in e.positions
+    ]
 
 
 def _tca(e: TcaReport) -> list[Row]:
-    return [(pg_time(e.ts_event), e.client_order_id, e.symbol, e.side, e.quantity, e.arrival_price,
-             e.avg_fill_price, e.slippage_bps, e.commission, e.spread_bps_at_arrival, e.fill_ratio, e.latency_ns,
-             pg_time(e.ts_init))]
+    return [
+        (
+            pg_time(e.ts_event),
+            e.client_order_id,
+            e.symbol,
+            e.side,
+            e.quantity,
+            e.arrival_price,
+            e.avg_fill_price,
+            e.slippage_bps,
+            e.commission,
+            e.spread_bps_at_arrival,
+            e.fill_ratio,
+            e.latency_ns,
+            pg_time(e.ts_init),
+        )
+    ]
 
 
 ROW_BUILDERS: dict[type, tuple[str, Callable[[Any], list[Row]]]] = {
@@ -122,8 +238,14 @@ class WriteBatch:
 
 
 class RecorderCore:
-    def __init__(self, clock: Clock, batch_rows: int, flush_interval_ns: int, buffer_max_rows: int,
-                 max_durable_pending: int) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        batch_rows: int,
+        flush_interval_ns: int,
+        buffer_max_rows: int,
+        max_durable_pending: int,
+    ) -> None:
         self.clock = clock
         self.batch_rows = batch_rows
         self.flush_interval_ns = flush_interval_ns

@@ -7,6 +7,7 @@ keeps receiving while a batch is written).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -72,8 +73,13 @@ class RecorderApp(ServiceApp):
     async def start(self, rt: Runtime) -> None:
         cfg = self.settings.recorder
         self.rt = rt
-        self.core = RecorderCore(rt.clock, cfg.batch_rows, cfg.flush_interval_ms * 1_000_000, cfg.buffer_max_rows,
-                                 cfg.max_durable_pending)
+        self.core = RecorderCore(
+            rt.clock,
+            cfg.batch_rows,
+            cfg.flush_interval_ms * 1_000_000,
+            cfg.buffer_max_rows,
+            cfg.max_durable_pending,
+        )
         for pattern in cfg.core_subjects:
             await rt.subscribe(pattern, self._on_core)
         self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
@@ -93,7 +99,9 @@ class RecorderApp(ServiceApp):
                 delay = min(delay * 2, 5.0)
         for pattern in self.settings.recorder.durable_subjects:
             stream_name = pattern.split(".")[0].replace(">", "")
-            await self.rt.subscribe(pattern, self._on_durable, durable=f"recorder-{stream_name}", manual_ack=True)
+            await self.rt.subscribe(
+                pattern, self._on_durable, durable=f"recorder-{stream_name}", manual_ack=True
+            )
 
     async def _on_core(self, d: Delivery) -> None:
         assert self.core is not None
@@ -121,10 +129,8 @@ class RecorderApp(ServiceApp):
         interval = self.settings.recorder.flush_interval_ms / 1000
         backoff = 0.2
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if self.core.due() or self._stopping or not self.core.pending.empty:
                 self.core.cut()
@@ -163,8 +169,11 @@ class RecorderApp(ServiceApp):
         except StorageUnavailable as exc:
             if self.db_up:
                 self.outages += 1
-                log.error("database unavailable: buffering", error=str(exc)[:300],
-                          buffered_rows=self.core.pending_rows())
+                log.error(
+                    "database unavailable: buffering",
+                    error=str(exc)[:300],
+                    buffered_rows=self.core.pending_rows(),
+                )
             self.db_up = False
             return False
         if not self.db_up:

@@ -1,1 +1,4 @@
-"""TimescaleDB storage: schema, migrations, batch writer; native partitioning where the extension is absent."""
+"""TimescaleDB storage: schema, migrations, batch writer.
+
+Native partitioning where the timescaledb extension is absent.
+"""

@@ -26,8 +26,11 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "time-series tables", lambda mode, db: render_tables(mode, db.retention_days,
-                                                                        db.compress_after_days)),
+    Migration(
+        1,
+        "time-series tables",
+        lambda mode, db: render_tables(mode, db.retention_days, db.compress_after_days),
+    ),
     Migration(2, "recorder offsets", lambda mode, db: [OFFSETS_TABLE]),
 )
 
@@ -38,9 +41,10 @@ class MigrationError(RuntimeError):
 
 def detect_mode(conn: psycopg.Connection, wanted: str = "auto") -> str:
     """timescaledb when the extension can be had (installing it if needed), else native."""
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone() is not None
+    available = (
+        conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+        is not None
+    )
     if wanted == "native" or (wanted == "auto" and not available):
         return "native"
     if not available:
@@ -50,9 +54,11 @@ def detect_mode(conn: psycopg.Connection, wanted: str = "auto") -> str:
 
 
 def current_mode(conn: psycopg.Connection) -> str | None:
-    row = conn.execute(
-        "SELECT value FROM tf_meta WHERE key = 'storage_mode'"
-    ).fetchone() if _has_table(conn, "tf_meta") else None
+    row = (
+        conn.execute("SELECT value FROM tf_meta WHERE key = 'storage_mode'").fetchone()
+        if _has_table(conn, "tf_meta")
+        else None
+    )
     return row[0] if row else None
 
 
@@ -88,7 +94,7 @@ def migrate(dsn: str, db: DbSettings) -> tuple[str, list[int]]:
                     continue
                 with conn.transaction():
                     for statement in statements:
-                        conn.execute(statement)  # type: ignore[arg-type]
+                        conn.execute(statement)
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                         (migration.version, migration.name, checksum),
@@ -96,7 +102,12 @@ def migrate(dsn: str, db: DbSettings) -> tuple[str, list[int]]:
                 applied_now.append(migration.version)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-    log.info("storage migrated", storage_mode=mode, applied=applied_now,
-             note="native declarative partitioning (no timescaledb extension)" if mode == "native" else
-             "timescaledb hypertables")
+    log.info(
+        "storage migrated",
+        storage_mode=mode,
+        applied=applied_now,
+        note="native declarative partitioning (no timescaledb extension)"
+        if mode == "native"
+        else "timescaledb hypertables",
+    )
     return mode, applied_now

@@ -3,6 +3,7 @@ transaction (so 'committed' and 'acked up to' can never disagree)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ class BatchWriter:
                     if self.mode == "native":
                         new_partitions += self._ensure_partitions(conn, table, rows)
                     spec = TABLES_BY_NAME[table]
-                    with cur.copy(self._copy_sql[table]) as copy:  # type: ignore[arg-type]
+                    with cur.copy(self._copy_sql[table]) as copy:
                         copy.set_types(spec.copy_types)
                         write_row = copy.write_row
                         for row in rows:
@@ -87,13 +88,15 @@ class BatchWriter:
             self.close()
             raise StorageUnavailable(str(exc)) from exc
 
-    def _ensure_partitions(self, conn: psycopg.Connection, table: str, rows: Iterable[Row]) -> list[tuple[str, int]]:
+    def _ensure_partitions(
+        self, conn: psycopg.Connection, table: str, rows: Iterable[Row]
+    ) -> list[tuple[str, int]]:
         days = {(row[0] + PG_EPOCH_OFFSET_US) // DAY_US for row in rows}
         made = []
         for day in days - self._partitions.get(table, set()):
             try:
                 with conn.transaction():  # a savepoint: a day that cannot get its own partition
-                    conn.execute(          # (rows already in DEFAULT) still lands in DEFAULT
+                    conn.execute(  # (rows already in DEFAULT) still lands in DEFAULT
                         "SELECT tf_ensure_day_partition(%s, (date '1970-01-01' + %s::int))", (table, day)
                     )
             except psycopg.errors.CheckViolation:
@@ -103,10 +106,8 @@ class BatchWriter:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is gone anyway
                 self._conn.close()
-            except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone anyway
-                pass
         self._conn = None
 
 

@@ -41,15 +41,33 @@ def quote_records(path: Path, symbol: str, day_ns: int) -> Iterator[tuple[Any, .
     for line in _lines(path):
         f = line.split(",")
         # float() on the time keeps LEAN's fractional milliseconds; prices are exact integers.
-        yield ("Q", day_ns + int(float(f[0]) * 1e6), symbol, int(f[1]) * SCALE, int(f[2]), int(f[3]) * SCALE,
-               int(f[4]), f[5], f[7].strip() not in ("0", ""))
+        yield (
+            "Q",
+            day_ns + int(float(f[0]) * 1e6),
+            symbol,
+            int(f[1]) * SCALE,
+            int(f[2]),
+            int(f[3]) * SCALE,
+            int(f[4]),
+            f[5],
+            f[7].strip() not in ("0", ""),
+        )
 
 
 def trade_records(path: Path, symbol: str, day_ns: int) -> Iterator[tuple[Any, ...]]:
     for line in _lines(path):
         f = line.split(",")
-        yield ("T", day_ns + int(float(f[0]) * 1e6), symbol, int(f[1]) * SCALE, int(f[2]), f[3],
-               int(f[4], 16) if f[4] else 0, f[5].strip() not in ("0", ""), 0)
+        yield (
+            "T",
+            day_ns + int(float(f[0]) * 1e6),
+            symbol,
+            int(f[1]) * SCALE,
+            int(f[2]),
+            f[3],
+            int(f[4], 16) if f[4] else 0,
+            f[5].strip() not in ("0", ""),
+            0,
+        )
 
 
 def bar_records(path: Path, symbol: str, day_ns: int, resolution: str) -> Iterator[tuple[Any, ...]]:
@@ -57,15 +75,25 @@ def bar_records(path: Path, symbol: str, day_ns: int, resolution: str) -> Iterat
     name = BAR_NAMES[resolution]
     for line in _lines(path):
         f = line.split(",")
-        yield ("B", day_ns + int(float(f[0]) * 1e6) + span, symbol, name, int(f[1]) * SCALE, int(f[2]) * SCALE,
-               int(f[3]) * SCALE, int(f[4]) * SCALE, int(f[5]))
+        yield (
+            "B",
+            day_ns + int(float(f[0]) * 1e6) + span,
+            symbol,
+            name,
+            int(f[1]) * SCALE,
+            int(f[2]) * SCALE,
+            int(f[3]) * SCALE,
+            int(f[4]) * SCALE,
+            int(f[5]),
+        )
 
 
 class LeanReplay:
     name = "lean-replay"
 
-    def __init__(self, root: Path, date: str, symbols: list[str], bars: bool = True,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self, root: Path, date: str, symbols: list[str], bars: bool = True, limit: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.date = date
         self.symbols = [s.upper() for s in symbols]

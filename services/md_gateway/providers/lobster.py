@@ -28,8 +28,9 @@ def _split(line: str) -> list[str]:
 class LobsterReplay:
     name = "lobster-replay"
 
-    def __init__(self, root: Path, date: str, symbols: list[str], level: int = 1,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self, root: Path, date: str, symbols: list[str], level: int = 1, limit: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.date = date
         self.level = level
@@ -73,18 +74,32 @@ class LobsterReplay:
                     direction = int(m[5])
                     yield ("T", ts, symbol, int(m[4]) * SCALE, int(m[3]), VENUE, 0, False, -direction)
                 ask, ask_size, bid, bid_size = book[0:4]
-                yield ("Q", ts, symbol, 0.0 if bid == EMPTY_BID else bid * SCALE, bid_size,
-                       0.0 if ask == EMPTY_ASK else ask * SCALE, ask_size, VENUE, False)
+                yield (
+                    "Q",
+                    ts,
+                    symbol,
+                    0.0 if bid == EMPTY_BID else bid * SCALE,
+                    bid_size,
+                    0.0 if ask == EMPTY_ASK else ask * SCALE,
+                    ask_size,
+                    VENUE,
+                    False,
+                )
                 if self.level > 1:
                     yield from self._depth(ts, symbol, previous, book)
                 previous = book
 
-    def _depth(self, ts: int, symbol: str, previous: list[int] | None, book: list[int]) -> Iterator[tuple[Any, ...]]:
+    def _depth(
+        self, ts: int, symbol: str, previous: list[int] | None, book: list[int]
+    ) -> Iterator[tuple[Any, ...]]:
         levels = min(self.level, len(book) // 4)
         for lvl in range(levels):
             for side, offset in (("ASK", 0), ("BID", 2)):
                 price, size = book[4 * lvl + offset], book[4 * lvl + offset + 1]
-                if previous is not None and previous[4 * lvl + offset:4 * lvl + offset + 2] == [price, size]:
+                if previous is not None and previous[4 * lvl + offset : 4 * lvl + offset + 2] == [
+                    price,
+                    size,
+                ]:
                     continue
                 if price in (EMPTY_ASK, EMPTY_BID):
                     yield ("D", ts, symbol, side, lvl, "DELETE", 0.0, 0)

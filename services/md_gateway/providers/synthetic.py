@@ -14,8 +14,16 @@ TICK = 0.01
 class SyntheticFeed:
     name = "synthetic"
 
-    def __init__(self, symbols: int, rate: float, start_ns: int, seed: int = 7, count: int | None = None,
-                 duration_s: float | None = None, daily_vol: float = 0.02) -> None:
+    def __init__(
+        self,
+        symbols: int,
+        rate: float,
+        start_ns: int,
+        seed: int = 7,
+        count: int | None = None,
+        duration_s: float | None = None,
+        daily_vol: float = 0.02,
+    ) -> None:
         self.symbols = [f"SYN{i:04d}" for i in range(symbols)]
         self.rate = rate
         self.start_ns = start_ns
@@ -49,7 +57,27 @@ class SyntheticFeed:
             sym = self.symbols[k]
             if rng.random() < 0.2:
                 buy = rng.random() < 0.5
-                yield ("T", ts, sym, ask if buy else bid, 100 * rng.randint(1, 5), "SYN", 0, False, 1 if buy else -1)
+                yield (
+                    "T",
+                    ts,
+                    sym,
+                    ask if buy else bid,
+                    100 * rng.randint(1, 5),
+                    "SYN",
+                    0,
+                    False,
+                    1 if buy else -1,
+                )
             else:
-                yield ("Q", ts, sym, bid, 100 * rng.randint(1, 20), ask, 100 * rng.randint(1, 20), "SYN", False)
+                yield (
+                    "Q",
+                    ts,
+                    sym,
+                    bid,
+                    100 * rng.randint(1, 20),
+                    ask,
+                    100 * rng.randint(1, 20),
+                    "SYN",
+                    False,
+                )
             i += 1

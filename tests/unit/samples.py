@@ -1,0 +1,85 @@
+"""One valid instance of every event type (values of the kind real traffic carries)."""
+
+from __future__ import annotations
+
+from proto.alerts import Alert, DeadLetter
+from proto.base import Event
+from proto.control import Control
+from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
+from proto.features import FeatureVector
+from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.signals import Prediction, QosScore
+from proto.tca import TcaReport
+
+T0 = 1_381_239_000_000_000_000  # 2013-10-08 13:30 UTC, the sample day's open
+
+
+def sample_events() -> list[Event]:
+    t = {"ts_event": T0, "ts_init": T0 + 1000}
+    return [
+        Quote(**t, symbol="IBM", bid=182.05, ask=182.07, bid_size=300, ask_size=200, venue="P"),
+        Trade(**t, symbol="IBM", price=182.06, size=100, venue="D", conditions=1),
+        DepthUpdate(**t, symbol="AAPL", side="BID", position=0, operation="INSERT", price=585.33, size=18),
+        Bar(**t, symbol="IBM", timeframe="1m", open=182.0, high=182.2, low=181.9, close=182.1, volume=9000),
+        FeedStatus(**t, source="lean", state="replay_started", seq=1, counters={"records": 0}),
+        FeatureVector(**t, symbol="IBM", timeframe="1m", feature_set="fs-1", values=[0.1, -0.2]),
+        Prediction(
+            **t, symbol="IBM", horizon="5m", model_version="m1", probability=0.61, expected_return=0.0004
+        ),
+        QosScore(**t, symbol="IBM", score=0.41, peak=0.44, regime="trend", components={"1m": 0.2}),
+        OrderIntent(
+            **t, intent_id="i-1", symbol="IBM", side="BUY", quantity=100, order_type="LMT", limit_price=182.07
+        ),
+        OrderApproved(**t, intent_id="i-1", client_order_id="c-1", symbol="IBM", side="BUY", quantity=100),
+        OrderDenied(**t, intent_id="i-2", symbol="IBM", code="POSITION_LIMIT", context={"max": "500"}),
+        OrderEvent(**t, client_order_id="c-1", symbol="IBM", status="SUBMITTED", seq=1, quantity=100),
+        Fill(
+            **t,
+            exec_id="e-1",
+            client_order_id="c-1",
+            symbol="IBM",
+            side="BUY",
+            quantity=100,
+            price=182.07,
+            commission=0.35,
+        ),
+        PositionSnapshot(
+            **t,
+            account="DU1",
+            seq=1,
+            realized_pnl=0.0,
+            unrealized_pnl=1.0,
+            positions=[
+                Position(
+                    symbol="IBM",
+                    quantity=100,
+                    avg_price=182.07,
+                    mark=182.08,
+                    realized_pnl=0.0,
+                    unrealized_pnl=1.0,
+                )
+            ],
+        ),
+        TcaReport(
+            **t,
+            client_order_id="c-1",
+            symbol="IBM",
+            side="BUY",
+            quantity=100,
+            arrival_price=182.06,
+            avg_fill_price=182.07,
+            slippage_bps=0.55,
+        ),
+        Control(**t, command_id="k-1", command="kill", issued_by="test"),
+        Alert(**t, alert_id="a-1", severity="warning", source="md-gateway", title="feed stale"),
+        DeadLetter(
+            **t,
+            service="recorder",
+            subject="md.quote.IBM",
+            reason="malformed",
+            error="x",
+            payload=b"\xc1",
+            digest="d",
+        ),
+    ]

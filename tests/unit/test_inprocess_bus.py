@@ -1,0 +1,100 @@
+"""The in-process bus: deterministic FIFO dispatch, NATS wildcard semantics, errors isolated."""
+
+from __future__ import annotations
+
+import pytest
+
+from libs.common.bus import Delivery, InProcessBus, UnknownSubject, subject_matches
+from libs.common.clock import SimClock
+from proto.market import Quote, Trade
+from tests.unit.samples import T0
+
+
+def _quote(symbol: str, i: int = 0) -> Quote:
+    return Quote(ts_event=T0 + i, ts_init=T0 + i, symbol=symbol, bid=10.0, ask=10.01, bid_size=1, ask_size=1)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "expected"),
+    [
+        ("md.quote.*", "md.quote.IBM", True),
+        ("md.quote.*", "md.quote.IBM.x", False),
+        ("md.>", "md.quote.IBM", True),
+        ("md.>", "md", False),
+        ("md.*.IBM", "md.trade.IBM", True),
+        ("exec.fill.IBM", "exec.fill.BAC", False),
+    ],
+)
+def test_wildcards_follow_nats(pattern: str, subject: str, expected: bool) -> None:
+    assert subject_matches(pattern, subject) is expected
+
+
+async def test_dispatch_is_fifo_and_breadth_first() -> None:
+    bus = InProcessBus(roundtrip=True)
+    seen: list[str] = []
+
+    async def first(d: Delivery) -> None:
+        seen.append(f"first:{d.subject}")
+        if d.subject == "md.quote.A":
+            await bus.publish("md.trade.A", Trade(ts_event=T0, ts_init=T0, symbol="A", price=10.0, size=1))
+            await bus.publish("md.quote.B", _quote("B"))
+
+    async def second(d: Delivery) -> None:
+        seen.append(f"second:{d.subject}")
+
+    await bus.subscribe("md.>", first)
+    await bus.subscribe("md.quote.*", second)
+    await bus.publish("md.quote.A", _quote("A"))
+    # Events published by a handler wait until the current event reached every subscriber.
+    assert seen == [
+        "first:md.quote.A",
+        "second:md.quote.A",
+        "first:md.trade.A",
+        "first:md.quote.B",
+        "second:md.quote.B",
+    ]
+
+
+async def test_a_failing_handler_does_not_stop_the_others() -> None:
+    errors: list[str] = []
+
+    class Hooks:
+        def on_received(self, *a: object) -> None: ...
+        def on_published(self, *a: object) -> None: ...
+        async def on_dropped(self, *a: object) -> None: ...
+        def on_handler_error(self, subject: str, exc: BaseException) -> None:
+            errors.append(f"{subject}:{exc}")
+
+    bus = InProcessBus(hooks=Hooks())  # type: ignore[arg-type]
+    got: list[int] = []
+
+    async def broken(d: Delivery) -> None:
+        raise RuntimeError("boom")
+
+    async def fine(d: Delivery) -> None:
+        got.append(d.event.ts_event)
+
+    await bus.subscribe("md.quote.*", broken)
+    await bus.subscribe("md.quote.*", fine)
+    for i in range(3):
+        await bus.publish("md.quote.X", _quote("X", i))
+    assert got == [T0, T0 + 1, T0 + 2]
+    assert errors == ["md.quote.X:boom"] * 3
+
+
+async def test_publishing_outside_the_catalog_is_refused() -> None:
+    bus = InProcessBus()
+    with pytest.raises(UnknownSubject):
+        await bus.publish("md.nonsense.IBM", _quote("IBM"))
+    with pytest.raises(UnknownSubject):
+        await bus.publish("md.trade.IBM", _quote("IBM"))
+
+
+def test_sim_clock_never_goes_backwards() -> None:
+    clock = SimClock(100)
+    clock.set(50)
+    assert clock.now_ns() == 100
+    clock.advance(5)
+    assert clock.now_ns() == 105
+    with pytest.raises(ValueError):
+        clock.advance(-1)
