@@ -65,6 +65,7 @@ class NatsBus(Bus):
         self._batches: dict[str, list[Event]] = {}
         self._linger_task: asyncio.Task[None] | None = None
         self._pull_tasks: list[asyncio.Task[None]] = []
+        self._pull_subs: list[Any] = []
         self._closing = False
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         self.connected = asyncio.Event()
@@ -83,6 +84,7 @@ class NatsBus(Bus):
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
+            drain_timeout=10,
         )
         self.js = self.nc.jetstream(timeout=5.0)
         self.connected.set()
@@ -242,6 +244,7 @@ class NatsBus(Bus):
         psub = await self.js.pull_subscribe(pattern, durable=durable, stream=stream, config=config)
         task = asyncio.create_task(self._pull_loop(psub, stream, handler, manual_ack), name=f"pull-{durable}")
         self._pull_tasks.append(task)
+        self._pull_subs.append(psub)
         return _PullSubscription(psub, task)
 
     async def _pull_loop(self, psub: Any, stream: str, handler: Handler, manual_ack: bool) -> None:
@@ -249,7 +252,7 @@ class NatsBus(Bus):
         while not self._closing:
             try:
                 msgs = await psub.fetch(256, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise
@@ -343,6 +346,10 @@ class NatsBus(Bus):
         for task in self._pull_tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=3.0)
+        # A pull subscription's inbox never drains by itself (nats-py waits drain_timeout for it).
+        for psub in self._pull_subs:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
         if self.nc is None or self.nc.is_closed:
             return
         with contextlib.suppress(Exception):

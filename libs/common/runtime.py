@@ -121,9 +121,13 @@ class Runtime:
                 reason=reason,
                 detail=detail[:300],
             )
-        if not payload or subject.startswith("dlq."):
-            return  # nothing to keep (a slow-consumer drop) or it is already a dead letter
+        if reason == "slow_consumer" or subject.startswith("dlq."):
+            return  # nothing in hand to keep, or it is already a dead letter
         now = self.clock.now_ns()
+        self._dead_letters += 1
+        # Unique per receipt: the same bad bytes received twice are two dead letters, while a
+        # retried publish of this one letter is still deduplicated by JetStream.
+        key = f"{digest(subject.encode() + payload)}-{self.started_ns}-{self._dead_letters}"
         letter = DeadLetter(
             ts_event=now,
             ts_init=now,
@@ -132,11 +136,10 @@ class Runtime:
             reason=reason,
             error=detail[:2000],
             payload=payload,
-            digest=digest(subject.encode() + payload),
+            digest=key,
         )
         try:
             await self.bus.publish(DLQ.subject(service=self.service), letter)
-            self._dead_letters += 1
         except Exception as exc:
             if self._log_once.first("dlq-failed"):
                 log.error("dead letter could not be published", error=repr(exc))
