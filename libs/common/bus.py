@@ -91,6 +91,7 @@ class Bus(abc.ABC):
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
+        start_seq: int | None = None,
     ) -> Subscription: ...
 
     async def flush(self) -> None:  # noqa: B027 - optional for buses without buffers
@@ -184,6 +185,7 @@ class InProcessBus(Bus):
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
+        start_seq: int | None = None,
     ) -> Subscription:
         sub = _InProcessSubscription(self, pattern, handler)
         self._subs.append(sub)

@@ -218,7 +218,12 @@ class NatsBus(Bus):
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
+        start_seq: int | None = None,
     ) -> Subscription:
+        """``durable`` makes a JetStream pull consumer. ``start_seq`` makes the caller the owner
+        of the position (e.g. the recorder, which commits it with its rows): the durable consumer
+        is recreated to deliver in order from there, so nothing left unacked by a crash waits
+        ``ack_wait`` to come back, out of order."""
         assert self.nc is not None
         if durable is None:
 
@@ -232,15 +237,20 @@ class NatsBus(Bus):
                 pending_msgs_limit=CORE_PENDING_MSGS,
                 pending_bytes_limit=CORE_PENDING_BYTES,
             )
-        stream = _stream_of_pattern(pattern)
+        stream = stream_of_pattern(pattern)
         config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
-            ack_wait=30.0,
+            ack_wait=30.0 if start_seq is None else 300.0,
             max_deliver=-1,
             max_ack_pending=20_000,
             filter_subject=pattern,
         )
+        if start_seq is not None:
+            config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(start_seq, 1)
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(stream, durable)
         psub = await self.js.pull_subscribe(pattern, durable=durable, stream=stream, config=config)
         task = asyncio.create_task(self._pull_loop(psub, stream, handler, manual_ack), name=f"pull-{durable}")
         self._pull_tasks.append(task)
@@ -368,7 +378,7 @@ class _PullSubscription:
             await self.psub.unsubscribe()
 
 
-def _stream_of_pattern(pattern: str) -> str:
+def stream_of_pattern(pattern: str) -> str:
     """The single stream that holds every subject a durable pattern can match."""
     from libs.common.bus import subject_matches
 

@@ -92,8 +92,11 @@ class Runtime:
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
+        start_seq: int | None = None,
     ) -> Subscription:
-        return await self.bus.subscribe(pattern, handler, durable=durable, queue=queue, manual_ack=manual_ack)
+        return await self.bus.subscribe(
+            pattern, handler, durable=durable, queue=queue, manual_ack=manual_ack, start_seq=start_seq
+        )
 
     def now_ns(self) -> int:
         return self.clock.now_ns()

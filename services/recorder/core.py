@@ -2,8 +2,9 @@
 
 Pure: no I/O, the clock is passed in. Rules it keeps:
 - a durable event (JetStream) is acked only after the batch holding its row is committed; its
-  stream sequence is committed with the rows, so a redelivery after a crash is recognised and
-  skipped (no duplicates);
+  stream sequence is committed with the rows, and the recorder resumes its consumer from there,
+  so every stream message is written exactly once: committed ones are never taken again and a
+  redelivery of one still held in memory is recognised (no duplicates, no gaps);
 - durable rows are never spilled to disk: JetStream already holds them durably, so at the bound
   the recorder stops pulling (backpressure) and they wait in the stream;
 - core-NATS market data, which nobody else keeps, is buffered in memory up to a bound and then
@@ -253,7 +254,8 @@ class RecorderCore:
         self.max_durable_pending = max_durable_pending
         self.pending = WriteBatch(clock.now_ns())
         self.backlog: collections.deque[WriteBatch] = collections.deque()
-        self.watermarks: dict[str, int] = {}
+        self.watermarks: dict[str, int] = {}  # highest stream sequence committed
+        self.seen: dict[str, int] = {}  # highest stream sequence taken in this run
         self.committed_rows: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
         self.ignored: collections.Counter[str] = collections.Counter()
@@ -281,10 +283,18 @@ class RecorderCore:
             batch.acks.append(delivery)
             if stream is not None and seq > batch.offsets.get(stream, 0):
                 batch.offsets[stream] = seq
+                if seq > self.seen.get(stream, 0):
+                    self.seen[stream] = seq
 
     def already_committed(self, stream: str, seq: int) -> bool:
         """A redelivery of something whose row is committed (crash between commit and ack)."""
         return seq <= self.watermarks.get(stream, 0)
+
+    def already_held(self, stream: str, seq: int) -> bool:
+        """A redelivery (ack_wait expired during an outage) of something buffered, not yet committed.
+        Delivery is in stream order from the committed position, so everything up to the highest
+        sequence taken is either committed or held."""
+        return seq <= self.seen.get(stream, 0)
 
     def room_for_durable(self) -> bool:
         in_memory = self.pending.n_durable + sum(b.n_durable for b in self.backlog)

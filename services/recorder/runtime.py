@@ -18,6 +18,7 @@ import msgspec
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.nats_bus import stream_of_pattern
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
 from services.recorder.core import RecorderCore, Row
@@ -98,9 +99,14 @@ class RecorderApp(ServiceApp):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         for pattern in self.settings.recorder.durable_subjects:
-            stream_name = pattern.split(".")[0].replace(">", "")
+            stream = stream_of_pattern(pattern)
+            # The database owns the position: resume right after the last committed sequence.
             await self.rt.subscribe(
-                pattern, self._on_durable, durable=f"recorder-{stream_name}", manual_ack=True
+                pattern,
+                self._on_durable,
+                durable=f"recorder-{stream}",
+                manual_ack=True,
+                start_seq=self.core.watermarks.get(stream, 0) + 1,
             )
 
     async def _on_core(self, d: Delivery) -> None:
@@ -115,6 +121,9 @@ class RecorderApp(ServiceApp):
             self.core.stats["duplicates_skipped"] += 1
             await d.ack()
             return
+        if self.core.already_held(d.stream, d.seq):
+            self.core.stats["redeliveries_held"] += 1
+            return  # acked with the original once its batch commits
         while not self.core.room_for_durable():
             # Backpressure: stop pulling; JetStream keeps the rest until the database is back.
             self._room.clear()

@@ -1,0 +1,186 @@
+"""The recorder loses no durable event and duplicates none: killed mid-stream, crashed between
+commit and ack, or cut off from its database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+
+from libs.common.config import DbSettings, load_settings
+from libs.common.localinfra import free_port
+from libs.common.nats_bus import NatsBus
+from libs.common.runtime import Runtime
+from libs.common.storage.migrate import migrate
+from proto.execution import Fill
+from proto.market import Quote
+from services.recorder.runtime import FAULT_EXIT_AFTER_COMMIT, RecorderApp
+from tests.helpers import TcpProxy, await_until, http_json, service_env, start_service, wait_until
+from tests.unit.samples import T0
+
+
+def _fill(run: str, i: int) -> Fill:
+    return Fill(
+        ts_event=T0 + i,
+        ts_init=T0 + i,
+        exec_id=f"{run}-{i}",
+        client_order_id=f"{run}-c",
+        symbol="IBM",
+        side="BUY",
+        quantity=1,
+        price=182.0 + i / 1000,
+    )
+
+
+def _fill_counts(dsn: str, run: str) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT exec_id) FROM fills WHERE client_order_id = %s", (f"{run}-c",)
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def _publisher(nats_url: str) -> NatsBus:
+    bus = NatsBus(load_settings(None, nats={"url": nats_url}).nats, "test-publisher")
+    await bus.connect()
+    await bus.ensure_streams()
+    return bus
+
+
+def _recorder_env(nats_url: str, dsn: str, tmp: Path, **extra: str) -> tuple[dict[str, str], int]:
+    port = free_port()
+    env = service_env(
+        TRADEFLEET_NATS_URL=nats_url,
+        TRADEFLEET_DB_URL=dsn,
+        TRADEFLEET_HTTP__PORT=str(port),
+        TRADEFLEET_RECORDER__SPILL_DIR=str(tmp / "spill"),
+        TRADEFLEET_RECORDER__BATCH_ROWS="50",
+        TRADEFLEET_RECORDER__FLUSH_INTERVAL_MS="20",
+        **extra,
+    )
+    return env, port
+
+
+def _ready(port: int) -> bool:
+    return http_json(port, "/readyz")[0] == 200
+
+
+async def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(
+    nats_url: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    migrate(pg_dsn, DbSettings())
+    run, total = uuid.uuid4().hex[:8], 3000
+    env, port = _recorder_env(nats_url, pg_dsn, tmp_path)
+    proc = start_service("recorder", env, tmp_path / "recorder.log")
+    await asyncio.to_thread(wait_until, lambda: _ready(port), 30, what="recorder ready")
+    bus = await _publisher(nats_url)
+    for i in range(total // 2):
+        await bus.publish("exec.fill.IBM", _fill(run, i))
+    # Kill -9 while it is mid-stream: some batches committed, some in flight, some unread.
+    await await_until(lambda: _fill_counts(pg_dsn, run)[0] > 0, what="first rows committed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    for i in range(total // 2, total):
+        await bus.publish("exec.fill.IBM", _fill(run, i))
+    proc = start_service("recorder", env, tmp_path / "recorder.log")
+    await await_until(lambda: _fill_counts(pg_dsn, run)[0] >= total, timeout=60, what="all fills stored")
+    await asyncio.sleep(0.5)  # any duplicate would land by now: batches flush every 20 ms
+    assert _fill_counts(pg_dsn, run) == (total, total)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    await bus.close()
+
+
+async def test_crash_between_commit_and_ack_is_not_a_duplicate(
+    nats_url: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    migrate(pg_dsn, DbSettings())
+    run, total = uuid.uuid4().hex[:8], 200
+    env, port = _recorder_env(nats_url, pg_dsn, tmp_path)
+    bus = await _publisher(nats_url)
+    crashing = start_service("recorder", {**env, FAULT_EXIT_AFTER_COMMIT: "1"}, tmp_path / "crash.log")
+    for i in range(total):
+        await bus.publish("exec.fill.IBM", _fill(run, i))
+    assert await asyncio.to_thread(crashing.wait, 30) == 3  # exited right after a commit, before acking
+    with psycopg.connect(pg_dsn) as conn:  # this fresh database replays the stream from its start
+        committed_before_restart = conn.execute("SELECT count(*) FROM fills").fetchone()[0]  # type: ignore[index]
+    assert committed_before_restart > 0
+    proc = start_service("recorder", env, tmp_path / "recorder.log")
+    await await_until(lambda: _fill_counts(pg_dsn, run)[0] >= total, timeout=60, what="all fills stored")
+    await asyncio.sleep(0.5)
+    with psycopg.connect(pg_dsn) as conn:  # the committed-but-unacked batch was not written twice
+        everything = conn.execute("SELECT count(*), count(DISTINCT exec_id) FROM fills").fetchone()
+    assert everything is not None and everything[0] == everything[1]
+    await asyncio.sleep(0.5)
+    assert _fill_counts(pg_dsn, run) == (total, total)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    await bus.close()
+
+
+async def test_database_outage_buffers_spills_and_catches_up(
+    nats_url: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    migrate(pg_dsn, DbSettings())
+    target = urlparse(pg_dsn)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    via_proxy = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+    settings = load_settings(
+        None,
+        nats={"url": nats_url},
+        db={"url": via_proxy, "connect_timeout_s": 1},
+        recorder={
+            "flush_interval_ms": 20,
+            "batch_rows": 100,
+            "buffer_max_rows": 300,
+            "max_durable_pending": 100,
+            "spill_dir": str(tmp_path / "spill"),
+        },
+        http={"port": -1},
+    )
+    app = RecorderApp(settings, via_proxy)
+    rt = Runtime("recorder", settings)
+    task = asyncio.create_task(rt.run(app, install_signals=False))
+    await await_until(lambda: rt.ready, what="recorder ready")
+    bus = await _publisher(nats_url)
+    run = uuid.uuid4().hex[:8]
+    sym = f"Q{run[:4].upper()}"
+
+    proxy.cut()
+    for i in range(1000):
+        await bus.publish(
+            f"md.quote.{sym}",
+            Quote(
+                ts_event=T0 + i, ts_init=T0 + i, symbol=sym, bid=10.0, ask=10.01, bid_size=i + 1, ask_size=1
+            ),
+        )
+    for i in range(300):
+        await bus.publish("exec.fill.IBM", _fill(run, i))
+    await bus.flush()
+    await await_until(lambda: not app.db_up and app.spill.files(), what="outage noticed and rows spilled")
+    assert app.core is not None and app.core.memory_core_rows() <= 300 + 100
+    assert _fill_counts(pg_dsn, run) == (0, 0)
+
+    proxy.restore()
+    await await_until(lambda: _fill_counts(pg_dsn, run)[0] == 300, timeout=60, what="fills after outage")
+    await await_until(lambda: not app.spill.files(), what="spill written back")
+    with psycopg.connect(pg_dsn) as conn:
+        quotes = conn.execute(
+            "SELECT count(*), count(DISTINCT bid_size) FROM quotes WHERE symbol = %s", (sym,)
+        ).fetchone()
+    assert quotes == (1000, 1000)
+    assert _fill_counts(pg_dsn, run) == (300, 300)
+    assert app.outages == 1 and app.core.stats["rows_spilled"] > 0
+
+    rt.request_stop()
+    assert await asyncio.wait_for(task, 20) == 0
+    await bus.close()
+    await proxy.stop()
+    assert os.listdir(tmp_path / "spill") == []
