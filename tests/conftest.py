@@ -63,7 +63,6 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
         host=url.hostname or "127.0.0.1",
         port=url.port or 5432,
         dbname=dbname,
-        version=15,
         password=url.password,
     )
     janitor.init()

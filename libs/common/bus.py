@@ -94,7 +94,7 @@ class Bus(abc.ABC):
         start_seq: int | None = None,
     ) -> Subscription: ...
 
-    async def flush(self) -> None:  # noqa: B027 - optional for buses without buffers
+    async def flush(self, roundtrip: bool = False) -> None:  # noqa: B027 - optional for buses without buffers
         """Send whatever micro-batches are waiting."""
 
     @abc.abstractmethod

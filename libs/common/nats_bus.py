@@ -69,6 +69,7 @@ class NatsBus(Bus):
         self._closing = False
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         self.connected = asyncio.Event()
+        self.dropped_while_down = 0
         self.on_connection_change: Any = None
 
     # -- connection -------------------------------------------------------------------------
@@ -155,9 +156,7 @@ class NatsBus(Bus):
             if len(batch) >= self.settings.batch_max:
                 await self._flush_subject(subject)
         else:
-            assert self.nc is not None
-            await self.nc.publish(subject, codec.encode(event), headers=self._headers())
-            self.hooks.on_published(spec.wildcard, 1)
+            await self._publish_core(subject, spec.wildcard, codec.encode(event), 1)
 
     async def _publish_durable(self, subject: str, stream: str | None, event: DurableEvent) -> None:
         payload = codec.encode(event)
@@ -185,16 +184,33 @@ class NatsBus(Bus):
         events = self._batches.pop(subject, None)
         if not events:
             return
-        assert self.nc is not None
         payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
-        await self.nc.publish(subject, payload, headers=self._headers())
         spec = resolve(subject)
-        self.hooks.on_published(spec.wildcard if spec else subject, len(events))
+        await self._publish_core(subject, spec.wildcard if spec else subject, payload, len(events))
 
-    async def flush(self) -> None:
+    async def _publish_core(self, subject: str, pattern: str, payload: bytes, count: int) -> None:
+        """Core NATS is latest-value-wins: while the connection is down, market data is dropped
+        and counted (reason bus_unavailable), never allowed to stop the producer."""
+        assert self.nc is not None
+        try:
+            await self.nc.publish(subject, payload, headers=self._headers())
+        except (
+            nats.errors.OutboundBufferLimitError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.ConnectionClosedError,
+        ) as exc:
+            if self._closing:
+                raise
+            self.dropped_while_down += count
+            await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
+            return
+        self.hooks.on_published(pattern, count)
+
+    async def flush(self, roundtrip: bool = False) -> None:
+        """Send waiting micro-batches; ``roundtrip`` also waits for the server's PONG."""
         for subject in list(self._batches):
             await self._flush_subject(subject)
-        if self.nc is not None and self.nc.is_connected:
+        if roundtrip and self.nc is not None and self.nc.is_connected:
             await self.nc.flush()
 
     async def _linger_loop(self) -> None:

@@ -30,6 +30,8 @@ from proto.subjects import resolve, spec
 log = get_logger(__name__)
 
 DLQ = spec("dlq.{service}")
+# Drops with no message in hand to keep as a dead letter (counted only).
+NOTHING_IN_HAND = frozenset({"slow_consumer", "bus_unavailable"})
 
 
 class ServiceApp(abc.ABC):
@@ -124,7 +126,7 @@ class Runtime:
                 reason=reason,
                 detail=detail[:300],
             )
-        if reason == "slow_consumer" or subject.startswith("dlq."):
+        if reason in NOTHING_IN_HAND or subject.startswith("dlq."):
             return  # nothing in hand to keep, or it is already a dead letter
         now = self.clock.now_ns()
         self._dead_letters += 1

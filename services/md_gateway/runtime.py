@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -47,6 +48,7 @@ class MdGatewayApp(ServiceApp):
         self._subjects: dict[tuple[type, str, str], str] = {}
         self._status_seq = 0
         self.finished = False
+        self._stopping = False
         self.started_at: float | None = None
         self.finished_at: float | None = None
 
@@ -110,6 +112,8 @@ class MdGatewayApp(ServiceApp):
         first_ts: int | None = None
         n = 0
         for rec in self.provider.records():
+            if self._stopping:
+                return
             if speed > 0:
                 if first_ts is None:
                     first_ts = rec[1]
@@ -135,6 +139,10 @@ class MdGatewayApp(ServiceApp):
             self.done.set()
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=2.0)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             try:

@@ -102,7 +102,7 @@ async def test_crash_between_commit_and_ack_is_not_a_duplicate(
 ) -> None:
     migrate(pg_dsn, DbSettings())
     run, total = uuid.uuid4().hex[:8], 200
-    env, port = _recorder_env(nats_url, pg_dsn, tmp_path)
+    env, _ = _recorder_env(nats_url, pg_dsn, tmp_path)
     bus = await _publisher(nats_url)
     crashing = start_service("recorder", {**env, FAULT_EXIT_AFTER_COMMIT: "1"}, tmp_path / "crash.log")
     for i in range(total):
