@@ -137,9 +137,10 @@ class NatsBus(Bus):
 
     # -- publish ----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
+        if self.tracing is None or not self.tracing.enabled:
+            return self._base_headers  # shared and never mutated: no copy per message
         headers = dict(self._base_headers)
-        if self.tracing is not None and self.tracing.enabled:
-            self.tracing.inject(headers)
+        self.tracing.inject(headers)
         return headers
 
     async def publish(self, subject: str, event: Event) -> None:
@@ -163,7 +164,7 @@ class NatsBus(Bus):
         msg_id = event.dedupe_key()
         delay = 0.05
         for attempt in range(self.settings.publish_retries + 1):
-            headers = self._headers()
+            headers = dict(self._headers())  # js.publish adds its own headers to the dict
             headers["Nats-Msg-Id"] = msg_id
             try:
                 await self.js.publish(subject, payload, stream=stream, headers=headers)
