@@ -9,6 +9,7 @@ from typing import Any
 
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
@@ -104,6 +105,8 @@ class MdGatewayApp(ServiceApp):
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
         core, bus, publish = self.core, self.rt.bus, self.rt.publish
+        batching = isinstance(bus, NatsBus) and bus.batching
+        enqueue = bus.enqueue if isinstance(bus, NatsBus) else None
         speed = (
             self.settings.md_gateway.replay.speed if self.settings.md_gateway.provider == "replay" else 1.0
         )
@@ -124,7 +127,12 @@ class MdGatewayApp(ServiceApp):
                     await asyncio.sleep(wait)
             event = core.on_record(rec)
             if event is not None:
-                await publish(self._subject(event), event)
+                subject = self._subject(event)
+                if batching and enqueue is not None:
+                    if enqueue(subject, event):
+                        await bus.flush_subject(subject)  # type: ignore[attr-defined]
+                else:
+                    await publish(subject, event)
             n += 1
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)

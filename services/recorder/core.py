@@ -14,7 +14,7 @@ Pure: no I/O, the clock is passed in. Rules it keeps:
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,28 +210,55 @@ ROW_BUILDERS: dict[type, tuple[str, Callable[[Any], list[Row]]]] = {
 }
 
 
+DAY_NS = 86_400_000_000_000
+
+
+def table_of(event: Event) -> str | None:
+    builder = ROW_BUILDERS.get(type(event))
+    return builder[0] if builder is not None else None
+
+
+def row_count(event: Event) -> int:
+    return len(event.positions) if isinstance(event, PositionSnapshot) else 1
+
+
+def rows_of(events: list[Event]) -> Iterator[Row]:
+    """Rows built lazily, inside the writer's COPY loop: the client would otherwise sit idle
+    while the server ingests, so building them there costs no wall time (bench/recorder.py)."""
+    for event in events:
+        yield from ROW_BUILDERS[type(event)][1](event)
+
+
+def days_of(events: list[Event]) -> set[int]:
+    """UTC days (since 1970) the rows fall on, for partition upkeep."""
+    return {e.ts_event // DAY_NS for e in events}
+
+
 @dataclass
 class WriteBatch:
-    """Rows of one transaction, the deliveries to ack after it commits, and the highest stream
-    sequence per stream it covers."""
+    """Events of one transaction (by table), the deliveries to ack after it commits, and the
+    highest stream sequence per stream it covers."""
 
     opened_ns: int
-    core_rows: dict[str, list[Row]] = field(default_factory=dict)
-    durable_rows: dict[str, list[Row]] = field(default_factory=dict)
+    core_events: dict[str, list[Event]] = field(default_factory=dict)
+    durable_events: dict[str, list[Event]] = field(default_factory=dict)
+    core_rows: collections.Counter[str] = field(default_factory=collections.Counter)
+    durable_rows: collections.Counter[str] = field(default_factory=collections.Counter)
     acks: list[Any] = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
     n_core: int = 0
     n_durable: int = 0
 
-    def rows(self) -> dict[str, list[Row]]:
-        merged = {t: list(r) for t, r in self.core_rows.items()}
-        for table, rows in self.durable_rows.items():
-            merged.setdefault(table, []).extend(rows)
+    def events(self) -> dict[str, list[Event]]:
+        merged = {t: list(e) for t, e in self.core_events.items()}
+        for table, events in self.durable_events.items():
+            merged.setdefault(table, []).extend(events)
         return merged
 
-    def take_core(self) -> dict[str, list[Row]]:
-        rows, self.core_rows, self.n_core = self.core_rows, {}, 0
-        return rows
+    def take_core(self) -> dict[str, list[Event]]:
+        events, self.core_events = self.core_events, {}
+        self.core_rows, self.n_core = collections.Counter(), 0
+        return events
 
     @property
     def empty(self) -> bool:
@@ -267,18 +294,19 @@ class RecorderCore:
         if builder is None:
             self.ignored[type(event).__name__] += 1
         else:
-            table, build = builder
-            rows = build(event)
-            target = batch.core_rows if delivery is None else batch.durable_rows
-            existing = target.get(table)
-            if existing is None:
-                target[table] = rows
-            else:
-                existing.extend(rows)
+            table = builder[0]
+            n = row_count(event)
             if delivery is None:
-                batch.n_core += len(rows)
+                events = batch.core_events.get(table)
+                if events is None:
+                    events = batch.core_events[table] = []
+                events.append(event)
+                batch.core_rows[table] += n
+                batch.n_core += n
             else:
-                batch.n_durable += len(rows)
+                batch.durable_events.setdefault(table, []).append(event)
+                batch.durable_rows[table] += n
+                batch.n_durable += n
         if delivery is not None:
             batch.acks.append(delivery)
             if stream is not None and seq > batch.offsets.get(stream, 0):
@@ -314,25 +342,23 @@ class RecorderCore:
 
     # -- outcomes ---------------------------------------------------------------------------
     def committed(self, batch: WriteBatch) -> None:
-        for table, rows in batch.core_rows.items():
-            self.committed_rows[table] += len(rows)
-        for table, rows in batch.durable_rows.items():
-            self.committed_rows[table] += len(rows)
+        self.committed_rows.update(batch.core_rows)
+        self.committed_rows.update(batch.durable_rows)
         for stream, seq in batch.offsets.items():
             if seq > self.watermarks.get(stream, 0):
                 self.watermarks[stream] = seq
         self.stats["batches"] += 1
 
-    def committed_spill(self, rows_by_table: dict[str, list[Row]]) -> None:
-        for table, rows in rows_by_table.items():
-            self.committed_rows[table] += len(rows)
+    def committed_spill(self, events_by_table: dict[str, list[Event]]) -> None:
+        for table, events in events_by_table.items():
+            self.committed_rows[table] += sum(row_count(e) for e in events)
         self.stats["spill_files_written"] += 1
 
     def memory_core_rows(self) -> int:
         return self.pending.n_core + sum(b.n_core for b in self.backlog)
 
-    def overflow(self) -> list[dict[str, list[Row]]]:
-        """Core rows to spill to disk, oldest first, until memory is back under the bound."""
+    def overflow(self) -> list[dict[str, list[Event]]]:
+        """Core events to spill to disk, oldest first, until memory is back under the bound."""
         spilled = []
         for batch in self.backlog:
             if self.memory_core_rows() <= self.buffer_max_rows:

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.nats_bus import stream_of_pattern
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
-from services.recorder.core import RecorderCore, Row
+from proto.base import Event
+from services.recorder.core import RecorderCore, days_of, rows_of, table_of
 
 log = get_logger(__name__)
 CONSUMER = "recorder"
@@ -30,7 +30,7 @@ FAULT_EXIT_AFTER_COMMIT = "TRADEFLEET_FAULT_RECORDER_EXIT_AFTER_COMMIT"
 
 
 class SpillStore:
-    """Spilled core rows as msgpack files, written and read oldest first."""
+    """Spilled core events as msgpack files (the wire codec), written and read oldest first."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -39,19 +39,24 @@ class SpillStore:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("spill-*.msgpack")) if self.directory.exists() else []
 
-    def write(self, rows_by_table: dict[str, list[Row]]) -> Path:
+    def write(self, events_by_table: dict[str, list[Event]]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         path = self.directory / f"spill-{time.time_ns():020d}-{self._seq:06d}.msgpack"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(msgspec.msgpack.encode(rows_by_table))
+        tmp.write_bytes(codec.encode_batch([e for events in events_by_table.values() for e in events]))
         os.replace(tmp, path)  # atomic: a crash never leaves half a spill file
         return path
 
     @staticmethod
-    def read(path: Path) -> dict[str, list[Row]]:
-        data: dict[str, list[list[Any]]] = msgspec.msgpack.decode(path.read_bytes())
-        return {t: [tuple(r) for r in rows] for t, rows in data.items()}
+    def read(path: Path) -> dict[str, list[Event]]:
+        batch = codec.decode(path.read_bytes())
+        out: dict[str, list[Event]] = {}
+        for event in getattr(batch, "events", [batch]):
+            table = table_of(event)
+            if table is not None:
+                out.setdefault(table, []).append(event)
+        return out
 
 
 class RecorderApp(ServiceApp):
@@ -66,6 +71,7 @@ class RecorderApp(ServiceApp):
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._stopping = False
+        self._stop_deadline = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._durable_starter: asyncio.Task[None] | None = None
         self.db_up = True
@@ -134,40 +140,53 @@ class RecorderApp(ServiceApp):
             self._wake.set()
 
     async def _flush_loop(self) -> None:
+        """Cut batches and write them; on an outage keep cutting and spilling at every wake-up
+        (memory stays within buffer_max_rows + batch_rows) and retry the database with backoff."""
         assert self.core is not None
         interval = self.settings.recorder.flush_interval_ms / 1000
         backoff = 0.2
+        retry_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()
             if self.core.due() or self._stopping or not self.core.pending.empty:
                 self.core.cut()
+            if not self.db_up and time.monotonic() < retry_at and not self._stopping:
+                await self._spill_overflow()
+                continue
             ok = await self._write_all()
             if ok:
                 backoff = 0.2
                 self._room.set()
             else:
-                for rows in self.core.overflow():
-                    path = await asyncio.to_thread(self.spill.write, rows)
-                    log.warning("buffer full: spilled rows to disk", file=str(path))
-                await asyncio.sleep(backoff)
+                await self._spill_overflow()
+                retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, 5.0)
-            if self._stopping and ok and self.core.pending.empty and not self.core.backlog:
-                return
+            if self._stopping and (ok or time.monotonic() > self._stop_deadline):
+                if ok and self.core.pending.empty and not self.core.backlog:
+                    return
+                if not ok:
+                    return
+
+    async def _spill_overflow(self) -> None:
+        assert self.core is not None
+        for events in self.core.overflow():
+            path = await asyncio.to_thread(self.spill.write, events)
+            log.warning("buffer full: spilled to disk", file=str(path))
 
     async def _write_all(self) -> bool:
         """Spill files first (oldest data), then the in-memory backlog. False on a DB outage."""
         assert self.core is not None
         try:
             for path in self.spill.files():
-                rows = await asyncio.to_thread(self.spill.read, path)
-                await asyncio.to_thread(self.writer.write, rows, {}, CONSUMER)
+                events = await asyncio.to_thread(self.spill.read, path)
+                await asyncio.to_thread(self._write, events, {})
                 path.unlink()
-                self.core.committed_spill(rows)
+                self.core.committed_spill(events)
             while self.core.backlog:
                 batch = self.core.backlog[0]
-                await asyncio.to_thread(self.writer.write, batch.rows(), batch.offsets, CONSUMER)
+                await asyncio.to_thread(self._write, batch.events(), batch.offsets)
                 if batch.acks and os.environ.get(FAULT_EXIT_AFTER_COMMIT):
                     log.error("fault injection: exiting after commit, before ack")
                     os._exit(3)
@@ -190,22 +209,34 @@ class RecorderApp(ServiceApp):
         self.db_up = True
         return True
 
+    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> int:
+        """In the writer thread: rows are built inside the COPY loop (see core.rows_of)."""
+        rows = {table: rows_of(events) for table, events in events_by_table.items()}
+        days = {table: days_of(events) for table, events in events_by_table.items()}
+        return self.writer.write(rows, offsets, CONSUMER, days)
+
     async def stop(self) -> None:
         """Write what is buffered (bounded wait); what cannot be written is spilled, never dropped."""
         assert self.core is not None
         self._stopping = True
+        self._stop_deadline = time.monotonic() + 10.0
         if self._durable_starter is not None:
             self._durable_starter.cancel()
         self._wake.set()
         if self._flusher is not None:
-            try:
-                await asyncio.wait_for(self._flusher, timeout=10.0)
-            except (TimeoutError, asyncio.CancelledError):
-                self.core.cut()
-                for batch in self.core.backlog:
-                    if batch.n_core:
-                        self.spill.write(batch.take_core())
-                log.warning("stopped with the database down: core rows spilled, durable left unacked")
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._flusher, timeout=15.0)
+        self.core.cut()
+        unwritten = [b for b in self.core.backlog if not b.empty]
+        for batch in unwritten:
+            if batch.n_core:
+                self.spill.write(batch.take_core())
+        if unwritten:
+            log.warning(
+                "stopped with the database down: market data spilled to disk, durable events left "
+                "unacked in JetStream",
+                spill_files=len(self.spill.files()),
+            )
         self.writer.close()
 
     def status(self) -> dict[str, Any]:

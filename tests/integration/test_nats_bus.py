@@ -59,11 +59,12 @@ async def test_core_events_arrive_decoded_and_in_order(nats_url: str) -> None:
     async def on_quote(d: Delivery) -> None:
         got.append(d.event)  # type: ignore[arg-type]
 
-    await sub.subscribe("md.quote.>", on_quote)
+    symbol = f"U{uuid.uuid4().hex[:6].upper()}"
+    await sub.subscribe(f"md.quote.{symbol}", on_quote)
     await sub.nc.flush()  # type: ignore[union-attr]
-    sent = [_quote(i) for i in range(500)]
+    sent = [_quote(i, symbol) for i in range(500)]
     for q in sent:
-        await pub.publish("md.quote.IBM", q)
+        await pub.publish(f"md.quote.{symbol}", q)
     await pub.flush()
     await await_until(lambda: len(got) == 500, what="500 quotes")
     assert got == sent
@@ -85,13 +86,14 @@ async def test_micro_batching_packs_many_events_per_message(nats_url: str) -> No
     async def on_quote(d: Delivery) -> None:
         events.append(d.event)  # type: ignore[arg-type]
 
-    await raw.subscribe("md.quote.BAC", cb=count_raw)
-    await sub.subscribe("md.quote.BAC", on_quote)
+    symbol = f"B{uuid.uuid4().hex[:6].upper()}"
+    await raw.subscribe(f"md.quote.{symbol}", cb=count_raw)
+    await sub.subscribe(f"md.quote.{symbol}", on_quote)
     await raw.flush()
     await sub.nc.flush()  # type: ignore[union-attr]
-    sent = [_quote(i, "BAC") for i in range(1000)]
+    sent = [_quote(i, symbol) for i in range(1000)]
     for q in sent:
-        await pub.publish("md.quote.BAC", q)
+        await pub.publish(f"md.quote.{symbol}", q)
     await pub.flush()
     await await_until(lambda: len(events) == 1000, what="all batched quotes")
     assert events == sent

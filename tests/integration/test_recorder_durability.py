@@ -148,39 +148,49 @@ async def test_database_outage_buffers_spills_and_catches_up(
     app = RecorderApp(settings, via_proxy)
     rt = Runtime("recorder", settings)
     task = asyncio.create_task(rt.run(app, install_signals=False))
-    await await_until(lambda: rt.ready, what="recorder ready")
-    bus = await _publisher(nats_url)
-    run = uuid.uuid4().hex[:8]
-    sym = f"Q{run[:4].upper()}"
+    try:
+        await await_until(lambda: rt.ready, what="recorder ready")
+        bus = await _publisher(nats_url)
+        run = uuid.uuid4().hex[:8]
+        sym = f"Q{run[:4].upper()}"
 
-    proxy.cut()
-    for i in range(1000):
-        await bus.publish(
-            f"md.quote.{sym}",
-            Quote(
-                ts_event=T0 + i, ts_init=T0 + i, symbol=sym, bid=10.0, ask=10.01, bid_size=i + 1, ask_size=1
-            ),
-        )
-    for i in range(300):
-        await bus.publish("exec.fill.IBM", _fill(run, i))
-    await bus.flush()
-    await await_until(lambda: not app.db_up and app.spill.files(), what="outage noticed and rows spilled")
-    assert app.core is not None and app.core.memory_core_rows() <= 300 + 100
-    assert _fill_counts(pg_dsn, run) == (0, 0)
+        proxy.cut()
+        for i in range(1000):
+            await bus.publish(
+                f"md.quote.{sym}",
+                Quote(
+                    ts_event=T0 + i,
+                    ts_init=T0 + i,
+                    symbol=sym,
+                    bid=10.0,
+                    ask=10.01,
+                    bid_size=i + 1,
+                    ask_size=1,
+                ),
+            )
+        for i in range(300):
+            await bus.publish("exec.fill.IBM", _fill(run, i))
+        await bus.flush()
+        await await_until(lambda: not app.db_up and app.spill.files(), what="outage noticed and rows spilled")
+        assert app.core is not None and app.core.memory_core_rows() <= 300 + 100
+        assert _fill_counts(pg_dsn, run) == (0, 0)
 
-    proxy.restore()
-    await await_until(lambda: _fill_counts(pg_dsn, run)[0] == 300, timeout=60, what="fills after outage")
-    await await_until(lambda: not app.spill.files(), what="spill written back")
-    with psycopg.connect(pg_dsn) as conn:
-        quotes = conn.execute(
-            "SELECT count(*), count(DISTINCT bid_size) FROM quotes WHERE symbol = %s", (sym,)
-        ).fetchone()
-    assert quotes == (1000, 1000)
-    assert _fill_counts(pg_dsn, run) == (300, 300)
-    assert app.outages == 1 and app.core.stats["rows_spilled"] > 0
-
-    rt.request_stop()
-    assert await asyncio.wait_for(task, 20) == 0
-    await bus.close()
-    await proxy.stop()
+        proxy.restore()
+        await await_until(lambda: _fill_counts(pg_dsn, run)[0] == 300, timeout=60, what="fills after outage")
+        await await_until(lambda: not app.spill.files(), what="spill written back")
+        with psycopg.connect(pg_dsn) as conn:
+            quotes = conn.execute(
+                "SELECT count(*), count(DISTINCT bid_size) FROM quotes WHERE symbol = %s", (sym,)
+            ).fetchone()
+        assert quotes == (1000, 1000)
+        assert _fill_counts(pg_dsn, run) == (300, 300)
+        assert app.outages == 1 and app.core.stats["rows_spilled"] > 0
+        rt.request_stop()
+        assert await asyncio.wait_for(task, 20) == 0
+        await bus.close()
+    finally:
+        proxy.restore()
+        rt.request_stop()
+        await asyncio.wait_for(asyncio.shield(task), 30)
+        await proxy.stop()
     assert os.listdir(tmp_path / "spill") == []

@@ -4,7 +4,7 @@ transaction (so 'committed' and 'acked up to' can never disagree)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -40,39 +40,51 @@ class BatchWriter:
         return self._conn
 
     def load_offsets(self, consumer: str) -> dict[str, int]:
+        """Committed stream positions. Uses its own connection: the batch connection belongs to
+        the writer thread, and sharing it across threads could commit inside a batch."""
         try:
-            conn = self._connection()
-            rows = conn.execute(
-                "SELECT stream, last_seq FROM recorder_offsets WHERE consumer = %s", (consumer,)
-            ).fetchall()
-            conn.commit()
+            with psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT stream, last_seq FROM recorder_offsets WHERE consumer = %s", (consumer,)
+                ).fetchall()
             return dict(rows)
         except psycopg.OperationalError as exc:
-            self.close()
             raise StorageUnavailable(str(exc)) from exc
 
     def write(
-        self, rows_by_table: Mapping[str, Sequence[Row]], offsets: Mapping[str, int], consumer: str
+        self,
+        rows_by_table: Mapping[str, Iterable[Row]],
+        offsets: Mapping[str, int],
+        consumer: str,
+        days_by_table: Mapping[str, set[int]] | None = None,
     ) -> int:
-        """Write every row and the offsets atomically; returns the number of rows."""
+        """Write every row and the offsets atomically; returns the number of rows.
+
+        Rows may be a lazy iterable: they are then built inside the COPY loop, while the server
+        ingests. ``days_by_table`` (UTC days since 1970) lets the native mode make day partitions
+        without materialising the rows first."""
         try:
             conn = self._connection()
             written = 0
             new_partitions: list[tuple[str, int]] = []
             with conn.transaction():
                 cur = conn.cursor()
-                for table, rows in rows_by_table.items():
-                    if not rows:
-                        continue
+                for table, table_rows in rows_by_table.items():
+                    rows = table_rows
                     if self.mode == "native":
-                        new_partitions += self._ensure_partitions(conn, table, rows)
+                        if days_by_table is None:
+                            rows = list(table_rows)
+                            days = {(row[0] + PG_EPOCH_OFFSET_US) // DAY_US for row in rows}
+                        else:
+                            days = days_by_table.get(table, set())
+                        new_partitions += self._ensure_partitions(conn, table, days)
                     spec = TABLES_BY_NAME[table]
                     with cur.copy(self._copy_sql[table]) as copy:
                         copy.set_types(spec.copy_types)
                         write_row = copy.write_row
                         for row in rows:
                             write_row(row)
-                    written += len(rows)
+                            written += 1
                 for stream, seq in offsets.items():
                     cur.execute(
                         "INSERT INTO recorder_offsets (stream, consumer, last_seq) VALUES (%s, %s, %s) "
@@ -89,9 +101,8 @@ class BatchWriter:
             raise StorageUnavailable(str(exc)) from exc
 
     def _ensure_partitions(
-        self, conn: psycopg.Connection, table: str, rows: Iterable[Row]
+        self, conn: psycopg.Connection, table: str, days: set[int]
     ) -> list[tuple[str, int]]:
-        days = {(row[0] + PG_EPOCH_OFFSET_US) // DAY_US for row in rows}
         made = []
         for day in days - self._partitions.get(table, set()):
             try:
