@@ -34,7 +34,7 @@ from libs.common.storage.schema import TABLES_BY_NAME
 from proto.base import Event
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
-from services.recorder.core import ROW_BUILDERS
+from services.recorder.core import build_rows, table_of
 from services.recorder.runtime import RecorderApp
 from tests.conftest import SAMPLE_LEAN
 
@@ -126,8 +126,7 @@ def run(rounds: int = 3, batch: int = 20_000) -> dict[str, Any]:
     events = real_day_events()
     rows_by_table: dict[str, list[tuple[Any, ...]]] = {}
     for event in events:
-        table, build = ROW_BUILDERS[type(event)]
-        rows_by_table.setdefault(table, []).extend(build(event))
+        rows_by_table.setdefault(table_of(event) or "", []).extend(build_rows(event))
     n_rows = sum(len(r) for r in rows_by_table.values())
     runs: dict[str, list[float]] = {"bare": [], "recorder": []}
     for i in range(rounds):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import subprocess
@@ -33,9 +34,13 @@ def wait_until(
 async def await_until(
     predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = ""
 ) -> Any:
+    """Poll a predicate; one that returns an awaitable (e.g. ``asyncio.to_thread(...)``) is awaited,
+    which keeps blocking checks (SQL) off the event loop the services under test run on."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
@@ -98,6 +103,10 @@ class TcpProxy:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
+            return
+        if not self.enabled:  # cut while this connection was being set up
+            writer.close()
+            up_writer.close()
             return
         self._writers |= {writer, up_writer}
 

@@ -108,6 +108,7 @@ class RecorderSettings(Section):
     buffer_max_rows: int = Field(500_000, ge=1)
     max_durable_pending: int = Field(5_000, ge=1)
     spill_dir: Path = Path("var/recorder-spill")
+    gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
     core_subjects: list[str] = ["md.quote.>", "md.trade.>", "md.bar.>"]
     durable_subjects: list[str] = ["order.>", "exec.>", "tca.>"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,10 @@ class RecorderApp(ServiceApp):
     async def start(self, rt: Runtime) -> None:
         cfg = self.settings.recorder
         self.rt = rt
+        # The writer thread releases the GIL on every socket send and then waits for the event
+        # loop's thread to hand it back, by default after up to 5 ms: the server idles meanwhile.
+        # A short switch interval keeps COPY fed (bench/recorder.py measures the difference).
+        sys.setswitchinterval(cfg.gil_switch_interval_s)
         self.core = RecorderCore(
             rt.clock,
             cfg.batch_rows,
@@ -209,11 +214,11 @@ class RecorderApp(ServiceApp):
         self.db_up = True
         return True
 
-    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> int:
+    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> None:
         """In the writer thread: rows are built inside the COPY loop (see core.rows_of)."""
         rows = {table: rows_of(events) for table, events in events_by_table.items()}
         days = {table: days_of(events) for table, events in events_by_table.items()}
-        return self.writer.write(rows, offsets, CONSUMER, days)
+        self.writer.write(rows, offsets, CONSUMER, days)
 
     async def stop(self) -> None:
         """Write what is buffered (bounded wait); what cannot be written is spilled, never dropped."""

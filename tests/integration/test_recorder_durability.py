@@ -46,6 +46,25 @@ def _fill_counts(dsn: str, run: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _quote_counts(dsn: str, symbol: str) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT bid_size) FROM quotes WHERE symbol = %s", (symbol,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def _counts(dsn: str, run: str) -> tuple[int, int]:
+    """Off the event loop: a blocking query there could wait on a lock held by a transaction
+    that needs the loop (the test's TCP proxy runs on it)."""
+    return await asyncio.to_thread(_fill_counts, dsn, run)
+
+
+async def _at_least(dsn: str, run: str, n: int) -> bool:
+    return (await _counts(dsn, run))[0] >= n
+
+
 async def _publisher(nats_url: str) -> NatsBus:
     bus = NatsBus(load_settings(None, nats={"url": nats_url}).nats, "test-publisher")
     await bus.connect()
@@ -83,15 +102,15 @@ async def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(
     for i in range(total // 2):
         await bus.publish("exec.fill.IBM", _fill(run, i))
     # Kill -9 while it is mid-stream: some batches committed, some in flight, some unread.
-    await await_until(lambda: _fill_counts(pg_dsn, run)[0] > 0, what="first rows committed")
+    await await_until(lambda: _at_least(pg_dsn, run, 1), what="first rows committed")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     for i in range(total // 2, total):
         await bus.publish("exec.fill.IBM", _fill(run, i))
     proc = start_service("recorder", env, tmp_path / "recorder.log")
-    await await_until(lambda: _fill_counts(pg_dsn, run)[0] >= total, timeout=60, what="all fills stored")
+    await await_until(lambda: _at_least(pg_dsn, run, total), timeout=60, what="all fills stored")
     await asyncio.sleep(0.5)  # any duplicate would land by now: batches flush every 20 ms
-    assert _fill_counts(pg_dsn, run) == (total, total)
+    assert await _counts(pg_dsn, run) == (total, total)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     await bus.close()
@@ -112,13 +131,13 @@ async def test_crash_between_commit_and_ack_is_not_a_duplicate(
         committed_before_restart = conn.execute("SELECT count(*) FROM fills").fetchone()[0]  # type: ignore[index]
     assert committed_before_restart > 0
     proc = start_service("recorder", env, tmp_path / "recorder.log")
-    await await_until(lambda: _fill_counts(pg_dsn, run)[0] >= total, timeout=60, what="all fills stored")
+    await await_until(lambda: _at_least(pg_dsn, run, total), timeout=60, what="all fills stored")
     await asyncio.sleep(0.5)
     with psycopg.connect(pg_dsn) as conn:  # the committed-but-unacked batch was not written twice
         everything = conn.execute("SELECT count(*), count(DISTINCT exec_id) FROM fills").fetchone()
     assert everything is not None and everything[0] == everything[1]
     await asyncio.sleep(0.5)
-    assert _fill_counts(pg_dsn, run) == (total, total)
+    assert await _counts(pg_dsn, run) == (total, total)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     await bus.close()
@@ -173,17 +192,13 @@ async def test_database_outage_buffers_spills_and_catches_up(
         await bus.flush()
         await await_until(lambda: not app.db_up and app.spill.files(), what="outage noticed and rows spilled")
         assert app.core is not None and app.core.memory_core_rows() <= 300 + 100
-        assert _fill_counts(pg_dsn, run) == (0, 0)
+        assert await _counts(pg_dsn, run) == (0, 0)
 
         proxy.restore()
-        await await_until(lambda: _fill_counts(pg_dsn, run)[0] == 300, timeout=60, what="fills after outage")
+        await await_until(lambda: _at_least(pg_dsn, run, 300), timeout=60, what="fills after outage")
         await await_until(lambda: not app.spill.files(), what="spill written back")
-        with psycopg.connect(pg_dsn) as conn:
-            quotes = conn.execute(
-                "SELECT count(*), count(DISTINCT bid_size) FROM quotes WHERE symbol = %s", (sym,)
-            ).fetchone()
-        assert quotes == (1000, 1000)
-        assert _fill_counts(pg_dsn, run) == (300, 300)
+        assert await asyncio.to_thread(_quote_counts, pg_dsn, sym) == (1000, 1000)
+        assert await _counts(pg_dsn, run) == (300, 300)
         assert app.outages == 1 and app.core.stats["rows_spilled"] > 0
         rt.request_stop()
         assert await asyncio.wait_for(task, 20) == 0
