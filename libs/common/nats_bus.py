@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
@@ -30,7 +30,7 @@ from libs.common.telemetry import Tracing
 from proto import SCHEMA_VERSION
 from proto.base import DurableEvent, Event
 from proto.events import Batch
-from proto.subjects import STREAMS, StreamSpec, Transport, resolve
+from proto.subjects import STREAMS, StreamSpec, SubjectSpec, Transport, resolve
 
 log = get_logger(__name__)
 
@@ -39,6 +39,11 @@ SCHEMA_HEADER = "Tf-Schema"
 CORE_PENDING_MSGS = 1_000_000
 CORE_PENDING_BYTES = 512 * 1024 * 1024
 MAX_HANDLER_ATTEMPTS = 5
+CORE_PUBLISH_FAILURES = (
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionClosedError,
+)
 
 
 class PublishFailed(RuntimeError):
@@ -64,6 +69,7 @@ class NatsBus(Bus):
         self.js: Any = None
         self._batches: dict[str, list[Event]] = {}
         self._core_types: dict[str, tuple[type, ...]] = {}
+        self._routes: dict[str, SubjectSpec] = {}
         self._linger_task: asyncio.Task[None] | None = None
         self._pull_tasks: list[asyncio.Task[None]] = []
         self._pull_subs: list[Any] = []
@@ -145,11 +151,15 @@ class NatsBus(Bus):
         return headers
 
     async def publish(self, subject: str, event: Event) -> None:
-        spec = checked_spec(subject, event)
-        if spec.transport is Transport.JETSTREAM:
+        # Per-subject route cached: the catalog is checked once per subject and event type, and
+        # the core path stays one coroutine deep (each level costs ~0.4 us; bench/hop.py).
+        route = self._routes.get(subject)
+        if route is None or type(event) not in route.event_types:
+            route = self._routes[subject] = checked_spec(subject, event)
+        if route.transport is Transport.JETSTREAM:
             assert isinstance(event, DurableEvent)
-            await self._publish_durable(subject, spec.stream, event)
-            self.hooks.on_published(spec.wildcard, 1)
+            await self._publish_durable(subject, route.stream, event)
+            self.hooks.on_published(route.wildcard, 1)
         elif self.batching:
             batch = self._batches.get(subject)
             if batch is None:
@@ -158,7 +168,13 @@ class NatsBus(Bus):
             if len(batch) >= self.settings.batch_max:
                 await self._flush_subject(subject)
         else:
-            await self._publish_core(subject, spec.wildcard, codec.encode(event), 1)
+            assert self.nc is not None
+            try:
+                await self.nc.publish(subject, codec.encode(event), headers=self._headers())
+            except CORE_PUBLISH_FAILURES as exc:
+                await self._dropped_while_down(subject, 1, exc)
+                return
+            self.hooks.on_published(route.wildcard, 1)
 
     async def _publish_durable(self, subject: str, stream: str | None, event: DurableEvent) -> None:
         payload = codec.encode(event)
@@ -212,22 +228,21 @@ class NatsBus(Bus):
         await self._publish_core(subject, spec.wildcard if spec else subject, payload, len(events))
 
     async def _publish_core(self, subject: str, pattern: str, payload: bytes, count: int) -> None:
-        """Core NATS is latest-value-wins: while the connection is down, market data is dropped
-        and counted (reason bus_unavailable), never allowed to stop the producer."""
         assert self.nc is not None
         try:
             await self.nc.publish(subject, payload, headers=self._headers())
-        except (
-            nats.errors.OutboundBufferLimitError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.ConnectionClosedError,
-        ) as exc:
-            if self._closing:
-                raise
-            self.dropped_while_down += count
-            await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
+        except CORE_PUBLISH_FAILURES as exc:
+            await self._dropped_while_down(subject, count, exc)
             return
         self.hooks.on_published(pattern, count)
+
+    async def _dropped_while_down(self, subject: str, count: int, exc: Exception) -> None:
+        """Core NATS is latest-value-wins: while the connection is down, market data is dropped
+        and counted (reason bus_unavailable), never allowed to stop the producer."""
+        if self._closing:
+            raise exc
+        self.dropped_while_down += count
+        await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
 
     async def flush(self, roundtrip: bool = False) -> None:
         """Send waiting micro-batches; ``roundtrip`` also waits for the server's PONG."""
@@ -317,17 +332,28 @@ class NatsBus(Bus):
                 await self._on_durable(msg, stream, handler, manual_ack)
 
     async def _on_core(self, msg: Msg, handler: Handler) -> None:
-        events = await self._decode(msg)
-        if events is None:
+        events, refused = self._decode(msg)
+        if refused is not None:
+            await self.hooks.on_dropped(msg.subject, refused.reason, refused.detail, msg.data, msg.headers)
             return
-        headers = msg.headers
-        for event in events:
-            await self._dispatch(handler, Delivery(msg.subject, event, headers))
+        subject, headers = msg.subject, msg.headers
+        if self.tracing is not None and self.tracing.enabled:
+            for event in events:
+                await self._dispatch(handler, Delivery(subject, event, headers))
+            return
+        for event in events:  # the hot path: no extra coroutine per event
+            try:
+                await handler(Delivery(subject, event, headers))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.hooks.on_handler_error(subject, exc)
 
     async def _on_durable(self, msg: Msg, stream: str, handler: Handler, manual_ack: bool) -> None:
-        events = await self._decode(msg)
-        if events is None:
-            await msg.term()  # dead-lettered already: redelivering garbage helps nobody
+        events, refused = self._decode(msg)
+        if refused is not None:
+            await self.hooks.on_dropped(msg.subject, refused.reason, refused.detail, msg.data, msg.headers)
+            await msg.term()  # dead-lettered: redelivering garbage helps nobody
             return
         meta = msg.metadata
         delivery = Delivery(
@@ -345,32 +371,24 @@ class NatsBus(Bus):
             else:
                 await msg.nak(delay=min(0.5 * meta.num_delivered, 5.0))
 
-    async def _decode(self, msg: Msg) -> list[Event] | tuple[Event] | None:
-        """The events of a message, or None after handing a refused message to on_dropped."""
+    def _decode(self, msg: Msg) -> tuple[Sequence[Event], codec.DecodeFailure | None]:
+        """The events of a message, or why it is refused (synchronous: no coroutine per message)."""
         try:
             obj = codec.decode(msg.data)
         except codec.DecodeFailure as failure:
-            await self.hooks.on_dropped(msg.subject, failure.reason, failure.detail, msg.data, msg.headers)
-            return None
-        events: list[Event] | tuple[Event]
-        events = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
+            return (), failure
+        events: Sequence[Event] = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
         spec = resolve(msg.subject)
         allowed = spec.event_types if spec is not None else ()
         for event in events:
             if type(event) not in allowed:
-                await self.hooks.on_dropped(
-                    msg.subject,
-                    codec.WRONG_SUBJECT,
-                    f"{type(event).__name__} on {msg.subject}",
-                    msg.data,
-                    msg.headers,
+                return (), codec.DecodeFailure(
+                    codec.WRONG_SUBJECT, f"{type(event).__name__} on {msg.subject}"
                 )
-                return None
-        if not events:
-            return None
-        assert spec is not None
+        if not events or spec is None:
+            return (), codec.DecodeFailure(codec.MALFORMED, "empty batch")
         self.hooks.on_received(spec.wildcard, len(events), (time.time_ns() - events[0].ts_init) / 1e9)
-        return events
+        return events, None
 
     async def _dispatch(self, handler: Handler, delivery: Delivery) -> bool:
         try:

@@ -73,6 +73,7 @@ class Runtime:
         self.bus: Bus = bus or NatsBus(
             settings.nats, service, hooks=self, tracing=self.tracing, batching=batching
         )
+        self.publish = self.bus.publish  # type: ignore[method-assign]
         self.ready = False
         self.started_ns = time.time_ns()
         self.http_port: int | None = None
@@ -84,6 +85,7 @@ class Runtime:
 
     # -- what services call -----------------------------------------------------------------
     async def publish(self, subject: str, event: Event) -> None:
+        """Replaced in __init__ by the bus's own bound method (one coroutine less per publish)."""
         await self.bus.publish(subject, event)
 
     async def subscribe(
