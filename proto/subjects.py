@@ -53,14 +53,14 @@ class SubjectSpec:
     description: str
     stream: str | None = None
     tokens: tuple[str, ...] = field(init=False)
+    #: the NATS pattern matching every concrete subject of this entry (a metrics label on every
+    #: message, so computed once here)
+    wildcard: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tuple(self.template.split(".")))
-
-    @property
-    def wildcard(self) -> str:
-        """The NATS pattern matching every concrete subject of this entry."""
-        return ".".join("*" if t.startswith("{") else t for t in self.tokens)
+        tokens = tuple(self.template.split("."))
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "wildcard", ".".join("*" if t.startswith("{") else t for t in tokens))
 
     def subject(self, **values: str) -> str:
         return self.template.format(**{k: subject_token(v) for k, v in values.items()})

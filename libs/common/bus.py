@@ -10,18 +10,19 @@ import abc
 import collections
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from libs.common import codec
 from proto.base import Event
 from proto.subjects import SubjectSpec, resolve
 
 
-@dataclass(slots=True)
-class Delivery:
+class Delivery(msgspec.Struct, gc=False):
     """One event handed to a handler. ``ack`` matters only for JetStream deliveries with
-    ``manual_ack``; otherwise the bus acks after the handler returns."""
+    ``manual_ack``; otherwise the bus acks after the handler returns. A msgspec Struct because
+    one is built per event received: its constructor runs in C (a dataclass's in Python)."""
 
     subject: str
     event: Event
@@ -29,15 +30,15 @@ class Delivery:
     stream: str | None = None
     seq: int = 0
     redelivered: bool = False
-    _acker: Any = field(default=None, repr=False)
+    acker: Any = None
 
     async def ack(self) -> None:
-        if self._acker is not None:
-            await self._acker.ack()
+        if self.acker is not None:
+            await self.acker.ack()
 
     async def nak(self, delay_s: float | None = None) -> None:
-        if self._acker is not None:
-            await self._acker.nak(delay=delay_s)
+        if self.acker is not None:
+            await self.acker.nak(delay=delay_s)
 
 
 Handler = Callable[[Delivery], Awaitable[None]]

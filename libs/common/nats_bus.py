@@ -169,8 +169,11 @@ class NatsBus(Bus):
                 await self._flush_subject(subject)
         else:
             assert self.nc is not None
+            headers = (
+                self._base_headers if self.tracing is None or not self.tracing.enabled else self._headers()
+            )
             try:
-                await self.nc.publish(subject, codec.encode(event), headers=self._headers())
+                await self.nc.publish(subject, codec.encode(event), headers=headers)
             except CORE_PUBLISH_FAILURES as exc:
                 await self._dropped_while_down(subject, 1, exc)
                 return

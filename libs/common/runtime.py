@@ -74,6 +74,9 @@ class Runtime:
             settings.nats, service, hooks=self, tracing=self.tracing, batching=batching
         )
         self.publish = self.bus.publish  # type: ignore[method-assign]
+        # Hot-path hooks go straight to the metrics (one call less per message).
+        self.on_received = self.metrics.on_received  # type: ignore[method-assign]
+        self.on_published = self.metrics.on_published  # type: ignore[method-assign]
         self.ready = False
         self.started_ns = time.time_ns()
         self.http_port: int | None = None
