@@ -15,7 +15,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     ns = parser.parse_args()
-    h = hop.run(rounds=ns.rounds)
+    h = hop.run(rounds=ns.rounds, rate=5_000, name="hop_5k")
+    h20 = hop.run(rounds=ns.rounds, count=50_000, rate=20_000, name="hop_20k")
     m = md_path.run(rounds=ns.rounds)
     r = recorder.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
@@ -25,6 +26,12 @@ def main() -> None:
         f" -> ratio {h['cpu_ratio_median_of_rounds']:.3f} (target <= 1.10);"
         f" latency p50 {h['runtime_p50_us']:.0f} vs {h['bare_p50_us']:.0f} us,"
         f" p99 {h['runtime_p99_us']:.0f} vs {h['bare_p99_us']:.0f} us"
+    )
+    print(
+        f"hop 20k  runtime {h20['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
+        f" vs bare nats-py {h20['bare_cpu_us_per_msg']:.1f} -> ratio of medians"
+        f" {h20['runtime_cpu_us_per_msg'] / h20['bare_cpu_us_per_msg']:.3f},"
+        f" median of round ratios {h20['cpu_ratio_median_of_rounds']:.3f}"
     )
     print(
         f"md path  batched {m['batched_input_ticks_per_s']:,.0f} input ticks/s,"

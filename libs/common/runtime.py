@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from libs.common import codec
 from libs.common.bus import Bus, Handler, Subscription
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
@@ -264,23 +263,3 @@ class Runtime:
             "dead_letters": self._dead_letters,
             "app": self.app.status() if self.app else {},
         }
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Poll a condition instead of sleeping (tests, orchestration)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-def decode_for_display(payload: bytes) -> list[dict[str, object]]:
-    obj = codec.decode(payload)
-    events = getattr(obj, "events", None) or [obj]
-    return [codec.to_builtins(e) for e in events]

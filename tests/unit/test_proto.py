@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 import msgspec
 import pytest
 
 from libs.common import codec
 from proto.base import DurableEvent
-from proto.events import EVENT_TYPES
+from proto.events import EVENT_TYPES, AnyEvent
 from proto.subjects import CATALOG, SERVICES, STREAMS, Transport, resolve, spec, subject_token
 from tests.unit.samples import sample_events
 
@@ -24,6 +26,10 @@ def test_events_are_frozen_and_carry_both_timestamps() -> None:
         assert isinstance(event.ts_event, int) and isinstance(event.ts_init, int)
         with pytest.raises(AttributeError):
             event.ts_event = 1  # type: ignore[misc]
+
+
+def test_the_decoder_union_lists_every_event_type() -> None:
+    assert set(typing.get_args(AnyEvent)) == set(EVENT_TYPES)
 
 
 def test_tags_are_unique_class_names() -> None:
