@@ -80,7 +80,7 @@ class ReplaySettings(Section):
     date: str = Field("20131008", pattern=r"^\d{8}$")
     symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
     speed: float = Field(0.0, ge=0)  # 0: as fast as possible; 1: real time; 10: ten times faster
-    bars: bool = True
+    bars: Literal["none", "minute", "second"] = "minute"  # LEAN bar files replayed beside the ticks
     limit: int | None = Field(None, ge=1)
     lobster_level: int = Field(1, ge=1, le=50)
 

@@ -20,7 +20,7 @@ OPEN, CLOSE = regular_session(DAY)
 
 @pytest.fixture(scope="module")
 def ibm_day() -> tuple[MarketDataCore, list[object]]:
-    replay = LeanReplay(SAMPLE_LEAN, DAY, ["IBM"], bars=True)
+    replay = LeanReplay(SAMPLE_LEAN, DAY, ["IBM"], bars="minute")
     core = MarketDataCore(SimClock(0), session=replay.session())
     out = [e for rec in replay.records() if (e := core.on_record(rec)) is not None]
     return core, out

@@ -15,11 +15,11 @@ from tests.conftest import SAMPLE_LEAN, shared_path
 
 
 def test_lean_first_ibm_trade_time_is_converted_from_new_york_ms() -> None:
-    replay = LeanReplay(SAMPLE_LEAN, "20131008", ["IBM"], bars=False)
+    replay = LeanReplay(SAMPLE_LEAN, "20131008", ["IBM"], bars="none")
     first_trade = next(r for r in replay.records() if r[0] == "T")
     # Raw row: 31669457,1821000,300,P,2000,0 -> 08:47:49.457 EDT = 12:47:49.457 UTC, $182.10
     assert first_trade[1] == 1_381_236_469_457_000_000
-    assert first_trade[3] == pytest.approx(182.10)
+    assert first_trade[3] == 182.10  # exact, not approximately
     assert first_trade[4] == 300 and first_trade[5] == "P" and first_trade[6] == 0x2000
 
 
@@ -75,3 +75,18 @@ def test_synthetic_feed_is_deterministic_and_clean() -> None:
         core.on_record(rec)
     assert core.bad.get("crossed", 0) == 0 and core.bad.get("price_jump", 0) == 0
     assert a[-1][1] == int(1999 * 1e6)
+
+
+SHARED_LEAN = shared_path("market", "lean")
+
+
+@pytest.mark.skipif(
+    not SHARED_LEAN.exists(), reason="second bars are not shipped; read from shared/ when present"
+)
+def test_lean_second_bars_close_one_second_after_their_open() -> None:
+    replay = LeanReplay(SHARED_LEAN, "20131008", ["IBM"], bars="second")
+    bars = [r for r in replay.records() if r[0] == "B"]
+    assert len(bars) > 5_000 and {r[3] for r in bars} == {"1s"}
+    # First raw row: 31669000,1821000,1821000,1820500,1820500,900 (08:47:49 EDT) -> closes 12:47:50 UTC
+    assert bars[0][1] == 1_381_236_470_000_000_000
+    assert bars[0][4:9] == (182.10, 182.10, 182.05, 182.05, 900)

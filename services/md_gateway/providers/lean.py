@@ -19,7 +19,9 @@ from typing import Any
 
 from services.md_gateway.providers.timeutil import ny_midnight_ns, regular_session
 
-SCALE = 1 / 10_000
+# Prices are integers in units of 1/10,000 dollar. Divide (correctly rounded: 1821000 -> 182.1);
+# multiplying by 0.0001 gives 182.10000000000002, and prices must compare exactly.
+PRICE_DIVISOR = 10_000
 BAR_SPANS_NS = {"second": 1_000_000_000, "minute": 60_000_000_000}
 BAR_NAMES = {"second": "1s", "minute": "1m"}
 
@@ -45,9 +47,9 @@ def quote_records(path: Path, symbol: str, day_ns: int) -> Iterator[tuple[Any, .
             "Q",
             day_ns + int(float(f[0]) * 1e6),
             symbol,
-            int(f[1]) * SCALE,
+            int(f[1]) / PRICE_DIVISOR,
             int(f[2]),
-            int(f[3]) * SCALE,
+            int(f[3]) / PRICE_DIVISOR,
             int(f[4]),
             f[5],
             f[7].strip() not in ("0", ""),
@@ -61,7 +63,7 @@ def trade_records(path: Path, symbol: str, day_ns: int) -> Iterator[tuple[Any, .
             "T",
             day_ns + int(float(f[0]) * 1e6),
             symbol,
-            int(f[1]) * SCALE,
+            int(f[1]) / PRICE_DIVISOR,
             int(f[2]),
             f[3],
             int(f[4], 16) if f[4] else 0,
@@ -80,10 +82,10 @@ def bar_records(path: Path, symbol: str, day_ns: int, resolution: str) -> Iterat
             day_ns + int(float(f[0]) * 1e6) + span,
             symbol,
             name,
-            int(f[1]) * SCALE,
-            int(f[2]) * SCALE,
-            int(f[3]) * SCALE,
-            int(f[4]) * SCALE,
+            int(f[1]) / PRICE_DIVISOR,
+            int(f[2]) / PRICE_DIVISOR,
+            int(f[3]) / PRICE_DIVISOR,
+            int(f[4]) / PRICE_DIVISOR,
             int(f[5]),
         )
 
@@ -92,7 +94,7 @@ class LeanReplay:
     name = "lean-replay"
 
     def __init__(
-        self, root: Path, date: str, symbols: list[str], bars: bool = True, limit: int | None = None
+        self, root: Path, date: str, symbols: list[str], bars: str = "minute", limit: int | None = None
     ) -> None:
         self.root = Path(root)
         self.date = date
@@ -113,10 +115,10 @@ class LeanReplay:
                 path = base / "tick" / low / f"{self.date}_{kind}.zip"
                 if path.exists():
                     per_symbol.append((kind, sym, path))
-            if self.bars:
-                bar = base / "minute" / low / f"{self.date}_trade.zip"
+            if self.bars in BAR_SPANS_NS:
+                bar = base / self.bars / low / f"{self.date}_trade.zip"
                 if bar.exists():
-                    per_symbol.append(("minute", sym, bar))
+                    per_symbol.append((self.bars, sym, bar))
             if not any(k in ("quote", "trade") for k, _, _ in per_symbol):
                 missing.append(f"{base}/tick/{low}/{self.date}_{{quote,trade}}.zip")
             found += per_symbol

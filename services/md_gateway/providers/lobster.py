@@ -15,7 +15,9 @@ from typing import Any
 
 from services.md_gateway.providers.timeutil import ny_midnight_ns
 
-SCALE = 1 / 10_000
+# Prices are integers in units of 1/10,000 dollar. Divide (correctly rounded: 1821000 -> 182.1);
+# multiplying by 0.0001 gives 182.10000000000002, and prices must compare exactly.
+PRICE_DIVISOR = 10_000
 EMPTY_ASK = 9_999_999_999
 EMPTY_BID = -9_999_999_999
 VENUE = "NASDAQ"
@@ -72,15 +74,15 @@ class LobsterReplay:
                 kind = int(m[1])
                 if kind in (4, 5):
                     direction = int(m[5])
-                    yield ("T", ts, symbol, int(m[4]) * SCALE, int(m[3]), VENUE, 0, False, -direction)
+                    yield ("T", ts, symbol, int(m[4]) / PRICE_DIVISOR, int(m[3]), VENUE, 0, False, -direction)
                 ask, ask_size, bid, bid_size = book[0:4]
                 yield (
                     "Q",
                     ts,
                     symbol,
-                    0.0 if bid == EMPTY_BID else bid * SCALE,
+                    0.0 if bid == EMPTY_BID else bid / PRICE_DIVISOR,
                     bid_size,
-                    0.0 if ask == EMPTY_ASK else ask * SCALE,
+                    0.0 if ask == EMPTY_ASK else ask / PRICE_DIVISOR,
                     ask_size,
                     VENUE,
                     False,
@@ -104,4 +106,4 @@ class LobsterReplay:
                 if price in (EMPTY_ASK, EMPTY_BID):
                     yield ("D", ts, symbol, side, lvl, "DELETE", 0.0, 0)
                 else:
-                    yield ("D", ts, symbol, side, lvl, "UPDATE", price * SCALE, size)
+                    yield ("D", ts, symbol, side, lvl, "UPDATE", price / PRICE_DIVISOR, size)
