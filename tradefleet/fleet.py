@@ -56,6 +56,7 @@ class Fleet:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
+        self.interrupted: str | None = None
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -129,18 +130,25 @@ class Fleet:
     def run(self, duration: float | None = None) -> dict[str, Any]:
         started = time.monotonic()
         error: str | None = None
+        # Ctrl-C or a supervisor's SIGTERM ends the run the same clean way: stop, then summarise.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
         try:
             self._start_infra()
             for name in START_ORDER:
                 self._spawn(name)
             self._write_state()
             error = self._watch(started, duration)
+        except KeyboardInterrupt:
+            error = "interrupted"
         except Exception as exc:
             error = str(exc)
         finally:
-            self._poll_all()
             self._stop_all()
         return self._summary(time.monotonic() - started, error)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.interrupted = signal.Signals(signum).name
 
     def _write_state(self) -> None:
         state = {
@@ -181,6 +189,8 @@ class Fleet:
                 elif time.monotonic() - last_print > 5:
                     last_print = time.monotonic()
                     self.console.print(self._one_line())
+                if self.interrupted:
+                    return f"interrupted by {self.interrupted}"
                 if duration is not None and time.monotonic() - started >= duration:
                     return None
                 stored = self._stored_md_rows()
@@ -226,9 +236,25 @@ class Fleet:
             f"stored {sum(rec.get('rows_stored', {}).values())} rows"
         )
 
+    def _settle(self, timeout: float = 10.0) -> None:
+        """With the producers stopped, give the recorder time to store what it received."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._poll_all()
+            recorder = self.statuses.get("recorder", {}).get("app", {})
+            if self._stored_md_rows() >= self._expected_rows() and recorder.get("pending_rows", 1) == 0:
+                return
+            time.sleep(0.2)
+
     def _stop_all(self) -> None:
+        """Producers first, then consumers once they settled; final statuses read before each stop."""
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
+            if name == "recorder" and proc.poll() is None:
+                self._settle()
+            code, body = self._get(name, "/status")
+            if code == 200 and body:
+                self.statuses[name] = body
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

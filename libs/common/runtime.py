@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from libs.common.bus import Bus, Handler, Subscription
+from libs.common.bus import Bus, Handler, NullHooks, Subscription
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
 from libs.common.ids import digest
@@ -72,6 +72,8 @@ class Runtime:
         self.bus: Bus = bus or NatsBus(
             settings.nats, service, hooks=self, tracing=self.tracing, batching=batching
         )
+        if bus is not None and isinstance(getattr(bus, "hooks", None), NullHooks):
+            bus.hooks = self  # type: ignore[attr-defined]  # an in-process bus reports here too
         self.publish = self.bus.publish  # type: ignore[method-assign]
         # Hot-path hooks go straight to the metrics (one call less per message).
         self.on_received = self.metrics.on_received  # type: ignore[method-assign]
