@@ -47,7 +47,9 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class BusHooks(Protocol):
     """What the runtime wants to know about traffic (metrics, dead letters, handler errors)."""
 
-    def on_received(self, pattern: str, count: int, latency_s: float) -> None: ...
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
+        """``ts_init`` of the first event: the hook measures latency from it (when it samples)."""
+
     def on_published(self, pattern: str, count: int) -> None: ...
     async def on_dropped(
         self, subject: str, reason: str, detail: str, payload: bytes, headers: Mapping[str, str] | None
@@ -56,7 +58,7 @@ class BusHooks(Protocol):
 
 
 class NullHooks:
-    def on_received(self, pattern: str, count: int, latency_s: float) -> None:
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
         pass
 
     def on_published(self, pattern: str, count: int) -> None:

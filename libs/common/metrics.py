@@ -9,6 +9,7 @@ was more than the 10% per-hop budget over a bare nats-py relay (bench/hop.py).
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -34,12 +35,16 @@ LATENCY_BUCKETS = (
 )
 
 
+LATENCY_SAMPLE_EVERY = 8  # time 1 message in 8 per pattern: time_ns() costs ~165 ns on these VMs
+
+
 class _Latency:
-    __slots__ = ("counts", "sum")
+    __slots__ = ("counts", "skip", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.sum = 0.0
+        self.skip = 0
 
 
 class RuntimeMetrics(Collector):
@@ -67,12 +72,18 @@ class RuntimeMetrics(Collector):
         r.register(self)
 
     # -- hot path ---------------------------------------------------------------------------
-    def on_received(self, pattern: str, count: int, latency_s: float) -> None:
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
+        """Counts are exact; latency (receive time minus the producer's ts_init) is sampled."""
         hist = self.latency.get(pattern)
         if hist is None:
             hist = self.latency[pattern] = _Latency()
             self.received[pattern] = 0
         self.received[pattern] += count
+        if hist.skip:
+            hist.skip -= 1
+            return
+        hist.skip = LATENCY_SAMPLE_EVERY - 1
+        latency_s = (time.time_ns() - ts_init) / 1e9
         hist.counts[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
         hist.sum += latency_s
 
@@ -94,7 +105,7 @@ class RuntimeMetrics(Collector):
             published.add_metric([self.service, pattern], n)
         latency = HistogramMetricFamily(
             "tf_event_latency_seconds",
-            "Receive time minus the producer's ts_init, per subject pattern",
+            "Receive time minus the producer's ts_init, per subject pattern (1 message in 8 timed)",
             labels=["service", "subject"],
         )
         for pattern, hist in list(self.latency.items()):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +69,7 @@ class NatsBus(Bus):
         self._batches: dict[str, list[Event]] = {}
         self._core_types: dict[str, tuple[type, ...]] = {}
         self._routes: dict[str, SubjectSpec] = {}
+        self._rx_routes: dict[str, SubjectSpec] = {}
         self._linger_task: asyncio.Task[None] | None = None
         self._pull_tasks: list[asyncio.Task[None]] = []
         self._pull_subs: list[Any] = []
@@ -381,7 +381,12 @@ class NatsBus(Bus):
         except codec.DecodeFailure as failure:
             return (), failure
         events: Sequence[Event] = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
-        spec = resolve(msg.subject)
+        subject = msg.subject
+        spec = self._rx_routes.get(subject)
+        if spec is None:
+            spec = resolve(subject)
+            if spec is not None:
+                self._rx_routes[subject] = spec
         allowed = spec.event_types if spec is not None else ()
         for event in events:
             if type(event) not in allowed:
@@ -390,7 +395,7 @@ class NatsBus(Bus):
                 )
         if not events or spec is None:
             return (), codec.DecodeFailure(codec.MALFORMED, "empty batch")
-        self.hooks.on_received(spec.wildcard, len(events), (time.time_ns() - events[0].ts_init) / 1e9)
+        self.hooks.on_received(spec.wildcard, len(events), events[0].ts_init)
         return events, None
 
     async def _dispatch(self, handler: Handler, delivery: Delivery) -> bool:

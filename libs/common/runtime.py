@@ -113,8 +113,8 @@ class Runtime:
         self._stop.set()
 
     # -- BusHooks ---------------------------------------------------------------------------
-    def on_received(self, pattern: str, count: int, latency_s: float) -> None:
-        self.metrics.on_received(pattern, count, latency_s)
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
+        self.metrics.on_received(pattern, count, ts_init)
 
     def on_published(self, pattern: str, count: int) -> None:
         self.metrics.on_published(pattern, count)
