@@ -65,7 +65,7 @@ async def subscriber(url: str) -> None:
     for pattern in ("md.quote.>", "md.trade.>", "md.bar.>"):
         await bus.subscribe(pattern, on_md)
     await bus.subscribe("md.status", on_status)
-    await bus.nc.flush()  # type: ignore[union-attr]
+    await bus.barrier()
     print("ready", flush=True)
     # Nothing more arrives after replay_finished but the events a slow consumer dropped.
     with contextlib.suppress(TimeoutError):

@@ -261,6 +261,27 @@ class NatsBus(Bus):
             for subject in list(self._batches):
                 await self._flush_subject(subject)
 
+    async def barrier(self, timeout: float = 5.0) -> None:
+        """Return once the server has processed everything this connection sent before (SUBs
+        included). nats-py's flush() is not such a barrier: its PING can overtake commands still
+        queued in the client (shared/reference/machine-baselines.md), so a service could call
+        itself ready while its subscriptions are not yet live and lose the first messages. The
+        server handles one connection's commands in order, so our own probe coming back proves it."""
+        assert self.nc is not None
+        arrived = asyncio.get_running_loop().create_future()
+
+        async def on_probe(_: Msg) -> None:
+            if not arrived.done():
+                arrived.set_result(True)
+
+        inbox = self.nc.new_inbox()
+        probe = await self.nc.subscribe(inbox, cb=on_probe)
+        try:
+            await self.nc.publish(inbox, b"")
+            await asyncio.wait_for(arrived, timeout)
+        finally:
+            await probe.unsubscribe()
+
     async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Bytes as they are, bypassing the codec: for tests that feed malformed input."""
         assert self.nc is not None

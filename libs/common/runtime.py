@@ -173,6 +173,8 @@ class Runtime:
         await self._start_http()
         await self._connect()
         await app.start(self)
+        if isinstance(self.bus, NatsBus):
+            await self.bus.barrier()  # subscriptions live on the server before we say ready
         self.ready = True
         self.metrics.ready.labels(self.service).set(1)
         log.info("service ready", http_port=self.http_port)

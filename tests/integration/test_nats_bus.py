@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
-
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
 from libs.common.nats_bus import NatsBus
@@ -61,7 +59,7 @@ async def test_core_events_arrive_decoded_and_in_order(nats_url: str) -> None:
 
     symbol = f"U{uuid.uuid4().hex[:6].upper()}"
     await sub.subscribe(f"md.quote.{symbol}", on_quote)
-    await sub.nc.flush()  # type: ignore[union-attr]
+    await sub.barrier()
     sent = [_quote(i, symbol) for i in range(500)]
     for q in sent:
         await pub.publish(f"md.quote.{symbol}", q)
@@ -75,7 +73,7 @@ async def test_core_events_arrive_decoded_and_in_order(nats_url: str) -> None:
 async def test_micro_batching_packs_many_events_per_message(nats_url: str) -> None:
     pub = await _bus(nats_url, batching=True)
     sub = await _bus(nats_url)
-    raw = await nats.connect(nats_url)
+    raw = await _bus(nats_url)  # counts NATS messages, not events
     messages = 0
     events: list[Quote] = []
 
@@ -87,10 +85,10 @@ async def test_micro_batching_packs_many_events_per_message(nats_url: str) -> No
         events.append(d.event)  # type: ignore[arg-type]
 
     symbol = f"B{uuid.uuid4().hex[:6].upper()}"
-    await raw.subscribe(f"md.quote.{symbol}", cb=count_raw)
+    await raw.nc.subscribe(f"md.quote.{symbol}", cb=count_raw)  # type: ignore[union-attr]
     await sub.subscribe(f"md.quote.{symbol}", on_quote)
-    await raw.flush()
-    await sub.nc.flush()  # type: ignore[union-attr]
+    await raw.barrier()
+    await sub.barrier()
     sent = [_quote(i, symbol) for i in range(1000)]
     for q in sent:
         await pub.publish(f"md.quote.{symbol}", q)
