@@ -97,6 +97,16 @@ def pg_bin_dir() -> Path:
     raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found; set TRADEFLEET_DB_URL instead")
 
 
+def runuser_binary() -> str:
+    """runuser lives in sbin, which a minimal PATH (cron, CI) may not include."""
+    found = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser") if os.path.exists(p)), None
+    )
+    if not found:
+        raise FileNotFoundError("runuser not found: needed to run PostgreSQL as the postgres user when root")
+    return found
+
+
 @dataclass
 class PgCluster:
     data_dir: Path
@@ -109,7 +119,7 @@ class PgCluster:
         return f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
 
     def _cmd(self, *args: str) -> list[str]:
-        return ["runuser", "-u", self.run_as, "--", *args] if self.run_as else list(args)
+        return [runuser_binary(), "-u", self.run_as, "--", *args] if self.run_as else list(args)
 
     def stop(self) -> None:
         subprocess.run(
