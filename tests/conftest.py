@@ -8,6 +8,7 @@ answers; else a private cluster started from the machine's binaries. Each test t
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield configured
         return
     machine = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if postgres_reachable(machine):
+    # TRADEFLEET_TEST_PRIVATE_PG=1 forces the private cluster (what a machine without one gets).
+    if not os.environ.get("TRADEFLEET_TEST_PRIVATE_PG") and postgres_reachable(machine):
         yield machine
         return
     base = (
@@ -52,6 +54,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cluster = start_postgres(base)
     yield cluster.url
     cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
