@@ -166,5 +166,26 @@ def db_migrate(
     typer.echo(json.dumps({"storage_mode": mode, "applied": applied}))
 
 
+@db_app.command("prune")
+def db_prune(
+    url: Annotated[str | None, typer.Option(help="database URL (default TRADEFLEET_DB_URL)")] = None,
+    days: Annotated[int | None, typer.Option(help="keep this many days (default db.retention_days)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="only list what would be dropped")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Native storage mode: drop day partitions past the retention window."""
+    import datetime as dt
+
+    from libs.common.storage.retention import prune
+
+    settings = _settings(config)
+    dsn = url or settings.db.url
+    if not dsn:
+        typer.echo("no database: pass --url or set TRADEFLEET_DB_URL", err=True)
+        raise typer.Exit(2)
+    dropped = prune(dsn, days or settings.db.retention_days, dt.datetime.now(dt.UTC).date(), dry_run)
+    typer.echo(json.dumps({"dropped": dropped, "dry_run": dry_run}))
+
+
 def main() -> None:
     app()

@@ -9,6 +9,7 @@ import pytest
 
 from libs.common.config import DbSettings
 from libs.common.storage.migrate import MIGRATIONS, Migration, MigrationError, migrate
+from libs.common.storage.retention import prune
 from libs.common.storage.schema import TABLES, pg_time
 from libs.common.storage.writer import BatchWriter
 from proto.execution import Fill
@@ -76,3 +77,32 @@ def test_sub_microsecond_times_truncate_not_round(pg_dsn: str) -> None:
     assert ts.microsecond == (T0 // 1000 + 1) % 1_000_000
     assert pg_time(T0 + 1999) == pg_time(T0) + 1
     writer.close()
+
+
+def test_prune_drops_only_day_partitions_past_retention(pg_dsn: str) -> None:
+    migrate(pg_dsn, DbSettings())
+    writer = BatchWriter(pg_dsn)
+    day_ns = 86_400 * 10**9
+    fills = [
+        Fill(
+            ts_event=T0 + d * day_ns,
+            ts_init=T0,
+            exec_id=f"e{d}",
+            client_order_id="c",
+            symbol="X",
+            side="BUY",
+            quantity=1,
+            price=1.0,
+        )
+        for d in (0, 1, 5)
+    ]
+    writer.write({"fills": [SINGLE_ROW[Fill][1](f) for f in fills]}, {}, "recorder")
+    writer.close()
+    today = dt.date(2013, 10, 13)  # the rows fall on 10-08, 10-09 and 10-13
+    assert prune(pg_dsn, 3, today, dry_run=True) == ["fills_p20131008", "fills_p20131009"]
+    assert prune(pg_dsn, 3, today) == ["fills_p20131008", "fills_p20131009"]
+    assert prune(pg_dsn, 3, today) == []
+    with psycopg.connect(pg_dsn) as conn:
+        kept = conn.execute("SELECT exec_id FROM fills").fetchall()
+        default_exists = conn.execute("SELECT to_regclass('fills_default') IS NOT NULL").fetchone()
+    assert kept == [("e5",)] and default_exists == (True,)
