@@ -131,6 +131,18 @@ SPEC_BY_TEMPLATE = {s.template: s for s in CATALOG}
 
 
 @functools.lru_cache(maxsize=65536)
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard semantics: '*' one token, '>' one or more trailing tokens."""
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p_tokens):
+        if tok == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens) or (tok != "*" and tok != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+@functools.lru_cache(maxsize=65536)
 def resolve(subject: str) -> SubjectSpec | None:
     """The catalog entry of a concrete subject (cached: called on every message)."""
     for spec in CATALOG:
@@ -143,9 +155,14 @@ def spec(template: str) -> SubjectSpec:
     return SPEC_BY_TEMPLATE[template]
 
 
-def stream_for(subject: str) -> str | None:
-    found = resolve(subject)
-    return found.stream if found is not None else None
+def stream_of_pattern(pattern: str) -> str | None:
+    """The JetStream stream holding every subject a pattern (wildcards allowed) can match, or
+    None for core subjects."""
+    probe = pattern.replace(">", "x").replace("*", "x")
+    for st in STREAMS:
+        if any(s == pattern or subject_matches(s, probe) for s in st.subjects):
+            return st.name
+    return None
 
 
 def catalog_as_dict() -> dict[str, object]:

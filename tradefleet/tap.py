@@ -14,8 +14,7 @@ import nats
 from nats.js import api as js_api
 
 from libs.common import codec
-from libs.common.bus import subject_matches
-from proto.subjects import STREAMS
+from proto.subjects import stream_of_pattern
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -27,14 +26,6 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
         return now - dt.timedelta(seconds=seconds)
     parsed = dt.datetime.fromisoformat(text)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _stream_for(pattern: str) -> str | None:
-    probe = pattern.replace(">", "x").replace("*", "x")
-    for st in STREAMS:
-        if any(subject_matches(s, probe) for s in st.subjects):
-            return st.name
-    return None
 
 
 def render(subject: str, event: dict[str, Any], as_json: bool) -> str:
@@ -70,7 +61,7 @@ async def run_tap(
 
     try:
         if since:
-            stream = _stream_for(subject)
+            stream = stream_of_pattern(subject)
             if stream is None:
                 print(
                     f"--since needs a JetStream subject; {subject!r} is core NATS (live only)",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import collections
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -16,7 +15,7 @@ import msgspec
 
 from libs.common import codec
 from proto.base import Event
-from proto.subjects import SubjectSpec, resolve
+from proto.subjects import SubjectSpec, resolve, subject_matches
 
 
 class Delivery(msgspec.Struct, gc=False):
@@ -112,18 +111,6 @@ def checked_spec(subject: str, event: Event) -> SubjectSpec:
     if type(event) not in spec.event_types:
         raise UnknownSubject(f"{type(event).__name__} may not be published on {subject!r} ({spec.template})")
     return spec
-
-
-@functools.lru_cache(maxsize=65536)
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard semantics: '*' one token, '>' one or more trailing tokens."""
-    p_tokens, s_tokens = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p_tokens):
-        if tok == ">":
-            return len(s_tokens) > i
-        if i >= len(s_tokens) or (tok != "*" and tok != s_tokens[i]):
-            return False
-    return len(p_tokens) == len(s_tokens)
 
 
 class _InProcessSubscription:

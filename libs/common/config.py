@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from proto.subjects import stream_of_pattern
+
 ENV_PREFIX = "TRADEFLEET_"
 # Short, documented aliases for the two settings everyone sets.
 ENV_ALIASES = {"TRADEFLEET_DB_URL": ("db", "url"), "TRADEFLEET_NATS_URL": ("nats", "url")}
@@ -111,6 +113,14 @@ class RecorderSettings(Section):
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
     core_subjects: list[str] = ["md.quote.>", "md.trade.>", "md.bar.>"]
     durable_subjects: list[str] = ["order.>", "exec.>", "tca.>"]
+
+    @field_validator("durable_subjects")
+    @classmethod
+    def _on_jetstream(cls, patterns: list[str]) -> list[str]:
+        core = [p for p in patterns if stream_of_pattern(p) is None]
+        if core:
+            raise ValueError(f"not JetStream subjects (record them under core_subjects): {core}")
+        return patterns
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import nats
@@ -29,7 +29,7 @@ from libs.common.telemetry import Tracing
 from proto import SCHEMA_VERSION
 from proto.base import DurableEvent, Event
 from proto.events import Batch
-from proto.subjects import STREAMS, StreamSpec, SubjectSpec, Transport, resolve
+from proto.subjects import STREAMS, StreamSpec, SubjectSpec, Transport, resolve, stream_of_pattern
 
 log = get_logger(__name__)
 
@@ -67,16 +67,14 @@ class NatsBus(Bus):
         self.nc: NatsClient | None = None
         self.js: Any = None
         self._batches: dict[str, list[Event]] = {}
-        self._core_types: dict[str, tuple[type, ...]] = {}
+        # subject -> catalog entry, for publishing and receiving alike (looked up per message)
         self._routes: dict[str, SubjectSpec] = {}
-        self._rx_routes: dict[str, SubjectSpec] = {}
         self._linger_task: asyncio.Task[None] | None = None
         self._pull_tasks: list[asyncio.Task[None]] = []
         self._pull_subs: list[Any] = []
         self._closing = False
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         self.connected = asyncio.Event()
-        self.dropped_while_down = 0
         self.on_connection_change: Any = None
 
     # -- connection -------------------------------------------------------------------------
@@ -101,10 +99,7 @@ class NatsBus(Bus):
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
-            spec = resolve(exc.subject)
-            pattern = spec.wildcard if spec else exc.subject
             await self.hooks.on_dropped(exc.subject, "slow_consumer", str(exc), b"", None)
-            log.debug("slow consumer", subject=pattern)
             return
         log.warning("nats error", error=repr(exc))
 
@@ -150,12 +145,16 @@ class NatsBus(Bus):
         self.tracing.inject(headers)
         return headers
 
-    async def publish(self, subject: str, event: Event) -> None:
-        # Per-subject route cached: the catalog is checked once per subject and event type, and
-        # the core path stays one coroutine deep (each level costs ~0.4 us; bench/hop.py).
+    def _route(self, subject: str, event: Event) -> SubjectSpec:
+        """The catalog entry for a publish, checked once per subject and event type."""
         route = self._routes.get(subject)
         if route is None or type(event) not in route.event_types:
             route = self._routes[subject] = checked_spec(subject, event)
+        return route
+
+    async def publish(self, subject: str, event: Event) -> None:
+        # The core path stays one coroutine deep (each level costs ~0.4 us; bench/hop.py).
+        route = self._route(subject, event)
         if route.transport is Transport.JETSTREAM:
             assert isinstance(event, DurableEvent)
             await self._publish_durable(subject, route.stream, event)
@@ -169,11 +168,8 @@ class NatsBus(Bus):
                 await self._flush_subject(subject)
         else:
             assert self.nc is not None
-            headers = (
-                self._base_headers if self.tracing is None or not self.tracing.enabled else self._headers()
-            )
             try:
-                await self.nc.publish(subject, codec.encode(event), headers=headers)
+                await self.nc.publish(subject, codec.encode(event), headers=self._headers())
             except CORE_PUBLISH_FAILURES as exc:
                 await self._dropped_while_down(subject, 1, exc)
                 return
@@ -205,14 +201,8 @@ class NatsBus(Bus):
         """Batching fast path for core subjects, without a coroutine per event (the replay
         publishes hundreds of thousands per second). True when the subject's batch is full:
         the caller then awaits ``flush_subject``."""
-        allowed = self._core_types.get(subject)
-        if allowed is None:
-            spec = checked_spec(subject, event)
-            if spec.transport is not Transport.CORE:
-                raise ValueError(f"enqueue is for core subjects; {subject} is durable")
-            allowed = self._core_types[subject] = spec.event_types
-        elif type(event) not in allowed:
-            checked_spec(subject, event)  # raises with the reason
+        if self._route(subject, event).transport is not Transport.CORE:
+            raise ValueError(f"enqueue is for core subjects; {subject} is durable")
         batch = self._batches.get(subject)
         if batch is None:
             batch = self._batches[subject] = []
@@ -227,8 +217,7 @@ class NatsBus(Bus):
         if not events:
             return
         payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
-        spec = resolve(subject)
-        await self._publish_core(subject, spec.wildcard if spec else subject, payload, len(events))
+        await self._publish_core(subject, self._routes[subject].wildcard, payload, len(events))
 
     async def _publish_core(self, subject: str, pattern: str, payload: bytes, count: int) -> None:
         assert self.nc is not None
@@ -244,7 +233,6 @@ class NatsBus(Bus):
         and counted (reason bus_unavailable), never allowed to stop the producer."""
         if self._closing:
             raise exc
-        self.dropped_while_down += count
         await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
 
     async def flush(self, roundtrip: bool = False) -> None:
@@ -316,6 +304,8 @@ class NatsBus(Bus):
                 pending_bytes_limit=CORE_PENDING_BYTES,
             )
         stream = stream_of_pattern(pattern)
+        if stream is None:
+            raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
         config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
@@ -403,11 +393,11 @@ class NatsBus(Bus):
             return (), failure
         events: Sequence[Event] = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
         subject = msg.subject
-        spec = self._rx_routes.get(subject)
+        spec = self._routes.get(subject)
         if spec is None:
             spec = resolve(subject)
             if spec is not None:
-                self._rx_routes[subject] = spec
+                self._routes[subject] = spec
         allowed = spec.event_types if spec is not None else ()
         for event in events:
             if type(event) not in allowed:
@@ -462,18 +452,3 @@ class _PullSubscription:
         self.task.cancel()
         with contextlib.suppress(Exception):
             await self.psub.unsubscribe()
-
-
-def stream_of_pattern(pattern: str) -> str:
-    """The single stream that holds every subject a durable pattern can match."""
-    from libs.common.bus import subject_matches
-
-    for st in STREAMS:
-        for subj in st.subjects:
-            if subject_matches(subj, pattern.replace(">", "x").replace("*", "x")) or subj == pattern:
-                return st.name
-    raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
-
-
-def header_map(headers: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(headers) if headers else {}

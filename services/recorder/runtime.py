@@ -18,10 +18,10 @@ from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.nats_bus import stream_of_pattern
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
 from proto.base import Event
+from proto.subjects import stream_of_pattern
 from services.recorder.core import RecorderCore, days_of, rows_of, table_of
 
 log = get_logger(__name__)
@@ -111,6 +111,7 @@ class RecorderApp(ServiceApp):
                 delay = min(delay * 2, 5.0)
         for pattern in self.settings.recorder.durable_subjects:
             stream = stream_of_pattern(pattern)
+            assert stream is not None  # RecorderSettings validates durable_subjects
             # The database owns the position: resume right after the last committed sequence.
             await self.rt.subscribe(
                 pattern,

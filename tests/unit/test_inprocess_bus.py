@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from libs.common.bus import Delivery, InProcessBus, UnknownSubject, subject_matches
+from libs.common.bus import Delivery, InProcessBus, UnknownSubject
 from libs.common.clock import SimClock
 from proto.market import Quote, Trade
+from proto.subjects import subject_matches
 from tests.unit.samples import T0
 
 
