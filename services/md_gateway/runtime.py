@@ -13,7 +13,7 @@ from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
-from proto.subjects import spec, subject_token
+from proto.subjects import spec
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
 from services.md_gateway.providers.lean import LeanReplay
@@ -22,6 +22,12 @@ from services.md_gateway.providers.synthetic import SyntheticFeed
 
 log = get_logger(__name__)
 STATUS = spec("md.status")
+SUBJECT_OF = {
+    Quote: spec("md.quote.{symbol}"),
+    Trade: spec("md.trade.{symbol}"),
+    DepthUpdate: spec("md.depth.{symbol}"),
+    Bar: spec("md.bar.{timeframe}.{symbol}"),
+}
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
 
@@ -68,22 +74,19 @@ class MdGatewayApp(ServiceApp):
             self.done.set()
 
     def _subject(self, event: Event) -> str:
+        """The catalog's subject for a market-data event, cached per type, symbol and timeframe."""
         kind = type(event)
         symbol: str = event.symbol  # type: ignore[attr-defined]
-        tf = event.timeframe if kind is Bar else ""  # type: ignore[attr-defined]
-        key = (kind, symbol, tf)
+        timeframe = event.timeframe if kind is Bar else ""  # type: ignore[attr-defined]
+        key = (kind, symbol, timeframe)
         subject = self._subjects.get(key)
         if subject is None:
-            token = subject_token(symbol)
-            if kind is Quote:
-                subject = f"md.quote.{token}"
-            elif kind is Trade:
-                subject = f"md.trade.{token}"
-            elif kind is DepthUpdate:
-                subject = f"md.depth.{token}"
-            else:
-                subject = f"md.bar.{tf}.{token}"
-            self._subjects[key] = subject
+            entry = SUBJECT_OF[kind]
+            subject = self._subjects[key] = (
+                entry.subject(timeframe=timeframe, symbol=symbol)
+                if timeframe
+                else entry.subject(symbol=symbol)
+            )
         return subject
 
     async def _status(self, state: FeedState, detail: str = "") -> None:
@@ -105,8 +108,8 @@ class MdGatewayApp(ServiceApp):
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
         core, bus, publish = self.core, self.rt.bus, self.rt.publish
-        batching = isinstance(bus, NatsBus) and bus.batching
-        enqueue = bus.enqueue if isinstance(bus, NatsBus) else None
+        # Micro-batching fast path: a synchronous append per event, a publish per full batch.
+        enqueue = bus.enqueue if isinstance(bus, NatsBus) and bus.batching else None
         speed = (
             self.settings.md_gateway.replay.speed if self.settings.md_gateway.provider == "replay" else 1.0
         )
@@ -128,7 +131,7 @@ class MdGatewayApp(ServiceApp):
             event = core.on_record(rec)
             if event is not None:
                 subject = self._subject(event)
-                if batching and enqueue is not None:
+                if enqueue is not None:
                     if enqueue(subject, event):
                         await bus.flush_subject(subject)  # type: ignore[attr-defined]
                 else:
