@@ -156,8 +156,8 @@ class RecorderApp(ServiceApp):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()
-            if self.core.due() or self._stopping or not self.core.pending.empty:
-                self.core.cut()
+            # A wake-up means a full batch, an interval gone by, or a stop: write what is pending.
+            self.core.cut()
             if not self.db_up and time.monotonic() < retry_at and not self._stopping:
                 await self._spill_overflow()
                 continue
@@ -169,10 +169,9 @@ class RecorderApp(ServiceApp):
                 await self._spill_overflow()
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, 5.0)
-            if self._stopping and (ok or time.monotonic() > self._stop_deadline):
-                if ok and self.core.pending.empty and not self.core.backlog:
-                    return
-                if not ok:
+            if self._stopping:
+                everything_written = ok and self.core.pending.empty and not self.core.backlog
+                if everything_written or (not ok and time.monotonic() > self._stop_deadline):
                     return
 
     async def _spill_overflow(self) -> None:
