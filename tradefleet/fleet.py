@@ -33,6 +33,11 @@ START_ORDER = ("recorder", "md-gateway")
 STALL_LIMIT_S = 10.0
 
 
+def md_rows(counts: dict[str, int]) -> int:
+    """Market-data rows in a counter of the gateway (published) or the recorder (stored)."""
+    return int(counts.get("quotes", 0) + counts.get("trades", 0) + counts.get("bars", 0))
+
+
 class Fleet:
     def __init__(
         self,
@@ -57,6 +62,7 @@ class Fleet:
         self.ports: dict[str, int] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self.interrupted: str | None = None
+        self.storage_mode: str | None = None
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -159,19 +165,27 @@ class Fleet:
         }
         (self.var / "fleet.json").write_text(json.dumps(state, indent=2))
 
+    def _poll(self, name: str) -> None:
+        code, body = self._get(name, "/status")
+        if code == 200 and body:
+            self.statuses[name] = body
+
     def _poll_all(self) -> None:
         for name in self.procs:
-            code, body = self._get(name, "/status")
-            if code == 200 and body:
-                self.statuses[name] = body
+            self._poll(name)
+
+    def _app(self, name: str) -> dict[str, Any]:
+        return dict(self.statuses.get(name, {}).get("app", {}))
 
     def _expected_rows(self) -> int:
-        stats = self.statuses.get("md-gateway", {}).get("app", {}).get("stats", {})
-        return int(stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0))
+        return md_rows(self._app("md-gateway").get("stats", {}))
 
     def _stored_md_rows(self) -> int:
-        rows = self.statuses.get("recorder", {}).get("app", {}).get("rows_stored", {})
-        return int(rows.get("quotes", 0) + rows.get("trades", 0) + rows.get("bars", 0))
+        return md_rows(self._app("recorder").get("rows_stored", {}))
+
+    def _recorder_caught_up(self) -> bool:
+        pending = self._app("recorder").get("pending_rows", 1)
+        return self._stored_md_rows() >= self._expected_rows() and pending == 0
 
     def _watch(self, started: float, duration: float | None) -> str | None:
         live = Live(self._table(), console=self.console, refresh_per_second=4) if self.live_table else None
@@ -196,15 +210,13 @@ class Fleet:
                 stored = self._stored_md_rows()
                 if stored != last_stored:
                     progress_at, last_stored = time.monotonic(), stored
-                gateway = self.statuses.get("md-gateway", {}).get("app", {})
-                if gateway.get("finished"):
-                    recorder = self.statuses.get("recorder", {}).get("app", {})
-                    if stored >= self._expected_rows() and recorder.get("pending_rows", 1) == 0:
+                if self._app("md-gateway").get("finished"):
+                    if self._recorder_caught_up():
                         return None
                     if time.monotonic() - progress_at > STALL_LIMIT_S:
                         return (
                             f"recorder stalled at {stored} of {self._expected_rows()} market-data rows "
-                            f"(db_up={recorder.get('db_up')})"
+                            f"(db_up={self._app('recorder').get('db_up')})"
                         )
 
     def _table(self) -> Table:
@@ -215,7 +227,7 @@ class Fleet:
             st = self.statuses.get(name, {})
             app = st.get("app", {})
             stats = app.get("stats", {})
-            published = stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0)
+            published = md_rows(stats)
             table.add_row(
                 name,
                 str(proc.pid),
@@ -229,8 +241,7 @@ class Fleet:
         return table
 
     def _one_line(self) -> str:
-        gw = self.statuses.get("md-gateway", {}).get("app", {})
-        rec = self.statuses.get("recorder", {}).get("app", {})
+        gw, rec = self._app("md-gateway"), self._app("recorder")
         return (
             f"replayed {gw.get('stats', {}).get('records', 0)} records, bad {gw.get('bad_total', 0)}, "
             f"stored {sum(rec.get('rows_stored', {}).values())} rows"
@@ -241,8 +252,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._poll_all()
-            recorder = self.statuses.get("recorder", {}).get("app", {})
-            if self._stored_md_rows() >= self._expected_rows() and recorder.get("pending_rows", 1) == 0:
+            if self._recorder_caught_up():
                 return
             time.sleep(0.2)
 
@@ -252,9 +262,7 @@ class Fleet:
             proc = self.procs[name]
             if name == "recorder" and proc.poll() is None:
                 self._settle()
-            code, body = self._get(name, "/status")
-            if code == 200 and body:
-                self.statuses[name] = body
+            self._poll(name)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -270,8 +278,7 @@ class Fleet:
             (self.var / "fleet.json").unlink()
 
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:
-        gw = self.statuses.get("md-gateway", {}).get("app", {})
-        rec = self.statuses.get("recorder", {}).get("app", {})
+        gw, rec = self._app("md-gateway"), self._app("recorder")
         stats = gw.get("stats", {})
         rows = rec.get("rows_stored", {})
         expected, stored = self._expected_rows(), self._stored_md_rows()
@@ -281,7 +288,7 @@ class Fleet:
             "elapsed_s": round(elapsed, 2),
             "replay_s": gw.get("elapsed_s"),
             "provider": gw.get("provider"),
-            "storage_mode": getattr(self, "storage_mode", None),
+            "storage_mode": self.storage_mode,
             "ticks_replayed": stats.get("quote_records", 0) + stats.get("trade_records", 0),
             "records_replayed": stats.get("records", 0),
             "events_published": {
