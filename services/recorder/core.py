@@ -334,8 +334,7 @@ class RecorderCore:
         return seq <= self.seen.get(stream, 0)
 
     def room_for_durable(self) -> bool:
-        in_memory = self.pending.n_durable + sum(b.n_durable for b in self.backlog)
-        return in_memory < self.max_durable_pending
+        return self.memory_durable_rows() < self.max_durable_pending
 
     def due(self) -> bool:
         batch = self.pending
@@ -366,6 +365,9 @@ class RecorderCore:
     def memory_core_rows(self) -> int:
         return self.pending.n_core + sum(b.n_core for b in self.backlog)
 
+    def memory_durable_rows(self) -> int:
+        return self.pending.n_durable + sum(b.n_durable for b in self.backlog)
+
     def overflow(self) -> list[dict[str, list[Event]]]:
         """Core events to spill to disk, oldest first, until memory is back under the bound."""
         spilled = []
@@ -378,4 +380,4 @@ class RecorderCore:
         return spilled
 
     def pending_rows(self) -> int:
-        return self.memory_core_rows() + self.pending.n_durable + sum(b.n_durable for b in self.backlog)
+        return self.memory_core_rows() + self.memory_durable_rows()
