@@ -15,3 +15,6 @@ class FeatureVector(Event, frozen=True, kw_only=True):
     values: list[float]
     names: list[str] | None = None
     regime: str = ""
+    #: the reference price at the vector's time (mid when quoted, else last trade): labels and
+    #: the cost model read it from the recorded vectors, so training needs nothing else
+    price: float = 0.0

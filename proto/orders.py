@@ -21,6 +21,11 @@ class OrderIntent(DurableEvent, frozen=True, kw_only=True):
     tif: TimeInForce = "DAY"
     reason: str = ""
     score: float = 0.0
+    #: the signed position the strategy wants after this order (0 = flat)
+    target_position: float = 0.0
+    urgency: Literal["low", "normal", "high"] = "normal"
+    #: what drove it (QOS terms per horizon and input), for explanation and audit
+    components: dict[str, float] = {}
 
     def dedupe_key(self) -> str:
         return f"intent:{self.intent_id}"

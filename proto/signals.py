@@ -18,6 +18,16 @@ class Prediction(Event, frozen=True, kw_only=True):
     probability: Probability
     expected_return: float
     feature_set: str = ""
+    #: the trading signal in [-1, 1]: (probability - 0.5) in units of the model's usual spread
+    signal: float = 0.0
+    #: the vector's reference price (QOS scores each horizon's trailing hit rate with it)
+    price: float = 0.0
+    #: the drift monitor took this model out of service: QOS must ignore it
+    quarantined: bool = False
+    #: how many predictions fastlane made for this vector (QOS decides once it has them all)
+    batch: int = 1
+    #: the vector's regime label (e.g. "up/high"): QOS tilts its timeframe weights by it
+    regime: str = ""
 
 
 class QosScore(Event, frozen=True, kw_only=True):

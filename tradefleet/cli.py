@@ -20,6 +20,8 @@ schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
 db_app = typer.Typer(no_args_is_help=True, help="database")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(db_app, name="db")
+train_app = typer.Typer(no_args_is_help=True, help="train models into the registry")
+app.add_typer(train_app, name="train")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")
@@ -185,6 +187,65 @@ def db_prune(
         raise typer.Exit(2)
     dropped = prune(dsn, days or settings.db.retention_days, dt.datetime.now(dt.UTC).date(), dry_run)
     typer.echo(json.dumps({"dropped": dropped, "dry_run": dry_run}))
+
+
+@train_app.command("fastlane")
+def train_fastlane(
+    data: Annotated[
+        str, typer.Option(help="LEAN data folder (e.g. ../shared/data) or a postgresql:// feature store")
+    ],
+    horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,15m,30m,60m",
+    symbols: Annotated[str | None, typer.Option(help="comma-separated; default: every symbol found")] = None,
+    dates: Annotated[
+        str | None, typer.Option(help="comma-separated YYYYMMDD; default: every day found")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20)] = 4,
+    embargo: Annotated[str, typer.Option()] = "5m",
+    labels: Annotated[str, typer.Option(help="fixed or triple-barrier")] = "fixed",
+    promote: Annotated[str, typer.Option(help="gate (default), force or never")] = "gate",
+    registry: Annotated[Path | None, typer.Option(help="registry root (default fastlane.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="report folder (default var/reports/...)")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+    config: ConfigOpt = None,
+) -> None:
+    """Label, cross-validate, calibrate and register one LightGBM model per horizon."""
+    from libs.common.markettime import parse_duration_ns
+    from models.fastlane.cli import run
+    from models.fastlane.train import TrainConfig
+    from services.features.runtime import feature_config
+
+    if labels not in ("fixed", "triple-barrier") or promote not in ("gate", "force", "never"):
+        typer.echo("--labels is fixed|triple-barrier; --promote is gate|force|never", err=True)
+        raise typer.Exit(2)
+    wanted = [h.strip() for h in horizons.split(",") if h.strip()]
+    try:
+        for h in [*wanted, embargo]:
+            parse_duration_ns(h)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    settings = _settings(config)
+    cfg = TrainConfig(
+        horizons=wanted, folds=folds, embargo=embargo, labels=labels, promote=promote, seed=seed
+    )
+    result = run(
+        data,
+        cfg,
+        feature_config(settings),
+        registry or settings.fastlane.registry,
+        report,
+        [s.strip().upper() for s in symbols.split(",")] if symbols else None,
+        [d.strip() for d in dates.split(",")] if dates else None,
+    )
+    for r in result["results"]:
+        s, verdict = r["summary"], r["promotion"]
+        typer.echo(
+            f"{r['horizon']:>4} {r['version']} rows={r['rows']} auc={s['mean_auc']:.4f} "
+            f"logloss={s['mean_log_loss']:.4f} (base {s['mean_base_log_loss']:.4f}) "
+            f"hit={s['mean_hit_rate']:.4f} ic={s['mean_ic']:.4f} "
+            f"{'PROMOTED' if verdict['promoted'] else 'not promoted: ' + '; '.join(verdict['reasons'])}"
+        )
+    typer.echo(f"report: {result['report_html']}")
 
 
 def main() -> None:

@@ -22,9 +22,30 @@ def _recorder(settings: Settings) -> ServiceApp:
     return RecorderApp(settings, settings.db.url)
 
 
+def _features(settings: Settings) -> ServiceApp:
+    from services.features.runtime import FeaturesApp
+
+    return FeaturesApp(settings)
+
+
+def _fastlane(settings: Settings) -> ServiceApp:
+    from services.fastlane.runtime import FastlaneApp
+
+    return FastlaneApp(settings)
+
+
+def _qos(settings: Settings) -> ServiceApp:
+    from services.qos.runtime import QosApp
+
+    return QosApp(settings)
+
+
 # Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
 RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "md-gateway": _md_gateway,
     "recorder": _recorder,
+    "features": _features,
+    "fastlane": _fastlane,
+    "qos": _qos,
 }
 BATCHING = {"md-gateway"}

@@ -111,7 +111,7 @@ class RecorderSettings(Section):
     max_durable_pending: int = Field(5_000, ge=1)
     spill_dir: Path = Path("var/recorder-spill")
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
-    core_subjects: list[str] = ["md.quote.>", "md.trade.>", "md.bar.>"]
+    core_subjects: list[str] = ["md.quote.>", "md.trade.>", "md.bar.>", "feat.>"]
     durable_subjects: list[str] = ["order.>", "exec.>", "tca.>"]
 
     @field_validator("durable_subjects")
@@ -121,6 +121,69 @@ class RecorderSettings(Section):
         if core:
             raise ValueError(f"not JetStream subjects (record them under core_subjects): {core}")
         return patterns
+
+
+class FeaturesSettings(Section):
+    timeframes: list[str] = Field(default_factory=lambda: ["1m", "5m", "15m", "30m", "60m"], min_length=1)
+    index_symbol: str = "SPY"
+    block_min_shares: int = Field(10_000, ge=1)
+    block_min_notional: float = Field(500_000.0, gt=0)
+    emit_micro: bool = True  # the 1-second microstructure vector on feat.1s.SYM
+    include_names: bool = False  # names in every vector (for tapping; the feature_set names them)
+    # Live feeds close bars on the wall clock too (a quiet symbol still gets its bar); replays
+    # run on event time only, and close the last bars when the replay says it finished.
+    close_on_wall_clock: bool = False
+    wall_clock_grace_ms: int = Field(250, ge=0)
+    redis_url: str | None = None  # latest vectors as hot state; written behind, never read back
+    redis_flush_ms: int = Field(500, ge=10)
+    redis_ttl_s: int = Field(86_400, ge=1)
+
+    @field_validator("timeframes")
+    @classmethod
+    def _durations(cls, timeframes: list[str]) -> list[str]:
+        from libs.common.markettime import parse_duration_ns
+
+        spans = [parse_duration_ns(tf) for tf in timeframes]
+        if spans != sorted(set(spans)):
+            raise ValueError("timeframes must be distinct and ascending")
+        return timeframes
+
+
+class FastlaneSettings(Section):
+    registry: Path = Path("models/registry")
+    horizons: list[str] = Field(default_factory=lambda: ["5m", "15m", "30m", "60m"], min_length=1)
+    source_timeframe: str = "1m"  # every horizon scores the vectors of this timeframe
+    engine: Literal["auto", "lleaves", "onnx", "lightgbm"] = "auto"  # auto: the faster one measured
+    reload_interval_s: float = Field(5.0, gt=0)
+    drift_window: int = Field(500, ge=50)
+    drift_check_every: int = Field(50, ge=1)
+    drift_psi_limit: float = Field(0.25, gt=0)
+    drift_ks_limit: float = Field(0.3, gt=0, le=1)
+    drift_min_samples: int = Field(200, ge=20)
+
+
+class QosSettings(Section):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "5m": 0.4,
+            "15m": 0.3,
+            "30m": 0.2,
+            "60m": 0.1,
+            "sentiment": 0.0,
+            "policy": 0.0,
+        }
+    )
+    entry_threshold: float = Field(0.35, gt=0, le=1)
+    rearm_threshold: float = Field(0.2, ge=0, le=1)  # hysteresis: |QOS| must fall below this to re-arm
+    exit_decay: float = Field(0.15, gt=0, le=2)  # exit when QOS falls this far from its peak
+    exit_floor: float = Field(0.0, ge=-1, le=1)  # ...or crosses back through this level
+    cooldown_s: float = Field(300.0, ge=0)
+    min_hold_s: float = Field(60.0, ge=0)
+    allow_short: bool = True
+    order_notional: float = Field(10_000.0, gt=0)
+    stale_after_s: float = Field(180.0, gt=0)  # a prediction older than this no longer counts
+    hit_rate_halflife: int = Field(50, ge=1)  # predictions; trailing hit rate moves each weight
+    regime_tilt: float = Field(0.5, ge=0, le=1)  # how far trend/range regimes tilt long vs short horizons
 
 
 class Settings(BaseSettings):
@@ -134,6 +197,9 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     md_gateway: MdGatewaySettings = MdGatewaySettings()
     recorder: RecorderSettings = RecorderSettings()
+    features: FeaturesSettings = FeaturesSettings()
+    fastlane: FastlaneSettings = FastlaneSettings()
+    qos: QosSettings = QosSettings()
 
     @classmethod
     def settings_customise_sources(

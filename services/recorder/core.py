@@ -24,6 +24,7 @@ from libs.common.storage.schema import PG_EPOCH_OFFSET_US
 from libs.common.storage.writer import jsonb
 from proto.base import Event
 from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.features import FeatureVector
 from proto.market import Bar, Quote, Trade
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
 from proto.tca import TcaReport
@@ -71,6 +72,19 @@ def _bar(e: Bar) -> Row:
         e.volume,
         e.trade_count,
         e.vwap,
+        e.ts_init // 1000 - PG_EPOCH_OFFSET_US,
+    )
+
+
+def _vector(e: FeatureVector) -> Row:
+    return (
+        e.ts_event // 1000 - PG_EPOCH_OFFSET_US,
+        e.symbol,
+        e.timeframe,
+        e.feature_set,
+        e.values,
+        e.regime,
+        e.price,
         e.ts_init // 1000 - PG_EPOCH_OFFSET_US,
     )
 
@@ -194,6 +208,7 @@ SINGLE_ROW: dict[type, tuple[str, Callable[[Any], Row]]] = {
     Quote: ("quotes", _quote),
     Trade: ("trades", _trade),
     Bar: ("bars", _bar),
+    FeatureVector: ("feature_vectors", _vector),
     OrderIntent: ("order_intents", _intent),
     OrderApproved: ("orders", _approved),
     OrderDenied: ("order_denials", _denied),

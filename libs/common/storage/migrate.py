@@ -11,7 +11,7 @@ import psycopg
 
 from libs.common.config import DbSettings
 from libs.common.logging import get_logger
-from libs.common.storage.schema import OFFSETS_TABLE, render_tables
+from libs.common.storage.schema import LATER_INDEXES, LATER_TABLES, OFFSETS_TABLE, render_tables
 
 log = get_logger(__name__)
 
@@ -32,6 +32,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         lambda mode, db: render_tables(mode, db.retention_days, db.compress_after_days),
     ),
     Migration(2, "recorder offsets", lambda mode, db: [OFFSETS_TABLE]),
+    Migration(
+        3,
+        "feature store",
+        lambda mode, db: render_tables(
+            mode, db.retention_days, db.compress_after_days, LATER_TABLES, LATER_INDEXES
+        ),
+    ),
 )
 
 

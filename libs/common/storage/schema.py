@@ -218,6 +218,25 @@ TABLES: tuple[Table, ...] = (
         "symbol",
     ),
 )
+# Tables added after migration 1 (its checksum covers exactly the tables above).
+LATER_TABLES: tuple[Table, ...] = (
+    Table(
+        "feature_vectors",
+        (
+            _ts("ts"),
+            _c("symbol", "text NOT NULL"),
+            _c("timeframe", "text NOT NULL"),
+            _c("feature_set", "text NOT NULL"),
+            _c("vals", "float8[]", "float8[]"),
+            _c("regime", "text"),
+            _c("price", "float8"),
+            _ts("ts_init"),
+        ),
+        "symbol",
+    ),
+)
+FIRST_TABLES = TABLES
+TABLES = FIRST_TABLES + LATER_TABLES
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
 # Lookups by key that the trading side makes (fills by order, events by order).
@@ -231,6 +250,7 @@ INDEXES: tuple[tuple[str, str], ...] = (
     ("fills", "client_order_id"),
     ("tca", "client_order_id"),
 )
+LATER_INDEXES: tuple[tuple[str, str], ...] = (("feature_vectors", "feature_set, timeframe, ts"),)
 
 PARTITION_FUNCTION = """
 CREATE OR REPLACE FUNCTION tf_ensure_day_partition(parent text, day date) RETURNS void
@@ -251,11 +271,17 @@ def _columns_sql(table: Table) -> str:
     return ",\n    ".join(f"{c.name} {c.sql_type}" for c in table.columns)
 
 
-def render_tables(mode: str, retention_days: int, compress_after_days: int) -> list[str]:
+def render_tables(
+    mode: str,
+    retention_days: int,
+    compress_after_days: int,
+    tables: tuple[Table, ...] = FIRST_TABLES,
+    indexes: tuple[tuple[str, str], ...] = INDEXES,
+) -> list[str]:
     statements: list[str] = []
-    if mode == "native":
+    if mode == "native" and tables is FIRST_TABLES:
         statements.append(PARTITION_FUNCTION)
-    for table in TABLES:
+    for table in tables:
         if mode == "timescaledb":
             statements += [
                 f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {_columns_sql(table)}\n)",
@@ -277,7 +303,7 @@ def render_tables(mode: str, retention_days: int, compress_after_days: int) -> l
             ]
         else:
             raise ValueError(f"unknown storage mode {mode!r}")
-    for table_name, cols in INDEXES:
+    for table_name, cols in indexes:
         index = f"{table_name}_{cols.replace(', ', '_').replace(' DESC', '')}_idx"
         statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {table_name} ({cols})")
     return statements

@@ -1,19 +1,7 @@
-"""New York local times of recorded data -> integer ns UTC."""
+"""New York local times of recorded data -> integer ns UTC (kept in libs/common/markettime.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from zoneinfo import ZoneInfo
+from libs.common.markettime import NEW_YORK, ny_midnight_ns, regular_session
 
-NEW_YORK = ZoneInfo("America/New_York")
-
-
-def ny_midnight_ns(date_yyyymmdd: str) -> int:
-    """Unix ns of midnight New York time on that date (DST-correct for that day)."""
-    day = dt.datetime.strptime(date_yyyymmdd, "%Y%m%d").replace(tzinfo=NEW_YORK)
-    return int(day.timestamp()) * 1_000_000_000
-
-
-def regular_session(date_yyyymmdd: str) -> tuple[int, int]:
-    base = ny_midnight_ns(date_yyyymmdd)
-    return base + (9 * 3600 + 1800) * 1_000_000_000, base + 16 * 3600 * 1_000_000_000
+__all__ = ["NEW_YORK", "ny_midnight_ns", "regular_session"]

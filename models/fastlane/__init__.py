@@ -1,0 +1,1 @@
+"""The fast lane: gradient-boosted models per horizon, their training, registry and inference."""

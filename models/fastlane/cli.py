@@ -1,0 +1,69 @@
+"""The body of `tradefleet train fastlane` (kept out of the CLI module so it imports lazily)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from models.fastlane import report
+from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, vectors_from_db
+from models.fastlane.train import TrainConfig, train_horizon
+from services.features.core import FeatureConfig
+
+
+def resolve_lean_root(data: Path) -> Path:
+    """Accept the LEAN root or any folder above it (../shared/data works as given)."""
+    for candidate in (data, data / "market" / "lean", data / "lean"):
+        if (candidate / "equity" / "usa" / "tick").exists():
+            return candidate
+    raise FileNotFoundError(f"no LEAN tick data under {data} (expected equity/usa/tick/<symbol>/)")
+
+
+def run(
+    data: str,
+    cfg: TrainConfig,
+    features: FeatureConfig,
+    registry_root: Path,
+    report_dir: Path | None,
+    symbols: list[str] | None,
+    dates: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    if data.startswith(("postgresql://", "postgres://")):
+        vectors = vectors_from_db(data, features.feature_set)
+        source: dict[str, Any] = {"source": "feature store", "dsn": data.rsplit("@", maxsplit=1)[-1]}
+    else:
+        root = resolve_lean_root(Path(data))
+        days = lean_tick_dates(root, symbols or lean_symbols(root))
+        if dates:
+            days = {d: s for d, s in days.items() if d in dates}
+        if not days:
+            raise ValueError(f"no tick data for dates {dates} under {root}")
+        vectors = list(replay_vectors(root, days, features, progress=progress))
+        source = {"source": "lean replay", "root": str(root), "days": days}
+    if not vectors:
+        raise ValueError("no feature vectors: nothing to train on")
+    names = list(features.names)
+    results = []
+    bar = tqdm(total=len(cfg.horizons) * cfg.folds, desc="training folds", unit="fold", disable=not progress)
+    for horizon in cfg.horizons:
+        bar.set_postfix(horizon=horizon)
+        results.append(train_horizon(vectors, names, features.feature_set, horizon, cfg, registry_root, bar))
+    bar.close()
+    context = {
+        **source,
+        "feature_set": features.feature_set,
+        "vectors": len(vectors),
+        "config": cfg.__dict__,
+        "registry": str(registry_root),
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    if report_dir is None:
+        report_dir = Path("var/reports") / f"fastlane-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    json_path, html_path = report.write(report_dir, results, context)
+    return {"report_json": str(json_path), "report_html": str(html_path), "results": results, **context}

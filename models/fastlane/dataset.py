@@ -1,0 +1,207 @@
+"""Training data: the feature vectors the live system sees, and labels from what came after.
+
+Vectors come from either source, with identical content:
+- a LEAN data folder replayed through the very cores the fleet runs (md-gateway core, features core);
+- the point-in-time feature store (the ``feature_vectors`` table the recorder writes in a run).
+
+Labels per horizon h: the forward mid-to-mid return from a vector's time t to t + h (same symbol,
+same day), net of an estimated round-trip cost (the spread observed at t plus commissions on both
+sides). Up (1) when the net long return is positive, down (0) when the net short return is; a move
+smaller than the cost is "neutral" and left out of training. Triple-barrier labelling is an option:
+the first of +-k * ATR barriers touched within h decides; untouched, the vertical barrier does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from libs.common.clock import SimClock
+from libs.common.markettime import ny_day_of
+from proto.features import FeatureVector
+from services.features.core import FeatureConfig, FeatureCore
+from services.md_gateway.core import MarketDataCore
+from services.md_gateway.providers.lean import LeanReplay
+
+
+def lean_tick_dates(root: Path, symbols: Iterable[str]) -> dict[str, list[str]]:
+    """date -> symbols with tick data that day, for every date any of them has."""
+    by_date: dict[str, list[str]] = {}
+    for sym in symbols:
+        folder = Path(root) / "equity" / "usa" / "tick" / sym.lower()
+        for path in sorted(folder.glob("*_trade.zip")):
+            by_date.setdefault(path.name[:8], []).append(sym.upper())
+    return dict(sorted(by_date.items()))
+
+
+def lean_symbols(root: Path) -> list[str]:
+    folder = Path(root) / "equity" / "usa" / "tick"
+    return sorted(p.name.upper() for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def replay_vectors(
+    root: Path,
+    days: dict[str, list[str]],
+    config: FeatureConfig,
+    timeframe: str = "1m",
+    progress: bool = True,
+) -> Iterator[FeatureVector]:
+    """Replay each day through the md-gateway and features cores (one features core across days,
+    as a long-running service keeps its indicator state)."""
+    from tqdm import tqdm
+
+    clock = SimClock()
+    features = FeatureCore(config, clock)
+    bar = tqdm(total=len(days), desc="replaying days", unit="day", disable=not progress)
+    for date, symbols in days.items():
+        provider = LeanReplay(Path(root), date, symbols, "none")
+        md = MarketDataCore(clock, 10.0, True, provider.session())
+        for record in provider.records():
+            event = md.on_record(record)
+            if event is None:
+                continue
+            for vector in features.on_event(event):
+                if vector.timeframe == timeframe:
+                    yield vector
+        bar.update(1)
+        bar.set_postfix(date=date, symbols=",".join(symbols))
+    for vector in features.finish():
+        if vector.timeframe == timeframe:
+            yield vector
+    bar.close()
+
+
+def vectors_from_db(dsn: str, feature_set: str, timeframe: str = "1m") -> list[FeatureVector]:
+    """The recorded vectors of one feature set, in time order (the point-in-time store)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM ts) * 1e9)::int8, symbol, timeframe, feature_set, vals, "
+            "regime, price, (extract(epoch FROM ts_init) * 1e9)::int8 FROM feature_vectors "
+            "WHERE feature_set = %s AND timeframe = %s ORDER BY ts, symbol",
+            (feature_set, timeframe),
+        ).fetchall()
+    return [
+        FeatureVector(
+            ts_event=r[0],
+            ts_init=r[7],
+            symbol=r[1],
+            timeframe=r[2],
+            feature_set=r[3],
+            values=[math.nan if v is None else v for v in r[4]],
+            regime=r[5] or "",
+            price=r[6] or 0.0,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Round-trip cost as a return: the spread paid crossing in and out, plus commissions."""
+
+    commission_bps: float = 0.5  # per side; IB fixed $0.005/share is 0.25-1 bp at $50-$200
+    default_spread_bps: float = 2.0  # when no quote was seen (trades-only symbols)
+    spread_index: int = -1
+
+    def round_trip(self, values: list[float]) -> float:
+        spread = values[self.spread_index] if self.spread_index >= 0 else math.nan
+        if math.isnan(spread) or spread <= 0:
+            spread = self.default_spread_bps
+        return (spread + 2 * self.commission_bps) / 1e4
+
+
+@dataclass
+class Dataset:
+    X: np.ndarray
+    y: np.ndarray  # 1 up, 0 down (neutral rows removed when labelled for training)
+    forward: np.ndarray  # gross forward return
+    cost: np.ndarray
+    ts: np.ndarray
+    end_ts: np.ndarray  # when the label became known (for purging)
+    symbols: np.ndarray
+    neutral: int  # rows left out as smaller than their cost
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def label(
+    vectors: list[FeatureVector],
+    horizon_ns: int,
+    cost: CostModel,
+    method: str = "fixed",
+    barrier_atr: float = 1.0,
+    atr_index: int = -1,
+) -> Dataset:
+    by_symbol: dict[str, list[FeatureVector]] = {}
+    for v in vectors:
+        by_symbol.setdefault(v.symbol, []).append(v)
+    rows, ys, fwd, costs, ts, ends, syms = [], [], [], [], [], [], []
+    neutral = 0
+    for symbol, series in by_symbol.items():
+        times = [v.ts_event for v in series]
+        for i, v in enumerate(series):
+            if v.price <= 0:
+                continue
+            j = bisect.bisect_left(times, v.ts_event + horizon_ns)
+            if j >= len(series) or ny_day_of(series[j].ts_event)[0] != ny_day_of(v.ts_event)[0]:
+                continue  # no price a horizon later on the same day: no label
+            forward = series[j].price / v.price - 1.0
+            c = cost.round_trip(v.values)
+            y = _label_one(series, i, j, forward, c, method, barrier_atr, atr_index)
+            if y is None:
+                neutral += 1
+                continue
+            rows.append(v.values)
+            ys.append(y)
+            fwd.append(forward)
+            costs.append(c)
+            ts.append(v.ts_event)
+            ends.append(series[j].ts_event)
+            syms.append(symbol)
+    order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
+    return Dataset(
+        X=np.array(rows, dtype=np.float64).reshape(len(rows), -1)[order],
+        y=np.array(ys, dtype=np.int8)[order],
+        forward=np.array(fwd)[order],
+        cost=np.array(costs)[order],
+        ts=np.array(ts, dtype=np.int64)[order],
+        end_ts=np.array(ends, dtype=np.int64)[order],
+        symbols=np.array(syms)[order],
+        neutral=neutral,
+    )
+
+
+def _label_one(
+    series: list[FeatureVector],
+    i: int,
+    j: int,
+    forward: float,
+    cost: float,
+    method: str,
+    barrier_atr: float,
+    atr_index: int,
+) -> int | None:
+    if method == "triple-barrier" and atr_index >= 0:
+        atr_bps = series[i].values[atr_index]
+        if not math.isnan(atr_bps) and atr_bps > 0:
+            width = max(barrier_atr * atr_bps / 1e4, cost)
+            base = series[i].price
+            for k in range(i + 1, j + 1):
+                move = series[k].price / base - 1.0
+                if move >= width:
+                    return 1
+                if move <= -width:
+                    return 0
+    if forward - cost > 0:
+        return 1
+    if -forward - cost > 0:
+        return 0
+    return None

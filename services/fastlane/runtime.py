@@ -1,0 +1,130 @@
+"""fastlane runtime: feat.TF.* in, sig.fast.H.SYM out; hot reload of promoted models."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from libs.common.bus import Delivery
+from libs.common.config import Settings
+from libs.common.logging import get_logger
+from libs.common.runtime import Runtime, ServiceApp
+from models.fastlane import registry
+from models.fastlane.serving import ServedModel, load_active
+from proto.features import FeatureVector
+from proto.subjects import spec
+from services.fastlane.core import FastlaneCore
+
+log = get_logger(__name__)
+PREDICTION = spec("sig.fast.{horizon}.{symbol}")
+ALERT = spec("alert.{severity}")
+LLEAVES_CACHE = Path("var/lleaves-cache")
+
+
+class FastlaneApp(ServiceApp):
+    name = "fastlane"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.cfg = settings.fastlane
+        self.core: FastlaneCore | None = None
+        self.vectors_in = 0
+        self.reloads = 0
+        self._reloader: asyncio.Task[None] | None = None
+        self._subjects: dict[tuple[str, str], str] = {}
+
+    def _drift_args(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "window": c.drift_window,
+            "check_every": c.drift_check_every,
+            "psi_limit": c.drift_psi_limit,
+            "ks_limit": c.drift_ks_limit,
+            "min_samples": c.drift_min_samples,
+        }
+
+    def _load(self, horizon: str) -> ServedModel | None:
+        return load_active(self.cfg.registry, horizon, self.cfg.engine, LLEAVES_CACHE, self._drift_args())
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.core = FastlaneCore(rt.clock, list(self.cfg.horizons), self.cfg.source_timeframe)
+        for horizon in self.cfg.horizons:
+            model = await asyncio.to_thread(self._load, horizon)
+            if model is None:
+                log.warning("no active model for horizon: it is not scored", horizon=horizon)
+                continue
+            self.core.install(model)
+            log.info("model loaded", horizon=horizon, version=model.version, engine=model.engine)
+        await rt.subscribe(f"feat.{self.cfg.source_timeframe}.*", self._on_vector)
+        self._reloader = asyncio.create_task(self._watch_registry(), name="model-reload")
+
+    async def _on_vector(self, d: Delivery) -> None:
+        assert self.core is not None
+        if not isinstance(d.event, FeatureVector):
+            return
+        self.vectors_in += 1
+        preds, alerts = self.core.on_vector(d.event)
+        for p in preds:
+            key = (p.horizon, p.symbol)
+            subject = self._subjects.get(key)
+            if subject is None:
+                subject = self._subjects[key] = PREDICTION.subject(horizon=p.horizon, symbol=p.symbol)
+            await self.rt.publish(subject, p)
+        for alert in alerts:
+            log.warning(alert.title, **alert.labels)
+            await self.rt.publish(ALERT.subject(severity=alert.severity), alert)
+
+    async def _watch_registry(self) -> None:
+        """Hot reload: a newly promoted version is loaded off the event loop, then swapped in."""
+        assert self.core is not None
+        while True:
+            await asyncio.sleep(self.cfg.reload_interval_s)
+            for horizon in self.cfg.horizons:
+                active = registry.active_version(self.cfg.registry, horizon)
+                current = self.core.models.get(horizon)
+                if active is None or (current is not None and current.version == active):
+                    continue
+                try:
+                    model = await asyncio.to_thread(self._load, horizon)
+                except Exception as exc:
+                    log.error(
+                        "promoted model failed to load; keeping the current one",
+                        horizon=horizon,
+                        error=repr(exc),
+                    )
+                    continue
+                if model is not None:
+                    self.core.install(model)
+                    self.reloads += 1
+                    log.info("model reloaded", horizon=horizon, version=model.version, engine=model.engine)
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        models = (
+            {}
+            if core is None
+            else {
+                h: {
+                    "version": m.version,
+                    "engine": m.engine,
+                    "quarantined": m.quarantined,
+                    "scored": m.scored,
+                    "drift": None if m.drift.last is None else m.drift.last.__dict__,
+                }
+                for h, m in core.models.items()
+            }
+        )
+        return {
+            "vectors_in": self.vectors_in,
+            "predictions": 0 if core is None else core.predictions,
+            "dropped": {} if core is None else dict(core.dropped),
+            "models": models,
+            "reloads": self.reloads,
+        }

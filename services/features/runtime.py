@@ -1,0 +1,182 @@
+"""features runtime: md.* in, through the core, feat.TF.SYM out; latest vectors to Redis behind."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+import msgspec
+
+from libs.common.bus import Delivery
+from libs.common.clock import LiveClock
+from libs.common.config import Settings
+from libs.common.logging import LogOnce, get_logger
+from libs.common.runtime import Runtime, ServiceApp
+from proto.features import FeatureVector
+from proto.market import FeedStatus
+from proto.subjects import spec
+from services.features.core import FeatureConfig, FeatureCore
+
+log = get_logger(__name__)
+FEATURES = spec("feat.{timeframe}.{symbol}")
+INPUTS = ("md.quote.>", "md.trade.>", "md.depth.>")
+MD_KINDS = ("quotes", "trades", "depth")
+REDIS_PREFIX = "tradefleet:feat"
+
+
+def feature_config(settings: Settings) -> FeatureConfig:
+    f = settings.features
+    return FeatureConfig(
+        timeframes=tuple(f.timeframes),
+        index_symbol=f.index_symbol,
+        block_min_shares=f.block_min_shares,
+        block_min_notional=f.block_min_notional,
+        emit_micro=f.emit_micro,
+        include_names=f.include_names,
+    )
+
+
+class RedisHotState:
+    """Write-behind of the latest vector per (symbol, timeframe): a dict updated on the hot path,
+    flushed in one pipeline on a timer. Nothing here is ever read back by the service."""
+
+    def __init__(self, url: str, flush_ms: int, ttl_s: int) -> None:
+        import redis.asyncio as redis
+
+        self.client = redis.from_url(url)
+        self.flush_s = flush_ms / 1000
+        self.ttl_s = ttl_s
+        self.latest: dict[str, FeatureVector] = {}
+        self.written = 0
+        self.errors = 0
+        self._log_once = LogOnce()
+        self._encoder = msgspec.json.Encoder()
+
+    def put(self, vector: FeatureVector) -> None:
+        self.latest[f"{REDIS_PREFIX}:{vector.symbol}:{vector.timeframe}"] = vector
+
+    async def flush(self) -> None:
+        if not self.latest:
+            return
+        batch, self.latest = self.latest, {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, vector in batch.items():
+                pipe.set(key, self._encoder.encode(vector), ex=self.ttl_s)
+            await pipe.execute()
+            self.written += len(batch)
+        except Exception as exc:  # Redis is a convenience: its outage must never stop features
+            self.errors += 1
+            for key, vector in batch.items():
+                self.latest.setdefault(key, vector)
+            if self._log_once.first("redis"):
+                log.warning("redis hot state unavailable (vectors still published)", error=repr(exc))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.flush()
+        await self.client.aclose()
+
+
+class FeaturesApp(ServiceApp):
+    name = "features"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        # The runtime's clock replaces this one in start(); vectors built before then are none.
+        self.core = FeatureCore(feature_config(settings), LiveClock())
+        self.received: collections.Counter[str] = collections.Counter()
+        self.vectors: collections.Counter[str] = collections.Counter()
+        self.redis: RedisHotState | None = None
+        self.finished = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subjects: dict[tuple[str, str], str] = {}
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.core.clock = rt.clock
+        f = self.settings.features
+        if f.redis_url:
+            self.redis = RedisHotState(f.redis_url, f.redis_flush_ms, f.redis_ttl_s)
+            self._tasks.append(asyncio.create_task(self.redis.run(), name="redis-hot-state"))
+        for pattern, kind in zip(INPUTS, MD_KINDS, strict=True):
+            await rt.subscribe(pattern, self._handler(kind))
+        await rt.subscribe("md.status", self._on_status)
+        if f.close_on_wall_clock:
+            self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
+
+    def _handler(self, kind: str) -> Any:
+        async def on_md(d: Delivery) -> None:
+            self.received[kind] += 1
+            vectors = self.core.on_event(d.event)
+            if vectors:
+                await self._publish(vectors)
+
+        return on_md
+
+    async def _publish(self, vectors: list[FeatureVector]) -> None:
+        for v in vectors:
+            key = (v.timeframe, v.symbol)
+            subject = self._subjects.get(key)
+            if subject is None:
+                subject = self._subjects[key] = FEATURES.subject(timeframe=v.timeframe, symbol=v.symbol)
+            await self.rt.publish(subject, v)
+            self.vectors[v.timeframe] += 1
+            if self.redis is not None:
+                self.redis.put(v)
+
+    async def _on_status(self, d: Delivery) -> None:
+        status = d.event
+        if not isinstance(status, FeedStatus) or status.state != "replay_finished":
+            return
+        # md.status travels apart from the ticks: wait (bounded) until every tick the gateway
+        # published has arrived, then close the last bars.
+        expected = sum(int(status.counters.get(k, 0)) for k in MD_KINDS)
+        for _ in range(300):
+            if sum(self.received.values()) >= expected:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning(
+                "replay finished but ticks are missing",
+                expected=expected,
+                received=sum(self.received.values()),
+            )
+        await self._publish(self.core.finish())
+        self.finished = True
+        log.info("replay features finished", vectors=dict(self.vectors))
+
+    async def _wall_clock(self) -> None:
+        grace = self.settings.features.wall_clock_grace_ms * 1_000_000
+        while True:
+            await asyncio.sleep(0.1)
+            vectors = self.core.on_time(self.rt.now_ns() - grace)
+            if vectors:
+                await self._publish(vectors)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.redis is not None:
+            await self.redis.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "feature_set": self.core.feature_set,
+            "received": dict(self.received),
+            "vectors": dict(self.vectors),
+            "symbols": len(self.core.symbols),
+            "finished": self.finished,
+            "core": dict(self.core.stats),
+            "redis": None
+            if self.redis is None
+            else {"written": self.redis.written, "errors": self.redis.errors},
+        }

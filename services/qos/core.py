@@ -1,0 +1,255 @@
+"""The QOS core: fast-lane predictions in; a QOS score per symbol and order intents out.
+
+QOS = coherence * sum over horizons of w_tf * S_tf, where S_tf in [-1, 1] is each horizon's
+signal and the weights (normalized over the horizons that count) move with:
+- regime: a trending regime tilts weight toward the longer horizons, a ranging one toward the
+  shorter ones;
+- trailing hit rate: each horizon's recent directional accuracy (an EWMA, scored against the price
+  a horizon later) scales its weight between 0.5x and 1.5x;
+and coherence = 0.5 + 0.5 * |weighted agreement of the signs| damps a score whose horizons disagree.
+
+Decisions, per symbol, one position direction at a time (netting: never opposing intents):
+- enter when |QOS| >= entry_threshold, the symbol is armed and out of cool-down;
+- exit when QOS decays by more than exit_decay from its peak since entry, or crosses exit_floor,
+  after min_hold;
+- hysteresis: after an entry or exit the symbol re-arms only once |QOS| fell below rearm_threshold;
+- cool-down: no new entry within cooldown after an exit.
+Quarantined and stale predictions do not count. Pure: no I/O; time is the events' time.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from libs.common.markettime import parse_duration_ns
+from proto.base import Event
+from proto.orders import OrderIntent
+from proto.signals import Prediction, QosScore
+
+NS = 1_000_000_000
+Action = Literal["enter", "exit", "hold"]
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    weights: dict[str, float] = field(default_factory=lambda: {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1})
+    entry_threshold: float = 0.35
+    rearm_threshold: float = 0.2
+    exit_decay: float = 0.15
+    exit_floor: float = 0.0
+    cooldown_s: float = 300.0
+    min_hold_s: float = 60.0
+    allow_short: bool = True
+    order_notional: float = 10_000.0
+    stale_after_s: float = 180.0
+    hit_rate_halflife: int = 50
+    regime_tilt: float = 0.5
+
+    def horizons(self) -> list[str]:
+        """Weighted inputs that are fast-lane horizons, shortest first (others join later)."""
+        timed = [k for k in self.weights if k[:-1].isdigit() and k[-1] in "smh"]
+        return sorted(timed, key=parse_duration_ns)
+
+
+class _Horizon:
+    __slots__ = ("hit_rate", "latest", "pending", "span_ns")
+
+    def __init__(self, span_ns: int) -> None:
+        self.span_ns = span_ns
+        self.latest: Prediction | None = None
+        self.pending: collections.deque[tuple[int, float, float]] = collections.deque()
+        self.hit_rate = 0.5
+
+    def signal(self) -> float:
+        return self.latest.signal if self.latest is not None else 0.0
+
+
+class _Symbol:
+    def __init__(self, horizons: dict[str, int]) -> None:
+        self.horizons = {h: _Horizon(span) for h, span in horizons.items()}
+        self.group_ts = -1
+        self.group_count = 0
+        self.group_batch = 1
+        self.direction = 0
+        self.quantity = 0.0
+        self.peak = 0.0
+        self.entry_ts = 0
+        self.exit_ts = -(10**18)
+        self.armed = True
+        self.regime = ""
+        self.price = 0.0
+        self.score = 0.0
+
+
+class QosCore:
+    def __init__(self, config: QosConfig) -> None:
+        self.cfg = config
+        self.horizon_names = config.horizons()
+        self.spans = {h: parse_duration_ns(h) for h in self.horizon_names}
+        self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
+        self.symbols: dict[str, _Symbol] = {}
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    def on_prediction(self, p: Prediction) -> list[Event]:
+        if p.horizon not in self.spans:
+            self.stats["unweighted_horizon"] += 1
+            return []
+        s = self.symbols.get(p.symbol)
+        if s is None:
+            s = self.symbols[p.symbol] = _Symbol(self.spans)
+        out: list[Event] = []
+        if p.ts_event != s.group_ts:
+            if s.group_count:  # the previous vector's predictions did not all arrive
+                self.stats["incomplete_groups"] += 1
+                out += self._evaluate(p.symbol, s, s.group_ts)
+            s.group_ts, s.group_count, s.group_batch = p.ts_event, 0, p.batch
+        self._observe(s.horizons[p.horizon], p)
+        s.regime, s.price = p.regime, p.price if p.price > 0 else s.price
+        s.group_count += 1
+        if s.group_count >= s.group_batch:
+            s.group_count = 0
+            out += self._evaluate(p.symbol, s, p.ts_event)
+        return out
+
+    def _observe(self, h: _Horizon, p: Prediction) -> None:
+        """Score matured predictions of this horizon against today's price, then queue this one."""
+        while h.pending and h.pending[0][0] + h.span_ns <= p.ts_event:
+            _, signal, price = h.pending.popleft()
+            move = p.price - price
+            if signal and move and p.price > 0:
+                hit = 1.0 if (signal > 0) == (move > 0) else 0.0
+                h.hit_rate += self.alpha * (hit - h.hit_rate)
+        if not p.quarantined and p.price > 0:
+            h.pending.append((p.ts_event, p.signal, p.price))
+        h.latest = p
+
+    # -- the score ----------------------------------------------------------------------------
+    def _weights(self, s: _Symbol, now: int) -> dict[str, float]:
+        stale = self.cfg.stale_after_s * NS
+        live = [
+            h
+            for h in self.horizon_names
+            if (p := s.horizons[h].latest) is not None
+            and not p.quarantined
+            and now - p.ts_event <= stale
+            and self.cfg.weights[h] > 0
+        ]
+        if not live:
+            return {}
+        trend = s.regime.split("/")[0]
+        tilt_sign = 1.0 if trend in ("up", "down") else -1.0 if trend == "range" else 0.0
+        n = len(self.horizon_names)
+        raw = {}
+        for h in live:
+            position = self.horizon_names.index(h) / (n - 1) if n > 1 else 0.5
+            regime_factor = 1 + tilt_sign * self.cfg.regime_tilt * (2 * position - 1)
+            hit_factor = min(1.5, max(0.5, s.horizons[h].hit_rate / 0.5))
+            raw[h] = self.cfg.weights[h] * regime_factor * hit_factor
+        total = sum(raw.values())
+        return {h: w / total for h, w in raw.items()} if total > 0 else {}
+
+    def _evaluate(self, symbol: str, s: _Symbol, now: int) -> list[Event]:
+        weights = self._weights(s, now)
+        if not weights:
+            self.stats["no_live_inputs"] += 1
+            return []
+        signals = {h: s.horizons[h].signal() for h in weights}
+        components = {h: w * signals[h] for h, w in weights.items()}
+        agreement = abs(sum(w * _sign(signals[h]) for h, w in weights.items()))
+        qos = sum(components.values()) * (0.5 + 0.5 * agreement)
+        s.score = qos
+        action, intent = self._decide(symbol, s, qos, now, components)
+        score = QosScore(
+            ts_event=now,
+            ts_init=now,
+            symbol=symbol,
+            score=qos,
+            peak=s.peak,
+            regime=s.regime,
+            components=components,
+            weights=weights,
+            action=action,
+        )
+        self.stats["scores"] += 1
+        return [score] if intent is None else [score, intent]
+
+    # -- decisions ----------------------------------------------------------------------------
+    def _decide(
+        self, symbol: str, s: _Symbol, qos: float, now: int, components: dict[str, float]
+    ) -> tuple[Action, OrderIntent | None]:
+        cfg = self.cfg
+        if s.direction == 0:
+            if not s.armed:
+                s.armed = abs(qos) < cfg.rearm_threshold
+                return "hold", None
+            cooling = now - s.exit_ts < cfg.cooldown_s * NS
+            wants = abs(qos) >= cfg.entry_threshold and (qos > 0 or cfg.allow_short)
+            if not wants or cooling or s.price <= 0:
+                if wants and cooling:
+                    self.stats["entries_in_cooldown"] += 1
+                return "hold", None
+            quantity = math.floor(cfg.order_notional / s.price)
+            if quantity < 1:
+                self.stats["notional_below_one_share"] += 1
+                return "hold", None
+            s.direction = 1 if qos > 0 else -1
+            s.quantity, s.peak, s.entry_ts, s.armed = float(quantity), abs(qos), now, False
+            reason = f"entry: QOS {qos:+.3f} beyond {cfg.entry_threshold}"
+            return "enter", self._intent(
+                symbol, s, now, "enter", s.direction, quantity, reason, "normal", qos, components
+            )
+        aligned = s.direction * qos
+        s.peak = max(s.peak, aligned)
+        held = now - s.entry_ts >= cfg.min_hold_s * NS
+        decayed = s.peak - aligned > cfg.exit_decay
+        crossed = aligned < cfg.exit_floor
+        if not held or not (decayed or crossed):
+            return "hold", None
+        side = -s.direction
+        reason = (
+            f"exit: QOS {qos:+.3f} decayed {s.peak - aligned:.3f} from peak {s.peak:.3f}"
+            if decayed
+            else f"exit: QOS {qos:+.3f} crossed {cfg.exit_floor}"
+        )
+        intent = self._intent(
+            symbol, s, now, "exit", side, s.quantity, reason, "high", qos, components, target=0.0
+        )
+        s.direction, s.quantity, s.exit_ts, s.armed = 0, 0.0, now, abs(qos) < cfg.rearm_threshold
+        s.peak = 0.0
+        return "exit", intent
+
+    def _intent(
+        self,
+        symbol: str,
+        s: _Symbol,
+        now: int,
+        kind: str,
+        side_sign: int,
+        quantity: float,
+        reason: str,
+        urgency: str,
+        qos: float,
+        components: dict[str, float],
+        target: float | None = None,
+    ) -> OrderIntent:
+        self.stats[f"intents_{kind}"] += 1
+        return OrderIntent(
+            ts_event=now,
+            ts_init=now,
+            intent_id=f"qos-{symbol}-{now}-{kind}",
+            symbol=symbol,
+            side="BUY" if side_sign > 0 else "SELL",
+            quantity=quantity,
+            reason=reason,
+            score=qos,
+            target_position=s.direction * quantity if target is None else target,
+            urgency=urgency,  # type: ignore[arg-type]
+            components={**components, "qos": qos},
+        )
+
+
+def _sign(x: float) -> float:
+    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0

@@ -1,0 +1,69 @@
+"""qos runtime: sig.fast.*.* in; qos.SYM scores and order.intent.SYM intents out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libs.common.bus import Delivery
+from libs.common.config import Settings
+from libs.common.runtime import Runtime, ServiceApp
+from proto.orders import OrderIntent
+from proto.signals import Prediction, QosScore
+from proto.subjects import spec
+from services.qos.core import QosConfig, QosCore
+
+SCORE = spec("qos.{symbol}")
+INTENT = spec("order.intent.{symbol}")
+
+
+def qos_config(settings: Settings) -> QosConfig:
+    q = settings.qos
+    return QosConfig(
+        weights=dict(q.weights),
+        entry_threshold=q.entry_threshold,
+        rearm_threshold=q.rearm_threshold,
+        exit_decay=q.exit_decay,
+        exit_floor=q.exit_floor,
+        cooldown_s=q.cooldown_s,
+        min_hold_s=q.min_hold_s,
+        allow_short=q.allow_short,
+        order_notional=q.order_notional,
+        stale_after_s=q.stale_after_s,
+        hit_rate_halflife=q.hit_rate_halflife,
+        regime_tilt=q.regime_tilt,
+    )
+
+
+class QosApp(ServiceApp):
+    name = "qos"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.core = QosCore(qos_config(settings))
+        self.predictions_in = 0
+        self.published = {"scores": 0, "intents": 0}
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        await rt.subscribe("sig.fast.*.*", self._on_prediction)
+
+    async def _on_prediction(self, d: Delivery) -> None:
+        if not isinstance(d.event, Prediction):
+            return
+        self.predictions_in += 1
+        for event in self.core.on_prediction(d.event):
+            if isinstance(event, QosScore):
+                await self.rt.publish(SCORE.subject(symbol=event.symbol), event)
+                self.published["scores"] += 1
+            elif isinstance(event, OrderIntent):
+                await self.rt.publish(INTENT.subject(symbol=event.symbol), event)
+                self.published["intents"] += 1
+
+    def status(self) -> dict[str, Any]:
+        positions = {sym: s.direction * s.quantity for sym, s in self.core.symbols.items() if s.direction}
+        return {
+            "predictions_in": self.predictions_in,
+            **self.published,
+            "stats": dict(self.core.stats),
+            "positions": positions,
+        }
