@@ -159,7 +159,7 @@ class FastlaneSettings(Section):
     drift_check_every: int = Field(50, ge=1)
     drift_psi_limit: float = Field(0.25, gt=0)
     drift_ks_limit: float = Field(0.3, gt=0, le=1)
-    drift_min_samples: int = Field(200, ge=20)
+    drift_min_samples: int = Field(500, ge=20)  # judge only a full window (intraday seasonality)
 
 
 class QosSettings(Section):

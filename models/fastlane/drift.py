@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 BINS = 10
+# Clock features: a rolling window covers part of a day by construction, so their window
+# distribution always differs from a whole day's. Not monitored.
+EXEMPT = frozenset({"minutes_since_open"})
 EPS = 1e-4  # floor on a proportion inside PSI's log
 
 
@@ -32,7 +35,8 @@ def reference(X: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, 
         counts = np.zeros(len(edges) + 2)
         for value in column:
             counts[_bin(edges, float(value))] += 1
-        features.append({"name": name, "edges": edges, "expected": (counts / max(len(column), 1)).tolist()})
+        expected = (counts / max(len(column), 1)).tolist()
+        features.append({"name": name, "edges": edges, "expected": expected, "exempt": name in EXEMPT})
     quantiles = np.quantile(scores, np.linspace(0, 1, 201)).tolist() if scores.size else []
     return {"features": features, "score_quantiles": quantiles}
 
@@ -113,7 +117,13 @@ class DriftMonitor:
         n = len(self.bins)
         worst, worst_name = 0.0, ""
         for f, counts in zip(self.features, self.counts, strict=True):
-            value = psi(f["expected"], [c / n for c in counts])
+            # PSI over the values present: indicators are NaN while they warm up after a cold
+            # start, which is not drift (the missing-value bin is left out on both sides).
+            present = n - counts[0]
+            expected_present = 1.0 - f["expected"][0]
+            if f.get("exempt") or present < self.min_samples or expected_present <= 0:
+                continue
+            value = psi([e / expected_present for e in f["expected"][1:]], [c / present for c in counts[1:]])
             if value > worst:
                 worst, worst_name = value, f["name"]
         ks = ks_against_quantiles(self.quantiles, list(self.scores))

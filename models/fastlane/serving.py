@@ -17,6 +17,7 @@ class ServedModel:
     version: str
     feature_set: str
     scorer: Scorer
+    signal_center: float
     signal_scale: float
     drift: DriftMonitor
     engine: str
@@ -45,6 +46,7 @@ def load_active(
         version=version,
         feature_set=meta["feature_set"],
         scorer=Scorer(chosen, cal["platt_a"], cal["platt_b"], cal["up_mean"], cal["down_mean"]),
+        signal_center=cal.get("signal_center", 0.5),
         signal_scale=cal.get("signal_scale", 0.1),
         drift=DriftMonitor(meta["drift_reference"], **drift_args),
         engine=chosen.name,

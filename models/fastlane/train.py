@@ -35,6 +35,7 @@ from models.fastlane.engines import ENGINES, LightgbmEngine, Scorer, load_engine
 
 log = get_logger(__name__)
 VALIDATION_SHARE = 0.2
+MIN_TRAIN_ROWS = 200
 
 
 @dataclass
@@ -93,7 +94,8 @@ def walk_forward_folds(ds: Dataset, folds: int, embargo_ns: int) -> list[tuple[n
         start, end = edges[k], edges[k + 1]
         test = np.where((ds.ts >= start) & ((ds.ts < end) if k < folds else (ds.ts <= end)))[0]
         train = np.where((ds.end_ts < start) & (ds.ts < start - embargo_ns))[0]
-        if len(test) and len(train):
+        # A fold whose purged training set is too small to fit and calibrate is skipped.
+        if len(test) and len(train) >= MIN_TRAIN_ROWS:
             out.append((train, test))
     return out
 
@@ -189,6 +191,10 @@ def train_horizon(
     if len(ds) < 200:
         raise ValueError(f"horizon {horizon}: only {len(ds)} labelled rows; more data is needed")
     folds = walk_forward_folds(ds, cfg.folds, parse_duration_ns(cfg.embargo))
+    if not folds:
+        raise ValueError(
+            f"horizon {horizon}: no fold has {MIN_TRAIN_ROWS} training rows; more data is needed"
+        )
     fold_reports, oof_p, oof_rows = [], [], []
     active_losses: list[float] = []
     for k, (train_rows, test_rows) in enumerate(folds):
@@ -210,12 +216,24 @@ def train_horizon(
             progress.update(1)
     final = fit(ds, np.arange(len(ds)), cfg)
     summary = _summary(fold_reports)
-    # The trading signal is the probability's distance from even odds in units of how far the
-    # model's out-of-fold probabilities usually stray (90th percentile), clipped to [-1, 1].
+    # The trading signal is the probability's distance from the model's no-information point
+    # (its median out-of-fold probability: the base rate of the training days is not a view) in
+    # units of how far its probabilities usually stray (90th percentile), clipped to [-1, 1].
     all_p = np.concatenate(oof_p)
-    signal_scale = max(float(np.quantile(np.abs(all_p - 0.5), 0.9)), 0.01)
+    signal_center = float(np.median(all_p))
+    signal_scale = max(float(np.quantile(np.abs(all_p - signal_center), 0.9)), 0.005)
     version, verdict = _register(
-        ds, names, feature_set, horizon, cfg, root, final, fold_reports, summary, active_losses, signal_scale
+        ds,
+        names,
+        feature_set,
+        horizon,
+        cfg,
+        root,
+        final,
+        fold_reports,
+        summary,
+        active_losses,
+        (signal_center, signal_scale),
     )
     return {
         "horizon": horizon,
@@ -258,7 +276,7 @@ def _register(
     folds: list[dict[str, Any]],
     summary: dict[str, float],
     active_losses: list[float],
-    signal_scale: float,
+    signal: tuple[float, float],
 ) -> tuple[str, dict[str, Any]]:
     staging = Path(tempfile.mkdtemp(prefix="fastlane-"))
     final.booster.save_model(str(staging / "model.txt"), num_iteration=final.best_iteration)
@@ -288,7 +306,8 @@ def _register(
             "platt_b": final.platt_b,
             "up_mean": final.up_mean,
             "down_mean": final.down_mean,
-            "signal_scale": signal_scale,
+            "signal_center": signal[0],
+            "signal_scale": signal[1],
         },
         "best_iteration": final.best_iteration,
         "cv": {"folds": folds, "summary": summary, "embargo": cfg.embargo},

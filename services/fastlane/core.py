@@ -47,7 +47,7 @@ class FastlaneCore:
         for m in matching:
             p, expected = m.scorer.score(v.values)
             m.scored += 1
-            signal = max(-1.0, min(1.0, (p - 0.5) / m.signal_scale))
+            signal = max(-1.0, min(1.0, (p - m.signal_center) / m.signal_scale))
             report = m.drift.add(v.values, p)
             if report is not None and report.drifted and not m.quarantined:
                 m.quarantined = True

@@ -155,7 +155,10 @@ class QosCore:
         weights = self._weights(s, now)
         if not weights:
             self.stats["no_live_inputs"] += 1
-            return []
+            if s.direction == 0:
+                return []
+            # Fail safe: a position whose every input went stale or quarantined is closed.
+            return [self._exit(symbol, s, now, 0.0, {}, "exit: no live inputs (stale or quarantined)")]
         signals = {h: s.horizons[h].signal() for h in weights}
         components = {h: w * signals[h] for h, w in weights.items()}
         agreement = abs(sum(w * _sign(signals[h]) for h, w in weights.items()))
@@ -208,18 +211,23 @@ class QosCore:
         crossed = aligned < cfg.exit_floor
         if not held or not (decayed or crossed):
             return "hold", None
-        side = -s.direction
         reason = (
             f"exit: QOS {qos:+.3f} decayed {s.peak - aligned:.3f} from peak {s.peak:.3f}"
             if decayed
             else f"exit: QOS {qos:+.3f} crossed {cfg.exit_floor}"
         )
+        return "exit", self._exit(symbol, s, now, qos, components, reason)
+
+    def _exit(
+        self, symbol: str, s: _Symbol, now: int, qos: float, components: dict[str, float], reason: str
+    ) -> OrderIntent:
         intent = self._intent(
-            symbol, s, now, "exit", side, s.quantity, reason, "high", qos, components, target=0.0
+            symbol, s, now, "exit", -s.direction, s.quantity, reason, "high", qos, components, target=0.0
         )
-        s.direction, s.quantity, s.exit_ts, s.armed = 0, 0.0, now, abs(qos) < cfg.rearm_threshold
+        s.direction, s.quantity, s.exit_ts = 0, 0.0, now
+        s.armed = abs(qos) < self.cfg.rearm_threshold
         s.peak = 0.0
-        return "exit", intent
+        return intent
 
     def _intent(
         self,
