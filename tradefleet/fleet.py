@@ -29,7 +29,7 @@ from libs.common.localinfra import (
 from libs.common.storage.migrate import migrate
 
 # Start order: consumers before producers, so nothing the replay publishes goes unheard.
-START_ORDER = ("recorder", "md-gateway")
+START_ORDER = ("recorder", "qos", "fastlane", "features", "md-gateway")
 STALL_LIMIT_S = 10.0
 
 
@@ -184,13 +184,40 @@ class Fleet:
         return md_rows(self._app("recorder").get("rows_stored", {}))
 
     def _recorder_caught_up(self) -> bool:
-        pending = self._app("recorder").get("pending_rows", 1)
-        return self._stored_md_rows() >= self._expected_rows() and pending == 0
+        rec = self._app("recorder")
+        vectors = sum(self._app("features").get("vectors", {}).values())
+        stored_vectors = rec.get("rows_stored", {}).get("feature_vectors", 0)
+        pending = rec.get("pending_rows", 1)
+        return self._stored_md_rows() >= self._expected_rows() and stored_vectors >= vectors and pending == 0
+
+    def _spine_caught_up(self) -> bool:
+        """Every vector the fast lane should score reached it, and every prediction reached QOS."""
+        feats, fast, qos = self._app("features"), self._app("fastlane"), self._app("qos")
+        if "features" not in self.procs:
+            return True
+        source = self.settings.fastlane.source_timeframe
+        return (
+            bool(feats.get("finished"))
+            and fast.get("vectors_in", -1) >= feats.get("vectors", {}).get(source, 0)
+            and qos.get("predictions_in", -1) >= fast.get("predictions", 0)
+        )
+
+    def _all_caught_up(self) -> bool:
+        return self._spine_caught_up() and self._recorder_caught_up()
+
+    def _progress_mark(self) -> tuple[int, ...]:
+        return (
+            self._stored_md_rows(),
+            sum(self._app("features").get("vectors", {}).values()),
+            self._app("fastlane").get("vectors_in", 0),
+            self._app("qos").get("predictions_in", 0),
+            sum(self._app("recorder").get("rows_stored", {}).values()),
+        )
 
     def _watch(self, started: float, duration: float | None) -> str | None:
         live = Live(self._table(), console=self.console, refresh_per_second=4) if self.live_table else None
         last_print = 0.0
-        progress_at, last_stored = time.monotonic(), -1
+        progress_at, last_mark = time.monotonic(), self._progress_mark()
         with live if live is not None else contextlib.nullcontext():
             while True:
                 time.sleep(0.25)
@@ -207,15 +234,16 @@ class Fleet:
                     return f"interrupted by {self.interrupted}"
                 if duration is not None and time.monotonic() - started >= duration:
                     return None
-                stored = self._stored_md_rows()
-                if stored != last_stored:
-                    progress_at, last_stored = time.monotonic(), stored
+                mark = self._progress_mark()
+                if mark != last_mark:
+                    progress_at, last_mark = time.monotonic(), mark
                 if self._app("md-gateway").get("finished"):
-                    if self._recorder_caught_up():
+                    if self._all_caught_up():
                         return None
                     if time.monotonic() - progress_at > STALL_LIMIT_S:
                         return (
-                            f"recorder stalled at {stored} of {self._expected_rows()} market-data rows "
+                            f"pipeline stalled: {self._stored_md_rows()} of {self._expected_rows()} "
+                            f"market-data rows stored, spine caught up={self._spine_caught_up()} "
                             f"(db_up={self._app('recorder').get('db_up')})"
                         )
 
@@ -227,7 +255,7 @@ class Fleet:
             st = self.statuses.get(name, {})
             app = st.get("app", {})
             stats = app.get("stats", {})
-            published = md_rows(stats)
+            published = self._published(name, app)
             table.add_row(
                 name,
                 str(proc.pid),
@@ -239,6 +267,16 @@ class Fleet:
                 str(sum(st.get("dropped", {}).values())),
             )
         return table
+
+    @staticmethod
+    def _published(name: str, app: dict[str, Any]) -> int:
+        if name == "features":
+            return int(sum(app.get("vectors", {}).values()))
+        if name == "fastlane":
+            return int(app.get("predictions", 0))
+        if name == "qos":
+            return int(app.get("scores", 0) + app.get("intents", 0))
+        return md_rows(app.get("stats", {}))
 
     def _one_line(self) -> str:
         gw, rec = self._app("md-gateway"), self._app("recorder")
@@ -252,7 +290,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._poll_all()
-            if self._recorder_caught_up():
+            if self._all_caught_up():
                 return
             time.sleep(0.2)
 
@@ -307,5 +345,27 @@ class Fleet:
             "md_rows_lost": max(expected - stored, 0),
             "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
             "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
+            "signals": self._signals_summary(),
         }
+        summary["ok"] = summary["ok"] and self._spine_caught_up()
         return summary
+
+    def _signals_summary(self) -> dict[str, Any]:
+        feats, fast, qos = self._app("features"), self._app("fastlane"), self._app("qos")
+        return {
+            "feature_set": feats.get("feature_set"),
+            "feature_vectors": feats.get("vectors", {}),
+            "predictions": fast.get("predictions", 0),
+            "models": {
+                h: {k: m.get(k) for k in ("version", "engine", "quarantined", "scored")}
+                for h, m in fast.get("models", {}).items()
+            },
+            "qos_scores": qos.get("scores", 0),
+            "intents": qos.get("intents", 0),
+            "intents_by_kind": {
+                k.removeprefix("intents_"): v
+                for k, v in qos.get("stats", {}).items()
+                if k.startswith("intents_")
+            },
+            "open_positions": qos.get("positions", {}),
+        }

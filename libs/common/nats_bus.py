@@ -66,7 +66,13 @@ class NatsBus(Bus):
         self.batching = batching
         self.nc: NatsClient | None = None
         self.js: Any = None
-        self._batches: dict[str, list[Event]] = {}
+        # Micro-batches as runs of consecutive events on one subject, in publish order: a
+        # consumer of several subjects (features reads quotes and trades of a symbol through one
+        # md.> subscription) sees exactly the order the producer published in. Per-subject
+        # batches would let a symbol's quotes run minutes of event time ahead of its trades.
+        self._runs: list[tuple[str, list[Event]]] = []
+        self._pending = 0
+        self._flush_lock = asyncio.Lock()
         # subject -> catalog entry, for publishing and receiving alike (looked up per message)
         self._routes: dict[str, SubjectSpec] = {}
         self._linger_task: asyncio.Task[None] | None = None
@@ -160,12 +166,8 @@ class NatsBus(Bus):
             await self._publish_durable(subject, route.stream, event)
             self.hooks.on_published(route.wildcard, 1)
         elif self.batching:
-            batch = self._batches.get(subject)
-            if batch is None:
-                batch = self._batches[subject] = []
-            batch.append(event)
-            if len(batch) >= self.settings.batch_max:
-                await self._flush_subject(subject)
+            if self.enqueue(subject, event):
+                await self.flush()
         else:
             assert self.nc is not None
             try:
@@ -199,25 +201,25 @@ class NatsBus(Bus):
 
     def enqueue(self, subject: str, event: Event) -> bool:
         """Batching fast path for core subjects, without a coroutine per event (the replay
-        publishes hundreds of thousands per second). True when the subject's batch is full:
-        the caller then awaits ``flush_subject``."""
+        publishes hundreds of thousands per second). True when ``batch_max`` events wait: the
+        caller then awaits ``flush``."""
         if self._route(subject, event).transport is not Transport.CORE:
             raise ValueError(f"enqueue is for core subjects; {subject} is durable")
-        batch = self._batches.get(subject)
-        if batch is None:
-            batch = self._batches[subject] = []
-        batch.append(event)
-        return len(batch) >= self.settings.batch_max
+        runs = self._runs
+        if runs and runs[-1][0] == subject:
+            runs[-1][1].append(event)
+        else:
+            runs.append((subject, [event]))
+        self._pending += 1
+        return self._pending >= self.settings.batch_max
 
-    async def flush_subject(self, subject: str) -> None:
-        await self._flush_subject(subject)
-
-    async def _flush_subject(self, subject: str) -> None:
-        events = self._batches.pop(subject, None)
-        if not events:
-            return
-        payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
-        await self._publish_core(subject, self._routes[subject].wildcard, payload, len(events))
+    async def _flush_runs(self) -> None:
+        # One flush at a time: the linger loop and a full batch must not interleave their runs.
+        async with self._flush_lock:
+            runs, self._runs, self._pending = self._runs, [], 0
+            for subject, events in runs:
+                payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
+                await self._publish_core(subject, self._routes[subject].wildcard, payload, len(events))
 
     async def _publish_core(self, subject: str, pattern: str, payload: bytes, count: int) -> None:
         assert self.nc is not None
@@ -237,8 +239,8 @@ class NatsBus(Bus):
 
     async def flush(self, roundtrip: bool = False) -> None:
         """Send waiting micro-batches; ``roundtrip`` also waits for the server's PONG."""
-        for subject in list(self._batches):
-            await self._flush_subject(subject)
+        if self._runs:
+            await self._flush_runs()
         if roundtrip and self.nc is not None and self.nc.is_connected:
             await self.nc.flush()
 
@@ -246,8 +248,8 @@ class NatsBus(Bus):
         linger = self.settings.batch_linger_ms / 1000
         while True:
             await asyncio.sleep(linger)
-            for subject in list(self._batches):
-                await self._flush_subject(subject)
+            if self._runs:
+                await self._flush_runs()
 
     async def barrier(self, timeout: float = 5.0) -> None:
         """Return once the server has processed everything this connection sent before (SUBs

@@ -15,14 +15,14 @@ from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.features import FeatureVector
-from proto.market import FeedStatus
+from proto.market import DepthUpdate, FeedStatus, Quote, Trade
 from proto.subjects import spec
 from services.features.core import FeatureConfig, FeatureCore
 
 log = get_logger(__name__)
 FEATURES = spec("feat.{timeframe}.{symbol}")
-INPUTS = ("md.quote.>", "md.trade.>", "md.depth.>")
-MD_KINDS = ("quotes", "trades", "depth")
+KIND_OF: dict[type, str] = {Quote: "quotes", Trade: "trades", DepthUpdate: "depth"}
+MD_KINDS = tuple(KIND_OF.values())
 REDIS_PREFIX = "tradefleet:feat"
 
 
@@ -107,20 +107,22 @@ class FeaturesApp(ServiceApp):
         if f.redis_url:
             self.redis = RedisHotState(f.redis_url, f.redis_flush_ms, f.redis_ttl_s)
             self._tasks.append(asyncio.create_task(self.redis.run(), name="redis-hot-state"))
-        for pattern, kind in zip(INPUTS, MD_KINDS, strict=True):
-            await rt.subscribe(pattern, self._handler(kind))
-        await rt.subscribe("md.status", self._on_status)
+        # One subscription for every md subject: NATS keeps one subscription's messages in the
+        # publisher's order, and bars close on event time, so quotes and trades must not be
+        # delivered by separate tasks that can overtake each other.
+        await rt.subscribe("md.>", self._on_md)
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
-    def _handler(self, kind: str) -> Any:
-        async def on_md(d: Delivery) -> None:
+    async def _on_md(self, d: Delivery) -> None:
+        kind = KIND_OF.get(type(d.event))
+        if kind is not None:
             self.received[kind] += 1
             vectors = self.core.on_event(d.event)
             if vectors:
                 await self._publish(vectors)
-
-        return on_md
+        elif isinstance(d.event, FeedStatus):
+            await self._on_status(d.event)
 
     async def _publish(self, vectors: list[FeatureVector]) -> None:
         for v in vectors:
@@ -133,12 +135,11 @@ class FeaturesApp(ServiceApp):
             if self.redis is not None:
                 self.redis.put(v)
 
-    async def _on_status(self, d: Delivery) -> None:
-        status = d.event
-        if not isinstance(status, FeedStatus) or status.state != "replay_finished":
+    async def _on_status(self, status: FeedStatus) -> None:
+        if status.state != "replay_finished":
             return
-        # md.status travels apart from the ticks: wait (bounded) until every tick the gateway
-        # published has arrived, then close the last bars.
+        # The gateway flushes its ticks before it says finished, and one subscription keeps that
+        # order; the bounded wait below only guards against a lost core message.
         expected = sum(int(status.counters.get(k, 0)) for k in MD_KINDS)
         for _ in range(300):
             if sum(self.received.values()) >= expected:

@@ -133,7 +133,7 @@ class MdGatewayApp(ServiceApp):
                 subject = self._subject(event)
                 if enqueue is not None:
                     if enqueue(subject, event):
-                        await bus.flush_subject(subject)  # type: ignore[attr-defined]
+                        await bus.flush()
                 else:
                     await publish(subject, event)
             n += 1
