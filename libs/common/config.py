@@ -149,8 +149,12 @@ class FeaturesSettings(Section):
         return timeframes
 
 
+# The registry that ships with the code (models/registry), wherever the process runs from.
+SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry"
+
+
 class FastlaneSettings(Section):
-    registry: Path = Path("models/registry")
+    registry: Path = SHIPPED_REGISTRY
     horizons: list[str] = Field(default_factory=lambda: ["5m", "15m", "30m", "60m"], min_length=1)
     source_timeframe: str = "1m"  # every horizon scores the vectors of this timeframe
     engine: Literal["auto", "lleaves", "onnx", "lightgbm"] = "auto"  # auto: the faster one measured

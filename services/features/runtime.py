@@ -17,7 +17,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from proto.features import FeatureVector
 from proto.market import DepthUpdate, FeedStatus, Quote, Trade
 from proto.subjects import spec
-from services.features.core import FeatureConfig, FeatureCore
+from services.features.core import MICRO_VECTOR, FeatureConfig, FeatureCore
 
 log = get_logger(__name__)
 FEATURES = spec("feat.{timeframe}.{symbol}")
@@ -42,8 +42,12 @@ class RedisHotState:
     """Write-behind of the latest vector per (symbol, timeframe): a dict updated on the hot path,
     flushed in one pipeline on a timer. Nothing here is ever read back by the service."""
 
-    def __init__(self, url: str, flush_ms: int, ttl_s: int) -> None:
+    def __init__(self, url: str, flush_ms: int, ttl_s: int, names: dict[str, list[str]]) -> None:
         import redis.asyncio as redis
+
+        # Dashboards read field names, not the wire's positional arrays: each value is stored as
+        # a JSON object with the feature names of its set.
+        self.names = names
 
         self.client = redis.from_url(url)
         self.flush_s = flush_ms / 1000
@@ -64,7 +68,9 @@ class RedisHotState:
         try:
             pipe = self.client.pipeline(transaction=False)
             for key, vector in batch.items():
-                pipe.set(key, self._encoder.encode(vector), ex=self.ttl_s)
+                record = msgspec.structs.asdict(vector)
+                record["names"] = vector.names or self.names.get(vector.feature_set)
+                pipe.set(key, self._encoder.encode(record), ex=self.ttl_s)
             await pipe.execute()
             self.written += len(batch)
         except Exception as exc:  # Redis is a convenience: its outage must never stop features
@@ -105,7 +111,11 @@ class FeaturesApp(ServiceApp):
         self.core.clock = rt.clock
         f = self.settings.features
         if f.redis_url:
-            self.redis = RedisHotState(f.redis_url, f.redis_flush_ms, f.redis_ttl_s)
+            names = {
+                self.core.feature_set: list(self.core.names),
+                self.core.micro_feature_set: list(MICRO_VECTOR),
+            }
+            self.redis = RedisHotState(f.redis_url, f.redis_flush_ms, f.redis_ttl_s, names)
             self._tasks.append(asyncio.create_task(self.redis.run(), name="redis-hot-state"))
         # One subscription for every md subject: NATS keeps one subscription's messages in the
         # publisher's order, and bars close on event time, so quotes and trades must not be

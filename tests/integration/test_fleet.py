@@ -74,15 +74,48 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     config.write_text(f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}}}\n")
     env = service_env()
     proc = _up(tmp_path, config, env, "--speed", "0")
+    wait_until(
+        lambda: (tmp_path / "var" / "fleet.json").exists() or proc.poll() is not None, 120, what="fleet up"
+    )
+    # Taps started while the replay runs see the spine's live output: predictions on core NATS,
+    # and the first intent on JetStream.
+    taps = {
+        subject: subprocess.Popen(
+            [*TRADEFLEET, "tap", subject, "--count", str(count), "--timeout", "90", "--json"],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for subject, count in (("sig.>", 3), ("order.intent.>", 1))
+    }
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
+    seen = {
+        subject: [json.loads(line) for line in tap.communicate(timeout=120)[0].splitlines()]
+        for subject, tap in taps.items()
+    }
+    assert [e["type"] for e in seen["sig.>"]] == ["Prediction"] * 3
+    assert all(0 <= e["probability"] <= 1 and -1 <= e["signal"] <= 1 for e in seen["sig.>"])
+    assert seen["order.intent.>"][0]["type"] == "OrderIntent" and seen["order.intent.>"][0]["reason"]
     s = json.loads((tmp_path / "summary.json").read_text())
+    spine = s["signals"]
+    # Every 1-minute bar of both symbols' regular session, every vector scored by all 4 horizons,
+    # and the feature store holding every vector published.
+    assert spine["feature_vectors"]["1m"] == 780 and spine["feature_vectors"]["60m"] == 14
+    assert spine["predictions"] == 4 * 780
+    assert {m["engine"] for m in spine["models"].values()} <= {"lleaves", "onnx", "lightgbm"}
+    assert spine["qos_scores"] > 0 and spine["intents"] >= 2
+    assert spine["intents_by_kind"]["enter"] == spine["intents_by_kind"]["exit"]  # flat at the close
+    assert s["rows_stored"]["feature_vectors"] == sum(spine["feature_vectors"].values())
+    assert s["rows_stored"]["order_intents"] == spine["intents"]
     # 576,095 + 125,871 BAC and 125,749 + 33,380 IBM quote/trade rows (data/sample/lean/PROVENANCE.txt
     # counts newlines; the last row of each file has none).
     assert s["ticks_replayed"] == 861_099
     assert s["storage_mode"] == "native"
     assert s["bad_ticks"]["crossed"] > 0 and s["bad_ticks"]["locked"] > 0
-    assert s["rows_stored"] == {k: v for k, v in s["events_published"].items() if v}
+    md_stored = {k: v for k, v in s["rows_stored"].items() if k in ("quotes", "trades", "bars")}
+    assert md_stored == {k: v for k, v in s["events_published"].items() if v}
     assert s["md_rows_lost"] == 0 and s["ok"]
     assert (tmp_path / "var" / "pg" / "data" / "PG_VERSION").exists()
 

@@ -183,3 +183,15 @@ def test_relative_strength_needs_the_index() -> None:
     assert last["X"]["rel_strength"] > 0  # the same cents on a lower price are a bigger move
     alone = run([e for e in events if e.symbol == "X"], cfg)
     assert math.isnan(dict(zip(cfg.names, alone[-1].values, strict=True))["rel_strength"])
+
+
+async def test_redis_outage_never_reaches_the_hot_path() -> None:
+    from services.features.runtime import RedisHotState
+
+    hot = RedisHotState("redis://127.0.0.1:1/0", 50, 60, {})  # nothing listens on port 1
+    vector = FeatureVector(ts_event=T0, ts_init=T0, symbol="X", timeframe="1m", feature_set="f", values=[1.0])
+    hot.put(vector)
+    await hot.flush()
+    assert hot.errors == 1 and hot.written == 0
+    assert list(hot.latest.values()) == [vector]  # kept for the next flush, not lost
+    await hot.client.aclose()

@@ -47,6 +47,7 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "quotes",
         "trades",
         "bars",
+        "feature_vectors",
         "order_intents",
         "orders",
         "order_denials",

@@ -1,0 +1,150 @@
+"""QOS on scripted prediction sequences: entry, hold, decay exit, no flip-flop, safety."""
+
+from __future__ import annotations
+
+from proto.base import Event
+from proto.orders import OrderIntent
+from proto.signals import Prediction, QosScore
+from services.qos.core import QosConfig, QosCore
+
+T0 = 1_381_239_000_000_000_000
+MIN = 60_000_000_000
+HORIZONS = ("5m", "15m", "30m", "60m")
+
+
+def cfg(**kw: object) -> QosConfig:
+    base = {
+        "weights": {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "sentiment": 0.0},
+        "cooldown_s": 300.0,
+        "min_hold_s": 60.0,
+        "regime_tilt": 0.0,
+    }
+    return QosConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def minute(
+    core: QosCore,
+    m: int,
+    signal: float,
+    price: float = 100.0,
+    quarantined: frozenset[str] = frozenset(),
+    regime: str = "range/mid",
+    horizons: tuple[str, ...] = HORIZONS,
+) -> tuple[QosScore | None, list[OrderIntent]]:
+    out: list[Event] = []
+    for h in horizons:
+        out += core.on_prediction(
+            Prediction(
+                ts_event=T0 + m * MIN,
+                ts_init=0,
+                symbol="IBM",
+                horizon=h,
+                model_version="v",
+                probability=0.5,
+                expected_return=0.0,
+                signal=signal,
+                price=price,
+                quarantined=h in quarantined,
+                batch=len(horizons),
+                regime=regime,
+            )
+        )
+    scores = [e for e in out if isinstance(e, QosScore)]
+    return (scores[-1] if scores else None), [e for e in out if isinstance(e, OrderIntent)]
+
+
+def test_entry_hold_decay_exit_and_no_flip_flop() -> None:
+    core = QosCore(cfg())
+    script = [0.1, 0.2, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.3, -0.6, -0.7, -0.6, 0.1, 0.0]
+    actions, intents = [], []
+    for m, signal in enumerate(script):
+        score, new = minute(core, m, signal)
+        assert score is not None
+        actions.append(score.action)
+        intents += new
+    # 0.6 with all horizons agreeing is QOS 0.6 > 0.35: enter long at minute 2. The peak is 0.8 at
+    # minute 4; 0.75 and 0.7 stay within 0.15 of it (hold); 0.6 at minute 7 is 0.2 below: exit.
+    # At minutes 9-11 the signal says short, but the symbol is not re-armed (|QOS| did not fall
+    # below 0.2 since the exit) and is cooling down: no flip-flop.
+    assert actions[:3] == ["hold", "hold", "enter"]
+    assert actions[3:7] == ["hold"] * 4
+    assert actions[7] == "exit"
+    assert actions[8:] == ["hold"] * 6
+    assert [(i.side, i.target_position) for i in intents] == [("BUY", 100.0), ("SELL", 0.0)]
+    assert intents[0].quantity == 100 and intents[0].urgency == "normal" and intents[1].urgency == "high"
+    assert "entry" in intents[0].reason and "decayed" in intents[1].reason
+    assert intents[0].components["qos"] > 0.35 and set(HORIZONS) <= set(intents[0].components)
+
+
+def test_rearmed_after_calm_and_cooldown_then_short() -> None:
+    core = QosCore(cfg(cooldown_s=120.0))
+    for m, s in enumerate([0.6, 0.7, 0.3]):  # enter, peak, exit at minute 2
+        minute(core, m, s)
+    intents = []
+    for m, s in enumerate([0.1, -0.6, -0.7], start=3):  # calm re-arms; minute 5 is past cool-down
+        intents += minute(core, m, s)[1]
+    assert [(i.side, i.target_position) for i in intents] == [("SELL", -100.0)]
+
+
+def test_short_entries_can_be_switched_off() -> None:
+    core = QosCore(cfg(allow_short=False))
+    assert all(not minute(core, m, -0.9)[1] for m in range(5))
+
+
+def test_quarantined_horizons_do_not_count_and_dead_inputs_close_the_position() -> None:
+    core = QosCore(cfg())
+    score, intents = minute(core, 0, 0.9, quarantined=frozenset({"5m", "15m"}))
+    assert score is not None and set(score.weights) == {"30m", "60m"}
+    assert abs(sum(score.weights.values()) - 1) < 1e-12
+    assert intents and intents[0].side == "BUY"  # the two live horizons agree strongly
+    _, intents = minute(core, 3, 0.9, quarantined=frozenset(HORIZONS))
+    assert [(i.side, i.target_position) for i in intents] == [("SELL", 0.0)]
+    assert "no live inputs" in intents[0].reason
+
+
+def test_disagreeing_horizons_are_damped_and_regime_tilts_weights() -> None:
+    core = QosCore(cfg())
+    agree, _ = minute(core, 0, 0.5)
+    assert agree is not None and abs(agree.score - 0.5) < 1e-9
+    mixed = QosCore(cfg())
+    out: list[Event] = []
+    for h, s in zip(HORIZONS, (0.5, 0.5, -0.5, -0.5), strict=True):
+        out += mixed.on_prediction(
+            Prediction(
+                ts_event=T0,
+                ts_init=0,
+                symbol="IBM",
+                horizon=h,
+                model_version="v",
+                probability=0.5,
+                expected_return=0.0,
+                signal=s,
+                price=100.0,
+                batch=4,
+            )
+        )
+    score = next(e for e in out if isinstance(e, QosScore))
+    # raw = 0.5*(0.4+0.3) - 0.5*(0.2+0.1) = 0.2; agreement |0.7-0.3| = 0.4 -> 0.2 * 0.7 = 0.14
+    assert abs(score.score - 0.14) < 1e-9
+    tilted = QosCore(cfg(regime_tilt=0.5))
+    trend, _ = minute(tilted, 0, 0.5, regime="up/mid")
+    calm = QosCore(cfg(regime_tilt=0.5))
+    ranging, _ = minute(calm, 0, 0.5, regime="range/mid")
+    assert trend is not None and ranging is not None
+    assert trend.weights["60m"] > 0.1 > ranging.weights["60m"]
+
+
+def test_trailing_hit_rate_moves_weights() -> None:
+    core = QosCore(cfg(hit_rate_halflife=2))
+    # 5m keeps saying up while the price falls: its hit rate, then its weight, drops.
+    for m in range(0, 40):
+        minute(core, m, 0.1, price=100.0 - m * 0.1)
+    score, _ = minute(core, 40, 0.1, price=96.0)
+    assert score is not None and score.weights["5m"] < 0.4
+
+
+def test_stale_predictions_do_not_count() -> None:
+    core = QosCore(cfg(stale_after_s=60.0))
+    minute(core, 0, 0.9, horizons=("60m",))
+    score, _ = minute(core, 5, 0.9, horizons=("5m",))
+    assert score is not None and set(score.weights) == {"5m"}
