@@ -59,7 +59,6 @@ def test_every_recordable_event_maps_to_rows() -> None:
     assert set(core.ignored) == {
         "DepthUpdate",
         "FeedStatus",
-        "FeatureVector",
         "Prediction",
         "QosScore",
         "Control",
