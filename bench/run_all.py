@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import platform
 
-from bench import hop, md_path, recorder
+from bench import features, hop, md_path, recorder, spine_latency
 
 
 def main() -> None:
@@ -19,6 +19,8 @@ def main() -> None:
     h20 = hop.run(rounds=ns.rounds, count=50_000, rate=20_000, name="hop_20k")
     m = md_path.run(rounds=ns.rounds)
     r = recorder.run(rounds=ns.rounds)
+    f = features.run(rounds=ns.rounds)
+    sl = spine_latency.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -43,6 +45,25 @@ def main() -> None:
     print(
         f"recorder {r['recorder_rows_per_s']:,.0f} rows/s vs bare binary COPY {r['bare_rows_per_s']:,.0f}"
         f" -> ratio {r['ratio']:.3f} (target >= 0.90)"
+    )
+    e = f["engines"]
+    print(
+        f"features {f['ours_us_per_tick']:.2f} us/tick (all {f['timeframes']} timeframes, target < 10)"
+        f" vs TA-Lib window recompute per tick {f['talib_us_per_tick']:.1f} us"
+        f" -> x{f['tick_ratio_median_of_rounds']:.0f}; per bar close {f['bar_ours_us']:.1f} vs"
+        f" {f['bar_talib_us']:.1f} us"
+    )
+    print(
+        f"fastlane single row p50/p99: lightgbm {e['lightgbm']['p50_us']:.1f}/{e['lightgbm']['p99_us']:.1f} us,"
+        f" lleaves {e['lleaves']['p50_us']:.1f}/{e['lleaves']['p99_us']:.1f},"
+        f" onnx {e['onnx']['p50_us']:.1f}/{e['onnx']['p99_us']:.1f}"
+        f" -> lleaves x{f['lleaves_speedup_p99']:.1f} at p99 (target p99 < 20 us and >= x3)"
+    )
+    print(
+        f"spine    tick -> QOS p50 {sl['qos_p50_us'] / 1000:.1f} ms, p99 {sl['qos_p99_us'] / 1000:.1f} ms;"
+        f" tick -> intent p50 {sl['intent_p50_us'] / 1000:.1f} ms at {sl['rate_events_per_s']:,.0f} ticks/s;"
+        f" bare 3-hop nats-py chain p50 {sl['bare_p50_us'] / 1000:.2f} ms"
+        f" -> x{sl['qos_p50_over_bare_p50']:.1f}"
     )
 
 

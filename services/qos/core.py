@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from libs.common.clock import Clock
 from libs.common.markettime import parse_duration_ns
 from proto.base import Event
 from proto.orders import OrderIntent
@@ -85,8 +86,9 @@ class _Symbol:
 
 
 class QosCore:
-    def __init__(self, config: QosConfig) -> None:
+    def __init__(self, config: QosConfig, clock: Clock) -> None:
         self.cfg = config
+        self.clock = clock
         self.horizon_names = config.horizons()
         self.spans = {h: parse_duration_ns(h) for h in self.horizon_names}
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
@@ -167,7 +169,7 @@ class QosCore:
         action, intent = self._decide(symbol, s, qos, now, components)
         score = QosScore(
             ts_event=now,
-            ts_init=now,
+            ts_init=self.clock.now_ns(),
             symbol=symbol,
             score=qos,
             peak=s.peak,
@@ -246,7 +248,7 @@ class QosCore:
         self.stats[f"intents_{kind}"] += 1
         return OrderIntent(
             ts_event=now,
-            ts_init=now,
+            ts_init=self.clock.now_ns(),
             intent_id=f"qos-{symbol}-{now}-{kind}",
             symbol=symbol,
             side="BUY" if side_sign > 0 else "SELL",

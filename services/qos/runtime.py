@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from libs.common.bus import Delivery
+from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.runtime import Runtime, ServiceApp
 from proto.orders import OrderIntent
@@ -39,12 +40,14 @@ class QosApp(ServiceApp):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self.core = QosCore(qos_config(settings))
+        # The runtime's clock replaces this one in start().
+        self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
         self.published = {"scores": 0, "intents": 0}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
+        self.core.clock = rt.clock
         await rt.subscribe("sig.fast.*.*", self._on_prediction)
 
     async def _on_prediction(self, d: Delivery) -> None:

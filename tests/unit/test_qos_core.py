@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from libs.common.clock import SimClock
 from proto.base import Event
 from proto.orders import OrderIntent
 from proto.signals import Prediction, QosScore
@@ -54,7 +55,7 @@ def minute(
 
 
 def test_entry_hold_decay_exit_and_no_flip_flop() -> None:
-    core = QosCore(cfg())
+    core = QosCore(clock=SimClock(0), config=cfg())
     script = [0.1, 0.2, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.3, -0.6, -0.7, -0.6, 0.1, 0.0]
     actions, intents = [], []
     for m, signal in enumerate(script):
@@ -77,7 +78,7 @@ def test_entry_hold_decay_exit_and_no_flip_flop() -> None:
 
 
 def test_rearmed_after_calm_and_cooldown_then_short() -> None:
-    core = QosCore(cfg(cooldown_s=120.0))
+    core = QosCore(clock=SimClock(0), config=cfg(cooldown_s=120.0))
     for m, s in enumerate([0.6, 0.7, 0.3]):  # enter, peak, exit at minute 2
         minute(core, m, s)
     intents = []
@@ -87,12 +88,12 @@ def test_rearmed_after_calm_and_cooldown_then_short() -> None:
 
 
 def test_short_entries_can_be_switched_off() -> None:
-    core = QosCore(cfg(allow_short=False))
+    core = QosCore(clock=SimClock(0), config=cfg(allow_short=False))
     assert all(not minute(core, m, -0.9)[1] for m in range(5))
 
 
 def test_quarantined_horizons_do_not_count_and_dead_inputs_close_the_position() -> None:
-    core = QosCore(cfg())
+    core = QosCore(clock=SimClock(0), config=cfg())
     score, intents = minute(core, 0, 0.9, quarantined=frozenset({"5m", "15m"}))
     assert score is not None and set(score.weights) == {"30m", "60m"}
     assert abs(sum(score.weights.values()) - 1) < 1e-12
@@ -103,10 +104,10 @@ def test_quarantined_horizons_do_not_count_and_dead_inputs_close_the_position() 
 
 
 def test_disagreeing_horizons_are_damped_and_regime_tilts_weights() -> None:
-    core = QosCore(cfg())
+    core = QosCore(clock=SimClock(0), config=cfg())
     agree, _ = minute(core, 0, 0.5)
     assert agree is not None and abs(agree.score - 0.5) < 1e-9
-    mixed = QosCore(cfg())
+    mixed = QosCore(clock=SimClock(0), config=cfg())
     out: list[Event] = []
     for h, s in zip(HORIZONS, (0.5, 0.5, -0.5, -0.5), strict=True):
         out += mixed.on_prediction(
@@ -126,16 +127,16 @@ def test_disagreeing_horizons_are_damped_and_regime_tilts_weights() -> None:
     score = next(e for e in out if isinstance(e, QosScore))
     # raw = 0.5*(0.4+0.3) - 0.5*(0.2+0.1) = 0.2; agreement |0.7-0.3| = 0.4 -> 0.2 * 0.7 = 0.14
     assert abs(score.score - 0.14) < 1e-9
-    tilted = QosCore(cfg(regime_tilt=0.5))
+    tilted = QosCore(clock=SimClock(0), config=cfg(regime_tilt=0.5))
     trend, _ = minute(tilted, 0, 0.5, regime="up/mid")
-    calm = QosCore(cfg(regime_tilt=0.5))
+    calm = QosCore(clock=SimClock(0), config=cfg(regime_tilt=0.5))
     ranging, _ = minute(calm, 0, 0.5, regime="range/mid")
     assert trend is not None and ranging is not None
     assert trend.weights["60m"] > 0.1 > ranging.weights["60m"]
 
 
 def test_trailing_hit_rate_moves_weights() -> None:
-    core = QosCore(cfg(hit_rate_halflife=2))
+    core = QosCore(clock=SimClock(0), config=cfg(hit_rate_halflife=2))
     # 5m keeps saying up while the price falls: its hit rate, then its weight, drops.
     for m in range(0, 40):
         minute(core, m, 0.1, price=100.0 - m * 0.1)
@@ -144,7 +145,7 @@ def test_trailing_hit_rate_moves_weights() -> None:
 
 
 def test_stale_predictions_do_not_count() -> None:
-    core = QosCore(cfg(stale_after_s=60.0))
+    core = QosCore(clock=SimClock(0), config=cfg(stale_after_s=60.0))
     minute(core, 0, 0.9, horizons=("60m",))
     score, _ = minute(core, 5, 0.9, horizons=("5m",))
     assert score is not None and set(score.weights) == {"5m"}
