@@ -54,7 +54,8 @@ def main() -> None:
         f" {f['bar_talib_us']:.1f} us"
     )
     print(
-        f"fastlane single row p50/p99: lightgbm {e['lightgbm']['p50_us']:.1f}/{e['lightgbm']['p99_us']:.1f} us,"
+        f"fastlane single row p50/p99: lightgbm {e['lightgbm']['p50_us']:.1f}/"
+        f"{e['lightgbm']['p99_us']:.1f} us,"
         f" lleaves {e['lleaves']['p50_us']:.1f}/{e['lleaves']['p99_us']:.1f},"
         f" onnx {e['onnx']['p50_us']:.1f}/{e['onnx']['p99_us']:.1f}"
         f" -> lleaves x{f['lleaves_speedup_p99']:.1f} at p99 (target p99 < 20 us and >= x3)"

@@ -28,7 +28,7 @@ from bench.common import median, percentile, save
 from bench.features import sample_events
 from libs.common import codec
 from libs.common.localinfra import free_port, start_nats
-from proto.market import Quote, Trade
+from proto.market import Quote
 from proto.orders import OrderIntent
 from proto.signals import QosScore
 from proto.subjects import spec
