@@ -43,6 +43,9 @@ class FastlaneCore:
         matching = [m for m in usable if m.feature_set == v.feature_set]
         if len(matching) < len(usable):
             self.dropped["feature_set_mismatch"] += len(usable) - len(matching)
+        if matching and len(v.values) != len(matching[0].meta.get("names", v.values)):
+            self.dropped["malformed_vector"] += 1  # its set's name, the wrong number of values
+            return [], []
         now = self.clock.now_ns()
         for m in matching:
             p, expected = m.scorer.score(v.values)

@@ -123,6 +123,8 @@ def test_core_scores_every_horizon_quarantines_on_drift_and_refuses_other_featur
     assert p.model_version == model.version and p.regime == "up/mid"
     assert core.on_vector(_vector(list(rows[0]), "bar-v0-other")) == ([], [])
     assert core.dropped["feature_set_mismatch"] == 1
+    assert core.on_vector(_vector(list(rows[0])[:-1], meta["feature_set"])) == ([], [])
+    assert core.dropped["malformed_vector"] == 1
     k = meta["names"].index("spread_bps")
     alerts_seen = []
     for r in rows[1:]:

@@ -51,6 +51,27 @@ def test_labels_are_net_of_cost_and_never_cross_the_day() -> None:
     assert small.neutral == 1  # 100 -> 100.01 is smaller than the cost
 
 
+def test_triple_barrier_takes_the_first_barrier_touched() -> None:
+    # ATR 10 bps at every step; barrier width 1 x ATR = 0.001 (wider than the 0.0003 cost).
+    prices = [100.0, 99.95, 99.89, 100.2, 100.3]  # touches the lower barrier first, ends up
+    series = [
+        FeatureVector(
+            ts_event=T0 + m * MIN,
+            ts_init=0,
+            symbol="X",
+            timeframe="1m",
+            feature_set="f",
+            values=[2.0, 10.0],
+            price=p,
+        )
+        for m, p in enumerate(prices)
+    ]
+    cost = CostModel(commission_bps=0.5, spread_index=0)
+    fixed = label(series, 4 * MIN, cost)
+    barrier = label(series, 4 * MIN, cost, method="triple-barrier", barrier_atr=1.0, atr_index=1)
+    assert fixed.y[0] == 1 and barrier.y[0] == 0
+
+
 def test_folds_are_purged_and_embargoed(vectors: list[FeatureVector]) -> None:
     names = list(FeatureConfig().names)
     ds = label(vectors, 15 * MIN, CostModel(spread_index=names.index("spread_bps")))
