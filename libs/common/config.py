@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proto.subjects import stream_of_pattern
@@ -123,6 +123,28 @@ class RecorderSettings(Section):
         return patterns
 
 
+class PartitionSettings(Section):
+    """Which symbols this replica owns: NATS's partition(count, symbol) in ``owned`` (empty: all).
+    features, fastlane and qos keep per-symbol state, so each scales as replicas owning disjoint
+    partitions (docs/ARCHITECTURE.md, Scaling)."""
+
+    count: int = Field(1, ge=1, le=1024)
+    owned: list[int] = Field(default_factory=list)
+
+    @field_validator("owned", mode="before")
+    @classmethod
+    def _one_partition(cls, value: Any) -> Any:
+        # A bare number is one partition: what a StatefulSet pod's ordinal gives (deploy/k8s).
+        return [value] if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _in_range(self) -> PartitionSettings:
+        bad = [p for p in self.owned if not 0 <= p < self.count]
+        if bad:
+            raise ValueError(f"owned partitions {bad} outside 0..{self.count - 1}")
+        return self
+
+
 class FeaturesSettings(Section):
     timeframes: list[str] = Field(default_factory=lambda: ["1m", "5m", "15m", "30m", "60m"], min_length=1)
     index_symbol: str = "SPY"
@@ -204,6 +226,7 @@ class Settings(BaseSettings):
     features: FeaturesSettings = FeaturesSettings()
     fastlane: FastlaneSettings = FastlaneSettings()
     qos: QosSettings = QosSettings()
+    partition: PartitionSettings = PartitionSettings()
 
     @classmethod
     def settings_customise_sources(

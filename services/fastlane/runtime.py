@@ -9,6 +9,7 @@ from typing import Any
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
 from models.fastlane.serving import ServedModel, load_active
@@ -34,6 +35,8 @@ class FastlaneApp(ServiceApp):
         self.reloads = 0
         self._reloader: asyncio.Task[None] | None = None
         self._subjects: dict[tuple[str, str], str] = {}
+        self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
+        self.other_partition = 0
 
     def _drift_args(self) -> dict[str, Any]:
         c = self.cfg
@@ -66,6 +69,9 @@ class FastlaneApp(ServiceApp):
         if not isinstance(d.event, FeatureVector):
             return
         self.vectors_in += 1
+        if not self.owns(d.event.symbol):
+            self.other_partition += 1
+            return
         preds, alerts = self.core.on_vector(d.event)
         for p in preds:
             key = (p.horizon, p.symbol)
@@ -127,4 +133,5 @@ class FastlaneApp(ServiceApp):
             "dropped": {} if core is None else dict(core.dropped),
             "models": models,
             "reloads": self.reloads,
+            "other_partition": self.other_partition,
         }

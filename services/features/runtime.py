@@ -13,6 +13,7 @@ from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
+from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from proto.features import FeatureVector
 from proto.market import DepthUpdate, FeedStatus, Quote, Trade
@@ -105,6 +106,10 @@ class FeaturesApp(ServiceApp):
         self.finished = False
         self._tasks: list[asyncio.Task[None]] = []
         self._subjects: dict[tuple[str, str], str] = {}
+        p = settings.partition
+        self.owns = Partitioner(p.count, p.owned).owns
+        self.index_symbol = settings.features.index_symbol
+        self.other_partition = 0
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -128,6 +133,12 @@ class FeaturesApp(ServiceApp):
         kind = KIND_OF.get(type(d.event))
         if kind is not None:
             self.received[kind] += 1
+            symbol = d.event.symbol  # type: ignore[attr-defined]
+            # Another replica's symbol: skipped, except the index, whose bars every replica needs
+            # for relative strength (its vectors are published by its owner only).
+            if not self.owns(symbol) and symbol != self.index_symbol:
+                self.other_partition += 1
+                return
             vectors = self.core.on_event(d.event)
             if vectors:
                 await self._publish(vectors)
@@ -136,6 +147,8 @@ class FeaturesApp(ServiceApp):
 
     async def _publish(self, vectors: list[FeatureVector]) -> None:
         for v in vectors:
+            if not self.owns(v.symbol):
+                continue
             key = (v.timeframe, v.symbol)
             subject = self._subjects.get(key)
             if subject is None:
@@ -185,6 +198,8 @@ class FeaturesApp(ServiceApp):
             "received": dict(self.received),
             "vectors": dict(self.vectors),
             "symbols": len(self.core.symbols),
+            "other_partition": self.other_partition,
+            "owned_symbols": sorted(sym for sym in self.core.symbols if self.owns(sym)),
             "finished": self.finished,
             "core": dict(self.core.stats),
             "redis": None

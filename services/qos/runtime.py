@@ -7,6 +7,7 @@ from typing import Any
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
+from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from proto.orders import OrderIntent
 from proto.signals import Prediction, QosScore
@@ -44,6 +45,8 @@ class QosApp(ServiceApp):
         self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
         self.published = {"scores": 0, "intents": 0}
+        self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
+        self.other_partition = 0
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -54,6 +57,9 @@ class QosApp(ServiceApp):
         if not isinstance(d.event, Prediction):
             return
         self.predictions_in += 1
+        if not self.owns(d.event.symbol):
+            self.other_partition += 1
+            return
         for event in self.core.on_prediction(d.event):
             if isinstance(event, QosScore):
                 await self.rt.publish(SCORE.subject(symbol=event.symbol), event)
@@ -69,4 +75,5 @@ class QosApp(ServiceApp):
             **self.published,
             "stats": dict(self.core.stats),
             "positions": positions,
+            "other_partition": self.other_partition,
         }

@@ -35,6 +35,17 @@ def test_catalog_services_not_in_compose_are_the_ones_later_issues_build() -> No
     assert all(s.since_issue > 3 for s in missing), missing
 
 
+def test_sharded_services_take_their_partition_from_the_pod_ordinal() -> None:
+    for name in ("features", "fastlane", "qos"):
+        doc = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / f"{name}.yaml").read_text()) if d)
+        assert doc["kind"] == "StatefulSet"
+        env = {e["name"]: e for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["TRADEFLEET_PARTITION__OWNED"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert "pod-index" in ref and env["TRADEFLEET_PARTITION__COUNT"]["value"] == str(
+            doc["spec"]["replicas"]
+        )
+
+
 def test_prometheus_scrapes_every_fleet_service() -> None:
     prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     names = prom["scrape_configs"][0]["dns_sd_configs"][0]["names"]
@@ -46,8 +57,10 @@ def test_kustomization_lists_a_deployment_per_runnable_service() -> None:
     deployments = {}
     for resource in kustomization["resources"]:
         for doc in yaml.safe_load_all((DEPLOY / "k8s" / resource).read_text()):
-            if doc and doc["kind"] == "Deployment":
-                deployments[doc["metadata"]["name"]] = doc
+            if doc and doc["kind"] in ("Deployment", "StatefulSet"):
+                args = doc["spec"]["template"]["spec"]["containers"][0].get("args", [])
+                if args[:1] == ["service"]:  # fleet services (not NATS itself)
+                    deployments[doc["metadata"]["name"]] = doc
     assert set(deployments) == set(RUNNABLE)
     for name, doc in deployments.items():
         container = doc["spec"]["template"]["spec"]["containers"][0]
