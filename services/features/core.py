@@ -298,7 +298,7 @@ class FeatureCore:
         self.next_base = 0
         self.day_start = self.day_end = 0
         self.anchor = 0
-        self.last_ts = 0
+        self.closed_until = 0  # every second and bar ending at or before this is closed
         self.stats: collections.Counter[str] = collections.Counter()
 
     # -- events in ----------------------------------------------------------------------------
@@ -319,7 +319,13 @@ class FeatureCore:
         return out
 
     def on_trade(self, t: Trade) -> list[FeatureVector]:
-        out = self._advance(t.ts_event) if t.ts_event >= self.next_second else []
+        if t.ts_event >= self.next_second:
+            out = self._advance(t.ts_event)
+        else:
+            out = []
+            if t.ts_event < self.closed_until:
+                # Its bar already closed: it counts in the open one, and the count says so.
+                self.stats["late_trades"] += 1
         s = self.symbols.get(t.symbol) or self._add_symbol(t.symbol)
         price, size = t.price, float(t.size)
         sign = s.classify(price, t.aggressor)
@@ -362,9 +368,6 @@ class FeatureCore:
             self.next_second = (ts // NS + 1) * NS
             self.next_base = self._next_boundary(ts, self.cfg.base_ns)
             return []
-        if ts < self.last_ts:
-            self.stats["late_events"] += 1
-        self.last_ts = max(self.last_ts, ts)
         out: list[FeatureVector] = []
         # Seconds with activity close one by one (each is a sample for realized volatility);
         # idle gaps are skipped in one step.
@@ -373,6 +376,7 @@ class FeatureCore:
             out += self._close_second(boundary)  # the second's return belongs to the bar it ends
             if self.next_base <= boundary:
                 out += self._close_base(self.next_base)
+            self.closed_until = boundary
             self.next_second = max(boundary + NS, min(self.next_base, (ts // NS) * NS))
         if self.next_base <= ts:
             out += self._close_base(self.next_base)

@@ -195,3 +195,13 @@ async def test_redis_outage_never_reaches_the_hot_path() -> None:
     assert hot.errors == 1 and hot.written == 0
     assert list(hot.latest.values()) == [vector]  # kept for the next flush, not lost
     await hot.client.aclose()
+
+
+def test_a_trade_for_a_closed_bar_is_counted_late_not_lost() -> None:
+    core = FeatureCore(FeatureConfig(timeframes=("1m",), include_names=True), SimClock(0))
+    out: list[FeatureVector] = []
+    for e in (t(T0 + 1, 10.0), t(T0 + 61 * S, 10.1), t(T0 + 30 * S, 10.2), t(T0 + 125 * S, 10.3)):
+        out += core.on_event(e)
+    assert core.stats["late_trades"] == 1
+    bar = next(v for v in out if v.timeframe == "1m" and v.ts_event == T0 + 120 * S)
+    assert bar.values[0] == pytest.approx(math.log(10.2 / 10.0) * 1e4)  # the late trade closed minute 2
