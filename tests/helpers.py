@@ -132,3 +132,35 @@ class TcpProxy:
         self.cut()
         if self.server is not None:
             self.server.close()
+
+
+def train_fastlane(
+    data: str, root: Path, promote: str, report: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`tradefleet train fastlane` on one horizon with three folds (what the training tests run)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tradefleet",
+            "train",
+            "fastlane",
+            "--data",
+            data,
+            "--horizons",
+            "15m",
+            "--folds",
+            "3",
+            "--registry",
+            str(root),
+            "--report",
+            str(report or root / "report"),
+            "--promote",
+            promote,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -28,15 +29,10 @@ REDIS_PREFIX = "tradefleet:feat"
 
 
 def feature_config(settings: Settings) -> FeatureConfig:
-    f = settings.features
-    return FeatureConfig(
-        timeframes=tuple(f.timeframes),
-        index_symbol=f.index_symbol,
-        block_min_shares=f.block_min_shares,
-        block_min_notional=f.block_min_notional,
-        emit_micro=f.emit_micro,
-        include_names=f.include_names,
-    )
+    """The core's part of the features settings (the rest is the runtime's: Redis, timers)."""
+    fields = {f.name for f in dataclasses.fields(FeatureConfig) if f.init}
+    values = {k: v for k, v in settings.features.model_dump().items() if k in fields}
+    return FeatureConfig(**{**values, "timeframes": tuple(values["timeframes"])})
 
 
 class RedisHotState:

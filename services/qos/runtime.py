@@ -19,21 +19,7 @@ INTENT = spec("order.intent.{symbol}")
 
 
 def qos_config(settings: Settings) -> QosConfig:
-    q = settings.qos
-    return QosConfig(
-        weights=dict(q.weights),
-        entry_threshold=q.entry_threshold,
-        rearm_threshold=q.rearm_threshold,
-        exit_decay=q.exit_decay,
-        exit_floor=q.exit_floor,
-        cooldown_s=q.cooldown_s,
-        min_hold_s=q.min_hold_s,
-        allow_short=q.allow_short,
-        order_notional=q.order_notional,
-        stale_after_s=q.stale_after_s,
-        hit_rate_halflife=q.hit_rate_halflife,
-        regime_tilt=q.regime_tilt,
-    )
+    return QosConfig(**settings.qos.model_dump())  # the same fields, validated by the settings
 
 
 class QosApp(ServiceApp):

@@ -3,8 +3,6 @@ trained from the store is the very model trained from the replay that produced t
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -17,38 +15,13 @@ from models.fastlane.dataset import lean_tick_dates, replay_vectors, vectors_fro
 from proto.features import FeatureVector
 from services.features.core import FeatureConfig
 from services.recorder.core import SINGLE_ROW, days_of
-from tests.helpers import REPO
+from tests.helpers import REPO, train_fastlane
 
 SAMPLE = REPO / "data" / "sample" / "lean"
 
 
 def _train(data: str, root: Path) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tradefleet",
-            "train",
-            "fastlane",
-            "--data",
-            data,
-            "--horizons",
-            "15m",
-            "--folds",
-            "3",
-            "--registry",
-            str(root),
-            "--report",
-            str(root / "report"),
-            "--promote",
-            "force",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-    )
+    out = train_fastlane(data, root, "force")
     assert out.returncode == 0, out.stderr
     version = registry.active_version(root, "15m")
     assert version is not None

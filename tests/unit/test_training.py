@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from models.fastlane.dataset import CostModel, label, lean_tick_dates, replay_ve
 from models.fastlane.train import walk_forward_folds
 from proto.features import FeatureVector
 from services.features.core import FeatureConfig
+from tests.helpers import train_fastlane
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "lean"
@@ -86,32 +86,7 @@ def test_train_registers_reports_and_gates(tmp_path: Path) -> None:
     root, report = tmp_path / "registry", tmp_path / "report"
 
     def train(promote: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tradefleet",
-                "train",
-                "fastlane",
-                "--data",
-                str(SAMPLE),
-                "--horizons",
-                "15m",
-                "--folds",
-                "3",
-                "--registry",
-                str(root),
-                "--report",
-                str(report),
-                "--promote",
-                promote,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-            cwd=REPO,
-        )
+        return train_fastlane(str(SAMPLE), root, promote, report)
 
     first = train("force")
     assert first.returncode == 0, first.stderr
