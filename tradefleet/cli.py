@@ -203,6 +203,7 @@ def train_fastlane(
     embargo: Annotated[str, typer.Option()] = "5m",
     labels: Annotated[str, typer.Option(help="fixed or triple-barrier")] = "fixed",
     promote: Annotated[str, typer.Option(help="gate (default), force or never")] = "gate",
+    min_gain: Annotated[float, typer.Option(help="log-loss gain the gate requires", min=0)] = 0.002,
     registry: Annotated[Path | None, typer.Option(help="registry root (default fastlane.registry)")] = None,
     report: Annotated[Path | None, typer.Option(help="report folder (default var/reports/...)")] = None,
     seed: Annotated[int, typer.Option()] = 7,
@@ -226,7 +227,13 @@ def train_fastlane(
         raise typer.Exit(2) from None
     settings = _settings(config)
     cfg = TrainConfig(
-        horizons=wanted, folds=folds, embargo=embargo, labels=labels, promote=promote, seed=seed
+        horizons=wanted,
+        folds=folds,
+        embargo=embargo,
+        labels=labels,
+        promote=promote,
+        seed=seed,
+        min_gain=min_gain,
     )
     result = run(
         data,

@@ -53,6 +53,9 @@ class TrainConfig:
     min_data_in_leaf: int = 50
     seed: int = 7
     promote: str = "gate"  # "gate", "force" or "never"
+    # log-loss units a new model must gain over the base rate and over the active model: a gain
+    # smaller than fold-to-fold noise is not a reason to swap models
+    min_gain: float = 0.002
 
     def lgb_params(self) -> dict[str, Any]:
         return {
@@ -285,7 +288,7 @@ def _register(
     version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{digest}"
     timings = _time_engines(staging, ds.X[-min(len(ds), 2000) :], root)
     train_scores = final.predict(ds.X)
-    verdict = _gate(cfg.promote, summary, active_losses, registry.active_version(root, horizon))
+    verdict = _gate(cfg, summary, active_losses, registry.active_version(root, horizon))
     meta = {
         "kind": "fastlane",
         "version": version,
@@ -328,19 +331,22 @@ def _register(
 
 
 def _gate(
-    mode: str, summary: dict[str, float], active_losses: list[float], active: str | None
+    cfg: TrainConfig, summary: dict[str, float], active_losses: list[float], active: str | None
 ) -> dict[str, Any]:
+    mode, gain = cfg.promote, cfg.min_gain
     new_loss = summary["mean_log_loss"]
-    skill = new_loss < summary["mean_base_log_loss"]
-    beats_active = not active_losses or new_loss < float(np.mean(active_losses))
+    skill = new_loss < summary["mean_base_log_loss"] - gain
+    beats_active = not active_losses or new_loss < float(np.mean(active_losses)) - gain
     reasons = []
     if not skill:
         reasons.append(
-            f"log loss {new_loss:.5f} is no better than the base rate's {summary['mean_base_log_loss']:.5f}"
+            f"log loss {new_loss:.5f} is not {gain} better than the base rate's "
+            f"{summary['mean_base_log_loss']:.5f}"
         )
     if not beats_active:
         reasons.append(
-            f"log loss {new_loss:.5f} does not beat the active model's {np.mean(active_losses):.5f}"
+            f"log loss {new_loss:.5f} is not {gain} better than the active model's "
+            f"{np.mean(active_losses):.5f}"
         )
     promoted = mode == "force" or (mode == "gate" and skill and beats_active)
     return {
