@@ -82,7 +82,6 @@ class _Symbol:
         self.armed = True
         self.regime = ""
         self.price = 0.0
-        self.score = 0.0
 
 
 class QosCore:
@@ -165,7 +164,6 @@ class QosCore:
         components = {h: w * signals[h] for h, w in weights.items()}
         agreement = abs(sum(w * _sign(signals[h]) for h, w in weights.items()))
         qos = sum(components.values()) * (0.5 + 0.5 * agreement)
-        s.score = qos
         action, intent = self._decide(symbol, s, qos, now, components)
         score = QosScore(
             ts_event=now,
