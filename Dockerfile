@@ -13,7 +13,8 @@ RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && useradd --system --uid 10001 tradefleet
 COPY data/sample ./data/sample
 USER tradefleet
-ENV TRADEFLEET_HTTP__HOST=0.0.0.0 TRADEFLEET_HTTP__PORT=9100 TRADEFLEET_TELEMETRY__LOG_FORMAT=json
+ENV TRADEFLEET_HTTP__HOST=0.0.0.0 TRADEFLEET_HTTP__PORT=9100 TRADEFLEET_TELEMETRY__LOG_FORMAT=json \
+    TRADEFLEET_FASTLANE__COMPILE_CACHE=/tmp/lleaves-cache
 EXPOSE 9100
 ENTRYPOINT ["tradefleet"]
 CMD ["--help"]

@@ -180,6 +180,7 @@ class FastlaneSettings(Section):
     horizons: list[str] = Field(default_factory=lambda: ["5m", "15m", "30m", "60m"], min_length=1)
     source_timeframe: str = "1m"  # every horizon scores the vectors of this timeframe
     engine: Literal["auto", "lleaves", "onnx", "lightgbm"] = "auto"  # auto: the faster one measured
+    compile_cache: Path = Path("var/lleaves-cache")  # compiled trees, per CPU and model version
     reload_interval_s: float = Field(5.0, gt=0)
     drift_window: int = Field(500, ge=50)
     drift_check_every: int = Field(50, ge=1)

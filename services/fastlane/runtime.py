@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from libs.common.bus import Delivery
@@ -20,7 +19,6 @@ from services.fastlane.core import FastlaneCore
 log = get_logger(__name__)
 PREDICTION = spec("sig.fast.{horizon}.{symbol}")
 ALERT = spec("alert.{severity}")
-LLEAVES_CACHE = Path("var/lleaves-cache")
 
 
 class FastlaneApp(ServiceApp):
@@ -49,7 +47,9 @@ class FastlaneApp(ServiceApp):
         }
 
     def _load(self, horizon: str) -> ServedModel | None:
-        return load_active(self.cfg.registry, horizon, self.cfg.engine, LLEAVES_CACHE, self._drift_args())
+        return load_active(
+            self.cfg.registry, horizon, self.cfg.engine, self.cfg.compile_cache, self._drift_args()
+        )
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
