@@ -12,7 +12,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaReport
 
@@ -28,6 +28,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderIntent,
     OrderApproved,
     OrderDenied,
+    RiskState,
     OrderEvent,
     Fill,
     PositionSnapshot,
@@ -49,6 +50,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     OrderIntent,
     OrderApproved,
     OrderDenied,
+    RiskState,
     OrderEvent,
     Fill,
     PositionSnapshot,

@@ -60,3 +60,32 @@ class OrderDenied(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"denied:{self.intent_id}"
+
+    def describe(self) -> str:
+        """The denial as one line: ``CODE key=value ...`` (what logs and alerts show)."""
+        details = " ".join(f"{k}={v}" for k, v in sorted(self.context.items()))
+        return f"{self.code} {details}".strip()
+
+
+RiskMode = Literal["LIVE", "DEGRADED", "OBSERVE", "EMERGENCY"]
+
+
+class RiskState(DurableEvent, frozen=True, kw_only=True):
+    """The risk gate's view after a change: mode and why, P&L, exposure, counters."""
+
+    instance: Identifier
+    seq: int
+    mode: RiskMode
+    mode_reason: str = ""
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    day_peak_pnl: float = 0.0
+    gross_exposure: float = 0.0
+    net_exposure: float = 0.0
+    open_orders: int = 0
+    consecutive_losses: int = 0
+    day_trades: int = 0
+    positions: dict[str, float] = {}
+
+    def dedupe_key(self) -> str:
+        return f"risk:{self.instance}:{self.seq}"

@@ -17,7 +17,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaReport
 
@@ -99,6 +99,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("ORDERS", ("order.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("EXEC", ("exec.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("TCA", ("tca.>",), max_age_s=30 * 24 * 3600),
+    StreamSpec("RISK", ("risk.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("ALERTS", ("alert.>",)),
     StreamSpec("CONTROL", ("ctl.>",)),
     StreamSpec("DLQ", ("dlq.>",), max_age_s=30 * 24 * 3600),
@@ -118,6 +119,7 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("order.intent.{symbol}", (OrderIntent,), _J, "qos", "what the strategy wants", "ORDERS"),
     SubjectSpec("order.approved.{symbol}", (OrderApproved,), _J, "risk", "risk-approved order", "ORDERS"),
     SubjectSpec("order.denied.{symbol}", (OrderDenied,), _J, "risk", "denial with its code", "ORDERS"),
+    SubjectSpec("risk.state", (RiskState,), _J, "risk", "risk mode, P&L, exposure, counters", "RISK"),
     SubjectSpec("exec.order.{symbol}", (OrderEvent,), _J, "execution", "order lifecycle", "EXEC"),
     SubjectSpec("exec.fill.{symbol}", (Fill,), _J, "execution", "executions", "EXEC"),
     SubjectSpec("exec.position", (PositionSnapshot,), _J, "execution", "positions and P&L", "EXEC"),

@@ -8,7 +8,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaReport
 
@@ -33,6 +33,9 @@ def sample_events() -> list[Event]:
         ),
         OrderApproved(**t, intent_id="i-1", client_order_id="c-1", symbol="IBM", side="BUY", quantity=100),
         OrderDenied(**t, intent_id="i-2", symbol="IBM", code="POSITION_LIMIT", context={"max": "500"}),
+        RiskState(
+            **t, instance="r-1", seq=3, mode="DEGRADED", mode_reason="feed stale", positions={"IBM": 100.0}
+        ),
         OrderEvent(**t, client_order_id="c-1", symbol="IBM", status="SUBMITTED", seq=1, quantity=100),
         Fill(
             **t,

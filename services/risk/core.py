@@ -1,0 +1,510 @@
+"""The risk gate's core: intents in, an approval or a typed denial out. Fails closed.
+
+Pure: no I/O; time is the events' time. It keeps its own books from what the execution gateway
+reports (order events, fills) and from quotes, so it never trusts an intent's view of the world.
+
+Every rule is configuration and every denial is a code ``CATEGORY_CONDITION`` with ``key=value``
+context (``OrderDenied.describe()``). An intent is an *exit* when it only reduces the symbol's
+position (never through zero); exits skip the limits that guard against adding risk and are the
+only orders allowed in DEGRADED. The order of the checks puts the cheapest and the most
+fundamental first; the first failing check decides.
+
+Modes: LIVE trades; DEGRADED allows exits only (entered automatically on a stale or lost feed,
+left automatically when it recovers); OBSERVE approves nothing (signals still flow); EMERGENCY
+approves nothing and is left only by an explicit ``resume`` (to OBSERVE) then ``set_mode``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+from libs.common.clock import Clock
+from libs.common.markettime import NEW_YORK, NS
+from proto.base import Event
+from proto.control import Control
+from proto.execution import Fill, OrderEvent
+from proto.market import FeedStatus, Quote
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskMode, RiskState
+
+TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
+FEED_DOWN = frozenset({"stale", "disconnected"})
+FEED_UP = frozenset({"connected", "recovered"})
+Decision = OrderApproved | OrderDenied
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    max_position_shares: float = 2_000
+    max_position_notional: float = 50_000.0
+    max_gross_exposure: float = 200_000.0
+    max_net_exposure: float = 150_000.0
+    max_open_orders: int = 20
+    max_orders_per_minute: int = 30
+    daily_loss_limit: float = 2_500.0  # realized + unrealized P&L of the day below -this: entries stop
+    max_drawdown: float = 3_000.0  # from the day's peak P&L
+    max_consecutive_losses: int = 4
+    loss_cooldown_s: float = 900.0
+    pdt_enabled: bool = False  # a switch: the rule's status changed in 2026
+    pdt_min_equity: float = 25_000.0
+    pdt_max_day_trades: int = 3  # in 5 business days, below pdt_min_equity
+    account_equity: float = 100_000.0
+    margin_multiplier: float = 2.0  # buying power = equity x this - gross exposure - pending
+    shortable: frozenset[str] | None = None  # None: every symbol is shortable
+    ssr_symbols: frozenset[str] = frozenset()  # short-sale restriction (Rule 201) in force today
+    max_limit_distance_bps: float = 50.0
+    max_quote_age_ms: float = 5_000.0
+    session_start: str = "09:30"
+    session_end: str = "16:00"
+    allow_symbols: frozenset[str] | None = None
+    deny_symbols: frozenset[str] = frozenset()
+    # Volatility-scaled sizing: an entry risks at most this many dollars at atr_stop_multiple ATRs.
+    risk_per_trade: float = 250.0
+    atr_stop_multiple: float = 2.0
+    # Optional fractional-Kelly cap on an entry's notional, from the gate's own closed trades.
+    kelly_fraction: float | None = None
+    kelly_min_trades: int = 20
+    approval_ttl_ms: float = 2_000.0
+    initial_mode: RiskMode = "LIVE"
+
+    def session_minutes(self) -> tuple[int, int]:
+        def minutes(hhmm: str) -> int:
+            h, m = hhmm.split(":")
+            return int(h) * 60 + int(m)
+
+        return minutes(self.session_start), minutes(self.session_end)
+
+
+@dataclass
+class _Position:
+    quantity: float = 0.0
+    avg_price: float = 0.0
+    realized: float = 0.0
+    mark: float = 0.0
+    opened_day: int = -1  # NY day ordinal the current position was opened (for day trades)
+    trade_pnl: float = 0.0  # realized P&L of the round trip in progress
+
+    @property
+    def unrealized(self) -> float:
+        return (self.mark - self.avg_price) * self.quantity if self.mark and self.quantity else 0.0
+
+
+@dataclass
+class _Order:
+    symbol: str
+    side: str
+    quantity: float
+    filled: float = 0.0
+    price: float = 0.0  # for the pending notional in buying power
+
+    @property
+    def signed_remaining(self) -> float:
+        left = max(self.quantity - self.filled, 0.0)
+        return left if self.side == "BUY" else -left
+
+
+@dataclass
+class _Quote:
+    bid: float
+    ask: float
+    ts: int
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) / 2
+
+
+@dataclass
+class _Books:
+    positions: dict[str, _Position] = field(default_factory=dict)
+    orders: dict[str, _Order] = field(default_factory=dict)
+    quotes: dict[str, _Quote] = field(default_factory=dict)
+    atr: dict[str, float] = field(default_factory=dict)
+    fills_seen: set[str] = field(default_factory=set)
+    approvals: collections.deque[int] = field(default_factory=collections.deque)
+    day_trades: collections.deque[int] = field(default_factory=collections.deque)  # NY day ordinals
+    trade_results: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200))
+    day: int = -1
+    day_realized_start: float = 0.0
+    day_peak: float = 0.0
+    consecutive_losses: int = 0
+    cooldown_until: int = 0
+
+
+class RiskCore:
+    def __init__(self, limits: RiskLimits, clock: Clock, instance: str = "risk") -> None:
+        self.limits = limits
+        self.clock = clock
+        self.instance = instance
+        self.mode: RiskMode = limits.initial_mode
+        self.mode_reason = "initial"
+        self._auto_degraded = False
+        self.books = _Books()
+        self.seq = 0
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._session = limits.session_minutes()
+
+    # -- inputs that move the books ------------------------------------------------------------
+    def on_event(self, event: Event) -> list[Event]:
+        """Everything the gate consumes; returns what it publishes."""
+        if isinstance(event, OrderIntent):
+            return [self.on_intent(event)]
+        if isinstance(event, Quote):
+            self.on_quote(event)
+            return []
+        if isinstance(event, Fill):
+            return self.on_fill(event)
+        if isinstance(event, OrderEvent):
+            self.on_order_event(event)
+            return []
+        if isinstance(event, FeedStatus):
+            return self.on_feed(event)
+        if isinstance(event, Control):
+            return self.on_control(event)
+        return []
+
+    def on_quote(self, q: Quote) -> None:
+        self.books.quotes[q.symbol] = _Quote(q.bid, q.ask, q.ts_event)
+        pos = self.books.positions.get(q.symbol)
+        if pos is not None:
+            pos.mark = (q.bid + q.ask) / 2
+
+    def on_volatility(self, symbol: str, atr: float) -> None:
+        """ATR in price units (the runtime takes it from the features' 1m vectors)."""
+        if atr > 0 and math.isfinite(atr):
+            self.books.atr[symbol] = atr
+
+    def on_order_event(self, e: OrderEvent) -> None:
+        order = self.books.orders.get(e.client_order_id)
+        if order is None:
+            return
+        order.filled = max(order.filled, e.filled_quantity)
+        if e.status in TERMINAL:
+            del self.books.orders[e.client_order_id]
+
+    def on_fill(self, f: Fill) -> list[Event]:
+        b = self.books
+        if f.exec_id in b.fills_seen:
+            self.stats["duplicate_fills"] += 1
+            return []
+        b.fills_seen.add(f.exec_id)
+        self._roll_day(f.ts_event)
+        order = b.orders.get(f.client_order_id)
+        if order is not None:
+            order.filled += f.quantity
+        pos = b.positions.setdefault(f.symbol, _Position())
+        signed = f.quantity if f.side == "BUY" else -f.quantity
+        self._apply_fill(pos, signed, f.price, f.commission or 0.0, f.ts_event)
+        if not pos.mark:
+            pos.mark = f.price
+        return [self.state(f.ts_event)]
+
+    def _apply_fill(self, pos: _Position, signed: float, price: float, commission: float, ts: int) -> None:
+        before = pos.quantity
+        pos.realized -= commission
+        pos.trade_pnl -= commission
+        if before == 0 or (before > 0) == (signed > 0):  # opening or adding
+            total = before + signed
+            pos.avg_price = (pos.avg_price * before + price * signed) / total
+            pos.quantity = total
+            if before == 0:
+                pos.opened_day = _ny_day(ts)
+            return
+        closing = min(abs(signed), abs(before)) * (1 if signed > 0 else -1)
+        pnl = (price - pos.avg_price) * -closing
+        pos.realized += pnl
+        pos.trade_pnl += pnl
+        pos.quantity = before + signed
+        if pos.quantity == 0 or (pos.quantity > 0) != (before > 0):
+            self._round_trip_closed(pos, ts)
+            if pos.quantity != 0:  # flipped through zero: the rest opens a new position
+                pos.avg_price = price
+                pos.opened_day = _ny_day(ts)
+
+    def _round_trip_closed(self, pos: _Position, ts: int) -> None:
+        b, lim = self.books, self.limits
+        b.trade_results.append(pos.trade_pnl)
+        if pos.trade_pnl < 0:
+            b.consecutive_losses += 1
+            if b.consecutive_losses >= lim.max_consecutive_losses:
+                b.cooldown_until = ts + int(lim.loss_cooldown_s * NS)
+        else:
+            b.consecutive_losses = 0
+        if pos.opened_day == _ny_day(ts):
+            b.day_trades.append(pos.opened_day)
+        pos.trade_pnl = 0.0
+
+    def on_feed(self, s: FeedStatus) -> list[Event]:
+        if s.state in FEED_DOWN and self.mode == "LIVE":
+            self._set_mode("DEGRADED", f"feed {s.state}: {s.detail or s.source}", auto=True)
+            return [self.state(s.ts_event)]
+        if s.state in FEED_UP and self.mode == "DEGRADED" and self._auto_degraded:
+            self._set_mode("LIVE", f"feed {s.state}")
+            return [self.state(s.ts_event)]
+        return []
+
+    def on_control(self, c: Control) -> list[Event]:
+        if c.command == "kill":
+            self._set_mode("EMERGENCY", f"kill by {c.issued_by}")
+        elif c.command == "resume" and self.mode == "EMERGENCY":
+            self._set_mode("OBSERVE", f"resumed by {c.issued_by}; set_mode LIVE to trade")
+        elif c.command == "set_mode":
+            wanted = c.args.get("mode", "")
+            if self.mode == "EMERGENCY" or wanted not in ("LIVE", "DEGRADED", "OBSERVE"):
+                self.stats["mode_change_refused"] += 1
+                return []
+            self._set_mode(wanted, f"set by {c.issued_by}")  # type: ignore[arg-type]
+        else:
+            return []
+        return [self.state(c.ts_event)]
+
+    def _set_mode(self, mode: RiskMode, reason: str, auto: bool = False) -> None:
+        self.mode, self.mode_reason, self._auto_degraded = mode, reason, auto
+
+    # -- the decision ---------------------------------------------------------------------------
+    def on_intent(self, intent: OrderIntent) -> Decision:
+        client_order_id = client_order_id_for(intent.intent_id)
+        if client_order_id in self.books.orders:  # a redelivered intent: the same approval again
+            self.stats["duplicate_intents"] += 1
+            return self._approval(intent, client_order_id)
+        try:
+            denial = self._check(intent)
+        except Exception as exc:  # fail closed: a bug in a rule denies, it never approves
+            self.stats["rule_errors"] += 1
+            denial = ("RISK_ERROR", {"error": type(exc).__name__})
+        if denial is not None:
+            code, context = denial
+            self.stats[f"denied_{code}"] += 1
+            return OrderDenied(
+                ts_event=intent.ts_event,
+                ts_init=self.clock.now_ns(),
+                intent_id=intent.intent_id,
+                symbol=intent.symbol,
+                code=code,
+                context={k: _fmt(v) for k, v in context.items()},
+            )
+        return self._approve(intent)
+
+    def _check(self, i: OrderIntent) -> tuple[str, dict[str, object]] | None:
+        b, lim = self.books, self.limits
+        self._roll_day(i.ts_event)
+        # Orders in flight count as if filled: two exits of the whole position must not both pass.
+        position = b.positions.get(i.symbol, _Position()).quantity + sum(
+            o.signed_remaining for o in b.orders.values() if o.symbol == i.symbol
+        )
+        signed = i.quantity if i.side == "BUY" else -i.quantity
+        exit_only = position != 0 and (position > 0) != (signed > 0) and abs(signed) <= abs(position)
+        if i.quantity <= 0 or not math.isfinite(i.quantity):
+            return "SIZE_INVALID", {"quantity": i.quantity}
+        if self.mode in ("EMERGENCY", "OBSERVE"):
+            return f"MODE_{self.mode}", {"reason": self.mode_reason}
+        if self.mode == "DEGRADED" and not exit_only:
+            return "MODE_DEGRADED", {"reason": self.mode_reason, "allowed": "exits"}
+        if i.symbol in lim.deny_symbols:
+            return "SYMBOL_DENIED", {"symbol": i.symbol}
+        if lim.allow_symbols is not None and i.symbol not in lim.allow_symbols:
+            return "SYMBOL_NOT_ALLOWED", {"symbol": i.symbol}
+        if not self._in_session(i.ts_event):
+            start, end = lim.session_start, lim.session_end
+            return "SESSION_CLOSED", {"window": f"{start}-{end}", "at": _ny_time(i.ts_event)}
+        quote = b.quotes.get(i.symbol)
+        if quote is None:
+            return "PRICE_NO_QUOTE", {"symbol": i.symbol}
+        age_ms = (i.ts_event - quote.ts) / 1e6
+        if age_ms > lim.max_quote_age_ms:
+            return "PRICE_QUOTE_STALE", {"age_ms": round(age_ms), "max_ms": lim.max_quote_age_ms}
+        if i.limit_price is not None:
+            distance = abs(i.limit_price - quote.mid) / quote.mid * 1e4
+            if distance > lim.max_limit_distance_bps:
+                return "PRICE_LIMIT_FAR", {"bps": round(distance, 1), "max_bps": lim.max_limit_distance_bps}
+        if len(b.approvals) and self._orders_last_minute(i.ts_event) >= lim.max_orders_per_minute:
+            return "ORDERS_RATE", {"per_minute": lim.max_orders_per_minute}
+        if len(b.orders) >= lim.max_open_orders:
+            return "ORDERS_OPEN", {"open": len(b.orders), "max": lim.max_open_orders}
+        if exit_only:
+            return None  # reducing risk: the limits below guard against adding it
+        return self._check_entry(i, position, signed, quote)
+
+    def _check_entry(
+        self, i: OrderIntent, position: float, signed: float, quote: _Quote
+    ) -> tuple[str, dict[str, object]] | None:
+        b, lim = self.books, self.limits
+        price = i.limit_price or (quote.ask if signed > 0 else quote.bid)
+        pnl = self._day_pnl()
+        if pnl <= -lim.daily_loss_limit:
+            return "LOSS_DAILY_LIMIT", {"pnl": round(pnl, 2), "limit": -lim.daily_loss_limit}
+        if b.day_peak - pnl >= lim.max_drawdown:
+            return "LOSS_DRAWDOWN", {"drawdown": round(b.day_peak - pnl, 2), "max": lim.max_drawdown}
+        if i.ts_event < b.cooldown_until:
+            left = (b.cooldown_until - i.ts_event) / NS
+            return "LOSS_COOLDOWN", {"losses": b.consecutive_losses, "seconds_left": round(left)}
+        if lim.pdt_enabled and lim.account_equity < lim.pdt_min_equity:
+            recent = self._day_trades_5d(i.ts_event)
+            if recent >= lim.pdt_max_day_trades:
+                return "PDT_LIMIT", {"day_trades_5d": recent, "max": lim.pdt_max_day_trades}
+        opening_short = signed < 0
+        if opening_short:
+            if lim.shortable is not None and i.symbol not in lim.shortable:
+                return "SHORT_NOT_SHORTABLE", {"symbol": i.symbol}
+            if i.symbol in lim.ssr_symbols and (i.limit_price is None or i.limit_price <= quote.bid):
+                return "SHORT_SSR_UPTICK", {"bid": quote.bid, "limit": i.limit_price or "market"}
+        after = position + signed
+        if abs(after) > lim.max_position_shares:
+            return "POSITION_SHARES", {"would_be": after, "max": lim.max_position_shares}
+        if abs(after) * price > lim.max_position_notional:
+            return "POSITION_NOTIONAL", {
+                "would_be": round(abs(after) * price),
+                "max": lim.max_position_notional,
+            }
+        gross, net = self._exposure()
+        notional = abs(signed) * price
+        if gross + notional > lim.max_gross_exposure:
+            return "EXPOSURE_GROSS", {"would_be": round(gross + notional), "max": lim.max_gross_exposure}
+        if abs(net + signed * price) > lim.max_net_exposure:
+            return "EXPOSURE_NET", {"would_be": round(net + signed * price), "max": lim.max_net_exposure}
+        power = lim.account_equity * lim.margin_multiplier - gross - self._pending_notional()
+        if notional > power:
+            return "MARGIN_BUYING_POWER", {"needed": round(notional), "available": round(power)}
+        cap = self._size_cap(i.symbol, price)
+        if cap is not None and abs(signed) > cap[0]:
+            return f"SIZE_{cap[1]}", {"quantity": abs(signed), "max": cap[0]}
+        return None
+
+    def _size_cap(self, symbol: str, price: float) -> tuple[float, str] | None:
+        """The tighter of the volatility-scaled size and the fractional-Kelly cap, in shares."""
+        lim, b = self.limits, self.books
+        caps: list[tuple[float, str]] = []
+        atr = b.atr.get(symbol)
+        if atr:
+            caps.append((math.floor(lim.risk_per_trade / (lim.atr_stop_multiple * atr)), "VOLATILITY"))
+        results = b.trade_results
+        if lim.kelly_fraction is not None and len(results) >= lim.kelly_min_trades:
+            wins = [r for r in results if r > 0]
+            losses = [-r for r in results if r < 0]
+            win_rate = len(wins) / len(results)
+            payoff = (sum(wins) / len(wins)) / (sum(losses) / len(losses)) if wins and losses else 0.0
+            kelly = win_rate - (1 - win_rate) / payoff if payoff > 0 else 0.0
+            caps.append(
+                (math.floor(max(kelly, 0.0) * lim.kelly_fraction * lim.account_equity / price), "KELLY")
+            )
+        return min(caps) if caps else None
+
+    def _approve(self, i: OrderIntent) -> OrderApproved:
+        b = self.books
+        client_order_id = client_order_id_for(i.intent_id)
+        b.orders[client_order_id] = _Order(i.symbol, i.side, i.quantity, price=self._price_for(i))
+        b.approvals.append(i.ts_event)
+        self.stats["approved"] += 1
+        return self._approval(i, client_order_id)
+
+    def _approval(self, i: OrderIntent, client_order_id: str) -> OrderApproved:
+        return OrderApproved(
+            ts_event=i.ts_event,
+            ts_init=self.clock.now_ns(),
+            intent_id=i.intent_id,
+            client_order_id=client_order_id,
+            symbol=i.symbol,
+            side=i.side,
+            quantity=i.quantity,
+            order_type=i.order_type,
+            limit_price=i.limit_price,
+            stop_price=i.stop_price,
+            tif=i.tif,
+            valid_until_ns=self.clock.now_ns() + int(self.limits.approval_ttl_ms * 1e6),
+        )
+
+    # -- derived numbers --------------------------------------------------------------------------
+    def _price_for(self, i: OrderIntent) -> float:
+        quote = self.books.quotes.get(i.symbol)
+        return i.limit_price or (quote.mid if quote else 0.0)
+
+    def _orders_last_minute(self, now: int) -> int:
+        approvals = self.books.approvals
+        while approvals and approvals[0] <= now - 60 * NS:
+            approvals.popleft()
+        return len(approvals)
+
+    def _exposure(self) -> tuple[float, float]:
+        gross = net = 0.0
+        for pos in self.books.positions.values():
+            value = pos.quantity * (pos.mark or pos.avg_price)
+            gross += abs(value)
+            net += value
+        return gross, net
+
+    def _pending_notional(self) -> float:
+        return sum(abs(o.signed_remaining) * o.price for o in self.books.orders.values())
+
+    def _day_pnl(self) -> float:
+        b = self.books
+        realized = sum(p.realized for p in b.positions.values()) - b.day_realized_start
+        pnl = realized + sum(p.unrealized for p in b.positions.values())
+        b.day_peak = max(b.day_peak, pnl)
+        return pnl
+
+    def _day_trades_5d(self, now: int) -> int:
+        today = _ny_day(now)
+        # Five business days: today and the four before it (weekends hold no trades to count).
+        window = {today - k for k in range(7)}
+        weekdays = sorted((d for d in window if dt.date.fromordinal(d).weekday() < 5), reverse=True)[:5]
+        return sum(1 for d in self.books.day_trades if d in weekdays)
+
+    def _roll_day(self, ts: int) -> None:
+        b = self.books
+        day = _ny_day(ts)
+        if day != b.day:
+            b.day = day
+            b.day_realized_start = sum(p.realized for p in b.positions.values())
+            b.day_peak = 0.0
+
+    def _in_session(self, ts: int) -> bool:
+        local = dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK)
+        minute = local.hour * 60 + local.minute
+        start, end = self._session
+        return local.weekday() < 5 and start <= minute < end
+
+    def state(self, ts: int) -> RiskState:
+        self.seq += 1
+        b = self.books
+        gross, net = self._exposure()
+        self._day_pnl()  # moves the day's peak
+        return RiskState(
+            ts_event=ts,
+            ts_init=self.clock.now_ns(),
+            instance=self.instance,
+            seq=self.seq,
+            mode=self.mode,
+            mode_reason=self.mode_reason,
+            realized_pnl=sum(p.realized for p in b.positions.values()),
+            unrealized_pnl=sum(p.unrealized for p in b.positions.values()),
+            day_peak_pnl=b.day_peak,
+            gross_exposure=gross,
+            net_exposure=net,
+            open_orders=len(b.orders),
+            consecutive_losses=b.consecutive_losses,
+            day_trades=len(b.day_trades),
+            positions={s: p.quantity for s, p in b.positions.items() if p.quantity},
+        )
+
+
+def client_order_id_for(intent_id: str) -> str:
+    """Stable and short (IB's orderRef carries it): the same intent always maps to the same id,
+    so a redelivered intent can never become a second order."""
+    return "tf-" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
+
+
+def _ny_day(ts: int) -> int:
+    return dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK).date().toordinal()
+
+
+def _ny_time(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK).strftime("%H:%M:%S")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,276 @@
+"""The risk gate's denial matrix: each rule denies with its code, exits pass where entries may not,
+modes move as the feed and the operator say, and it fails closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from libs.common.clock import SimClock
+from proto.control import Control
+from proto.execution import Fill, OrderEvent
+from proto.market import FeedStatus, Quote
+from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from services.risk.core import RiskCore, RiskLimits, client_order_id_for
+
+T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York (a Tuesday)
+S = 1_000_000_000
+N = 0
+
+
+def _id() -> str:
+    global N
+    N += 1
+    return f"i-{N}"
+
+
+def quote(core: RiskCore, ts: int = T0, bid: float = 99.99, ask: float = 100.01, sym: str = "IBM") -> None:
+    core.on_event(Quote(ts_event=ts, ts_init=ts, symbol=sym, bid=bid, ask=ask, bid_size=100, ask_size=100))
+
+
+def intent(side: str = "BUY", qty: float = 100, ts: int = T0 + S, sym: str = "IBM", **kw: Any) -> OrderIntent:
+    return OrderIntent(ts_event=ts, ts_init=ts, intent_id=_id(), symbol=sym, side=side, quantity=qty, **kw)  # type: ignore[arg-type]
+
+
+def fill(core: RiskCore, side: str, qty: float, price: float, ts: int = T0 + 2 * S, sym: str = "IBM") -> None:
+    core.on_event(
+        Fill(
+            ts_event=ts,
+            ts_init=ts,
+            exec_id=_id(),
+            client_order_id="x",
+            symbol=sym,
+            side=side,  # type: ignore[arg-type]
+            quantity=qty,
+            price=price,
+            commission=1.0,
+        )
+    )
+
+
+def gate(**limits: Any) -> RiskCore:
+    core = RiskCore(RiskLimits(**limits), SimClock(T0))
+    quote(core)
+    return core
+
+
+def denied(decision: object, code: str) -> OrderDenied:
+    assert isinstance(decision, OrderDenied), decision
+    assert decision.code == code, decision.describe()
+    return decision
+
+
+def test_a_plain_entry_is_approved_with_a_stable_client_order_id() -> None:
+    core = gate()
+    i = intent()
+    ok = core.on_intent(i)
+    assert isinstance(ok, OrderApproved) and ok.client_order_id == client_order_id_for(i.intent_id)
+    assert ok.valid_until_ns == T0 + int(2_000 * 1e6) and ok.quantity == 100
+    again = core.on_intent(i)  # redelivered: the same approval, not a second order
+    assert isinstance(again, OrderApproved) and again.client_order_id == ok.client_order_id
+    assert core.stats["approved"] == 1 and core.stats["duplicate_intents"] == 1
+
+
+DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    # (case, limits, intent fields, code)
+    ("denied symbol", {"deny_symbols": frozenset({"IBM"})}, {}, "SYMBOL_DENIED"),
+    ("not allowed", {"allow_symbols": frozenset({"BAC"})}, {}, "SYMBOL_NOT_ALLOWED"),
+    ("before the open", {}, {"ts": T0 - 45 * 60 * S}, "SESSION_CLOSED"),
+    ("no quote", {}, {"sym": "BAC"}, "PRICE_NO_QUOTE"),
+    ("stale quote", {"max_quote_age_ms": 500}, {"ts": T0 + S}, "PRICE_QUOTE_STALE"),
+    ("far limit", {}, {"order_type": "LMT", "limit_price": 101.0}, "PRICE_LIMIT_FAR"),
+    ("shares", {"max_position_shares": 50}, {}, "POSITION_SHARES"),
+    ("notional", {"max_position_notional": 5_000}, {}, "POSITION_NOTIONAL"),
+    ("gross", {"max_gross_exposure": 5_000}, {}, "EXPOSURE_GROSS"),
+    ("net", {"max_net_exposure": 5_000}, {}, "EXPOSURE_NET"),
+    ("buying power", {"account_equity": 4_000, "margin_multiplier": 2.0}, {}, "MARGIN_BUYING_POWER"),
+    ("not shortable", {"shortable": frozenset({"BAC"})}, {"side": "SELL"}, "SHORT_NOT_SHORTABLE"),
+    ("ssr market", {"ssr_symbols": frozenset({"IBM"})}, {"side": "SELL"}, "SHORT_SSR_UPTICK"),
+    (
+        "ssr at bid",
+        {"ssr_symbols": frozenset({"IBM"})},
+        {"side": "SELL", "order_type": "LMT", "limit_price": 99.99},
+        "SHORT_SSR_UPTICK",
+    ),
+    (
+        "ssr above bid",
+        {"ssr_symbols": frozenset({"IBM"})},
+        {"side": "SELL", "order_type": "LMT", "limit_price": 100.0},
+        "APPROVED",
+    ),
+    ("observe", {"initial_mode": "OBSERVE"}, {}, "MODE_OBSERVE"),
+]
+
+
+@pytest.mark.parametrize(("case", "limits", "fields", "code"), DENIALS, ids=[d[0] for d in DENIALS])
+def test_denial_matrix(case: str, limits: dict[str, Any], fields: dict[str, Any], code: str) -> None:
+    core = gate(**limits)
+    decision = core.on_intent(intent(**fields))
+    if code == "APPROVED":
+        assert isinstance(decision, OrderApproved), decision
+    else:
+        d = denied(decision, code)
+        assert d.describe().startswith(code) and "=" in d.describe()
+
+
+def test_bad_sizes_are_refused_before_anything_else() -> None:
+    core = gate(initial_mode="EMERGENCY")
+    i = OrderIntent(
+        ts_event=T0 + S, ts_init=0, intent_id="bad", symbol="IBM", side="BUY", quantity=float("inf")
+    )
+    denied(core.on_intent(i), "SIZE_INVALID")
+
+
+def test_order_rate_and_open_orders() -> None:
+    core = gate(max_orders_per_minute=2)
+    assert isinstance(core.on_intent(intent(qty=1)), OrderApproved)
+    assert isinstance(core.on_intent(intent(qty=1)), OrderApproved)
+    denied(core.on_intent(intent(qty=1)), "ORDERS_RATE")
+    quote(core, ts=T0 + 61 * S)
+    assert isinstance(core.on_intent(intent(qty=1, ts=T0 + 62 * S)), OrderApproved)  # the minute rolled
+
+    opened = gate(max_open_orders=1)
+    first = opened.on_intent(intent(qty=1))
+    assert isinstance(first, OrderApproved)
+    denied(opened.on_intent(intent(qty=1)), "ORDERS_OPEN")
+    opened.on_event(
+        OrderEvent(
+            ts_event=T0 + S,
+            ts_init=0,
+            client_order_id=first.client_order_id,
+            symbol="IBM",
+            status="CANCELLED",
+            seq=2,
+        )
+    )
+    assert isinstance(opened.on_intent(intent(qty=1)), OrderApproved)
+
+
+def test_daily_loss_and_drawdown_stop_entries_but_not_exits() -> None:
+    core = gate(daily_loss_limit=500)
+    fill(core, "BUY", 100, 100.0)
+    quote(core, ts=T0 + 3 * S, bid=94.99, ask=95.01)  # -500 unrealized, -1 commission
+    denied(core.on_intent(intent(qty=10, ts=T0 + 4 * S)), "LOSS_DAILY_LIMIT")
+    assert isinstance(core.on_intent(intent("SELL", 100, ts=T0 + 4 * S)), OrderApproved)  # the exit
+
+    dd = gate(max_drawdown=300, daily_loss_limit=10_000)
+    fill(dd, "BUY", 100, 100.0)
+    quote(dd, ts=T0 + 3 * S, bid=104.99, ask=105.01)
+    assert isinstance(dd.on_intent(intent(qty=1, ts=T0 + 4 * S)), OrderApproved)  # peak +499
+    quote(dd, ts=T0 + 5 * S, bid=101.99, ask=102.01)
+    denied(dd.on_intent(intent(qty=1, ts=T0 + 6 * S)), "LOSS_DRAWDOWN")
+
+
+def test_consecutive_losses_start_a_cooldown() -> None:
+    core = gate(max_consecutive_losses=2, loss_cooldown_s=600)
+    for k in range(2):
+        fill(core, "BUY", 10, 100.0, ts=T0 + (10 + 2 * k) * S)
+        fill(core, "SELL", 10, 99.0, ts=T0 + (11 + 2 * k) * S)
+    assert core.books.consecutive_losses == 2
+    quote(core, ts=T0 + 20 * S)
+    d = denied(core.on_intent(intent(qty=1, ts=T0 + 21 * S)), "LOSS_COOLDOWN")
+    assert d.context["losses"] == "2"
+    quote(core, ts=T0 + 15 * 60 * S)
+    assert isinstance(core.on_intent(intent(qty=1, ts=T0 + 15 * 60 * S + 1)), OrderApproved)
+
+
+def test_pattern_day_trader_rule_is_a_switch() -> None:
+    def round_trips(core: RiskCore) -> None:
+        for k in range(3):
+            fill(core, "BUY", 10, 100.0, ts=T0 + (10 + 2 * k) * S)
+            fill(core, "SELL", 10, 100.5, ts=T0 + (11 + 2 * k) * S)
+        quote(core, ts=T0 + 30 * S)
+
+    on = gate(pdt_enabled=True, account_equity=20_000)
+    round_trips(on)
+    denied(on.on_intent(intent(qty=1, ts=T0 + 31 * S)), "PDT_LIMIT")
+    off = gate(pdt_enabled=False, account_equity=20_000)
+    round_trips(off)
+    assert isinstance(off.on_intent(intent(qty=1, ts=T0 + 31 * S)), OrderApproved)
+
+
+def test_volatility_sizing_and_kelly_cap() -> None:
+    core = gate(risk_per_trade=200, atr_stop_multiple=2.0)
+    core.on_volatility("IBM", 0.5)  # 200 / (2 x 0.5) = 200 shares at most
+    assert isinstance(core.on_intent(intent(qty=200)), OrderApproved)
+    d = denied(core.on_intent(intent(qty=201)), "SIZE_VOLATILITY")
+    assert d.context["max"] == "200"
+    kelly = gate(kelly_fraction=0.5, kelly_min_trades=4, account_equity=100_000)
+    for k, exit_price in enumerate([101.0, 99.0, 99.0, 99.0]):  # 1 win of +1, 3 losses of -1 a share
+        fill(kelly, "BUY", 10, 100.0, ts=T0 + (10 + 2 * k) * S)
+        fill(kelly, "SELL", 10, exit_price, ts=T0 + (11 + 2 * k) * S)
+    quote(kelly, ts=T0 + 30 * S)
+    # win rate 0.25, payoff < 1: Kelly says no edge, so no entry of any size.
+    denied(kelly.on_intent(intent(qty=1, ts=T0 + 31 * S)), "SIZE_KELLY")
+
+
+def test_exits_never_go_through_zero_and_count_orders_in_flight() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+    first = core.on_intent(intent("SELL", 100, ts=T0 + 3 * S))
+    assert isinstance(first, OrderApproved)
+    # The first exit is in flight: a second one would flip the position short, so it is an entry
+    # (short), judged as one; with shorts off it is denied.
+    strict = gate(shortable=frozenset())
+    fill(strict, "BUY", 100, 100.0)
+    assert isinstance(strict.on_intent(intent("SELL", 100, ts=T0 + 3 * S)), OrderApproved)
+    denied(strict.on_intent(intent("SELL", 100, ts=T0 + 3 * S)), "SHORT_NOT_SHORTABLE")
+
+
+def test_feed_loss_degrades_to_exits_only_and_recovery_restores() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+    states = core.on_event(FeedStatus(ts_event=T0 + 3 * S, ts_init=0, source="ib", state="stale", seq=1))
+    assert core.mode == "DEGRADED" and states and states[0].mode == "DEGRADED"
+    denied(core.on_intent(intent(qty=1, ts=T0 + 4 * S)), "MODE_DEGRADED")
+    assert isinstance(core.on_intent(intent("SELL", 50, ts=T0 + 4 * S)), OrderApproved)
+    core.on_event(FeedStatus(ts_event=T0 + 5 * S, ts_init=0, source="ib", state="recovered", seq=2))
+    assert core.mode == "LIVE"
+
+
+def test_kill_is_emergency_until_an_explicit_resume_and_set_mode() -> None:
+    core = gate()
+
+    def ctl(command: str, **args: str) -> None:
+        core.on_event(
+            Control(
+                ts_event=T0 + S,
+                ts_init=0,
+                command_id=_id(),
+                command=command,
+                issued_by="ops",  # type: ignore[arg-type]
+                args=args,
+            )
+        )
+
+    ctl("kill")
+    denied(core.on_intent(intent()), "MODE_EMERGENCY")
+    ctl("set_mode", mode="LIVE")  # refused: EMERGENCY is left by resume only
+    assert core.mode == "EMERGENCY" and core.stats["mode_change_refused"] == 1
+    core.on_event(FeedStatus(ts_event=T0 + 2 * S, ts_init=0, source="ib", state="recovered", seq=1))
+    assert core.mode == "EMERGENCY"  # a recovering feed does not undo a kill
+    ctl("resume")
+    assert core.mode == "OBSERVE"
+    denied(core.on_intent(intent()), "MODE_OBSERVE")
+    ctl("set_mode", mode="LIVE")
+    assert isinstance(core.on_intent(intent()), OrderApproved)
+
+
+def test_a_failing_rule_denies() -> None:
+    core = gate()
+    core.books.positions = None  # type: ignore[assignment]  # a bug anywhere in the books
+    denied(core.on_intent(intent()), "RISK_ERROR")
+    assert core.stats["rule_errors"] == 1
+
+
+def test_state_reports_positions_pnl_and_exposure() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+    fill(core, "SELL", 40, 101.0, ts=T0 + 3 * S)
+    quote(core, ts=T0 + 4 * S, bid=101.99, ask=102.01)
+    st = core.state(T0 + 4 * S)
+    assert st.positions == {"IBM": 60.0}
+    assert st.realized_pnl == pytest.approx(40 * 1.0 - 2.0)  # two commissions of 1
+    assert st.unrealized_pnl == pytest.approx(60 * 2.0)
+    assert st.gross_exposure == pytest.approx(60 * 102.0) and st.mode == "LIVE"
