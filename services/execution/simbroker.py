@@ -1,0 +1,289 @@
+"""SimBroker: a simulated venue that fills against the replayed market, pure and event-time driven.
+
+What keeps its results honest:
+- latency: an order reaches the venue ``submit_latency`` after it is sent and is judged against
+  the market *then*; every report (ack, fill, cancel, reject) reaches us ``report_latency`` later;
+- market orders (and the marketable part of a limit) cross the spread and walk the displayed size:
+  the touch's displayed size fills at the touch, the rest one tick worse per further displayed
+  size (with only level 1 in the data, deeper levels are assumed as large as the touch);
+- a resting limit fills only when the market trades through its price (all of it) or, when trades
+  only touch it, once the volume traded at that price has used up the queue ahead of it (estimated
+  as the displayed size at that price when the order arrived); that gives partial fills;
+- stops trigger on a trade at or through the stop, then behave as market (or limit) orders;
+- IOC leaves nothing resting; DAY orders are cancelled at the session's end;
+- IB commissions (fixed or tiered); rejects for unknown symbols and bad sizes.
+
+The broker never reads a clock: time moves with the market data it is given and with ``advance``.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+from services.execution.commissions import CommissionModel, commission_model
+
+ReportKind = Literal["ack", "fill", "cancelled", "rejected"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    submit_latency_ms: float = 5.0
+    report_latency_ms: float = 2.0
+    commission: str = "ib-tiered"
+    tick: float = 0.01
+    queue_ahead_fraction: float = 1.0  # of the displayed size at our price when we join it
+    max_order_shares: float = 100_000
+    known_symbols: frozenset[str] | None = None  # None: any symbol a quote was seen for
+
+
+@dataclass
+class SimOrder:
+    client_order_id: str
+    symbol: str
+    side: Literal["BUY", "SELL"]
+    quantity: float
+    order_type: Literal["MKT", "LMT", "STP", "STP_LMT"] = "MKT"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    tif: Literal["DAY", "GTC", "IOC"] = "DAY"
+    filled: float = 0.0
+    queue_ahead: float = 0.0
+    triggered: bool = False
+    live: bool = False
+
+    @property
+    def remaining(self) -> float:
+        return self.quantity - self.filled
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "BUY" else -1
+
+
+@dataclass(frozen=True)
+class Report:
+    kind: ReportKind
+    client_order_id: str
+    ts: int  # when it reaches us
+    venue_ts: int  # when it happened at the venue
+    quantity: float = 0.0
+    price: float = 0.0
+    exec_id: str = ""
+    commission: float = 0.0
+    liquidity: Literal["ADD", "REMOVE", "UNKNOWN"] = "UNKNOWN"
+    reason: str = ""
+
+
+@dataclass
+class _Book:
+    bid: float = 0.0
+    ask: float = 0.0
+    bid_size: float = 0.0
+    ask_size: float = 0.0
+
+
+@dataclass(order=True)
+class _Pending:
+    ts: int
+    seq: int
+    action: str = field(compare=False)
+    order: SimOrder | None = field(compare=False, default=None)
+    client_order_id: str = field(compare=False, default="")
+
+
+class SimBroker:
+    def __init__(self, config: SimConfig | None = None, session_end_ns: int | None = None) -> None:
+        self.cfg = config or SimConfig()
+        self.commissions: CommissionModel = commission_model(self.cfg.commission)
+        self.books: dict[str, _Book] = {}
+        self.orders: dict[str, SimOrder] = {}
+        self._arrivals: list[_Pending] = []
+        self._reports: list[tuple[int, int, Report]] = []
+        self._seq = itertools.count()
+        self._exec_ids = itertools.count(1)
+        self.session_end_ns = session_end_ns
+        self.now = 0
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # -- what the execution gateway calls -----------------------------------------------------------
+    def submit(self, order: SimOrder, now: int) -> None:
+        self._schedule(now + self._ms(self.cfg.submit_latency_ms), "submit", order=order)
+
+    def cancel(self, client_order_id: str, now: int) -> None:
+        self._schedule(now + self._ms(self.cfg.submit_latency_ms), "cancel", client_order_id=client_order_id)
+
+    def advance(self, now: int) -> list[Report]:
+        """Move time without market data (the runtime's timer; the end of a replay)."""
+        self._until(now)
+        return self._due(now)
+
+    # -- market data ------------------------------------------------------------------------------
+    def on_quote(
+        self, symbol: str, ts: int, bid: float, ask: float, bid_size: float, ask_size: float
+    ) -> list[Report]:
+        self._until(ts)
+        book = self.books.setdefault(symbol, _Book())
+        book.bid, book.ask, book.bid_size, book.ask_size = bid, ask, bid_size, ask_size
+        # The market moved through a resting limit: the orders at its price were taken on the way,
+        # so it fills whole, at its own price, as the maker (never at the better new touch).
+        for order in list(self.orders.values()):
+            if order.symbol != symbol or not self._resting_limit(order):
+                continue
+            opposite = ask if order.sign > 0 else bid
+            if (opposite - (order.limit_price or 0.0)) * order.sign < -1e-12:
+                self._fill(order, ts, order.remaining, order.limit_price or 0.0, "ADD")
+        return self._due(ts)
+
+    @staticmethod
+    def _resting_limit(order: SimOrder) -> bool:
+        return order.live and (
+            order.order_type == "LMT" or (order.order_type == "STP_LMT" and order.triggered)
+        )
+
+    def on_trade(self, symbol: str, ts: int, price: float, size: float) -> list[Report]:
+        self._until(ts)
+        book = self.books.get(symbol)
+        for order in list(self.orders.values()):
+            if order.symbol != symbol or not order.live or order.remaining <= 0:
+                continue
+            if order.order_type in ("STP", "STP_LMT") and not order.triggered:
+                stop = order.stop_price or 0.0  # validated positive on arrival
+                if (price - stop) * order.sign >= 0:  # a trade at or through the stop
+                    order.triggered = True
+                    if book is not None:
+                        self._cross(order, ts, book)
+                continue
+            if self._resting_limit(order):
+                self._trade_at_limit(order, ts, price, size)
+        return self._due(ts)
+
+    # -- time ---------------------------------------------------------------------------------------
+    def _until(self, now: int) -> None:
+        """Handle every order arrival and cancel due by ``now``, then the session's end."""
+        self.now = max(self.now, now)
+        while self._arrivals and self._arrivals[0].ts <= now:
+            p = heapq.heappop(self._arrivals)
+            if p.action == "submit" and p.order is not None:
+                self._arrive(p.order, p.ts)
+            elif p.action == "cancel":
+                self._cancel_at_venue(p.client_order_id, p.ts)
+        if self.session_end_ns is not None and now >= self.session_end_ns:
+            end, self.session_end_ns = self.session_end_ns, None
+            for order in [o for o in self.orders.values() if o.tif == "DAY"]:
+                self._end(order, end, "cancelled", "end of day")
+
+    def _arrive(self, order: SimOrder, ts: int) -> None:
+        cfg = self.cfg
+        book = self.books.get(order.symbol)
+        known = cfg.known_symbols is None or order.symbol in cfg.known_symbols
+        if book is None or not known:
+            self._report("rejected", order, ts, reason=f"unknown symbol {order.symbol}")
+            return
+        if not (
+            order.quantity > 0
+            and float(order.quantity).is_integer()
+            and order.quantity <= cfg.max_order_shares
+        ):
+            self._report("rejected", order, ts, reason=f"bad size {order.quantity}")
+            return
+        if order.order_type in ("LMT", "STP_LMT") and not (order.limit_price and order.limit_price > 0):
+            self._report("rejected", order, ts, reason="limit order without a positive limit price")
+            return
+        if order.order_type in ("STP", "STP_LMT") and not (order.stop_price and order.stop_price > 0):
+            self._report("rejected", order, ts, reason="stop order without a positive stop price")
+            return
+        order.live = True
+        self.orders[order.client_order_id] = order
+        self._report("ack", order, ts)
+        if order.order_type in ("MKT", "LMT"):
+            self._cross(order, ts, book)
+        if order.live and order.order_type == "LMT":
+            level = book.bid_size if order.sign > 0 else book.ask_size
+            at_touch = order.limit_price == (book.bid if order.sign > 0 else book.ask)
+            order.queue_ahead = level * cfg.queue_ahead_fraction if at_touch else 0.0
+        if order.live and order.tif == "IOC":
+            self._end(order, ts, "cancelled", "IOC remainder")
+
+    def _cross(self, order: SimOrder, ts: int, book: _Book) -> None:
+        """Take liquidity: walk the displayed size from the touch, no further than a limit."""
+        touch, displayed = (book.ask, book.ask_size) if order.sign > 0 else (book.bid, book.bid_size)
+        if touch <= 0:
+            return
+        limit = order.limit_price if order.order_type in ("LMT", "STP_LMT") else None
+        per_level = max(displayed, 1.0)
+        level = 0
+        while order.live and order.remaining > 0:
+            price = round(touch + order.sign * level * self.cfg.tick, 10)
+            if limit is not None and (price - limit) * order.sign > 1e-12:
+                break
+            self._fill(order, ts, min(order.remaining, per_level), price, "REMOVE")
+            level += 1
+
+    def _trade_at_limit(self, order: SimOrder, ts: int, price: float, size: float) -> None:
+        limit = order.limit_price or 0.0
+        through = (price - limit) * order.sign < -1e-12  # the market traded beyond our price
+        if through:
+            self._fill(order, ts, order.remaining, limit, "ADD")
+            return
+        if abs(price - limit) <= 1e-12:  # only touched: the queue ahead of us goes first
+            order.queue_ahead -= size
+            if order.queue_ahead < 0:
+                self._fill(order, ts, min(order.remaining, -order.queue_ahead), limit, "ADD")
+                order.queue_ahead = 0.0
+
+    def _fill(
+        self, order: SimOrder, ts: int, quantity: float, price: float, liquidity: Literal["ADD", "REMOVE"]
+    ) -> None:
+        if quantity <= 0:
+            return
+        order.filled += quantity
+        commission = self.commissions.commission(order.side, quantity, price, liquidity)
+        self._report(
+            "fill", order, ts, quantity=quantity, price=price, commission=commission, liquidity=liquidity
+        )
+        if order.remaining <= 1e-9:
+            order.live = False
+            self.orders.pop(order.client_order_id, None)
+
+    def _cancel_at_venue(self, client_order_id: str, ts: int) -> None:
+        order = self.orders.get(client_order_id)
+        if order is None:
+            self.stats["cancel_unknown_or_done"] += 1
+            return
+        self._end(order, ts, "cancelled", "cancel requested")
+
+    def _end(self, order: SimOrder, ts: int, kind: ReportKind, reason: str) -> None:
+        order.live = False
+        self.orders.pop(order.client_order_id, None)
+        self._report(kind, order, ts, reason=reason)
+
+    # -- reports --------------------------------------------------------------------------------------
+    def _report(self, kind: ReportKind, order: SimOrder, venue_ts: int, **fields: object) -> None:
+        exec_id = f"sim-{next(self._exec_ids)}" if kind == "fill" else ""
+        report = Report(
+            kind=kind,
+            client_order_id=order.client_order_id,
+            ts=venue_ts + self._ms(self.cfg.report_latency_ms),
+            venue_ts=venue_ts,
+            exec_id=exec_id,
+            **fields,  # type: ignore[arg-type]
+        )
+        self.stats[kind] += 1
+        heapq.heappush(self._reports, (report.ts, next(self._seq), report))
+
+    def _due(self, now: int) -> list[Report]:
+        out = []
+        while self._reports and self._reports[0][0] <= now:
+            out.append(heapq.heappop(self._reports)[2])
+        return out
+
+    def _schedule(self, ts: int, action: str, **fields: object) -> None:
+        heapq.heappush(self._arrivals, _Pending(ts, next(self._seq), action, **fields))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _ms(ms: float) -> int:
+        return int(ms * 1_000_000)

@@ -1,0 +1,125 @@
+"""SimBroker on scripted markets: latency, walking the book, queue position, stops, TIF, rejects."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.execution.simbroker import Report, SimBroker, SimConfig, SimOrder
+
+T = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York
+MS = 1_000_000
+
+
+def broker(**cfg: object) -> SimBroker:
+    b = SimBroker(SimConfig(commission="ib-fixed", **cfg))  # type: ignore[arg-type]
+    b.on_quote("IBM", T, 99.99, 100.00, 500, 300)
+    return b
+
+
+def fills(reports: list[Report]) -> list[tuple[float, float]]:
+    return [(r.quantity, r.price) for r in reports if r.kind == "fill"]
+
+
+def test_an_order_meets_the_market_as_it_is_when_it_arrives_and_hears_back_later() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 100), T + MS)  # arrives at T + 6 ms
+    assert b.on_quote("IBM", T + 3 * MS, 100.01, 100.02, 500, 300) == []  # before it arrives
+    out = b.on_quote("IBM", T + 10 * MS, 100.04, 100.05, 500, 300)  # after: reports are due
+    assert [r.kind for r in out] == ["ack", "fill"]
+    assert fills(out) == [(100, 100.02)]  # the ask when it arrived, not the newer 100.05
+    assert out[1].venue_ts == T + 6 * MS and out[1].ts == T + 8 * MS
+    assert out[1].commission == pytest.approx(1.00) and out[1].liquidity == "REMOVE"
+
+
+def test_market_orders_walk_the_displayed_size() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 700), T)
+    out = b.advance(T + 100 * MS)
+    assert fills(out) == [(300, 100.00), (300, 100.01), (100, 100.02)]
+
+
+def test_a_marketable_limit_takes_only_up_to_its_price_and_rests_the_rest() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 700, "LMT", limit_price=100.01), T)
+    out = b.advance(T + 100 * MS)
+    assert fills(out) == [(300, 100.00), (300, 100.01)]
+    assert b.orders["c1"].remaining == 100
+
+
+def test_a_resting_limit_waits_for_the_queue_ahead_then_fills_on_trade_through() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 400, "LMT", limit_price=99.99), T)  # joins 500 on the bid
+    b.advance(T + 10 * MS)
+    assert b.orders["c1"].queue_ahead == 500
+    assert fills(b.on_trade("IBM", T + 20 * MS, 99.99, 300)) == []  # 200 still ahead
+    b.on_trade("IBM", T + 30 * MS, 99.99, 350)  # 150 beyond the queue: ours
+    assert fills(b.advance(T + 40 * MS)) == [(150, 99.99)]
+    out = b.on_trade("IBM", T + 50 * MS, 99.98, 100)  # traded through: the rest is done at 99.99
+    out += b.advance(T + 60 * MS)
+    assert fills(out) == [(250, 99.99)] and "c1" not in b.orders
+    assert all(r.liquidity == "ADD" for r in out if r.kind == "fill")
+
+
+def test_a_quote_moving_through_a_resting_limit_fills_it_at_its_own_price() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 100, "LMT", limit_price=99.95), T)
+    b.advance(T + 10 * MS)
+    b.on_quote("IBM", T + 20 * MS, 99.90, 99.93, 100, 100)
+    assert fills(b.advance(T + 30 * MS)) == [(100, 99.95)]  # not at the better 99.93
+
+
+def test_stops_trigger_on_a_trade_at_or_through_the_stop() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "SELL", 100, "STP", stop_price=99.50), T)
+    b.advance(T + 10 * MS)
+    assert fills(b.on_trade("IBM", T + 20 * MS, 99.60, 100)) == []
+    b.on_quote("IBM", T + 30 * MS, 99.49, 99.51, 800, 800)
+    b.on_trade("IBM", T + 40 * MS, 99.50, 100)
+    assert fills(b.advance(T + 50 * MS)) == [(100, 99.49)]  # triggered: a market sell at the bid
+
+
+def test_ioc_and_day_and_cancel() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 100, "LMT", limit_price=99.90, tif="IOC"), T)
+    assert [(r.kind, r.reason) for r in b.advance(T + 10 * MS)] == [
+        ("ack", ""),
+        ("cancelled", "IOC remainder"),
+    ]
+    day = SimBroker(SimConfig(), session_end_ns=T + 60_000 * MS)
+    day.on_quote("IBM", T, 99.99, 100.00, 500, 300)
+    day.submit(SimOrder("d1", "IBM", "BUY", 100, "LMT", limit_price=99.90), T)
+    day.submit(SimOrder("g1", "IBM", "BUY", 100, "LMT", limit_price=99.90, tif="GTC"), T)
+    out = day.advance(T + 61_000 * MS)
+    assert [(r.client_order_id, r.kind) for r in out if r.kind == "cancelled"] == [("d1", "cancelled")]
+    assert "g1" in day.orders
+    day.cancel("g1", T + 61_000 * MS)
+    assert [r.kind for r in day.advance(T + 62_000 * MS)] == ["cancelled"]
+    day.cancel("g1", T + 62_000 * MS)
+    day.advance(T + 63_000 * MS)
+    assert day.stats["cancel_unknown_or_done"] == 1
+
+
+@pytest.mark.parametrize(
+    ("order", "reason"),
+    [
+        (SimOrder("r1", "XYZ", "BUY", 100), "unknown symbol"),
+        (SimOrder("r2", "IBM", "BUY", 0), "bad size"),
+        (SimOrder("r3", "IBM", "BUY", 10.5), "bad size"),
+        (SimOrder("r4", "IBM", "BUY", 1_000_000), "bad size"),
+        (SimOrder("r5", "IBM", "BUY", 100, "LMT"), "limit price"),
+        (SimOrder("r6", "IBM", "SELL", 100, "STP"), "stop price"),
+    ],
+)
+def test_rejects(order: SimOrder, reason: str) -> None:
+    b = broker()
+    b.submit(order, T)
+    out = b.advance(T + 10 * MS)
+    assert [r.kind for r in out] == ["rejected"] and reason in out[0].reason
+
+
+def test_tiered_commission_is_charged_per_fill() -> None:
+    b = SimBroker(SimConfig(commission="ib-tiered"))
+    b.on_quote("IBM", T, 99.99, 100.00, 500, 300)
+    b.submit(SimOrder("c1", "IBM", "BUY", 100), T)
+    (fill,) = [r for r in b.advance(T + 10 * MS) if r.kind == "fill"]
+    assert fill.commission > 0.35 and fill.exec_id.startswith("sim-")
