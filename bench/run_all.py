@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import platform
 
-from bench import features, hop, md_path, recorder, spine_latency
+from bench import features, hop, md_path, recorder, risk, spine_latency
 
 
 def main() -> None:
@@ -21,6 +21,7 @@ def main() -> None:
     r = recorder.run(rounds=ns.rounds)
     f = features.run(rounds=ns.rounds)
     sl = spine_latency.run(rounds=ns.rounds)
+    rk = risk.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -65,6 +66,10 @@ def main() -> None:
         f" tick -> intent p50 {sl['intent_p50_us'] / 1000:.1f} ms at {sl['rate_events_per_s']:,.0f} ticks/s;"
         f" bare 3-hop nats-py chain p50 {sl['bare_p50_us'] / 1000:.2f} ms"
         f" -> x{sl['qos_p50_over_bare_p50']:.1f}"
+    )
+    print(
+        f"risk     every rule per intent p50 {rk['p50_us']:.1f} us, p99 {rk['p99_us']:.1f} us"
+        f" (50 positions, quotes and ATR held; bare event construction {rk['bare_p50_us']:.2f} us)"
     )
 
 

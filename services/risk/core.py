@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -132,6 +133,10 @@ class _Books:
     day_peak: float = 0.0
     consecutive_losses: int = 0
     cooldown_until: int = 0
+    gross: float = 0.0
+    net: float = 0.0
+    realized: float = 0.0
+    unrealized: float = 0.0
 
 
 class RiskCore:
@@ -169,8 +174,36 @@ class RiskCore:
     def on_quote(self, q: Quote) -> None:
         self.books.quotes[q.symbol] = _Quote(q.bid, q.ask, q.ts_event)
         pos = self.books.positions.get(q.symbol)
-        if pos is not None:
+        if pos is not None and pos.quantity:
+            self._totals_without(pos)
             pos.mark = (q.bid + q.ask) / 2
+            self._totals_with(pos)
+        elif pos is not None:
+            pos.mark = (q.bid + q.ask) / 2
+
+    # Portfolio totals are kept incrementally (a check is O(1), not O(positions): each quote
+    # of a held symbol moves its own contribution); ``state`` recomputes them exactly.
+    def _totals_without(self, pos: _Position) -> None:
+        value = pos.quantity * (pos.mark or pos.avg_price)
+        b = self.books
+        b.gross -= abs(value)
+        b.net -= value
+        b.unrealized -= pos.unrealized
+        b.realized -= pos.realized
+
+    def _totals_with(self, pos: _Position) -> None:
+        value = pos.quantity * (pos.mark or pos.avg_price)
+        b = self.books
+        b.gross += abs(value)
+        b.net += value
+        b.unrealized += pos.unrealized
+        b.realized += pos.realized
+
+    def _recompute_totals(self) -> None:
+        b = self.books
+        b.gross = b.net = b.unrealized = b.realized = 0.0
+        for pos in b.positions.values():
+            self._totals_with(pos)
 
     def on_volatility(self, symbol: str, atr: float) -> None:
         """ATR in price units (the runtime takes it from the features' 1m vectors)."""
@@ -197,9 +230,11 @@ class RiskCore:
             order.filled += f.quantity
         pos = b.positions.setdefault(f.symbol, _Position())
         signed = f.quantity if f.side == "BUY" else -f.quantity
+        self._totals_without(pos)
         self._apply_fill(pos, signed, f.price, f.commission or 0.0, f.ts_event)
         if not pos.mark:
             pos.mark = f.price
+        self._totals_with(pos)
         return [self.state(f.ts_event)]
 
     def _apply_fill(self, pos: _Position, signed: float, price: float, commission: float, ts: int) -> None:
@@ -286,7 +321,7 @@ class RiskCore:
                 code=code,
                 context={k: _fmt(v) for k, v in context.items()},
             )
-        return self._approve(intent)
+        return self._approve(intent, client_order_id)
 
     def _check(self, i: OrderIntent) -> tuple[str, dict[str, object]] | None:
         b, lim = self.books, self.limits
@@ -392,9 +427,8 @@ class RiskCore:
             )
         return min(caps) if caps else None
 
-    def _approve(self, i: OrderIntent) -> OrderApproved:
+    def _approve(self, i: OrderIntent, client_order_id: str) -> OrderApproved:
         b = self.books
-        client_order_id = client_order_id_for(i.intent_id)
         b.orders[client_order_id] = _Order(i.symbol, i.side, i.quantity, price=self._price_for(i))
         b.approvals.append(i.ts_event)
         self.stats["approved"] += 1
@@ -428,20 +462,14 @@ class RiskCore:
         return len(approvals)
 
     def _exposure(self) -> tuple[float, float]:
-        gross = net = 0.0
-        for pos in self.books.positions.values():
-            value = pos.quantity * (pos.mark or pos.avg_price)
-            gross += abs(value)
-            net += value
-        return gross, net
+        return self.books.gross, self.books.net
 
     def _pending_notional(self) -> float:
         return sum(abs(o.signed_remaining) * o.price for o in self.books.orders.values())
 
     def _day_pnl(self) -> float:
         b = self.books
-        realized = sum(p.realized for p in b.positions.values()) - b.day_realized_start
-        pnl = realized + sum(p.unrealized for p in b.positions.values())
+        pnl = b.realized - b.day_realized_start + b.unrealized
         b.day_peak = max(b.day_peak, pnl)
         return pnl
 
@@ -457,18 +485,18 @@ class RiskCore:
         day = _ny_day(ts)
         if day != b.day:
             b.day = day
-            b.day_realized_start = sum(p.realized for p in b.positions.values())
+            b.day_realized_start = b.realized
             b.day_peak = 0.0
 
     def _in_session(self, ts: int) -> bool:
-        local = dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK)
-        minute = local.hour * 60 + local.minute
+        _, minute, weekday = _ny_facts(ts // MINUTE)
         start, end = self._session
-        return local.weekday() < 5 and start <= minute < end
+        return weekday < 5 and start <= minute < end
 
     def state(self, ts: int) -> RiskState:
         self.seq += 1
         b = self.books
+        self._recompute_totals()  # exact, whatever the increments accumulated
         gross, net = self._exposure()
         self._day_pnl()  # moves the day's peak
         return RiskState(
@@ -478,8 +506,8 @@ class RiskCore:
             seq=self.seq,
             mode=self.mode,
             mode_reason=self.mode_reason,
-            realized_pnl=sum(p.realized for p in b.positions.values()),
-            unrealized_pnl=sum(p.unrealized for p in b.positions.values()),
+            realized_pnl=b.realized,
+            unrealized_pnl=b.unrealized,
             day_peak_pnl=b.day_peak,
             gross_exposure=gross,
             net_exposure=net,
@@ -496,8 +524,19 @@ def client_order_id_for(intent_id: str) -> str:
     return "tf-" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
 
 
+MINUTE = 60 * NS
+
+
+@functools.lru_cache(maxsize=4096)
+def _ny_facts(minute_index: int) -> tuple[int, int, int]:
+    """(New York day ordinal, minute of the day, weekday) of a Unix minute: cached, since every
+    intent asks and a timezone conversion costs microseconds."""
+    local = dt.datetime.fromtimestamp(minute_index * 60, tz=NEW_YORK)
+    return local.date().toordinal(), local.hour * 60 + local.minute, local.weekday()
+
+
 def _ny_day(ts: int) -> int:
-    return dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK).date().toordinal()
+    return _ny_facts(ts // MINUTE)[0]
 
 
 def _ny_time(ts: int) -> str:
