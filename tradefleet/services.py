@@ -40,6 +40,18 @@ def _qos(settings: Settings) -> ServiceApp:
     return QosApp(settings)
 
 
+def _risk(settings: Settings) -> ServiceApp:
+    from services.risk.runtime import RiskApp
+
+    return RiskApp(settings)
+
+
+def _execution(settings: Settings) -> ServiceApp:
+    from services.execution.runtime import ExecutionApp
+
+    return ExecutionApp(settings)
+
+
 # Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
 RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "md-gateway": _md_gateway,
@@ -47,5 +59,7 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "features": _features,
     "fastlane": _fastlane,
     "qos": _qos,
+    "risk": _risk,
+    "execution": _execution,
 }
 BATCHING = {"md-gateway"}

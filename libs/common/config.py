@@ -123,6 +123,52 @@ class RecorderSettings(Section):
         return patterns
 
 
+class RiskSettings(Section):
+    """Limits of the risk gate (services/risk/core.py RiskLimits has the meaning of each)."""
+
+    max_position_shares: float = Field(2_000, gt=0)
+    max_position_notional: float = Field(50_000.0, gt=0)
+    max_gross_exposure: float = Field(200_000.0, gt=0)
+    max_net_exposure: float = Field(150_000.0, gt=0)
+    max_open_orders: int = Field(20, ge=1)
+    max_orders_per_minute: int = Field(30, ge=1)
+    daily_loss_limit: float = Field(2_500.0, gt=0)
+    max_drawdown: float = Field(3_000.0, gt=0)
+    max_consecutive_losses: int = Field(4, ge=1)
+    loss_cooldown_s: float = Field(900.0, ge=0)
+    pdt_enabled: bool = False
+    pdt_min_equity: float = Field(25_000.0, ge=0)
+    pdt_max_day_trades: int = Field(3, ge=0)
+    account_equity: float = Field(100_000.0, gt=0)
+    margin_multiplier: float = Field(2.0, gt=0, le=4)
+    shortable: list[str] | None = None
+    ssr_symbols: list[str] = Field(default_factory=list)
+    max_limit_distance_bps: float = Field(50.0, gt=0)
+    max_quote_age_ms: float = Field(5_000.0, gt=0)
+    session_start: str = Field("09:30", pattern=r"^\d{2}:\d{2}$")
+    session_end: str = Field("16:00", pattern=r"^\d{2}:\d{2}$")
+    allow_symbols: list[str] | None = None
+    deny_symbols: list[str] = Field(default_factory=list)
+    risk_per_trade: float = Field(250.0, gt=0)
+    atr_stop_multiple: float = Field(2.0, gt=0)
+    kelly_fraction: float | None = Field(None, gt=0, le=1)
+    kelly_min_trades: int = Field(20, ge=1)
+    approval_ttl_ms: float = Field(2_000.0, gt=0)
+    max_intent_age_ms: float = Field(10_000.0, gt=0)
+    initial_mode: Literal["LIVE", "DEGRADED", "OBSERVE", "EMERGENCY"] = "LIVE"
+
+
+class ExecutionSettings(Section):
+    broker: Literal["sim"] = "sim"  # "ib" comes with the IB issue, behind an explicit live opt-in
+    account: str = "SIM"
+    journal: Path = Path("var/execution-journal.msgpack")
+    flatten_on_kill: bool = False
+    panic_file: Path | None = None  # if this file appears: kill (cancel all; flatten if configured)
+    sim_submit_latency_ms: float = Field(5.0, ge=0)
+    sim_report_latency_ms: float = Field(2.0, ge=0)
+    sim_commission: Literal["ib-fixed", "ib-tiered"] = "ib-tiered"
+
+
 class PartitionSettings(Section):
     """Which symbols this replica owns: NATS's partition(count, symbol) in ``owned`` (empty: all).
     features, fastlane and qos keep per-symbol state, so each scales as replicas owning disjoint
@@ -228,6 +274,8 @@ class Settings(BaseSettings):
     fastlane: FastlaneSettings = FastlaneSettings()
     qos: QosSettings = QosSettings()
     partition: PartitionSettings = PartitionSettings()
+    risk: RiskSettings = RiskSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -69,6 +69,9 @@ class RiskLimits:
     kelly_fraction: float | None = None
     kelly_min_trades: int = 20
     approval_ttl_ms: float = 2_000.0
+    # An intent older than this (by its maker's clock) is history, not a decision: a new durable
+    # consumer replaying a stream must never turn yesterday's intents into orders.
+    max_intent_age_ms: float = 10_000.0
     initial_mode: RiskMode = "LIVE"
 
     def session_minutes(self) -> tuple[int, int]:
@@ -334,6 +337,9 @@ class RiskCore:
         exit_only = position != 0 and (position > 0) != (signed > 0) and abs(signed) <= abs(position)
         if i.quantity <= 0 or not math.isfinite(i.quantity):
             return "SIZE_INVALID", {"quantity": i.quantity}
+        age_ms = (self.clock.now_ns() - i.ts_init) / 1e6
+        if age_ms > lim.max_intent_age_ms:
+            return "INTENT_STALE", {"age_ms": round(age_ms), "max_ms": lim.max_intent_age_ms}
         if self.mode in ("EMERGENCY", "OBSERVE"):
             return f"MODE_{self.mode}", {"reason": self.mode_reason}
         if self.mode == "DEGRADED" and not exit_only:

@@ -30,7 +30,7 @@ def quote(core: RiskCore, ts: int = T0, bid: float = 99.99, ask: float = 100.01,
 
 
 def intent(side: str = "BUY", qty: float = 100, ts: int = T0 + S, sym: str = "IBM", **kw: Any) -> OrderIntent:
-    return OrderIntent(ts_event=ts, ts_init=ts, intent_id=_id(), symbol=sym, side=side, quantity=qty, **kw)  # type: ignore[arg-type]
+    return OrderIntent(ts_event=ts, ts_init=T0, intent_id=_id(), symbol=sym, side=side, quantity=qty, **kw)  # type: ignore[arg-type]
 
 
 def fill(core: RiskCore, side: str, qty: float, price: float, ts: int = T0 + 2 * S, sym: str = "IBM") -> None:
@@ -120,6 +120,14 @@ def test_bad_sizes_are_refused_before_anything_else() -> None:
         ts_event=T0 + S, ts_init=0, intent_id="bad", symbol="IBM", side="BUY", quantity=float("inf")
     )
     denied(core.on_intent(i), "SIZE_INVALID")
+
+
+def test_a_stale_intent_is_history_not_a_decision() -> None:
+    core = gate(max_intent_age_ms=1_000)
+    old = OrderIntent(
+        ts_event=T0 + S, ts_init=T0 - 5 * S, intent_id="old", symbol="IBM", side="BUY", quantity=1
+    )
+    denied(core.on_intent(old), "INTENT_STALE")
 
 
 def test_order_rate_and_open_orders() -> None:

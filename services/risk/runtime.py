@@ -1,0 +1,90 @@
+"""risk runtime: intents, executions, quotes, feed status and operator commands in; approvals,
+denials and risk.state out. Only this service publishes order.approved."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from libs.common.bus import Delivery
+from libs.common.clock import LiveClock
+from libs.common.config import Settings
+from libs.common.logging import get_logger
+from libs.common.runtime import Runtime, ServiceApp
+from proto.features import FeatureVector
+from proto.orders import OrderApproved, OrderDenied, RiskState
+from proto.subjects import spec
+from services.features.core import FeatureConfig
+from services.risk.core import RiskCore, RiskLimits
+
+log = get_logger(__name__)
+APPROVED, DENIED, STATE = spec("order.approved.{symbol}"), spec("order.denied.{symbol}"), spec("risk.state")
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    values = settings.risk.model_dump()
+    for key in ("shortable", "allow_symbols"):
+        values[key] = None if values[key] is None else frozenset(values[key])
+    for key in ("ssr_symbols", "deny_symbols"):
+        values[key] = frozenset(values[key])
+    return RiskLimits(**values)
+
+
+class RiskApp(ServiceApp):
+    name = "risk"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.core = RiskCore(risk_limits(settings), LiveClock())  # the runtime's clock in start()
+        names = FeatureConfig(timeframes=tuple(settings.features.timeframes)).names
+        self._atr_index = names.index("atr14_bps")
+        self.decisions = {"approved": 0, "denied": 0}
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.core.clock = rt.clock
+        self.core.instance = f"risk-{rt.started_ns}"
+        await rt.subscribe("md.quote.>", self._on_market)
+        await rt.subscribe("md.status", self._on_event)
+        await rt.subscribe("feat.1m.*", self._on_vector)
+        await rt.subscribe("exec.>", self._on_event, durable="risk-exec")
+        await rt.subscribe("ctl.>", self._on_event, durable="risk-ctl")
+        await rt.subscribe("order.intent.>", self._on_event, durable="risk-intents")
+        await self._publish([self.core.state(rt.now_ns())])
+
+    async def _on_market(self, d: Delivery) -> None:
+        self.core.on_event(d.event)
+
+    async def _on_vector(self, d: Delivery) -> None:
+        v = d.event
+        if isinstance(v, FeatureVector) and len(v.values) > self._atr_index and v.price > 0:
+            atr_bps = v.values[self._atr_index]
+            if not math.isnan(atr_bps):
+                self.core.on_volatility(v.symbol, atr_bps * v.price / 1e4)
+
+    async def _on_event(self, d: Delivery) -> None:
+        await self._publish(self.core.on_event(d.event))
+
+    async def _publish(self, events: list[Any]) -> None:
+        for e in events:
+            if isinstance(e, OrderApproved):
+                self.decisions["approved"] += 1
+                await self.rt.publish(APPROVED.subject(symbol=e.symbol), e)
+            elif isinstance(e, OrderDenied):
+                self.decisions["denied"] += 1
+                log.info("intent denied", intent_id=e.intent_id, denial=e.describe())
+                await self.rt.publish(DENIED.subject(symbol=e.symbol), e)
+            elif isinstance(e, RiskState):
+                await self.rt.publish(STATE.subject(), e)
+
+    def status(self) -> dict[str, Any]:
+        denials = {
+            k.removeprefix("denied_"): v for k, v in self.core.stats.items() if k.startswith("denied_")
+        }
+        return {
+            "mode": self.core.mode,
+            "mode_reason": self.core.mode_reason,
+            **self.decisions,
+            "denials": denials,
+        }
