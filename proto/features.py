@@ -4,6 +4,60 @@ from __future__ import annotations
 
 from proto.base import Event, Symbol
 
+# The layout of the vectors (services/features builds them; models and the risk gate read them).
+# Names and order are part of the contract: the feature set name carries a digest of them.
+MICRO_TIMEFRAME = "1s"
+TECHNICAL = (
+    "ret_bps",
+    "ema12_dist_bps",
+    "ema26_dist_bps",
+    "sma20_dist_bps",
+    "macd_bps",
+    "macd_signal_bps",
+    "macd_hist_bps",
+    "rsi14",
+    "vwap_dist_bps",
+    "adx14",
+    "plus_di14",
+    "minus_di14",
+    "roc10",
+    "bb_pctb",
+    "bb_width",
+    "atr14_bps",
+    "stoch_k",
+    "stoch_d",
+)
+MICRO = (
+    "spread_bps",
+    "quote_imbalance",
+    "depth_imbalance",
+    "aggression",
+    "signed_volume_ratio",
+    "volume_z",
+    "block_trades",
+    "realized_vol_bps",
+)
+REGIME = ("vol_pctile", "trend", "rel_strength", "minutes_since_open")
+CONTEXT = ("rsi14", "macd_hist_bps", "trend")
+MICRO_VECTOR = (
+    "spread_bps",
+    "quote_imbalance",
+    "depth_imbalance",
+    "aggression",
+    "signed_volume",
+    "volume",
+    "volume_z",
+    "block_trades",
+    "realized_vol_bps",
+    "trade_count",
+)
+
+
+def bar_feature_names(timeframes: tuple[str, ...]) -> tuple[str, ...]:
+    """The ordered names of a bar vector for these timeframes (context per timeframe last)."""
+    context = tuple(f"{name}_{tf}" for tf in timeframes for name in CONTEXT)
+    return TECHNICAL + MICRO + REGIME + context
+
 
 class FeatureVector(Event, frozen=True, kw_only=True):
     """``values`` follow the feature set's ordered names; ``feature_set`` names that version so a

@@ -20,59 +20,20 @@ from dataclasses import dataclass, field
 from libs.common.clock import Clock
 from libs.common.markettime import NS, ny_day_of, parse_duration_ns
 from proto.base import Event
-from proto.features import FeatureVector
+from proto.features import (
+    MICRO,
+    MICRO_TIMEFRAME,
+    MICRO_VECTOR,
+    TECHNICAL,
+    FeatureVector,
+    bar_feature_names,
+)
 from proto.market import DepthUpdate, Quote, Trade
 from services.features import indicators as ind
 
 NAN = math.nan
 BPS = 1e4
 SESSION_ANCHOR_NS = (9 * 3600 + 1800) * NS  # bars align on the 09:30 New York open
-MICRO_TIMEFRAME = "1s"
-
-TECHNICAL = (
-    "ret_bps",
-    "ema12_dist_bps",
-    "ema26_dist_bps",
-    "sma20_dist_bps",
-    "macd_bps",
-    "macd_signal_bps",
-    "macd_hist_bps",
-    "rsi14",
-    "vwap_dist_bps",
-    "adx14",
-    "plus_di14",
-    "minus_di14",
-    "roc10",
-    "bb_pctb",
-    "bb_width",
-    "atr14_bps",
-    "stoch_k",
-    "stoch_d",
-)
-MICRO = (
-    "spread_bps",
-    "quote_imbalance",
-    "depth_imbalance",
-    "aggression",
-    "signed_volume_ratio",
-    "volume_z",
-    "block_trades",
-    "realized_vol_bps",
-)
-REGIME = ("vol_pctile", "trend", "rel_strength", "minutes_since_open")
-CONTEXT = ("rsi14", "macd_hist_bps", "trend")
-MICRO_VECTOR = (
-    "spread_bps",
-    "quote_imbalance",
-    "depth_imbalance",
-    "aggression",
-    "signed_volume",
-    "volume",
-    "volume_z",
-    "block_trades",
-    "realized_vol_bps",
-    "trade_count",
-)
 
 
 @dataclass(frozen=True)
@@ -103,8 +64,7 @@ class FeatureConfig:
 
     @property
     def names(self) -> tuple[str, ...]:
-        context = tuple(f"{name}_{tf}" for tf in self.timeframes for name in CONTEXT)
-        return TECHNICAL + MICRO + REGIME + context
+        return bar_feature_names(self.timeframes)
 
     @property
     def feature_set(self) -> str:

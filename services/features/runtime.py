@@ -16,10 +16,10 @@ from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
-from proto.features import FeatureVector
+from proto.features import MICRO_VECTOR, FeatureVector
 from proto.market import DepthUpdate, FeedStatus, Quote, Trade
 from proto.subjects import spec
-from services.features.core import MICRO_VECTOR, FeatureConfig, FeatureCore
+from services.features.core import FeatureConfig, FeatureCore
 
 log = get_logger(__name__)
 FEATURES = spec("feat.{timeframe}.{symbol}")

@@ -82,6 +82,9 @@ class _Symbol:
         self.armed = True
         self.regime = ""
         self.price = 0.0
+        self.entry_intent = ""
+        self.exit_intent = ""
+        self.exited: tuple[int, float] = (0, 0.0)  # direction and quantity before the last exit
 
 
 class QosCore:
@@ -201,9 +204,11 @@ class QosCore:
             s.direction = 1 if qos > 0 else -1
             s.quantity, s.peak, s.entry_ts, s.armed = float(quantity), abs(qos), now, False
             reason = f"entry: QOS {qos:+.3f} beyond {cfg.entry_threshold}"
-            return "enter", self._intent(
+            intent = self._intent(
                 symbol, s, now, "enter", s.direction, quantity, reason, "normal", qos, components
             )
+            s.entry_intent = intent.intent_id
+            return "enter", intent
         aligned = s.direction * qos
         s.peak = max(s.peak, aligned)
         held = now - s.entry_ts >= cfg.min_hold_s * NS
@@ -224,10 +229,33 @@ class QosCore:
         intent = self._intent(
             symbol, s, now, "exit", -s.direction, s.quantity, reason, "high", qos, components, target=0.0
         )
+        s.exit_intent, s.exited = intent.intent_id, (s.direction, s.quantity)
         s.direction, s.quantity, s.exit_ts = 0, 0.0, now
         s.armed = abs(qos) < self.cfg.rearm_threshold
         s.peak = 0.0
         return intent
+
+    # -- what happened to the intents ----------------------------------------------------------------
+    def on_denied(self, symbol: str, intent_id: str, now: int) -> None:
+        """The risk gate said no: an entry never happened (flat again, cooling down, not re-armed);
+        an exit never happened (the position is still ours to close)."""
+        s = self.symbols.get(symbol)
+        if s is None:
+            return
+        if intent_id == s.entry_intent and s.direction:
+            s.direction, s.quantity, s.peak, s.exit_ts, s.armed = 0, 0.0, 0.0, now, False
+            self.stats["entries_denied"] += 1
+        elif intent_id == s.exit_intent and not s.direction:
+            s.direction, s.quantity = s.exited
+            s.peak = 0.0
+            self.stats["exits_denied"] += 1
+
+    def on_protective_exit(self, symbol: str, now: int) -> None:
+        """A stop or the session's end closed the position outside QOS's own decisions."""
+        s = self.symbols.get(symbol)
+        if s is not None and s.direction:
+            s.direction, s.quantity, s.peak, s.exit_ts, s.armed = 0, 0.0, 0.0, now, False
+            self.stats["protective_exits"] += 1
 
     def _intent(
         self,

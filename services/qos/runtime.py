@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from libs.common.bus import Delivery
@@ -9,10 +10,13 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
-from proto.orders import OrderIntent
+from proto.execution import Fill
+from proto.features import MICRO_TIMEFRAME, FeatureVector, bar_feature_names
+from proto.orders import OrderDenied, OrderIntent
 from proto.signals import Prediction, QosScore
 from proto.subjects import spec
 from services.qos.core import QosConfig, QosCore
+from services.qos.exits import ExitConfig, ExitManager
 
 SCORE = spec("qos.{symbol}")
 INTENT = spec("order.intent.{symbol}")
@@ -30,14 +34,46 @@ class QosApp(ServiceApp):
         # The runtime's clock replaces this one in start().
         self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
-        self.published = {"scores": 0, "intents": 0}
+        self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
+        self.exits = ExitManager(ExitConfig(), LiveClock())
+        self._atr_index = bar_feature_names(tuple(settings.features.timeframes)).index("atr14_bps")
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.core.clock = rt.clock
+        self.exits.clock = rt.clock
         await rt.subscribe("sig.fast.*.*", self._on_prediction)
+        # Protective exits watch every second's mid and the 1m ATR; positions come from fills.
+        await rt.subscribe("feat.*.*", self._on_vector)
+        await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills")
+        await rt.subscribe("order.denied.>", self._on_denied, durable="qos-denied")
+
+    async def _on_vector(self, d: Delivery) -> None:
+        v = d.event
+        if not isinstance(v, FeatureVector) or v.price <= 0 or not self.owns(v.symbol):
+            return
+        if v.timeframe == "1m" and len(v.values) > self._atr_index:
+            atr_bps = v.values[self._atr_index]
+            if not math.isnan(atr_bps):  # NaN while warming up
+                self.exits.on_volatility(v.symbol, atr_bps * v.price / 1e4)
+        elif v.timeframe == MICRO_TIMEFRAME:
+            intent = self.exits.on_price(v.symbol, v.ts_event, v.price)
+            if intent is not None:
+                self.core.on_protective_exit(v.symbol, v.ts_event)
+                await self.rt.publish(INTENT.subject(symbol=intent.symbol), intent)
+                self.published["intents"] += 1
+                self.published["protective_exits"] += 1
+
+    async def _on_fill(self, d: Delivery) -> None:
+        if isinstance(d.event, Fill) and self.owns(d.event.symbol):
+            self.exits.on_fill(d.event)
+
+    async def _on_denied(self, d: Delivery) -> None:
+        e = d.event
+        if isinstance(e, OrderDenied) and self.owns(e.symbol):
+            self.core.on_denied(e.symbol, e.intent_id, e.ts_event)
 
     async def _on_prediction(self, d: Delivery) -> None:
         if not isinstance(d.event, Prediction):

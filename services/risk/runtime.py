@@ -11,10 +11,9 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
-from proto.features import FeatureVector
+from proto.features import FeatureVector, bar_feature_names
 from proto.orders import OrderApproved, OrderDenied, RiskState
 from proto.subjects import spec
-from services.features.core import FeatureConfig
 from services.risk.core import RiskCore, RiskLimits
 
 log = get_logger(__name__)
@@ -37,8 +36,7 @@ class RiskApp(ServiceApp):
         super().__init__()
         self.settings = settings
         self.core = RiskCore(risk_limits(settings), LiveClock())  # the runtime's clock in start()
-        names = FeatureConfig(timeframes=tuple(settings.features.timeframes)).names
-        self._atr_index = names.index("atr14_bps")
+        self._atr_index = bar_feature_names(tuple(settings.features.timeframes)).index("atr14_bps")
         self.decisions = {"approved": 0, "denied": 0}
 
     async def start(self, rt: Runtime) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from libs.common.clock import SimClock
 from proto.base import Event
-from proto.features import FeatureVector
+from proto.features import MICRO_TIMEFRAME, FeatureVector
 from proto.market import DepthUpdate, Quote, Trade
-from services.features.core import MICRO_TIMEFRAME, FeatureConfig, FeatureCore
+from services.features.core import FeatureConfig, FeatureCore
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 

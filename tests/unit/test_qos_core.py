@@ -149,3 +149,21 @@ def test_stale_predictions_do_not_count() -> None:
     minute(core, 0, 0.9, horizons=("60m",))
     score, _ = minute(core, 5, 0.9, horizons=("5m",))
     assert score is not None and set(score.weights) == {"5m"}
+
+
+def test_a_denied_entry_leaves_the_symbol_flat_and_a_denied_exit_keeps_the_position() -> None:
+    core = QosCore(clock=SimClock(0), config=cfg(cooldown_s=60.0))
+    _, intents = minute(core, 0, 0.6)
+    assert intents[0].side == "BUY"
+    core.on_denied("IBM", intents[0].intent_id, T0)
+    assert core.symbols["IBM"].direction == 0 and core.stats["entries_denied"] == 1
+    _, again = minute(core, 1, 0.6)
+    assert again == []  # not re-armed: no hammering the gate with the same entry
+    minute(core, 2, 0.1)  # calm re-arms
+    _, entry = minute(core, 3, 0.6)
+    _, exit_ = minute(core, 5, -0.2)
+    assert exit_ and exit_[0].side == "SELL"
+    core.on_denied("IBM", exit_[0].intent_id, T0 + 5 * MIN)
+    assert core.symbols["IBM"].direction == 1 and core.symbols["IBM"].quantity == 100
+    core.on_protective_exit("IBM", T0 + 6 * MIN)
+    assert core.symbols["IBM"].direction == 0 and entry
