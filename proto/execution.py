@@ -65,6 +65,8 @@ class PositionSnapshot(DurableEvent, frozen=True, kw_only=True):
     positions: list[Position]
     realized_pnl: float
     unrealized_pnl: float
+    #: the process that made it (seq restarts with the process)
+    instance: str = ""
 
     def dedupe_key(self) -> str:
-        return f"positions:{self.account}:{self.seq}"
+        return f"positions:{self.account}:{self.instance}:{self.seq}"

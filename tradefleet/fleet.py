@@ -29,7 +29,7 @@ from libs.common.localinfra import (
 from libs.common.storage.migrate import migrate
 
 # Start order: consumers before producers, so nothing the replay publishes goes unheard.
-START_ORDER = ("recorder", "qos", "fastlane", "features", "md-gateway")
+START_ORDER = ("recorder", "tca", "execution", "risk", "qos", "fastlane", "features", "md-gateway")
 STALL_LIMIT_S = 10.0
 
 
@@ -63,6 +63,7 @@ class Fleet:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.interrupted: str | None = None
         self.storage_mode: str | None = None
+        self.run_id = time.strftime("%Y%m%dT%H%M%S")
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -89,6 +90,11 @@ class Fleet:
                 "TRADEFLEET_HTTP__PORT": str(self.ports[name]),
                 "TRADEFLEET_TELEMETRY__LOG_FORMAT": "json",
                 "TRADEFLEET_RECORDER__SPILL_DIR": str(self.var / "recorder-spill"),
+                # A fresh journal per run: the run's NATS is fresh too, and the same replay
+                # makes the same client order ids (a journal from the last run would refuse them).
+                "TRADEFLEET_EXECUTION__JOURNAL": str(
+                    self.var / "runs" / self.run_id / "execution-journal.msgpack"
+                ),
             }
         )
         if self.config:
@@ -202,8 +208,19 @@ class Fleet:
             and qos.get("predictions_in", -1) >= fast.get("predictions", 0)
         )
 
+    def _orders_caught_up(self) -> bool:
+        """Every intent decided by the risk gate, every approval taken by execution."""
+        if "risk" not in self.procs:
+            return True
+        risk, execution, qos = self._app("risk"), self._app("execution"), self._app("qos")
+        decided = risk.get("approved", 0) + risk.get("denied", 0)
+        stats = execution.get("stats", {})
+        taken = stats.get("sent", 0) + stats.get("refused", 0) + stats.get("duplicate_approvals", 0)
+        flattened = stats.get("control_flatten", 0)  # not from approvals
+        return decided >= qos.get("intents", 0) and taken - flattened >= risk.get("approved", 0)
+
     def _all_caught_up(self) -> bool:
-        return self._spine_caught_up() and self._recorder_caught_up()
+        return self._spine_caught_up() and self._orders_caught_up() and self._recorder_caught_up()
 
     def _progress_mark(self) -> tuple[int, ...]:
         return (
@@ -212,6 +229,7 @@ class Fleet:
             self._app("fastlane").get("vectors_in", 0),
             self._app("qos").get("predictions_in", 0),
             sum(self._app("recorder").get("rows_stored", {}).values()),
+            self._app("execution").get("orders", 0),
         )
 
     def _watch(self, started: float, duration: float | None) -> str | None:
@@ -276,6 +294,12 @@ class Fleet:
             return int(app.get("predictions", 0))
         if name == "qos":
             return int(app.get("scores", 0) + app.get("intents", 0))
+        if name == "risk":
+            return int(app.get("approved", 0) + app.get("denied", 0))
+        if name == "execution":
+            return int(app.get("orders", 0) + app.get("fills", 0))
+        if name == "tca":
+            return int(app.get("reports", 0))
         return md_rows(app.get("stats", {}))
 
     def _one_line(self) -> str:
@@ -346,9 +370,30 @@ class Fleet:
             "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
             "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
             "signals": self._signals_summary(),
+            "trading": self._trading_summary(),
         }
-        summary["ok"] = summary["ok"] and self._spine_caught_up()
+        summary["ok"] = summary["ok"] and self._spine_caught_up() and self._orders_caught_up()
         return summary
+
+    def _trading_summary(self) -> dict[str, Any]:
+        risk, execution, tca = self._app("risk"), self._app("execution"), self._app("tca")
+        stats = execution.get("stats", {})
+        return {
+            "risk_mode": risk.get("mode"),
+            "approved": risk.get("approved", 0),
+            "denied": risk.get("denied", 0),
+            "denials_by_code": risk.get("denials", {}),
+            "orders_sent": stats.get("sent", 0),
+            "orders_refused": stats.get("refused", 0),
+            "fills": execution.get("fills", 0),
+            "open_orders_at_end": execution.get("open_orders", 0),
+            "positions_at_end": execution.get("positions", {}),
+            "realized_pnl": execution.get("realized_pnl", 0.0),
+            "tca_reports": tca.get("reports", 0),
+            "cost_bps_mean_shortfall": tca.get("mean_shortfall_bps"),
+            "effective_spread_bps": tca.get("mean_effective_spread_bps"),
+            "commission": tca.get("commission"),
+        }
 
     def _signals_summary(self) -> dict[str, Any]:
         feats, fast, qos = self._app("features"), self._app("fastlane"), self._app("qos")

@@ -52,6 +52,12 @@ def _execution(settings: Settings) -> ServiceApp:
     return ExecutionApp(settings)
 
 
+def _tca(settings: Settings) -> ServiceApp:
+    from services.tca.runtime import TcaApp
+
+    return TcaApp(settings)
+
+
 # Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
 RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "md-gateway": _md_gateway,
@@ -61,5 +67,6 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "qos": _qos,
     "risk": _risk,
     "execution": _execution,
+    "tca": _tca,
 }
 BATCHING = {"md-gateway"}

@@ -94,6 +94,7 @@ class Bus(abc.ABC):
         queue: str | None = None,
         manual_ack: bool = False,
         start_seq: int | None = None,
+        new_only: bool = False,
     ) -> Subscription: ...
 
     async def flush(self, roundtrip: bool = False) -> None:  # noqa: B027 - optional for buses without buffers
@@ -176,6 +177,7 @@ class InProcessBus(Bus):
         queue: str | None = None,
         manual_ack: bool = False,
         start_seq: int | None = None,
+        new_only: bool = False,
     ) -> Subscription:
         sub = _InProcessSubscription(self, pattern, handler)
         self._subs.append(sub)

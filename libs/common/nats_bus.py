@@ -287,6 +287,7 @@ class NatsBus(Bus):
         queue: str | None = None,
         manual_ack: bool = False,
         start_seq: int | None = None,
+        new_only: bool = False,
     ) -> Subscription:
         """``durable`` makes a JetStream pull consumer. ``start_seq`` makes the caller the owner
         of the position (e.g. the recorder, which commits it with its rows): the durable consumer
@@ -316,6 +317,10 @@ class NatsBus(Bus):
             max_ack_pending=20_000,
             filter_subject=pattern,
         )
+        if new_only:
+            # Only when the consumer is created: a service that first appears acts on what
+            # happens from now on, never on a stream's history (yesterday's intents or fills).
+            config.deliver_policy = js_api.DeliverPolicy.NEW
         if start_seq is not None:
             config.deliver_policy = js_api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = max(start_seq, 1)

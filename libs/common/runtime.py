@@ -101,9 +101,16 @@ class Runtime:
         queue: str | None = None,
         manual_ack: bool = False,
         start_seq: int | None = None,
+        new_only: bool = False,
     ) -> Subscription:
         return await self.bus.subscribe(
-            pattern, handler, durable=durable, queue=queue, manual_ack=manual_ack, start_seq=start_seq
+            pattern,
+            handler,
+            durable=durable,
+            queue=queue,
+            manual_ack=manual_ack,
+            start_seq=start_seq,
+            new_only=new_only,
         )
 
     def now_ns(self) -> int:

@@ -109,6 +109,7 @@ class ExecutionCore:
         self.positions: dict[str, _Position] = {}
         self.killed = False
         self.snapshot_seq = 0
+        self.instance = "exec"  # the runtime makes it unique per process (snapshot dedupe ids)
         self.stats: collections.Counter[str] = collections.Counter()
         self._flatten_seq = 0
 
@@ -283,6 +284,7 @@ class ExecutionCore:
             ts_init=self.clock.now_ns(),
             account=self.cfg.account,
             seq=self.snapshot_seq,
+            instance=self.instance,
             positions=positions,
             realized_pnl=sum(p.realized for p in self.positions.values()),
             unrealized_pnl=sum(p.unrealized for p in self.positions.values()),

@@ -51,13 +51,15 @@ class ExecutionApp(ServiceApp):
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.core.clock = rt.clock
+        self.broker.exec_prefix = f"sim{rt.started_ns}"
+        self.core.instance = f"exec{rt.started_ns}"
         restored = self.core.restore(self.journal.read())
         if restored:
             log.warning("restored orders from the journal; outcomes unresolved", orders=len(restored))
         await self._publish(restored)
         await rt.subscribe("md.>", self._on_market)
-        await rt.subscribe("ctl.>", self._on_control, durable="execution-ctl")
-        await rt.subscribe("order.approved.>", self._on_approved, durable="execution")
+        await rt.subscribe("ctl.>", self._on_control, durable="execution-ctl", new_only=True)
+        await rt.subscribe("order.approved.>", self._on_approved, durable="execution", new_only=True)
         if self.settings.execution.panic_file is not None:
             self._panic = asyncio.create_task(self._watch_panic(self.settings.execution.panic_file))
 

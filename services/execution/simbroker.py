@@ -96,8 +96,11 @@ class _Pending:
 
 
 class SimBroker:
-    def __init__(self, config: SimConfig | None = None, session_end_ns: int | None = None) -> None:
+    def __init__(
+        self, config: SimConfig | None = None, session_end_ns: int | None = None, exec_prefix: str = "sim"
+    ) -> None:
         self.cfg = config or SimConfig()
+        self.exec_prefix = exec_prefix  # exec ids must differ across runs: fills dedupe by them
         self.commissions: CommissionModel = commission_model(self.cfg.commission)
         self.books: dict[str, _Book] = {}
         self.orders: dict[str, SimOrder] = {}
@@ -263,7 +266,7 @@ class SimBroker:
 
     # -- reports --------------------------------------------------------------------------------------
     def _report(self, kind: ReportKind, order: SimOrder, venue_ts: int, **fields: object) -> None:
-        exec_id = f"sim-{next(self._exec_ids)}" if kind == "fill" else ""
+        exec_id = f"{self.exec_prefix}-{next(self._exec_ids)}" if kind == "fill" else ""
         report = Report(
             kind=kind,
             client_order_id=order.client_order_id,

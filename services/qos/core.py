@@ -88,9 +88,12 @@ class _Symbol:
 
 
 class QosCore:
-    def __init__(self, config: QosConfig, clock: Clock) -> None:
+    def __init__(self, config: QosConfig, clock: Clock, namespace: str = "qos") -> None:
         self.cfg = config
         self.clock = clock
+        # Intent ids are deterministic within a run (a replay makes the same ones) and distinct
+        # across runs: JetStream deduplicates by them, so a second run must not reuse the first's.
+        self.namespace = namespace
         self.horizon_names = config.horizons()
         self.spans = {h: parse_duration_ns(h) for h in self.horizon_names}
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
@@ -275,7 +278,7 @@ class QosCore:
         return OrderIntent(
             ts_event=now,
             ts_init=self.clock.now_ns(),
-            intent_id=f"qos-{symbol}-{now}-{kind}",
+            intent_id=f"{self.namespace}-{symbol}-{now}-{kind}",
             symbol=symbol,
             side="BUY" if side_sign > 0 else "SELL",
             quantity=quantity,

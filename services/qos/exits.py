@@ -44,9 +44,10 @@ class _Held:
 
 
 class ExitManager:
-    def __init__(self, config: ExitConfig, clock: Clock) -> None:
+    def __init__(self, config: ExitConfig, clock: Clock, namespace: str = "exit") -> None:
         self.cfg = config
         self.clock = clock
+        self.namespace = namespace  # distinct per run, like QOS's intent ids
         self.held: dict[str, _Held] = {}
         self.atr: dict[str, float] = {}
         self.seen: set[str] = set()
@@ -102,7 +103,7 @@ class ExitManager:
         return OrderIntent(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
-            intent_id=f"exit-{symbol}-{ts}",
+            intent_id=f"{self.namespace}-{symbol}-{ts}",
             symbol=symbol,
             side="SELL" if side > 0 else "BUY",
             quantity=abs(h.quantity),

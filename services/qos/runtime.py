@@ -44,11 +44,13 @@ class QosApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         self.exits.clock = rt.clock
+        self.core.namespace = f"qos{rt.started_ns}"
+        self.exits.namespace = f"exit{rt.started_ns}"
         await rt.subscribe("sig.fast.*.*", self._on_prediction)
         # Protective exits watch every second's mid and the 1m ATR; positions come from fills.
         await rt.subscribe("feat.*.*", self._on_vector)
-        await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills")
-        await rt.subscribe("order.denied.>", self._on_denied, durable="qos-denied")
+        await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills", new_only=True)
+        await rt.subscribe("order.denied.>", self._on_denied, durable="qos-denied", new_only=True)
 
     async def _on_vector(self, d: Delivery) -> None:
         v = d.event

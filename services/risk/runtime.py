@@ -46,9 +46,9 @@ class RiskApp(ServiceApp):
         await rt.subscribe("md.quote.>", self._on_market)
         await rt.subscribe("md.status", self._on_event)
         await rt.subscribe("feat.1m.*", self._on_vector)
-        await rt.subscribe("exec.>", self._on_event, durable="risk-exec")
-        await rt.subscribe("ctl.>", self._on_event, durable="risk-ctl")
-        await rt.subscribe("order.intent.>", self._on_event, durable="risk-intents")
+        await rt.subscribe("exec.>", self._on_event, durable="risk-exec", new_only=True)
+        await rt.subscribe("ctl.>", self._on_event, durable="risk-ctl", new_only=True)
+        await rt.subscribe("order.intent.>", self._on_event, durable="risk-intents", new_only=True)
         await self._publish([self.core.state(rt.now_ns())])
 
     async def _on_market(self, d: Delivery) -> None:

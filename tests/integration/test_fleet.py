@@ -109,6 +109,12 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     assert spine["intents_by_kind"]["enter"] == spine["intents_by_kind"]["exit"]  # flat at the close
     assert s["rows_stored"]["feature_vectors"] == sum(spine["feature_vectors"].values())
     assert s["rows_stored"]["order_intents"] == spine["intents"]
+    # The order path: every intent decided, every approval sent, filled and costed.
+    trading = s["trading"]
+    assert trading["approved"] + trading["denied"] == spine["intents"]
+    assert trading["orders_sent"] == trading["approved"] >= 2 and trading["fills"] >= 2
+    assert trading["open_orders_at_end"] == 0 and trading["tca_reports"] == trading["orders_sent"]
+    assert s["rows_stored"]["fills"] == trading["fills"] and s["rows_stored"]["tca"] == trading["tca_reports"]
     # 576,095 + 125,871 BAC and 125,749 + 33,380 IBM quote/trade rows (data/sample/lean/PROVENANCE.txt
     # counts newlines; the last row of each file has none).
     assert s["ticks_replayed"] == 861_099

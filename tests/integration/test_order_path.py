@@ -13,7 +13,7 @@ from typing import Any
 
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
-from libs.common.localinfra import free_port
+from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from proto.base import Event
 from proto.execution import Fill, OrderEvent
@@ -109,9 +109,10 @@ def _start(name: str, nats_url: str, tmp: Path, port: int) -> subprocess.Popen[b
     return proc
 
 
-async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_restart(
-    tmp_path: Path, nats_url: str
-) -> None:
+async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_restart(tmp_path: Path) -> None:
+    # A NATS of its own: the fills and orders it makes must not leak into other tests' streams.
+    server = start_nats(tmp_path / "nats")
+    nats_url = server.url
     ports = {"risk": free_port(), "execution": free_port()}
     procs = {name: _start(name, nats_url, tmp_path, port) for name, port in ports.items()}
     try:
@@ -174,3 +175,4 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(20)
+        server.stop()
