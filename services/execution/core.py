@@ -20,9 +20,11 @@ from typing import Literal
 import msgspec
 
 from libs.common.clock import Clock
+from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
-from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
+from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import Position as PositionRow
 from proto.market import Quote
 from proto.orders import OrderApproved
 from services.execution.orders import LIVE, Order
@@ -66,31 +68,6 @@ class ExecConfig:
 
 
 @dataclass
-class _Position:
-    quantity: float = 0.0
-    avg_price: float = 0.0
-    realized: float = 0.0
-    mark: float = 0.0
-
-    def apply(self, signed: float, price: float, commission: float) -> None:
-        before = self.quantity
-        self.realized -= commission
-        if before == 0 or (before > 0) == (signed > 0):
-            self.avg_price = (self.avg_price * before + price * signed) / (before + signed)
-            self.quantity = before + signed
-            return
-        closing = min(abs(signed), abs(before))
-        self.realized += (price - self.avg_price) * closing * (1 if before > 0 else -1)
-        self.quantity = before + signed
-        if self.quantity and (self.quantity > 0) != (before > 0):
-            self.avg_price = price  # flipped: the remainder opened at this price
-
-    @property
-    def unrealized(self) -> float:
-        return (self.mark - self.avg_price) * self.quantity if self.quantity and self.mark else 0.0
-
-
-@dataclass
 class Outcome:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -106,7 +83,7 @@ class ExecutionCore:
         self.cfg = config
         self.clock = clock
         self.orders: dict[str, Order] = {}
-        self.positions: dict[str, _Position] = {}
+        self.positions: dict[str, Position] = {}
         self.killed = False
         self.snapshot_seq = 0
         self.instance = "exec"  # the runtime makes it unique per process (snapshot dedupe ids)
@@ -176,7 +153,7 @@ class ExecutionCore:
             if applied <= 0:
                 self.stats["fills_ignored"] += 1
                 return Outcome()
-            pos = self.positions.setdefault(order.symbol, _Position())
+            pos = self.positions.setdefault(order.symbol, Position())
             pos.apply(applied if order.side == "BUY" else -applied, r.price, r.commission)
             pos.mark = pos.mark or r.price
             fill = Fill(
@@ -269,7 +246,7 @@ class ExecutionCore:
     def snapshot(self, ts: int) -> PositionSnapshot:
         self.snapshot_seq += 1
         positions = [
-            Position(
+            PositionRow(
                 symbol=s,
                 quantity=p.quantity,
                 avg_price=p.avg_price,

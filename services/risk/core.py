@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from libs.common.clock import Clock
 from libs.common.markettime import NEW_YORK, NS
+from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent
@@ -83,17 +84,9 @@ class RiskLimits:
 
 
 @dataclass
-class _Position:
-    quantity: float = 0.0
-    avg_price: float = 0.0
-    realized: float = 0.0
-    mark: float = 0.0
+class _Position(Position):
     opened_day: int = -1  # NY day ordinal the current position was opened (for day trades)
     trade_pnl: float = 0.0  # realized P&L of the round trip in progress
-
-    @property
-    def unrealized(self) -> float:
-        return (self.mark - self.avg_price) * self.quantity if self.mark and self.quantity else 0.0
 
 
 @dataclass
@@ -241,26 +234,12 @@ class RiskCore:
         return [self.state(f.ts_event)]
 
     def _apply_fill(self, pos: _Position, signed: float, price: float, commission: float, ts: int) -> None:
-        before = pos.quantity
-        pos.realized -= commission
-        pos.trade_pnl -= commission
-        if before == 0 or (before > 0) == (signed > 0):  # opening or adding
-            total = before + signed
-            pos.avg_price = (pos.avg_price * before + price * signed) / total
-            pos.quantity = total
-            if before == 0:
-                pos.opened_day = _ny_day(ts)
-            return
-        closing = min(abs(signed), abs(before)) * (1 if signed > 0 else -1)
-        pnl = (price - pos.avg_price) * -closing
-        pos.realized += pnl
-        pos.trade_pnl += pnl
-        pos.quantity = before + signed
-        if pos.quantity == 0 or (pos.quantity > 0) != (before > 0):
+        change = pos.apply(signed, price, commission)
+        pos.trade_pnl += change.realized
+        if change.closed:
             self._round_trip_closed(pos, ts)
-            if pos.quantity != 0:  # flipped through zero: the rest opens a new position
-                pos.avg_price = price
-                pos.opened_day = _ny_day(ts)
+        if change.opened:
+            pos.opened_day = _ny_day(ts)
 
     def _round_trip_closed(self, pos: _Position, ts: int) -> None:
         b, lim = self.books, self.limits
