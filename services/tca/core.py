@@ -83,6 +83,9 @@ class TcaCore:
         self.by_intent: dict[str, _OrderCost] = {}
         self.by_order: dict[str, _OrderCost] = {}
         self.waiting: list[_OrderCost] = []
+        # At the end of a replay no later market data will come: report at once, realized
+        # spread unknown where the market did not move on far enough.
+        self.data_ended = False
         self.stats: collections.Counter[str] = collections.Counter()
 
     def on_quote(self, q: Quote) -> list[TcaReport]:
@@ -123,12 +126,16 @@ class TcaCore:
         out, still = [], []
         for cost in self.waiting:
             last_fill = max((f.ts_event for f in cost.fills), default=cost.ended_ts)
-            if cost.intent.symbol == symbol and now >= last_fill + self.realized_after:
+            if self.data_ended or (cost.intent.symbol == symbol and now >= last_fill + self.realized_after):
                 out.append(self.report(cost))
             else:
                 still.append(cost)
         self.waiting = still
         return out
+
+    def end_of_data(self) -> list[TcaReport]:
+        self.data_ended = True
+        return self._due("", 0)
 
     def report(self, c: _OrderCost) -> TcaReport:
         i, mids = c.intent, self.mids[c.intent.symbol]
@@ -145,7 +152,12 @@ class TcaCore:
         realized_known = bool(c.fills)
         for f in c.fills:
             at = mids.at(f.ts_event) or f.price
-            later = mids.at(f.ts_event + self.realized_after)
+            # Known only once the market has been seen past fill + delta (not the last old quote).
+            later = (
+                mids.at(f.ts_event + self.realized_after)
+                if mids.last_ts >= f.ts_event + self.realized_after
+                else None
+            )
             effective += 2 * sign * (f.price - at) / at * BPS * f.quantity
             if later is None:
                 realized_known = False

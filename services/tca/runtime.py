@@ -9,7 +9,7 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.runtime import Runtime, ServiceApp
 from proto.execution import Fill, OrderEvent
-from proto.market import Quote
+from proto.market import FeedStatus, Quote
 from proto.orders import OrderApproved, OrderIntent
 from proto.subjects import spec
 from proto.tca import TcaReport
@@ -30,6 +30,7 @@ class TcaApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         await rt.subscribe("md.quote.>", self._on_event)
+        await rt.subscribe("md.status", self._on_event)
         # One consumer over order.> keeps each intent ahead of its approval (the stream's order).
         await rt.subscribe("order.>", self._on_event, durable="tca-orders", new_only=True)
         await rt.subscribe("exec.>", self._on_event, durable="tca-exec", new_only=True)
@@ -39,6 +40,8 @@ class TcaApp(ServiceApp):
         out: list[TcaReport] = []
         if isinstance(e, Quote):
             out = self.core.on_quote(e)
+        elif isinstance(e, FeedStatus) and e.state == "replay_finished":
+            out = self.core.end_of_data()
         elif isinstance(e, OrderIntent):
             self.core.on_intent(e)
         elif isinstance(e, OrderApproved):

@@ -125,3 +125,49 @@ def test_a_sell_that_improves_is_a_negative_cost() -> None:
     (r,) = q(tca, T + 3 * S, 99.98, 100.02)
     assert r.slippage_bps == pytest.approx(-3.0) and r.shortfall_bps == pytest.approx(-3.0)
     assert r.fill_ratio == 1.0 and r.opportunity_bps == 0.0
+
+
+def test_the_end_of_the_data_releases_what_waits_for_later_prices() -> None:
+    tca = TcaCore(SimClock(0), realized_after_s=5.0)
+    q(tca, T, 99.98, 100.02)
+    tca.on_intent(OrderIntent(ts_event=T, ts_init=0, intent_id="i1", symbol="IBM", side="BUY", quantity=100))
+    tca.on_approved(
+        OrderApproved(
+            ts_event=T,
+            ts_init=0,
+            intent_id="i1",
+            client_order_id="c1",
+            symbol="IBM",
+            side="BUY",
+            quantity=100,
+        )
+    )
+    tca.on_fill(
+        Fill(
+            ts_event=T + S,
+            ts_init=0,
+            exec_id="e1",
+            client_order_id="c1",
+            symbol="IBM",
+            side="BUY",
+            quantity=100,
+            price=100.02,
+        )
+    )
+    assert (
+        tca.on_order_event(
+            OrderEvent(
+                ts_event=T + S,
+                ts_init=0,
+                client_order_id="c1",
+                symbol="IBM",
+                status="FILLED",
+                seq=2,
+                quantity=100,
+                filled_quantity=100,
+            )
+        )
+        == []
+    )
+    (r,) = tca.end_of_data()
+    assert r.slippage_bps == pytest.approx(2.0) and r.realized_spread_bps is None
