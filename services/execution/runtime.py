@@ -16,7 +16,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
-from proto.market import Quote, Trade
+from proto.market import FeedStatus, Quote, Trade
 from proto.orders import OrderApproved
 from proto.subjects import spec
 from services.execution.core import Cancel, ExecConfig, ExecutionCore, JournalRecord, Outcome, Send
@@ -47,6 +47,7 @@ class ExecutionApp(ServiceApp):
         self.published: dict[str, int] = {"orders": 0, "fills": 0, "positions": 0}
         self._lock = asyncio.Lock()  # one decision at a time: journal, send, publish
         self._panic: asyncio.Task[None] | None = None
+        self.replay_finished = False
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -72,6 +73,9 @@ class ExecutionApp(ServiceApp):
         elif isinstance(e, Trade):
             self.market_ns = max(self.market_ns, e.ts_event)
             reports = self.broker.on_trade(e.symbol, e.ts_event, e.price, e.size)
+        elif isinstance(e, FeedStatus) and e.state == "replay_finished":
+            self.replay_finished = True
+            reports = self.broker.end_of_data()
         else:
             return
         for report in reports:
@@ -82,6 +86,9 @@ class ExecutionApp(ServiceApp):
         if isinstance(d.event, OrderApproved):
             async with self._lock:
                 await self._act(self.core.on_approved(d.event))
+                if self.replay_finished:  # no market data will come to trade it against
+                    for report in self.broker.end_of_data():
+                        await self._publish(self.core.on_report(report).events)
 
     async def _on_control(self, d: Delivery) -> None:
         if isinstance(d.event, Control):

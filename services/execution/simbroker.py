@@ -124,6 +124,18 @@ class SimBroker:
         self._until(now)
         return self._due(now)
 
+    def end_of_data(self) -> list[Report]:
+        """A replay ended: orders still working can never trade; they end cancelled, and every
+        report still in flight is delivered."""
+        self._until(self.now)
+        for order in list(self.orders.values()):
+            self._end(order, self.now, "cancelled", "end of market data")
+        for pending in self._arrivals:  # sent but never arrived: the venue never saw them
+            if pending.order is not None:
+                self._report("rejected", pending.order, self.now, reason="end of market data")
+        self._arrivals.clear()
+        return self._due(2**62)
+
     # -- market data ------------------------------------------------------------------------------
     def on_quote(
         self, symbol: str, ts: int, bid: float, ask: float, bid_size: float, ask_size: float

@@ -123,3 +123,13 @@ def test_tiered_commission_is_charged_per_fill() -> None:
     b.submit(SimOrder("c1", "IBM", "BUY", 100), T)
     (fill,) = [r for r in b.advance(T + 10 * MS) if r.kind == "fill"]
     assert fill.commission > 0.35 and fill.exec_id.startswith("sim-")
+
+
+def test_the_end_of_the_data_ends_what_is_still_working() -> None:
+    b = broker()
+    b.submit(SimOrder("rest", "IBM", "BUY", 100, "LMT", limit_price=99.50), T)
+    b.advance(T + 10 * MS)
+    b.submit(SimOrder("late", "IBM", "BUY", 100), T + 10 * MS)  # sent; the data ends before it arrives
+    out = b.end_of_data()
+    assert {(r.client_order_id, r.kind) for r in out} == {("rest", "cancelled"), ("late", "rejected")}
+    assert not b.orders
