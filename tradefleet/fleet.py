@@ -206,6 +206,8 @@ class Fleet:
             bool(feats.get("finished"))
             and fast.get("vectors_in", -1) >= feats.get("vectors", {}).get(source, 0)
             and qos.get("predictions_in", -1) >= fast.get("predictions", 0)
+            # ...and every vector reached QOS's protective exits (they may still make intents)
+            and qos.get("vectors_in", -1) >= sum(feats.get("vectors", {}).values())
         )
 
     def _orders_caught_up(self) -> bool:
@@ -408,9 +410,12 @@ class Fleet:
             "qos_scores": qos.get("scores", 0),
             "intents": qos.get("intents", 0),
             "intents_by_kind": {
-                k.removeprefix("intents_"): v
-                for k, v in qos.get("stats", {}).items()
-                if k.startswith("intents_")
+                **{
+                    k.removeprefix("intents_"): v
+                    for k, v in qos.get("stats", {}).items()
+                    if k.startswith("intents_")
+                },
+                "protective_exit": qos.get("protective_exits", 0),
             },
             "open_positions": qos.get("positions", {}),
         }

@@ -34,6 +34,7 @@ class QosApp(ServiceApp):
         # The runtime's clock replaces this one in start().
         self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
+        self.vectors_in = 0
         self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
         self.exits = ExitManager(ExitConfig(), LiveClock())
         self._atr_index = bar_feature_names(tuple(settings.features.timeframes)).index("atr14_bps")
@@ -54,6 +55,7 @@ class QosApp(ServiceApp):
 
     async def _on_vector(self, d: Delivery) -> None:
         v = d.event
+        self.vectors_in += 1
         if not isinstance(v, FeatureVector) or v.price <= 0 or not self.owns(v.symbol):
             return
         if v.timeframe == "1m" and len(v.values) > self._atr_index:
@@ -96,6 +98,7 @@ class QosApp(ServiceApp):
         positions = {sym: s.direction * s.quantity for sym, s in self.core.symbols.items() if s.direction}
         return {
             "predictions_in": self.predictions_in,
+            "vectors_in": self.vectors_in,
             **self.published,
             "stats": dict(self.core.stats),
             "positions": positions,
