@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import talib
 
+from libs.common.markettime import ny_midnight_ns
 from services.features import indicators as ind
 from services.md_gateway.providers.lean import bar_records
-from services.md_gateway.providers.timeutil import ny_midnight_ns
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "lean" / "equity" / "usa" / "minute"

@@ -8,10 +8,10 @@ import zipfile
 import pytest
 
 from libs.common.clock import SimClock
+from libs.common.markettime import regular_session
 from proto.market import Quote, Trade
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
-from services.md_gateway.providers.timeutil import regular_session
 from tests.conftest import SAMPLE_LEAN
 
 DAY = "20131008"
@@ -48,7 +48,7 @@ def test_trades_match_the_raw_file_count_in_session(ibm_day) -> None:  # type: i
     trades = [e for e in events if isinstance(e, Trade)]
     with zipfile.ZipFile(SAMPLE_LEAN / "equity/usa/tick/ibm/20131008_trade.zip") as zf:
         rows = zf.read(zf.namelist()[0]).decode().splitlines()
-    from services.md_gateway.providers.timeutil import ny_midnight_ns
+    from libs.common.markettime import ny_midnight_ns
 
     day0 = ny_midnight_ns(DAY)
     in_session = [r for r in rows if OPEN <= day0 + int(float(r.split(",")[0]) * 1e6) < CLOSE]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from services.md_gateway.providers.timeutil import ny_midnight_ns, regular_session
+from libs.common.markettime import ny_midnight_ns, regular_session
 
 # Prices are integers in units of 1/10,000 dollar. Divide (correctly rounded: 1821000 -> 182.1);
 # multiplying by 0.0001 gives 182.10000000000002, and prices must compare exactly.
