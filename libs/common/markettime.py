@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -26,6 +27,23 @@ def ny_day_of(ts_ns: int) -> tuple[int, int]:
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     following = (start + dt.timedelta(days=1, hours=3)).replace(hour=0)  # DST-safe
     return int(start.timestamp()) * NS, int(following.timestamp()) * NS
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute_facts(minute_index: int) -> tuple[int, int, int]:
+    local = dt.datetime.fromtimestamp(minute_index * 60, tz=NEW_YORK)
+    return local.date().toordinal(), local.hour * 60 + local.minute, local.weekday()
+
+
+def ny_minute_facts(ts_ns: int) -> tuple[int, int, int]:
+    """(New York day ordinal, minute of the day, weekday) of a moment. Cached per minute: the
+    risk gate asks for every intent and the exits for every price, and a timezone conversion
+    costs microseconds."""
+    return _minute_facts(ts_ns // (60 * NS))
+
+
+def ny_day_ordinal(ts_ns: int) -> int:
+    return ny_minute_facts(ts_ns)[0]
 
 
 def parse_duration_ns(text: str) -> int:

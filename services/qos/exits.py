@@ -12,11 +12,10 @@ the price has gone ``trail_after_r`` R in the position's favour, the stop trails
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from libs.common.clock import Clock
-from libs.common.markettime import NEW_YORK, NS
+from libs.common.markettime import NS, ny_minute_facts
 from proto.execution import Fill
 from proto.orders import OrderIntent
 
@@ -113,5 +112,6 @@ class ExitManager:
         )
 
     def _minutes_to_close(self, ts: int) -> float:
-        local = dt.datetime.fromtimestamp(ts / NS, tz=NEW_YORK)
-        return self._close_minute - (local.hour * 60 + local.minute + local.second / 60)
+        _, minute, _ = ny_minute_facts(ts)
+        seconds = (ts // NS) % 60
+        return self._close_minute - (minute + seconds / 60)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
 
 from libs.common.clock import Clock
-from libs.common.markettime import NEW_YORK, NS
+from libs.common.markettime import NEW_YORK, NS, ny_day_ordinal, ny_minute_facts
 from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
@@ -239,7 +238,7 @@ class RiskCore:
         if change.closed:
             self._round_trip_closed(pos, ts)
         if change.opened:
-            pos.opened_day = _ny_day(ts)
+            pos.opened_day = ny_day_ordinal(ts)
 
     def _round_trip_closed(self, pos: _Position, ts: int) -> None:
         b, lim = self.books, self.limits
@@ -250,7 +249,7 @@ class RiskCore:
                 b.cooldown_until = ts + int(lim.loss_cooldown_s * NS)
         else:
             b.consecutive_losses = 0
-        if pos.opened_day == _ny_day(ts):
+        if pos.opened_day == ny_day_ordinal(ts):
             b.day_trades.append(pos.opened_day)
         pos.trade_pnl = 0.0
 
@@ -459,7 +458,7 @@ class RiskCore:
         return pnl
 
     def _day_trades_5d(self, now: int) -> int:
-        today = _ny_day(now)
+        today = ny_day_ordinal(now)
         # Five business days: today and the four before it (weekends hold no trades to count).
         window = {today - k for k in range(7)}
         weekdays = sorted((d for d in window if dt.date.fromordinal(d).weekday() < 5), reverse=True)[:5]
@@ -467,14 +466,14 @@ class RiskCore:
 
     def _roll_day(self, ts: int) -> None:
         b = self.books
-        day = _ny_day(ts)
+        day = ny_day_ordinal(ts)
         if day != b.day:
             b.day = day
             b.day_realized_start = b.realized
             b.day_peak = 0.0
 
     def _in_session(self, ts: int) -> bool:
-        _, minute, weekday = _ny_facts(ts // MINUTE)
+        _, minute, weekday = ny_minute_facts(ts)
         start, end = self._session
         return weekday < 5 and start <= minute < end
 
@@ -507,21 +506,6 @@ def client_order_id_for(intent_id: str) -> str:
     """Stable and short (IB's orderRef carries it): the same intent always maps to the same id,
     so a redelivered intent can never become a second order."""
     return "tf-" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
-
-
-MINUTE = 60 * NS
-
-
-@functools.lru_cache(maxsize=4096)
-def _ny_facts(minute_index: int) -> tuple[int, int, int]:
-    """(New York day ordinal, minute of the day, weekday) of a Unix minute: cached, since every
-    intent asks and a timezone conversion costs microseconds."""
-    local = dt.datetime.fromtimestamp(minute_index * 60, tz=NEW_YORK)
-    return local.date().toordinal(), local.hour * 60 + local.minute, local.weekday()
-
-
-def _ny_day(ts: int) -> int:
-    return _ny_facts(ts // MINUTE)[0]
 
 
 def _ny_time(ts: int) -> str:
