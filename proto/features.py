@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from proto.base import Event, Symbol
 
 # The layout of the vectors (services/features builds them; models and the risk gate read them).
@@ -51,6 +53,20 @@ MICRO_VECTOR = (
     "realized_vol_bps",
     "trade_count",
 )
+
+
+class AtrReader:
+    """ATR in price units from a bar vector (its ``atr14_bps`` at the vector's price); None while
+    the indicator warms up. Consumers that size or place stops by volatility read it this way."""
+
+    def __init__(self, timeframes: tuple[str, ...]) -> None:
+        self.index = bar_feature_names(timeframes).index("atr14_bps")
+
+    def __call__(self, v: FeatureVector) -> float | None:
+        if v.price <= 0 or len(v.values) <= self.index:
+            return None
+        atr_bps = v.values[self.index]
+        return None if math.isnan(atr_bps) else atr_bps * v.price / 1e4  # NaN: warming up
 
 
 def bar_feature_names(timeframes: tuple[str, ...]) -> tuple[str, ...]:

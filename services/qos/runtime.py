@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from libs.common.bus import Delivery
@@ -11,7 +10,7 @@ from libs.common.config import Settings
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from proto.execution import Fill
-from proto.features import MICRO_TIMEFRAME, FeatureVector, bar_feature_names
+from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
 from proto.orders import OrderDenied, OrderIntent
 from proto.signals import Prediction, QosScore
 from proto.subjects import spec
@@ -37,7 +36,7 @@ class QosApp(ServiceApp):
         self.vectors_in = 0
         self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
         self.exits = ExitManager(ExitConfig(), LiveClock())
-        self._atr_index = bar_feature_names(tuple(settings.features.timeframes)).index("atr14_bps")
+        self.atr_of = AtrReader(tuple(settings.features.timeframes))
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
 
@@ -58,10 +57,10 @@ class QosApp(ServiceApp):
         self.vectors_in += 1
         if not isinstance(v, FeatureVector) or v.price <= 0 or not self.owns(v.symbol):
             return
-        if v.timeframe == "1m" and len(v.values) > self._atr_index:
-            atr_bps = v.values[self._atr_index]
-            if not math.isnan(atr_bps):  # NaN while warming up
-                self.exits.on_volatility(v.symbol, atr_bps * v.price / 1e4)
+        if v.timeframe == "1m":
+            atr = self.atr_of(v)
+            if atr is not None:
+                self.exits.on_volatility(v.symbol, atr)
         elif v.timeframe == MICRO_TIMEFRAME:
             intent = self.exits.on_price(v.symbol, v.ts_event, v.price)
             if intent is not None:

@@ -3,7 +3,6 @@ denials and risk.state out. Only this service publishes order.approved."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from libs.common.bus import Delivery
@@ -11,7 +10,7 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
-from proto.features import FeatureVector, bar_feature_names
+from proto.features import AtrReader, FeatureVector
 from proto.orders import OrderApproved, OrderDenied, RiskState
 from proto.subjects import spec
 from services.risk.core import RiskCore, RiskLimits
@@ -36,7 +35,7 @@ class RiskApp(ServiceApp):
         super().__init__()
         self.settings = settings
         self.core = RiskCore(risk_limits(settings), LiveClock())  # the runtime's clock in start()
-        self._atr_index = bar_feature_names(tuple(settings.features.timeframes)).index("atr14_bps")
+        self.atr_of = AtrReader(tuple(settings.features.timeframes))
         self.decisions = {"approved": 0, "denied": 0}
 
     async def start(self, rt: Runtime) -> None:
@@ -56,10 +55,8 @@ class RiskApp(ServiceApp):
 
     async def _on_vector(self, d: Delivery) -> None:
         v = d.event
-        if isinstance(v, FeatureVector) and len(v.values) > self._atr_index and v.price > 0:
-            atr_bps = v.values[self._atr_index]
-            if not math.isnan(atr_bps):
-                self.core.on_volatility(v.symbol, atr_bps * v.price / 1e4)
+        if isinstance(v, FeatureVector) and (atr := self.atr_of(v)) is not None:
+            self.core.on_volatility(v.symbol, atr)
 
     async def _on_event(self, d: Delivery) -> None:
         await self._publish(self.core.on_event(d.event))
