@@ -6,7 +6,17 @@ from typing import Literal
 
 from proto.base import DurableEvent, Identifier
 
-Command = Literal["kill", "resume", "flatten", "set_mode", "reload", "cancel_all"]
+Command = Literal[
+    "kill",
+    "resume",
+    "flatten",
+    "set_mode",
+    "reload",
+    "cancel_all",
+    # one order: args client_order_id; replace also quantity (only down) and/or limit_price
+    "cancel",
+    "replace",
+]
 
 
 class Control(DurableEvent, frozen=True, kw_only=True):

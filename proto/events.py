@@ -14,7 +14,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
-from proto.tca import TcaReport
+from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     Quote,
@@ -33,6 +33,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Fill,
     PositionSnapshot,
     TcaReport,
+    TcaAggregate,
+    TcaFeedback,
     Control,
     Alert,
     DeadLetter,
@@ -55,6 +57,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     Fill,
     PositionSnapshot,
     TcaReport,
+    TcaAggregate,
+    TcaFeedback,
     Control,
     Alert,
     DeadLetter,

@@ -30,6 +30,10 @@ class OrderEvent(DurableEvent, frozen=True, kw_only=True):
     avg_fill_price: float | None = None
     broker_order_id: str = ""
     reason: str = ""
+    #: how it is being worked: the approved type, or the tactic chosen for it (LMT for a market
+    #: order worked as a limit), and the working limit price
+    order_type: str = ""
+    limit_price: float | None = None
 
     def dedupe_key(self) -> str:
         return f"order:{self.client_order_id}:{self.seq}"
@@ -45,6 +49,8 @@ class Fill(DurableEvent, frozen=True, kw_only=True):
     commission: float | None = None
     venue: str = ""
     liquidity: Literal["ADD", "REMOVE", "UNKNOWN"] = "UNKNOWN"
+    #: the broker order that traded, when the approved order is worked as several (slices)
+    order_ref: str = ""
 
     def dedupe_key(self) -> str:
         return f"fill:{self.exec_id}"

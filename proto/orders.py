@@ -26,6 +26,12 @@ class OrderIntent(DurableEvent, frozen=True, kw_only=True):
     urgency: Literal["low", "normal", "high"] = "normal"
     #: what drove it (QOS terms per horizon and input), for explanation and audit
     components: dict[str, float] = {}
+    #: BRACKET: the take-profit limit and stop-loss stop of the exit legs (an OCA group)
+    take_profit_price: float | None = None
+    stop_loss_price: float | None = None
+    #: TRAIL: the stop trails the best price by an amount or a percent (one of them)
+    trail_amount: float | None = None
+    trail_percent: float | None = None
 
     def dedupe_key(self) -> str:
         return f"intent:{self.intent_id}"
@@ -45,6 +51,10 @@ class OrderApproved(DurableEvent, frozen=True, kw_only=True):
     stop_price: float | None = None
     tif: TimeInForce = "DAY"
     valid_until_ns: int = 0
+    take_profit_price: float | None = None
+    stop_loss_price: float | None = None
+    trail_amount: float | None = None
+    trail_percent: float | None = None
 
     def dedupe_key(self) -> str:
         return f"approved:{self.client_order_id}"
@@ -89,3 +99,22 @@ class RiskState(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"risk:{self.instance}:{self.seq}"
+
+
+def shape_problem(a: OrderIntent | OrderApproved) -> str:
+    """What makes an order impossible to send as asked ('' when nothing): the risk gate denies it
+    (ORDER_INVALID) and the execution gateway refuses it, never sending something else instead."""
+    t = a.order_type
+    if t in ("LMT", "STP_LMT") and not (a.limit_price and a.limit_price > 0):
+        return f"{t} without a positive limit price"
+    if t in ("STP", "STP_LMT") and not (a.stop_price and a.stop_price > 0):
+        return f"{t} without a positive stop price"
+    if t == "TRAIL" and not ((a.trail_amount or 0) > 0 or 0 < (a.trail_percent or 0) < 100):
+        return "TRAIL without a positive trail amount or percent"
+    if t == "BRACKET":
+        tp, sl = a.take_profit_price, a.stop_loss_price
+        if not (tp and sl and tp > 0 and sl > 0):
+            return "BRACKET without take-profit and stop-loss prices"
+        if (tp - sl) * (1 if a.side == "BUY" else -1) <= 0:
+            return f"BRACKET take-profit {tp} and stop-loss {sl} on the wrong sides"
+    return ""

@@ -19,7 +19,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
-from proto.tca import TcaReport
+from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 
 class Transport(StrEnum):
@@ -124,6 +124,12 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("exec.fill.{symbol}", (Fill,), _J, "execution", "executions", "EXEC"),
     SubjectSpec("exec.position", (PositionSnapshot,), _J, "execution", "positions and P&L", "EXEC"),
     SubjectSpec("tca.report.{symbol}", (TcaReport,), _J, "tca", "cost of one order", "TCA"),
+    SubjectSpec(
+        "tca.aggregate.{symbol}", (TcaAggregate,), _C, "tca", "rolling cost per order type and time of day"
+    ),
+    SubjectSpec(
+        "tca.feedback.{symbol}", (TcaFeedback,), _J, "tca", "how to work market orders, from cost", "TCA"
+    ),
     SubjectSpec("alert.{severity}", (Alert,), _J, ANY_SERVICE, "alerts for people", "ALERTS"),
     SubjectSpec("ctl.{command}", (Control,), _J, "control", "operator commands", "CONTROL"),
     SubjectSpec("dlq.{service}", (DeadLetter,), _J, ANY_SERVICE, "refused messages, kept whole", "DLQ"),

@@ -167,6 +167,18 @@ class ExecutionSettings(Section):
     sim_submit_latency_ms: float = Field(5.0, ge=0)
     sim_report_latency_ms: float = Field(2.0, ge=0)
     sim_commission: Literal["ib-fixed", "ib-tiered"] = "ib-tiered"
+    # How market orders are worked (docs/ARCHITECTURE.md, Execution tactics): MKT sends them as
+    # approved; LMT prices each child from the near touch by limit_offset_bps and reprices it to
+    # the far touch after chase_after_ms; slice_shares > 0 sends at most that many per child.
+    tactic_style: Literal["MKT", "LMT"] = "MKT"
+    limit_offset_bps: float = Field(0.0, ge=0, le=100)
+    chase_after_ms: float = Field(2_000.0, gt=0)
+    slice_shares: float = Field(0.0, ge=0)
+    # TCA feedback may change the tactic per symbol, clamped to these bounds; off unless enabled.
+    feedback: bool = False
+    feedback_max_offset_bps: float = Field(5.0, ge=0)
+    feedback_min_chase_ms: float = Field(250.0, gt=0)
+    feedback_max_chase_ms: float = Field(30_000.0, gt=0)
 
 
 class PartitionSettings(Section):

@@ -2,19 +2,34 @@
 and positions out. Pure: the runtime does the journal's I/O and talks to the broker.
 
 Every decision comes back as *actions* for the runtime, in order: a ``Journal`` record that must
-be durable before the ``Send`` or ``Cancel`` that follows it. After a restart the runtime replays
-the journal through ``restore``: an order journaled as sent is never sent again (its outcome is
-UNRESOLVED until the broker's reports or a reconciliation settle it), and an approval that never
-reached the journal was never sent, so its redelivery sends it once.
+be durable before the ``Send``, ``Cancel`` or ``Replace`` that follows it. After a restart the
+runtime replays the journal through ``restore``: an order journaled as sent is never sent again
+(its outcome is UNRESOLVED until the broker's reports or a reconciliation settle it), and an
+approval that never reached the journal was never sent, so its redelivery sends it once.
 
 Fail closed: an approval older than its ``valid_until_ns`` is refused (if the risk gate is down,
 nothing trades); after a kill, every approval is refused until ``resume``.
+
+How an approved order reaches the broker:
+- as approved (one broker order with the approval's client order id): every type, and market
+  orders while no tactic says otherwise;
+- a BRACKET is three broker orders: the entry, and its take-profit limit and stop-loss stop legs
+  (``<id>.tp``, ``<id>.sl``), which the venue holds until the entry fills and which cancel each
+  other (one OCA group);
+- a market order with a *tactic* (from config or from TCA feedback, clamped to bounds) is worked
+  as child orders ``<id>/1``, ``<id>/2``...: at most ``slice_shares`` each, one after another; in
+  the LMT style each child is a limit priced from the touch, repriced (cancel/replace) to the far
+  touch whenever it has waited ``chase_after_ms`` without filling. Order events and fills are
+  published under the approved id (a fill names its child in ``order_ref``), so the risk gate,
+  TCA and the recorder see one order.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
+from dataclasses import replace as copy_with
 from typing import Literal
 
 import msgspec
@@ -26,7 +41,8 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.execution import Position as PositionRow
 from proto.market import Quote
-from proto.orders import OrderApproved
+from proto.orders import OrderApproved, shape_problem
+from proto.tca import TcaFeedback
 from services.execution.orders import LIVE, Order
 from services.execution.simbroker import Report, SimOrder
 
@@ -34,7 +50,7 @@ from services.execution.simbroker import Report, SimOrder
 class JournalRecord(msgspec.Struct, frozen=True, tag=True):
     """One line of the write-ahead journal (msgpack, appended and fsynced before the action)."""
 
-    kind: Literal["send", "cancel"]
+    kind: Literal["send", "cancel", "replace"]
     client_order_id: str
     ts: int
     symbol: str = ""
@@ -45,6 +61,9 @@ class JournalRecord(msgspec.Struct, frozen=True, tag=True):
     stop_price: float | None = None
     tif: str = "DAY"
     reason: str = ""
+    #: the approved order this broker order works (itself when sent as approved)
+    parent: str = ""
+    parent_quantity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +76,60 @@ class Cancel:
     client_order_id: str
 
 
-Action = JournalRecord | Send | Cancel
-SUPPORTED_TYPES = frozenset({"MKT", "LMT", "STP", "STP_LMT"})  # brackets and trailing stops: next
+@dataclass(frozen=True)
+class Replace:
+    client_order_id: str
+    quantity: float | None = None
+    limit_price: float | None = None
+    stop_price: float | None = None
+
+
+Action = JournalRecord | Send | Cancel | Replace
+BPS = 1e4
+
+
+@dataclass(frozen=True)
+class Tactic:
+    """How a market order is worked. The default sends it as approved."""
+
+    style: Literal["MKT", "LMT"] = "MKT"
+    limit_offset_bps: float = 0.0
+    chase_after_ms: float = 2_000.0
+    slice_shares: float = 0.0
+
+    @property
+    def plain(self) -> bool:
+        return self.style == "MKT" and not self.slice_shares
+
+
+@dataclass(frozen=True)
+class FeedbackBounds:
+    """What TCA feedback may change, and how far: anything outside is clamped (and counted)."""
+
+    enabled: bool = False
+    max_offset_bps: float = 5.0
+    min_chase_ms: float = 250.0
+    max_chase_ms: float = 30_000.0
+    min_slice_shares: float = 100.0
+
+    def clamp(self, fb: TcaFeedback) -> tuple[Tactic, bool]:
+        offset = min(max(fb.limit_offset_bps, 0.0), self.max_offset_bps)
+        chase = min(max(fb.chase_after_ms, self.min_chase_ms), self.max_chase_ms)
+        slice_shares = (
+            0.0 if fb.slice_shares <= 0 else max(math.floor(fb.slice_shares), self.min_slice_shares)
+        )
+        tactic = Tactic(fb.style, offset, chase, slice_shares)
+        clamped = (offset, chase, slice_shares) != (fb.limit_offset_bps, fb.chase_after_ms, fb.slice_shares)
+        return tactic, clamped
 
 
 @dataclass
 class ExecConfig:
     account: str = "SIM"
     flatten_on_kill: bool = False
+    tactic: Tactic = field(default_factory=Tactic)
+    feedback: FeedbackBounds = field(default_factory=FeedbackBounds)
+    tick: float = 0.01
 
 
 @dataclass
@@ -78,12 +143,37 @@ class Outcome:
         return self
 
 
+@dataclass
+class Working:
+    """One approved order and the broker order(s) working it."""
+
+    order: Order
+    template: SimOrder  # the order as approved (quantity: the whole)
+    tactic: Tactic | None = None  # None: one broker order, as approved
+    child: str = ""  # the broker order working it now
+    child_quantity: float = 0.0
+    child_filled: float = 0.0
+    child_live: bool = False
+    children: int = 0
+    limit: float | None = None
+    chase_at: int = 0
+    stopping: bool = False  # a cancel was asked for: no further children
+    order_type: str = "MKT"  # what we publish: the tactic's style for a worked market order
+
+
 class ExecutionCore:
     def __init__(self, config: ExecConfig, clock: Clock) -> None:
         self.cfg = config
         self.clock = clock
         self.orders: dict[str, Order] = {}
+        self.working: dict[str, Working] = {}
+        self.route: dict[str, str] = {}  # broker order id -> the approved order it works
         self.positions: dict[str, Position] = {}
+        self.quotes: dict[str, Quote] = {}
+        self.tactics: dict[str, Tactic] = {}  # per symbol, from TCA feedback
+        # Limit children that may need a reprice: on_time runs per market event, so it looks
+        # only at these, never at the day's every order.
+        self.chasing: dict[str, Working] = {}
         self.killed = False
         self.snapshot_seq = 0
         self.instance = "exec"  # the runtime makes it unique per process (snapshot dedupe ids)
@@ -100,103 +190,245 @@ class ExecutionCore:
             return self._refuse(a, now, "kill switch engaged")
         if a.valid_until_ns and now > a.valid_until_ns:
             return self._refuse(a, now, f"approval expired {(now - a.valid_until_ns) / 1e6:.0f} ms ago")
-        if a.order_type not in SUPPORTED_TYPES:  # never quietly turned into something else
-            return self._refuse(a, now, f"order type {a.order_type} not supported by this broker")
-        order = SimOrder(
+        problem = shape_problem(a)
+        if problem:  # never quietly turned into something else
+            return self._refuse(a, now, problem)
+        reason = f"intent {a.intent_id}"
+        if a.order_type == "BRACKET":
+            return self._bracket(a, now, reason)
+        template = SimOrder(
             a.client_order_id,
             a.symbol,
             a.side,
             a.quantity,
-            a.order_type,  # type: ignore[arg-type]
+            a.order_type,
             a.limit_price,
             a.stop_price,
             a.tif,
+            trail_amount=a.trail_amount,
+            trail_percent=a.trail_percent,
         )
-        return self._send(order, now, reason=f"intent {a.intent_id}")
+        tactic = self.tactic_for(a.symbol) if a.order_type == "MKT" and a.tif != "IOC" else None
+        return self._start(template, now, reason, None if tactic is None or tactic.plain else tactic)
 
-    def _send(self, order: SimOrder, now: int, reason: str) -> Outcome:
-        self.orders[order.client_order_id] = Order(
-            order.client_order_id, order.symbol, order.side, order.quantity
+    def tactic_for(self, symbol: str) -> Tactic:
+        return self.tactics.get(symbol, self.cfg.tactic)
+
+    def _bracket(self, a: OrderApproved, now: int, reason: str) -> Outcome:
+        cid, exit_side = a.client_order_id, "SELL" if a.side == "BUY" else "BUY"
+        entry = SimOrder(cid, a.symbol, a.side, a.quantity, "LMT" if a.limit_price else "MKT", a.limit_price)
+        entry.tif = a.tif
+        legs = [
+            SimOrder(f"{cid}.tp", a.symbol, exit_side, a.quantity, "LMT", a.take_profit_price, tif=a.tif),  # type: ignore[arg-type]
+            SimOrder(f"{cid}.sl", a.symbol, exit_side, a.quantity, "STP", None, a.stop_loss_price, a.tif),  # type: ignore[arg-type]
+        ]
+        out = self._start(entry, now, reason, None)
+        for leg in legs:
+            leg.parent_id, leg.oca_group = cid, cid
+            out += self._start(leg, now, f"bracket leg of {cid}", None)
+        return out
+
+    def _start(self, template: SimOrder, now: int, reason: str, tactic: Tactic | None) -> Outcome:
+        cid = template.client_order_id
+        order = Order(cid, template.symbol, template.side, template.quantity)
+        self.orders[cid] = order
+        w = Working(order, template, tactic, order_type=tactic.style if tactic else template.order_type)
+        self.working[cid] = w
+        self.stats["sent"] += 1
+        out = self._send_child(w, now, reason)
+        out.events.insert(0, self._event(w, now, reason))
+        return out
+
+    def _send_child(self, w: Working, now: int, reason: str) -> Outcome:
+        """Journal and send the next broker order for ``w`` (the whole of it without a tactic)."""
+        t, cid = w.tactic, w.order.client_order_id
+        w.chase_at = 0
+        if t is None:
+            child = copy_with(w.template)
+        else:
+            w.children += 1
+            quantity = min(w.order.remaining, t.slice_shares or w.order.remaining)
+            child = copy_with(w.template, client_order_id=f"{cid}/{w.children}", quantity=quantity)
+            quote = self.quotes.get(w.order.symbol)
+            if t.style == "LMT" and quote is not None:
+                child.order_type, child.limit_price = "LMT", self._limit_price(quote, w.order.side, t)
+                w.chase_at = now + int(t.chase_after_ms * 1e6)
+                self.chasing[cid] = w
+            self.stats["children_sent"] += 1
+        w.child, w.child_quantity, w.child_filled, w.child_live = (
+            child.client_order_id,
+            child.quantity,
+            0.0,
+            True,
         )
+        w.limit = child.limit_price
+        self.route[child.client_order_id] = cid
         record = JournalRecord(
             "send",
-            order.client_order_id,
+            child.client_order_id,
             now,
-            order.symbol,
-            order.side,
-            order.quantity,
-            order.order_type,
-            order.limit_price,
-            order.stop_price,
-            order.tif,
+            child.symbol,
+            child.side,
+            child.quantity,
+            child.order_type,
+            child.limit_price,
+            child.stop_price,
+            child.tif,
             reason,
+            parent=cid,
+            parent_quantity=w.order.quantity,
         )
-        self.stats["sent"] += 1
-        return Outcome([record, Send(order)], [self._event(self.orders[order.client_order_id], now, reason)])
+        return Outcome([record, Send(child)])
+
+    def _limit_price(self, q: Quote, side: str, t: Tactic) -> float:
+        """From the near touch toward the far one by the offset, never past the far touch, on the
+        tick grid (rounded toward the near side: the offset is a ceiling, not a floor)."""
+        mid, tick = (q.bid + q.ask) / 2, self.cfg.tick
+        offset = mid * t.limit_offset_bps / BPS
+        if side == "BUY":
+            return _on_grid(min(q.bid + offset, q.ask), tick, down=True)
+        return _on_grid(max(q.ask - offset, q.bid), tick, down=False)
 
     def _refuse(self, a: OrderApproved, now: int, reason: str) -> Outcome:
         self.stats["refused"] += 1
         order = Order(a.client_order_id, a.symbol, a.side, a.quantity)
         order.move("REJECTED", reason)
         self.orders[a.client_order_id] = order
-        return Outcome(events=[self._event(order, now, reason)])
+        w = Working(order, SimOrder(a.client_order_id, a.symbol, a.side, a.quantity), order_type=a.order_type)
+        return Outcome(events=[self._event(w, now, reason)])
 
     # -- the broker's reports --------------------------------------------------------------------
     def on_report(self, r: Report) -> Outcome:
-        order = self.orders.get(r.client_order_id)
-        if order is None:
+        parent = self.route.get(r.client_order_id)
+        w = self.working.get(parent) if parent else None
+        if w is None:
             self.stats["reports_for_unknown_orders"] += 1
             return Outcome()
-        now = r.ts
+        if r.client_order_id != w.child:  # an earlier child of this order: only fills matter
+            return self._fill(w, r) if r.kind == "fill" else Outcome()
         if r.kind == "fill":
-            applied = order.fill(r.exec_id, r.quantity, r.price)
-            if applied <= 0:
-                self.stats["fills_ignored"] += 1
-                return Outcome()
-            pos = self.positions.setdefault(order.symbol, Position())
-            pos.apply(applied if order.side == "BUY" else -applied, r.price, r.commission)
-            pos.mark = pos.mark or r.price
-            fill = Fill(
-                ts_event=r.venue_ts,
-                ts_init=self.clock.now_ns(),
-                exec_id=r.exec_id,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-                side=order.side,  # type: ignore[arg-type]
-                quantity=applied,
-                price=r.price,
-                commission=r.commission,
-                liquidity=r.liquidity,
-            )
-            return Outcome(events=[self._event(order, now), fill, self.snapshot(now)])
-        status = {"ack": "SUBMITTED", "cancelled": "CANCELLED", "rejected": "REJECTED"}[r.kind]
-        if not order.move(status, r.reason):  # type: ignore[arg-type]
+            out = self._fill(w, r)
+            if w.child_filled >= w.child_quantity - 1e-9:
+                w.child_live = False
+                out += self._next_child(w, r.ts)
+            return out
+        if r.kind in ("replaced", "replace_rejected"):
+            return self._replaced(w, r)
+        w.child_live = False
+        order = w.order
+        if r.kind == "ack":
+            moved = order.move("SUBMITTED", r.reason) if order.status == "PENDING_SUBMIT" else False
+            w.child_live = True
+        elif r.kind == "rejected" and order.filled > 0:  # what filled stands: the rest is over
+            moved = order.move("CANCELLED", f"rejected: {r.reason}")
+        else:
+            moved = order.move("CANCELLED" if r.kind == "cancelled" else "REJECTED", r.reason)
+        if not moved:
             self.stats["reports_ignored"] += 1
             return Outcome()
-        return Outcome(events=[self._event(order, now, r.reason)])
+        return Outcome(events=[self._event(w, r.ts, r.reason)])
+
+    def _fill(self, w: Working, r: Report) -> Outcome:
+        order = w.order
+        applied = order.fill(r.exec_id, r.quantity, r.price)
+        if applied <= 0:
+            self.stats["fills_ignored"] += 1
+            return Outcome()
+        if r.client_order_id == w.child:
+            w.child_filled += applied
+        pos = self.positions.setdefault(order.symbol, Position())
+        pos.apply(applied if order.side == "BUY" else -applied, r.price, r.commission)
+        pos.mark = pos.mark or r.price
+        fill = Fill(
+            ts_event=r.venue_ts,
+            ts_init=self.clock.now_ns(),
+            exec_id=r.exec_id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,  # type: ignore[arg-type]
+            quantity=applied,
+            price=r.price,
+            commission=r.commission,
+            liquidity=r.liquidity,
+            order_ref="" if r.client_order_id == order.client_order_id else r.client_order_id,
+        )
+        return Outcome(events=[self._event(w, r.ts), fill, self.snapshot(r.ts)])
+
+    def _next_child(self, w: Working, now: int) -> Outcome:
+        if w.tactic is None or w.order.terminal or w.stopping or w.order.remaining <= 1e-9:
+            return Outcome()
+        return self._send_child(w, now, f"next slice of {w.order.client_order_id}")
+
+    def _replaced(self, w: Working, r: Report) -> Outcome:
+        if r.kind == "replace_rejected":
+            self.stats["replaces_rejected"] += 1
+            return Outcome()
+        if w.tactic is None and r.quantity:  # an OCA leg reduced, or an operator's replace
+            w.order.quantity = r.quantity
+        w.limit = r.price or w.limit
+        w.order.seq += 1  # a change worth an event, with the same status
+        return Outcome(events=[self._event(w, r.ts, r.reason)])
 
     def on_quote(self, q: Quote) -> None:
+        self.quotes[q.symbol] = q
         pos = self.positions.get(q.symbol)
         if pos is not None:
             pos.mark = (q.bid + q.ask) / 2
 
-    # -- the kill switch ----------------------------------------------------------------------------
+    def on_time(self, now: int) -> Outcome:
+        """Reprice limit children that waited too long: to the far touch (cancel/replace)."""
+        out = Outcome()
+        if not self.chasing:
+            return out
+        for cid, w in list(self.chasing.items()):
+            if w.order.terminal or not w.chase_at or w.tactic is None:
+                del self.chasing[cid]
+                continue
+            if now < w.chase_at or not w.child_live:
+                continue
+            w.chase_at = now + int(w.tactic.chase_after_ms * 1e6)
+            quote = self.quotes.get(w.order.symbol)
+            if quote is None or w.stopping:
+                continue
+            far = quote.ask if w.order.side == "BUY" else quote.bid
+            if w.limit is not None and abs(far - w.limit) < 1e-9:
+                continue
+            self.stats["chases"] += 1
+            out.actions += [
+                JournalRecord(
+                    "replace", w.child, now, limit_price=far, reason="chase", parent=w.order.client_order_id
+                ),
+                Replace(w.child, limit_price=far),
+            ]
+        return out
+
+    def on_feedback(self, fb: TcaFeedback) -> bool:
+        """Apply TCA's advice within bounds; False (and counted) when feedback is off."""
+        if not self.cfg.feedback.enabled:
+            self.stats["feedback_ignored"] += 1
+            return False
+        tactic, clamped = self.cfg.feedback.clamp(fb)
+        self.tactics[fb.symbol] = tactic
+        self.stats["feedback_applied"] += 1
+        self.stats["feedback_clamped"] += clamped
+        return True
+
+    # -- operators: the kill switch, one order's cancel or replace --------------------------------
     def on_control(self, c: Control) -> Outcome:
         now = self.clock.now_ns()
         if c.command == "resume":
             self.killed = False
             return Outcome()
+        if c.command in ("cancel", "replace"):
+            return self._operator_order_command(c, now)
         if c.command not in ("kill", "cancel_all", "flatten"):
             return Outcome()
         out = Outcome()
         if c.command == "kill":
             self.killed = True
-        for order in self.orders.values():
-            if order.status in LIVE:
-                out.actions += [
-                    JournalRecord("cancel", order.client_order_id, now, reason=c.command),
-                    Cancel(order.client_order_id),
-                ]
+        for w in self.working.values():
+            if w.order.status in LIVE:
+                out += self._cancel(w, now, c.command)
         flatten = c.command == "flatten" or (
             c.command == "kill" and (self.cfg.flatten_on_kill or c.args.get("flatten") == "true")
         )
@@ -206,11 +438,55 @@ class ExecutionCore:
                     self._flatten_seq += 1
                     cid = f"flat-{c.command_id}-{self._flatten_seq}"
                     side: Literal["BUY", "SELL"] = "SELL" if pos.quantity > 0 else "BUY"
-                    out += self._send(
-                        SimOrder(cid, symbol, side, abs(pos.quantity)), now, f"{c.command} by {c.issued_by}"
+                    out += self._start(
+                        SimOrder(cid, symbol, side, abs(pos.quantity)),
+                        now,
+                        f"{c.command} by {c.issued_by}",
+                        None,
                     )
         self.stats[f"control_{c.command}"] += 1
         return out
+
+    def _cancel(self, w: Working, now: int, reason: str) -> Outcome:
+        w.stopping = True
+        return Outcome(
+            [
+                JournalRecord("cancel", w.child, now, reason=reason, parent=w.order.client_order_id),
+                Cancel(w.child),
+            ]
+        )
+
+    def _operator_order_command(self, c: Control, now: int) -> Outcome:
+        w = self.working.get(c.args.get("client_order_id", ""))
+        if w is None or w.order.terminal:
+            self.stats[f"control_{c.command}_unknown_order"] += 1
+            return Outcome()
+        self.stats[f"control_{c.command}"] += 1
+        if c.command == "cancel":
+            return self._cancel(w, now, f"cancel by {c.issued_by}")
+        try:
+            quantity = float(c.args["quantity"]) if "quantity" in c.args else None
+            limit = float(c.args["limit_price"]) if "limit_price" in c.args else None
+        except ValueError:
+            self.stats["control_replace_malformed"] += 1
+            return Outcome()
+        if w.tactic is not None or (quantity is not None and quantity > w.order.quantity):
+            # A worked order's children are the gateway's to price; more shares need an approval.
+            self.stats["control_replace_refused"] += 1
+            return Outcome()
+        return Outcome(
+            [
+                JournalRecord(
+                    "replace",
+                    w.child,
+                    now,
+                    quantity=quantity or 0.0,
+                    limit_price=limit,
+                    reason=f"by {c.issued_by}",
+                ),
+                Replace(w.child, quantity=quantity, limit_price=limit),
+            ]
+        )
 
     # -- restart --------------------------------------------------------------------------------------
     def restore(self, records: list[JournalRecord]) -> list[Event]:
@@ -219,16 +495,26 @@ class ExecutionCore:
         events: list[Event] = []
         now = self.clock.now_ns()
         for rec in records:
-            if rec.kind == "send" and rec.client_order_id not in self.orders:
-                order = Order(rec.client_order_id, rec.symbol, rec.side, rec.quantity)
-                order.move("UNRESOLVED", "restarted: outcome unknown until reconciled")
-                self.orders[rec.client_order_id] = order
-                events.append(self._event(order, now, order.reason))
+            parent = rec.parent or rec.client_order_id
+            if rec.kind != "send":
+                continue
+            self.route[rec.client_order_id] = parent
+            if parent in self.orders:
+                continue
+            quantity = rec.parent_quantity or rec.quantity
+            order = Order(parent, rec.symbol, rec.side, quantity)
+            order.move("UNRESOLVED", "restarted: outcome unknown until reconciled")
+            self.orders[parent] = order
+            template = SimOrder(parent, rec.symbol, rec.side, quantity)  # type: ignore[arg-type]
+            w = Working(order, template, child=rec.client_order_id, order_type=rec.order_type)
+            self.working[parent] = w
+            events.append(self._event(w, now, order.reason))
         self.stats["restored"] = len(events)
         return events
 
     # -- events ---------------------------------------------------------------------------------------
-    def _event(self, order: Order, ts: int, reason: str = "") -> OrderEvent:
+    def _event(self, w: Working, ts: int, reason: str = "") -> OrderEvent:
+        order = w.order
         return OrderEvent(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
@@ -240,7 +526,10 @@ class ExecutionCore:
             quantity=order.quantity,
             filled_quantity=order.filled,
             avg_fill_price=order.avg_price or None,
+            broker_order_id=w.child if w.child != order.client_order_id else "",
             reason=reason or order.reason,
+            order_type=w.order_type,
+            limit_price=w.limit if w.limit is not None else w.template.limit_price,
         )
 
     def snapshot(self, ts: int) -> PositionSnapshot:
@@ -266,3 +555,9 @@ class ExecutionCore:
             realized_pnl=sum(p.realized for p in self.positions.values()),
             unrealized_pnl=sum(p.unrealized for p in self.positions.values()),
         )
+
+
+def _on_grid(price: float, tick: float, down: bool) -> float:
+    steps = price / tick
+    steps = math.floor(steps + 1e-9) if down else math.ceil(steps - 1e-9)
+    return round(steps * tick, 10)

@@ -19,7 +19,18 @@ from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote, Trade
 from proto.orders import OrderApproved
 from proto.subjects import spec
-from services.execution.core import Cancel, ExecConfig, ExecutionCore, JournalRecord, Outcome, Send
+from proto.tca import TcaFeedback
+from services.execution.core import (
+    Cancel,
+    ExecConfig,
+    ExecutionCore,
+    FeedbackBounds,
+    JournalRecord,
+    Outcome,
+    Replace,
+    Send,
+    Tactic,
+)
 from services.execution.journal import Journal
 from services.execution.simbroker import SimBroker, SimConfig
 
@@ -34,7 +45,11 @@ class ExecutionApp(ServiceApp):
         super().__init__()
         x = settings.execution
         self.settings = settings
-        self.core = ExecutionCore(ExecConfig(x.account, x.flatten_on_kill), LiveClock())
+        tactic = Tactic(x.tactic_style, x.limit_offset_bps, x.chase_after_ms, x.slice_shares)
+        bounds = FeedbackBounds(
+            x.feedback, x.feedback_max_offset_bps, x.feedback_min_chase_ms, x.feedback_max_chase_ms
+        )
+        self.core = ExecutionCore(ExecConfig(x.account, x.flatten_on_kill, tactic, bounds), LiveClock())
         self.broker = SimBroker(
             SimConfig(
                 submit_latency_ms=x.sim_submit_latency_ms,
@@ -61,6 +76,8 @@ class ExecutionApp(ServiceApp):
         await rt.subscribe("md.>", self._on_market)
         await rt.subscribe("ctl.>", self._on_control, durable="execution-ctl", new_only=True)
         await rt.subscribe("order.approved.>", self._on_approved, durable="execution", new_only=True)
+        # Every feedback the stream keeps, oldest first: after a restart the latest per symbol wins.
+        await rt.subscribe("tca.feedback.>", self._on_feedback)
         if self.settings.execution.panic_file is not None:
             self._panic = asyncio.create_task(self._watch_panic(self.settings.execution.panic_file))
 
@@ -78,9 +95,10 @@ class ExecutionApp(ServiceApp):
             reports = self.broker.end_of_data()
         else:
             return
-        for report in reports:
-            async with self._lock:
-                await self._publish(self.core.on_report(report).events)
+        async with self._lock:
+            for report in reports:
+                await self._act(self.core.on_report(report))  # a next slice is journaled and sent
+            await self._act(self.core.on_time(self.market_ns))
 
     async def _on_approved(self, d: Delivery) -> None:
         if isinstance(d.event, OrderApproved):
@@ -88,7 +106,15 @@ class ExecutionApp(ServiceApp):
                 await self._act(self.core.on_approved(d.event))
                 if self.replay_finished:  # no market data will come to trade it against
                     for report in self.broker.end_of_data():
-                        await self._publish(self.core.on_report(report).events)
+                        await self._act(self.core.on_report(report))
+
+    async def _on_feedback(self, d: Delivery) -> None:
+        if isinstance(d.event, TcaFeedback) and self.core.on_feedback(d.event):
+            log.info(
+                "tca feedback applied",
+                symbol=d.event.symbol,
+                tactic=str(self.core.tactic_for(d.event.symbol)),
+            )
 
     async def _on_control(self, d: Delivery) -> None:
         if isinstance(d.event, Control):
@@ -105,6 +131,14 @@ class ExecutionApp(ServiceApp):
                 self.broker.submit(action.order, self.market_ns)
             elif isinstance(action, Cancel):
                 self.broker.cancel(action.client_order_id, self.market_ns)
+            elif isinstance(action, Replace):
+                self.broker.replace(
+                    action.client_order_id,
+                    self.market_ns,
+                    action.quantity,
+                    action.limit_price,
+                    action.stop_price,
+                )
         await self._publish(out.events)
 
     async def _publish(self, events: list[Event]) -> None:
@@ -145,5 +179,6 @@ class ExecutionApp(ServiceApp):
             "positions": positions,
             "realized_pnl": round(sum(p.realized for p in self.core.positions.values()), 2),
             "stats": dict(self.core.stats),
+            "tactics": {s: str(t) for s, t in sorted(self.core.tactics.items())},
             "journal": str(self.journal.path),
         }

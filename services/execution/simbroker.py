@@ -9,7 +9,13 @@ What keeps its results honest:
 - a resting limit fills only when the market trades through its price (all of it) or, when trades
   only touch it, once the volume traded at that price has used up the queue ahead of it (estimated
   as the displayed size at that price when the order arrived); that gives partial fills;
-- stops trigger on a trade at or through the stop, then behave as market (or limit) orders;
+- stops trigger on a trade at or through the stop, then behave as market (or limit) orders; a
+  trailing stop's stop follows the best trade since it arrived (by an amount or a percent);
+- a bracket's exit legs wait at the venue until their parent fills (or ends part-filled, then
+  for what was filled); legs sharing an OCA group reduce each other by every fill, and the one
+  left with nothing to do is cancelled;
+- cancel/replace: a replace reaches the venue after the submit latency like a cancel; a new
+  price loses the order's place in the queue; quantity can go down to what has filled, no less;
 - IOC leaves nothing resting; DAY orders are cancelled at the session's end;
 - IB commissions (fixed or tiered); rejects for unknown symbols and bad sizes.
 
@@ -26,7 +32,8 @@ from typing import Literal
 
 from services.execution.commissions import CommissionModel, commission_model
 
-ReportKind = Literal["ack", "fill", "cancelled", "rejected"]
+ReportKind = Literal["ack", "fill", "cancelled", "rejected", "replaced", "replace_rejected"]
+SimOrderType = Literal["MKT", "LMT", "STP", "STP_LMT", "TRAIL"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,23 @@ class SimOrder:
     symbol: str
     side: Literal["BUY", "SELL"]
     quantity: float
-    order_type: Literal["MKT", "LMT", "STP", "STP_LMT"] = "MKT"
+    order_type: SimOrderType = "MKT"
     limit_price: float | None = None
     stop_price: float | None = None
     tif: Literal["DAY", "GTC", "IOC"] = "DAY"
+    trail_amount: float | None = None
+    trail_percent: float | None = None
+    #: a bracket leg: held at the venue until this order fills
+    parent_id: str = ""
+    #: legs in one OCA group reduce each other by every fill
+    oca_group: str = ""
     filled: float = 0.0
     queue_ahead: float = 0.0
     triggered: bool = False
     live: bool = False
+    held: bool = False
+    #: a trailing stop's best trade price since it started working
+    extreme: float | None = None
 
     @property
     def remaining(self) -> float:
@@ -93,6 +109,7 @@ class _Pending:
     action: str = field(compare=False)
     order: SimOrder | None = field(compare=False, default=None)
     client_order_id: str = field(compare=False, default="")
+    changes: dict[str, float] = field(compare=False, default_factory=dict)
 
 
 class SimBroker:
@@ -104,6 +121,7 @@ class SimBroker:
         self.commissions: CommissionModel = commission_model(self.cfg.commission)
         self.books: dict[str, _Book] = {}
         self.orders: dict[str, SimOrder] = {}
+        self.ended_filled: dict[str, float] = {}  # what an order that has ended had filled
         self._arrivals: list[_Pending] = []
         self._reports: list[tuple[int, int, Report]] = []
         self._seq = itertools.count()
@@ -119,6 +137,26 @@ class SimBroker:
     def cancel(self, client_order_id: str, now: int) -> None:
         self._schedule(now + self._ms(self.cfg.submit_latency_ms), "cancel", client_order_id=client_order_id)
 
+    def replace(
+        self,
+        client_order_id: str,
+        now: int,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> None:
+        changes = {
+            k: v
+            for k, v in (("quantity", quantity), ("limit_price", limit_price), ("stop_price", stop_price))
+            if v is not None
+        }
+        self._schedule(
+            now + self._ms(self.cfg.submit_latency_ms),
+            "replace",
+            client_order_id=client_order_id,
+            changes=changes,
+        )
+
     def advance(self, now: int) -> list[Report]:
         """Move time without market data (the runtime's timer; the end of a replay)."""
         self._until(now)
@@ -129,7 +167,7 @@ class SimBroker:
         report still in flight is delivered."""
         self._until(self.now)
         for order in list(self.orders.values()):
-            self._end(order, self.now, "cancelled", "end of market data")
+            self._end(order, self.now, "cancelled", "end of market data", release=False)
         for pending in self._arrivals:  # sent but never arrived: the venue never saw them
             if pending.order is not None:
                 self._report("rejected", pending.order, self.now, reason="end of market data")
@@ -165,7 +203,9 @@ class SimBroker:
         for order in list(self.orders.values()):
             if order.symbol != symbol or not order.live or order.remaining <= 0:
                 continue
-            if order.order_type in ("STP", "STP_LMT") and not order.triggered:
+            if order.order_type == "TRAIL" and not order.triggered:
+                self._trail(order, price)
+            if order.order_type in ("STP", "STP_LMT", "TRAIL") and not order.triggered:
                 stop = order.stop_price or 0.0  # validated positive on arrival
                 if (price - stop) * order.sign >= 0:  # a trade at or through the stop
                     order.triggered = True
@@ -175,6 +215,13 @@ class SimBroker:
             if self._resting_limit(order):
                 self._trade_at_limit(order, ts, price, size)
         return self._due(ts)
+
+    def _trail(self, order: SimOrder, price: float) -> None:
+        """Move a trailing stop with the best price seen (up for a sell stop, down for a buy)."""
+        if order.extreme is None or (price - order.extreme) * order.sign < 0:
+            order.extreme = price
+        distance = order.trail_amount or order.extreme * (order.trail_percent or 0.0) / 100
+        order.stop_price = round(order.extreme + order.sign * distance, 10)
 
     # -- time ---------------------------------------------------------------------------------------
     def _until(self, now: int) -> None:
@@ -186,10 +233,12 @@ class SimBroker:
                 self._arrive(p.order, p.ts)
             elif p.action == "cancel":
                 self._cancel_at_venue(p.client_order_id, p.ts)
+            elif p.action == "replace":
+                self._replace_at_venue(p.client_order_id, p.ts, p.changes)
         if self.session_end_ns is not None and now >= self.session_end_ns:
             end, self.session_end_ns = self.session_end_ns, None
             for order in [o for o in self.orders.values() if o.tif == "DAY"]:
-                self._end(order, end, "cancelled", "end of day")
+                self._end(order, end, "cancelled", "end of day", release=False)
 
     def _arrive(self, order: SimOrder, ts: int) -> None:
         cfg = self.cfg
@@ -211,17 +260,40 @@ class SimBroker:
         if order.order_type in ("STP", "STP_LMT") and not (order.stop_price and order.stop_price > 0):
             self._report("rejected", order, ts, reason="stop order without a positive stop price")
             return
-        order.live = True
+        if order.order_type == "TRAIL" and not (
+            (order.trail_amount or 0) > 0 or 0 < (order.trail_percent or 0) < 100
+        ):
+            self._report("rejected", order, ts, reason="trailing stop without a positive trail")
+            return
         self.orders[order.client_order_id] = order
         self._report("ack", order, ts)
+        if order.parent_id:
+            if order.parent_id in self.orders:  # the parent still works: the leg waits for it
+                order.held = True
+                return
+            parent_filled = self.ended_filled.get(order.parent_id, 0.0)
+            if parent_filled <= 0:
+                self._end(order, ts, "cancelled", "parent order did not fill")
+                return
+            order.quantity = min(order.quantity, parent_filled)
+        self._activate(order, ts, book)
+
+    def _activate(self, order: SimOrder, ts: int, book: _Book) -> None:
+        """The order starts working: it takes what it can now, then rests (or waits to trigger)."""
+        order.live, order.held = True, False
+        if order.order_type == "TRAIL":  # trails from the touch it would sell (buy) into
+            self._trail(order, book.bid if order.sign < 0 else book.ask)
         if order.order_type in ("MKT", "LMT"):
             self._cross(order, ts, book)
         if order.live and order.order_type == "LMT":
-            level = book.bid_size if order.sign > 0 else book.ask_size
-            at_touch = order.limit_price == (book.bid if order.sign > 0 else book.ask)
-            order.queue_ahead = level * cfg.queue_ahead_fraction if at_touch else 0.0
+            self._join_queue(order, book)
         if order.live and order.tif == "IOC":
             self._end(order, ts, "cancelled", "IOC remainder")
+
+    def _join_queue(self, order: SimOrder, book: _Book) -> None:
+        level = book.bid_size if order.sign > 0 else book.ask_size
+        at_touch = order.limit_price == (book.bid if order.sign > 0 else book.ask)
+        order.queue_ahead = level * self.cfg.queue_ahead_fraction if at_touch else 0.0
 
     def _cross(self, order: SimOrder, ts: int, book: _Book) -> None:
         """Take liquidity: walk the displayed size from the touch, no further than a limit."""
@@ -260,9 +332,35 @@ class SimBroker:
         self._report(
             "fill", order, ts, quantity=quantity, price=price, commission=commission, liquidity=liquidity
         )
+        if order.oca_group:
+            self._reduce_oca(order, ts, quantity)
         if order.remaining <= 1e-9:
             order.live = False
             self.orders.pop(order.client_order_id, None)
+            self.ended_filled[order.client_order_id] = order.filled
+            self._release_legs(order, ts)
+
+    def _reduce_oca(self, filled: SimOrder, ts: int, quantity: float) -> None:
+        for other in list(self.orders.values()):
+            if other is filled or other.oca_group != filled.oca_group:
+                continue
+            other.quantity = max(other.quantity - quantity, other.filled)
+            if other.remaining <= 1e-9:
+                self._end(other, ts, "cancelled", f"OCA: filled by {filled.client_order_id}")
+            else:
+                self._report("replaced", other, ts, quantity=other.quantity, reason="OCA reduce")
+
+    def _release_legs(self, parent: SimOrder, ts: int) -> None:
+        """The parent has ended: its held legs work for what it filled, or end if it filled none."""
+        book = self.books.get(parent.symbol)
+        for leg in [o for o in self.orders.values() if o.parent_id == parent.client_order_id and o.held]:
+            if parent.filled <= 0 or book is None:
+                self._end(leg, ts, "cancelled", "parent order did not fill")
+                continue
+            if leg.quantity > parent.filled:
+                leg.quantity = parent.filled
+                self._report("replaced", leg, ts, quantity=leg.quantity, reason="parent part-filled")
+            self._activate(leg, ts, book)
 
     def _cancel_at_venue(self, client_order_id: str, ts: int) -> None:
         order = self.orders.get(client_order_id)
@@ -271,10 +369,49 @@ class SimBroker:
             return
         self._end(order, ts, "cancelled", "cancel requested")
 
-    def _end(self, order: SimOrder, ts: int, kind: ReportKind, reason: str) -> None:
+    def _replace_at_venue(self, client_order_id: str, ts: int, changes: dict[str, float]) -> None:
+        order = self.orders.get(client_order_id)
+        if order is None:
+            self._report_replace_rejected(client_order_id, ts, "order not working")
+            return
+        quantity = changes.get("quantity", order.quantity)
+        limit = changes.get("limit_price", order.limit_price)
+        stop = changes.get("stop_price", order.stop_price)
+        if not (order.filled < quantity <= order.quantity) or not float(quantity).is_integer():
+            self._report_replace_rejected(
+                client_order_id, ts, f"bad quantity {quantity} (filled {order.filled})"
+            )
+            return
+        if (limit is not None and not limit > 0) or (stop is not None and not stop > 0):
+            self._report_replace_rejected(client_order_id, ts, "prices must be positive")
+            return
+        repriced = limit != order.limit_price
+        order.quantity, order.limit_price, order.stop_price = quantity, limit, stop
+        self._report("replaced", order, ts, quantity=quantity, price=limit or 0.0, reason="replaced")
+        book = self.books.get(order.symbol)
+        if repriced and order.live and book is not None and self._resting_limit(order):
+            self._cross(order, ts, book)  # a limit moved through the market takes what it can
+            if order.live:
+                self._join_queue(order, book)  # a new price goes to the back of the queue
+
+    def _report_replace_rejected(self, client_order_id: str, ts: int, reason: str) -> None:
+        ghost = SimOrder(client_order_id, "", "BUY", 0)
+        self._report("replace_rejected", ghost, ts, reason=reason)
+
+    def _end(self, order: SimOrder, ts: int, kind: ReportKind, reason: str, release: bool = True) -> None:
+        """``release=False`` when the market is closing: legs still held end with their parent
+        instead of starting to work against a book that will not move again."""
+        if order.client_order_id not in self.orders:
+            return  # ended already (a leg ended with its parent earlier in the same sweep)
         order.live = False
         self.orders.pop(order.client_order_id, None)
+        self.ended_filled[order.client_order_id] = order.filled
         self._report(kind, order, ts, reason=reason)
+        if release:
+            self._release_legs(order, ts)
+            return
+        for leg in [o for o in self.orders.values() if o.parent_id == order.client_order_id and o.held]:
+            self._end(leg, ts, "cancelled", reason, release=False)
 
     # -- reports --------------------------------------------------------------------------------------
     def _report(self, kind: ReportKind, order: SimOrder, venue_ts: int, **fields: object) -> None:

@@ -29,7 +29,7 @@ from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent
 from proto.market import FeedStatus, Quote
-from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskMode, RiskState
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskMode, RiskState, shape_problem
 
 TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
 FEED_DOWN = frozenset({"stale", "disconnected"})
@@ -315,6 +315,9 @@ class RiskCore:
         exit_only = position != 0 and (position > 0) != (signed > 0) and abs(signed) <= abs(position)
         if i.quantity <= 0 or not math.isfinite(i.quantity):
             return "SIZE_INVALID", {"quantity": i.quantity}
+        problem = shape_problem(i)
+        if problem:
+            return "ORDER_INVALID", {"order_type": i.order_type, "problem": problem}
         age_ms = (self.clock.now_ns() - i.ts_init) / 1e6
         if age_ms > lim.max_intent_age_ms:
             return "INTENT_STALE", {"age_ms": round(age_ms), "max_ms": lim.max_intent_age_ms}
@@ -432,6 +435,10 @@ class RiskCore:
             stop_price=i.stop_price,
             tif=i.tif,
             valid_until_ns=self.clock.now_ns() + int(self.limits.approval_ttl_ms * 1e6),
+            take_profit_price=i.take_profit_price,
+            stop_loss_price=i.stop_loss_price,
+            trail_amount=i.trail_amount,
+            trail_percent=i.trail_percent,
         )
 
     # -- derived numbers --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
-from proto.tca import TcaReport
+from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 T0 = 1_381_239_000_000_000_000  # 2013-10-08 13:30 UTC, the sample day's open
 
@@ -74,6 +74,18 @@ def sample_events() -> list[Event]:
             avg_fill_price=182.07,
             slippage_bps=0.55,
         ),
+        TcaAggregate(
+            **t,
+            symbol="IBM",
+            order_type="MKT",
+            time_of_day="open",
+            count=12,
+            mean_cost_bps=2.1,
+            std_cost_bps=1.3,
+            mean_fill_ratio=1.0,
+            mean_passive_ratio=0.0,
+        ),
+        TcaFeedback(**t, feedback_id="fb-1", symbol="IBM", style="LMT", limit_offset_bps=0.5),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
         Alert(**t, alert_id="a-1", severity="warning", source="md-gateway", title="feed stale"),
         DeadLetter(

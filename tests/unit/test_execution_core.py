@@ -10,7 +10,17 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.market import Quote
 from proto.orders import OrderApproved
-from services.execution.core import Cancel, ExecConfig, ExecutionCore, JournalRecord, Outcome, Send
+from services.execution.core import (
+    Cancel,
+    ExecConfig,
+    ExecutionCore,
+    FeedbackBounds,
+    JournalRecord,
+    Outcome,
+    Replace,
+    Send,
+    Tactic,
+)
 from services.execution.simbroker import SimBroker, SimConfig
 
 T = 1_381_240_800_000_000_000
@@ -41,14 +51,26 @@ class Harness:
                 self.broker.submit(action.order, self.clock.now_ns())
             elif isinstance(action, Cancel):
                 self.broker.cancel(action.client_order_id, self.clock.now_ns())
+            elif isinstance(action, Replace):
+                assert self.journal[-1].kind == "replace"
+                self.broker.replace(
+                    action.client_order_id, self.clock.now_ns(), action.quantity, action.limit_price
+                )
         self.events += out.events
 
-    def quote(self, ts: int, bid: float, ask: float) -> None:
+    def quote(self, ts: int, bid: float, ask: float, size: float = 1000) -> None:
         self.clock.set(ts)
-        q = Quote(ts_event=ts, ts_init=ts, symbol="IBM", bid=bid, ask=ask, bid_size=1000, ask_size=1000)
+        q = Quote(ts_event=ts, ts_init=ts, symbol="IBM", bid=bid, ask=ask, bid_size=size, ask_size=size)
         self.core.on_quote(q)
-        for report in self.broker.on_quote("IBM", ts, bid, ask, 1000, 1000):
+        for report in self.broker.on_quote("IBM", ts, bid, ask, size, size):
             self.run(self.core.on_report(report))
+        self.run(self.core.on_time(ts))
+
+    def trade(self, ts: int, price: float, size: float = 100) -> None:
+        self.clock.set(ts)
+        for report in self.broker.on_trade("IBM", ts, price, size):
+            self.run(self.core.on_report(report))
+        self.run(self.core.on_time(ts))
 
     def approve(
         self, cid: str, side: str = "BUY", qty: float = 100, valid_ms: float = 2000, **kw: object
@@ -99,8 +121,12 @@ def test_stale_approvals_and_duplicates_never_become_orders() -> None:
     h.run(h.core.on_approved(stale))
     assert h.sent == [] and h.statuses("old") == ["REJECTED"]
     assert "expired" in next(e for e in h.events if isinstance(e, OrderEvent)).reason
-    h.approve("br", order_type="BRACKET")
-    assert h.statuses("br") == ["REJECTED"] and "not supported" in h.core.orders["br"].reason
+    h.approve("br", order_type="BRACKET")  # no exit prices: refused, never sent as something else
+    assert h.statuses("br") == ["REJECTED"] and "take-profit" in h.core.orders["br"].reason
+    h.approve("bad", order_type="BRACKET", take_profit_price=99.0, stop_loss_price=101.0)
+    assert h.statuses("bad") == ["REJECTED"] and "wrong sides" in h.core.orders["bad"].reason
+    h.approve("tr", side="SELL", order_type="TRAIL")
+    assert h.statuses("tr") == ["REJECTED"] and "trail" in h.core.orders["tr"].reason
     h.approve("c1")
     h.approve("c1")  # redelivered
     assert h.sent == ["c1"] and h.core.stats["duplicate_approvals"] == 1
@@ -158,3 +184,139 @@ def test_a_restart_restores_the_journal_and_never_resends() -> None:
         valid_until_ns=T + 10_000 * MS,
     )
     assert fresh.on_approved(a).actions == []  # the redelivered approval is not a second order
+
+
+def fills_of(h: Harness, cid: str) -> list[Fill]:
+    return [e for e in h.events if isinstance(e, Fill) and e.client_order_id == cid]
+
+
+def test_a_bracket_enters_then_its_take_profit_fills_and_cancels_the_stop() -> None:
+    h = Harness()
+    h.approve("b1", order_type="BRACKET", take_profit_price=100.50, stop_loss_price=99.50)
+    assert [(r.client_order_id, r.order_type) for r in h.journal] == [
+        ("b1", "MKT"),
+        ("b1.tp", "LMT"),
+        ("b1.sl", "STP"),
+    ]
+    h.quote(T + 20 * MS, 100.00, 100.02)
+    assert h.statuses("b1")[-1] == "FILLED" and h.core.positions["IBM"].quantity == 100
+    h.trade(T + 30 * MS, 99.60)  # above the stop: nothing
+    assert h.statuses("b1.sl")[-1] == "SUBMITTED"
+    h.quote(T + 40 * MS, 100.55, 100.57)  # the market moves through the take-profit
+    h.quote(T + 60 * MS, 100.55, 100.57)
+    assert h.statuses("b1.tp")[-1] == "FILLED" and fills_of(h, "b1.tp")[0].price == 100.50
+    assert h.statuses("b1.sl")[-1] == "CANCELLED"
+    assert "OCA" in h.core.orders["b1.sl"].reason
+    assert h.core.positions["IBM"].quantity == 0
+
+
+def test_a_bracket_stop_loss_fires_on_a_trade_through_its_stop() -> None:
+    h = Harness()
+    h.approve("b1", "SELL", order_type="BRACKET", take_profit_price=99.00, stop_loss_price=100.40)
+    h.quote(T + 20 * MS, 100.00, 100.02)
+    assert h.core.positions["IBM"].quantity == -100
+    h.quote(T + 30 * MS, 100.40, 100.42)
+    h.trade(T + 31 * MS, 100.41)  # at or through the buy stop: it triggers, buys at the ask
+    h.quote(T + 50 * MS, 100.40, 100.42)
+    assert h.statuses("b1.sl")[-1] == "FILLED" and fills_of(h, "b1.sl")[0].price == 100.42
+    assert h.statuses("b1.tp")[-1] == "CANCELLED" and h.core.positions["IBM"].quantity == 0
+
+
+def test_a_trailing_stop_follows_the_best_price_then_sells() -> None:
+    h = Harness()
+    h.approve("b1")
+    h.quote(T + 20 * MS, 100.00, 100.02)
+    h.approve("t1", "SELL", order_type="TRAIL", trail_amount=0.30)
+    h.quote(T + 40 * MS, 100.00, 100.02)  # starts at the bid: stop 99.70
+    assert h.broker.orders["t1"].stop_price == pytest.approx(99.70)
+    for k, price in enumerate([100.20, 100.60, 100.45]):  # peak 100.60: stop 100.30
+        h.trade(T + (50 + k) * MS, price)
+    assert h.broker.orders["t1"].stop_price == pytest.approx(100.30)
+    h.quote(T + 60 * MS, 100.28, 100.30)
+    h.trade(T + 61 * MS, 100.29)  # through the stop
+    h.quote(T + 80 * MS, 100.28, 100.30)
+    assert h.statuses("t1")[-1] == "FILLED" and fills_of(h, "t1")[0].price == 100.28
+    assert h.core.positions["IBM"].quantity == 0
+
+
+def test_a_limit_tactic_rests_at_the_touch_then_chases_to_the_far_touch() -> None:
+    h = Harness(tactic=Tactic("LMT", limit_offset_bps=0.0, chase_after_ms=1000))
+    h.approve("c1", qty=100)
+    assert h.journal[0].order_type == "LMT" and h.journal[0].limit_price == 99.99  # the bid
+    h.quote(T + 20 * MS, 99.99, 100.01)
+    assert h.statuses("c1") == ["PENDING_SUBMIT", "SUBMITTED"] and not fills_of(h, "c1")
+    h.quote(T + 1_100 * MS, 100.00, 100.02)  # waited a second: reprice to the ask
+    assert [r.kind for r in h.journal] == ["send", "replace"] and h.journal[1].limit_price == 100.02
+    h.quote(T + 1_200 * MS, 100.00, 100.02)
+    assert h.statuses("c1")[-1] == "FILLED" and fills_of(h, "c1")[0].price == 100.02
+    assert fills_of(h, "c1")[0].order_ref == "c1/1"
+    assert h.core.stats["chases"] == 1
+
+
+def test_a_passive_limit_that_is_traded_through_fills_as_the_maker() -> None:
+    h = Harness(tactic=Tactic("LMT", limit_offset_bps=0.0, chase_after_ms=10_000))
+    h.approve("c1", side="SELL")  # rests on the ask, 100.01
+    h.quote(T + 20 * MS, 99.99, 100.01)
+    h.trade(T + 30 * MS, 100.03)
+    h.quote(T + 40 * MS, 100.02, 100.04)
+    fill = fills_of(h, "c1")[0]
+    assert (fill.price, fill.liquidity) == (100.01, "ADD") and h.core.stats["chases"] == 0
+
+
+def test_slices_go_one_after_another_and_publish_as_one_order() -> None:
+    h = Harness(tactic=Tactic("MKT", slice_shares=100))
+    h.approve("c1", qty=250)
+    for k in range(1, 5):
+        h.quote(T + k * 20 * MS, 100.00, 100.02, size=100)  # only 100 shown at the touch
+    assert [r.client_order_id for r in h.journal] == ["c1/1", "c1/2", "c1/3"]
+    assert [r.quantity for r in h.journal] == [100, 100, 50]
+    assert h.statuses("c1")[-1] == "FILLED"
+    assert {f.price for f in fills_of(h, "c1")} == {100.01, 100.02}  # never walked past the touch
+    assert sum(f.quantity for f in fills_of(h, "c1")) == 250
+
+
+def test_feedback_is_applied_only_when_enabled_and_only_within_bounds() -> None:
+    from proto.tca import TcaFeedback
+
+    fb = TcaFeedback(
+        ts_event=T, ts_init=T, feedback_id="f", symbol="IBM", style="LMT", limit_offset_bps=50, slice_shares=7
+    )
+    off = Harness()
+    assert off.core.on_feedback(fb) is False and off.core.tactic_for("IBM") == Tactic()
+    on = Harness(feedback=FeedbackBounds(enabled=True, max_offset_bps=2.0, min_slice_shares=100))
+    assert on.core.on_feedback(fb) is True
+    assert on.core.tactic_for("IBM") == Tactic("LMT", 2.0, 2000.0, 100.0)
+    assert on.core.stats["feedback_clamped"] == 1
+    on.approve("c1", qty=100)
+    assert on.journal[0].order_type == "LMT" and on.journal[0].limit_price == 100.01  # bid + 2 bps, <= ask
+
+
+def test_an_operator_can_cancel_or_shrink_one_order() -> None:
+    h = Harness()
+    h.approve("l1", qty=300, order_type="LMT", limit_price=99.50)
+    h.quote(T + 20 * MS, 99.99, 100.01)
+
+    def control(command: str, **args: str) -> None:
+        c = Control(ts_event=T, ts_init=T, command_id=command, command=command, issued_by="ops", args=args)
+        h.run(h.core.on_control(c))
+
+    control("replace", client_order_id="l1", quantity="400")  # more shares need an approval
+    assert h.core.stats["control_replace_refused"] == 1
+    control("replace", client_order_id="l1", quantity="200", limit_price="99.60")
+    h.quote(T + 40 * MS, 99.99, 100.01)
+    assert h.core.orders["l1"].quantity == 200 and h.broker.orders["l1"].limit_price == 99.60
+    control("cancel", client_order_id="l1")
+    h.quote(T + 60 * MS, 99.99, 100.01)
+    assert h.statuses("l1")[-1] == "CANCELLED"
+    assert [r.kind for r in h.journal] == ["send", "replace", "cancel"]
+
+
+def test_a_restart_restores_worked_orders_under_their_approved_id() -> None:
+    h = Harness(tactic=Tactic("MKT", slice_shares=100))
+    h.approve("c1", qty=250)
+    fresh = ExecutionCore(ExecConfig(), SimClock(T + 100 * MS))
+    events = fresh.restore(list(h.journal))
+    assert [(e.client_order_id, e.quantity, e.status) for e in events if isinstance(e, OrderEvent)] == [
+        ("c1", 250, "UNRESOLVED")
+    ]
+    assert fresh.route == {"c1/1": "c1"}

@@ -65,6 +65,8 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "Control",
         "Alert",
         "DeadLetter",
+        "TcaAggregate",  # derived, and rebuilt from the tca table
+        "TcaFeedback",  # kept 30 days in the TCA stream, its audit trail
     }
 
 

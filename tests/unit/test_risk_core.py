@@ -100,6 +100,21 @@ DENIALS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "APPROVED",
     ),
     ("observe", {"initial_mode": "OBSERVE"}, {}, "MODE_OBSERVE"),
+    ("bracket without exits", {}, {"order_type": "BRACKET"}, "ORDER_INVALID"),
+    (
+        "bracket exits swapped",
+        {},
+        {"order_type": "BRACKET", "take_profit_price": 99.0, "stop_loss_price": 101.0},
+        "ORDER_INVALID",
+    ),
+    (
+        "bracket",
+        {},
+        {"order_type": "BRACKET", "take_profit_price": 101.0, "stop_loss_price": 99.0},
+        "APPROVED",
+    ),
+    ("trail without a trail", {}, {"side": "SELL", "order_type": "TRAIL"}, "ORDER_INVALID"),
+    ("limit without a price", {}, {"order_type": "LMT"}, "ORDER_INVALID"),
 ]
 
 
@@ -109,6 +124,8 @@ def test_denial_matrix(case: str, limits: dict[str, Any], fields: dict[str, Any]
     decision = core.on_intent(intent(**fields))
     if code == "APPROVED":
         assert isinstance(decision, OrderApproved), decision
+        # everything the execution gateway needs to send it as asked travels with the approval
+        assert all(getattr(decision, k) == v for k, v in fields.items() if hasattr(decision, k))
     else:
         d = denied(decision, code)
         assert d.describe().startswith(code) and "=" in d.describe()

@@ -133,3 +133,65 @@ def test_the_end_of_the_data_ends_what_is_still_working() -> None:
     out = b.end_of_data()
     assert {(r.client_order_id, r.kind) for r in out} == {("rest", "cancelled"), ("late", "rejected")}
     assert not b.orders
+
+
+def test_bracket_legs_wait_for_the_parent_and_work_only_what_it_filled() -> None:
+    b = broker()
+    b.submit(SimOrder("p", "IBM", "BUY", 400, "LMT", limit_price=99.99), T)  # joins 500 on the bid
+    b.submit(SimOrder("p.tp", "IBM", "SELL", 400, "LMT", 100.50, parent_id="p", oca_group="p"), T)
+    b.submit(SimOrder("p.sl", "IBM", "SELL", 400, "STP", None, 99.50, parent_id="p", oca_group="p"), T)
+    b.advance(T + 10 * MS)
+    assert b.orders["p.tp"].held and b.orders["p.sl"].held
+    b.on_trade("IBM", T + 20 * MS, 99.99, 600)  # 100 beyond the queue: the parent fills 100
+    b.cancel("p", T + 30 * MS)  # the rest of the parent is cancelled
+    out = b.advance(T + 50 * MS)
+    assert [(r.client_order_id, r.kind, r.quantity) for r in out if r.kind in ("replaced", "cancelled")] == [
+        ("p", "cancelled", 0.0),
+        ("p.tp", "replaced", 100),
+        ("p.sl", "replaced", 100),
+    ]
+    assert b.orders["p.tp"].live and b.orders["p.tp"].quantity == 100
+
+
+def test_oca_legs_reduce_each_other_fill_by_fill() -> None:
+    b = broker()
+    b.submit(SimOrder("p", "IBM", "BUY", 300), T)
+    b.submit(SimOrder("p.tp", "IBM", "SELL", 300, "LMT", 100.05, parent_id="p", oca_group="p"), T)
+    b.submit(SimOrder("p.sl", "IBM", "SELL", 300, "STP", None, 99.50, parent_id="p", oca_group="p"), T)
+    b.advance(T + 10 * MS)
+    b.on_quote("IBM", T + 20 * MS, 100.04, 100.06, 500, 300)
+    b.on_trade("IBM", T + 21 * MS, 100.05, 100)  # touches the take-profit: nobody ahead, 100 fill
+    assert b.orders["p.tp"].filled == 100 and b.orders["p.sl"].quantity == 200
+    b.on_quote("IBM", T + 30 * MS, 100.06, 100.08, 500, 300)  # through it: the rest fills
+    out = b.advance(T + 40 * MS)
+    assert "p.sl" not in b.orders and any(r.kind == "cancelled" and "OCA" in r.reason for r in out)
+
+
+def test_a_leg_whose_parent_never_fills_is_cancelled() -> None:
+    b = broker()
+    b.submit(SimOrder("p", "IBM", "BUY", 100, "LMT", limit_price=99.00), T)
+    b.submit(SimOrder("p.tp", "IBM", "SELL", 100, "LMT", 100.50, parent_id="p", oca_group="p"), T)
+    b.advance(T + 10 * MS)
+    b.cancel("p", T + 10 * MS)
+    out = b.advance(T + 30 * MS)
+    assert [(r.client_order_id, r.kind) for r in out] == [("p", "cancelled"), ("p.tp", "cancelled")]
+
+
+def test_a_replace_reprices_losing_the_queue_and_never_goes_below_the_filled() -> None:
+    b = broker()
+    b.submit(SimOrder("c1", "IBM", "BUY", 400, "LMT", limit_price=99.98), T)  # below the bid
+    b.advance(T + 10 * MS)
+    b.on_trade("IBM", T + 15 * MS, 99.97, 100)  # traded through: fills whole at 99.98
+    b.submit(SimOrder("c2", "IBM", "BUY", 400, "LMT", limit_price=99.98), T + 20 * MS)
+    b.advance(T + 30 * MS)
+    b.replace("c2", T + 30 * MS, limit_price=99.99)  # joins the bid's 500: at the back
+    b.advance(T + 40 * MS)
+    assert b.orders["c2"].queue_ahead == 500
+    b.replace("c2", T + 40 * MS, limit_price=100.00)  # through the ask: takes the 300 shown
+    out = b.advance(T + 60 * MS)
+    assert fills(out) == [(300, 100.00)] and b.orders["c2"].remaining == 100
+    b.replace("c2", T + 60 * MS, quantity=200)  # below the 300 filled: refused
+    b.replace("gone", T + 60 * MS, quantity=100)
+    out = b.advance(T + 80 * MS)
+    assert [r.kind for r in out] == ["replace_rejected", "replace_rejected"]
+    assert b.orders["c2"].quantity == 400
