@@ -181,6 +181,16 @@ class ExecutionSettings(Section):
     feedback_max_chase_ms: float = Field(30_000.0, gt=0)
 
 
+class TcaSettings(Section):
+    realized_after_s: float = Field(5.0, gt=0)
+    window: int = Field(50, ge=2)  # orders per rolling aggregate
+    min_samples: int = Field(8, ge=2)  # before an aggregate can alert or a tactic be judged
+    alert_sigma: float = Field(3.0, gt=0)
+    feedback: bool = True  # publish tca.feedback (execution applies it only if it enables feedback)
+    chase_after_ms: float = Field(2_000.0, gt=0)
+    max_offset_bps: float = Field(5.0, ge=0)
+
+
 class PartitionSettings(Section):
     """Which symbols this replica owns: NATS's partition(count, symbol) in ``owned`` (empty: all).
     features, fastlane and qos keep per-symbol state, so each scales as replicas owning disjoint
@@ -288,6 +298,7 @@ class Settings(BaseSettings):
     partition: PartitionSettings = PartitionSettings()
     risk: RiskSettings = RiskSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    tca: TcaSettings = TcaSettings()
 
     @classmethod
     def settings_customise_sources(

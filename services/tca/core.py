@@ -73,6 +73,7 @@ class _OrderCost:
     fills: list[Fill] = field(default_factory=list)
     ended_ts: int = 0
     status: str = ""
+    worked_as: str = ""  # the execution's tactic (its order events say), else the intent's type
 
 
 class TcaCore:
@@ -107,6 +108,8 @@ class TcaCore:
         cost = self.by_order.get(e.client_order_id)
         if cost is None:
             return []
+        if e.order_type and not cost.worked_as:
+            cost.worked_as = e.order_type
         if e.status == "PENDING_SUBMIT" and not cost.submitted_init:
             cost.submitted_init = e.ts_init
         elif e.status == "SUBMITTED" and not cost.acked_init:
@@ -164,6 +167,9 @@ class TcaCore:
             else:
                 realized += 2 * sign * (f.price - later) / at * BPS * f.quantity
         spread_at_arrival = mids.spread_at(i.ts_event)
+        commission = sum(f.commission or 0.0 for f in c.fills)
+        paper = i.quantity * arrival
+        passive = sum(f.quantity for f in c.fills if f.liquidity == "ADD")
         first = c.fills[0] if c.fills else None
         latencies = {
             "decision_to_approved": c.approved_init - i.ts_init if c.approved_init else 0,
@@ -182,7 +188,7 @@ class TcaCore:
             arrival_price=arrival,
             avg_fill_price=avg,
             slippage_bps=slippage,
-            commission=sum(f.commission or 0.0 for f in c.fills),
+            commission=commission,
             spread_bps_at_arrival=spread_at_arrival,
             fill_ratio=filled / i.quantity if i.quantity else 0.0,
             latency_ns=(first.ts_init - i.ts_init) if first else 0,
@@ -190,6 +196,9 @@ class TcaCore:
             opportunity_bps=opportunity if unfilled else 0.0,
             effective_spread_bps=effective / filled if filled else 0.0,
             realized_spread_bps=realized / filled if filled and realized_known else None,
-            order_type=i.order_type,
+            order_type=c.worked_as or i.order_type,
             latencies_ns=latencies,
+            intent_order_type=i.order_type,
+            passive_ratio=passive / filled if filled else 0.0,
+            cost_bps=shortfall + (commission / paper * BPS if paper else 0.0),
         )

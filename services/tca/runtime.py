@@ -1,4 +1,5 @@
-"""tca runtime: intents, approvals, order events, fills and quotes in; tca.report.SYM out."""
+"""tca runtime: intents, approvals, order events, fills and quotes in; tca.report.SYM,
+tca.aggregate.SYM, tca.feedback.SYM and slippage alerts out."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.runtime import Runtime, ServiceApp
+from proto.alerts import Alert
+from proto.base import Event
 from proto.execution import Fill, OrderEvent
 from proto.market import FeedStatus, Quote
 from proto.orders import OrderApproved, OrderIntent
 from proto.subjects import spec
-from proto.tca import TcaReport
+from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 from services.tca.core import TcaCore
+from services.tca.feedback import CostBook, TcaPolicy
 
-REPORT = spec("tca.report.{symbol}")
+REPORT, AGGREGATE = spec("tca.report.{symbol}"), spec("tca.aggregate.{symbol}")
+FEEDBACK, ALERT = spec("tca.feedback.{symbol}"), spec("alert.{severity}")
 
 
 class TcaApp(ServiceApp):
@@ -23,12 +28,24 @@ class TcaApp(ServiceApp):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self.core = TcaCore(LiveClock())
+        t = settings.tca
+        self.core = TcaCore(LiveClock(), realized_after_s=t.realized_after_s)
+        self.policy = TcaPolicy(
+            window=t.window,
+            min_samples=t.min_samples,
+            alert_sigma=t.alert_sigma,
+            feedback=t.feedback,
+            chase_after_ms=t.chase_after_ms,
+            max_offset_bps=t.max_offset_bps,
+        )
+        self.book = CostBook(self.policy)
         self.reports: list[TcaReport] = []
+        self.published: dict[str, int] = {"feedback": 0, "alerts": 0}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.core.clock = rt.clock
+        self.book.namespace = f"tca{rt.started_ns}"
         await rt.subscribe("md.quote.>", self._on_event)
         await rt.subscribe("md.status", self._on_event)
         # One consumer over order.> keeps each intent ahead of its approval (the stream's order).
@@ -53,6 +70,18 @@ class TcaApp(ServiceApp):
         for report in out:
             self.reports.append(report)
             await self.rt.publish(REPORT.subject(symbol=report.symbol), report)
+            for derived in self.book.add(report, self.rt.now_ns()):
+                await self._publish_derived(derived)
+
+    async def _publish_derived(self, e: Event) -> None:
+        if isinstance(e, TcaAggregate):
+            await self.rt.publish(AGGREGATE.subject(symbol=e.symbol), e)
+        elif isinstance(e, TcaFeedback):
+            self.published["feedback"] += 1
+            await self.rt.publish(FEEDBACK.subject(symbol=e.symbol), e)
+        elif isinstance(e, Alert):
+            self.published["alerts"] += 1
+            await self.rt.publish(ALERT.subject(severity=e.severity), e)
 
     def status(self) -> dict[str, Any]:
         filled = [r for r in self.reports if r.fill_ratio > 0]
@@ -64,5 +93,11 @@ class TcaApp(ServiceApp):
                 sum(r.effective_spread_bps * r.quantity for r in filled) / weights, 3
             ),
             "commission": round(sum(r.commission for r in self.reports), 2),
+            "mean_cost_bps": round(sum(r.cost_bps * r.quantity for r in filled) / weights, 3),
+            **self.published,
+            "aggregates": {
+                f"{s}/{t}/{tod}": {"n": len(r.costs), "mean_cost_bps": round(sum(r.costs) / len(r.costs), 3)}
+                for (s, t, tod), r in sorted(self.book.aggregates())
+            },
             "stats": dict(self.core.stats),
         }

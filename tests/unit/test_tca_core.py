@@ -80,6 +80,8 @@ def test_a_partly_filled_buy_by_hand() -> None:
         "acked_to_first_fill": 1000,
     }
     assert r.latency_ns == 4000
+    assert r.cost_bps == pytest.approx(5.3333 + 1.0 / (300 * 100.00) * 1e4, abs=1e-3)  # + $1 commission
+    assert r.passive_ratio == 0.0 and r.order_type == r.intent_order_type == "MKT"
 
 
 def test_a_sell_that_improves_is_a_negative_cost() -> None:
@@ -107,6 +109,7 @@ def test_a_sell_that_improves_is_a_negative_cost() -> None:
             side="SELL",
             quantity=100,
             price=100.03,
+            liquidity="ADD",
         )
     )
     tca.on_order_event(
@@ -120,9 +123,11 @@ def test_a_sell_that_improves_is_a_negative_cost() -> None:
             side="SELL",
             quantity=100,
             filled_quantity=100,
+            order_type="LMT",  # execution worked the market order as a limit
         )
     )
     (r,) = q(tca, T + 3 * S, 99.98, 100.02)
+    assert (r.order_type, r.intent_order_type, r.passive_ratio) == ("LMT", "MKT", 1.0)
     assert r.slippage_bps == pytest.approx(-3.0) and r.shortfall_bps == pytest.approx(-3.0)
     assert r.fill_ratio == 1.0 and r.opportunity_bps == 0.0
 
