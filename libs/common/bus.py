@@ -95,6 +95,7 @@ class Bus(abc.ABC):
         manual_ack: bool = False,
         start_seq: int | None = None,
         new_only: bool = False,
+        ack_wait_s: float | None = None,
     ) -> Subscription: ...
 
     async def flush(self, roundtrip: bool = False) -> None:  # noqa: B027 - optional for buses without buffers
@@ -178,6 +179,7 @@ class InProcessBus(Bus):
         manual_ack: bool = False,
         start_seq: int | None = None,
         new_only: bool = False,
+        ack_wait_s: float | None = None,
     ) -> Subscription:
         sub = _InProcessSubscription(self, pattern, handler)
         self._subs.append(sub)

@@ -288,11 +288,13 @@ class NatsBus(Bus):
         manual_ack: bool = False,
         start_seq: int | None = None,
         new_only: bool = False,
+        ack_wait_s: float | None = None,
     ) -> Subscription:
         """``durable`` makes a JetStream pull consumer. ``start_seq`` makes the caller the owner
         of the position (e.g. the recorder, which commits it with its rows): the durable consumer
         is recreated to deliver in order from there, so nothing left unacked by a crash waits
-        ``ack_wait`` to come back, out of order."""
+        ``ack_wait`` to come back, out of order. ``ack_wait_s`` shortens that wait where a
+        redelivery is harmless and a late one is not (execution: approvals expire)."""
         assert self.nc is not None
         if durable is None:
 
@@ -312,7 +314,7 @@ class NatsBus(Bus):
         config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
-            ack_wait=30.0 if start_seq is None else 300.0,
+            ack_wait=ack_wait_s or (30.0 if start_seq is None else 300.0),
             max_deliver=-1,
             max_ack_pending=20_000,
             filter_subject=pattern,

@@ -102,6 +102,7 @@ class Runtime:
         manual_ack: bool = False,
         start_seq: int | None = None,
         new_only: bool = False,
+        ack_wait_s: float | None = None,
     ) -> Subscription:
         return await self.bus.subscribe(
             pattern,
@@ -111,6 +112,7 @@ class Runtime:
             manual_ack=manual_ack,
             start_seq=start_seq,
             new_only=new_only,
+            ack_wait_s=ack_wait_s,
         )
 
     def now_ns(self) -> int:

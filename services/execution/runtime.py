@@ -75,7 +75,11 @@ class ExecutionApp(ServiceApp):
         await self._publish(restored)
         await rt.subscribe("md.>", self._on_market)
         await rt.subscribe("ctl.>", self._on_control, durable="execution-ctl", new_only=True)
-        await rt.subscribe("order.approved.>", self._on_approved, durable="execution", new_only=True)
+        # An approval fetched but not journaled when the process died comes back after ack_wait:
+        # short, because approvals expire (a late one is refused, never sent stale).
+        await rt.subscribe(
+            "order.approved.>", self._on_approved, durable="execution", new_only=True, ack_wait_s=2.0
+        )
         # Every feedback the stream keeps, oldest first: after a restart the latest per symbol wins.
         await rt.subscribe("tca.feedback.>", self._on_feedback)
         if self.settings.execution.panic_file is not None:

@@ -1,6 +1,6 @@
 """risk -> execution as processes on a real NATS: an intent becomes an approved, journaled,
 filled order; with the risk gate dead nothing trades; a killed execution restarts from its journal
-without a duplicate."""
+without a duplicate; killed in the middle of a burst of approvals, it loses none of them."""
 
 from __future__ import annotations
 
@@ -97,6 +97,20 @@ class Desk:
         ]
 
 
+def approval(cid: str, valid_s: float = 2.0) -> OrderApproved:
+    now = time.time_ns()
+    return OrderApproved(
+        ts_event=now,
+        ts_init=now,
+        intent_id=f"i-{cid}",
+        client_order_id=cid,
+        symbol="IBM",
+        side="BUY",
+        quantity=1,
+        valid_until_ns=now + int(valid_s * 1e9),
+    )
+
+
 def _start(name: str, nats_url: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
     env = service_env(
         TRADEFLEET_NATS_URL=nats_url,
@@ -175,4 +189,75 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(20)
+        server.stop()
+
+
+async def test_execution_killed_mid_burst_loses_no_approval_and_sends_none_twice(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats")
+    port = free_port()
+    proc = _start("execution", server.url, tmp_path, port)
+    journal = tmp_path / "journal.msgpack"
+    cids = [f"burst-{k:03d}" for k in range(300)]
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            for cid in cids:  # a long validity: after the restart they are still fresh
+                await desk.bus.publish("order.approved.IBM", approval(cid, valid_s=120))
+            await desk.bus.flush()
+            # Kill it while it is still journaling the burst (each record is fsynced first).
+            await desk.until(lambda: len(desk.of(OrderEvent)) >= 20, "the first orders", timeout=30)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            sent_before = {r.client_order_id for r in Journal(journal).read()}
+            assert 0 < len(sent_before) < len(cids), "the kill should land mid-burst"
+
+            proc = _start("execution", server.url, tmp_path, port)
+
+            def all_journaled() -> bool:
+                return {r.client_order_id for r in Journal(journal).read()} >= set(cids)
+
+            await desk.until(all_journaled, "every approval journaled", timeout=60)
+            records = [r.client_order_id for r in Journal(journal).read() if r.kind == "send"]
+            assert sorted(records) == cids  # each approval sent exactly once: none lost, none twice
+            # What was sent before the kill is UNRESOLVED after it (the broker's word is lost
+            # with the process), never sent again; what was not, was sent after the restart.
+            app = (http_json(port, "/status")[1] or {}).get("app", {})
+            assert app["stats"]["restored"] == len(sent_before)
+            assert app["stats"]["sent"] == len(cids) - len(sent_before)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
+        server.stop()
+
+
+async def test_after_a_slow_restart_unjournaled_approvals_are_refused_not_sent_stale(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats")
+    port = free_port()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            # Nobody is listening yet: the durable consumer is created by the first start, so
+            # publish after it exists, kill it before it can act, and come back late.
+            proc = _start("execution", server.url, tmp_path, port)
+            proc.send_signal(signal.SIGSTOP)  # frozen: it fetches nothing, acts on nothing
+            for cid in ("late-1", "late-2"):
+                await desk.bus.publish("order.approved.IBM", approval(cid, valid_s=1.0))
+            await desk.bus.flush()
+            await asyncio.sleep(1.5)  # the approvals expire while it cannot run
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc = _start("execution", server.url, tmp_path, port)
+            await desk.until(
+                lambda: all(desk.of(OrderEvent, c) for c in ("late-1", "late-2")), "late approvals decided"
+            )
+            for cid in ("late-1", "late-2"):
+                (event,) = desk.of(OrderEvent, cid)
+                assert event.status == "REJECTED" and "expired" in event.reason
+            assert not Journal(tmp_path / "journal.msgpack").read()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
         server.stop()
