@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import platform
 
-from bench import features, hop, md_path, recorder, risk, spine_latency
+from bench import features, hop, md_path, order_path, recorder, risk, spine_latency, tca_feedback
 
 
 def main() -> None:
@@ -22,6 +22,8 @@ def main() -> None:
     f = features.run(rounds=ns.rounds)
     sl = spine_latency.run(rounds=ns.rounds)
     rk = risk.run(rounds=ns.rounds)
+    op = order_path.run(rounds=ns.rounds)
+    tf = tca_feedback.run()
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -70,6 +72,23 @@ def main() -> None:
     print(
         f"risk     every rule per intent p50 {rk['p50_us']:.1f} us, p99 {rk['p99_us']:.1f} us"
         f" (50 positions, quotes and ATR held; bare event construction {rk['bare_p50_us']:.2f} us)"
+    )
+    print(
+        f"orders   intent -> approved p50 {op['approved_p50_us'] / 1000:.2f} ms, p99"
+        f" {op['approved_p99_us'] / 1000:.2f}; -> submitted (journaled) p50"
+        f" {op['submitted_p50_us'] / 1000:.2f} ms, p99 {op['submitted_p99_us'] / 1000:.2f};"
+        f" bare 2 JetStream hops p50"
+        f" {op['bare_2js_p50_us'] / 1000:.2f} ms -> x{op['submitted_p50_over_bare']:.2f}"
+    )
+    print(
+        f"fills    tick -> fill p50 {op['tick_to_fill_p50_us'] / 1000:.2f} ms, p99"
+        f" {op['tick_to_fill_p99_us'] / 1000:.2f}; bare core -> JetStream hop p50"
+        f" {op['bare_core_js_p50_us'] / 1000:.2f} ms -> x{op['tick_to_fill_p50_over_bare']:.2f}"
+    )
+    print(
+        f"tca      same {tf['orders']} market orders on the recorded day: all-in cost feedback off"
+        f" {tf['off_cost_bps']:.2f} bps, on {tf['on_cost_bps']:.2f} bps"
+        f" ({tf['on_limit_share']:.0%} worked as limits)"
     )
 
 
