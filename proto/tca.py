@@ -36,6 +36,10 @@ class TcaReport(DurableEvent, frozen=True, kw_only=True):
     passive_ratio: float = 0.0
     #: all-in cost: shortfall plus commissions, in bps of the paper notional
     cost_bps: float = 0.0
+    #: per child order, when execution worked the order as several (slices): its slippage
+    #: against the intent's arrival price, in bps, and its filled quantity
+    child_slippage_bps: dict[str, float] = {}
+    child_filled: dict[str, float] = {}
 
     def dedupe_key(self) -> str:
         return f"tca:{self.client_order_id}"

@@ -395,6 +395,11 @@ class Fleet:
             "cost_bps_mean_shortfall": tca.get("mean_shortfall_bps"),
             "effective_spread_bps": tca.get("mean_effective_spread_bps"),
             "commission": tca.get("commission"),
+            "cost_bps_all_in": tca.get("mean_cost_bps"),
+            "tca_feedback_published": tca.get("feedback", 0),
+            "slippage_alerts": tca.get("alerts", 0),
+            "feedback_applied": stats.get("feedback_applied", 0),
+            "tactics": execution.get("tactics", {}),
         }
 
     def _signals_summary(self) -> dict[str, Any]:

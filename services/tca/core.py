@@ -201,4 +201,19 @@ class TcaCore:
             intent_order_type=i.order_type,
             passive_ratio=passive / filled if filled else 0.0,
             cost_bps=shortfall + (commission / paper * BPS if paper else 0.0),
+            **self._children(c.fills, sign, arrival),
         )
+
+    @staticmethod
+    def _children(fills: list[Fill], sign: int, arrival: float) -> dict[str, dict[str, float]]:
+        """Per child order (fills name theirs in ``order_ref``): slippage vs arrival, quantity."""
+        qty: dict[str, float] = collections.defaultdict(float)
+        notional: dict[str, float] = collections.defaultdict(float)
+        for f in fills:
+            if f.order_ref:
+                qty[f.order_ref] += f.quantity
+                notional[f.order_ref] += f.quantity * f.price
+        if not qty or not arrival:
+            return {}
+        slippage = {k: sign * (notional[k] / q - arrival) / arrival * BPS for k, q in qty.items()}
+        return {"child_slippage_bps": slippage, "child_filled": dict(qty)}

@@ -105,6 +105,9 @@ def test_on_the_recorded_day_feedback_lowers_the_cost_of_the_same_orders(day: di
     worked = [r.order_type for r in on.reports]
     assert worked.count("LMT") > len(worked) / 2 and on.chases > 0  # the feedback was applied
     assert {f.symbol for f in on.feedback} == {"IBM", "BAC"}
+    chased = next(r for r in on.reports if r.order_type == "LMT" and r.fill_ratio == 1)
+    assert sum(chased.child_filled.values()) == chased.quantity  # per child order, too
+    assert set(chased.child_slippage_bps) == set(chased.child_filled)
     # All-in cost (shortfall, the unfilled part at its opportunity cost, and commissions).
     assert on.mean_cost_bps < off.mean_cost_bps - 0.1, (on.summary(), off.summary())
 
