@@ -117,6 +117,68 @@ def tap(
     raise typer.Exit(code)
 
 
+@app.command()
+def ctl(
+    command: Annotated[
+        str,
+        typer.Argument(help="kill | resume | cancel_all | flatten | set_mode | cancel | replace | reload"),
+    ],
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", "-a", help="KEY=VALUE, e.g. mode=LIVE, client_order_id=..., flatten=true"),
+    ] = None,
+    issued_by: Annotated[str, typer.Option(help="who is asking (audit)")] = os.environ.get("USER", "cli"),
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send an operator command to the fleet (ctl.COMMAND on JetStream): the kill switch and friends."""
+    import time
+    import uuid
+    from typing import get_args
+
+    import msgspec
+
+    from libs.common.nats_bus import NatsBus
+    from proto.control import Command, Control
+
+    if command not in get_args(Command):
+        typer.echo(f"unknown command {command!r}; one of: {', '.join(get_args(Command))}", err=True)
+        raise typer.Exit(2)
+    args = {}
+    for item in arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"--arg takes KEY=VALUE, not {item!r}", err=True)
+            raise typer.Exit(2)
+        args[key] = value
+    settings = _settings(config)
+    url = nats_url or os.environ.get("TRADEFLEET_NATS_URL") or _fleet_nats_url() or settings.nats.url
+    now = time.time_ns()
+    event = Control(
+        ts_event=now,
+        ts_init=now,
+        command_id=f"cli-{uuid.uuid4().hex[:12]}",
+        command=command,  # type: ignore[arg-type]
+        issued_by=issued_by,
+        args=args,
+    )
+
+    async def send() -> None:
+        bus = NatsBus(settings.nats.model_copy(update={"url": url}), "ctl-cli")
+        await bus.connect()
+        try:
+            await bus.ensure_streams()
+            await bus.publish(f"ctl.{command}", event)
+            await bus.flush()
+        finally:
+            await bus.close()
+
+    asyncio.run(send())
+    typer.echo(msgspec.json.encode(event).decode())
+
+
 def _fleet_nats_url() -> str | None:
     state = Path("var/fleet.json")
     if state.exists():

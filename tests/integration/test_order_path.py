@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,30 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             app = (http_json(ports["execution"], "/status")[1] or {}).get("app", {})
             assert app["stats"].get("restored") == 1
             assert [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()] == [cid]
+
+            # An operator's kill from a shell (`tradefleet ctl kill`): execution stops trading.
+            await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "tradefleet",
+                    "ctl",
+                    "kill",
+                    "--nats-url",
+                    nats_url,
+                    "--issued-by",
+                    "t",
+                ],
+                env=service_env(),
+                check=True,
+                timeout=60,
+            )
+
+            def killed() -> bool:
+                return bool((http_json(ports["execution"], "/status")[1] or {}).get("app", {}).get("killed"))
+
+            wait_until(killed, 20, what="execution killed by the ctl command")
     finally:
         for proc in procs.values():
             if proc.poll() is None:
