@@ -96,6 +96,9 @@ class RiskState(DurableEvent, frozen=True, kw_only=True):
     consecutive_losses: int = 0
     day_trades: int = 0
     positions: dict[str, float] = {}
+    #: the account it guards, and the realized P&L when its day began (a restart resumes the day)
+    account: str = ""
+    day_realized_start: float = 0.0
 
     def dedupe_key(self) -> str:
         return f"risk:{self.instance}:{self.seq}"

@@ -95,6 +95,9 @@ class Fleet:
                 "TRADEFLEET_EXECUTION__JOURNAL": str(
                     self.var / "runs" / self.run_id / "execution-journal.msgpack"
                 ),
+                # ... and a fresh simulated account: restarted services restore positions from
+                # their account's last snapshot, never from an earlier run's.
+                "TRADEFLEET_EXECUTION__ACCOUNT": f"SIM-{self.run_id}",
             }
         )
         if self.config:

@@ -102,6 +102,11 @@ class Bus(abc.ABC):
         """Send whatever micro-batches are waiting."""
 
     @abc.abstractmethod
+    async def last(self, subject: str) -> tuple[Event, int] | None:
+        """The last event stored on a durable subject and its stream sequence (None: none kept,
+        or not durable): what a restarting service rebuilds its state from."""
+
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
 
@@ -139,9 +144,15 @@ class InProcessBus(Bus):
         self._queue: collections.deque[tuple[str, Event]] = collections.deque()
         self._dispatching = False
         self.published: collections.Counter[str] = collections.Counter()
+        self._last: dict[str, tuple[Event, int]] = {}
+
+    async def last(self, subject: str) -> tuple[Event, int] | None:
+        return self._last.get(subject)
 
     async def publish(self, subject: str, event: Event) -> None:
         spec = checked_spec(subject, event)
+        if spec.stream is not None:
+            self._last[subject] = (event, sum(self.published.values()) + 1)
         if self.roundtrip:
             decoded = codec.decode(codec.encode(event))
             assert isinstance(decoded, Event)

@@ -237,6 +237,22 @@ class NatsBus(Bus):
             raise exc
         await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
 
+    async def last(self, subject: str) -> tuple[Event, int] | None:
+        stream = stream_of_pattern(subject)
+        if stream is None:
+            return None
+        try:
+            msg = await self.js.get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        try:
+            obj = codec.decode(msg.data or b"")
+        except codec.DecodeFailure as failure:
+            log.error("last stored event unreadable", subject=subject, reason=failure.reason)
+            return None
+        event = obj.events[-1] if isinstance(obj, Batch) else obj
+        return event, int(msg.seq or 0)
+
     async def flush(self, roundtrip: bool = False) -> None:
         """Send waiting micro-batches; ``roundtrip`` also waits for the server's PONG."""
         if self._runs:

@@ -115,6 +115,9 @@ class Runtime:
             ack_wait_s=ack_wait_s,
         )
 
+    async def last(self, subject: str) -> tuple[Event, int] | None:
+        return await self.bus.last(subject)
+
     def now_ns(self) -> int:
         return self.clock.now_ns()
 

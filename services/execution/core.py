@@ -512,6 +512,16 @@ class ExecutionCore:
         self.stats["restored"] = len(events)
         return events
 
+    def restore_positions(self, snapshot: PositionSnapshot) -> bool:
+        """Positions as this account's last snapshot had them (the journal knows orders, not
+        fills). False, and nothing changes, for another account's snapshot."""
+        if snapshot.account != self.cfg.account:
+            return False
+        for row in snapshot.positions:
+            self.positions[row.symbol] = Position(row.quantity, row.avg_price, row.realized_pnl, row.mark)
+        self.stats["positions_restored"] = len(snapshot.positions)
+        return True
+
     # -- events ---------------------------------------------------------------------------------------
     def _event(self, w: Working, ts: int, reason: str = "") -> OrderEvent:
         order = w.order

@@ -73,6 +73,13 @@ class ExecutionApp(ServiceApp):
         if restored:
             log.warning("restored orders from the journal; outcomes unresolved", orders=len(restored))
         await self._publish(restored)
+        last = await rt.last("exec.position")
+        if (
+            last is not None
+            and isinstance(last[0], PositionSnapshot)
+            and self.core.restore_positions(last[0])
+        ):
+            log.warning("positions restored from the last snapshot", positions=len(last[0].positions))
         await rt.subscribe("md.>", self._on_market)
         await rt.subscribe("ctl.>", self._on_control, durable="execution-ctl", new_only=True)
         # An approval fetched but not journaled when the process died comes back after ack_wait:

@@ -27,7 +27,7 @@ from libs.common.markettime import NEW_YORK, NS, ny_day_ordinal, ny_minute_facts
 from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
-from proto.execution import Fill, OrderEvent
+from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskMode, RiskState, shape_problem
 
@@ -135,10 +135,13 @@ class _Books:
 
 
 class RiskCore:
-    def __init__(self, limits: RiskLimits, clock: Clock, instance: str = "risk") -> None:
+    def __init__(
+        self, limits: RiskLimits, clock: Clock, instance: str = "risk", account: str = "SIM"
+    ) -> None:
         self.limits = limits
         self.clock = clock
         self.instance = instance
+        self.account = account
         self.mode: RiskMode = limits.initial_mode
         self.mode_reason = "initial"
         self._auto_degraded = False
@@ -506,7 +509,31 @@ class RiskCore:
             consecutive_losses=b.consecutive_losses,
             day_trades=len(b.day_trades),
             positions={s: p.quantity for s, p in b.positions.items() if p.quantity},
+            account=self.account,
+            day_realized_start=b.day_realized_start,
         )
+
+    # -- restart ---------------------------------------------------------------------------------
+    def restore(self, snapshot: PositionSnapshot | None, state: RiskState | None) -> list[str]:
+        """Resume after a restart: positions from the execution gateway's last snapshot of this
+        account, the day's P&L baseline, peak and loss streak from this gate's last state. A kill
+        survives the restart (EMERGENCY stays EMERGENCY). Returns what was restored, for the log."""
+        done: list[str] = []
+        b = self.books
+        if snapshot is not None and snapshot.account == self.account:
+            for row in snapshot.positions:
+                b.positions[row.symbol] = _Position(row.quantity, row.avg_price, row.realized_pnl, row.mark)
+            done.append(f"{len(snapshot.positions)} positions from exec.position seq {snapshot.seq}")
+        if state is not None and state.account == self.account:
+            b.day = ny_day_ordinal(state.ts_event)
+            b.day_realized_start, b.day_peak = state.day_realized_start, state.day_peak_pnl
+            b.consecutive_losses = state.consecutive_losses
+            done.append(f"day P&L baseline and loss streak from risk.state {state.instance}/{state.seq}")
+            if state.mode == "EMERGENCY":
+                self._set_mode("EMERGENCY", f"restored after a restart: {state.mode_reason}")
+                done.append("EMERGENCY mode")
+        self._recompute_totals()
+        return done
 
 
 def client_order_id_for(intent_id: str) -> str:

@@ -10,6 +10,7 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
+from proto.execution import PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.orders import OrderApproved, OrderDenied, RiskState
 from proto.subjects import spec
@@ -34,7 +35,9 @@ class RiskApp(ServiceApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
-        self.core = RiskCore(risk_limits(settings), LiveClock())  # the runtime's clock in start()
+        # the runtime's clock in start(); the account is the execution gateway's (its snapshots)
+        self.core = RiskCore(risk_limits(settings), LiveClock(), account=settings.execution.account)
+        self.skip_exec_through = 0  # EXEC stream seq already in the restored snapshot
         self.atr_of = AtrReader(tuple(settings.features.timeframes))
         self.decisions = {"approved": 0, "denied": 0}
 
@@ -42,13 +45,33 @@ class RiskApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         self.core.instance = f"risk-{rt.started_ns}"
+        await self._restore(rt)
         await rt.subscribe("md.quote.>", self._on_market)
         await rt.subscribe("md.status", self._on_event)
         await rt.subscribe("feat.1m.*", self._on_vector)
-        await rt.subscribe("exec.>", self._on_event, durable="risk-exec", new_only=True)
+        await rt.subscribe("exec.>", self._on_exec, durable="risk-exec", new_only=True)
         await rt.subscribe("ctl.>", self._on_event, durable="risk-ctl", new_only=True)
         await rt.subscribe("order.intent.>", self._on_event, durable="risk-intents", new_only=True)
         await self._publish([self.core.state(rt.now_ns())])
+
+    async def _restore(self, rt: Runtime) -> None:
+        """A restarted gate starts from what is known, not from flat: the last position snapshot
+        and its own last state (docs/ARCHITECTURE.md, Order path)."""
+        snapshot = await rt.last("exec.position")
+        state = await rt.last("risk.state")
+        snap = snapshot[0] if snapshot and isinstance(snapshot[0], PositionSnapshot) else None
+        last_state = state[0] if state and isinstance(state[0], RiskState) else None
+        done = self.core.restore(snap, last_state)
+        if snap is not None and snapshot is not None and snap.account == self.core.account:
+            self.skip_exec_through = snapshot[1]  # fills up to it are in the snapshot already
+        if done:
+            log.warning("risk gate restored its books", restored=done, mode=self.core.mode)
+
+    async def _on_exec(self, d: Delivery) -> None:
+        if d.seq and d.seq <= self.skip_exec_through:
+            self.core.stats["exec_events_in_restored_snapshot"] += 1
+            return
+        await self._on_event(d)
 
     async def _on_market(self, d: Delivery) -> None:
         self.core.on_event(d.event)

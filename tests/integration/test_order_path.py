@@ -17,6 +17,7 @@ from libs.common.config import NatsSettings
 from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from proto.base import Event
+from proto.control import Control
 from proto.execution import Fill, OrderEvent
 from proto.market import Quote
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
@@ -112,12 +113,13 @@ def approval(cid: str, valid_s: float = 2.0) -> OrderApproved:
     )
 
 
-def _start(name: str, nats_url: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(name: str, nats_url: str, tmp: Path, port: int, **extra: str) -> subprocess.Popen[bytes]:
     env = service_env(
         TRADEFLEET_NATS_URL=nats_url,
         TRADEFLEET_HTTP__PORT=str(port),
         TRADEFLEET_EXECUTION__JOURNAL=str(tmp / "journal.msgpack"),
         TRADEFLEET_EXECUTION__SIM_COMMISSION="ib-fixed",
+        **extra,
     )
     proc = start_service(name, env, tmp / f"{name}.log")
     wait_until(lambda: http_json(port, "/readyz")[0] == 200, 60, what=f"{name} ready")
@@ -285,4 +287,49 @@ async def test_after_a_slow_restart_unjournaled_approvals_are_refused_not_sent_s
         if proc is not None and proc.poll() is None:
             proc.terminate()
             proc.wait(20)
+        server.stop()
+
+
+async def test_a_restarted_risk_gate_remembers_positions_and_a_kill(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats")
+    ports = {"risk": free_port(), "execution": free_port()}
+    limits = {"TRADEFLEET_RISK__MAX_POSITION_SHARES": "150"}
+    procs = {name: _start(name, server.url, tmp_path, port, **limits) for name, port in ports.items()}
+
+    def restart_risk() -> None:
+        procs["risk"].send_signal(signal.SIGKILL)
+        procs["risk"].wait(10)
+        procs["risk"] = _start("risk", server.url, tmp_path, ports["risk"], **limits)
+
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            await desk.intent("r-1", qty=100)
+            await desk.until(lambda: desk.of(Fill, client_order_id_for("r-1")), "the first fill")
+            await asyncio.sleep(0.3)  # the gate has taken the fill and its snapshot
+            restart_risk()
+            await desk.tick(2)
+            await desk.intent("r-2", qty=100)  # 100 held + 100 > 150: only a gate that remembers denies
+            (denial,) = await desk.until(
+                lambda: [d for d in desk.of(OrderDenied) if d.intent_id == "r-2"], "the second decision"
+            )
+            assert denial.code == "POSITION_SHARES" and denial.context["would_be"] == "200"
+
+            now = time.time_ns()
+            kill = Control(ts_event=now, ts_init=now, command_id=f"k-{now}", command="kill", issued_by="t")
+            await desk.bus.publish("ctl.kill", kill)
+            await desk.bus.flush()
+
+            def mode() -> str:
+                return str((http_json(ports["risk"], "/status")[1] or {}).get("app", {}).get("mode"))
+
+            wait_until(lambda: mode() == "EMERGENCY", 20, what="killed")
+            await asyncio.sleep(0.3)  # its risk.state is stored
+            restart_risk()
+            assert mode() == "EMERGENCY"  # the kill survived the restart
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
         server.stop()

@@ -299,3 +299,53 @@ def test_state_reports_positions_pnl_and_exposure() -> None:
     assert st.realized_pnl == pytest.approx(40 * 1.0 - 2.0)  # two commissions of 1
     assert st.unrealized_pnl == pytest.approx(60 * 2.0)
     assert st.gross_exposure == pytest.approx(60 * 102.0) and st.mode == "LIVE"
+
+
+def test_a_restarted_gate_resumes_from_the_snapshot_and_its_last_state() -> None:
+    from proto.execution import Position, PositionSnapshot
+    from proto.orders import RiskState
+
+    before = gate(max_position_shares=150)
+    fill(before, "BUY", 100, 100.00)
+    before.on_event(Control(ts_event=T0, ts_init=T0, command_id="k", command="kill", issued_by="ops"))
+    state = before.state(T0 + 3 * S)
+    snapshot = PositionSnapshot(
+        ts_event=T0 + 2 * S,
+        ts_init=0,
+        account="SIM",
+        seq=7,
+        positions=[
+            Position(
+                symbol="IBM", quantity=100, avg_price=100.0, mark=100.0, realized_pnl=-1.0, unrealized_pnl=0
+            )
+        ],
+        realized_pnl=-1.0,
+        unrealized_pnl=0.0,
+    )
+    after = gate(max_position_shares=150)
+    restored = after.restore(snapshot, state)
+    assert len(restored) == 3 and after.mode == "EMERGENCY"  # a kill survives the restart
+    assert after.books.positions["IBM"].quantity == 100
+    after.on_event(Control(ts_event=T0, ts_init=T0, command_id="r", command="resume", issued_by="ops"))
+    after.on_event(
+        Control(
+            ts_event=T0,
+            ts_init=T0,
+            command_id="m",
+            command="set_mode",
+            issued_by="ops",
+            args={"mode": "LIVE"},
+        )
+    )
+    denied(after.on_intent(intent(qty=100)), "POSITION_SHARES")  # 200 > 150: it knows the 100 held
+    assert isinstance(after.on_intent(intent("SELL", 100)), OrderApproved)  # the exit is fine
+
+    other = RiskState(**{**msgspec_fields(state), "account": "OTHER"})
+    stranger = gate()
+    assert stranger.restore(None, other) == [] and stranger.mode == "LIVE"  # not its account
+
+
+def msgspec_fields(e: object) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.structs.asdict(e)  # type: ignore[arg-type]
