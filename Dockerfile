@@ -1,6 +1,6 @@
 # One image for every service; heavy services add their extra (e.g. --build-arg EXTRAS=sentiment).
 FROM python:3.11-slim AS base
-ARG EXTRAS="ml"
+ARG EXTRAS="ml,ib"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./

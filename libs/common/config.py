@@ -95,8 +95,47 @@ class SyntheticSettings(Section):
     seed: int = 7
 
 
+LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
+
+
+class IbSettings(Section):
+    """Interactive Brokers (docs/ARCHITECTURE.md, IB). Paper by default: a live port (7496,
+    4001) is refused unless ``allow_live`` is set, on purpose, in the config."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7497, ge=1, le=65535)  # TWS paper; IB Gateway paper is 4002
+    allow_live: bool = False
+    md_client_id: int = Field(11, ge=0)
+    exec_client_id: int = Field(12, ge=0)  # fixed: IB binds orders to the client id that placed them
+    account: str = ""  # empty: the first managed account
+    symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
+    depth_symbols: list[str] = Field(default_factory=list)
+    depth_rows: int = Field(5, ge=1, le=50)
+    market_data_type: Literal[1, 2, 3, 4] = 1  # live, frozen, delayed, delayed-frozen
+    max_lines: int = Field(100, ge=1)
+    timestamps: Literal["receive", "exchange"] = "receive"
+    stale_after_s: float = Field(30.0, gt=0)
+    max_msgs_per_s: float = Field(45.0, gt=0, le=50)
+    watchdog_s: float = Field(20.0, gt=0)
+    probe_timeout_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # IB's daily and weekly restarts, New York time ("HH:MM-HH:MM", or "Fri 23:00-Sat 03:00"): a
+    # disconnect inside one is expected; one that outlasts it (or any beyond max_disconnect_s
+    # outside them) raises an alert.
+    reset_windows: list[str] = Field(default_factory=lambda: ["00:15-01:45", "Fri 23:00-Sat 03:00"])
+    max_disconnect_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _paper_unless_opted_in(self) -> IbSettings:
+        if self.port in LIVE_PORTS and not self.allow_live:
+            raise ValueError(
+                f"ib.port {self.port} is a live-trading port; set ib.allow_live: true to trade real money"
+            )
+        return self
+
+
 class MdGatewaySettings(Section):
-    provider: Literal["replay", "synthetic"] = "replay"
+    provider: Literal["replay", "synthetic", "ib"] = "replay"
     replay: ReplaySettings = ReplaySettings()
     synthetic: SyntheticSettings = SyntheticSettings()
     cleaning: CleaningSettings = CleaningSettings()
@@ -298,6 +337,7 @@ class Settings(BaseSettings):
     partition: PartitionSettings = PartitionSettings()
     risk: RiskSettings = RiskSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    ib: IbSettings = IbSettings()
     tca: TcaSettings = TcaSettings()
 
     @classmethod

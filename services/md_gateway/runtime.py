@@ -1,16 +1,19 @@
-"""md-gateway runtime: pull records from the provider, clean them in the core, publish on md.*."""
+"""md-gateway runtime: pull records from the provider, clean them in the core, publish on md.*.
+Replays are pulled (an iterator); live providers (IB) push (an async stream) beside a TWS session
+this runtime keeps alive and watches."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime, ServiceApp
+from proto.alerts import Alert
 from proto.base import Event
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
 from proto.subjects import spec
@@ -20,8 +23,12 @@ from services.md_gateway.providers.lean import LeanReplay
 from services.md_gateway.providers.lobster import LobsterReplay
 from services.md_gateway.providers.synthetic import SyntheticFeed
 
+if TYPE_CHECKING:
+    from libs.common.ib.session import IbSession
+    from services.md_gateway.providers.ib import IbMarketData
+
 log = get_logger(__name__)
-STATUS = spec("md.status")
+STATUS, ALERT = spec("md.status"), spec("alert.{severity}")
 SUBJECT_OF = {
     Quote: spec("md.quote.{symbol}"),
     Trade: spec("md.trade.{symbol}"),
@@ -57,16 +64,131 @@ class MdGatewayApp(ServiceApp):
         self.finished = False
         self._stopping = False
         self.started_at: float | None = None
+        self._alerts: list[tuple[str, str]] = []
+        self._ib_tasks: list[asyncio.Task[None]] = []
+        self.ib_session: IbSession | None = None
+        self.ib_provider: IbMarketData | None = None
         self.finished_at: float | None = None
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         md = self.settings.md_gateway
+        if md.provider == "ib":
+            await self._start_ib(rt)
+            return
         self.provider = make_provider(self.settings, rt.now_ns())
         session = self.provider.session() if md.cleaning.session == "regular" else None
         self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, session)
         self._task = asyncio.create_task(self._pump(), name="md-pump")
         self._task.add_done_callback(self._pump_done)
+
+    async def _start_ib(self, rt: Runtime) -> None:
+        # Imported here: ibapi is the ``ib`` extra, and replays must not need it.
+        from libs.common.ib.session import IbSession, SessionConfig
+        from services.md_gateway.providers.ib import IbMarketData
+
+        ib = self.settings.ib
+        config = SessionConfig(
+            host=ib.host,
+            port=ib.port,
+            client_id=ib.md_client_id,
+            watchdog_s=ib.watchdog_s,
+            probe_timeout_s=ib.probe_timeout_s,
+            backoff_max_s=ib.backoff_max_s,
+            max_msgs_per_s=ib.max_msgs_per_s,
+        )
+        self.ib_session = session = IbSession(config, self._on_ib_event, on_alert=self._ib_alert)
+        self.ib_provider = IbMarketData(
+            session,
+            ib.symbols,
+            depth_symbols=ib.depth_symbols,
+            depth_rows=ib.depth_rows,
+            market_data_type=ib.market_data_type,
+            max_lines=ib.max_lines,
+            timestamps=ib.timestamps,
+            stale_after_s=ib.stale_after_s,
+        )
+        md = self.settings.md_gateway
+        self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, None)
+        self._ib_tasks = [
+            asyncio.create_task(session.run(), name="ib-session"),
+            asyncio.create_task(self._watch_ib_outages(), name="ib-outages"),
+        ]
+        self._task = asyncio.create_task(self._pump_live(), name="md-pump-ib")
+        self._task.add_done_callback(self._pump_done)
+
+    def _on_ib_event(self, name: str, args: tuple[Any, ...]) -> None:
+        assert self.ib_provider is not None
+        self.ib_provider.on_event(name, args)
+
+    def _ib_alert(self, title: str, body: str) -> None:
+        self._alerts.append((title, body))
+
+    async def _watch_ib_outages(self) -> None:
+        """An alert when a disconnect outlasts its reset window (or max_disconnect_s outside one);
+        per-symbol staleness checks."""
+        from libs.common.ib.windows import expected_until, parse_windows
+
+        ib, session, provider = self.settings.ib, self.ib_session, self.ib_provider
+        assert session is not None and provider is not None
+        windows = parse_windows(ib.reset_windows)
+        outage_start: float | None = None
+        alerted = False
+        while True:
+            await asyncio.sleep(1.0)
+            for title, body in self._alerts:
+                await self._publish_alert("warning", title, body)
+            self._alerts.clear()
+            provider.check_stale(time.time_ns())
+            if session.connectivity == "up":
+                outage_start, alerted = None, False
+                continue
+            now = time.time()
+            outage_start = outage_start or now
+            if not alerted and now > expected_until(outage_start, windows, ib.max_disconnect_s):
+                alerted = True
+                minutes = (now - outage_start) / 60
+                await self._publish_alert(
+                    "critical",
+                    f"IB market data down for {minutes:.0f} min, beyond its reset window",
+                    f"TWS {ib.host}:{ib.port} ({session.connectivity}); reconnecting with backoff. "
+                    "Trading is DEGRADED (exits only) until the feed is back.",
+                )
+
+    async def _publish_alert(
+        self, severity: Literal["info", "warning", "critical"], title: str, body: str
+    ) -> None:
+        now = self.rt.now_ns()
+        alert = Alert(
+            ts_event=now,
+            ts_init=now,
+            alert_id=f"md-ib-{now}",
+            severity=severity,
+            source="md-gateway",
+            title=title,
+            body=body,
+            dedupe=f"md-ib:{title[:40]}",
+        )
+        await self.rt.publish(ALERT.subject(severity=severity), alert)
+
+    async def _pump_live(self) -> None:
+        """Records as the provider pushes them; its status notes become FeedStatus events."""
+        assert self.core is not None and self.ib_provider is not None
+        core, publish = self.core, self.rt.publish
+        self.started_at = time.monotonic()
+        async for rec in self.ib_provider.stream():
+            if rec[0] == "S":
+                _, _, state, symbol, detail = rec
+                await self._status(state, detail=detail, symbol=symbol)
+                continue
+            event = core.on_record(rec)
+            if event is not None:
+                await publish(self._subject(event), event)
+
+    def _source_name(self) -> str | None:
+        if self.ib_provider is not None:
+            return self.ib_provider.name
+        return self.provider.name if self.provider is not None else None
 
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -89,17 +211,18 @@ class MdGatewayApp(ServiceApp):
             )
         return subject
 
-    async def _status(self, state: FeedState, detail: str = "") -> None:
-        assert self.core is not None and self.provider is not None
+    async def _status(self, state: FeedState, detail: str = "", symbol: str = "") -> None:
+        assert self.core is not None
         self._status_seq += 1
         now = self.rt.now_ns()
         counters = {**{f"bad.{k}": v for k, v in self.core.bad.items()}, **dict(self.core.stats)}
         event = FeedStatus(
             ts_event=now,
             ts_init=now,
-            source=f"{self.provider.name}:{self.rt.started_ns}",
+            source=f"{self._source_name()}:{self.rt.started_ns}",
             state=state,
             seq=self._status_seq,
+            symbol=symbol,
             detail=detail,
             counters=counters,
         )
@@ -151,6 +274,10 @@ class MdGatewayApp(ServiceApp):
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.ib_session is not None:
+            await self.ib_session.stop()
+            for t in self._ib_tasks:
+                t.cancel()
         if self._task is not None and not self._task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=2.0)
@@ -166,7 +293,7 @@ class MdGatewayApp(ServiceApp):
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "finished": self.finished,
-            "provider": self.provider.name if self.provider else None,
+            "provider": self._source_name(),
         }
         if self.core is not None:
             out.update(self.core.counters())
