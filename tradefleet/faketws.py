@@ -99,6 +99,7 @@ class FakeOrder:
     avg_price: float = 0.0
     trail_extreme: float | None = None
     why_held: str = ""
+    untransmitted: bool = False  # transmit=0: held at TWS until a later order of its bracket transmits
 
     @property
     def remaining(self) -> float:
@@ -151,7 +152,6 @@ class _Client:
         self.client_id: int | None = None
         self.mkt: dict[int, tuple[str, str]] = {}  # reqId -> (kind, symbol); kind L1/BidAsk/AllLast/Depth
         self.sent_times: collections.deque[float] = collections.deque()
-        self.max_order_id = 0
         self.received: list[list[bytes]] = []
 
     def send(self, data: bytes) -> None:
@@ -184,6 +184,7 @@ class FakeTws:
         self.held_commissions: list[tuple[_Client | None, FakeExecution]] = []
         self.historical: dict[str, list[tuple[str, float, float, float, float, int]]] = {}
         self.hist_requests: list[tuple[float, tuple[str, ...]]] = []
+        self.max_order_ids: dict[int, int] = {}  # per client id, across its connections (103)
         self.counters: collections.Counter[str] = collections.Counter()
         self.market_ts = 0
         self._perm = 1_000
@@ -369,7 +370,7 @@ class FakeTws:
         c.send(frame(49, 1, int(self.clock())))
 
     def _in_8(self, c: _Client, f: list[bytes]) -> None:  # reqIds
-        c.send(frame(9, 1, max(self.next_id, c.max_order_id + 1)))
+        c.send(frame(9, 1, max(self.next_id, self.max_order_ids.get(c.client_id or 0, 0) + 1)))
 
     def _in_59(self, c: _Client, f: list[bytes]) -> None:  # reqMarketDataType
         self.counters[f"market_data_type_{int(f[2])}"] += 1
@@ -441,6 +442,9 @@ class FakeTws:
                     self._commission(c, ex)
         c.send(frame(55, 1, req_id))
 
+    def _in_99(self, c: _Client, f: list[bytes]) -> None:  # reqCompletedOrders
+        c.send(frame(102))  # none kept: reconciliation relies on open orders and executions
+
     def _in_58(self, c: _Client, f: list[bytes]) -> None:  # reqGlobalCancel
         for o in list(self.orders.values()):
             if o.live:
@@ -503,10 +507,11 @@ class FakeTws:
                 self._status(existing)
                 self._match(existing.symbol)
                 return
-        if order_id <= c.max_order_id or order_id in self.orders:
+        used = self.max_order_ids.get(c.client_id or 0, 0)
+        if order_id <= used or order_id in self.orders:
             self._error(c, order_id, 103, "Duplicate order id")
             return
-        c.max_order_id = order_id
+        self.max_order_ids[c.client_id or 0] = order_id
         self.next_id = max(self.next_id, order_id + 1)
         if f[PO["what_if"]] == b"1":
             self.counters["what_if"] += 1
@@ -544,7 +549,12 @@ class FakeTws:
             if (parent is not None and parent.filled < parent.quantity) or o.order_type in ("STP", "TRAIL")
             else "Submitted"
         )
+        o.untransmitted = f[PO["transmit"]] == b"0"
         self.orders[order_id] = o
+        if not o.untransmitted:  # the last of a bracket sends the whole of it
+            for other in self.orders.values():
+                if other.order_id == o.parent_id or (o.parent_id and other.parent_id == o.parent_id):
+                    other.untransmitted = False
         c.send(self._open_order(o))
         self._status(o)
         self._match(o.symbol)
@@ -591,7 +601,7 @@ class FakeTws:
             return
         bid, ask = book[0], book[2]
         for o in list(self.orders.values()):
-            if o.symbol != symbol or not o.live or o.remaining <= 0:
+            if o.symbol != symbol or not o.live or o.remaining <= 0 or o.untransmitted:
                 continue
             parent = self.orders.get(o.parent_id)
             if parent is not None and parent.filled < parent.quantity:

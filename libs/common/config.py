@@ -198,7 +198,7 @@ class RiskSettings(Section):
 
 
 class ExecutionSettings(Section):
-    broker: Literal["sim"] = "sim"  # "ib" comes with the IB issue, behind an explicit live opt-in
+    broker: Literal["sim", "ib"] = "sim"  # ib: TWS / IB Gateway per the ib section (paper by default)
     account: str = "SIM"
     journal: Path = Path("var/execution-journal.msgpack")
     flatten_on_kill: bool = False

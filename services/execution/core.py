@@ -222,6 +222,7 @@ class ExecutionCore:
             SimOrder(f"{cid}.tp", a.symbol, exit_side, a.quantity, "LMT", a.take_profit_price, tif=a.tif),  # type: ignore[arg-type]
             SimOrder(f"{cid}.sl", a.symbol, exit_side, a.quantity, "STP", None, a.stop_loss_price, a.tif),  # type: ignore[arg-type]
         ]
+        entry.transmit = legs[0].transmit = False  # IB: the bracket goes out with its last leg
         out = self._start(entry, now, reason, None)
         for leg in legs:
             leg.parent_id, leg.oca_group = cid, cid
@@ -337,7 +338,7 @@ class ExecutionCore:
         if r.client_order_id == w.child:
             w.child_filled += applied
         pos = self.positions.setdefault(order.symbol, Position())
-        pos.apply(applied if order.side == "BUY" else -applied, r.price, r.commission)
+        pos.apply(applied if order.side == "BUY" else -applied, r.price, r.commission or 0.0)
         pos.mark = pos.mark or r.price
         fill = Fill(
             ts_event=r.venue_ts,

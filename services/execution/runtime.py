@@ -1,12 +1,13 @@
 """execution runtime: approvals and operator commands in; orders to the broker (journaled first),
 order events, fills and positions out. The SimBroker trades against the market data this service
-receives, on market time."""
+receives, on market time; the IB broker (``execution.broker: ib``) sends to TWS and hears back
+through its own queue, after reconciling on every connection."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
@@ -32,6 +33,10 @@ from services.execution.core import (
     Tactic,
 )
 from services.execution.journal import Journal
+
+if TYPE_CHECKING:
+    from libs.common.ib.session import IbSession
+    from services.execution.ib import IbBroker
 from services.execution.simbroker import SimBroker, SimConfig
 
 log = get_logger(__name__)
@@ -58,6 +63,9 @@ class ExecutionApp(ServiceApp):
             )
         )
         self.journal = Journal(x.journal)
+        self.ib: IbBroker | None = None
+        self.ib_session: IbSession | None = None
+        self._ib_tasks: list[asyncio.Task[None]] = []
         self.market_ns = 0  # the broker's time: the latest market data seen
         self.published: dict[str, int] = {"orders": 0, "fills": 0, "positions": 0}
         self._lock = asyncio.Lock()  # one decision at a time: journal, send, publish
@@ -73,6 +81,8 @@ class ExecutionApp(ServiceApp):
         if restored:
             log.warning("restored orders from the journal; outcomes unresolved", orders=len(restored))
         await self._publish(restored)
+        if self.settings.execution.broker == "ib":
+            self._start_ib()
         last = await rt.last("exec.position")
         if (
             last is not None
@@ -92,8 +102,50 @@ class ExecutionApp(ServiceApp):
         if self.settings.execution.panic_file is not None:
             self._panic = asyncio.create_task(self._watch_panic(self.settings.execution.panic_file))
 
+    def _start_ib(self) -> None:
+        from libs.common.ib.session import IbSession, SessionConfig
+        from services.execution.ib import IbBroker
+
+        ib = self.settings.ib
+        config = SessionConfig(
+            host=ib.host,
+            port=ib.port,
+            client_id=ib.exec_client_id,  # fixed: IB binds orders to it
+            watchdog_s=ib.watchdog_s,
+            probe_timeout_s=ib.probe_timeout_s,
+            backoff_max_s=ib.backoff_max_s,
+            max_msgs_per_s=ib.max_msgs_per_s,
+        )
+        self.ib_session = IbSession(config, self._on_ib_event)
+        ids = self.settings.execution.journal.parent / "ib-order-ids.jsonl"
+        self.ib = IbBroker(self.ib_session, ids, account=ib.account)
+        self._ib_tasks = [
+            asyncio.create_task(self.ib_session.run(), name="ib-session"),
+            asyncio.create_task(self.ib.keep_reconciled(), name="ib-reconcile"),
+            asyncio.create_task(self._pump_ib_reports(), name="ib-reports"),
+        ]
+
+    def _on_ib_event(self, name: str, args: tuple[Any, ...]) -> None:
+        assert self.ib is not None
+        self.ib.on_event(name, args)
+
+    async def _pump_ib_reports(self) -> None:
+        assert self.ib is not None
+        while True:
+            try:
+                report = await asyncio.wait_for(self.ib.reports.get(), 0.25)
+            except TimeoutError:
+                self.ib.on_event("tick", ())  # fills whose commission never came go out now
+                continue
+            async with self._lock:
+                await self._act(self.core.on_report(report))
+
     async def _on_market(self, d: Delivery) -> None:
         e = d.event
+        if self.ib is not None:  # the venue is IB: market data only marks positions
+            if isinstance(e, Quote):
+                self.core.on_quote(e)
+            return
         if isinstance(e, Quote):
             self.market_ns = max(self.market_ns, e.ts_event)
             self.core.on_quote(e)
@@ -115,7 +167,7 @@ class ExecutionApp(ServiceApp):
         if isinstance(d.event, OrderApproved):
             async with self._lock:
                 await self._act(self.core.on_approved(d.event))
-                if self.replay_finished:  # no market data will come to trade it against
+                if self.replay_finished and self.ib is None:  # no market data will come to trade it against
                     for report in self.broker.end_of_data():
                         await self._act(self.core.on_report(report))
 
@@ -130,6 +182,8 @@ class ExecutionApp(ServiceApp):
     async def _on_control(self, d: Delivery) -> None:
         if isinstance(d.event, Control):
             async with self._lock:
+                if d.event.command == "kill" and self.ib is not None:
+                    self.ib.global_cancel()  # everything at IB, ours or not yet known to us
                 await self._act(self.core.on_control(d.event))
 
     async def _act(self, out: Outcome) -> None:
@@ -138,6 +192,8 @@ class ExecutionApp(ServiceApp):
         for action in out.actions:
             if isinstance(action, JournalRecord):
                 await asyncio.to_thread(self.journal.append, action)
+            elif self.ib is not None:
+                await self._act_ib(action)
             elif isinstance(action, Send):
                 self.broker.submit(action.order, self.market_ns)
             elif isinstance(action, Cancel):
@@ -151,6 +207,18 @@ class ExecutionApp(ServiceApp):
                     action.stop_price,
                 )
         await self._publish(out.events)
+
+    async def _act_ib(self, action: Send | Cancel | Replace) -> None:
+        assert self.ib is not None
+        now = self.rt.now_ns()
+        if isinstance(action, Send):
+            await self.ib.submit(action.order, now)
+        elif isinstance(action, Cancel):
+            await self.ib.cancel(action.client_order_id, now)
+        else:
+            await self.ib.replace(
+                action.client_order_id, now, action.quantity, action.limit_price, action.stop_price
+            )
 
     async def _publish(self, events: list[Event]) -> None:
         for e in events:
@@ -177,6 +245,10 @@ class ExecutionApp(ServiceApp):
             await self._act(self.core.on_control(kill))
 
     async def stop(self) -> None:
+        if self.ib_session is not None:
+            await self.ib_session.stop()
+        for task in self._ib_tasks:
+            task.cancel()
         if self._panic is not None:
             self._panic.cancel()
         self.journal.close()

@@ -63,6 +63,8 @@ class SimOrder:
     parent_id: str = ""
     #: legs in one OCA group reduce each other by every fill
     oca_group: str = ""
+    #: IB: False holds the order at TWS until a later one of its bracket transmits
+    transmit: bool = True
     filled: float = 0.0
     queue_ahead: float = 0.0
     triggered: bool = False
@@ -89,7 +91,7 @@ class Report:
     quantity: float = 0.0
     price: float = 0.0
     exec_id: str = ""
-    commission: float = 0.0
+    commission: float | None = 0.0  # None: not known (IB's report is late or unset)
     liquidity: Literal["ADD", "REMOVE", "UNKNOWN"] = "UNKNOWN"
     reason: str = ""
 
