@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -79,10 +80,34 @@ def up(
         "var"
     ),
     live_table: Annotated[bool, typer.Option("--live/--no-live", help="live status table")] = True,
+    mode: Annotated[
+        str, typer.Option(help="replay (recorded day, SimBroker) | paper | live (TWS / IB Gateway)")
+    ] = "replay",
+    ib_host: Annotated[str | None, typer.Option(help="TWS / IB Gateway host (paper, live)")] = None,
+    ib_port: Annotated[int | None, typer.Option(help="TWS / IB Gateway port: paper 7497 / 4002")] = None,
 ) -> None:
-    """Start the local fleet, replay, print a summary, stop everything it started."""
+    """Start the local fleet, replay (or trade through IB), print a summary, stop what it started."""
+    from libs.common.config import LIVE_PORTS
     from tradefleet.fleet import Fleet
 
+    if mode not in ("replay", "paper", "live"):
+        typer.echo(f"--mode {mode!r}: replay, paper or live", err=True)
+        raise typer.Exit(2)
+    if mode != "replay":
+        port = ib_port or (7496 if mode == "live" else 7497)
+        if (port in LIVE_PORTS) != (mode == "live"):
+            typer.echo(
+                f"port {port} is a {'live' if port in LIVE_PORTS else 'paper'} port but --mode {mode}",
+                err=True,
+            )
+            raise typer.Exit(2)
+        # The services read these; live also needs ib.allow_live in the config (checked on load).
+        os.environ.update(
+            TRADEFLEET_MD_GATEWAY__PROVIDER="ib",
+            TRADEFLEET_EXECUTION__BROKER="ib",
+            TRADEFLEET_IB__PORT=str(port),
+            TRADEFLEET_IB__HOST=ib_host or "127.0.0.1",
+        )
     settings = _settings(config)
     fleet = Fleet(settings, config, var_dir, nats_url=nats_url, speed=speed, live_table=live_table)
     result = fleet.run(duration=duration)
@@ -177,6 +202,96 @@ def ctl(
 
     asyncio.run(send())
     typer.echo(msgspec.json.encode(event).decode())
+
+
+@app.command()
+def backfill(
+    symbols: Annotated[str, typer.Option(help="comma-separated, e.g. IBM,BAC")],
+    start: Annotated[str, typer.Option(help="first day, YYYYMMDD")],
+    end: Annotated[str, typer.Option(help="last day, YYYYMMDD")],
+    bar: Annotated[str, typer.Option(help="1min | 5s")] = "1min",
+    db_url: Annotated[str | None, typer.Option(help="PostgreSQL / TimescaleDB URL")] = None,
+    ib_host: Annotated[str | None, typer.Option(help="TWS / IB Gateway host")] = None,
+    ib_port: Annotated[int | None, typer.Option(help="TWS / IB Gateway port")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """IB historical bars into the database: paced by IB's rules, resumable (done days are skipped)."""
+    import datetime as dt
+    import time
+
+    from libs.common.ib.historical import HistoricalPacer
+    from libs.common.ib.session import IbSession, SessionConfig
+    from libs.common.storage.migrate import migrate
+    from tradefleet.backfill import Backfill, plan
+
+    if bar not in ("1min", "5s"):
+        typer.echo("--bar: 1min or 5s (tick backfill is not built yet)", err=True)
+        raise typer.Exit(2)
+    settings = _settings(config)
+    dsn = db_url or settings.db.url
+    if not dsn:
+        typer.echo("no database: pass --db-url or set db.url", err=True)
+        raise typer.Exit(2)
+    migrate(dsn, settings.db)
+    days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (start, end)]
+    chunks = plan([x.strip().upper() for x in symbols.split(",") if x.strip()], days[0], days[1], bar)  # type: ignore[arg-type]
+    ib = settings.ib
+    cfg = SessionConfig(host=ib_host or ib.host, port=ib_port or ib.port, client_id=ib.backfill_client_id)
+
+    async def main() -> None:
+        from tqdm import tqdm
+
+        holder: dict[str, Backfill] = {}
+        session = IbSession(cfg, lambda name, args: holder["job"].on_event(name, args))  # noqa: PLW0108
+        job = holder["job"] = Backfill(session, dsn, HistoricalPacer(time.monotonic))
+        runner = asyncio.create_task(session.run())
+        try:
+            with tqdm(total=len(chunks), unit="chunk", disable=not sys.stderr.isatty()) as bar_:
+                result = await job.run(chunks, progress=bar_.update)
+        finally:
+            await session.stop()
+            runner.cancel()
+        typer.echo(json.dumps(result.__dict__, indent=2, sort_keys=True))
+        if result.failed:
+            raise typer.Exit(1)
+
+    asyncio.run(main())
+
+
+@app.command()
+def faketws(
+    data: Annotated[Path, typer.Option(help="LEAN data root")] = Path("data/sample/lean"),
+    date: Annotated[str, typer.Option(help="the recorded day, YYYYMMDD")] = "20131008",
+    symbols: Annotated[str, typer.Option(help="comma-separated")] = "IBM,BAC",
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free one)")] = 7497,
+    speed: Annotated[
+        float, typer.Option(help="market time per wall second: 1 real time, 60 a minute a second")
+    ] = 1.0,
+) -> None:
+    """A fake TWS (server version 157) streaming a recorded day: for trying the IB path without IB."""
+    from services.md_gateway.providers.lean import LeanReplay, bar_records
+    from tradefleet.faketws import FakeTws
+
+    names = [x.strip().upper() for x in symbols.split(",") if x.strip()]
+    replay = LeanReplay(data, date, names, "none")
+    historical = {}
+    for name in names:
+        path = data / "equity" / "usa" / "minute" / name.lower() / f"{date}_trade.zip"
+        if path.exists():
+            historical[name] = [
+                (r[1] // 1_000_000_000 - 60, r[4], r[5], r[6], r[7], r[8])
+                for r in bar_records(path, name, replay.day_ns, "minute")
+            ]
+
+    async def main() -> None:
+        fake = await FakeTws(replay.records()).start(port=port)
+        fake.historical = historical
+        typer.echo(f"fake TWS listening on 127.0.0.1:{fake.port} (server version 157)")
+        sys.stdout.flush()
+        await fake.autoplay(speed)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 def _fleet_nats_url() -> str | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import struct
 import time
 from collections.abc import Iterable
@@ -144,6 +145,9 @@ class Faults:
     next_valid_id: int | None = None  # nextValidId on the next handshake (a rollback after a restart)
     no_data: set[str] = field(default_factory=set)  # historical: 162 no data for these symbols
     max_msgs_per_s: int = 50
+    pacing_limit: int = 60  # historical requests per pacing_window_s before 162
+    pacing_window_s: float = 600.0
+    identical_gap_s: float = 15.0  # an identical historical request sooner than this: 162
 
 
 class _Client:
@@ -182,7 +186,7 @@ class FakeTws:
         self.executions: list[FakeExecution] = []
         self.positions: dict[str, list[float]] = {}  # symbol -> [quantity, avg cost]
         self.held_commissions: list[tuple[_Client | None, FakeExecution]] = []
-        self.historical: dict[str, list[tuple[str, float, float, float, float, int]]] = {}
+        self.historical: dict[str, list[tuple[int, float, float, float, float, float]]] = {}
         self.hist_requests: list[tuple[float, tuple[str, ...]]] = []
         self.max_order_ids: dict[int, int] = {}  # per client id, across its connections (103)
         self.counters: collections.Counter[str] = collections.Counter()
@@ -249,6 +253,21 @@ class FakeTws:
             if (n is not None and done >= n) or (until_ts is not None and rec[1] >= until_ts):
                 break
         return done
+
+    async def autoplay(self, speed: float = 1.0) -> None:
+        """Stream the whole day paced by market time (``speed`` market seconds per wall second),
+        then keep serving (orders, queries) until cancelled."""
+        first_ts: int | None = None
+        started = time.monotonic()
+        for rec in self.records:
+            first_ts = rec[1] if first_ts is None else first_ts
+            due = started + (rec[1] - first_ts) / 1e9 / max(speed, 1e-9)
+            if (wait := due - time.monotonic()) > 0.001:
+                await asyncio.sleep(wait)
+            self._market(rec)
+            await asyncio.sleep(0)
+        self.counters["autoplay_finished"] += 1
+        await asyncio.Event().wait()
 
     def _market(self, rec: tuple[Any, ...]) -> None:
         kind, ts, symbol = rec[0], rec[1], rec[2]
@@ -466,12 +485,16 @@ class FakeTws:
             self._cancel(o, "")
 
     def _in_20(self, c: _Client, f: list[bytes]) -> None:  # reqHistoricalData
+        """Bars of ``historical[symbol]`` ((start epoch s, o, h, l, c, volume)) inside the requested
+        span, dated in epoch seconds (formatDate=2); IB's pacing: identical within 15 s -> 162,
+        more than ``pacing_limit`` in the fake's window -> 162."""
         req_id, symbol = int(f[1]), f[3].decode()
         key = tuple(x.decode() for x in f[2:])
         now = time.monotonic()
-        recent = [t for t, k in self.hist_requests if now - t < 15 and k == key]
+        recent = [t for t, k in self.hist_requests if now - t < self.faults.identical_gap_s and k == key]
         self.hist_requests.append((now, key))
-        if recent:
+        in_window = [t for t, _ in self.hist_requests if now - t < self.faults.pacing_window_s]
+        if recent or len(in_window) > self.faults.pacing_limit:
             self._error(
                 c,
                 req_id,
@@ -479,7 +502,12 @@ class FakeTws:
                 "Historical Market Data Service error message:Historical data request pacing violation",
             )
             return
-        if symbol in self.faults.no_data or symbol not in self.historical:
+        end_text, duration = f[15].decode(), f[17].decode()
+        end = dt.datetime.strptime(end_text[:17], "%Y%m%d %H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+        amount, unit = duration.split()
+        span = int(amount) * {"S": 1, "D": 86_400}[unit]
+        bars = [b for b in self.historical.get(symbol, []) if end - span <= b[0] < end]
+        if symbol in self.faults.no_data or not bars:
             self._error(
                 c,
                 req_id,
@@ -487,10 +515,9 @@ class FakeTws:
                 "Historical Market Data Service error message:HMDS query returned no data: " + symbol,
             )
             return
-        bars = self.historical[symbol]
-        body: list[object] = [17, req_id, bars[0][0] if bars else "", bars[-1][0] if bars else "", len(bars)]
-        for date, o, h, low, close, volume in bars:
-            body += [date, o, h, low, close, volume, close, 1]
+        body: list[object] = [17, req_id, bars[0][0], bars[-1][0], len(bars)]
+        for start, o, h, low, close, volume in bars:
+            body += [start, o, h, low, close, int(volume), close, 1]
         c.send(frame(*body))
 
     # -- orders ------------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ class IbSettings(Section):
     allow_live: bool = False
     md_client_id: int = Field(11, ge=0)
     exec_client_id: int = Field(12, ge=0)  # fixed: IB binds orders to the client id that placed them
+    backfill_client_id: int = Field(13, ge=0)
+    reconcile_every_s: float = Field(60.0, gt=0)  # besides every (re)connect
     account: str = ""  # empty: the first managed account
     symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
     depth_symbols: list[str] = Field(default_factory=list)

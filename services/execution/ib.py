@@ -91,6 +91,7 @@ class Reconciliation:
     executions: int | None = None  # executions IB reported
     recovered_fills: int = 0
     at: float = 0.0
+    ours: dict[str, float] | None = None  # our positions when IB's answered
 
 
 @dataclass
@@ -115,8 +116,10 @@ class IbBroker:
         commission_wait_s: float = 1.0,
         query_timeout_s: float = 10.0,
         wall_ns: Callable[[], int] = time.time_ns,
+        our_positions: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.ib = session
+        self.our_positions = our_positions
         self.ids = OrderIds(ids_path)
         self.account = account
         self.commission_wait_s = commission_wait_s
@@ -249,14 +252,17 @@ class IbBroker:
         query = self._queries.get("executions")
         if query is not None and req_id != -1:
             query.rows.append((contract, execution))
-        self._execution(contract, execution)
+        self._execution(contract, execution, listed=req_id != -1)
 
-    def _execution(self, contract: Any, execution: Any) -> bool:
+    def _execution(self, contract: Any, execution: Any, listed: bool = False) -> bool:
+        """``listed``: from a reqExecutions answer, which lists what we may have seen already."""
         cid = execution.orderRef or self.ids.by_ib.get(execution.orderId)
         exec_id = str(execution.execId)
-        if not cid or cid not in self.ids.by_client or exec_id in self.exec_ids:
-            if exec_id in self.exec_ids:
-                self.stats["duplicate_executions"] += 1
+        if exec_id in self.exec_ids:
+            self.stats["executions_listed_again" if listed else "duplicate_executions"] += 1
+            return False
+        if not cid or cid not in self.ids.by_client:
+            self.stats["executions_not_ours"] += 1
             return False
         self.exec_ids.add(exec_id)
         self.filled[cid] += float(execution.shares)
@@ -332,16 +338,38 @@ class IbBroker:
             q.done.set()
 
     # -- reconciliation ------------------------------------------------------------------------------
-    async def keep_reconciled(self) -> None:
-        """After every connection: reconcile, then let orders go."""
+    async def keep_reconciled(self, every_s: float = 60.0) -> None:
+        """After every connection: reconcile, then let orders go; and again every ``every_s``
+        while connected, so drift between our books and IB's shows within a minute."""
+        last = 0.0
         while True:
             await self.ib.ready.wait()
-            if not self.reconciled.is_set():
+            if not self.reconciled.is_set() or time.monotonic() - last >= every_s:
                 self.last_reconciliation = await self.reconcile()
+                last = time.monotonic()
                 self.reconciled.set()
             await asyncio.sleep(0.05)
             if not self.ib.ready.is_set():
                 self.reconciled.clear()
+
+    def summary(self) -> dict[str, Any]:
+        """For status and the run summary: did IB's book match ours at the last reconciliation
+        (``None``: unknown), and what was recovered."""
+        r = self.last_reconciliation
+        theirs = None if r is None else r.positions
+        ours = None if r is None else r.ours
+        return {
+            "connected": self.ib.ready.is_set(),
+            "reconciliations": self.stats["reconciliations"],
+            "positions_at_ib": theirs,
+            "positions_ours": ours,
+            "positions_match": None if theirs is None or ours is None else theirs == ours,
+            "recovered_fills": 0 if r is None else r.recovered_fills,
+            "duplicate_executions": self.stats["duplicate_executions"],
+            "fills_without_commission": self.stats["fills_without_commission"],
+            "late_commissions": self.stats["late_commissions"],
+            "session": dict(self.ib.stats),
+        }
 
     async def reconcile(self) -> Reconciliation:
         r = Reconciliation(at=time.time())
@@ -351,6 +379,8 @@ class IbBroker:
             for symbol, qty in positions:
                 r.positions[symbol] += qty
             r.positions = {k: v for k, v in r.positions.items() if v}
+            if self.our_positions is not None:
+                r.ours = {k: v for k, v in self.our_positions().items() if v}
         opened = await self._query("open_orders", lambda c: c.reqOpenOrders())
         r.open_orders = None if opened is None else {cid for cid in opened if cid}
         before = len(self.exec_ids)

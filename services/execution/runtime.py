@@ -118,12 +118,15 @@ class ExecutionApp(ServiceApp):
         )
         self.ib_session = IbSession(config, self._on_ib_event)
         ids = self.settings.execution.journal.parent / "ib-order-ids.jsonl"
-        self.ib = IbBroker(self.ib_session, ids, account=ib.account)
+        self.ib = IbBroker(self.ib_session, ids, account=ib.account, our_positions=self._positions)
         self._ib_tasks = [
             asyncio.create_task(self.ib_session.run(), name="ib-session"),
-            asyncio.create_task(self.ib.keep_reconciled(), name="ib-reconcile"),
+            asyncio.create_task(self.ib.keep_reconciled(ib.reconcile_every_s), name="ib-reconcile"),
             asyncio.create_task(self._pump_ib_reports(), name="ib-reports"),
         ]
+
+    def _positions(self) -> dict[str, float]:
+        return {s: p.quantity for s, p in self.core.positions.items()}
 
     def _on_ib_event(self, name: str, args: tuple[Any, ...]) -> None:
         assert self.ib is not None
@@ -263,5 +266,6 @@ class ExecutionApp(ServiceApp):
             "realized_pnl": round(sum(p.realized for p in self.core.positions.values()), 2),
             "stats": dict(self.core.stats),
             "tactics": {s: str(t) for s, t in sorted(self.core.tactics.items())},
+            **({"ib": self.ib.summary()} if self.ib is not None else {}),
             "journal": str(self.journal.path),
         }

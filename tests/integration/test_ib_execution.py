@@ -84,8 +84,13 @@ async def desk(tmp: Path, fake: FakeTws | None = None, **broker_kw: Any) -> Asyn
         SessionConfig(port=fake.port, client_id=12, backoff_initial_s=0.05, backoff_max_s=0.2),
         lambda name, args: holder["b"].on_event(name, args),  # noqa: PLW0108 - made after the session
     )
-    broker = holder["b"] = IbBroker(session, tmp / "ids.jsonl", **broker_kw)
     core = ExecutionCore(ExecConfig(), SimClock(T))
+    broker = holder["b"] = IbBroker(
+        session,
+        tmp / "ids.jsonl",
+        our_positions=lambda: {s: p.quantity for s, p in core.positions.items()},
+        **broker_kw,
+    )
     d = Desk(fake, session, broker, core)
 
     async def pump() -> None:
@@ -254,8 +259,10 @@ async def test_after_a_fault_storm_positions_reconcile_with_no_duplicate_and_no_
         await await_until(lambda: "FILLED" in d.statuses("s4"), 10, what="s4")
 
         # The books agree exactly; every IB execution became exactly one fill; no order twice.
-        r = await d.broker.reconcile()
+        r = d.broker.last_reconciliation = await d.broker.reconcile()
         assert r.positions == {"IBM": d.position()} == {"IBM": fake.positions["IBM"][0]} == {"IBM": 300.0}
+        summary = d.broker.summary()  # what the run summary shows
+        assert summary["positions_match"] is True and summary["duplicate_executions"] == 0
         exec_ids = [f.exec_id for f in d.fills()]
         assert sorted(exec_ids) == sorted(e.exec_id for e in fake.executions)
         refs = [o.order_ref for o in fake.orders.values()]

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from libs.common import codec
+from libs.common.clock import SimClock
 from libs.common.ib.session import IbSession, SessionConfig
+from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.ib import IbMarketData, LineBudgetExceeded
 from tests.helpers import await_until
 from tradefleet.faketws import FakeTws
@@ -26,7 +29,7 @@ def day(n: int = 40) -> list[tuple[Any, ...]]:
         ts = T + i * 250_000_000
         bid = round(180.00 + (i % 7) * 0.01, 2)
         out.append(("Q", ts, "IBM", bid, 100 + i, round(bid + 0.02, 2), 200 + i, "N", False))
-        out.append(("T", ts + 1, "IBM", round(bid + 0.01, 2), 10 + i, "N", "", False, None))
+        out.append(("T", ts + 1, "IBM", round(bid + 0.01, 2), 10 + i, "N", 0, False, 0))
     return out
 
 
@@ -92,6 +95,10 @@ async def test_ready_only_after_next_valid_id_and_accounts_then_ticks_decode() -
         assert q[2:7] == ("IBM", 180.00, 100, 180.02, 200)
         assert t[2:5] == ("IBM", 180.01, 10)
         assert q[1] == T and t[1] == T + 1  # IB's second, strictly increasing within it
+        # Every record is one the md-gateway core turns into an event that survives the wire.
+        core = MarketDataCore(SimClock(T), 10.0, True, None)
+        events = [core.on_record(rec) for rec in sorted(r.of("Q") + r.of("T"), key=lambda x: x[1])]
+        assert all(e is not None and codec.decode(codec.encode(e)) == e for e in events)
         assert r.notes("connected")
 
 

@@ -203,6 +203,8 @@ class IbMarketData:
         if sub is None:
             self.stats["ticks_for_unknown_req"] += 1
             return
+        # IB's special conditions are a string of codes; ours are LEAN's bit flags: none carry
+        # over. An unreported trade (not on the tape) is kept out, like a suspicious one.
         unreported = bool(getattr(attrib, "unreported", False))
         rec = (
             "T",
@@ -211,10 +213,10 @@ class IbMarketData:
             price,
             size,
             exchange,
-            conditions,
+            0,
             unreported,
-            None,
-        )
+            0,
+        )  # aggressor unknown
         self.queue.put_nowait(rec)
 
     def _on_updateMktDepth(
