@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-unit test-integration lint fmt bench schemas clean
+.PHONY: venv run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
 
 # torch==2.13.0 (CPU build) must come before anything that depends on torch; the extras that need it
 # (later issues) install it first. The base install pins every package through constraints.txt.
@@ -39,6 +39,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
+
+# Against a real paper TWS / IB Gateway (never in CI): TRADEFLEET_IB_SMOKE=127.0.0.1:4002 make test-ib-smoke
+test-ib-smoke: $(STAMP)
+	$(PY) -m pytest -q -rs tests/integration/test_ib_paper_smoke.py
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

@@ -148,6 +148,7 @@ class Faults:
     pacing_limit: int = 60  # historical requests per pacing_window_s before 162
     pacing_window_s: float = 600.0
     identical_gap_s: float = 15.0  # an identical historical request sooner than this: 162
+    unanswered: set[int] = field(default_factory=set)  # request message ids to ignore (a query that hangs)
 
 
 class _Client:
@@ -361,6 +362,8 @@ class FakeTws:
     def _handle(self, c: _Client, f: list[bytes]) -> None:
         msg = int(f[0])
         self.counters[f"in_{msg}"] += 1
+        if msg in self.faults.unanswered:
+            return
         handler = getattr(self, f"_in_{msg}", None)
         if handler is not None:
             handler(c, f)

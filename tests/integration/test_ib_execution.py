@@ -269,3 +269,33 @@ async def test_after_a_fault_storm_positions_reconcile_with_no_duplicate_and_no_
         assert sorted(refs) == ["s1", "s2", "s3", "s4"]
         assert fake.counters["error_103"] == 0 and fake.counters["error_326"] >= 1
     await fake.stop()
+
+
+async def test_a_default_9_81_order_meets_10268_and_is_rejected(tmp_path: Path) -> None:
+    from ibapi.contract import Contract
+    from ibapi.order import Order as IbOrder
+
+    async with desk(tmp_path) as d:
+        order_id = d.broker.ids.allocate("raw", d.session.next_valid_id)
+        contract, order = Contract(), IbOrder()  # 9.81's defaults: eTradeOnly, firmQuoteOnly True
+        contract.symbol, contract.secType, contract.exchange, contract.currency = "IBM", "STK", "SMART", "USD"
+        order.action, order.totalQuantity, order.orderType = "BUY", 1, "MKT"
+        await d.session.send(lambda c: c.placeOrder(order_id, contract, order))
+        await await_until(lambda: d.broker.stats["report_rejected"] == 1, 10, what="10268 rejected")
+        assert d.fake.counters["error_10268"] == 1 and not d.fake.orders
+
+
+async def test_a_query_that_never_answers_is_unknown_not_empty(tmp_path: Path) -> None:
+    fake = await FakeTws(quotes()).start()
+    async with desk(tmp_path, fake, query_timeout_s=0.5) as d:
+        await d.approve("l1", order_type="LMT", limit_price=99.00)
+        await await_until(lambda: "SUBMITTED" in d.statuses("l1"), 10, what="acked")
+        fake.faults.unanswered = {61, 5}  # reqPositions and reqOpenOrders hang
+        r = await d.broker.reconcile()
+        assert r.positions is None and r.open_orders is None  # unknown
+        assert d.broker.stats["query_failed_positions"] == 1
+        d.broker.last_reconciliation = r
+        assert d.broker.summary()["positions_match"] is None
+        await asyncio.sleep(0.2)
+        assert d.statuses("l1")[-1] == "SUBMITTED"  # nothing was settled from an unknown
+    await fake.stop()

@@ -39,9 +39,11 @@ def test_a_disconnect_in_the_nightly_reset_is_expected_until_it_ends() -> None:
 
 
 def test_error_codes_are_classified_once() -> None:
-    kinds = {c: classify(c) for c in (1100, 1101, 1102, 2104, 100, 162, 10167, 201, 326, 9999)}
+    kinds = {c: classify(c) for c in (1100, 1300, 2110, 1101, 1102, 2104, 100, 162, 10167, 201, 326, 9999)}
     assert kinds == {
         1100: "connectivity",
+        1300: "connectivity",
+        2110: "connectivity",
         1101: "restored",
         1102: "restored",
         2104: "farm",
