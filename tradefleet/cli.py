@@ -267,6 +267,9 @@ def faketws(
     speed: Annotated[
         float, typer.Option(help="market time per wall second: 1 real time, 60 a minute a second")
     ] = 1.0,
+    start: Annotated[
+        str, typer.Option(help="New York time to start from, HH:MM (skips the pre-market)")
+    ] = "04:00",
 ) -> None:
     """A fake TWS (server version 157) streaming a recorded day: for trying the IB path without IB."""
     from services.md_gateway.providers.lean import LeanReplay, bar_records
@@ -288,7 +291,8 @@ def faketws(
         fake.historical = historical
         typer.echo(f"fake TWS listening on 127.0.0.1:{fake.port} (server version 157)")
         sys.stdout.flush()
-        await fake.autoplay(speed)
+        hh, mm = (int(x) for x in start.split(":"))
+        await fake.autoplay(speed, replay.day_ns + (hh * 3600 + mm * 60) * 1_000_000_000)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -255,12 +255,17 @@ class FakeTws:
                 break
         return done
 
-    async def autoplay(self, speed: float = 1.0) -> None:
-        """Stream the whole day paced by market time (``speed`` market seconds per wall second),
-        then keep serving (orders, queries) until cancelled."""
+    async def autoplay(self, speed: float = 1.0, start_ns: int = 0) -> None:
+        """Stream the day from ``start_ns`` paced by market time (``speed`` market seconds per
+        wall second), then keep serving (orders, queries) until cancelled. The clock starts
+        with the first market-data subscription: a recorded day played to nobody is lost."""
+        while not any(c.mkt for c in self.clients):  # noqa: ASYNC110 - polls the socket clients
+            await asyncio.sleep(0.05)
         first_ts: int | None = None
         started = time.monotonic()
         for rec in self.records:
+            if rec[1] < start_ns:
+                continue
             first_ts = rec[1] if first_ts is None else first_ts
             due = started + (rec[1] - first_ts) / 1e9 / max(speed, 1e-9)
             if (wait := due - time.monotonic()) > 0.001:
@@ -272,6 +277,9 @@ class FakeTws:
 
     def _market(self, rec: tuple[Any, ...]) -> None:
         kind, ts, symbol = rec[0], rec[1], rec[2]
+        if (kind == "Q" and rec[8]) or (kind == "T" and rec[7]):
+            self.counters["suspicious_not_sent"] += 1  # the source flagged it: not on IB's tape
+            return
         self.market_ts = ts
         seconds = ts // 1_000_000_000
         if kind == "Q":

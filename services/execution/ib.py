@@ -115,6 +115,7 @@ class IbBroker:
         account: str = "",
         commission_wait_s: float = 1.0,
         query_timeout_s: float = 10.0,
+        send_timeout_s: float = 5.0,
         wall_ns: Callable[[], int] = time.time_ns,
         our_positions: Callable[[], dict[str, float]] | None = None,
     ) -> None:
@@ -124,6 +125,7 @@ class IbBroker:
         self.account = account
         self.commission_wait_s = commission_wait_s
         self.query_timeout_s = query_timeout_s
+        self.send_timeout_s = send_timeout_s
         self.wall_ns = wall_ns
         self.reports: asyncio.Queue[Report] = asyncio.Queue()
         self.orders: dict[str, SimOrder] = {}  # what we sent, by client order id
@@ -142,8 +144,14 @@ class IbBroker:
 
     # -- what the execution gateway calls -----------------------------------------------------------
     async def submit(self, order: SimOrder, now: int) -> None:
-        """Number it (durably), then send it: never before the reconciliation after a connect."""
-        await self.reconciled.wait()
+        """Number it (durably), then send it: never before the reconciliation after a connect,
+        and never late: an order that cannot go within ``send_timeout_s`` is rejected unsent
+        (an approval is a decision about the market as it was, not as it will be)."""
+        try:
+            await asyncio.wait_for(self.reconciled.wait(), self.send_timeout_s)
+        except TimeoutError:
+            self._end(order.client_order_id, "rejected", "IB not connected and reconciled: not sent")
+            return
         order_id = self.ids.allocate(order.client_order_id, self.ib.next_valid_id)
         self.orders[order.client_order_id] = order
         parent_id = self.ids.by_client.get(order.parent_id, 0) if order.parent_id else 0

@@ -16,7 +16,18 @@ TRADEFLEET = [sys.executable, "-m", "tradefleet"]
 def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
     env = {**service_env(), "PYTHONPATH": str(REPO)}
     fake = subprocess.Popen(
-        [*TRADEFLEET, "faketws", "--port", "0", "--speed", "2500", "--data", str(REPO / "data/sample/lean")],
+        [
+            *TRADEFLEET,
+            "faketws",
+            "--port",
+            "0",
+            "--speed",
+            "2000",
+            "--start",
+            "09:25",
+            "--data",
+            str(REPO / "data/sample/lean"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -27,7 +38,7 @@ def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
         port = line.split("127.0.0.1:")[1].split()[0]
         # The fake streams a 2013 day: stamp ticks with its time, not the wall clock's.
         run_env = {**env, "TRADEFLEET_IB__TIMESTAMPS": "exchange", "TRADEFLEET_IB__RECONCILE_EVERY_S": "3"}
-        cmd = [*TRADEFLEET, "up", "--mode", "paper", "--ib-port", port, "--duration", "32", "--no-live"]
+        cmd = [*TRADEFLEET, "up", "--mode", "paper", "--ib-port", port, "--duration", "45", "--no-live"]
         out = subprocess.run(
             [*cmd, "--summary", "summary.json"],
             check=False,  # the summary says why; asserted below
