@@ -191,6 +191,8 @@ class FakeTws:
         self.hist_requests: list[tuple[float, tuple[str, ...]]] = []
         self.max_order_ids: dict[int, int] = {}  # per client id, across its connections (103)
         self.counters: collections.Counter[str] = collections.Counter()
+        self.equity = 100_000.0
+        self.margin_rate = 0.25  # Reg T-like initial margin for stocks
         self.market_ts = 0
         self._perm = 1_000
         self._exec = 0
@@ -551,9 +553,6 @@ class FakeTws:
             return
         self.max_order_ids[c.client_id or 0] = order_id
         self.next_id = max(self.next_id, order_id + 1)
-        if f[PO["what_if"]] == b"1":
-            self.counters["what_if"] += 1
-            return  # margin previews are not simulated: no answer (the caller times out)
         self._perm += 1
         o = FakeOrder(
             order_id=order_id,
@@ -572,6 +571,9 @@ class FakeTws:
             trailing_percent=_float(f[PO["trailing_percent"]]) if f[PO["trailing_percent"]] else 0.0,
             perm_id=self._perm,
         )
+        if f[PO["what_if"]] == b"1":
+            self._what_if(c, o)
+            return
         if self.faults.reject_next:
             reason, self.faults.reject_next = self.faults.reject_next, ""
             self._error(c, order_id, 201, f"Order rejected - reason:{reason}")
@@ -738,7 +740,44 @@ class FakeTws:
             return
         target.send(frame(59, 1, ex.exec_id, ex.commission, "USD", UNSET_DOUBLE, UNSET_DOUBLE, 0))
 
-    def _open_order(self, o: FakeOrder) -> bytes:
+    def _what_if(self, c: _Client, o: FakeOrder) -> None:
+        """A margin preview: never routed. Like TWS, a first openOrder may come without the
+        commission currency (and with numbers not to trust), then the real one."""
+        self.counters["what_if"] += 1
+        book = self.books.get(o.symbol, [0.0, 0.0, 0.0, 0.0])
+        price = o.lmt_price or (book[2] if o.sign > 0 else book[0])
+        held = self.positions.get(o.symbol, [0.0, 0.0])[0]
+        gross_before = sum(abs(q) * (avg or price) for q, avg in self.positions.values())
+        gross_after = gross_before - abs(held) * price + abs(held + o.sign * o.quantity) * price
+        init_before, init_after = gross_before * self.margin_rate, gross_after * self.margin_rate
+        commission = max(self.min_commission, o.quantity * self.commission_per_share)
+        blank = [UNSET_DOUBLE] * 9 + [UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, "", ""]
+        c.send(self._open_order(o, what_if=blank))
+        margins = [
+            init_before,
+            init_before,
+            self.equity,
+            init_after - init_before,
+            init_after - init_before,
+            0.0,
+        ]
+        margins += [init_after, init_after, self.equity]
+        c.send(self._open_order(o, what_if=[*margins, commission, commission, commission, "USD", ""]))
+
+    def _in_62(self, c: _Client, f: list[bytes]) -> None:  # reqAccountSummary
+        req_id = int(f[2])
+        gross = sum(abs(q) * avg for q, avg in self.positions.values())
+        values = {
+            "NetLiquidation": self.equity,
+            "GrossPositionValue": gross,
+            "BuyingPower": self.equity / self.margin_rate - gross,
+            "AvailableFunds": self.equity - gross * self.margin_rate,
+        }
+        for tag, value in values.items():
+            c.send(frame(63, 1, req_id, self.account, tag, round(value, 2), "USD"))
+        c.send(frame(64, 1, req_id))
+
+    def _open_order(self, o: FakeOrder, what_if: list[object] | None = None) -> bytes:
         """openOrder at server version 157: 119 fields; empty ones decode as 0/""/False."""
         f: list[object] = [""] * (OPEN_ORDER_FIELDS + 1)
         f[0] = 5
@@ -750,4 +789,7 @@ class FakeTws:
         f[55], f[56], f[58] = 0, 0, o.parent_id  # eTradeOnly, firmQuoteOnly
         f[67] = o.trailing_percent or ""
         f[85], f[86] = 0, o.status  # whatIf, status
+        if what_if is not None:  # initMargin/maintMargin/equityWithLoan before, change, after; commissions
+            f[85], f[86] = 1, "PreSubmitted"
+            f[87:101] = what_if
         return frame(*f)

@@ -89,9 +89,31 @@ class Reconciliation:
     positions: dict[str, float] | None = None
     open_orders: set[str] | None = None  # client order ids IB still works
     executions: int | None = None  # executions IB reported
+    account: dict[str, float] | None = None  # account summary tags (NetLiquidation, BuyingPower...)
     recovered_fills: int = 0
     at: float = 0.0
     ours: dict[str, float] | None = None  # our positions when IB's answered
+
+
+@dataclass(frozen=True)
+class MarginPreview:
+    """IB's what-if answer for one order (None: IB left it unset)."""
+
+    init_margin_change: float | None
+    maint_margin_change: float | None
+    equity_with_loan_after: float | None
+    init_margin_after: float | None
+    commission: float | None
+    warning: str = ""
+    error: str = ""
+
+
+def _ib_number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if value >= UNSET else value
 
 
 @dataclass
@@ -140,6 +162,9 @@ class IbBroker:
         self.last_reconciliation: Reconciliation | None = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._queries: dict[str, _Query] = {}
+        self._previews: dict[int, asyncio.Future[MarginPreview]] = {}
+        self._refresh = False  # 1101/1102: connectivity came back; reconcile and re-read the account
+        self._what_if_seq = 0
         self._req_ids = iter(range(90_000, 10**9))
 
     # -- what the execution gateway calls -----------------------------------------------------------
@@ -191,6 +216,28 @@ class IbBroker:
         """The kill switch: IB cancels every open order of the account (not paced: one message)."""
         self.stats["global_cancels"] += 1
         return self.ib.send_now(lambda c: c.reqGlobalCancel())
+
+    async def what_if(self, order: SimOrder, timeout_s: float = 5.0) -> MarginPreview | None:
+        """IB's margin and commission preview of ``order`` (never routed). A fresh order id, kept
+        like any other (TWS counts it as used). None when IB does not answer in time: unknown.
+        IB's first answer can carry numbers not to trust; the one with a commission currency counts."""
+        await asyncio.wait_for(self.reconciled.wait(), self.send_timeout_s)
+        self._what_if_seq += 1
+        ref = f"whatif-{self._what_if_seq}-{order.client_order_id}"
+        order_id = self.ids.allocate(ref, self.ib.next_valid_id)
+        future: asyncio.Future[MarginPreview] = asyncio.get_running_loop().create_future()
+        self._previews[order_id] = future
+        ib_order = self._ib_order(order, 0)
+        ib_order.whatIf, ib_order.orderRef = True, ""
+        contract = _contract(order.symbol)
+        await self.ib.send(lambda c: c.placeOrder(order_id, contract, ib_order))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self.stats["what_if_timeouts"] += 1
+            return None
+        finally:
+            self._previews.pop(order_id, None)
 
     def _ib_order(self, o: SimOrder, parent_id: int) -> IbOrder:
         ib = IbOrder()
@@ -251,6 +298,11 @@ class IbBroker:
             self.ib.send_now(lambda c: c.reqIds(-1))
         elif code in (10147, 10148):
             self.stats[f"cancel_error_{code}"] += 1
+        preview = self._previews.get(req_id)
+        if preview is not None and not preview.done() and code not in range(2100, 2200):
+            preview.set_result(MarginPreview(None, None, None, None, None, error=f"{code} {text}"))
+        if code in (1101, 1102):
+            self._refresh = True
         q = self._queries.get(f"req{req_id}")
         if q is not None:  # a failed query: unknown, not empty
             q.rows = [None]
@@ -323,6 +375,20 @@ class IbBroker:
         self._done("positions")
 
     def _on_openOrder(self, order_id: int, contract: Any, order: Any, state: Any) -> None:
+        if getattr(order, "whatIf", False):
+            future = self._previews.get(order_id)
+            if future is not None and not future.done() and state.commissionCurrency:
+                future.set_result(
+                    MarginPreview(
+                        init_margin_change=_ib_number(state.initMarginChange),
+                        maint_margin_change=_ib_number(state.maintMarginChange),
+                        equity_with_loan_after=_ib_number(state.equityWithLoanAfter),
+                        init_margin_after=_ib_number(state.initMarginAfter),
+                        commission=_ib_number(state.commission),
+                        warning=state.warningText or "",
+                    )
+                )
+            return
         q = self._queries.get("open_orders")
         if q is not None:
             q.rows.append(order.orderRef or self.ids.by_ib.get(order_id, ""))
@@ -332,6 +398,16 @@ class IbBroker:
 
     def _on_execDetailsEnd(self, req_id: int) -> None:
         self._done("executions")
+
+    def _on_accountSummary(self, req_id: int, account: str, tag: str, value: str, currency: str) -> None:
+        q = self._queries.get("account")
+        if q is not None and (not self.account or account == self.account):
+            number = _ib_number(value)
+            if number is not None:
+                q.rows.append((tag, number))
+
+    def _on_accountSummaryEnd(self, req_id: int) -> None:
+        self._done("account")
 
     def _on_nextValidId(self, order_id: int) -> None:
         if order_id <= self.ids.last_used:
@@ -352,7 +428,8 @@ class IbBroker:
         last = 0.0
         while True:
             await self.ib.ready.wait()
-            if not self.reconciled.is_set() or time.monotonic() - last >= every_s:
+            if not self.reconciled.is_set() or self._refresh or time.monotonic() - last >= every_s:
+                self._refresh = False
                 self.last_reconciliation = await self.reconcile()
                 last = time.monotonic()
                 self.reconciled.set()
@@ -372,6 +449,7 @@ class IbBroker:
             "positions_at_ib": theirs,
             "positions_ours": ours,
             "positions_match": None if theirs is None or ours is None else theirs == ours,
+            "account": None if r is None else r.account,
             "recovered_fills": 0 if r is None else r.recovered_fills,
             "duplicate_executions": self.stats["duplicate_executions"],
             "fills_without_commission": self.stats["fills_without_commission"],
@@ -396,6 +474,12 @@ class IbBroker:
         executions = await self._query("executions", lambda c: c.reqExecutions(req_id, ExecutionFilter()))
         r.executions = None if executions is None else len(executions)
         r.recovered_fills = len(self.exec_ids) - before
+        summary_id = next(self._req_ids)
+        tags = "NetLiquidation,BuyingPower,AvailableFunds,GrossPositionValue"
+        account = await self._query("account", lambda c: c.reqAccountSummary(summary_id, "All", tags))
+        if account is not None:
+            r.account = dict(account)
+            await self.ib.send(lambda c: c.cancelAccountSummary(summary_id))
         self._settle_missing(r)
         self.stats["reconciliations"] += 1
         log.info(
@@ -414,7 +498,7 @@ class IbBroker:
         if r.open_orders is None or r.executions is None:
             return
         for cid in self.ids.by_client:
-            if cid in self.ended:
+            if cid in self.ended or cid.startswith("whatif-"):  # previews are never orders
                 continue
             if cid in r.open_orders:
                 if cid not in self.acked:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from libs.common.clock import SimClock
 from libs.common.ib.session import IbSession, SessionConfig
 from proto.control import Control
@@ -299,3 +301,30 @@ async def test_a_query_that_never_answers_is_unknown_not_empty(tmp_path: Path) -
         await asyncio.sleep(0.2)
         assert d.statuses("l1")[-1] == "SUBMITTED"  # nothing was settled from an unknown
     await fake.stop()
+
+
+async def test_a_what_if_previews_margin_and_commission_and_routes_nothing(tmp_path: Path) -> None:
+    from services.execution.simbroker import SimOrder
+
+    async with desk(tmp_path) as d:
+        preview = await d.broker.what_if(SimOrder("probe", "IBM", "BUY", 200))
+        assert preview is not None and preview.error == ""
+        # 200 x 100.02 at 25% initial margin, the first (untrustworthy) answer skipped
+        assert preview.init_margin_change == pytest.approx(200 * 100.02 * 0.25)
+        assert preview.commission == 1.0 and preview.equity_with_loan_after == 100_000.0
+        assert not d.fake.orders and not d.fake.executions  # nothing routed
+        assert d.fake.counters["what_if"] == 1
+        d.fake.faults.unanswered = {3}  # TWS says nothing: unknown, not zero
+        assert await d.broker.what_if(SimOrder("probe2", "IBM", "BUY", 1), timeout_s=0.3) is None
+
+
+async def test_the_account_is_read_at_each_reconciliation_and_again_after_1101(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        await d.approve("c1", qty=100)
+        await await_until(lambda: "FILLED" in d.statuses("c1"), 10, what="filled")
+        first = d.broker.stats["reconciliations"]
+        d.fake.error_all(1101, "Connectivity restored - data lost.")
+        await await_until(lambda: d.broker.stats["reconciliations"] > first, 10, what="re-reconciled")
+        account = d.broker.summary()["account"]
+        assert account["NetLiquidation"] == 100_000.0
+        assert account["GrossPositionValue"] == pytest.approx(100 * 100.02)
