@@ -12,7 +12,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
+from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
@@ -29,6 +29,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderApproved,
     OrderDenied,
     RiskState,
+    MarginCheck,
+    MarginReply,
     OrderEvent,
     Fill,
     PositionSnapshot,
@@ -53,6 +55,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     OrderApproved,
     OrderDenied,
     RiskState,
+    MarginCheck,
+    MarginReply,
     OrderEvent,
     Fill,
     PositionSnapshot,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from proto.base import DurableEvent, Identifier, Quantity, Side, Symbol
+from proto.base import DurableEvent, Event, Identifier, Quantity, Side, Symbol
 
 OrderType = Literal["MKT", "LMT", "STP", "STP_LMT", "TRAIL", "BRACKET"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
@@ -121,3 +121,26 @@ def shape_problem(a: OrderIntent | OrderApproved) -> str:
         if (tp - sl) * (1 if a.side == "BUY" else -1) <= 0:
             return f"BRACKET take-profit {tp} and stop-loss {sl} on the wrong sides"
     return ""
+
+
+class MarginCheck(Event, frozen=True, kw_only=True):
+    """The risk gate asks the broker: what would this order do to margin? (request/reply)"""
+
+    request_id: Identifier
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    order_type: OrderType = "MKT"
+    limit_price: float | None = None
+
+
+class MarginReply(Event, frozen=True, kw_only=True):
+    """The broker's what-if answer; ``known`` False when it could not say (fail closed)."""
+
+    request_id: Identifier
+    known: bool
+    init_margin_change: float | None = None
+    init_margin_after: float | None = None
+    equity_with_loan_after: float | None = None
+    commission: float | None = None
+    error: str = ""

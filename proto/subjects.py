@@ -17,7 +17,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
+from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
@@ -123,6 +123,13 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("exec.order.{symbol}", (OrderEvent,), _J, "execution", "order lifecycle", "EXEC"),
     SubjectSpec("exec.fill.{symbol}", (Fill,), _J, "execution", "executions", "EXEC"),
     SubjectSpec("exec.position", (PositionSnapshot,), _J, "execution", "positions and P&L", "EXEC"),
+    SubjectSpec(
+        "broker.whatif",
+        (MarginCheck, MarginReply),
+        _C,
+        "risk",
+        "margin preview: MarginCheck, answered by a MarginReply",
+    ),
     SubjectSpec("tca.report.{symbol}", (TcaReport,), _J, "tca", "cost of one order", "TCA"),
     SubjectSpec(
         "tca.aggregate.{symbol}", (TcaAggregate,), _C, "tca", "rolling cost per order type and time of day"

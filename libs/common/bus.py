@@ -7,6 +7,7 @@ Two implementations share this interface: ``NatsBus`` (libs/common/nats_bus.py) 
 from __future__ import annotations
 
 import abc
+import asyncio
 import collections
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -80,6 +81,9 @@ class Subscription(Protocol):
     async def unsubscribe(self) -> None: ...
 
 
+Responder = Callable[[Event], Awaitable[Event]]
+
+
 class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish(self, subject: str, event: Event) -> None: ...
@@ -100,6 +104,15 @@ class Bus(abc.ABC):
 
     async def flush(self, roundtrip: bool = False) -> None:  # noqa: B027 - optional for buses without buffers
         """Send whatever micro-batches are waiting."""
+
+    async def request(self, subject: str, event: Event, timeout_s: float) -> Event | None:
+        """Ask whoever serves ``subject`` and wait for one answer; None when nobody answers in
+        time (the caller decides what not knowing means)."""
+        raise NotImplementedError
+
+    async def serve(self, subject: str, responder: Responder) -> Subscription:
+        """Answer requests on ``subject`` with what ``responder`` returns."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def last(self, subject: str) -> tuple[Event, int] | None:
@@ -128,6 +141,22 @@ class _InProcessSubscription:
         self.bus._remove(self)
 
 
+class _InProcessResponder:
+    def __init__(self, bus: InProcessBus, subject: str) -> None:
+        self.bus, self.subject = bus, subject
+
+    async def unsubscribe(self) -> None:
+        self.bus._responders.pop(self.subject, None)
+
+
+def checked_service_subject(subject: str) -> SubjectSpec:
+    """A subject served with request/reply must be in the catalog like any other."""
+    spec = resolve(subject)
+    if spec is None:
+        raise UnknownSubject(f"subject {subject!r} is not in the catalog (proto/subjects.py)")
+    return spec
+
+
 class InProcessBus(Bus):
     """Synchronous and deterministic: events are dispatched FIFO in publish order, each to its
     subscribers in subscription order, before ``publish`` of the first event returns.
@@ -145,9 +174,25 @@ class InProcessBus(Bus):
         self._dispatching = False
         self.published: collections.Counter[str] = collections.Counter()
         self._last: dict[str, tuple[Event, int]] = {}
+        self._responders: dict[str, Responder] = {}
 
     async def last(self, subject: str) -> tuple[Event, int] | None:
         return self._last.get(subject)
+
+    async def serve(self, subject: str, responder: Responder) -> Subscription:
+        checked_service_subject(subject)
+        self._responders[subject] = responder
+        return _InProcessResponder(self, subject)
+
+    async def request(self, subject: str, event: Event, timeout_s: float) -> Event | None:
+        checked_spec(subject, event)
+        responder = self._responders.get(subject)
+        if responder is None:
+            return None
+        try:
+            return await asyncio.wait_for(responder(event), timeout_s)
+        except TimeoutError:
+            return None
 
     async def publish(self, subject: str, event: Event) -> None:
         spec = checked_spec(subject, event)

@@ -197,6 +197,8 @@ class RiskSettings(Section):
     approval_ttl_ms: float = Field(2_000.0, gt=0)
     max_intent_age_ms: float = Field(10_000.0, gt=0)
     initial_mode: Literal["LIVE", "DEGRADED", "OBSERVE", "EMERGENCY"] = "LIVE"
+    broker_what_if: bool = False  # IB what-if per entry (needs execution.broker: ib); no answer denies
+    what_if_timeout_ms: float = Field(3_000.0, gt=0)
 
 
 class ExecutionSettings(Section):

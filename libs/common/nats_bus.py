@@ -22,7 +22,17 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from libs.common import codec
-from libs.common.bus import Bus, BusHooks, Delivery, Handler, NullHooks, Subscription, checked_spec
+from libs.common.bus import (
+    Bus,
+    BusHooks,
+    Delivery,
+    Handler,
+    NullHooks,
+    Responder,
+    Subscription,
+    checked_service_subject,
+    checked_spec,
+)
 from libs.common.config import NatsSettings
 from libs.common.logging import get_logger
 from libs.common.telemetry import Tracing
@@ -236,6 +246,37 @@ class NatsBus(Bus):
         if self._closing:
             raise exc
         await self.hooks.on_dropped(subject, "bus_unavailable", repr(exc), b"", None)
+
+    async def request(self, subject: str, event: Event, timeout_s: float) -> Event | None:
+        checked_spec(subject, event)
+        assert self.nc is not None
+        try:
+            msg = await self.nc.request(subject, codec.encode(event), timeout=timeout_s)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError):
+            return None
+        try:
+            answer = codec.decode(msg.data)
+        except codec.DecodeFailure:
+            return None
+        return answer if isinstance(answer, Event) else None
+
+    async def serve(self, subject: str, responder: Responder) -> Subscription:
+        checked_service_subject(subject)
+        assert self.nc is not None
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                request = codec.decode(msg.data)
+                if not isinstance(request, Event):
+                    return
+                answer = await responder(request)
+                await msg.respond(codec.encode(answer))
+            except Exception as exc:  # a bad request never kills the responder
+                self.hooks.on_handler_error(subject, exc)
+
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        await self.nc.flush()  # the server knows the responder before anyone is told to ask
+        return sub
 
     async def last(self, subject: str) -> tuple[Event, int] | None:
         stream = stream_of_pattern(subject)

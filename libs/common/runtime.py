@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from libs.common.bus import Bus, Handler, NullHooks, Subscription
+from libs.common.bus import Bus, Handler, NullHooks, Responder, Subscription
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
 from libs.common.ids import digest
@@ -117,6 +117,12 @@ class Runtime:
 
     async def last(self, subject: str) -> tuple[Event, int] | None:
         return await self.bus.last(subject)
+
+    async def request(self, subject: str, event: Event, timeout_s: float) -> Event | None:
+        return await self.bus.request(subject, event, timeout_s)
+
+    async def serve(self, subject: str, responder: Responder) -> Subscription:
+        return await self.bus.serve(subject, responder)
 
     def now_ns(self) -> int:
         return self.clock.now_ns()

@@ -18,7 +18,7 @@ from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote, Trade
-from proto.orders import OrderApproved
+from proto.orders import MarginCheck, MarginReply, OrderApproved
 from proto.subjects import spec
 from proto.tca import TcaFeedback
 from services.execution.core import (
@@ -37,7 +37,7 @@ from services.execution.journal import Journal
 if TYPE_CHECKING:
     from libs.common.ib.session import IbSession
     from services.execution.ib import IbBroker
-from services.execution.simbroker import SimBroker, SimConfig
+from services.execution.simbroker import SimBroker, SimConfig, SimOrder
 
 log = get_logger(__name__)
 ORDER, FILL, POSITION = spec("exec.order.{symbol}"), spec("exec.fill.{symbol}"), spec("exec.position")
@@ -83,6 +83,7 @@ class ExecutionApp(ServiceApp):
         await self._publish(restored)
         if self.settings.execution.broker == "ib":
             self._start_ib()
+            await rt.serve("broker.whatif", self._what_if)
         last = await rt.last("exec.position")
         if (
             last is not None
@@ -124,6 +125,37 @@ class ExecutionApp(ServiceApp):
             asyncio.create_task(self.ib.keep_reconciled(ib.reconcile_every_s), name="ib-reconcile"),
             asyncio.create_task(self._pump_ib_reports(), name="ib-reports"),
         ]
+
+    async def _what_if(self, request: Event) -> Event:
+        """The risk gate's margin question, answered by IB's what-if (never routed)."""
+        assert self.ib is not None and isinstance(request, MarginCheck)
+        now = self.rt.now_ns()
+        order = SimOrder(
+            f"wi-{request.request_id}",
+            request.symbol,
+            request.side,
+            request.quantity,
+            "LMT" if request.limit_price else "MKT",
+            request.limit_price,
+        )
+        try:
+            preview = await self.ib.what_if(order)
+        except (TimeoutError, ConnectionError) as exc:
+            preview, error = None, repr(exc)
+        else:
+            error = "" if preview is not None else "no what-if answer from IB"
+        known = preview is not None and not preview.error
+        return MarginReply(
+            ts_event=request.ts_event,
+            ts_init=now,
+            request_id=request.request_id,
+            known=known,
+            init_margin_change=preview.init_margin_change if preview else None,
+            init_margin_after=preview.init_margin_after if preview else None,
+            equity_with_loan_after=preview.equity_with_loan_after if preview else None,
+            commission=preview.commission if preview else None,
+            error=(preview.error if preview else error),
+        )
 
     def _positions(self) -> dict[str, float]:
         return {s: p.quantity for s, p in self.core.positions.items()}

@@ -29,7 +29,15 @@ from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
-from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskMode, RiskState, shape_problem
+from proto.orders import (
+    MarginReply,
+    OrderApproved,
+    OrderDenied,
+    OrderIntent,
+    RiskMode,
+    RiskState,
+    shape_problem,
+)
 
 TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
 FEED_DOWN = frozenset({"stale", "disconnected"})
@@ -73,6 +81,10 @@ class RiskLimits:
     # consumer replaying a stream must never turn yesterday's intents into orders.
     max_intent_age_ms: float = 10_000.0
     initial_mode: RiskMode = "LIVE"
+    # Ask the broker (IB what-if) before each entry; no answer denies (MARGIN_UNKNOWN): on only
+    # where the broker can answer (execution.broker: ib).
+    broker_what_if: bool = False
+    what_if_timeout_ms: float = 3_000.0
 
     def session_minutes(self) -> tuple[int, int]:
         def minutes(hhmm: str) -> int:
@@ -149,6 +161,7 @@ class RiskCore:
         self.seq = 0
         self.stats: collections.Counter[str] = collections.Counter()
         self._session = limits.session_minutes()
+        self._margin: MarginReply | None = None
 
     # -- inputs that move the books ------------------------------------------------------------
     def on_event(self, event: Event) -> list[Event]:
@@ -284,7 +297,9 @@ class RiskCore:
         self.mode, self.mode_reason, self._auto_degraded = mode, reason, auto
 
     # -- the decision ---------------------------------------------------------------------------
-    def on_intent(self, intent: OrderIntent) -> Decision:
+    def on_intent(self, intent: OrderIntent, margin: MarginReply | None = None) -> Decision:
+        """``margin``: the broker's what-if for this intent, when ``broker_what_if`` is on."""
+        self._margin = margin
         client_order_id = client_order_id_for(intent.intent_id)
         if client_order_id in self.books.orders:  # a redelivered intent: the same approval again
             self.stats["duplicate_intents"] += 1
@@ -393,9 +408,24 @@ class RiskCore:
         power = lim.account_equity * lim.margin_multiplier - gross - self._pending_notional()
         if notional > power:
             return "MARGIN_BUYING_POWER", {"needed": round(notional), "available": round(power)}
+        if lim.broker_what_if:
+            denial = self._broker_margin()
+            if denial is not None:
+                return denial
         cap = self._size_cap(i.symbol, price)
         if cap is not None and abs(signed) > cap[0]:
             return f"SIZE_{cap[1]}", {"quantity": abs(signed), "max": cap[0]}
+        return None
+
+    def _broker_margin(self) -> tuple[str, dict[str, object]] | None:
+        m = self._margin
+        if m is None or not m.known:
+            return "MARGIN_UNKNOWN", {"broker": "no what-if answer", "error": m.error if m else "timeout"}
+        if m.error:
+            return "MARGIN_BROKER_REJECTED", {"error": m.error}
+        after, equity = m.init_margin_after, m.equity_with_loan_after
+        if after is not None and equity is not None and after > equity:
+            return "MARGIN_WHAT_IF", {"init_margin_after": round(after), "equity_with_loan": round(equity)}
         return None
 
     def _size_cap(self, symbol: str, price: float) -> tuple[float, str] | None:

@@ -12,7 +12,7 @@ from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.execution import PositionSnapshot
 from proto.features import AtrReader, FeatureVector
-from proto.orders import OrderApproved, OrderDenied, RiskState
+from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.subjects import spec
 from services.risk.core import RiskCore, RiskLimits
 
@@ -51,7 +51,7 @@ class RiskApp(ServiceApp):
         await rt.subscribe("feat.1m.*", self._on_vector)
         await rt.subscribe("exec.>", self._on_exec, durable="risk-exec", new_only=True)
         await rt.subscribe("ctl.>", self._on_event, durable="risk-ctl", new_only=True)
-        await rt.subscribe("order.intent.>", self._on_event, durable="risk-intents", new_only=True)
+        await rt.subscribe("order.intent.>", self._on_intent, durable="risk-intents", new_only=True)
         await self._publish([self.core.state(rt.now_ns())])
 
     async def _restore(self, rt: Runtime) -> None:
@@ -83,6 +83,30 @@ class RiskApp(ServiceApp):
 
     async def _on_event(self, d: Delivery) -> None:
         await self._publish(self.core.on_event(d.event))
+
+    async def _on_intent(self, d: Delivery) -> None:
+        intent = d.event
+        if not isinstance(intent, OrderIntent):
+            return
+        margin = await self._what_if(intent) if self.core.limits.broker_what_if else None
+        await self._publish([self.core.on_intent(intent, margin)])
+
+    async def _what_if(self, i: OrderIntent) -> MarginReply | None:
+        """The broker's margin preview (IB what-if through the execution gateway); None when no
+        answer comes in time, which the gate denies (MARGIN_UNKNOWN)."""
+        now = self.rt.now_ns()
+        check = MarginCheck(
+            ts_event=i.ts_event,
+            ts_init=now,
+            request_id=i.intent_id,
+            symbol=i.symbol,
+            side=i.side,
+            quantity=i.quantity,
+            order_type=i.order_type,
+            limit_price=i.limit_price,
+        )
+        answer = await self.rt.request("broker.whatif", check, self.core.limits.what_if_timeout_ms / 1000)
+        return answer if isinstance(answer, MarginReply) else None
 
     async def _publish(self, events: list[Any]) -> None:
         for e in events:

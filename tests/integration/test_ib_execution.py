@@ -328,3 +328,45 @@ async def test_the_account_is_read_at_each_reconciliation_and_again_after_1101(t
         account = d.broker.summary()["account"]
         assert account["NetLiquidation"] == 100_000.0
         assert account["GrossPositionValue"] == pytest.approx(100 * 100.02)
+
+
+async def test_what_if_is_a_request_reply_over_nats(tmp_path: Path) -> None:
+    from libs.common.config import NatsSettings
+    from libs.common.localinfra import start_nats
+    from libs.common.nats_bus import NatsBus
+    from proto.orders import MarginCheck, MarginReply
+    from services.execution.simbroker import SimOrder
+
+    server = start_nats(tmp_path / "nats")
+    serving, asking = (
+        NatsBus(NatsSettings(url=server.url), "exec"),
+        NatsBus(NatsSettings(url=server.url), "risk"),
+    )
+    try:
+        async with desk(tmp_path) as d:
+            await serving.connect()
+            await asking.connect()
+
+            async def answer(request: Any) -> MarginReply:
+                p = await d.broker.what_if(SimOrder("q", request.symbol, request.side, request.quantity))
+                assert p is not None
+                return MarginReply(
+                    ts_event=T,
+                    ts_init=T,
+                    request_id=request.request_id,
+                    known=True,
+                    init_margin_after=p.init_margin_after,
+                    equity_with_loan_after=p.equity_with_loan_after,
+                )
+
+            await serving.serve("broker.whatif", answer)
+            check = MarginCheck(
+                ts_event=T, ts_init=T, request_id="i-9", symbol="IBM", side="BUY", quantity=100
+            )
+            reply = await asking.request("broker.whatif", check, 5.0)
+            assert isinstance(reply, MarginReply) and reply.known and reply.request_id == "i-9"
+            assert reply.init_margin_after == pytest.approx(100 * 100.02 * 0.25)
+    finally:
+        await serving.close()
+        await asking.close()
+        server.stop()

@@ -333,3 +333,28 @@ async def test_a_restarted_risk_gate_remembers_positions_and_a_kill(tmp_path: Pa
                 proc.terminate()
                 proc.wait(20)
         server.stop()
+
+
+async def test_with_broker_what_if_on_and_no_broker_to_answer_entries_are_denied(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats")
+    port = free_port()
+    proc = _start(
+        "risk",
+        server.url,
+        tmp_path,
+        port,
+        TRADEFLEET_RISK__BROKER_WHAT_IF="true",
+        TRADEFLEET_RISK__WHAT_IF_TIMEOUT_MS="300",
+    )
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            await desk.intent("w-1")
+            (denial,) = await desk.until(
+                lambda: [d for d in desk.of(OrderDenied) if d.intent_id == "w-1"], "denial"
+            )
+            assert denial.code == "MARGIN_UNKNOWN"  # fail closed: no what-if answer, no order
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        server.stop()

@@ -349,3 +349,22 @@ def msgspec_fields(e: object) -> dict[str, Any]:
     import msgspec
 
     return msgspec.structs.asdict(e)  # type: ignore[arg-type]
+
+
+def test_with_broker_what_if_on_an_entry_needs_the_brokers_yes() -> None:
+    from proto.orders import MarginReply
+
+    def reply(**kw: Any) -> MarginReply:
+        return MarginReply(ts_event=T0, ts_init=T0, request_id="x", **kw)
+
+    core = gate(broker_what_if=True)
+    denied(core.on_intent(intent()), "MARGIN_UNKNOWN")  # no answer: fail closed
+    denied(core.on_intent(intent(), reply(known=False, error="timeout")), "MARGIN_UNKNOWN")
+    denied(core.on_intent(intent(), reply(known=True, error="201 no permissions")), "MARGIN_BROKER_REJECTED")
+    short = reply(known=True, init_margin_after=120_000.0, equity_with_loan_after=100_000.0)
+    d = denied(core.on_intent(intent(), short), "MARGIN_WHAT_IF")
+    assert d.context == {"init_margin_after": "120000", "equity_with_loan": "100000"}
+    fine = reply(known=True, init_margin_after=5_000.0, equity_with_loan_after=100_000.0)
+    assert isinstance(core.on_intent(intent(), fine), OrderApproved)
+    fill(core, "BUY", 100, 100.0)
+    assert isinstance(core.on_intent(intent("SELL", 100)), OrderApproved)  # an exit needs no preview
