@@ -12,6 +12,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.news import NewsItem
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
@@ -37,6 +38,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TcaReport,
     TcaAggregate,
     TcaFeedback,
+    NewsItem,
     Control,
     Alert,
     DeadLetter,
@@ -63,6 +65,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     TcaReport,
     TcaAggregate,
     TcaFeedback,
+    NewsItem,
     Control,
     Alert,
     DeadLetter,

@@ -158,6 +158,7 @@ class _Client:
         self.mkt: dict[int, tuple[str, str]] = {}  # reqId -> (kind, symbol); kind L1/BidAsk/AllLast/Depth
         self.sent_times: collections.deque[float] = collections.deque()
         self.received: list[list[bytes]] = []
+        self.bulletins = False
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -195,6 +196,7 @@ class FakeTws:
         self.margin_rate = 0.25  # Reg T-like initial margin for stocks
         self.market_ts = 0
         self._perm = 1_000
+        self._news_seq = 0
         self._exec = 0
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -263,6 +265,7 @@ class FakeTws:
         with the first market-data subscription: a recorded day played to nobody is lost."""
         while not any(c.mkt for c in self.clients):  # noqa: ASYNC110 - polls the socket clients
             await asyncio.sleep(0.05)
+        self.bulletin("fake TWS: a recorded day starts streaming now")
         first_ts: int | None = None
         started = time.monotonic()
         for rec in self.records:
@@ -408,9 +411,31 @@ class FakeTws:
         self.counters[f"market_data_type_{int(f[2])}"] += 1
 
     def _in_1(self, c: _Client, f: list[bytes]) -> None:  # reqMktData
-        req_id, symbol = int(f[2]), f[4].decode()
-        c.mkt[req_id] = ("L1", symbol)
+        req_id, symbol, generic = int(f[2]), f[4].decode(), f[16].decode()
+        c.mkt[req_id] = ("News" if "292" in generic else "L1", symbol)  # 292: news ticks
         c.send(frame(58, 1, req_id, 1))
+
+    def _in_12(self, c: _Client, f: list[bytes]) -> None:  # reqNewsBulletins
+        c.bulletins = True
+
+    def news(
+        self, symbol: str, headline: str, provider: str = "BRFG", article_id: str = "", ts_ms: int = 0
+    ) -> None:
+        """A headline on the news ticks of ``symbol`` (tickNews)."""
+        self._news_seq += 1
+        article = article_id or f"{provider}${self._news_seq:08d}"
+        stamp = ts_ms or int(self.clock() * 1000)
+        for c in self._live_clients():
+            for req_id, (sub, sym) in c.mkt.items():
+                if sub == "News" and sym == symbol:
+                    c.send(frame(84, req_id, stamp, provider, article, headline, "A:800015:L:en"))
+
+    def bulletin(self, message: str, msg_type: int = 1, exchange: str = "") -> None:
+        """An IB news bulletin (updateNewsBulletin) to every client that asked for them."""
+        self._news_seq += 1
+        for c in self._live_clients():
+            if c.bulletins:
+                c.send(frame(14, 1, self._news_seq, msg_type, message, exchange))
 
     def _in_2(self, c: _Client, f: list[bytes]) -> None:  # cancelMktData
         c.mkt.pop(int(f[2]), None)

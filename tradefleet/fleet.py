@@ -363,6 +363,7 @@ class Fleet:
                 "trades": stats.get("trades", 0),
                 "bars": stats.get("bars", 0),
                 "depth": stats.get("depth", 0),
+                "news": gw.get("news_published", 0),
             },
             "filtered": {
                 "outside_session": stats.get("outside_session", 0),

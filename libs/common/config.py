@@ -113,6 +113,7 @@ class IbSettings(Section):
     symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
     depth_symbols: list[str] = Field(default_factory=list)
     depth_rows: int = Field(5, ge=1, le=50)
+    news: bool = False  # news ticks per symbol (one line each) and IB bulletins, on news.raw
     market_data_type: Literal[1, 2, 3, 4] = 1  # live, frozen, delayed, delayed-frozen
     max_lines: int = Field(100, ge=1)
     timestamps: Literal["receive", "exchange"] = "receive"

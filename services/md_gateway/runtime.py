@@ -16,6 +16,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
+from proto.news import NewsItem
 from proto.subjects import spec
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from services.md_gateway.providers.ib import IbMarketData
 
 log = get_logger(__name__)
-STATUS, ALERT = spec("md.status"), spec("alert.{severity}")
+STATUS, ALERT, NEWS = spec("md.status"), spec("alert.{severity}"), spec("news.raw")
 SUBJECT_OF = {
     Quote: spec("md.quote.{symbol}"),
     Trade: spec("md.trade.{symbol}"),
@@ -65,6 +66,7 @@ class MdGatewayApp(ServiceApp):
         self._stopping = False
         self.started_at: float | None = None
         self._alerts: list[tuple[str, str]] = []
+        self.news_published = 0
         self._ib_tasks: list[asyncio.Task[None]] = []
         self.ib_session: IbSession | None = None
         self.ib_provider: IbMarketData | None = None
@@ -102,6 +104,7 @@ class MdGatewayApp(ServiceApp):
             session,
             ib.symbols,
             depth_symbols=ib.depth_symbols,
+            news=ib.news,
             depth_rows=ib.depth_rows,
             market_data_type=ib.market_data_type,
             max_lines=ib.max_lines,
@@ -181,6 +184,9 @@ class MdGatewayApp(ServiceApp):
                 _, _, state, symbol, detail = rec
                 await self._status(state, detail=detail, symbol=symbol)
                 continue
+            if rec[0] == "N":
+                await self._news(rec)
+                continue
             event = core.on_record(rec)
             if event is not None:
                 await publish(self._subject(event), event)
@@ -189,6 +195,19 @@ class MdGatewayApp(ServiceApp):
         if self.ib_provider is not None:
             return self.ib_provider.name
         return self.provider.name if self.provider is not None else None
+
+    async def _news(self, rec: tuple[Any, ...]) -> None:
+        _, ts, symbol, source, news_id, headline = rec
+        item = NewsItem(
+            ts_event=ts,
+            ts_init=self.rt.now_ns(),
+            news_id=news_id,
+            source=source,
+            headline=headline,
+            symbols=[symbol] if symbol else [],
+        )
+        self.news_published += 1
+        await self.rt.publish(NEWS.subject(), item)
 
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -294,6 +313,7 @@ class MdGatewayApp(ServiceApp):
         out: dict[str, Any] = {
             "finished": self.finished,
             "provider": self._source_name(),
+            "news_published": self.news_published,
         }
         if self.core is not None:
             out.update(self.core.counters())

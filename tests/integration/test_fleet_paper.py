@@ -37,7 +37,12 @@ def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
         line = fake.stdout.readline()
         port = line.split("127.0.0.1:")[1].split()[0]
         # The fake streams a 2013 day: stamp ticks with its time, not the wall clock's.
-        run_env = {**env, "TRADEFLEET_IB__TIMESTAMPS": "exchange", "TRADEFLEET_IB__RECONCILE_EVERY_S": "3"}
+        run_env = {
+            **env,
+            "TRADEFLEET_IB__TIMESTAMPS": "exchange",
+            "TRADEFLEET_IB__RECONCILE_EVERY_S": "3",
+            "TRADEFLEET_IB__NEWS": "true",
+        }
         cmd = [*TRADEFLEET, "up", "--mode", "paper", "--ib-port", port, "--duration", "45", "--no-live"]
         out = subprocess.run(
             [*cmd, "--summary", "summary.json"],
@@ -50,6 +55,7 @@ def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
         )
         summary = json.loads((tmp_path / "summary.json").read_text())
         assert summary["provider"] == "ib", out.stdout[-2000:]
+        assert summary["events_published"]["news"] >= 1  # the fake's bulletin, on news.raw
         assert (
             summary["events_published"]["quotes"] > 10_000 and summary["events_published"]["trades"] > 5_000
         )

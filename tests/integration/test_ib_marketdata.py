@@ -235,3 +235,24 @@ async def test_the_line_budget_is_a_clear_error() -> None:
     session = IbSession(SessionConfig(), lambda n, a: None)
     with pytest.raises(LineBudgetExceeded, match="line budget of 3"):
         IbMarketData(session, ["IBM", "BAC"], max_lines=3)
+
+
+async def test_news_ticks_and_bulletins_arrive_as_news_records() -> None:
+    async with rig(news=True) as r:
+        await subscribed(r, 3)
+        await await_until(lambda: any(c.bulletins for c in r.fake.clients), 10, what="bulletins asked for")
+        news_req = next(k for k, s in r.md.active.items() if s.kind == "News")
+        assert r.fake.clients[0].mkt[news_req] == ("News", "IBM")  # a news-only line (mdoff,292)
+        r.fake.news(
+            "IBM",
+            "IBM beats third-quarter estimates",
+            provider="BRFG",
+            article_id="BRFG$0001",
+            ts_ms=1_381_240_800_123,
+        )
+        r.fake.bulletin("Trading halted in XYZ pending news")
+        await await_until(lambda: len(r.of("N")) == 2, 10, what="news")
+        headline, bulletin = r.of("N")
+        assert headline[1] == 1_381_240_800_123_000_000  # IB's story time (ms), not the arrival
+        assert headline[2:] == ("IBM", "ib:BRFG", "ib:BRFG:BRFG$0001", "IBM beats third-quarter estimates")
+        assert bulletin[2:4] == ("", "ib:bulletin") and bulletin[5] == "Trading halted in XYZ pending news"

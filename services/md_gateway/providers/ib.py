@@ -37,7 +37,7 @@ from libs.common.logging import get_logger
 
 log = get_logger(__name__)
 NS = 1_000_000_000
-SubKind = Literal["BidAsk", "AllLast", "Depth"]
+SubKind = Literal["BidAsk", "AllLast", "Depth", "News"]
 # Errors that end the one subscription they name (the request itself failed).
 ENDS_SUBSCRIPTION = frozenset({101, 200, 309, 322, 10092})
 DEPTH_RESET = 317
@@ -69,6 +69,8 @@ def _request(
 ) -> Callable[[EClient], None]:
     if sub.kind == "Depth":
         return lambda c: c.reqMktDepth(req_id, contract, depth_rows, False, [])
+    if sub.kind == "News":  # news ticks only (mdoff: no prices on this line)
+        return lambda c: c.reqMktData(req_id, contract, "mdoff,292", False, False, [])
     return lambda c: c.reqTickByTickData(req_id, contract, sub.kind, 0, False)
 
 
@@ -81,6 +83,7 @@ class IbMarketData:
         symbols: list[str],
         *,
         depth_symbols: list[str] | None = None,
+        news: bool = False,
         depth_rows: int = 5,
         market_data_type: int = 1,
         max_lines: int = 100,
@@ -92,6 +95,8 @@ class IbMarketData:
         kinds: tuple[SubKind, ...] = ("BidAsk", "AllLast")
         self.wanted = [Subscription(k, s) for s in symbols for k in kinds]
         self.wanted += [Subscription("Depth", s) for s in depth_symbols or []]
+        self.news = news
+        self.wanted += [Subscription("News", s) for s in symbols] if news else []
         if len(self.wanted) > max_lines:
             raise LineBudgetExceeded(
                 f"{len(self.wanted)} market-data subscriptions for {len(symbols)} symbols exceed the "
@@ -145,6 +150,8 @@ class IbMarketData:
         self.books.clear()
         if self.market_data_type != 1:
             await self.ib.send(lambda c: c.reqMarketDataType(self.market_data_type))
+        if self.news:
+            await self.ib.send(lambda c: c.reqNewsBulletins(True))
         for sub in self.wanted:
             if sub in self.failed:
                 continue
@@ -239,6 +246,23 @@ class IbMarketData:
         )
         self.last_ts[sub.symbol] = ts
         self.queue.put_nowait(("D", ts, sub.symbol, side_name, position, op, price, size))
+
+    def _on_tickNews(
+        self, req_id: int, ts_ms: int, provider: str, article_id: str, headline: str, extra: str
+    ) -> None:
+        sub = self.active.get(req_id)
+        if sub is None:
+            return
+        ts = int(ts_ms) * 1_000_000 if ts_ms else self.wall_ns()
+        self.stats["news"] += 1
+        self.queue.put_nowait(
+            ("N", ts, sub.symbol, f"ib:{provider}", f"ib:{provider}:{article_id}", headline)
+        )
+
+    def _on_updateNewsBulletin(self, msg_id: int, msg_type: int, message: str, exchange: str) -> None:
+        self.stats["bulletins"] += 1
+        news_id = f"ib:bulletin:{msg_id}:{abs(hash(message)) % 10**12}"  # msgId restarts with TWS
+        self.queue.put_nowait(("N", self.wall_ns(), "", "ib:bulletin", news_id, message))
 
     def _on_error(self, req_id: int, code: int, text: str) -> None:
         sub = self.active.get(req_id)
