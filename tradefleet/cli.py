@@ -220,7 +220,7 @@ def backfill(
     import time
 
     from libs.common.ib.historical import HistoricalPacer
-    from libs.common.ib.session import IbSession, SessionConfig
+    from libs.common.ib.session import IbSession, session_config
     from libs.common.storage.migrate import migrate
     from tradefleet.backfill import Backfill, plan
 
@@ -236,7 +236,7 @@ def backfill(
     days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (start, end)]
     chunks = plan([x.strip().upper() for x in symbols.split(",") if x.strip()], days[0], days[1], bar)  # type: ignore[arg-type]
     ib = settings.ib
-    cfg = SessionConfig(host=ib_host or ib.host, port=ib_port or ib.port, client_id=ib.backfill_client_id)
+    cfg = session_config(ib, ib.backfill_client_id, host=ib_host or ib.host, port=ib_port or ib.port)
 
     async def main() -> None:
         from tqdm import tqdm

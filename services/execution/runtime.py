@@ -104,19 +104,11 @@ class ExecutionApp(ServiceApp):
             self._panic = asyncio.create_task(self._watch_panic(self.settings.execution.panic_file))
 
     def _start_ib(self) -> None:
-        from libs.common.ib.session import IbSession, SessionConfig
+        from libs.common.ib.session import IbSession, session_config
         from services.execution.ib import IbBroker
 
         ib = self.settings.ib
-        config = SessionConfig(
-            host=ib.host,
-            port=ib.port,
-            client_id=ib.exec_client_id,  # fixed: IB binds orders to it
-            watchdog_s=ib.watchdog_s,
-            probe_timeout_s=ib.probe_timeout_s,
-            backoff_max_s=ib.backoff_max_s,
-            max_msgs_per_s=ib.max_msgs_per_s,
-        )
+        config = session_config(ib, ib.exec_client_id)
         self.ib_session = IbSession(config, self._on_ib_event)
         ids = self.settings.execution.journal.parent / "ib-order-ids.jsonl"
         self.ib = IbBroker(self.ib_session, ids, account=ib.account, our_positions=self._positions)

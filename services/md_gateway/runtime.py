@@ -86,19 +86,11 @@ class MdGatewayApp(ServiceApp):
 
     async def _start_ib(self, rt: Runtime) -> None:
         # Imported here: ibapi is the ``ib`` extra, and replays must not need it.
-        from libs.common.ib.session import IbSession, SessionConfig
+        from libs.common.ib.session import IbSession, session_config
         from services.md_gateway.providers.ib import IbMarketData
 
         ib = self.settings.ib
-        config = SessionConfig(
-            host=ib.host,
-            port=ib.port,
-            client_id=ib.md_client_id,
-            watchdog_s=ib.watchdog_s,
-            probe_timeout_s=ib.probe_timeout_s,
-            backoff_max_s=ib.backoff_max_s,
-            max_msgs_per_s=ib.max_msgs_per_s,
-        )
+        config = session_config(ib, ib.md_client_id)
         self.ib_session = session = IbSession(config, self._on_ib_event, on_alert=self._ib_alert)
         self.ib_provider = IbMarketData(
             session,

@@ -33,6 +33,7 @@ from aiolimiter import AsyncLimiter
 from ibapi.client import EClient
 from ibapi.wrapper import EWrapper
 
+from libs.common.config import IbSettings
 from libs.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,6 +86,20 @@ class SessionConfig:
     probe_timeout_s: float = 5.0
     max_msgs_per_s: float = 45.0  # one bucket for everything sent; IB closes connections above 50/s
     connect_options: str = ""  # e.g. "+PACEAPI": TWS-side pacing as a backstop
+
+
+def session_config(ib: IbSettings, client_id: int, **overrides: Any) -> SessionConfig:
+    """The ``ib`` settings section as one service's session (each service has its own client id)."""
+    values: dict[str, Any] = {
+        "host": ib.host,
+        "port": ib.port,
+        "client_id": client_id,
+        "watchdog_s": ib.watchdog_s,
+        "probe_timeout_s": ib.probe_timeout_s,
+        "backoff_max_s": ib.backoff_max_s,
+        "max_msgs_per_s": ib.max_msgs_per_s,
+    }
+    return SessionConfig(**(values | overrides))
 
 
 class _Bridge(EWrapper, EClient):
