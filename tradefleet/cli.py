@@ -292,7 +292,12 @@ def faketws(
         typer.echo(f"fake TWS listening on 127.0.0.1:{fake.port} (server version 157)")
         sys.stdout.flush()
         hh, mm = (int(x) for x in start.split(":"))
-        await fake.autoplay(speed, replay.day_ns + (hh * 3600 + mm * 60) * 1_000_000_000)
+
+        def finished() -> None:
+            typer.echo(f"fake TWS: the recorded day {date} has been streamed")
+            sys.stdout.flush()
+
+        await fake.autoplay(speed, replay.day_ns + (hh * 3600 + mm * 60) * 1_000_000_000, finished)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -27,7 +27,7 @@ import contextlib
 import datetime as dt
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,7 +259,9 @@ class FakeTws:
                 break
         return done
 
-    async def autoplay(self, speed: float = 1.0, start_ns: int = 0) -> None:
+    async def autoplay(
+        self, speed: float = 1.0, start_ns: int = 0, on_finished: Callable[[], None] | None = None
+    ) -> None:
         """Stream the day from ``start_ns`` paced by market time (``speed`` market seconds per
         wall second), then keep serving (orders, queries) until cancelled. The clock starts
         with the first market-data subscription: a recorded day played to nobody is lost."""
@@ -278,6 +280,8 @@ class FakeTws:
             self._market(rec)
             await asyncio.sleep(0)
         self.counters["autoplay_finished"] += 1
+        if on_finished is not None:
+            on_finished()
         await asyncio.Event().wait()
 
     def _market(self, rec: tuple[Any, ...]) -> None:

@@ -379,11 +379,13 @@ class Fleet:
             "trading": self._trading_summary(),
         }
         if gw.get("provider") == "ib":
-            # A live feed never finishes: the run is good when it ended as asked and IB's book
-            # matches ours at the last reconciliation.
+            # A live feed never finishes: the run is good when it ended as asked (its duration,
+            # or Ctrl-C / SIGTERM, the normal end of a live session) and IB's book matched ours
+            # at the last reconciliation.
             ib = self._app("execution").get("ib", {})
             summary["ib"] = ib
-            summary["ok"] = error is None and ib.get("positions_match") is not False
+            ended_as_asked = error is None or error.startswith("interrupted")
+            summary["ok"] = ended_as_asked and ib.get("positions_match") is True
             return summary
         summary["ok"] = summary["ok"] and self._spine_caught_up() and self._orders_caught_up()
         return summary
