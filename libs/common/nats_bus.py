@@ -250,10 +250,20 @@ class NatsBus(Bus):
     async def request(self, subject: str, event: Event, timeout_s: float) -> Event | None:
         checked_spec(subject, event)
         assert self.nc is not None
-        try:
-            msg = await self.nc.request(subject, codec.encode(event), timeout=timeout_s)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError):
-            return None
+        payload = codec.encode(event)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            try:
+                msg = await self.nc.request(subject, payload, timeout=left)
+                break
+            except nats.errors.NoRespondersError:
+                # A responder may be (re)subscribing (a restart): ask again until the deadline.
+                await asyncio.sleep(min(0.05, max(left, 0.0)))
+            except (nats.errors.TimeoutError, TimeoutError):
+                return None
         try:
             answer = codec.decode(msg.data)
         except codec.DecodeFailure:

@@ -165,6 +165,7 @@ class IbBroker:
         self._previews: dict[int, asyncio.Future[MarginPreview]] = {}
         self._refresh = False  # 1101/1102: connectivity came back; reconcile and re-read the account
         self._what_if_seq = 0
+        self.pending_cancels: set[str] = set()
         self._req_ids = iter(range(90_000, 10**9))
 
     # -- what the execution gateway calls -----------------------------------------------------------
@@ -181,7 +182,11 @@ class IbBroker:
         self.orders[order.client_order_id] = order
         parent_id = self.ids.by_client.get(order.parent_id, 0) if order.parent_id else 0
         contract, ib_order = _contract(order.symbol), self._ib_order(order, parent_id)
-        await self.ib.send(lambda c: c.placeOrder(order_id, contract, ib_order))
+        try:
+            await self.ib.send(lambda c: c.placeOrder(order_id, contract, ib_order))
+        except ConnectionError:  # the socket closed before the order was written: never sent
+            self._end(order.client_order_id, "rejected", "IB connection lost before sending: not sent")
+            return
         self.stats["sent"] += 1
 
     async def cancel(self, client_order_id: str, now: int) -> None:
@@ -189,7 +194,17 @@ class IbBroker:
         if order_id is None:
             self.stats["cancel_unknown"] += 1
             return
-        await self.ib.send(lambda c: c.cancelOrder(order_id))
+        try:
+            await self.ib.send(lambda c: c.cancelOrder(order_id))
+        except ConnectionError:  # a cancel is always safe to repeat: again after reconnecting
+            self.pending_cancels.add(client_order_id)
+            self.stats["cancels_deferred"] += 1
+
+    async def _resend_cancels(self) -> None:
+        for cid in sorted(self.pending_cancels):
+            self.pending_cancels.discard(cid)
+            if cid not in self.ended:
+                await self.cancel(cid, 0)
 
     async def replace(
         self,
@@ -416,6 +431,9 @@ class IbBroker:
     def _on_disconnected(self) -> None:
         self.reconciled.clear()
 
+    def _on_connectionClosed(self) -> None:
+        self.reconciled.clear()
+
     def _done(self, name: str) -> None:
         q = self._queries.get(name)
         if q is not None:
@@ -433,6 +451,7 @@ class IbBroker:
                 self.last_reconciliation = await self.reconcile()
                 last = time.monotonic()
                 self.reconciled.set()
+                await self._resend_cancels()
             await asyncio.sleep(0.05)
             if not self.ib.ready.is_set():
                 self.reconciled.clear()

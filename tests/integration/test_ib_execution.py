@@ -243,7 +243,17 @@ async def test_after_a_fault_storm_positions_reconcile_with_no_duplicate_and_no_
         fake.faults.late_commissions = True
         fake.faults.next_valid_id = 1
         await fake.drop()
-        await await_until(lambda: d.broker.stats["reconciliations"] >= 3, 15, what="reconciled again")
+
+        def back() -> bool:
+            r = d.broker.last_reconciliation
+            return (
+                d.session.connections >= 3
+                and d.broker.reconciled.is_set()
+                and r is not None
+                and r.positions is not None
+            )
+
+        await await_until(back, 15, what="reconnected and reconciled again")
         await d.approve("s3", qty=300)
         await await_until(lambda: "FILLED" in d.statuses("s3"), 10, what="s3")
         fake.release_commissions()
@@ -370,3 +380,15 @@ async def test_what_if_is_a_request_reply_over_nats(tmp_path: Path) -> None:
         await serving.close()
         await asking.close()
         server.stop()
+
+
+async def test_an_order_or_cancel_meeting_a_closed_socket_is_rejected_or_deferred(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        await d.approve("l1", order_type="LMT", limit_price=99.00)
+        await await_until(lambda: "SUBMITTED" in d.statuses("l1"), 10, what="acked")
+        client = d.session._client
+        assert client is not None
+        client.conn.disconnect()  # the socket dies under the session, before it notices
+        await d.broker.cancel("l1", 0)
+        assert d.broker.pending_cancels == {"l1"}  # kept, sent again after the reconnect
+        await await_until(lambda: "CANCELLED" in d.statuses("l1"), 15, what="cancel sent after reconnect")

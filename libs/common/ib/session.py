@@ -343,6 +343,7 @@ class IbSession:
             if self._probe is not None and not self._probe.done():
                 self._probe.set_result(int(args[0]))
         elif name == "connectionClosed":
+            self.ready.clear()  # at once: nothing may be sent into a closed socket meanwhile
             self.closed.set()
         elif name == "error":
             self._on_error(int(args[0]), int(args[1]), str(args[2]))
