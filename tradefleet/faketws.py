@@ -270,6 +270,7 @@ class FakeTws:
         self.bulletin("fake TWS: a recorded day starts streaming now")
         first_ts: int | None = None
         started = time.monotonic()
+        played = 0
         for rec in self.records:
             if rec[1] < start_ns:
                 continue
@@ -278,6 +279,11 @@ class FakeTws:
             if (wait := due - time.monotonic()) > 0.001:
                 await asyncio.sleep(wait)
             self._market(rec)
+            played += 1
+            if played % 256 == 0:  # backpressure: never further ahead of a slow client than its socket
+                for c in list(self.clients):
+                    with contextlib.suppress(ConnectionError):
+                        await c.writer.drain()
             await asyncio.sleep(0)
         self.counters["autoplay_finished"] += 1
         if on_finished is not None:

@@ -10,11 +10,33 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import REPO, service_env
+import pytest
+
+from tests.helpers import REPO, http_json, service_env
 
 TRADEFLEET = [sys.executable, "-m", "tradefleet"]
 
 
+def settle(tmp: Path, quiet_s: float = 6.0, limit_s: float = 90.0) -> None:
+    """Until the fleet has taken in everything the fake sent: md-gateway's and QOS's counts
+    unchanged for ``quiet_s`` (a slow machine lags the fake), then a reconciliation's worth more."""
+    ports = json.loads((tmp / "var" / "fleet.json").read_text())["http_ports"]
+    deadline, last, since = time.monotonic() + limit_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        marks = []
+        for name, key in (("md-gateway", "stats"), ("qos", "intents"), ("execution", "fills")):
+            code, body = http_json(ports[name], "/status")
+            marks.append(
+                json.dumps((body or {}).get("app", {}).get(key), sort_keys=True) if code == 200 else ""
+            )
+        if marks != last:
+            last, since = marks, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(420)
 def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
     env = {**service_env(), "PYTHONPATH": str(REPO)}
     data = str(REPO / "data/sample/lean")
@@ -57,7 +79,7 @@ def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
         # operator's Ctrl-C ends the session, the normal end of a live one.
         line = fake.stdout.readline()
         assert "has been streamed" in line, line
-        time.sleep(8)
+        settle(tmp_path)
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
         summary = json.loads((tmp_path / "summary.json").read_text())
