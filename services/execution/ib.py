@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 import time
@@ -124,6 +125,7 @@ class _PendingFill:
 
 @dataclass
 class _Query:
+    req_id: int = -1  # the request's id, where it has one (errors name it)
     rows: list[Any] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -318,10 +320,10 @@ class IbBroker:
             preview.set_result(MarginPreview(None, None, None, None, None, error=f"{code} {text}"))
         if code in (1101, 1102):
             self._refresh = True
-        q = self._queries.get(f"req{req_id}")
-        if q is not None:  # a failed query: unknown, not empty
-            q.rows = [None]
-            q.done.set()
+        for q in self._queries.values():
+            if q.req_id == req_id and req_id >= 0:  # a failed query: unknown, not empty
+                q.rows = [None]
+                q.done.set()
 
     def _on_execDetails(self, req_id: int, contract: Any, execution: Any) -> None:
         query = self._queries.get("executions")
@@ -356,7 +358,7 @@ class IbBroker:
             ),  # type: ignore[arg-type]
         )
         if exec_id in self.commissions:
-            self._put(_with_commission(report, self.commissions.pop(exec_id)))
+            self._put(dataclasses.replace(report, commission=self.commissions.pop(exec_id)))
         else:
             self.pending[exec_id] = _PendingFill(report, time.monotonic() + self.commission_wait_s)
         return True
@@ -366,7 +368,7 @@ class IbBroker:
         value = None if cr.commission is None or cr.commission >= UNSET else float(cr.commission)
         pending = self.pending.pop(exec_id, None)
         if pending is not None:
-            self._put(_with_commission(pending.report, value))
+            self._put(dataclasses.replace(pending.report, commission=value))
         elif exec_id in self.exec_ids:
             self.stats["late_commissions"] += 1  # its fill went out with the commission unknown
             log.warning("commission after its fill was published", exec_id=exec_id, commission=value)
@@ -490,12 +492,16 @@ class IbBroker:
         r.open_orders = None if opened is None else {cid for cid in opened if cid}
         before = len(self.exec_ids)
         req_id = next(self._req_ids)
-        executions = await self._query("executions", lambda c: c.reqExecutions(req_id, ExecutionFilter()))
+        executions = await self._query(
+            "executions", lambda c: c.reqExecutions(req_id, ExecutionFilter()), req_id
+        )
         r.executions = None if executions is None else len(executions)
         r.recovered_fills = len(self.exec_ids) - before
         summary_id = next(self._req_ids)
         tags = "NetLiquidation,BuyingPower,AvailableFunds,GrossPositionValue"
-        account = await self._query("account", lambda c: c.reqAccountSummary(summary_id, "All", tags))
+        account = await self._query(
+            "account", lambda c: c.reqAccountSummary(summary_id, "All", tags), summary_id
+        )
         if account is not None:
             r.account = dict(account)
             await self.ib.send(lambda c: c.cancelAccountSummary(summary_id))
@@ -530,8 +536,10 @@ class IbBroker:
                 continue  # filled: the executions said so
             self._end(cid, "cancelled", "not working at IB after reconnect (reconciled)")
 
-    async def _query(self, name: str, request: Callable[[EClient], None]) -> list[Any] | None:
-        q = self._queries[name] = _Query()
+    async def _query(
+        self, name: str, request: Callable[[EClient], None], req_id: int = -1
+    ) -> list[Any] | None:
+        q = self._queries[name] = _Query(req_id)
         try:
             await self.ib.send(request)
             await asyncio.wait_for(q.done.wait(), self.query_timeout_s)
@@ -562,17 +570,3 @@ def _contract(symbol: str) -> Contract:
     c = Contract()
     c.symbol, c.secType, c.exchange, c.currency = symbol, "STK", "SMART", "USD"
     return c
-
-
-def _with_commission(r: Report, commission: float | None) -> Report:
-    return Report(
-        kind=r.kind,
-        client_order_id=r.client_order_id,
-        ts=r.ts,
-        venue_ts=r.venue_ts,
-        quantity=r.quantity,
-        price=r.price,
-        exec_id=r.exec_id,
-        commission=commission,
-        liquidity=r.liquidity,
-    )

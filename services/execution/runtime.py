@@ -185,6 +185,8 @@ class ExecutionApp(ServiceApp):
             reports = self.broker.end_of_data()
         else:
             return
+        if not reports and not self.core.chasing:
+            return  # the common tick: nothing due, nothing to reprice, no lock taken
         async with self._lock:
             for report in reports:
                 await self._act(self.core.on_report(report))  # a next slice is journaled and sent
