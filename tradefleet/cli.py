@@ -209,13 +209,17 @@ def backfill(
     symbols: Annotated[str, typer.Option(help="comma-separated, e.g. IBM,BAC")],
     start: Annotated[str, typer.Option(help="first day, YYYYMMDD")],
     end: Annotated[str, typer.Option(help="last day, YYYYMMDD")],
-    bar: Annotated[str, typer.Option(help="1min | 5s")] = "1min",
+    bar: Annotated[str, typer.Option(help="1min | 5s | ticks")] = "1min",
+    hours: Annotated[
+        str, typer.Option(help="ticks: the New York hours to fetch, HH:MM-HH:MM")
+    ] = "09:30-16:00",
     db_url: Annotated[str | None, typer.Option(help="PostgreSQL / TimescaleDB URL")] = None,
     ib_host: Annotated[str | None, typer.Option(help="TWS / IB Gateway host")] = None,
     ib_port: Annotated[int | None, typer.Option(help="TWS / IB Gateway port")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """IB historical bars into the database: paced by IB's rules, resumable (done days are skipped)."""
+    """IB historical bars or ticks into the database: paced by IB's rules, resumable (done chunks
+    are skipped; a tick chunk resumes at the page it was on)."""
     import datetime as dt
     import time
 
@@ -224,17 +228,23 @@ def backfill(
     from libs.common.storage.migrate import migrate
     from tradefleet.backfill import Backfill, plan
 
-    if bar not in ("1min", "5s"):
-        typer.echo("--bar: 1min or 5s (tick backfill is not built yet)", err=True)
+    if bar not in ("1min", "5s", "ticks"):
+        typer.echo(f"--bar: 1min, 5s or ticks, not {bar!r}", err=True)
         raise typer.Exit(2)
+    try:
+        first, last = (dt.time.fromisoformat(x.strip()) for x in hours.split("-"))
+        days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (start, end)]
+    except ValueError as exc:
+        typer.echo(f"--start/--end YYYYMMDD, --hours HH:MM-HH:MM: {exc}", err=True)
+        raise typer.Exit(2) from exc
     settings = _settings(config)
     dsn = db_url or settings.db.url
     if not dsn:
         typer.echo("no database: pass --db-url or set db.url", err=True)
         raise typer.Exit(2)
     migrate(dsn, settings.db)
-    days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (start, end)]
-    chunks = plan([x.strip().upper() for x in symbols.split(",") if x.strip()], days[0], days[1], bar)  # type: ignore[arg-type]
+    names = [x.strip().upper() for x in symbols.split(",") if x.strip()]
+    chunks = plan(names, days[0], days[1], bar, (first, last))  # type: ignore[arg-type]
     ib = settings.ib
     cfg = session_config(ib, ib.backfill_client_id, host=ib_host or ib.host, port=ib_port or ib.port)
 
@@ -270,10 +280,14 @@ def faketws(
     start: Annotated[
         str, typer.Option(help="New York time to start from, HH:MM (skips the pre-market)")
     ] = "04:00",
+    tick_history: Annotated[
+        bool, typer.Option(help="also serve the day to reqHistoricalTicks (holds it in memory)")
+    ] = False,
 ) -> None:
     """A fake TWS (server version 157) streaming a recorded day: for trying the IB path without IB."""
     from services.md_gateway.providers.lean import LeanReplay, bar_records
     from tradefleet.faketws import FakeTws
+    from tradefleet.faketws import tick_history as faketws_ticks
 
     names = [x.strip().upper() for x in symbols.split(",") if x.strip()]
     replay = LeanReplay(data, date, names, "none")
@@ -289,6 +303,8 @@ def faketws(
     async def main() -> None:
         fake = await FakeTws(replay.records()).start(port=port)
         fake.historical = historical
+        if tick_history:
+            fake.historical_ticks = faketws_ticks(replay.records())
         typer.echo(f"fake TWS listening on 127.0.0.1:{fake.port} (server version 157)")
         sys.stdout.flush()
         hh, mm = (int(x) for x in start.split(":"))

@@ -11,11 +11,14 @@ What it does, like TWS: the handshake, managedAccounts + nextValidId + farm stat
 L1 (reqMktData), tick-by-tick (BidAsk, AllLast) and L2 depth streams from a recorded day; orders
 (market, limit, stop, trailing, brackets via parentId, OCA groups) filled against that day's
 quotes, with partial fills and commission reports; cancels (202, 10147/10148), reqGlobalCancel;
-positions, open orders, executions, current time, ids, historical bars with IB's pacing rules.
+positions, open orders, executions, current time, ids, historical bars and historical ticks
+(reqHistoricalTicks: TRADES and BID_ASK, whole seconds, at most the requested count rounded up to
+complete the last second) with IB's pacing rules.
 
 Faults: dropping sockets, connectivity codes (1100/1101/1102: 1101 loses market-data
 subscriptions), 326 for a client id in use, 100 when a client sends more than 50 messages in a
 second, 103 for a reused order id, 162 (pacing, no data), 201 rejects, 10268 for eTradeOnly,
+short sales held Inactive with whyHeld=locate until release_locates(),
 late commissions, a nextValidId rollback, a silent socket, arbitrary error codes.
 """
 
@@ -76,6 +79,64 @@ def _field(value: object) -> bytes:
 
 def _float(raw: bytes) -> float:
     return float(raw) if raw else 0.0
+
+
+# Historical answers, as TWS encodes them at version 157. Module-level so the decoder tests can
+# encode captured IB responses (tests/fixtures/ib) and read them back through the real ibapi.
+def historical_data_frame(req_id: int, bars: list[tuple[Any, ...]], start: str, end: str) -> bytes:
+    """HISTORICAL_DATA (17): bars as (date, open, high, low, close, volume, average, bar count)."""
+    body: list[object] = [17, req_id, start, end, len(bars)]
+    for date, o, h, low, close, volume, average, count in bars:
+        body += [date, o, h, low, close, volume, average, count]
+    return frame(*body)
+
+
+def historical_ticks_bid_ask_frame(req_id: int, ticks: list[tuple[Any, ...]], done: bool) -> bytes:
+    """HISTORICAL_TICKS_BID_ASK (97): (time s, mask, bid, ask, bid size, ask size); in this
+    message bit 0 of the mask is askPastHigh and bit 1 bidPastLow (tick-by-tick has them swapped)."""
+    body: list[object] = [97, req_id, len(ticks)]
+    for t, mask, bid, ask, bid_size, ask_size in ticks:
+        body += [t, mask, bid, ask, bid_size, ask_size]
+    return frame(*body, done)
+
+
+def historical_ticks_last_frame(req_id: int, ticks: list[tuple[Any, ...]], done: bool) -> bytes:
+    """HISTORICAL_TICKS_LAST (98): (time s, mask, price, size, exchange, special conditions);
+    bit 0 of the mask is pastLimit, bit 1 unreported."""
+    body: list[object] = [98, req_id, len(ticks)]
+    for t, mask, price, size, exchange, conditions in ticks:
+        body += [t, mask, price, size, exchange, conditions]
+    return frame(*body, done)
+
+
+def _ib_time(text: str) -> float:
+    """'yyyymmdd hh:mm:ss UTC' (what our clients send) as epoch seconds."""
+    return dt.datetime.strptime(text[:17], "%Y%m%d %H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+
+
+def tick_history(records: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+    """What reqHistoricalTicks would answer for a recorded day: trades as they printed (an
+    unreported one carries its mask bit), and the top of book after each quote update, both
+    stamped to the second like IB's. Source-flagged (suspicious) ticks are not on IB's tape."""
+    out: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    books: dict[str, list[float]] = {}
+    for rec in records:
+        kind, ts, symbol = rec[0], rec[1], rec[2]
+        seconds = ts // 1_000_000_000
+        if kind == "Q" and not rec[8]:
+            _, _, _, bid, bid_size, ask, ask_size = rec[:7]
+            book = books.setdefault(symbol, [0.0, 0.0, 0.0, 0.0])
+            if bid > 0:
+                book[0], book[1] = bid, bid_size
+            if ask > 0:
+                book[2], book[3] = ask, ask_size
+            if book[0] > 0 and book[2] > 0:
+                row = (seconds, 0, book[0], book[2], int(book[1]), int(book[3]))
+                out.setdefault((symbol, "BID_ASK"), []).append(row)
+        elif kind == "T" and not rec[7]:
+            _, _, _, price, size, venue = rec[:6]
+            out.setdefault((symbol, "TRADES"), []).append((seconds, 0, price, int(size), venue or "", ""))
+    return out
 
 
 @dataclass
@@ -149,6 +210,8 @@ class Faults:
     pacing_window_s: float = 600.0
     identical_gap_s: float = 15.0  # an identical historical request sooner than this: 162
     unanswered: set[int] = field(default_factory=set)  # request message ids to ignore (a query that hangs)
+    locate: set[str] = field(default_factory=set)  # short sales here wait for a locate (whyHeld)
+    historical_error_after: int | None = None  # historical requests answered before a 322 (a job cut off)
 
 
 class _Client:
@@ -190,6 +253,8 @@ class FakeTws:
         self.held_commissions: list[tuple[_Client | None, FakeExecution]] = []
         self.historical: dict[str, list[tuple[int, float, float, float, float, float]]] = {}
         self.hist_requests: list[tuple[float, tuple[str, ...]]] = []
+        # (symbol, "TRADES" | "BID_ASK") -> ticks in time order; see tick_history()
+        self.historical_ticks: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         self.max_order_ids: dict[int, int] = {}  # per client id, across its connections (103)
         self.counters: collections.Counter[str] = collections.Counter()
         self.equity = 100_000.0
@@ -537,21 +602,10 @@ class FakeTws:
         span, dated in epoch seconds (formatDate=2); IB's pacing: identical within 15 s -> 162,
         more than ``pacing_limit`` in the fake's window -> 162."""
         req_id, symbol = int(f[1]), f[3].decode()
-        key = tuple(x.decode() for x in f[2:])
-        now = time.monotonic()
-        recent = [t for t, k in self.hist_requests if now - t < self.faults.identical_gap_s and k == key]
-        self.hist_requests.append((now, key))
-        in_window = [t for t, _ in self.hist_requests if now - t < self.faults.pacing_window_s]
-        if recent or len(in_window) > self.faults.pacing_limit:
-            self._error(
-                c,
-                req_id,
-                162,
-                "Historical Market Data Service error message:Historical data request pacing violation",
-            )
+        if self._hist_paced_out(c, req_id, tuple(x.decode() for x in f[2:])):
             return
         end_text, duration = f[15].decode(), f[17].decode()
-        end = dt.datetime.strptime(end_text[:17], "%Y%m%d %H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+        end = _ib_time(end_text)
         amount, unit = duration.split()
         span = int(amount) * {"S": 1, "D": 86_400}[unit]
         bars = [b for b in self.historical.get(symbol, []) if end - span <= b[0] < end]
@@ -563,10 +617,53 @@ class FakeTws:
                 "Historical Market Data Service error message:HMDS query returned no data: " + symbol,
             )
             return
-        body: list[object] = [17, req_id, bars[0][0], bars[-1][0], len(bars)]
-        for start, o, h, low, close, volume in bars:
-            body += [start, o, h, low, close, int(volume), close, 1]
-        c.send(frame(*body))
+        rows = [(start, o, h, low, close, int(volume), close, 1) for start, o, h, low, close, volume in bars]
+        c.send(historical_data_frame(req_id, rows, str(bars[0][0]), str(bars[-1][0])))
+
+    def _hist_paced_out(self, c: _Client, req_id: int, key: tuple[str, ...]) -> bool:
+        """IB's historical pacing, as the fake enforces it: an identical request within
+        ``identical_gap_s``, or more than ``pacing_limit`` in the window, is answered with 162."""
+        now = time.monotonic()
+        recent = [t for t, k in self.hist_requests if now - t < self.faults.identical_gap_s and k == key]
+        self.hist_requests.append((now, key))
+        in_window = [t for t, _ in self.hist_requests if now - t < self.faults.pacing_window_s]
+        if recent or len(in_window) > self.faults.pacing_limit:
+            self._error(
+                c,
+                req_id,
+                162,
+                "Historical Market Data Service error message:Historical data request pacing violation",
+            )
+            return True
+        return False
+
+    def _in_96(self, c: _Client, f: list[bytes]) -> None:  # reqHistoricalTicks
+        """From startDateTime, at most numberOfTicks ticks, completed to the whole last second
+        (as IB does), within endDateTime when given; in messages of at most 500 ticks, the last
+        marked done. Paced like reqHistoricalData (the same requests list)."""
+        req_id, symbol = int(f[1]), f[3].decode()
+        start_text, end_text, count, what = f[15].decode(), f[16].decode(), int(f[17]), f[18].decode()
+        if self._hist_paced_out(c, req_id, tuple(x.decode() for x in f[2:])):
+            return
+        limit = self.faults.historical_error_after
+        if limit is not None and self.counters["in_96"] > limit:
+            self._error(c, req_id, 322, "Error processing request:-'bW' : cause - server unavailable")
+            return
+        if what not in ("TRADES", "BID_ASK"):
+            self._error(c, req_id, 162, f"Historical Market Data Service error message:{what} not served")
+            return
+        start = _ib_time(start_text)
+        end = _ib_time(end_text) if end_text else float("inf")
+        ticks = [t for t in self.historical_ticks.get((symbol, what), []) if start <= t[0] < end]
+        if len(ticks) > count:  # complete the last second: the next page starts a second later
+            last_second, cut = ticks[count - 1][0], count
+            while cut < len(ticks) and ticks[cut][0] == last_second:
+                cut += 1
+            ticks = ticks[:cut]
+        encode = historical_ticks_bid_ask_frame if what == "BID_ASK" else historical_ticks_last_frame
+        pages = [ticks[i : i + 500] for i in range(0, len(ticks), 500)] or [[]]
+        for i, page in enumerate(pages):
+            c.send(encode(req_id, page, i == len(pages) - 1))
 
     # -- orders ------------------------------------------------------------------------------------
     def _in_3(self, c: _Client, f: list[bytes]) -> None:  # placeOrder
@@ -630,9 +727,27 @@ class FakeTws:
             for other in self.orders.values():
                 if other.order_id == o.parent_id or (o.parent_id and other.parent_id == o.parent_id):
                     other.untransmitted = False
+        opens_short = o.action == "SELL" and self.positions.get(o.symbol, [0.0])[0] - o.quantity < 0
+        if o.symbol in self.faults.locate and opens_short:  # TWS looks for shares to borrow
+            o.status, o.why_held = "Inactive", "locate"
         c.send(self._open_order(o))
         self._status(o)
         self._match(o.symbol)
+
+    def release_locates(self, found: bool = True) -> None:
+        """The locate came back: found, the order works; not found, TWS rejects it (201)."""
+        for o in self.orders.values():
+            if o.why_held != "locate" or o.status != "Inactive":
+                continue
+            o.why_held = ""
+            if found:
+                o.status = "Submitted"
+                self._status(o)
+                self._match(o.symbol)
+            else:
+                for c in self._clients_of(o):
+                    self._error(c, o.order_id, 201, "Order rejected - reason:No shares available to short")
+                self._status(o)
 
     def _cancel(self, o: FakeOrder, reason: str) -> None:
         o.status = "Cancelled"

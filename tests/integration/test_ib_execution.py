@@ -155,6 +155,27 @@ async def test_limit_rests_then_cancels_with_202_and_a_reject_carries_its_201_re
         await await_until(lambda: d.broker.stats["cancel_error_10148"] == 1, 10, what="10148")
 
 
+async def test_a_short_held_for_a_locate_stays_live_then_fills_or_is_rejected(tmp_path: Path) -> None:
+    fake = await FakeTws(quotes()).start()
+    fake.faults.locate = {"IBM"}
+    async with desk(tmp_path, fake) as d:
+        await d.approve("s1", side="SELL")
+        await await_until(lambda: d.broker.stats["held_for_locate"] >= 1, 10, what="held")
+        assert fake.orders[next(iter(fake.orders))].status == "Inactive"
+        assert d.core.orders["s1"].status not in ("REJECTED", "CANCELLED") and d.fills("s1") == []
+        fake.release_locates(found=True)
+        await await_until(lambda: "FILLED" in d.statuses("s1"), 10, what="filled after the locate")
+        assert d.position() == -100 == fake.positions["IBM"][0]
+
+        await d.approve("s2", side="SELL")  # shorter still: another locate, none found this time
+        await await_until(lambda: d.broker.stats["held_for_locate"] >= 2, 10, what="held again")
+        fake.release_locates(found=False)
+        await await_until(lambda: "REJECTED" in d.statuses("s2"), 10, what="rejected")
+        assert "201" in d.core.orders["s2"].reason and "short" in d.core.orders["s2"].reason
+        assert d.position() == -100 and d.fills("s2") == []
+    await fake.stop()
+
+
 async def test_late_commissions_are_joined_or_the_fill_goes_out_unknown(tmp_path: Path) -> None:
     fake = await FakeTws(quotes()).start()
     fake.faults.late_commissions = True

@@ -138,6 +138,9 @@ class _Bridge(EWrapper, EClient):
         "historicalData",
         "historicalDataEnd",
         "historicalDataUpdate",
+        "historicalTicks",
+        "historicalTicksBidAsk",
+        "historicalTicksLast",
         "tickNews",
         "updateNewsBulletin",
     )
