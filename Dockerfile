@@ -9,9 +9,14 @@ COPY libs ./libs
 COPY services ./services
 COPY tradefleet ./tradefleet
 COPY models ./models
-RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
+# torch comes from PyTorch's CPU index first (PyPI's default Linux wheel pulls CUDA); only images
+# with the sentiment extra need it.
+RUN case ",${EXTRAS}," in *,sentiment,*) pip install --no-cache-dir \
+        --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 ;; esac \
+    && pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && useradd --system --uid 10001 tradefleet
 COPY data/sample ./data/sample
+COPY data/sentiment ./data/sentiment
 USER tradefleet
 ENV TRADEFLEET_HTTP__HOST=0.0.0.0 TRADEFLEET_HTTP__PORT=9100 TRADEFLEET_TELEMETRY__LOG_FORMAT=json \
     TRADEFLEET_FASTLANE__COMPILE_CACHE=/tmp/lleaves-cache

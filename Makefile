@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
 
-# torch==2.13.0 (CPU build) must come before anything that depends on torch; the extras that need it
-# (later issues) install it first. The base install pins every package through constraints.txt.
+# torch==2.13.0 (the CPU build) goes in first, alone: anything that depends on torch then finds it
+# installed instead of resolving a CUDA build. Every package is pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,ml,ib]'
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,ml,ib,sentiment]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -12,7 +12,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.news import NewsItem
+from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
@@ -39,6 +39,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TcaAggregate,
     TcaFeedback,
     NewsItem,
+    SentimentScore,
     Control,
     Alert,
     DeadLetter,
@@ -66,6 +67,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     TcaAggregate,
     TcaFeedback,
     NewsItem,
+    SentimentScore,
     Control,
     Alert,
     DeadLetter,

@@ -17,7 +17,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.news import NewsItem
+from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
@@ -115,7 +115,17 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("md.depth.{symbol}", (DepthUpdate,), _C, "md-gateway", "level-2 book changes"),
     SubjectSpec("md.bar.{timeframe}.{symbol}", (Bar,), _C, "md-gateway", "recorded or vendor bars"),
     SubjectSpec("md.status", (FeedStatus,), _J, "md-gateway", "feed health and replay progress", "MDSTATUS"),
-    SubjectSpec("news.raw", (NewsItem,), _J, "md-gateway", "headlines and bulletins as they arrive", "NEWS"),
+    SubjectSpec(
+        "news.raw", (NewsItem,), _J, ANY_SERVICE, "headlines: IB, news files in replays, webhooks", "NEWS"
+    ),
+    SubjectSpec(
+        "news.sentiment.{symbol}",
+        (SentimentScore,),
+        _J,
+        "sentiment",
+        "a headline's sentiment per ticker, with event tags",
+        "NEWS",
+    ),
     SubjectSpec("feat.{timeframe}.{symbol}", (FeatureVector,), _C, "features", "feature vector on bar close"),
     SubjectSpec("sig.fast.{horizon}.{symbol}", (Prediction,), _C, "fastlane", "calibrated prediction"),
     SubjectSpec("qos.{symbol}", (QosScore,), _C, "qos", "QOS score with its components"),

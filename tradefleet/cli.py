@@ -457,5 +457,83 @@ def train_fastlane(
     typer.echo(f"report: {result['report_html']}")
 
 
+@train_app.command("sentiment")
+def train_sentiment(
+    data: Annotated[Path, typer.Option(help="labelled tweets: a sent_*.csv file or its folder")] = Path(
+        "data/sentiment/twitter_financial_news"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, max=50)] = 4,
+    rank: Annotated[int, typer.Option(help="LoRA rank", min=1, max=128)] = 16,
+    lr: Annotated[float, typer.Option(help="adapter learning rate", min=0)] = 1e-3,
+    limit: Annotated[int | None, typer.Option(help="rows used (a quick run)", min=30)] = None,
+    promote: Annotated[str, typer.Option(help="gate (default), force or never")] = "gate",
+    registry: Annotated[Path | None, typer.Option(help="registry root (default sentiment.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="also write the report here")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune the shipped sentiment model (MiniLM + LoRA) and register it, with its report."""
+    from models.sentiment.train import SentimentTrainConfig, train
+
+    if promote not in ("gate", "force", "never"):
+        typer.echo("--promote is gate|force|never", err=True)
+        raise typer.Exit(2)
+    settings = _settings(config)
+    cfg = SentimentTrainConfig(epochs=epochs, lora_rank=rank, lr=lr, limit=limit, promote=promote, seed=seed)
+    meta = train(data, registry or settings.sentiment.registry, cfg, report, progress=sys.stderr.isatty())
+    held, ref = meta["held_out"], meta["reference_tfidf_logreg"]
+    typer.echo(
+        f"{meta['version']} held-out accuracy {held['accuracy']:.4f} macro-F1 {held['macro_f1']:.4f} "
+        f"ECE {held['ece']:.4f} (TF-IDF+LR {ref['accuracy']:.4f} / {ref['macro_f1']:.4f}); "
+        f"engine {meta['serving']['engine']}; {'PROMOTED' if meta['promoted'] else 'not promoted'}"
+    )
+
+
+sentiment_app = typer.Typer(no_args_is_help=True, help="the sentiment model from the shell")
+app.add_typer(sentiment_app, name="sentiment")
+
+
+@sentiment_app.command("score")
+def sentiment_score(
+    engine: Annotated[str, typer.Option(help="auto, onnx-int8, onnx or torch")] = "auto",
+    model_path: Annotated[
+        Path | None, typer.Option(help="a FinBERT-class classifier folder instead of the registry's")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """One text per line on stdin; one JSON object per line out (label, probabilities, polarity)."""
+    from libs.common.logging import setup_logging
+    from models.sentiment.serving import LABELS, HfScorer, ModelUnavailable, load_active
+
+    setup_logging("sentiment-cli", "WARNING")  # stdout carries the JSON lines only
+    settings = _settings(config)
+    st = settings.sentiment
+    try:
+        path = model_path or st.model_path
+        scorer = HfScorer(path) if path else load_active(st.registry, engine, st.cache)
+    except (ModelUnavailable, OSError, ValueError) as exc:
+        typer.echo(f"no sentiment model: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if scorer is None:
+        typer.echo(f"no active sentiment model under {st.registry}", err=True)
+        raise typer.Exit(1)
+    for line in sys.stdin:
+        text = " ".join(line.split())
+        if not text:
+            typer.echo(json.dumps({"error": "empty line"}))
+            continue
+        probs, _ = scorer.predict([text])
+        p = [round(float(x), 6) for x in probs[0]]
+        out = {
+            "text": text,
+            "label": LABELS[max(range(3), key=p.__getitem__)],
+            "probabilities": dict(zip(LABELS, p, strict=True)),
+            "polarity": round(p[2] - p[0], 6),
+            "model_version": scorer.version,
+        }
+        typer.echo(json.dumps(out))
+        sys.stdout.flush()
+
+
 def main() -> None:
     app()

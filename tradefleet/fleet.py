@@ -29,7 +29,17 @@ from libs.common.localinfra import (
 from libs.common.storage.migrate import migrate
 
 # Start order: consumers before producers, so nothing the replay publishes goes unheard.
-START_ORDER = ("recorder", "tca", "execution", "risk", "qos", "fastlane", "features", "md-gateway")
+START_ORDER = (
+    "recorder",
+    "tca",
+    "execution",
+    "risk",
+    "qos",
+    "sentiment",
+    "fastlane",
+    "features",
+    "md-gateway",
+)
 STALL_LIMIT_S = 10.0
 
 
@@ -206,12 +216,23 @@ class Fleet:
             return True
         source = self.settings.fastlane.source_timeframe
         return (
-            bool(feats.get("finished"))
+            self._news_caught_up()
+            and bool(feats.get("finished"))
             and fast.get("vectors_in", -1) >= feats.get("vectors", {}).get(source, 0)
             and qos.get("predictions_in", -1) >= fast.get("predictions", 0)
             # ...and every vector reached QOS's protective exits (they may still make intents)
             and qos.get("vectors_in", -1) >= sum(feats.get("vectors", {}).values())
         )
+
+    def _news_caught_up(self) -> bool:
+        """Every headline the gateway sent was taken by sentiment, every score reached QOS."""
+        if "sentiment" not in self.procs:
+            return True
+        counters = self._app("sentiment").get("counters", {})
+        qos = self._app("qos")
+        sent = self._app("md-gateway").get("news_published", 0)
+        taken = counters.get("received", 0) >= sent
+        return taken and qos.get("sentiment_in", 0) >= counters.get("published", 0)
 
     def _orders_caught_up(self) -> bool:
         """Every intent decided by the risk gate, every approval taken by execution."""
@@ -305,6 +326,8 @@ class Fleet:
             return int(app.get("orders", 0) + app.get("fills", 0))
         if name == "tca":
             return int(app.get("reports", 0))
+        if name == "sentiment":
+            return int(app.get("counters", {}).get("published", 0))
         return md_rows(app.get("stats", {}))
 
     def _one_line(self) -> str:
@@ -376,6 +399,7 @@ class Fleet:
             "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
             "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
             "signals": self._signals_summary(),
+            "news": self._news_summary(),
             "trading": self._trading_summary(),
         }
         if gw.get("provider") == "ib":
@@ -413,6 +437,19 @@ class Fleet:
             "slippage_alerts": tca.get("alerts", 0),
             "feedback_applied": stats.get("feedback_applied", 0),
             "tactics": execution.get("tactics", {}),
+        }
+
+    def _news_summary(self) -> dict[str, Any]:
+        sentiment = self._app("sentiment")
+        return {
+            "headlines": self._app("md-gateway").get("news_published", 0),
+            "model": sentiment.get("model"),
+            "model_error": sentiment.get("model_error") or None,
+            "counters": sentiment.get("counters", {}),
+            "reached_qos": self._app("qos").get("sentiment_in", 0),
+            "qos_rescored_on_headline": self._app("qos").get("stats", {}).get("rescored_on_headline", 0),
+            "qos_scores_with_sentiment": self._app("qos").get("stats", {}).get("scores_with_sentiment", 0),
+            "qos_sentiment_weight": self.settings.qos.weights.get("sentiment", 0.0),
         }
 
     def _signals_summary(self) -> dict[str, Any]:

@@ -58,6 +58,12 @@ def _tca(settings: Settings) -> ServiceApp:
     return TcaApp(settings)
 
 
+def _sentiment(settings: Settings) -> ServiceApp:
+    from services.sentiment.runtime import SentimentApp
+
+    return SentimentApp(settings)
+
+
 # Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
 RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "md-gateway": _md_gateway,
@@ -68,5 +74,6 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "risk": _risk,
     "execution": _execution,
     "tca": _tca,
+    "sentiment": _sentiment,
 }
 BATCHING = {"md-gateway"}

@@ -85,6 +85,9 @@ class ReplaySettings(Section):
     bars: Literal["none", "minute", "second"] = "minute"  # LEAN bar files replayed beside the ticks
     limit: int | None = Field(None, ge=1)
     lobster_level: int = Field(1, ge=1, le=50)
+    # News files (CSV / JSON lines, services/md_gateway/providers/news_file.py) replayed on news.raw
+    # in time order beside the market data; only the replayed day's headlines are sent.
+    news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
 
 
 class SyntheticSettings(Section):
@@ -301,6 +304,26 @@ class FastlaneSettings(Section):
     drift_min_samples: int = Field(500, ge=20)  # judge only a full window (intraday seasonality)
 
 
+class SentimentSettings(Section):
+    """The sentiment service (docs/ARCHITECTURE.md, sentiment)."""
+
+    registry: Path = SHIPPED_REGISTRY
+    engine: Literal["auto", "onnx-int8", "onnx", "torch"] = "auto"  # auto: what training measured
+    # A FinBERT-class sequence classifier in a local folder, instead of the registry's model.
+    model_path: Path | None = None
+    cache: Path = Path("var/sentiment-cache")  # ONNX exports per model version
+    batch_max: int = Field(32, ge=1, le=512)  # headlines scored together
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000)  # how long a first headline waits for others
+    dedupe_window_s: float = Field(3600.0, gt=0)
+    symbols: list[str] = Field(default_factory=list)  # only these tickers (empty: every ticker)
+    companies: dict[str, list[str]] | None = None  # symbol -> names; None: the built-in map
+    embeddings: bool = False  # attach the pooled encoder output to each score
+    reload_interval_s: float = Field(10.0, gt=0)
+    webhook_port: int | None = Field(None, ge=0, le=65535)  # POST /news; None: no webhook
+    webhook_host: str = "127.0.0.1"
+    webhook_token: str = ""  # when set, the webhook needs "Authorization: Bearer <token>"
+
+
 class QosSettings(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -308,7 +331,7 @@ class QosSettings(Section):
             "15m": 0.3,
             "30m": 0.2,
             "60m": 0.1,
-            "sentiment": 0.0,
+            "sentiment": 0.2,
             "policy": 0.0,
         }
     )
@@ -323,6 +346,9 @@ class QosSettings(Section):
     stale_after_s: float = Field(180.0, gt=0)  # a prediction older than this no longer counts
     hit_rate_halflife: int = Field(50, ge=1)  # predictions; trailing hit rate moves each weight
     regime_tilt: float = Field(0.5, ge=0, le=1)  # how far trend/range regimes tilt long vs short horizons
+    # Headline sentiment (news.sentiment.SYM) as the weighted input "sentiment": per symbol, the sum
+    # of polarities decayed with this half-life in event time, clipped to [-1, 1].
+    sentiment_half_life_s: float = Field(900.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -339,6 +365,7 @@ class Settings(BaseSettings):
     features: FeaturesSettings = FeaturesSettings()
     fastlane: FastlaneSettings = FastlaneSettings()
     qos: QosSettings = QosSettings()
+    sentiment: SentimentSettings = SentimentSettings()
     partition: PartitionSettings = PartitionSettings()
     risk: RiskSettings = RiskSettings()
     execution: ExecutionSettings = ExecutionSettings()

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.markettime import ny_midnight_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
@@ -22,6 +25,7 @@ from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
 from services.md_gateway.providers.lean import LeanReplay
 from services.md_gateway.providers.lobster import LobsterReplay
+from services.md_gateway.providers.news_file import NewsFile
 from services.md_gateway.providers.synthetic import SyntheticFeed
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ SUBJECT_OF = {
 }
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
+DAY_NS = 86_400_000_000_000
 
 
 def make_provider(settings: Settings, start_ns: int) -> Provider:
@@ -201,6 +206,26 @@ class MdGatewayApp(ServiceApp):
         self.news_published += 1
         await self.rt.publish(NEWS.subject(), item)
 
+    def _with_news(self, records: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The provider's records with the replayed day's headlines merged in by time."""
+        rp = self.settings.md_gateway.replay
+        if self.settings.md_gateway.provider != "replay" or not rp.news:
+            return records
+        start = ny_midnight_ns(rp.date)
+        files = []
+        for path in rp.news:
+            if not path.exists():  # the market data still replays; the missing news is said loudly
+                log.error("news file not found: the replay runs without it", path=str(path))
+                continue
+            files.append(NewsFile(path, start, start + DAY_NS))
+        news: list[tuple[Any, ...]] = []
+        for f in files:
+            found = f.records()
+            news += found
+            log.info("news file", path=str(f.path), headlines=len(found), skipped=dict(f.skipped))
+        news.sort(key=lambda r: r[1])
+        return heapq.merge(records, news, key=lambda r: r[1])
+
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("market-data pump failed", error=repr(task.exception()), exc_info=task.exception())
@@ -251,7 +276,7 @@ class MdGatewayApp(ServiceApp):
         self.started_at = time.monotonic()
         first_ts: int | None = None
         n = 0
-        for rec in self.provider.records():
+        for rec in self._with_news(self.provider.records()):
             if self._stopping:
                 return
             if speed > 0:
@@ -262,6 +287,10 @@ class MdGatewayApp(ServiceApp):
                 if wait > 0.001:
                     await bus.flush()
                     await asyncio.sleep(wait)
+            if rec[0] == "N":  # a headline: after every market event before it, on JetStream
+                await bus.flush()
+                await self._news(rec)
+                continue
             event = core.on_record(rec)
             if event is not None:
                 subject = self._subject(event)

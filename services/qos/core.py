@@ -7,6 +7,9 @@ signal and the weights (normalized over the horizons that count) move with:
 - trailing hit rate: each horizon's recent directional accuracy (an EWMA, scored against the price
   a horizon later) scales its weight between 0.5x and 1.5x;
 and coherence = 0.5 + 0.5 * |weighted agreement of the signs| damps a score whose horizons disagree.
+Headline sentiment joins as the input "sentiment" when it has a weight: per symbol, the sum of the
+polarities of its headlines, each decayed with ``sentiment_half_life_s`` (event time), clipped to
+[-1, 1]. A headline re-evaluates its symbol at once (headline -> QOS -> intent).
 
 Decisions, per symbol, one position direction at a time (netting: never opposing intents):
 - enter when |QOS| >= entry_threshold, the symbol is armed and out of cool-down;
@@ -27,6 +30,7 @@ from typing import Literal
 from libs.common.clock import Clock
 from libs.common.markettime import parse_duration_ns
 from proto.base import Event
+from proto.news import SentimentScore
 from proto.orders import OrderIntent
 from proto.signals import Prediction, QosScore
 
@@ -48,6 +52,7 @@ class QosConfig:
     stale_after_s: float = 180.0
     hit_rate_halflife: int = 50
     regime_tilt: float = 0.5
+    sentiment_half_life_s: float = 900.0
 
     def horizons(self) -> list[str]:
         """Weighted inputs that are fast-lane horizons, shortest first (others join later)."""
@@ -85,6 +90,8 @@ class _Symbol:
         self.entry_intent = ""
         self.exit_intent = ""
         self.exited: tuple[int, float] = (0, 0.0)  # direction and quantity before the last exit
+        self.sentiment = 0.0  # decayed polarity sum at sentiment_ts
+        self.sentiment_ts = 0
 
 
 class QosCore:
@@ -121,6 +128,27 @@ class QosCore:
             out += self._evaluate(p.symbol, s, p.ts_event)
         return out
 
+    def on_sentiment(self, score: SentimentScore) -> list[Event]:
+        """A headline's polarity joins the symbol's decayed sentiment; with a weight, the symbol is
+        scored again now (the latest of the headline's time and the last prediction's)."""
+        s = self.symbols.get(score.symbol)
+        if s is None:
+            s = self.symbols[score.symbol] = _Symbol(self.spans)
+        now = max(score.ts_event, s.group_ts, s.sentiment_ts)
+        s.sentiment = max(-1.0, min(1.0, self._sentiment_at(s, now) + score.polarity))
+        s.sentiment_ts = now
+        self.stats["sentiment_in"] += 1
+        if self.cfg.weights.get("sentiment", 0.0) <= 0 or s.group_count:
+            return []  # unweighted; or mid-group: the group's last prediction scores it
+        self.stats["rescored_on_headline"] += 1
+        return self._evaluate(score.symbol, s, now)
+
+    def _sentiment_at(self, s: _Symbol, now: int) -> float:
+        if not s.sentiment_ts:
+            return 0.0
+        age_s = max(0, now - s.sentiment_ts) / NS
+        return s.sentiment * 0.5 ** (age_s / self.cfg.sentiment_half_life_s)
+
     def _observe(self, h: _Horizon, p: Prediction) -> None:
         """Score matured predictions of this horizon against today's price, then queue this one."""
         while h.pending and h.pending[0][0] + h.span_ns <= p.ts_event:
@@ -144,7 +172,9 @@ class QosCore:
             and now - p.ts_event <= stale
             and self.cfg.weights[h] > 0
         ]
-        if not live:
+        sentiment = self.cfg.weights.get("sentiment", 0.0)
+        news = sentiment > 0 and abs(self._sentiment_at(s, now)) >= 0.01
+        if not live and not news:
             return {}
         trend = s.regime.split("/")[0]
         tilt_sign = 1.0 if trend in ("up", "down") else -1.0 if trend == "range" else 0.0
@@ -155,6 +185,8 @@ class QosCore:
             regime_factor = 1 + tilt_sign * self.cfg.regime_tilt * (2 * position - 1)
             hit_factor = min(1.5, max(0.5, s.horizons[h].hit_rate / 0.5))
             raw[h] = self.cfg.weights[h] * regime_factor * hit_factor
+        if news:
+            raw["sentiment"] = sentiment
         total = sum(raw.values())
         return {h: w / total for h, w in raw.items()} if total > 0 else {}
 
@@ -166,10 +198,14 @@ class QosCore:
                 return []
             # Fail safe: a position whose every input went stale or quarantined is closed.
             return [self._exit(symbol, s, now, 0.0, {}, "exit: no live inputs (stale or quarantined)")]
-        signals = {h: s.horizons[h].signal() for h in weights}
+        signals = {
+            h: self._sentiment_at(s, now) if h == "sentiment" else s.horizons[h].signal() for h in weights
+        }
         components = {h: w * signals[h] for h, w in weights.items()}
         agreement = abs(sum(w * _sign(signals[h]) for h, w in weights.items()))
         qos = sum(components.values()) * (0.5 + 0.5 * agreement)
+        if "sentiment" in components:
+            self.stats["scores_with_sentiment"] += 1
         action, intent = self._decide(symbol, s, qos, now, components)
         score = QosScore(
             ts_event=now,

@@ -1,4 +1,4 @@
-"""qos runtime: sig.fast.*.* in; qos.SYM scores and order.intent.SYM intents out."""
+"""qos runtime: sig.fast.*.* and news.sentiment.* in; qos.SYM scores and order.intent.SYM intents out."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
+from proto.news import SentimentScore
 from proto.orders import OrderDenied, OrderIntent
 from proto.signals import Prediction, QosScore
 from proto.subjects import spec
@@ -33,6 +34,7 @@ class QosApp(ServiceApp):
         # The runtime's clock replaces this one in start().
         self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
+        self.sentiment_in = 0
         self.vectors_in = 0
         self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
         self.exits = ExitManager(ExitConfig(), LiveClock())
@@ -51,6 +53,7 @@ class QosApp(ServiceApp):
         await rt.subscribe("feat.*.*", self._on_vector)
         await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills", new_only=True)
         await rt.subscribe("order.denied.>", self._on_denied, durable="qos-denied", new_only=True)
+        await rt.subscribe("news.sentiment.>", self._on_sentiment, durable="qos-sentiment", new_only=True)
 
     async def _on_vector(self, d: Delivery) -> None:
         v = d.event
@@ -78,6 +81,12 @@ class QosApp(ServiceApp):
         if isinstance(e, OrderDenied) and self.owns(e.symbol):
             self.core.on_denied(e.symbol, e.intent_id, e.ts_event)
 
+    async def _on_sentiment(self, d: Delivery) -> None:
+        if not isinstance(d.event, SentimentScore) or not self.owns(d.event.symbol):
+            return
+        self.sentiment_in += 1
+        await self._publish(self.core.on_sentiment(d.event))
+
     async def _on_prediction(self, d: Delivery) -> None:
         if not isinstance(d.event, Prediction):
             return
@@ -85,7 +94,10 @@ class QosApp(ServiceApp):
         if not self.owns(d.event.symbol):
             self.other_partition += 1
             return
-        for event in self.core.on_prediction(d.event):
+        await self._publish(self.core.on_prediction(d.event))
+
+    async def _publish(self, events: list[Any]) -> None:
+        for event in events:
             if isinstance(event, QosScore):
                 await self.rt.publish(SCORE.subject(symbol=event.symbol), event)
                 self.published["scores"] += 1
@@ -97,6 +109,7 @@ class QosApp(ServiceApp):
         positions = {sym: s.direction * s.quantity for sym, s in self.core.symbols.items() if s.direction}
         return {
             "predictions_in": self.predictions_in,
+            "sentiment_in": self.sentiment_in,
             "vectors_in": self.vectors_in,
             **self.published,
             "stats": dict(self.core.stats),

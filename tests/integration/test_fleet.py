@@ -71,7 +71,8 @@ def test_up_runs_the_fleet_and_taps_decode_live_and_durable_subjects(tmp_path: P
 def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Path) -> None:
     """The acceptance run: the shipped IBM+BAC day, as fast as possible, PostgreSQL started under var/."""
     config = tmp_path / "fleet.yaml"
-    config.write_text(f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}}}\n")
+    news = REPO / "data/sample/news/20131008.jsonl"
+    config.write_text(f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: [{news}]}}\n")
     env = service_env()
     proc = _up(tmp_path, config, env, "--speed", "0")
     wait_until(
@@ -127,9 +128,20 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     assert s["storage_mode"] == "native"
     assert s["bad_ticks"]["crossed"] > 0 and s["bad_ticks"]["locked"] > 0
     md_stored = {k: v for k, v in s["rows_stored"].items() if k in ("quotes", "trades", "bars")}
-    assert md_stored == {k: v for k, v in s["events_published"].items() if v}
+    assert md_stored == {k: v for k, v in s["events_published"].items() if v and k != "news"}
     assert s["md_rows_lost"] == 0 and s["ok"]
     assert (tmp_path / "var" / "pg" / "data" / "PG_VERSION").exists()
+    # Headlines interleaved with the day (data/sample/news): scored by the sentiment service once
+    # per story (2b repeats 2; 6 names no ticker), every score taken by QOS, which re-scored
+    # symbols on headlines and counted sentiment in its scores.
+    news = s["news"]
+    assert news["headlines"] == s["events_published"]["news"] == 10
+    assert news["model"]["version"] and news["model_error"] is None
+    c = news["counters"]
+    assert c["received"] == 10 and c["dropped.duplicate"] == 1 and c["dropped.no_ticker"] == 1
+    assert c["scored"] == 8 and c["published"] == 10  # headline 9 names $WORK $IBM $MSFT
+    assert news["reached_qos"] == c["published"]
+    assert news["qos_rescored_on_headline"] >= 1 and news["qos_scores_with_sentiment"] > 0
 
 
 def test_sigterm_drains_and_exits_cleanly(tmp_path: Path, nats_url: str) -> None:

@@ -8,7 +8,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
-from proto.news import NewsItem
+from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
@@ -90,6 +90,17 @@ def sample_events() -> list[Event]:
         MarginCheck(**t, request_id="i-1", symbol="IBM", side="BUY", quantity=100),
         MarginReply(**t, request_id="i-1", known=True, init_margin_after=5000.0, equity_with_loan_after=1e5),
         NewsItem(**t, news_id="ib:BRFG:1", source="ib:BRFG", headline="IBM beats", symbols=["IBM"]),
+        SentimentScore(
+            **t,
+            news_id="ib:BRFG:1",
+            symbol="IBM",
+            polarity=0.8,
+            label="positive",
+            probabilities=[0.05, 0.1, 0.85],
+            events=["earnings"],
+            model_version="20261129T000000-abc",
+            latency_us=900,
+        ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
         Alert(**t, alert_id="a-1", severity="warning", source="md-gateway", title="feed stale"),
         DeadLetter(

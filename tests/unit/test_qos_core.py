@@ -167,3 +167,59 @@ def test_a_denied_entry_leaves_the_symbol_flat_and_a_denied_exit_keeps_the_posit
     assert core.symbols["IBM"].direction == 1 and core.symbols["IBM"].quantity == 100
     core.on_protective_exit("IBM", T0 + 6 * MIN)
     assert core.symbols["IBM"].direction == 0 and entry
+
+
+def headline(core: QosCore, m: float, polarity: float) -> list[Event]:
+    from proto.news import SentimentScore
+
+    p_pos, p_neg = max(polarity, 0.0), max(-polarity, 0.0)
+    return core.on_sentiment(
+        SentimentScore(
+            ts_event=T0 + int(m * MIN),
+            ts_init=0,
+            news_id=f"n{m}",
+            symbol="IBM",
+            polarity=polarity,
+            label="positive" if polarity > 0 else "negative",
+            probabilities=[p_neg, 1 - p_pos - p_neg, p_pos],
+        )
+    )
+
+
+def test_a_headline_moves_qos_at_once_and_decays_with_its_half_life() -> None:
+    weights = {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "sentiment": 0.5}
+    core = QosCore(clock=SimClock(0), config=cfg(weights=weights, sentiment_half_life_s=600.0))
+    score, _ = minute(core, 0, 0.3)
+    assert score is not None and score.action == "hold" and "sentiment" not in score.weights
+    out = headline(core, 0.5, 0.9)  # a strongly positive headline half a minute later
+    scores = [e for e in out if isinstance(e, QosScore)]
+    assert len(scores) == 1 and scores[0].ts_event == T0 + MIN // 2
+    news = scores[0]
+    assert abs(news.weights["sentiment"] - 0.5 / 1.5) < 1e-9  # normalized over the live inputs
+    assert abs(news.components["sentiment"] - 0.9 / 3) < 1e-9
+    assert news.score > score.score >= 0.3 * 0.99  # the headline alone lifted QOS...
+    assert news.action == "enter" and any(isinstance(e, OrderIntent) for e in out)  # ...into a trade
+    assert core.symbols["IBM"].sentiment == 0.9
+    # Ten minutes later (one half-life) the same horizons give half the sentiment component.
+    later, _ = minute(core, 10.5, 0.3)
+    assert later is not None
+    assert abs(later.components["sentiment"] - 0.5 * 0.9 * later.weights["sentiment"]) < 1e-6
+
+
+def test_unweighted_sentiment_is_kept_but_never_moves_qos() -> None:
+    core = QosCore(clock=SimClock(0), config=cfg())  # sentiment weight 0
+    minute(core, 0, 0.3)
+    assert headline(core, 0.5, -0.9) == []
+    score, _ = minute(core, 1, 0.3)
+    assert score is not None and "sentiment" not in score.components
+    assert core.stats["sentiment_in"] == 1 and core.symbols["IBM"].sentiment == -0.9
+
+
+def test_headlines_add_up_and_saturate() -> None:
+    weights = {"5m": 1.0, "sentiment": 1.0}
+    core = QosCore(clock=SimClock(0), config=cfg(weights=weights))
+    for i in range(3):
+        headline(core, i * 0.01, 0.6)
+    assert core.symbols["IBM"].sentiment == 1.0  # clipped to [-1, 1]
+    headline(core, 0.05, -0.5)
+    assert 0.45 < core.symbols["IBM"].sentiment < 0.5

@@ -1,0 +1,1 @@
+"""The sentiment model: MiniLM with LoRA adapters, its training, registry and serving."""

@@ -1,0 +1,1 @@
+"""The sentiment service: headlines in, per-ticker transformer sentiment out."""

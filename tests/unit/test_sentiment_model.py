@@ -1,0 +1,140 @@
+"""The sentiment model: our encoder is BERT exactly; a short training run goes end to end into a
+registry with its report; a FinBERT-class folder is served with its labels mapped; the shipped
+model on tweets it never saw in training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.sentiment import serving
+from models.sentiment.encoder import EncoderConfig, SentimentNet
+from models.sentiment.serving import LABELS, HfScorer, Tokens, default_base_dir
+from models.sentiment.train import DEFAULT_DATA, SentimentTrainConfig, load_tweets, split, train
+from tests.helpers import REPO
+
+SHIPPED = REPO / "models" / "registry"
+
+
+def test_our_encoder_is_bert_to_the_last_decimal() -> None:
+    import transformers
+
+    base = default_base_dir()
+    ours = SentimentNet(EncoderConfig.from_dir(base), rank=4)
+    ours.load_base(base)
+    ours.eval()
+    ref = transformers.AutoModel.from_pretrained(str(base), local_files_only=True).eval()
+    ids, mask = Tokens(base, 64)(["IBM beats estimates, raises guidance", "BofA cut to sell", "ok"])
+    x, m = torch.from_numpy(ids), torch.from_numpy(mask)
+    with torch.no_grad():
+        pooled = ours.pooled(x, m)
+        hidden = ref(input_ids=x, attention_mask=m).last_hidden_state
+        w = m.unsqueeze(-1).float()
+        expected = (hidden * w).sum(1) / w.sum(1)
+    assert float((pooled - expected).abs().max()) < 1e-4  # LoRA's B starts at zero: no change yet
+    before = {n: p.clone() for n, p in ours.named_parameters() if "lora_" not in n}
+    with torch.no_grad():
+        for layer in ours.layers:
+            layer.query.lora_b.fill_(0.01)
+    ours.merge()  # adapters folded into the weights: plain linear layers, same outputs
+    assert not any("lora_" in n for n, _ in ours.named_parameters())
+    assert not torch.equal(before["layers.0.query.weight"], ours.layers[0].query.weight)
+
+
+def test_a_short_training_run_registers_a_model_with_its_report(tmp_path: Path) -> None:
+    cfg = SentimentTrainConfig(
+        epochs=1, lora_rank=2, limit=160, engines=("torch", "onnx-int8"), latency_samples=10, promote="gate"
+    )
+    meta = train(DEFAULT_DATA, tmp_path, cfg, tmp_path / "report", progress=False)
+    version = meta["version"]
+    folder = tmp_path / "sentiment" / version
+    assert (folder / "delta.safetensors").stat().st_size < 2_000_000  # adapters, not the encoder
+    assert meta["promoted"] and serving.active_version(tmp_path) == version  # first: nothing to beat
+    assert meta["data"] == {"path": str(DEFAULT_DATA), "rows": 160, "train": 115, "valid": 13, "test": 32}
+    held = meta["held_out"]
+    assert 0 <= held["accuracy"] <= 1 and len(held["confusion"]) == 3 and held["reliability"]
+    assert sum(map(sum, held["confusion"])) == 32
+    assert set(meta["engines"]) == {"torch", "onnx-int8"} and meta["serving"]["engine"] in meta["engines"]
+    assert "accuracy" in meta["reference_tfidf_logreg"]
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html and version in html
+    assert json.loads((folder / "report.json").read_text())["version"] == version
+    # The registry's model serves, and reproduces its probes (checked inside load_version).
+    scorer = serving.load_version(tmp_path, version, "torch", tmp_path / "cache")
+    probs, pooled = scorer.predict(["$IBM beats", "$BAC misses"])
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1) and pooled is not None
+    # A second run on the same split that is not better stays inactive under the gate.
+    meta_path = folder / "meta.json"
+    shipped = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**shipped, "held_out": {**shipped["held_out"], "accuracy": 2.0}}))
+    again = train(DEFAULT_DATA, tmp_path, cfg, None, progress=False)
+    assert not again["promoted"] and serving.active_version(tmp_path) == version
+
+
+def test_a_model_that_does_not_reproduce_its_probes_is_refused(tmp_path: Path) -> None:
+    version = serving.active_version(SHIPPED)
+    assert version is not None
+    shutil.copytree(SHIPPED / "sentiment", tmp_path / "sentiment")
+    meta_path = tmp_path / "sentiment" / version / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for probes in meta["probes"].values():
+        for p in probes:
+            p["probs"] = p["probs"][::-1]  # what another model would say
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(serving.ModelUnavailable, match="probes"):
+        serving.load_version(tmp_path, version, "torch", tmp_path / "cache")
+
+
+def test_a_finbert_class_folder_is_served_with_its_labels_mapped(tmp_path: Path) -> None:
+    import transformers
+
+    base = default_base_dir()
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label={0: "positive", 1: "negative", 2: "neutral"},  # FinBERT's order, not ours
+        label2id={"positive": 0, "negative": 1, "neutral": 2},
+    )
+    model = transformers.BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))  # always "negative"
+    model.save_pretrained(tmp_path / "finbert-like")
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(base / name, tmp_path / "finbert-like" / name)
+    scorer = HfScorer(tmp_path / "finbert-like")
+    probs, _ = scorer.predict(["Shares jump after the deal", "Flat day"])
+    assert [LABELS[i] for i in probs.argmax(1)] == ["negative", "negative"]
+    assert scorer.version == "hf:finbert-like"
+
+
+def test_the_shipped_model_on_held_out_tweets() -> None:
+    """Every tweet of the held-out split (seed 0), never seen in training, through the served
+    engine: what training recorded, and better than TF-IDF + logistic regression on that split."""
+    from sklearn.metrics import f1_score
+
+    version = serving.active_version(SHIPPED)
+    assert version is not None, "a sentiment model ships in models/registry"
+    meta = serving.read_meta(SHIPPED, version)
+    texts, labels = load_tweets(DEFAULT_DATA)
+    keys = ("seed", "test_size", "valid_size")
+    _, _, test = split(labels, SentimentTrainConfig(**{k: meta["config"][k] for k in keys}))
+    assert len(test) == meta["data"]["test"]
+    scorer = serving.load_version(SHIPPED, version, "auto", REPO / "var" / "sentiment-cache")
+    chunks = [scorer.predict([texts[i] for i in test[k : k + 128]])[0] for k in range(0, len(test), 128)]
+    predicted = np.concatenate(chunks).argmax(1)
+    accuracy = float((predicted == labels[test]).mean())
+    macro_f1 = float(f1_score(labels[test], predicted, average="macro"))
+    served = meta["engines"][meta["serving"]["engine"]]["accuracy"]
+    assert abs(accuracy - served) < 0.005
+    assert accuracy > meta["reference_tfidf_logreg"]["accuracy"] and accuracy > 0.84
+    assert macro_f1 > meta["reference_tfidf_logreg"]["macro_f1"] and macro_f1 > 0.78
