@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -206,3 +207,24 @@ def test_the_cli_scores_offline(tmp_path: Path) -> None:
     assert [r.get("label") for r in rows] == ["positive", None, "negative"]
     assert rows[1] == {"error": "empty line"}
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6 and -1 <= rows[2]["polarity"] < 0
+
+
+async def test_a_promoted_model_is_loaded_while_running(nats_url: str, tmp_path: Path) -> None:
+    from models.sentiment import serving
+
+    registry = tmp_path / "registry"
+    shutil.copytree(REPO / "models" / "registry" / "sentiment", registry / "sentiment")
+    old = serving.active_version(registry)
+    assert old is not None
+    settings = settings_for(nats_url, tmp_path, registry=str(registry), reload_interval_s=0.2)
+    rt, app, task = await started(settings)
+    try:
+        assert app.scorer.version == old
+        new = old[:-8] + "promoted"  # the same weights under a new version: what a promotion does
+        shutil.copytree(registry / "sentiment" / old, registry / "sentiment" / new)
+        serving.activate(registry, new)
+        await await_until(lambda: app.reloads == 1, 60, what="reloaded")
+        assert app.scorer.version == new and app.core is not None and app.core.model_version == new
+    finally:
+        rt.request_stop()
+        await asyncio.wait_for(task, 30)
