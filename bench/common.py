@@ -6,6 +6,10 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +41,39 @@ def save(name: str, data: dict[str, Any]) -> Path:
 
 def bench_db_url() -> str:
     return os.environ.get("TRADEFLEET_BENCH_DB_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def service_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def spawn_service(
+    name: str, url: str, port: int, tmp: Path, settings: dict[str, str], timeout_s: float = 180
+) -> subprocess.Popen[bytes]:
+    """`tradefleet service NAME` on the bench's NATS, with only these TRADEFLEET_ settings (the
+    caller's environment's are dropped); returns once it is ready."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
+    env.update(
+        TRADEFLEET_NATS_URL=url,
+        TRADEFLEET_HTTP__PORT=str(port),
+        TRADEFLEET_TELEMETRY__LOG_FORMAT="json",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        **settings,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradefleet", "service", name],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=(tmp / f"{name}.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout_s
+    while not service_ready(port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{name} did not start; see {tmp}/{name}.log")
+        time.sleep(0.1)
+    return proc

@@ -19,7 +19,6 @@ import bisect
 import collections
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,7 @@ from typing import Any
 
 import nats
 
-from bench.common import median, percentile, save
-from bench.spine_latency import _ready
+from bench.common import median, percentile, save, spawn_service
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
 from libs.common.localinfra import free_port, start_nats
@@ -43,33 +41,24 @@ T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York: inside the risk gat
 
 
 def _spawn(name: str, url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
-    env.update(
-        TRADEFLEET_NATS_URL=url,
-        TRADEFLEET_HTTP__PORT=str(port),
-        TRADEFLEET_TELEMETRY__LOG_FORMAT="json",
-        TRADEFLEET_RISK__MAX_ORDERS_PER_MINUTE="1000000",
-        TRADEFLEET_RISK__MAX_OPEN_ORDERS="100000",
-        # round trips of 1 share lose the spread each time: no loss rule may stop the bench
-        TRADEFLEET_RISK__MAX_CONSECUTIVE_LOSSES="1000000",
-        TRADEFLEET_RISK__DAILY_LOSS_LIMIT="1000000000",
-        TRADEFLEET_RISK__MAX_DRAWDOWN="1000000000",
-        TRADEFLEET_EXECUTION__JOURNAL=str(tmp / "journal.msgpack"),
-        TRADEFLEET_EXECUTION__SIM_SUBMIT_LATENCY_MS="0",
-        TRADEFLEET_EXECUTION__SIM_REPORT_LATENCY_MS="0",
+    return spawn_service(
+        name,
+        url,
+        port,
+        tmp,
+        {
+            "TRADEFLEET_RISK__MAX_ORDERS_PER_MINUTE": "1000000",
+            "TRADEFLEET_RISK__MAX_OPEN_ORDERS": "100000",
+            # round trips of 1 share lose the spread each time: no loss rule may stop the bench
+            "TRADEFLEET_RISK__MAX_CONSECUTIVE_LOSSES": "1000000",
+            "TRADEFLEET_RISK__DAILY_LOSS_LIMIT": "1000000000",
+            "TRADEFLEET_RISK__MAX_DRAWDOWN": "1000000000",
+            "TRADEFLEET_EXECUTION__JOURNAL": str(tmp / "journal.msgpack"),
+            "TRADEFLEET_EXECUTION__SIM_SUBMIT_LATENCY_MS": "0",
+            "TRADEFLEET_EXECUTION__SIM_REPORT_LATENCY_MS": "0",
+        },
+        timeout_s=90,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradefleet", "service", name],
-        env=env,
-        stdout=(tmp / f"{name}.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while not _ready(port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"{name} did not start; see {tmp}/{name}.log")
-        time.sleep(0.1)
-    return proc
 
 
 class _Desk:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import platform
 
-from bench import features, hop, md_path, order_path, recorder, risk, spine_latency, tca_feedback
+from bench import features, hop, md_path, order_path, recorder, risk, sentiment, spine_latency, tca_feedback
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     rk = risk.run(rounds=ns.rounds)
     op = order_path.run(rounds=ns.rounds)
     tf = tca_feedback.run()
+    st = sentiment.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -89,6 +90,19 @@ def main() -> None:
         f"tca      same {tf['orders']} market orders on the recorded day: all-in cost feedback off"
         f" {tf['off_cost_bps']:.2f} bps, on {tf['on_cost_bps']:.2f} bps"
         f" ({tf['on_limit_share']:.0%} worked as limits)"
+    )
+    sm, sh = st["model"], st["headline_to_intent"]
+    print(
+        "sentiment per headline p50/p99: "
+        + ", ".join(
+            f"{n} {sm[n]['p50_us'] / 1000:.2f}/{sm[n]['p99_us'] / 1000:.2f} ms"
+            for n in ("onnx-int8", "onnx", "torch", "bare")
+        )
+        + " (bare: frozen fp32 MiniLM via sentence-transformers;"
+        f" int8/bare p50 x{sm['int8_p50_over_bare_p50']:.2f});"
+        f" headline -> QOS p50 {sh['to_qos_p50_us'] / 1000:.1f} ms, -> intent p50"
+        f" {sh['to_intent_p50_us'] / 1000:.1f} ms p99 {sh['to_intent_p99_us'] / 1000:.1f} ms"
+        f" (bare JetStream hop {sh['bare_js_hop_p50_us'] / 1000:.2f} ms)"
     )
 
 

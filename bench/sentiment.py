@@ -13,17 +13,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import string
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import median, percentile, save
-from bench.spine_latency import _ready
+from bench.common import median, percentile, save, spawn_service
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
 from libs.common.localinfra import free_port, start_nats
@@ -90,30 +87,6 @@ def model_latency(rounds: int = 3, n: int = 400) -> dict[str, Any]:
         }
     out["int8_p50_over_bare_p50"] = out["onnx-int8"]["p50_us"] / out["bare"]["p50_us"]
     return out
-
-
-def _spawn(name: str, url: str, port: int, tmp: Path, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
-    env.update(
-        TRADEFLEET_NATS_URL=url,
-        TRADEFLEET_HTTP__PORT=str(port),
-        TRADEFLEET_TELEMETRY__LOG_FORMAT="json",
-        PYTHONPATH=str(REPO),
-        **env_extra,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradefleet", "service", name],
-        env=env,
-        cwd=REPO,
-        stdout=(tmp / f"{name}.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
-    while not _ready(port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"{name} did not start; see {tmp}/{name}.log")
-        time.sleep(0.1)
-    return proc
 
 
 async def _headlines(url: str, symbols: list[str], gap_s: float) -> dict[str, Any]:
@@ -215,7 +188,7 @@ def headline_to_intent(rounds: int = 3, per_round: int = 30) -> dict[str, Any]:
             "TRADEFLEET_SENTIMENT__CACHE": str(tmp / "cache"),
         }
         for name in ("qos", "sentiment"):
-            procs.append(_spawn(name, server.url, free_port(), tmp, common))
+            procs.append(spawn_service(name, server.url, free_port(), tmp, common))
         for r in range(rounds):
             symbols = [f"Q{letters[r]}{letters[i // 26]}{letters[i % 26]}" for i in range(per_round)]
             results.append(asyncio.run(_headlines(server.url, symbols, gap_s=0.1)))

@@ -15,7 +15,7 @@ import torch
 from models.sentiment import serving
 from models.sentiment.encoder import EncoderConfig, SentimentNet
 from models.sentiment.serving import LABELS, HfScorer, Tokens, default_base_dir
-from models.sentiment.train import DEFAULT_DATA, SentimentTrainConfig, load_tweets, split, train
+from models.sentiment.train import DEFAULT_DATA, SentimentTrainConfig, _promote, load_tweets, split, train
 from tests.helpers import REPO
 
 SHIPPED = REPO / "models" / "registry"
@@ -48,7 +48,7 @@ def test_our_encoder_is_bert_to_the_last_decimal() -> None:
 
 def test_a_short_training_run_registers_a_model_with_its_report(tmp_path: Path) -> None:
     cfg = SentimentTrainConfig(
-        epochs=1, lora_rank=2, limit=160, engines=("torch", "onnx-int8"), latency_samples=10, promote="gate"
+        epochs=1, lora_rank=2, limit=160, engines=("torch", "onnx-int8"), latency_samples=5, promote="gate"
     )
     meta = train(DEFAULT_DATA, tmp_path, cfg, tmp_path / "report", progress=False)
     version = meta["version"]
@@ -68,12 +68,23 @@ def test_a_short_training_run_registers_a_model_with_its_report(tmp_path: Path) 
     scorer = serving.load_version(tmp_path, version, "torch", tmp_path / "cache")
     probs, pooled = scorer.predict(["$IBM beats", "$BAC misses"])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1) and pooled is not None
-    # A second run on the same split that is not better stays inactive under the gate.
-    meta_path = folder / "meta.json"
-    shipped = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**shipped, "held_out": {**shipped["held_out"], "accuracy": 2.0}}))
-    again = train(DEFAULT_DATA, tmp_path, cfg, None, progress=False)
-    assert not again["promoted"] and serving.active_version(tmp_path) == version
+
+    # The gate: a version must be at least as accurate on the same held-out rows.
+    def candidate(name: str, accuracy: float, limit: int | None = 160) -> str:
+        shutil.copytree(folder, folder.parent / name)
+        m = json.loads((folder.parent / name / "meta.json").read_text())
+        m["held_out"]["accuracy"], m["config"]["limit"] = accuracy, limit
+        (folder.parent / name / "meta.json").write_text(json.dumps(m))
+        return name
+
+    best = held["accuracy"]
+    assert not _promote(tmp_path, candidate("worse", best - 0.01), best - 0.01, "gate")
+    assert not _promote(tmp_path, candidate("other-split", best + 0.1, None), best + 0.1, "gate")
+    assert serving.active_version(tmp_path) == version
+    assert _promote(tmp_path, candidate("better", best + 0.01), best + 0.01, "gate")
+    assert serving.active_version(tmp_path) == "better"
+    assert not _promote(tmp_path, candidate("forced", 0.0), 0.0, "never")
+    assert _promote(tmp_path, "forced", 0.0, "force") and serving.active_version(tmp_path) == "forced"
 
 
 def test_a_model_that_does_not_reproduce_its_probes_is_refused(tmp_path: Path) -> None:
