@@ -470,15 +470,25 @@ def train_sentiment(
     registry: Annotated[Path | None, typer.Option(help="registry root (default sentiment.registry)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report here")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    remeasure: Annotated[
+        str | None, typer.Option(help="only measure the engines of this registered version again")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune the shipped sentiment model (MiniLM + LoRA) and register it, with its report."""
+    from models.sentiment import train as training
     from models.sentiment.train import SentimentTrainConfig, train
 
     if promote not in ("gate", "force", "never"):
         typer.echo("--promote is gate|force|never", err=True)
         raise typer.Exit(2)
     settings = _settings(config)
+    if remeasure is not None:
+        meta = training.remeasure(registry or settings.sentiment.registry, remeasure)
+        for name, e in meta["engines"].items():
+            typer.echo(f"{name}: {json.dumps(e)}")
+        typer.echo(f"serving engine: {meta['serving']['engine']}")
+        return
     cfg = SentimentTrainConfig(epochs=epochs, lora_rank=rank, lr=lr, limit=limit, promote=promote, seed=seed)
     meta = train(data, registry or settings.sentiment.registry, cfg, report, progress=sys.stderr.isatty())
     held, ref = meta["held_out"], meta["reference_tfidf_logreg"]

@@ -33,6 +33,7 @@ from libs.common.logging import get_logger
 log = get_logger(__name__)
 KIND = "sentiment"
 LABELS = ("negative", "neutral", "positive")
+EXPORT_REVISION = "r2"  # in the cache file name: a change to how models are exported re-exports them
 PROBE_TOLERANCE = 0.03  # max |p - p_recorded|: int8 kernels differ by CPU, not by more
 
 
@@ -202,7 +203,8 @@ def export_onnx(net: Any, path: Path, int8: bool) -> Path:
         root = logging.getLogger()
         level, root.level = root.level, logging.ERROR  # its "consider pre-processing" advice
         try:
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            # Per channel: 0.2 points below fp32 on the held-out tweets; per tensor lost 0.8.
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.setLevel(level)
         fp32.unlink()
@@ -227,7 +229,7 @@ def load_version(
     chosen = meta.get("serving", {}).get("engine", "onnx-int8") if engine == "auto" else engine
     scorer: Scorer
     if chosen in ("onnx", "onnx-int8"):
-        path = Path(cache_dir) / f"{version}.{chosen}.onnx"
+        path = Path(cache_dir) / f"{version}.{chosen}.{EXPORT_REVISION}.onnx"
         if not path.exists():
             started = time.perf_counter()
             export_onnx(build_net(version_dir, meta, base), path, int8=chosen == "onnx-int8")

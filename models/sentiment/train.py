@@ -318,14 +318,7 @@ def train(
         "trained_s": round(time.monotonic() - started, 1),
     }
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-    meta["engines"], meta["probes"] = _engines(root, version, cfg, test_texts, labels[test_rows])
-    torch_acc = meta["engines"].get("torch", {}).get("accuracy", held_out["accuracy"])
-    eligible = [
-        name for name, e in meta["engines"].items() if "error" not in e and e["accuracy"] >= torch_acc - 0.005
-    ]
-    fastest = min(eligible, key=lambda n: meta["engines"][n]["p99_ms"]) if eligible else "torch"
-    meta["serving"] = {"engine": fastest}
-    (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    _measure_engines(root, version, cfg, test_texts, labels[test_rows], meta)
     promoted = _promote(root, version, held_out["accuracy"], cfg.promote)
     meta["promoted"] = promoted
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -334,6 +327,46 @@ def train(
     write_report(meta, version_dir)
     if report_dir is not None:
         write_report(meta, Path(report_dir))
+    return meta
+
+
+def _measure_engines(
+    root: Path,
+    version: str,
+    cfg: SentimentTrainConfig,
+    texts: list[str],
+    labels: np.ndarray,
+    meta: dict[str, Any],
+) -> None:
+    """Each engine's held-out accuracy, latency and probes into ``meta``; ``auto`` serves the
+    fastest at p99 within 0.5 points of torch's accuracy."""
+    meta["engines"], meta["probes"] = _engines(root, version, cfg, texts, labels)
+    torch_acc = meta["engines"].get("torch", {}).get("accuracy", meta["held_out"]["accuracy"])
+    eligible = [
+        name for name, e in meta["engines"].items() if "error" not in e and e["accuracy"] >= torch_acc - 0.005
+    ]
+    fastest = min(eligible, key=lambda n: meta["engines"][n]["p99_ms"]) if eligible else "torch"
+    meta["serving"] = {"engine": fastest}
+    (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def remeasure(root: Path, version: str, progress: bool = False) -> dict[str, Any]:
+    """A registered version's engines measured again (after a change to an engine, such as how
+    int8 is quantized), on its own held-out split; the weights are not touched."""
+    from models.sentiment.report import write_report
+
+    meta = serving.read_meta(root, version)
+    keys = ("seed", "test_size", "valid_size", "limit", "engines", "latency_samples")
+    cfg = SentimentTrainConfig(**{k: meta["config"][k] for k in keys if k in meta["config"]})
+    texts, labels = load_tweets(Path(meta["data"]["path"]))
+    if cfg.limit is not None:
+        keep = np.random.default_rng(cfg.seed).permutation(len(texts))[: cfg.limit]
+        texts, labels = [texts[i] for i in keep], labels[keep]
+    _, _, test = split(labels, cfg)
+    meta.pop("probes", None)  # recorded again below, by the engines as they are now
+    (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
+    _measure_engines(root, version, cfg, [texts[i] for i in test], labels[test], meta)
+    write_report(meta, kind_dir(root) / version)
     return meta
 
 
