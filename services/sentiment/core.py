@@ -4,8 +4,8 @@ The model is the runtime's (it runs it on a micro-batch, off the event loop); th
 what to score and turns probabilities into events, in two steps so that batching, threading and
 timing stay out of it:
 
-- ``admit(item)``: drop empty and duplicate stories (the same story from IB, a file and a
-  webhook is scored once), tag tickers and events; return a Pending, or why not (counted);
+- ``admit(item)``: tag tickers and events; drop empty and duplicate stories (the same story from
+  IB, a file and a webhook is scored once); return a Pending, or why not (counted);
 - ``scored(pending, probabilities, latency_us, now)``: one SentimentScore per ticker.
 """
 
@@ -55,15 +55,15 @@ class SentimentCore:
         reason = ""
         if not text:
             reason = "empty"
-        elif self.deduper.seen(item.ts_event, text):
-            reason = "duplicate"
         else:
-            symbols = self.tagger.tickers(text, item.symbols)
-            if self.only:
-                symbols = [s for s in symbols if s in self.only]
-            if symbols:
+            named = self.tagger.tickers(text, item.symbols)
+            symbols = [s for s in named if s in self.only] if self.only else named
+            if self.deduper.seen(item.ts_event, text, named):
+                reason = "duplicate"
+            elif symbols:
                 return Pending(item, text, symbols, self.tagger.events(text), self.clock.now_ns())
-            reason = "no_ticker"
+            else:
+                reason = "no_ticker"
         self.stats[f"dropped.{reason}"] += 1
         return reason
 

@@ -151,33 +151,40 @@ def story_key(headline: str) -> tuple[str, frozenset[str]]:
 class StoryDeduper:
     """The same story from several sources (IB's providers, a file, a webhook) is scored once.
 
-    A story is a duplicate when its normalized words equal, or overlap by ``min_jaccard``, those
-    of a story seen within ``window_ns`` (event time). 0.75 keeps a wire's added "in late trading"
-    the same story. Near matches are checked against the last ``max_recent`` stories only (a
-    linear scan: about 1 us each), so the cost per headline stays bounded."""
+    A story is a duplicate when it names a ticker a recent story named (or neither names one) and
+    its normalized words equal, or overlap by ``min_jaccard``, that story's, within ``window_ns``
+    (event time). 0.75 keeps a wire's added "in late trading" the same story; the tickers keep a
+    wire template ("X upgraded to buy at Y") about two companies two stories. Near matches are
+    checked against the last ``max_recent`` stories only (a linear scan: about 1 us each), so
+    the cost per headline stays bounded."""
 
     def __init__(self, window_ns: int, min_jaccard: float = 0.75, max_recent: int = 2_000) -> None:
         self.window_ns = window_ns
         self.min_jaccard = min_jaccard
-        self.recent: collections.deque[tuple[int, str, frozenset[str]]] = collections.deque(maxlen=max_recent)
+        self.recent: collections.deque[tuple[int, str, frozenset[str], frozenset[str]]] = collections.deque(
+            maxlen=max_recent
+        )
         self.exact: dict[str, int] = {}
 
-    def seen(self, ts_ns: int, headline: str) -> bool:
+    def seen(self, ts_ns: int, headline: str, tickers: Iterable[str] = ()) -> bool:
         self._forget(ts_ns)
+        names = frozenset(tickers)
         key, words = story_key(headline)
+        key = f"{key}:{','.join(sorted(names))}"
         if key in self.exact:
             return True
-        for _, _, other in self.recent:
-            union = len(words | other)
-            if union and len(words & other) / union >= self.min_jaccard:
-                return True
+        for _, _, other_names, other in self.recent:
+            if (names & other_names) or (not names and not other_names):
+                union = len(words | other)
+                if union and len(words & other) / union >= self.min_jaccard:
+                    return True
         self.exact[key] = ts_ns
-        self.recent.append((ts_ns, key, words))
+        self.recent.append((ts_ns, key, names, words))
         return False
 
     def _forget(self, now: int) -> None:
         while self.recent and now - self.recent[0][0] > self.window_ns:
-            _, key, _ = self.recent.popleft()
+            _, key, _, _ = self.recent.popleft()
             if self.exact.get(key, now) <= now - self.window_ns:
                 self.exact.pop(key, None)
         if len(self.exact) > 4 * (self.recent.maxlen or 1):

@@ -53,11 +53,16 @@ def test_event_tags() -> None:
 
 def test_the_same_story_from_two_sources_is_one_story() -> None:
     d = StoryDeduper(window_ns=60 * MIN)
-    assert not d.seen(T0, "IBM beats third-quarter estimates, shares jump")
-    assert d.seen(T0 + MIN, "UPDATE: IBM beats third-quarter estimates; shares jump")  # same words
-    assert d.seen(T0 + 2 * MIN, "IBM beats third quarter estimates shares jump in late trading")  # near
-    assert not d.seen(T0 + 3 * MIN, "IBM misses revenue estimates, shares fall")
-    assert not d.seen(T0 + 200 * MIN, "IBM beats third-quarter estimates, shares jump")  # a later day
+    ibm = ["IBM"]
+    assert not d.seen(T0, "IBM beats third-quarter estimates, shares jump", ibm)
+    assert d.seen(T0 + MIN, "UPDATE: IBM beats third-quarter estimates; shares jump", ibm)  # same words
+    assert d.seen(T0 + 2 * MIN, "IBM beats third quarter estimates shares jump in late trading", ibm)
+    assert d.seen(T0 + 2 * MIN, "IBM beats third quarter estimates, shares jump", ["IBM", "MSFT"])
+    assert not d.seen(T0 + 3 * MIN, "IBM misses revenue estimates, shares fall", ibm)
+    assert not d.seen(T0 + 200 * MIN, "IBM beats third-quarter estimates, shares jump", ibm)  # a later day
+    # One wire template, two companies: two stories.
+    assert not d.seen(T0, "Acme upgraded to buy from neutral at Goldman Sachs", ["ACME"])
+    assert not d.seen(T0, "Bolt upgraded to buy from neutral at Goldman Sachs", ["BOLT"])
 
 
 def test_admit_drops_with_reasons_and_scores_make_one_event_per_ticker() -> None:
