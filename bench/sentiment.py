@@ -150,16 +150,15 @@ async def _headlines(url: str, symbols: list[str], gap_s: float) -> dict[str, An
     await bus.subscribe("news.raw", echo, durable="bench-bare", new_only=True)
     await bus.barrier()
     for k in range(len(symbols)):
-        item = NewsItem(
-            ts_event=T0, ts_init=0, news_id=f"bare:{k}", source="bench", headline="no ticker here"
-        )
+        tag = f"bare:{symbols[0]}:{k}"  # unique per round: JetStream drops a repeated id
+        item = NewsItem(ts_event=T0, ts_init=0, news_id=tag, source="bench", headline="no ticker here")
         t = time.time_ns()
         await bus.publish("news.raw", item)
         await bus.flush()
-        while f"bare:{k}" not in seen and time.time_ns() - t < 2e9:  # noqa: ASYNC110 - a bench poll
+        while tag not in seen and time.time_ns() - t < 2e9:  # noqa: ASYNC110 - a bench poll
             await asyncio.sleep(0.0005)
-        if f"bare:{k}" in seen:
-            bare.append((seen[f"bare:{k}"] - t) / 1000)
+        if tag in seen:
+            bare.append((seen[tag] - t) / 1000)
     await bus.close()
     to_qos = [(scored[s] - sent[s]) / 1000 for s in symbols if s in scored]
     to_intent = [(intents[s] - sent[s]) / 1000 for s in symbols if s in intents]
