@@ -85,7 +85,7 @@ class ReplaySettings(Section):
     bars: Literal["none", "minute", "second"] = "minute"  # LEAN bar files replayed beside the ticks
     limit: int | None = Field(None, ge=1)
     lobster_level: int = Field(1, ge=1, le=50)
-    # News files (CSV / JSON lines, services/md_gateway/providers/news_file.py) replayed on news.raw
+    # News files (CSV / JSON lines, libs/common/news_file.py) replayed on news.raw
     # in time order beside the market data; only the replayed day's headlines are sent.
     news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
 

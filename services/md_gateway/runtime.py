@@ -15,6 +15,7 @@ from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.markettime import ny_midnight_ns
 from libs.common.nats_bus import NatsBus
+from libs.common.news_file import NewsFile
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
@@ -25,7 +26,6 @@ from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
 from services.md_gateway.providers.lean import LeanReplay
 from services.md_gateway.providers.lobster import LobsterReplay
-from services.md_gateway.providers.news_file import NewsFile
 from services.md_gateway.providers.synthetic import SyntheticFeed
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
+from libs.common.news_file import parse_time
 from proto.news import NewsItem
-from services.md_gateway.providers.news_file import parse_time
 
 if TYPE_CHECKING:
     from services.sentiment.runtime import SentimentApp

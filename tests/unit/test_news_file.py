@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from libs.common.markettime import ny_midnight_ns
-from services.md_gateway.providers.news_file import NewsFile, parse_time
+from libs.common.news_file import NewsFile, parse_time
 
 DAY = ny_midnight_ns("20131008")
 BENZINGA = Path(__file__).resolve().parents[3] / "shared" / "data" / "news" / "benzinga_headlines"

@@ -1,4 +1,5 @@
-"""News files replayed beside market data: CSV or JSON lines with a time per headline.
+"""News files for replays and backtests: CSV or JSON lines with a time per headline (shared by the
+md-gateway, the webhook's time parsing and, later, the backtest).
 
 Columns / keys (the first present wins):
 - time: ``ts``, ``time``, ``timestamp``, ``date``, ``datetime``, ``published``. ISO 8601 with or
