@@ -122,17 +122,21 @@ class SentimentApp(ServiceApp):
     async def _watch_registry(self) -> None:
         from models.sentiment.serving import active_version, load_version
 
+        refused: str | None = None  # a version that failed to load is not tried every poll
         while True:
             await asyncio.sleep(self.cfg.reload_interval_s)
             active = active_version(self.cfg.registry)
-            if active is None or (self.scorer is not None and self.scorer.version == active):
+            current = self.scorer.version if self.scorer is not None else None
+            if active is None or active in (current, refused):
                 continue
             try:
                 scorer = await asyncio.to_thread(
                     load_version, self.cfg.registry, active, self.cfg.engine, self.cfg.cache
                 )
             except Exception as exc:
+                refused = active
                 log.error("promoted sentiment model failed to load; keeping the current one", error=repr(exc))
+                await self._alert("warning", "promoted sentiment model refused", f"{active}: {exc!r}")
                 continue
             self._install(scorer)
             self.reloads += 1
