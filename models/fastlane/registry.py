@@ -11,11 +11,12 @@ Layout under the registry root (``models/registry`` by default):
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
+
+from models.shared import activate_in, active_in, code_version, read_meta_in
+
+__all__ = ["activate", "active_version", "code_version", "horizon_dir", "read_meta", "versions"]
 
 KIND = "fastlane"
 
@@ -30,45 +31,12 @@ def versions(root: Path, horizon: str) -> list[str]:
 
 
 def active_version(root: Path, horizon: str) -> str | None:
-    marker = horizon_dir(root, horizon) / "ACTIVE"
-    try:
-        version = marker.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return version if (horizon_dir(root, horizon) / version / "meta.json").exists() else None
+    return active_in(horizon_dir(root, horizon))
 
 
 def read_meta(root: Path, horizon: str, version: str) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads((horizon_dir(root, horizon) / version / "meta.json").read_text())
-    return meta
+    return read_meta_in(horizon_dir(root, horizon), version)
 
 
 def activate(root: Path, horizon: str, version: str) -> None:
-    """Atomic: a reader sees the old version or the new one, never a half-written marker."""
-    folder = horizon_dir(root, horizon)
-    if not (folder / version / "meta.json").exists():
-        raise FileNotFoundError(f"no registered version {version} for horizon {horizon}")
-    tmp = folder / f".ACTIVE.{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, folder / "ACTIVE")
-
-
-def code_version() -> str:
-    """git describe of the working tree when there is one (with -dirty), else the package version."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return f"tradefleet-{version('tradefleet')}"
-        except PackageNotFoundError:
-            return "unknown"
+    activate_in(horizon_dir(root, horizon), version)

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+from models.shared import png
 
 
 def _fold_plot(result: dict[str, Any]) -> str:
@@ -38,7 +29,7 @@ def _fold_plot(result: dict[str, Any]) -> str:
             ax.axhline(ref, color="k", linestyle="--", linewidth=0.8)
         ax.set_title(key.upper() if key in ("auc", "ic") else key.replace("_", " "))
         ax.set_xlabel("fold")
-    return _png(fig)
+    return png(fig)
 
 
 def _importance_plot(result: dict[str, Any]) -> str:
@@ -48,7 +39,7 @@ def _importance_plot(result: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.barh([n for n, _ in top], [g for _, g in top], color="#6a9f58")
     ax.set_title("feature importance (gain)")
-    return _png(fig)
+    return png(fig)
 
 
 def _calibration_plot(result: dict[str, Any]) -> str:
@@ -66,7 +57,7 @@ def _calibration_plot(result: dict[str, Any]) -> str:
     ax.set_xlabel("predicted")
     ax.set_ylabel("observed up share")
     ax.set_title("calibration (out of fold)")
-    return _png(fig)
+    return png(fig)
 
 
 def write(report_dir: Path, results: list[dict[str, Any]], context: dict[str, Any]) -> tuple[Path, Path]:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.fastlane.report import _png
 from models.sentiment.serving import LABELS
+from models.shared import png
 
 
 def _plots(meta: dict[str, Any]) -> str:
@@ -44,7 +44,7 @@ def _plots(meta: dict[str, Any]) -> str:
     ax2.plot([c["epoch"] for c in curve], [c["train_loss"] for c in curve], "s--", color="#b04a35")
     ax.set_xlabel("epoch")
     ax.set_title("learning curve (loss dashed)")
-    return f'<img src="{_png(fig)}" alt="confusion, calibration, learning curve">'
+    return f'<img src="{png(fig)}" alt="confusion, calibration, learning curve">'
 
 
 def write_report(meta: dict[str, Any], folder: Path) -> None:

@@ -17,7 +17,6 @@ headlines. A model that does not is refused, not served.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from libs.common.logging import get_logger
+from models.shared import activate_in, active_in, read_meta_in
 
 log = get_logger(__name__)
 KIND = "sentiment"
@@ -92,26 +92,15 @@ def kind_dir(root: Path) -> Path:
 
 
 def active_version(root: Path) -> str | None:
-    try:
-        version = (kind_dir(root) / "ACTIVE").read_text().strip()
-    except FileNotFoundError:
-        return None
-    return version if (kind_dir(root) / version / "meta.json").exists() else None
+    return active_in(kind_dir(root))
 
 
 def activate(root: Path, version: str) -> None:
-    """Atomic: a reader sees the old version or the new one, never a half-written marker."""
-    folder = kind_dir(root)
-    if not (folder / version / "meta.json").exists():
-        raise FileNotFoundError(f"no registered sentiment version {version}")
-    tmp = folder / f".ACTIVE.{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, folder / "ACTIVE")
+    activate_in(kind_dir(root), version)
 
 
 def read_meta(root: Path, version: str) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads((kind_dir(root) / version / "meta.json").read_text())
-    return meta
+    return read_meta_in(kind_dir(root), version)
 
 
 # -- our registry models ------------------------------------------------------------------------

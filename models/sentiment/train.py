@@ -221,8 +221,8 @@ def train(
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from models.fastlane.registry import code_version
     from models.sentiment.encoder import EncoderConfig, SentimentNet
+    from models.shared import code_version
 
     started = time.monotonic()
     random.seed(cfg.seed)
