@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
 NS = 1_000_000_000
+DAY_NS = 86_400 * NS
 
 
 def ny_midnight_ns(date_yyyymmdd: str) -> int:

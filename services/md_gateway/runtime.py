@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import ny_midnight_ns
+from libs.common.markettime import DAY_NS, ny_midnight_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.news_file import NewsFile
 from libs.common.runtime import Runtime, ServiceApp
@@ -42,7 +42,6 @@ SUBJECT_OF = {
 }
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
-DAY_NS = 86_400_000_000_000
 
 
 def make_provider(settings: Settings, start_ns: int) -> Provider:

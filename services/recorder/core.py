@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.common.clock import Clock
+from libs.common.markettime import DAY_NS
 from libs.common.storage.schema import PG_EPOCH_OFFSET_US
 from libs.common.storage.writer import jsonb
 from proto.base import Event
@@ -228,9 +229,6 @@ def build_rows(event: Event) -> list[Row]:
     if single is not None:
         return [single[1](event)]
     return MULTI_ROW[type(event)][1](event)
-
-
-DAY_NS = 86_400_000_000_000
 
 
 def table_of(event: Event) -> str | None:

@@ -30,6 +30,7 @@ log = get_logger(__name__)
 SCORE = spec("news.sentiment.{symbol}")
 NEWS = spec("news.raw")
 ALERT = spec("alert.{severity}")
+# Finer than the runtime's hop buckets around the 10 ms per-headline budget.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
