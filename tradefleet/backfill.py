@@ -261,7 +261,7 @@ class Backfill:
             rows = [build_rows(e)[0] for e in events]
             await asyncio.to_thread(writer.write, {table: rows}, {chunk.key: cursor}, CONSUMER)
             written += len(rows)
-        result.written_ticks += written
+            result.written_ticks += len(rows)  # committed: counted even if a later page fails
         result.empty += not written
 
 

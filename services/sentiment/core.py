@@ -30,6 +30,7 @@ class Pending:
     symbols: list[str]
     events: list[str]
     received_ns: int
+    named: list[str]  # every ticker the story names (the deduplication key), before any filter
 
 
 class SentimentCore:
@@ -61,11 +62,16 @@ class SentimentCore:
             if self.deduper.seen(item.ts_event, text, named):
                 reason = "duplicate"
             elif symbols:
-                return Pending(item, text, symbols, self.tagger.events(text), self.clock.now_ns())
+                return Pending(item, text, symbols, self.tagger.events(text), self.clock.now_ns(), named)
             else:
                 reason = "no_ticker"
         self.stats[f"dropped.{reason}"] += 1
         return reason
+
+    def release(self, pending: Pending) -> None:
+        """A pending headline that was not scored (the model failed) may be admitted again."""
+        self.deduper.release(pending.text, pending.named)
+        self.stats["released"] += 1
 
     def scored(
         self,

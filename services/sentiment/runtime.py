@@ -178,7 +178,10 @@ class SentimentApp(ServiceApp):
                 await self._score(batch)
             except Exception as exc:  # the model failed: redeliver later rather than lose them
                 log.error("sentiment batch failed; headlines will be redelivered", error=repr(exc))
-                for _, d in batch:
+                assert self.core is not None
+                for pending, d in batch:
+                    if pending is not None:
+                        self.core.release(pending)  # else the redelivery is its own duplicate
                     await d.nak(1.0)
 
     async def _score(self, batch: list[tuple[Pending | None, Delivery]]) -> None:

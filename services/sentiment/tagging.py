@@ -182,6 +182,16 @@ class StoryDeduper:
         self.recent.append((ts_ns, key, names, words))
         return False
 
+    def release(self, headline: str, tickers: Iterable[str] = ()) -> None:
+        """Forget a story that was admitted but not scored (its batch failed): when it is
+        delivered again it is scored, not taken for its own duplicate."""
+        key, _ = story_key(headline)
+        key = f"{key}:{','.join(sorted(frozenset(tickers)))}"
+        self.exact.pop(key, None)
+        kept = [entry for entry in self.recent if entry[1] != key]
+        self.recent.clear()
+        self.recent.extend(kept)
+
     def _forget(self, now: int) -> None:
         while self.recent and now - self.recent[0][0] > self.window_ns:
             _, key, _, _ = self.recent.popleft()

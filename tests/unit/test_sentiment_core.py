@@ -93,3 +93,13 @@ def test_a_symbol_filter_keeps_only_the_traded_tickers() -> None:
     admitted = core.admit(item("$IBM and $BAC rally"))
     assert isinstance(admitted, Pending) and admitted.symbols == ["IBM"]
     assert core.admit(item("$BAC slides")) == "no_ticker"
+
+
+def test_a_headline_whose_batch_failed_is_scored_when_it_comes_back() -> None:
+    core = SentimentCore(SimClock(T0), Tagger())
+    first = core.admit(item("$IBM beats estimates", nid="ib:1"))
+    assert isinstance(first, Pending)
+    core.release(first)  # the model failed; JetStream will deliver it again
+    again = core.admit(item("$IBM beats estimates", nid="ib:1"))
+    assert isinstance(again, Pending)  # not taken for its own duplicate
+    assert core.admit(item("$IBM beats estimates", source="wire")) == "duplicate"  # still deduplicated
