@@ -99,6 +99,27 @@ def test_a_model_that_does_not_reproduce_its_probes_is_refused(tmp_path: Path) -
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(serving.ModelUnavailable, match="probes"):
         serving.load_version(tmp_path, version, "torch", tmp_path / "cache")
+    with pytest.raises(serving.ModelUnavailable, match="probes"):  # auto tries every engine
+        serving.load_version(tmp_path, version, "auto", tmp_path / "cache")
+
+
+def test_auto_falls_back_when_this_cpu_misses_the_int8_probes(tmp_path: Path) -> None:
+    """int8 kernels differ by CPU: where the served int8 engine misses its probes, auto serves the
+    next engine that reproduces its own (an explicit engine is refused instead)."""
+    version = serving.active_version(SHIPPED)
+    assert version is not None
+    shutil.copytree(SHIPPED / "sentiment", tmp_path / "sentiment")
+    meta_path = tmp_path / "sentiment" / version / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["serving"]["engine"] = "onnx-int8"
+    for p in meta["probes"]["onnx-int8"]:
+        p["probs"] = p["probs"][::-1]  # what this CPU's int8 kernels fail to give
+    meta_path.write_text(json.dumps(meta))
+    cache = REPO / "var" / "sentiment-cache"  # the exports are the shipped version's: shared
+    scorer = serving.load_version(tmp_path, version, "auto", cache)
+    assert scorer.engine == "onnx"
+    with pytest.raises(serving.ModelUnavailable, match="probes"):
+        serving.load_version(tmp_path, version, "onnx-int8", cache)
 
 
 def test_a_finbert_class_folder_is_served_with_its_labels_mapped(tmp_path: Path) -> None:
@@ -145,7 +166,7 @@ def test_the_shipped_model_on_held_out_tweets() -> None:
     predicted = np.concatenate(chunks).argmax(1)
     accuracy = float((predicted == labels[test]).mean())
     macro_f1 = float(f1_score(labels[test], predicted, average="macro"))
-    served = meta["engines"][meta["serving"]["engine"]]["accuracy"]
+    served = meta["engines"][scorer.engine]["accuracy"]  # auto may fall back on this CPU
     assert abs(accuracy - served) < 0.005
     assert accuracy > meta["reference_tfidf_logreg"]["accuracy"] and accuracy > 0.83
     assert macro_f1 > meta["reference_tfidf_logreg"]["macro_f1"] and macro_f1 > 0.78
