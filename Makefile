@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
+.PHONY: venv browser run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
 
 # torch==2.13.0 (the CPU build) goes in first, alone: anything that depends on torch then finds it
 # installed instead of resolving a CUDA build. Every package is pinned through constraints.txt.
@@ -31,7 +31,13 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+# The backtest report test opens report.html in Debian's Chromium (Playwright drives it; no
+# browser download). Without root or apt the test skips locally and fails under CI.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium could not be installed: the report rendering test will skip"
+
+test: lint browser
 	$(VENV)/bin/tradefleet schemas export --check
 	$(PY) -m pytest -q
 

@@ -319,6 +319,88 @@ def faketws(
         asyncio.run(main())
 
 
+@app.command()
+def backtest(
+    config: ConfigOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="LEAN data folder, or a PostgreSQL/TimescaleDB URL (recorded or backfilled ticks)"),
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="comma-separated (default: the replay's symbols)")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's date)")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    report: Annotated[Path, typer.Option(help="folder for report.json and report.html")] = Path(
+        "var/backtest"
+    ),
+    news: Annotated[
+        list[Path] | None,
+        typer.Option(help="headline files replayed beside the ticks (default: the replay's)"),
+    ] = None,
+    sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment", help="score replayed news")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    record: Annotated[
+        Path | None, typer.Option(help="also write the orders and fills (JSON lines) here")
+    ] = None,
+) -> None:
+    """Every trading core in one process on simulated time: deterministic, with a tearsheet."""
+    from libs.common.logging import setup_logging
+    from tradefleet.backtest.engine import Backtest, HandlerFailed
+    from tradefleet.backtest.report import write
+    from tradefleet.backtest.sources import find_days
+
+    settings = _settings(config)
+    setup_logging("backtest", settings.telemetry.log_level)
+    rp = settings.md_gateway.replay
+    data = data or str(rp.root)
+    wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else [s.upper() for s in rp.symbols]
+    try:
+        days = find_days(data, wanted, start or rp.date, end or start or rp.date)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"backtest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not days:
+        typer.echo(f"backtest: no data for {','.join(wanted)} in {data} between those days", err=True)
+        raise typer.Exit(2)
+    headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+    bt = Backtest(settings, days, news=headlines, progress=progress, sentiment=sentiment)
+    try:
+        result = asyncio.run(bt.run())
+    except HandlerFailed as exc:
+        typer.echo(f"backtest failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    out = write(result, data, wanted, report)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(
+            "".join(
+                json.dumps(e, sort_keys=True) + "\n" for e in _record_lines(result.ledger.trading_record())
+            )
+        )
+    m = out["metrics"]["strategy"]
+    typer.echo(
+        json.dumps(
+            {
+                "report": str(report / "report.html"),
+                "days": out["days"],
+                "ticks_per_s": out["ticks_per_s"],
+                "orders": out["orders"],
+                "strategy": {
+                    k: m[k] for k in ("total_return", "sharpe", "max_drawdown", "trades", "hit_rate")
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+def _record_lines(record: dict[str, list[dict[str, object]]]) -> list[dict[str, object]]:
+    return [{"kind": kind, **e} for kind in ("orders", "fills") for e in record[kind]]
+
+
 def _fleet_nats_url() -> str | None:
     state = Path("var/fleet.json")
     if state.exists():

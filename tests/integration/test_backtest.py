@@ -1,0 +1,149 @@
+"""The backtest on the shipped real day: deterministic, its report complete, its HTML rendering in
+a real headless Chromium, and its input readable from the database the fleet records into."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libs.common.config import load_settings
+from tests.conftest import REPO, SAMPLE_LEAN
+from tradefleet.backtest.engine import Backtest, BacktestResult
+from tradefleet.backtest.sources import find_days
+
+DAY = "2013-10-08"
+NEWS = REPO / "data" / "sample" / "news" / "20131008.jsonl"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+METRICS = {
+    "total_return",
+    "annualized_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "hit_rate",
+    "expectancy",
+    "profit_factor",
+    "turnover",
+    "avg_holding_min",
+    "cost_bps",
+    "alpha",
+    "beta",
+}
+
+
+def _run(symbols: list[str]) -> BacktestResult:
+    days = find_days(str(SAMPLE_LEAN), symbols, DAY, DAY)
+    return asyncio.run(Backtest(load_settings(), days, news=[NEWS]).run())
+
+
+def test_two_runs_give_byte_identical_orders_and_fills() -> None:
+    first, second = _run(["IBM", "BAC"]), _run(["IBM", "BAC"])
+    a = json.dumps(first.ledger.trading_record(), sort_keys=True)
+    b = json.dumps(second.ledger.trading_record(), sort_keys=True)
+    assert a == b
+    record = first.ledger.trading_record()
+    assert len(record["fills"]) >= 2 and len(record["orders"]) >= len(record["fills"])
+    # every core took part: bars, predictions, scores, intents, the gate, the broker, TCA, news
+    qos = first.statuses["qos"]
+    assert qos["predictions_in"] == 4 * 780 and qos["intents"] == len(first.ledger.intents) >= 2
+    assert first.ledger.approvals == len(first.ledger.intents) - sum(first.ledger.denials.values())
+    assert len(first.ledger.tca) >= 1 and first.events["news"] == 10
+    assert first.statuses["sentiment"]["stats"]["scored"] == 8 and qos["sentiment_in"] == 10
+    assert first.records == 861_099 and first.ledger.minutes[-1].equity > 0
+    # the account the ledger keeps agrees with the execution gateway's own books
+    realized = first.statuses["execution"]["realized_pnl"]
+    flat = not any(first.ledger.positions.values())
+    assert flat and abs(first.ledger.cash - first.ledger.capital - realized) < 0.05
+
+
+def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (make test installs it)")
+    report = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tradefleet",
+            "backtest",
+            "--data",
+            str(SAMPLE_LEAN),
+            "--symbols",
+            "IBM,BAC",
+            "--start",
+            DAY,
+            "--end",
+            DAY,
+            "--report",
+            str(report),
+            "--no-progress",
+            "--record",
+            str(tmp_path / "rec.jsonl"),
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((report / "report.json").read_text())
+    assert set(data["metrics"]) == {"strategy", "buy_and_hold", "naive_momentum"}
+    for row in data["metrics"].values():
+        assert set(row) >= METRICS
+    assert data["metrics"]["buy_and_hold"]["beta"] is not None  # SPY minute bars ship beside the ticks
+    lines = [json.loads(x) for x in (tmp_path / "rec.jsonl").read_text().splitlines()]
+    assert data["orders"]["fills"] == sum(1 for x in lines if x["kind"] == "fills") >= 2
+    assert data["contribution_by_term"] and data["ticks"] == 861_099
+
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((report / "report.html").as_uri())
+        page.wait_for_function(
+            "[...document.querySelectorAll('.plot')].every(p => p.querySelector('.main-svg'))", timeout=30_000
+        )
+        rendered = page.eval_on_selector_all(
+            ".plot",
+            "els => els.map(e => [e.dataset.plot, e.querySelectorAll('.main-svg .trace').length])",
+        )
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+        browser.close()
+    assert not errors, errors
+    names = [name for name, _ in rendered]
+    assert names == [
+        "equity",
+        "drawdown",
+        "returns",
+        "price-IBM",
+        "price-BAC",
+        "slippage",
+        "qos",
+        "contribution",
+    ]
+    assert all(traces > 0 for _, traces in rendered), rendered

@@ -1,0 +1,337 @@
+"""The backtest: every service of the trading spine in one process, on the in-process bus, on
+simulated time.
+
+The services are the fleet's own: each app (its runtime glue and its pure core) is started on a
+`Runtime` whose bus is one shared `InProcessBus` and whose clock is one `SimClock`. The driver
+below plays the md-gateway's part: it reads the records, cleans them in the md-gateway core with
+the clock set to each record's time, and publishes what the core passes. The in-process bus
+dispatches each event to every subscriber, and everything that event causes (a bar, a prediction,
+an intent, an approval, an order, a fill) settles before the next record is read: the fleet in
+lockstep, with no hop taking time. So the same inputs give byte-identical orders and fills, and a
+replay of the same day through the fleet in lockstep (tradefleet up --lockstep) gives the same ones.
+
+Sentiment runs its core with the model called inline, one headline at a time (the fleet's
+micro-batches are a throughput device; a headline's score does not depend on its batch mates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from libs.common.bus import Delivery, InProcessBus
+from libs.common.clock import SimClock
+from libs.common.config import Settings
+from libs.common.logging import get_logger
+from libs.common.runtime import Runtime, ServiceApp
+from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.news import NewsItem
+from proto.subjects import spec
+from services.md_gateway.core import MarketDataCore
+from tradefleet.backtest.ledger import Ledger
+from tradefleet.backtest.sources import DaySource, with_news
+
+log = get_logger(__name__)
+STATUS, NEWS, SCORE = spec("md.status"), spec("news.raw"), spec("news.sentiment.{symbol}")
+SUBJECT_OF = {
+    Quote: spec("md.quote.{symbol}"),
+    Trade: spec("md.trade.{symbol}"),
+    DepthUpdate: spec("md.depth.{symbol}"),
+}
+# The fleet's start order (tradefleet/fleet.py), consumers before producers: subscription order
+# is delivery order on the in-process bus, so it is part of what makes a run reproducible.
+SPINE = ("tca", "execution", "risk", "qos", "sentiment", "fastlane", "features")
+PROGRESS_EVERY = 20_000
+
+
+class HandlerFailed(RuntimeError):
+    pass
+
+
+class BacktestHooks:
+    """The in-process bus's hooks: a handler that raises is counted and kept, and the run then
+    fails (a backtest that swallowed an exception has results nobody should trust)."""
+
+    def __init__(self) -> None:
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.first: dict[str, BaseException] = {}
+
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
+        pass
+
+    def on_published(self, pattern: str, count: int) -> None:
+        pass
+
+    async def on_dropped(self, subject: str, reason: str, detail: str, payload: bytes, headers: Any) -> None:
+        self.errors[f"dropped:{reason}"] += 1
+
+    def on_handler_error(self, subject: str, exc: BaseException) -> None:
+        key = f"{subject.split('.', maxsplit=1)[0]}:{type(exc).__name__}"
+        self.errors[key] += 1
+        if key not in self.first:
+            self.first[key] = exc
+            log.error("handler failed in the backtest", subject=subject, error=repr(exc), exc_info=exc)
+
+
+class InlineSentiment(ServiceApp):
+    """The sentiment core with its model called inline, one headline at a time."""
+
+    name = "sentiment"
+
+    def __init__(self, settings: Settings, scorer: Any) -> None:
+        super().__init__()
+        self.cfg = settings.sentiment
+        self.scorer = scorer
+        self.core: Any = None
+
+    async def start(self, rt: Runtime) -> None:
+        from services.sentiment.core import Pending, SentimentCore
+        from services.sentiment.tagging import Tagger
+
+        self.rt, self.pending_type = rt, Pending
+        self.core = SentimentCore(
+            rt.clock, Tagger(self.cfg.companies), self.cfg.dedupe_window_s, self.cfg.symbols
+        )
+        self.core.model_version = self.scorer.version
+        await rt.subscribe("news.raw", self._on_news)
+
+    async def _on_news(self, d: Delivery) -> None:
+        if not isinstance(d.event, NewsItem):
+            return
+        admitted = self.core.admit(d.event)
+        if not isinstance(admitted, self.pending_type):
+            return
+        probs, _ = self.scorer.predict([admitted.text])
+        for score in self.core.scored(admitted, probs[0].tolist(), 0):
+            await self.rt.publish(SCORE.subject(symbol=score.symbol), score)
+
+    def status(self) -> dict[str, Any]:
+        return {"version": self.scorer.version, "stats": dict(self.core.stats) if self.core else {}}
+
+
+def load_sentiment_scorer(settings: Settings) -> tuple[Any, str]:
+    """The active sentiment model, or None and why not (the backtest then runs without it)."""
+    try:
+        from models.sentiment.serving import HfScorer, load_active
+
+        cfg = settings.sentiment
+        scorer = (
+            HfScorer(cfg.model_path) if cfg.model_path else load_active(cfg.registry, cfg.engine, cfg.cache)
+        )
+    except Exception as exc:  # the extra not installed, a bad export: said in the report
+        return None, repr(exc)
+    return scorer, "" if scorer is not None else f"no active sentiment model in {settings.sentiment.registry}"
+
+
+def backtest_settings(settings: Settings, work: Path) -> Settings:
+    """The run's settings: what is wall-clock or external in the fleet is switched off (Redis,
+    wall-clock bar closes, model hot reload, IB, the panic file), the journal goes to this run's
+    own folder, and the SimBroker is the venue."""
+
+    def section(name: str, **changes: Any) -> Any:
+        return getattr(settings, name).model_copy(update=changes)
+
+    return settings.model_copy(
+        update={
+            "features": section("features", redis_url=None, close_on_wall_clock=False),
+            "fastlane": section("fastlane", reload_interval_s=1e9),
+            "sentiment": section("sentiment", webhook_port=None, reload_interval_s=1e9),
+            "execution": section("execution", broker="sim", journal=work / "journal.jsonl", panic_file=None),
+            "risk": section("risk", broker_what_if=False),
+        }
+    )
+
+
+@dataclass
+class BacktestResult:
+    days: list[str]
+    records: int
+    events: dict[str, int]
+    seconds: float
+    ledger: Ledger
+    statuses: dict[str, dict[str, Any]]
+    bad_ticks: dict[str, int]
+    sentiment_error: str = ""
+    handler_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ticks_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class Backtest:
+    """One run over some days. ``apps`` builds the services to run (the spine by default); a
+    strategy under test can replace them (bench/backtest_peers.py runs an EMA cross this way)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        days: list[DaySource],
+        news: list[Path] | None = None,
+        progress: bool = False,
+        apps: Callable[[Settings], list[ServiceApp]] | None = None,
+        sentiment: bool = True,
+        run_ns: int | None = None,
+    ) -> None:
+        if not days:
+            raise ValueError("no trading day with data in the range asked for")
+        self.days = days
+        self.news = news or []
+        self.progress = progress
+        self._work = tempfile.TemporaryDirectory(prefix="tf-backtest-")
+        self.settings = backtest_settings(settings, Path(self._work.name))
+        self.clock = SimClock()
+        self.hooks = BacktestHooks()
+        self.bus = InProcessBus(hooks=self.hooks)
+        self.ledger = Ledger(self.settings)
+        self.sentiment_error = ""
+        self.run_ns = run_ns if run_ns is not None else days[0].session_start_ns()
+        self.apps = apps(self.settings) if apps is not None else self._spine(sentiment)
+        self.runtimes: list[Runtime] = []
+
+    def _spine(self, sentiment: bool) -> list[ServiceApp]:
+        from tradefleet.services import RUNNABLE
+
+        apps: list[ServiceApp] = []
+        for name in SPINE:
+            if name != "sentiment":
+                apps.append(RUNNABLE[name](self.settings))
+                continue
+            if not (sentiment and self.news):
+                continue
+            scorer, self.sentiment_error = load_sentiment_scorer(self.settings)
+            if scorer is None:
+                log.error("backtest runs without sentiment", error=self.sentiment_error)
+            else:
+                apps.append(InlineSentiment(self.settings, scorer))
+        return apps
+
+    async def _start(self) -> None:
+        for app in self.apps:
+            rt = Runtime(app.name, self.settings, bus=self.bus, clock=self.clock)
+            rt.started_ns = self.run_ns  # ids are deterministic: the run's namespace is its data
+            rt.app = app
+            await app.start(rt)
+            self.runtimes.append(rt)
+        await self.ledger.start(self.bus)
+
+    async def run(self) -> BacktestResult:
+        started = time.perf_counter()
+        await self._start()
+        counters: collections.Counter[str] = collections.Counter()
+        bad: collections.Counter[str] = collections.Counter()
+        n = 0
+        with _progress(self.progress) as bar:
+            for day in self.days:
+                self.ledger.on_day(day.date, day.symbols)
+                md = self._md_core(day)
+                n += await self._replay_day(day, md, bar)
+                counters.update(md.stats)
+                bad.update(md.bad)
+            await self._publish_status("replay_finished", counters, bad, n)
+        with contextlib.suppress(Exception):
+            for app in self.apps:
+                await app.stop()
+        if self.hooks.errors:
+            first = next(iter(self.hooks.first.values()), None)
+            raise HandlerFailed(f"handlers failed during the backtest: {dict(self.hooks.errors)}") from first
+        self.ledger.finish()
+        result = BacktestResult(
+            days=[d.date for d in self.days],
+            records=n,
+            events={k: counters.get(k, 0) for k in ("quotes", "trades", "depth")}
+            | {"news": self.ledger.news},
+            seconds=time.perf_counter() - started,
+            ledger=self.ledger,
+            statuses={app.name: app.status() for app in self.apps},
+            bad_ticks=dict(bad),
+            sentiment_error=self.sentiment_error,
+        )
+        self._work.cleanup()
+        return result
+
+    def _md_core(self, day: DaySource) -> MarketDataCore:
+        c = self.settings.md_gateway.cleaning
+        return MarketDataCore(
+            self.clock, c.max_jump_pct, c.drop_suspicious, day.session() if c.session == "regular" else None
+        )
+
+    async def _replay_day(self, day: DaySource, md: MarketDataCore, bar: Any) -> int:
+        """The hot loop: a record in, its consequences settled, the next record."""
+        clock_set, on_record, publish = self.clock.set, md.on_record, self.bus.publish
+        subjects: dict[tuple[type, str], str] = {}
+        n = 0
+        for rec in self._records(day):
+            clock_set(rec[1])
+            if rec[0] == "N":
+                await self._news(rec)
+                continue
+            event = on_record(rec)
+            n += 1
+            if n % PROGRESS_EVERY == 0 and bar is not None:
+                bar.update(PROGRESS_EVERY)
+            if event is None or type(event) is Bar:
+                continue
+            key = (type(event), event.symbol)  # type: ignore[attr-defined]
+            subject = subjects.get(key)
+            if subject is None:
+                subject = subjects[key] = SUBJECT_OF[key[0]].subject(symbol=key[1])
+            await publish(subject, event)
+        if bar is not None:
+            bar.update(n % PROGRESS_EVERY)
+        return n
+
+    def _records(self, day: DaySource) -> Iterator[tuple[Any, ...]]:
+        return with_news(day.records(), self.news, day.date) if self.news else day.records()
+
+    async def _news(self, rec: tuple[Any, ...]) -> None:
+        _, ts, symbol, source, news_id, headline = rec
+        item = NewsItem(
+            ts_event=ts,
+            ts_init=ts,
+            news_id=news_id,
+            source=source,
+            headline=headline,
+            symbols=[symbol] if symbol else [],
+        )
+        await self.bus.publish(NEWS.subject(), item)
+
+    async def _publish_status(
+        self, state: Any, counters: collections.Counter[str], bad: collections.Counter[str], n: int
+    ) -> None:
+        now = self.clock.now_ns()
+        status = FeedStatus(
+            ts_event=now,
+            ts_init=now,
+            source=f"backtest:{self.run_ns}",
+            state=state,
+            seq=1,
+            detail=f"{n} records",
+            counters={**{f"bad.{k}": v for k, v in bad.items()}, **dict(counters)},
+        )
+        await self.bus.publish(STATUS.subject(), status)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc="backtest", unit=" ticks", unit_scale=True, mininterval=0.5)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def run_backtest(backtest: Backtest) -> BacktestResult:
+    return asyncio.run(backtest.run())

@@ -1,0 +1,163 @@
+"""What a backtest keeps of its run: every intent, order event and fill as published, the QOS
+scores, TCA reports, and an account marked to the mid at every minute of market time. It is a
+subscriber like any other: it reads the bus, never a service's insides."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from libs.common.bus import Delivery, InProcessBus
+from libs.common.config import Settings
+from proto.execution import Fill, OrderEvent
+from proto.market import Quote, Trade
+from proto.news import NewsItem, SentimentScore
+from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.signals import QosScore
+from proto.tca import TcaReport
+
+MINUTE_NS = 60_000_000_000
+
+
+@dataclass
+class MinuteRow:
+    """The account and the market at the end of one minute of market time."""
+
+    ts: int  # the minute's end
+    equity: float
+    cash: float
+    gross: float  # sum of |position| x mid
+    mids: dict[str, float]
+    spreads: dict[str, float]
+    positions: dict[str, float]
+
+
+@dataclass
+class Ledger:
+    settings: Settings
+    capital: float = 0.0
+    cash: float = 0.0
+    positions: dict[str, float] = field(default_factory=dict)
+    mids: dict[str, float] = field(default_factory=dict)
+    spreads: dict[str, float] = field(default_factory=dict)
+    last_trade: dict[str, float] = field(default_factory=dict)
+    minutes: list[MinuteRow] = field(default_factory=list)
+    intents: list[OrderIntent] = field(default_factory=list)
+    orders: list[OrderEvent] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    approvals: int = 0
+    denials: collections.Counter[str] = field(default_factory=collections.Counter)
+    qos: list[QosScore] = field(default_factory=list)
+    tca: list[TcaReport] = field(default_factory=list)
+    sentiment: list[SentimentScore] = field(default_factory=list)
+    news: int = 0
+    commissions: float = 0.0
+    day_symbols: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _minute: int = 0
+
+    def __post_init__(self) -> None:
+        self.capital = self.cash = self.settings.risk.account_equity
+
+    async def start(self, bus: InProcessBus) -> None:
+        # Subscribed after every service: it sees each event after they all have.
+        await bus.subscribe("md.quote.>", self._on_quote)
+        await bus.subscribe("md.trade.>", self._on_trade)
+        await bus.subscribe("order.>", self._on_order)
+        await bus.subscribe("exec.order.>", self._on_order_event)
+        await bus.subscribe("exec.fill.>", self._on_fill)
+        await bus.subscribe("qos.*", self._on_qos)
+        await bus.subscribe("tca.report.>", self._on_tca)
+        await bus.subscribe("news.raw", self._on_news)
+        await bus.subscribe("news.sentiment.>", self._on_sentiment)
+
+    def on_day(self, date: str, symbols: tuple[str, ...]) -> None:
+        self.day_symbols[date] = symbols
+
+    # -- market time and marks ----------------------------------------------------------------
+    def _tick(self, ts: int) -> None:
+        minute = ts // MINUTE_NS
+        if minute != self._minute:
+            if self._minute and self.mids:
+                self._sample((self._minute + 1) * MINUTE_NS)
+            self._minute = minute
+
+    def _sample(self, ts: int) -> None:
+        held = {s: q for s, q in self.positions.items() if q}
+        value = sum(q * self.mids.get(s, self.last_trade.get(s, 0.0)) for s, q in held.items())
+        gross = sum(abs(q) * self.mids.get(s, 0.0) for s, q in held.items())
+        self.minutes.append(
+            MinuteRow(ts, self.cash + value, self.cash, gross, dict(self.mids), dict(self.spreads), held)
+        )
+
+    async def _on_quote(self, d: Delivery) -> None:
+        q = d.event
+        assert isinstance(q, Quote)
+        self._tick(q.ts_event)
+        self.mids[q.symbol] = (q.bid + q.ask) * 0.5
+        self.spreads[q.symbol] = q.ask - q.bid
+
+    async def _on_trade(self, d: Delivery) -> None:
+        t = d.event
+        assert isinstance(t, Trade)
+        self._tick(t.ts_event)
+        self.last_trade[t.symbol] = t.price
+
+    def finish(self) -> None:
+        if self._minute and self.mids:
+            self._sample((self._minute + 1) * MINUTE_NS)
+
+    # -- the trading record ---------------------------------------------------------------------
+    async def _on_order(self, d: Delivery) -> None:
+        e = d.event
+        if isinstance(e, OrderIntent):
+            self.intents.append(e)
+        elif isinstance(e, OrderApproved):
+            self.approvals += 1
+        elif isinstance(e, OrderDenied):
+            self.denials[e.describe().split(":")[0]] += 1
+
+    async def _on_order_event(self, d: Delivery) -> None:
+        if isinstance(d.event, OrderEvent):
+            self.orders.append(d.event)
+
+    async def _on_fill(self, d: Delivery) -> None:
+        f = d.event
+        if not isinstance(f, Fill):
+            return
+        self.fills.append(f)
+        sign = 1.0 if f.side == "BUY" else -1.0
+        fee = f.commission or 0.0
+        self.cash -= sign * f.quantity * f.price + fee
+        self.commissions += fee
+        self.positions[f.symbol] = self.positions.get(f.symbol, 0.0) + sign * f.quantity
+
+    async def _on_qos(self, d: Delivery) -> None:
+        if isinstance(d.event, QosScore):
+            self.qos.append(d.event)
+
+    async def _on_tca(self, d: Delivery) -> None:
+        if isinstance(d.event, TcaReport):
+            self.tca.append(d.event)
+
+    async def _on_news(self, d: Delivery) -> None:
+        if isinstance(d.event, NewsItem):
+            self.news += 1
+
+    async def _on_sentiment(self, d: Delivery) -> None:
+        if isinstance(d.event, SentimentScore):
+            self.sentiment.append(d.event)
+
+    # -- what determinism and parity compare -------------------------------------------------------
+    def trading_record(self) -> dict[str, list[dict[str, Any]]]:
+        """Orders and fills as plain data, without ``ts_init`` (when a process made an event is
+        not part of what it decided)."""
+
+        def plain(e: Any) -> dict[str, Any]:
+            out = msgspec.structs.asdict(e)
+            out.pop("ts_init", None)
+            return out
+
+        return {"orders": [plain(o) for o in self.orders], "fills": [plain(f) for f in self.fills]}

@@ -1,0 +1,313 @@
+"""The tearsheet: report.json (every metric, the strategy beside buy-and-hold and a naive
+momentum baseline on the same data and costs) and report.html, self-contained (plotly.js inline),
+with the equity curves, drawdown, returns distribution, trades on the price chart, slippage
+distribution, QOS over time and each timeframe's contribution."""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import datetime as dt
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from libs.common.markettime import NEW_YORK, ny_midnight_ns
+from services.execution.commissions import commission_model
+from services.md_gateway.providers.lean import bar_records
+from tradefleet.backtest.baselines import Curve, buy_and_hold, naive_momentum
+from tradefleet.backtest.engine import BacktestResult
+from tradefleet.backtest.ledger import Ledger
+from tradefleet.backtest.metrics import Execution, Trade, episodes, performance
+from tradefleet.backtest.sources import is_database
+
+BENCHMARK = "SPY"
+
+
+def benchmark_closes(data: str, days: list[str], symbol: str = BENCHMARK) -> dict[int, float]:
+    """The benchmark's 1-minute closes by minute end: LEAN minute bars under the data folder, or
+    the recorded 1m bars in the database. Empty when there are none (alpha and beta are then
+    not computed, and the report says so)."""
+    closes: dict[int, float] = {}
+    if is_database(data):
+        import psycopg
+
+        with psycopg.connect(data) as conn:
+            rows = conn.execute(
+                "SELECT (extract(epoch FROM ts) * 1000000)::int8 * 1000, close FROM bars "
+                "WHERE symbol = %s AND timeframe = '1m' ORDER BY ts",
+                (symbol,),
+            ).fetchall()
+        return {int(ts): float(c) for ts, c in rows}
+    for day in days:
+        path = Path(data) / "equity" / "usa" / "minute" / symbol.lower() / f"{day}_trade.zip"
+        if path.exists():
+            for rec in bar_records(path, symbol, ny_midnight_ns(day), "minute"):
+                closes[rec[1]] = rec[7]
+    return closes
+
+
+def strategy_executions(ledger: Ledger) -> list[Execution]:
+    return [
+        Execution(
+            f.ts_event, f.symbol, f.quantity if f.side == "BUY" else -f.quantity, f.price, f.commission or 0
+        )
+        for f in ledger.fills
+    ]
+
+
+def strategy_cost_bps(ledger: Ledger) -> float | None:
+    """Commissions plus slippage against the arrival mid, over the traded notional (TCA's view)."""
+    notional = sum(r.quantity * r.fill_ratio * r.arrival_price for r in ledger.tca)
+    if not notional:
+        return None
+    return sum(r.cost_bps * r.quantity * r.arrival_price for r in ledger.tca) / notional
+
+
+def contributions(trades: list[Trade], ledger: Ledger) -> dict[str, float]:
+    """Each trade's P&L split over the QOS terms of the intent that opened it, in proportion to
+    their signed part of the score (terms against the trade get a negative share)."""
+    entries: dict[str, list[tuple[int, dict[str, float]]]] = collections.defaultdict(list)
+    for i in ledger.intents:
+        if i.intent_id.endswith("-enter"):
+            entries[i.symbol].append((i.ts_event, {k: v for k, v in i.components.items() if k != "qos"}))
+    out: dict[str, float] = collections.defaultdict(float)
+    for t in trades:
+        found = entries.get(t.symbol, [])
+        k = bisect.bisect_right([ts for ts, _ in found], t.entry_ts) - 1
+        terms = found[k][1] if k >= 0 else {}
+        total = sum(terms.values())
+        if not terms or total == 0:
+            out["unattributed"] += t.pnl
+            continue
+        for name, value in terms.items():
+            out[name] += t.pnl * value / total
+    return {k: round(v, 2) for k, v in sorted(out.items())}
+
+
+def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report.json's content, what the plots need)."""
+    ledger = result.ledger
+    capital = ledger.capital
+    minutes = ledger.minutes
+    ts = np.array([m.ts for m in minutes], dtype=np.int64)
+    equity = np.array([m.equity for m in minutes])
+    bench = benchmark_closes(data, result.days)
+    end_ts = int(ts[-1]) if len(ts) else 0
+    trades = episodes(strategy_executions(ledger), ledger.mids, end_ts)
+    days = len(result.days)
+    commissions = commission_model(ledger.settings.execution.sim_commission)
+    rows = {"strategy": performance(ts, equity, capital, trades, days, strategy_cost_bps(ledger), bench)}
+    curves: dict[str, Curve] = {}
+    for make in (buy_and_hold, naive_momentum):
+        curve, spread_paid = make(minutes, symbols, capital, commissions)
+        curves[curve.name] = curve
+        base_trades = episodes(curve.executions, curve.last_mid, end_ts)
+        rows[curve.name] = performance(
+            curve.ts, curve.equity, capital, base_trades, days, curve.cost_bps(spread_paid), bench
+        )
+    report = {
+        "days": result.days,
+        "symbols": symbols,
+        "data": data,
+        "capital": capital,
+        "ticks": result.records,
+        "events": result.events,
+        "seconds": round(result.seconds, 2),
+        "ticks_per_s": round(result.ticks_per_s),
+        "bad_ticks": result.bad_ticks,
+        "metrics": rows,
+        "contribution_by_term": contributions(trades, ledger),
+        "orders": {
+            "intents": len(ledger.intents),
+            "approved": ledger.approvals,
+            "denied": dict(ledger.denials),
+            "order_events": len(ledger.orders),
+            "fills": len(ledger.fills),
+            "commissions": round(ledger.commissions, 2),
+        },
+        "trades": [
+            {
+                "symbol": t.symbol,
+                "direction": "long" if t.direction > 0 else "short",
+                "entry": t.entry_ts,
+                "exit": t.exit_ts,
+                "quantity": t.quantity,
+                "entry_price": round(t.entry_price, 4),
+                "pnl": round(t.pnl, 2),
+                "holding_min": round(t.holding_min, 1),
+                "open_at_end": t.open_at_end,
+            }
+            for t in trades
+        ],
+        "benchmark": {"symbol": BENCHMARK, "minutes": len(bench)},
+        "sentiment": {
+            "headlines": ledger.news,
+            "scores": len(ledger.sentiment),
+            "error": result.sentiment_error,
+        },
+        "models": {k: v.get("models") for k, v in result.statuses.items() if k == "fastlane"}.get("fastlane"),
+        "conventions": {
+            "returns": "per minute of the regular session, equity marked to the mid",
+            "annualization": "252 days x 390 minutes",
+            "trade": "a position episode per symbol, flat to flat, P&L net of commissions",
+            "cost_bps": "commissions + slippage vs the arrival mid, over traded notional",
+            "alpha_beta": f"OLS of minute returns on {BENCHMARK}'s; alpha annualized",
+            "baselines": "trade at the minute's touch (mid -/+ half spread) with the same commission model",
+        },
+    }
+    plots = {"ts": ts, "equity": equity, "curves": curves, "trades": trades, "bench": bench}
+    return report, plots
+
+
+def write(result: BacktestResult, data: str, symbols: list[str], folder: Path) -> dict[str, Any]:
+    report, plots = build(result, data, symbols)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (folder / "report.html").write_text(render_html(report, plots, result.ledger))
+    return report
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+def _dt(ts: np.ndarray | list[int]) -> list[str]:
+    """New York wall time, the market's (plot axes say so)."""
+    return [dt.datetime.fromtimestamp(int(t) / 1e9, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S") for t in ts]
+
+
+def _figures(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> list[tuple[str, Any]]:
+    import plotly.graph_objects as go
+
+    figs: list[tuple[str, Any]] = []
+    ts, equity = plots["ts"], plots["equity"]
+    capital = report["capital"]
+
+    eq = go.Figure(go.Scatter(x=_dt(ts), y=equity, name="strategy"))
+    for name, curve in plots["curves"].items():
+        eq.add_trace(go.Scatter(x=_dt(curve.ts), y=curve.equity, name=name.replace("_", " ")))
+    eq.update_layout(title="Equity (marked to the mid, minute samples)", yaxis_title="USD")
+    figs.append(("equity", eq))
+
+    curve = np.concatenate([[capital], equity]) if len(equity) else np.array([capital])
+    dd = curve / np.maximum.accumulate(curve) - 1.0
+    draw = go.Figure(go.Scatter(x=_dt(ts), y=dd[1:] * 100, fill="tozeroy", name="drawdown"))
+    draw.update_layout(title="Drawdown", yaxis_title="%")
+    figs.append(("drawdown", draw))
+
+    rets = (curve[1:] / curve[:-1] - 1.0) * 1e4 if len(curve) > 1 else np.zeros(0)
+    moving = rets[rets != 0]
+    dist = go.Figure(go.Histogram(x=moving, nbinsx=60, name="minute returns"))
+    dist.update_layout(
+        title=f"Minute returns while exposed ({len(moving)} of {len(rets)} minutes moved)",
+        xaxis_title="bps",
+    )
+    figs.append(("returns", dist))
+
+    for symbol in report["symbols"]:
+        mids = [(m.ts, m.mids[symbol]) for m in ledger.minutes if symbol in m.mids]
+        if not mids:
+            continue
+        price = go.Figure(
+            go.Scatter(x=_dt([t for t, _ in mids]), y=[p for _, p in mids], name=f"{symbol} mid")
+        )
+        for side, marker, color in (("BUY", "triangle-up", "green"), ("SELL", "triangle-down", "red")):
+            fills = [f for f in ledger.fills if f.symbol == symbol and f.side == side]
+            price.add_trace(
+                go.Scatter(
+                    x=_dt([f.ts_event for f in fills]),
+                    y=[f.price for f in fills],
+                    mode="markers",
+                    name=side.lower(),
+                    marker={"symbol": marker, "size": 11, "color": color},
+                    text=[f"{f.quantity:g} @ {f.price:.4f}" for f in fills],
+                )
+            )
+        price.update_layout(title=f"{symbol}: trades on the price", yaxis_title="USD")
+        figs.append((f"price-{symbol}", price))
+
+    slip = go.Figure(go.Histogram(x=[r.slippage_bps for r in ledger.tca], nbinsx=30, name="slippage"))
+    slip.update_layout(title=f"Slippage vs arrival mid ({len(ledger.tca)} orders)", xaxis_title="bps")
+    figs.append(("slippage", slip))
+
+    qos = go.Figure()
+    for symbol in report["symbols"]:
+        scores = [q for q in ledger.qos if q.symbol == symbol]
+        qos.add_trace(
+            go.Scatter(x=_dt([q.ts_event for q in scores]), y=[q.score for q in scores], name=symbol)
+        )
+    qos.update_layout(title="QOS over time", yaxis_title="score")
+    figs.append(("qos", qos))
+
+    contrib = report["contribution_by_term"]
+    bars = go.Figure(go.Bar(x=list(contrib), y=list(contrib.values())))
+    bars.update_layout(title="P&L contribution per timeframe (QOS terms of each entry)", yaxis_title="USD")
+    figs.append(("contribution", bars))
+    return figs
+
+
+def _table(report: dict[str, Any]) -> str:
+    rows = report["metrics"]
+    names = list(next(iter(rows.values())).keys())
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in rows)
+    body = []
+    for name in names:
+        cells = "".join(f"<td>{_fmt(rows[k].get(name))}</td>" for k in rows)
+        body.append(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.2f}"
+    return html.escape(str(value))
+
+
+def render_html(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> str:
+    from plotly.offline import get_plotlyjs
+
+    divs = []
+    for name, fig in _figures(report, plots, ledger):
+        fig.update_layout(template="plotly_white", height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+        if fig.layout.xaxis.title.text is None:
+            fig.update_xaxes(title_text="New York time")
+        divs.append(
+            f'<section class="plot" data-plot="{name}">'
+            + fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}")
+            + "</section>"
+        )
+    facts = {
+        "days": ", ".join(report["days"]),
+        "symbols": ", ".join(report["symbols"]),
+        "ticks": f"{report['ticks']:,} in {report['seconds']} s ({report['ticks_per_s']:,}/s)",
+        "orders": json.dumps(report["orders"]),
+        "sentiment": json.dumps(report["sentiment"]),
+        "benchmark": json.dumps(report["benchmark"]),
+    }
+    fact_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    conventions = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["conventions"].items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>tradefleet backtest {html.escape(report["days"][0])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; margin: 12px 0; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
+th {{ background: #f5f5f5; }} .plot {{ margin: 16px 0; }}
+</style>
+<script>{get_plotlyjs()}</script></head>
+<body>
+<h1>Backtest</h1>
+<table>{fact_rows}</table>
+<h2>Metrics</h2>
+{_table(report)}
+<ul>{conventions}</ul>
+<h2>Plots</h2>
+{"".join(divs)}
+</body></html>
+"""

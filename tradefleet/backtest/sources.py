@@ -1,0 +1,144 @@
+"""Where a backtest's market data comes from: LEAN files (the replay's own reader) or the
+quotes and trades tables the fleet recorded or backfilled (TimescaleDB, or PostgreSQL's native
+partitions). Both give the md-gateway core's record tuples in time order, one trading day at a time,
+with that day's headlines merged in by time like the replay does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from libs.common.markettime import DAY_NS, ny_midnight_ns, regular_session
+from libs.common.news_file import NewsFile
+from services.md_gateway.providers.lean import LeanReplay
+
+Record = tuple[Any, ...]
+DB_SCHEMES = ("postgresql://", "postgres://")
+
+
+def parse_day(text: str) -> str:
+    """YYYYMMDD or YYYY-MM-DD -> YYYYMMDD (a clear error otherwise)."""
+    cleaned = text.replace("-", "")
+    try:
+        dt.datetime.strptime(cleaned, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"not a date: {text!r} (expected YYYY-MM-DD or YYYYMMDD)") from None
+    return cleaned
+
+
+def weekdays(start: str, end: str) -> list[str]:
+    first = dt.datetime.strptime(parse_day(start), "%Y%m%d").date()
+    last = dt.datetime.strptime(parse_day(end), "%Y%m%d").date()
+    if last < first:
+        raise ValueError(f"--end {end} is before --start {start}")
+    days = []
+    while first <= last:
+        if first.weekday() < 5:
+            days.append(first.strftime("%Y%m%d"))
+        first += dt.timedelta(days=1)
+    return days
+
+
+@dataclass(frozen=True)
+class DaySource:
+    """One trading day of records for some symbols."""
+
+    date: str
+    symbols: tuple[str, ...]
+    origin: str  # "lean" or "db"
+    root: str  # the LEAN folder or the database URL
+
+    def session(self) -> tuple[int, int] | None:
+        return regular_session(self.date)
+
+    def session_start_ns(self) -> int:
+        session = self.session()
+        return session[0] if session else ny_midnight_ns(self.date)
+
+    def records(self) -> Iterator[Record]:
+        if self.origin == "lean":
+            return LeanReplay(Path(self.root), self.date, list(self.symbols), "none").records()
+        return _db_records(self.root, self.date, self.symbols)
+
+
+def is_database(data: str) -> bool:
+    return data.startswith(DB_SCHEMES)
+
+
+def find_days(data: str, symbols: list[str], start: str, end: str) -> list[DaySource]:
+    """The days in [start, end] with data for at least one symbol; a symbol missing on a day is
+    left out of that day (said in the report), never invented."""
+    wanted = weekdays(start, end)
+    if is_database(data):
+        return _db_days(data, symbols, wanted)
+    base = Path(data) / "equity" / "usa" / "tick"
+    if not base.exists():
+        raise FileNotFoundError(f"{data}: no LEAN tick folder at {base}")
+    days = []
+    for date in wanted:
+        have = tuple(s for s in symbols if (base / s.lower() / f"{date}_trade.zip").exists())
+        if have:
+            days.append(DaySource(date, have, "lean", data))
+    return days
+
+
+def with_news(records: Iterator[Record], news: list[Path], date: str) -> Iterator[Record]:
+    """The day's records with the headlines of that day from each news file merged in by time."""
+    start = ny_midnight_ns(date)
+    found: list[Record] = []
+    for path in news:
+        found += NewsFile(path, start, start + DAY_NS).records()
+    if not found:
+        return records
+    found.sort(key=lambda r: r[1])
+    return heapq.merge(records, found, key=lambda r: r[1])
+
+
+def _db_days(url: str, symbols: list[str], wanted: list[str]) -> list[DaySource]:
+    import psycopg
+
+    start, end = ny_midnight_ns(wanted[0]), ny_midnight_ns(wanted[-1]) + DAY_NS
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT symbol, (ts AT TIME ZONE 'America/New_York')::date FROM trades "
+            "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s)",
+            (start / 1e9, end / 1e9, symbols),
+        ).fetchall()
+    by_day: dict[str, list[str]] = {}
+    for symbol, day in rows:
+        by_day.setdefault(day.strftime("%Y%m%d"), []).append(symbol)
+    return [
+        DaySource(d, tuple(s for s in symbols if s in by_day[d]), "db", url) for d in wanted if d in by_day
+    ]
+
+
+def _db_records(url: str, date: str, symbols: tuple[str, ...]) -> Iterator[Record]:
+    """The day's recorded quotes and trades as the core's records, in time order. Recorded quotes
+    are whole books (both sides), which the core takes as they are. Timestamps come back in
+    microseconds (PostgreSQL's resolution)."""
+    import psycopg
+
+    start, end = ny_midnight_ns(date), ny_midnight_ns(date) + DAY_NS
+    window = (start / 1e9, end / 1e9, list(symbols))
+    us = "(extract(epoch FROM ts) * 1000000)::int8 * 1000"
+    with psycopg.connect(url) as conn:
+        quotes = conn.execute(
+            f"SELECT {us}, symbol, bid, bid_size, ask, ask_size, coalesce(venue, '') FROM quotes "
+            "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s) "
+            "ORDER BY ts, symbol",
+            window,
+        ).fetchall()
+        trades = conn.execute(
+            f"SELECT {us}, symbol, price, size, coalesce(venue, ''), coalesce(conditions, 0), "
+            "coalesce(aggressor, 0) FROM trades "
+            "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s) "
+            "ORDER BY ts, symbol",
+            window,
+        ).fetchall()
+    q = (("Q", r[0], r[1], r[2] or 0.0, r[3] or 0, r[4] or 0.0, r[5] or 0, r[6], False) for r in quotes)
+    t = (("T", r[0], r[1], r[2], r[3], r[4], r[5], False, r[6]) for r in trades)
+    return heapq.merge(q, t, key=lambda r: r[1])
