@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from proto.base import DurableEvent, Identifier
+from proto.base import DurableEvent, Event, Identifier
 
 Command = Literal[
     "kill",
@@ -27,3 +27,20 @@ class Control(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"ctl:{self.command_id}"
+
+
+class SyncProbe(Event, frozen=True, kw_only=True):
+    """A lockstep replay asks a service whether it is quiet (request/reply on sync.SERVICE)."""
+
+    round: int
+
+
+class SyncReply(Event, frozen=True, kw_only=True):
+    """Quiet: nothing in hand, nothing waiting for it in NATS, its own sends at the server.
+    ``handled`` and ``sent`` only grow: two quiet rounds with equal sums mean nothing moved."""
+
+    service: str
+    quiet: bool
+    handled: int
+    sent: int
+    detail: str = ""

@@ -8,7 +8,7 @@ import msgspec
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import DurableEvent, Event
-from proto.control import Control
+from proto.control import Control, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -43,6 +43,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Control,
     Alert,
     DeadLetter,
+    SyncProbe,
+    SyncReply,
 )
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
@@ -71,6 +73,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     Control,
     Alert,
     DeadLetter,
+    SyncProbe,
+    SyncReply,
 ]
 
 

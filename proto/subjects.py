@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control
+from proto.control import Control, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -153,6 +153,13 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("alert.{severity}", (Alert,), _J, ANY_SERVICE, "alerts for people", "ALERTS"),
     SubjectSpec("ctl.{command}", (Control,), _J, "control", "operator commands", "CONTROL"),
     SubjectSpec("dlq.{service}", (DeadLetter,), _J, ANY_SERVICE, "refused messages, kept whole", "DLQ"),
+    SubjectSpec(
+        "sync.{service}",
+        (SyncProbe, SyncReply),
+        _C,
+        "md-gateway",
+        "lockstep replay: is the service quiet? SyncProbe, answered by a SyncReply",
+    ),
 )
 
 SPEC_BY_TEMPLATE = {s.template: s for s in CATALOG}

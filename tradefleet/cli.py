@@ -85,6 +85,10 @@ def up(
     ] = "replay",
     ib_host: Annotated[str | None, typer.Option(help="TWS / IB Gateway host (paper, live)")] = None,
     ib_port: Annotated[int | None, typer.Option(help="TWS / IB Gateway port: paper 7497 / 4002")] = None,
+    lockstep: Annotated[
+        bool,
+        typer.Option(help="replay in lockstep: slower, and the same orders and fills as tradefleet backtest"),
+    ] = False,
 ) -> None:
     """Start the local fleet, replay (or trade through IB), print a summary, stop what it started."""
     from libs.common.config import LIVE_PORTS
@@ -109,7 +113,9 @@ def up(
             TRADEFLEET_IB__HOST=ib_host or "127.0.0.1",
         )
     settings = _settings(config)
-    fleet = Fleet(settings, config, var_dir, nats_url=nats_url, speed=speed, live_table=live_table)
+    fleet = Fleet(
+        settings, config, var_dir, nats_url=nats_url, speed=speed, live_table=live_table, lockstep=lockstep
+    )
     result = fleet.run(duration=duration)
     text = json.dumps(result, indent=2, sort_keys=True)
     if summary:

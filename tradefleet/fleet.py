@@ -41,6 +41,9 @@ START_ORDER = (
     "md-gateway",
 )
 STALL_LIMIT_S = 10.0
+# What a lockstep replay waits for: every service that decides or trades. Not the recorder (it
+# only writes), nor TCA unless its feedback may change how execution works orders.
+LOCKSTEP = tuple(name for name in START_ORDER if name not in ("recorder", "md-gateway", "tca"))
 
 
 def md_rows(counts: dict[str, int]) -> int:
@@ -57,12 +60,14 @@ class Fleet:
         nats_url: str | None = None,
         speed: float | None = None,
         live_table: bool = True,
+        lockstep: bool = False,
     ) -> None:
         self.settings = settings
         self.config = config
         self.var = var_dir
         self.nats_url = nats_url
         self.speed = speed
+        self.lockstep = lockstep
         self.console = Console(stderr=True)
         self.live_table = live_table and self.console.is_terminal
         self.nats: NatsServer | None = None
@@ -114,6 +119,10 @@ class Fleet:
             env["TRADEFLEET_CONFIG"] = str(self.config)
         if self.speed is not None:
             env["TRADEFLEET_MD_GATEWAY__REPLAY__SPEED"] = str(self.speed)
+        if self.lockstep:
+            env["TRADEFLEET_NATS__SYNC"] = "true"
+            waits = [*LOCKSTEP, "tca"] if self.settings.execution.feedback else list(LOCKSTEP)
+            env["TRADEFLEET_MD_GATEWAY__REPLAY__LOCKSTEP"] = json.dumps(waits)
         return env
 
     def _spawn(self, name: str) -> None:
@@ -402,6 +411,9 @@ class Fleet:
             "news": self._news_summary(),
             "trading": self._trading_summary(),
         }
+        if self.lockstep:
+            summary["lockstep"] = gw.get("lockstep")
+            summary["ok"] = summary["ok"] and not (gw.get("lockstep") or {}).get("timeouts")
         if gw.get("provider") == "ib":
             # A live feed never finishes: the run is good when it ended as asked (its duration,
             # or Ctrl-C / SIGTERM, the normal end of a live session) and IB's book matched ours

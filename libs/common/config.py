@@ -40,6 +40,8 @@ class NatsSettings(Section):
     batch_max: int = Field(256, ge=1, le=10_000)
     batch_linger_ms: float = Field(2.0, ge=0)
     publish_retries: int = Field(5, ge=0)
+    # Answer a lockstep replay's "are you quiet?" on sync.SERVICE (tradefleet up --lockstep).
+    sync: bool = False
 
     @field_validator("url")
     @classmethod
@@ -88,6 +90,13 @@ class ReplaySettings(Section):
     # News files (CSV / JSON lines, libs/common/news_file.py) replayed on news.raw
     # in time order beside the market data; only the replayed day's headlines are sent.
     news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
+    # Stop the replay at this New York time (HH:MM); the backtest cuts each day there too.
+    until: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # Lockstep: before and after each tick that starts a new second of market time (where bars
+    # close and decisions happen) and each headline, wait until these services are quiet
+    # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills.
+    lockstep: list[str] = Field(default_factory=list)
+    lockstep_timeout_s: float = Field(30.0, gt=0)
 
 
 class SyntheticSettings(Section):

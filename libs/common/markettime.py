@@ -17,6 +17,13 @@ def ny_midnight_ns(date_yyyymmdd: str) -> int:
     return int(day.timestamp()) * NS
 
 
+def ny_time_ns(date_yyyymmdd: str, hh_mm: str) -> int:
+    """Unix ns of a New York wall time (HH:MM) on that date."""
+    hours, minutes = (int(x) for x in hh_mm.split(":"))
+    day = dt.datetime.strptime(date_yyyymmdd, "%Y%m%d").replace(hour=hours, minute=minutes, tzinfo=NEW_YORK)
+    return int(day.timestamp()) * NS
+
+
 def regular_session(date_yyyymmdd: str) -> tuple[int, int]:
     base = ny_midnight_ns(date_yyyymmdd)
     return base + (9 * 3600 + 1800) * NS, base + 16 * 3600 * NS

@@ -88,6 +88,12 @@ class NatsBus(Bus):
         self._linger_task: asyncio.Task[None] | None = None
         self._pull_tasks: list[asyncio.Task[None]] = []
         self._pull_subs: list[Any] = []
+        # For lockstep replays (quiet()): messages being handled, handled so far, events sent.
+        self.in_hand = 0
+        self.handled = 0
+        self.sent = 0
+        self._core_subs: list[Any] = []
+        self._durables: list[tuple[str, str]] = []
         self._closing = False
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         self.connected = asyncio.Event()
@@ -174,6 +180,7 @@ class NatsBus(Bus):
         if route.transport is Transport.JETSTREAM:
             assert isinstance(event, DurableEvent)
             await self._publish_durable(subject, route.stream, event)
+            self.sent += 1
             self.hooks.on_published(route.wildcard, 1)
         elif self.batching:
             if self.enqueue(subject, event):
@@ -185,6 +192,7 @@ class NatsBus(Bus):
             except CORE_PUBLISH_FAILURES as exc:
                 await self._dropped_while_down(subject, 1, exc)
                 return
+            self.sent += 1
             self.hooks.on_published(route.wildcard, 1)
 
     async def _publish_durable(self, subject: str, stream: str | None, event: DurableEvent) -> None:
@@ -238,6 +246,7 @@ class NatsBus(Bus):
         except CORE_PUBLISH_FAILURES as exc:
             await self._dropped_while_down(subject, count, exc)
             return
+        self.sent += count
         self.hooks.on_published(pattern, count)
 
     async def _dropped_while_down(self, subject: str, count: int, exc: Exception) -> None:
@@ -339,6 +348,28 @@ class NatsBus(Bus):
         finally:
             await probe.unsubscribe()
 
+    async def quiet(self) -> tuple[bool, str]:
+        """Nothing in hand, nothing waiting for this connection in NATS (core subscriptions'
+        queues, durable consumers' pending and unacked), everything sent at the server, and
+        nothing handled or sent while this was checked (handlers run during its awaits; a send
+        made then may still sit in the client's buffer). A lockstep replay asks every service
+        this between the ticks where decisions happen."""
+        before = (self.handled, self.sent)
+        await self.flush()
+        await self.barrier()  # our sends are at the server; what it routed to us is queued here
+        infos = await asyncio.gather(*(self.js.consumer_info(st, name) for st, name in self._durables))
+        if self.in_hand:
+            return False, f"{self.in_hand} in hand"
+        waiting = sum(sub.pending_msgs for sub in self._core_subs)
+        if waiting:
+            return False, f"{waiting} queued"
+        for info in infos:
+            if info.num_pending or info.num_ack_pending:
+                return False, f"{info.name}: {info.num_pending} pending, {info.num_ack_pending} unacked"
+        if (self.handled, self.sent) != before:
+            return False, "busy while checked"
+        return True, ""
+
     async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Bytes as they are, bypassing the codec: for tests that feed malformed input."""
         assert self.nc is not None
@@ -366,15 +397,22 @@ class NatsBus(Bus):
         if durable is None:
 
             async def on_msg(msg: Msg) -> None:
-                await self._on_core(msg, handler)
+                self.in_hand += 1
+                try:
+                    await self._on_core(msg, handler)
+                finally:
+                    self.in_hand -= 1
+                    self.handled += 1
 
-            return await self.nc.subscribe(
+            sub = await self.nc.subscribe(
                 pattern,
                 queue=queue or "",
                 cb=on_msg,
                 pending_msgs_limit=CORE_PENDING_MSGS,
                 pending_bytes_limit=CORE_PENDING_BYTES,
             )
+            self._core_subs.append(sub)
+            return sub
         stream = stream_of_pattern(pattern)
         if stream is None:
             raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
@@ -399,13 +437,17 @@ class NatsBus(Bus):
         task = asyncio.create_task(self._pull_loop(psub, stream, handler, manual_ack), name=f"pull-{durable}")
         self._pull_tasks.append(task)
         self._pull_subs.append(psub)
+        self._durables.append((stream, durable))
         return _PullSubscription(psub, task)
 
     async def _pull_loop(self, psub: Any, stream: str, handler: Handler, manual_ack: bool) -> None:
         backoff = 0.1
         while not self._closing:
             try:
-                msgs = await psub.fetch(256, timeout=1.0)
+                # One message first: nats-py's fetch(n > 1) holds the first message until n
+                # have come or its timeout ends (up to 1 s for a lone intent). Then what else
+                # is already there, without lingering.
+                msgs = await psub.fetch(1, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except asyncio.CancelledError:
@@ -418,8 +460,17 @@ class NatsBus(Bus):
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            # Nothing more (a timeout) or a failing connection: what came first is handled, and
+            # the next fetch reports the failure.
+            with contextlib.suppress(Exception):
+                msgs += await psub.fetch(FETCH_MORE, timeout=0.002)
+            self.in_hand += len(msgs)
             for msg in msgs:
-                await self._on_durable(msg, stream, handler, manual_ack)
+                try:
+                    await self._on_durable(msg, stream, handler, manual_ack)
+                finally:
+                    self.in_hand -= 1
+                    self.handled += 1
 
     async def _on_core(self, msg: Msg, handler: Handler) -> None:
         events, refused = self._decode(msg)
@@ -518,6 +569,9 @@ class NatsBus(Bus):
             await self.flush()
         with contextlib.suppress(Exception):
             await self.nc.drain()
+
+
+FETCH_MORE = 255  # what a pull takes beside its first message, when already waiting
 
 
 class _PullSubscription:

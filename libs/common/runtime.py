@@ -24,11 +24,12 @@ from libs.common.nats_bus import NatsBus
 from libs.common.telemetry import Tracing
 from proto.alerts import DeadLetter
 from proto.base import Event
+from proto.control import SyncReply
 from proto.subjects import resolve, spec
 
 log = get_logger(__name__)
 
-DLQ = spec("dlq.{service}")
+DLQ, SYNC = spec("dlq.{service}"), spec("sync.{service}")
 # Drops with no message in hand to keep as a dead letter (counted only).
 NOTHING_IN_HAND = frozenset({"slow_consumer", "bus_unavailable"})
 
@@ -52,6 +53,10 @@ class ServiceApp(abc.ABC):
 
     def status(self) -> dict[str, Any]:
         return {}
+
+    def busy(self) -> bool:
+        """Work held outside a handler (a batch waiting for its timer): not quiet yet."""
+        return False
 
 
 class Runtime:
@@ -173,6 +178,23 @@ class Runtime:
             if self._log_once.first("dlq-failed"):
                 log.error("dead letter could not be published", error=repr(exc))
 
+    async def _sync(self, probe: Event) -> Event:
+        """A lockstep replay's question: is this service quiet (see NatsBus.quiet)?"""
+        assert isinstance(self.bus, NatsBus)
+        quiet, detail = await self.bus.quiet()
+        if quiet and self.app is not None and self.app.busy():
+            quiet, detail = False, "work held by the app"
+        now = self.clock.now_ns()
+        return SyncReply(
+            ts_event=now,
+            ts_init=now,
+            service=self.service,
+            quiet=quiet,
+            handled=self.bus.handled,
+            sent=self.bus.sent,
+            detail=detail,
+        )
+
     def on_handler_error(self, subject: str, exc: BaseException) -> None:
         found = resolve(subject)
         pattern = found.wildcard if found else subject
@@ -192,6 +214,8 @@ class Runtime:
         await self._connect()
         await app.start(self)
         if isinstance(self.bus, NatsBus):
+            if self.settings.nats.sync:
+                await self.bus.serve(SYNC.subject(service=self.service), self._sync)
             await self.bus.barrier()  # subscriptions live on the server before we say ready
         self.ready = True
         self.metrics.ready.labels(self.service).set(1)

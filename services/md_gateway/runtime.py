@@ -11,14 +11,17 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import DAY_NS, ny_midnight_ns
+from libs.common.markettime import DAY_NS, ny_midnight_ns, ny_time_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.news_file import NewsFile
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
+from proto.control import SyncProbe, SyncReply
+from proto.execution import OrderEvent, PositionSnapshot
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
 from proto.news import NewsItem
 from proto.subjects import spec
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 STATUS, ALERT, NEWS = spec("md.status"), spec("alert.{severity}"), spec("news.raw")
+SYNC = spec("sync.{service}")
+SECOND_NS, MINUTE_NS = 1_000_000_000, 60_000_000_000
+TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
 SUBJECT_OF = {
     Quote: spec("md.quote.{symbol}"),
     Trade: spec("md.trade.{symbol}"),
@@ -75,6 +81,12 @@ class MdGatewayApp(ServiceApp):
         self.ib_session: IbSession | None = None
         self.ib_provider: IbMarketData | None = None
         self.finished_at: float | None = None
+        self.settles = 0
+        self.settle_timeouts = 0
+        # Lockstep: what is working or held (from execution's events), which decides whether
+        # every second of market time matters (protective exits) or only every minute.
+        self._working: set[str] = set()
+        self._holding = False
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -85,6 +97,9 @@ class MdGatewayApp(ServiceApp):
         self.provider = make_provider(self.settings, rt.now_ns())
         session = self.provider.session() if md.cleaning.session == "regular" else None
         self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, session)
+        if md.replay.lockstep:
+            await rt.subscribe("exec.order.>", self._on_exec)
+            await rt.subscribe("exec.position", self._on_exec)
         self._task = asyncio.create_task(self._pump(), name="md-pump")
         self._task.add_done_callback(self._pump_done)
 
@@ -115,6 +130,16 @@ class MdGatewayApp(ServiceApp):
         ]
         self._task = asyncio.create_task(self._pump_live(), name="md-pump-ib")
         self._task.add_done_callback(self._pump_done)
+
+    async def _on_exec(self, d: Delivery) -> None:
+        e = d.event
+        if isinstance(e, OrderEvent):
+            if e.status in TERMINAL:
+                self._working.discard(e.client_order_id)
+            else:
+                self._working.add(e.client_order_id)
+        elif isinstance(e, PositionSnapshot):
+            self._holding = any(p.quantity for p in e.positions)
 
     def _on_ib_event(self, name: str, args: tuple[Any, ...]) -> None:
         assert self.ib_provider is not None
@@ -266,18 +291,23 @@ class MdGatewayApp(ServiceApp):
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
         core, bus, publish = self.core, self.rt.bus, self.rt.publish
+        replay = self.settings.md_gateway.provider == "replay"
+        rp = self.settings.md_gateway.replay
+        lockstep = bool(rp.lockstep) and replay
+        until = ny_time_ns(rp.date, rp.until) if replay and rp.until else None
         # Micro-batching fast path: a synchronous append per event, a publish per full batch.
-        enqueue = bus.enqueue if isinstance(bus, NatsBus) and bus.batching else None
-        speed = (
-            self.settings.md_gateway.replay.speed if self.settings.md_gateway.provider == "replay" else 1.0
-        )
+        enqueue = bus.enqueue if isinstance(bus, NatsBus) and bus.batching and not lockstep else None
+        speed = rp.speed if replay else 1.0
         await self._status("replay_started", detail=self.provider.name)
         self.started_at = time.monotonic()
         first_ts: int | None = None
+        second = minute = 0
         n = 0
         for rec in self._with_news(self.provider.records()):
             if self._stopping:
                 return
+            if until is not None and rec[1] >= until:
+                break
             if speed > 0:
                 if first_ts is None:
                     first_ts = rec[1]
@@ -288,7 +318,11 @@ class MdGatewayApp(ServiceApp):
                     await asyncio.sleep(wait)
             if rec[0] == "N":  # a headline: after every market event before it, on JetStream
                 await bus.flush()
+                if lockstep:
+                    await self._settle()
                 await self._news(rec)
+                if lockstep:
+                    await self._settle()
                 continue
             event = core.on_record(rec)
             if event is not None:
@@ -296,20 +330,73 @@ class MdGatewayApp(ServiceApp):
                 if enqueue is not None:
                     if enqueue(subject, event):
                         await bus.flush()
+                elif lockstep and type(event) is not Bar and self._decides(rec[1], second, minute):
+                    # Bars close on this event and decisions may follow: everything before it
+                    # settles first, then everything it causes, as on the backtest's bus.
+                    second, minute = rec[1] // SECOND_NS, rec[1] // MINUTE_NS
+                    await self._settle()
+                    await publish(subject, event)
+                    await self._settle()
                 else:
                     await publish(subject, event)
             n += 1
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-                if n % PROGRESS_EVERY == 0:
+                if n % PROGRESS_EVERY == 0 and not lockstep:
                     await self._status("replay_progress", detail=f"{n} records")
         await bus.flush()
+        if lockstep:
+            await self._settle()
         self.finished_at = time.monotonic()
         self.finished = True
         await self._status("replay_finished", detail=f"{n} records")
         log.info("replay finished", **core.counters(), seconds=round(self.finished_at - self.started_at, 3))
         if self.settings.md_gateway.exit_when_done:
             self.done.set()
+
+    def _decides(self, ts: int, second: int, minute: int) -> bool:
+        """Does a tick at ``ts`` start a period where a decision can happen? (Vendor bars do not:
+        features builds its own from the ticks.) A new minute
+        always (entries and exits on 1m bars); a new second while an order works or a position
+        is held (protective exits on 1-second mids); never within a second."""
+        if ts // MINUTE_NS != minute:
+            return True
+        return ts // SECOND_NS != second and (self._holding or bool(self._working))
+
+    async def _settle(self) -> None:
+        """Wait until every lockstep service is quiet in two rounds in a row with nothing handled
+        or sent in between (the counters only grow, so equal sums mean nothing moved)."""
+        rp = self.settings.md_gateway.replay
+        await self.rt.bus.flush()
+        deadline = time.monotonic() + rp.lockstep_timeout_s
+        previous: int | None = None
+        rounds = 0
+        while True:
+            rounds += 1
+            now = self.rt.now_ns()
+            probe = SyncProbe(ts_event=now, ts_init=now, round=rounds)
+            replies = await asyncio.gather(
+                *(self.rt.request(SYNC.subject(service=s), probe, 5.0) for s in rp.lockstep)
+            )
+            assert isinstance(self.rt.bus, NatsBus)
+            own, _ = await self.rt.bus.quiet()  # execution's news about orders is in too
+            quiet = own and all(isinstance(r, SyncReply) and r.quiet for r in replies)
+            total = sum(r.handled + r.sent for r in replies if isinstance(r, SyncReply)) if quiet else None
+            if total is not None and total == previous:
+                self.settles += 1
+                return
+            previous = total
+            if time.monotonic() > deadline:
+                self.settle_timeouts += 1
+                busy = {
+                    s: (r.detail if isinstance(r, SyncReply) else "no answer")
+                    for s, r in zip(rp.lockstep, replies, strict=True)
+                    if not (isinstance(r, SyncReply) and r.quiet)
+                }
+                log.error("lockstep: the fleet did not settle; replaying on", busy=busy)
+                return
+            if not quiet:
+                await asyncio.sleep(0.0005)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -334,6 +421,7 @@ class MdGatewayApp(ServiceApp):
             "finished": self.finished,
             "provider": self._source_name(),
             "news_published": self.news_published,
+            "lockstep": {"settles": self.settles, "timeouts": self.settle_timeouts},
         }
         if self.core is not None:
             out.update(self.core.counters())

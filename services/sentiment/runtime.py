@@ -234,6 +234,9 @@ class SentimentApp(ServiceApp):
             with contextlib.suppress(Exception):
                 await self._flush_task
 
+    def busy(self) -> bool:
+        return bool(self.waiting) or (self._flush_task is not None and not self._flush_task.done())
+
     def status(self) -> dict[str, Any]:
         core = self.core
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control
+from proto.control import Control, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -89,6 +89,8 @@ def sample_events() -> list[Event]:
         TcaFeedback(**t, feedback_id="fb-1", symbol="IBM", style="LMT", limit_offset_bps=0.5),
         MarginCheck(**t, request_id="i-1", symbol="IBM", side="BUY", quantity=100),
         MarginReply(**t, request_id="i-1", known=True, init_margin_after=5000.0, equity_with_loan_after=1e5),
+        SyncProbe(**t, round=1),
+        SyncReply(**t, service="features", quiet=True, handled=10, sent=3),
         NewsItem(**t, news_id="ib:BRFG:1", source="ib:BRFG", headline="IBM beats", symbols=["IBM"]),
         SentimentScore(
             **t,

@@ -69,6 +69,8 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "TcaFeedback",  # kept 30 days in the TCA stream, its audit trail
         "MarginCheck",  # request/reply, not a record
         "MarginReply",
+        "SyncProbe",  # lockstep replay's request/reply
+        "SyncReply",
         "NewsItem",  # kept 30 days in the NEWS stream
         "SentimentScore",  # kept 30 days in the NEWS stream beside its headline
     }

@@ -30,6 +30,7 @@ from libs.common.bus import Delivery, InProcessBus
 from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.markettime import ny_midnight_ns, ny_time_ns
 from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem
@@ -195,6 +196,7 @@ class Backtest:
         self.run_ns = run_ns if run_ns is not None else days[0].session_start_ns()
         self.apps = apps(self.settings) if apps is not None else self._spine(sentiment)
         self.runtimes: list[Runtime] = []
+        self._status_seq = 0
 
     def _spine(self, sentiment: bool) -> list[ServiceApp]:
         from tradefleet.services import RUNNABLE
@@ -224,10 +226,12 @@ class Backtest:
 
     async def run(self) -> BacktestResult:
         started = time.perf_counter()
+        self.clock.set(ny_midnight_ns(self.days[0].date))
         await self._start()
         counters: collections.Counter[str] = collections.Counter()
         bad: collections.Counter[str] = collections.Counter()
         n = 0
+        await self._publish_status("replay_started", counters, bad, 0)
         with _progress(self.progress) as bar:
             for day in self.days:
                 self.ledger.on_day(day.date, day.symbols)
@@ -267,8 +271,12 @@ class Backtest:
         """The hot loop: a record in, its consequences settled, the next record."""
         clock_set, on_record, publish = self.clock.set, md.on_record, self.bus.publish
         subjects: dict[tuple[type, str], str] = {}
+        until = self.settings.md_gateway.replay.until
+        until_ns = ny_time_ns(day.date, until) if until else 1 << 62
         n = 0
         for rec in self._records(day):
+            if rec[1] >= until_ns:
+                break
             clock_set(rec[1])
             if rec[0] == "N":
                 await self._news(rec)
@@ -307,12 +315,13 @@ class Backtest:
         self, state: Any, counters: collections.Counter[str], bad: collections.Counter[str], n: int
     ) -> None:
         now = self.clock.now_ns()
+        self._status_seq += 1
         status = FeedStatus(
             ts_event=now,
             ts_init=now,
             source=f"backtest:{self.run_ns}",
             state=state,
-            seq=1,
+            seq=self._status_seq,
             detail=f"{n} records",
             counters={**{f"bad.{k}": v for k, v in bad.items()}, **dict(counters)},
         )
