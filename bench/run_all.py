@@ -8,7 +8,18 @@ from __future__ import annotations
 import argparse
 import platform
 
-from bench import features, hop, md_path, order_path, recorder, risk, sentiment, spine_latency, tca_feedback
+from bench import (
+    backtest_peers,
+    features,
+    hop,
+    md_path,
+    order_path,
+    recorder,
+    risk,
+    sentiment,
+    spine_latency,
+    tca_feedback,
+)
 
 
 def main() -> None:
@@ -25,6 +36,7 @@ def main() -> None:
     op = order_path.run(rounds=ns.rounds)
     tf = tca_feedback.run()
     st = sentiment.run(rounds=ns.rounds)
+    bp = backtest_peers.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -103,6 +115,14 @@ def main() -> None:
         f" headline -> QOS p50 {sh['to_qos_p50_us'] / 1000:.1f} ms, -> intent p50"
         f" {sh['to_intent_p50_us'] / 1000:.1f} ms p99 {sh['to_intent_p99_us'] / 1000:.1f} ms"
         f" (bare JetStream hop {sh['bare_js_hop_p50_us'] / 1000:.2f} ms)"
+    )
+    eng = bp["engines"]
+    print(
+        f"backtest same {bp['events']:,} ticks, EMA cross: ours {eng['ours']['ticks_per_s_median']:,}/s,"
+        f" NautilusTrader {eng['nautilus_trader']['ticks_per_s_median']:,}/s,"
+        f" backtrader {eng['backtrader']['ticks_per_s_median']:,}/s (trades only)"
+        f" -> x{bp['ours_vs_backtrader']} backtrader (target > 1), x{bp['ours_vs_nautilus']} Nautilus"
+        f" (target >= 0.5); full spine {eng['ours_full_spine']['ticks_per_s_median']:,} ticks/s"
     )
 
 
