@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -351,6 +351,16 @@ def backtest(
     record: Annotated[
         Path | None, typer.Option(help="also write the orders and fills (JSON lines) here")
     ] = None,
+    walk_forward: Annotated[
+        bool, typer.Option("--walk-forward", help="train on a window, test on the next, roll")
+    ] = False,
+    train_days: Annotated[int, typer.Option(help="walk-forward: trading days trained on per fold")] = 1,
+    test_days: Annotated[
+        int, typer.Option(help="walk-forward: trading days tested (and rolled) per fold")
+    ] = 1,
+    promote: Annotated[
+        str, typer.Option(help="walk-forward: gate (the production gate) or force (test whatever trained)")
+    ] = "gate",
 ) -> None:
     """Every trading core in one process on simulated time: deterministic, with a tearsheet."""
     from libs.common.logging import setup_logging
@@ -372,6 +382,11 @@ def backtest(
         typer.echo(f"backtest: no data for {','.join(wanted)} in {data} between those days", err=True)
         raise typer.Exit(2)
     headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+    if walk_forward:
+        _walk_forward(
+            settings, data, wanted, days, report, train_days, test_days, headlines, promote, sentiment
+        )
+        return
     bt = Backtest(settings, days, news=headlines, progress=progress, sentiment=sentiment)
     try:
         result = asyncio.run(bt.run())
@@ -400,6 +415,45 @@ def backtest(
             },
             indent=2,
         )
+    )
+
+
+def _walk_forward(
+    settings: Settings,
+    data: str,
+    symbols: list[str],
+    days: list[Any],
+    report: Path,
+    train_days: int,
+    test_days: int,
+    news: list[Path],
+    promote: str,
+    sentiment: bool,
+) -> None:
+    from tradefleet.backtest import walkforward
+
+    if promote not in ("gate", "force"):
+        typer.echo("--promote: gate or force", err=True)
+        raise typer.Exit(2)
+    try:
+        out = walkforward.run(
+            settings, data, symbols, days, report, train_days, test_days, news, promote, sentiment
+        )
+    except ValueError as exc:
+        typer.echo(f"walk-forward: {exc}", err=True)
+        raise typer.Exit(2) from None
+    folds = [
+        {
+            "fold": f["fold"],
+            "train": f["train"],
+            "test": f["test"],
+            "total_return": f["metrics"]["strategy"]["total_return"],
+        }
+        for f in out["folds"]
+    ]
+    overall = {k: out["overall"]["strategy"][k] for k in ("total_return", "sharpe", "max_drawdown", "trades")}
+    typer.echo(
+        json.dumps({"report": str(report / "report.html"), "folds": folds, "overall": overall}, indent=2)
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from libs.common.config import load_settings
-from tests.conftest import REPO, SAMPLE_LEAN
+from tests.conftest import REPO, SAMPLE_LEAN, SHARED_DATA
 from tradefleet.backtest.engine import Backtest, BacktestResult
 from tradefleet.backtest.sources import find_days
 
@@ -147,3 +147,42 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
         "contribution",
     ]
     assert all(traces > 0 for _, traces in rendered), rendered
+
+
+SHARED_LEAN = SHARED_DATA / "market" / "lean"
+
+
+@pytest.mark.skipif(
+    not (SHARED_LEAN / "equity/usa/tick/ibm/20131009_trade.zip").exists(),
+    reason="needs the three recorded days in ../shared/data (not shipped with the project)",
+)
+def test_walk_forward_trains_on_each_window_and_tests_the_next(tmp_path: Path) -> None:
+    from tradefleet.backtest import walkforward
+
+    days = find_days(str(SHARED_LEAN), ["IBM"], "2013-10-07", "2013-10-09")
+    out = walkforward.run(
+        load_settings(), str(SHARED_LEAN), ["IBM"], days, tmp_path, 1, 1, [], "force", sentiment=False
+    )
+    assert [(f["train"], f["test"]) for f in out["folds"]] == [
+        (["20131007"], ["20131008"]),
+        (["20131008"], ["20131009"]),
+    ]
+    for fold in out["folds"]:
+        trained = {h: v for h, v in fold["training"].items() if isinstance(v, dict) and v.get("version")}
+        assert trained, fold["training"]
+        test_day = f"{fold['test'][0][:4]}-{fold['test'][0][4:6]}-{fold['test'][0][6:]}"
+        for horizon, model in trained.items():
+            assert model["span"][1] < test_day  # nothing of the test window was trained on
+            active = (
+                (tmp_path / f"fold-{fold['fold']}" / "registry" / "fastlane" / horizon / "ACTIVE")
+                .read_text()
+                .strip()
+            )
+            assert active == model["version"]
+        folder = tmp_path / f"fold-{fold['fold']}"
+        assert json.loads((folder / "report.json").read_text())["days"] == fold["test"]
+        assert (folder / "report.html").stat().st_size > 100_000
+    assert set(out["overall"]) == {"strategy", "buy_and_hold", "naive_momentum"}
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["mode"] == "walk-forward" and len(saved["folds"]) == 2
+    assert "fold-2/report.html" in (tmp_path / "report.html").read_text()

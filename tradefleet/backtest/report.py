@@ -165,10 +165,73 @@ def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[s
 
 def write(result: BacktestResult, data: str, symbols: list[str], folder: Path) -> dict[str, Any]:
     report, plots = build(result, data, symbols)
+    write_built(report, plots, result.ledger, folder)
+    return report
+
+
+def write_built(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    (folder / "report.html").write_text(render_html(report, plots, result.ledger))
-    return report
+    (folder / "report.html").write_text(render_html(report, plots, ledger))
+
+
+def write_walk_forward(
+    out: dict[str, Any], ts: np.ndarray, returns: dict[str, list[np.ndarray]], capital: float, folder: Path
+) -> None:
+    """The overall walk-forward report: every test window chained, then the folds."""
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+    chained = go.Figure()
+    for name, parts in returns.items():
+        chained.add_trace(
+            go.Scatter(
+                x=_dt(ts), y=capital * np.cumprod(1.0 + np.concatenate(parts)), name=name.replace("_", " ")
+            )
+        )
+    chained.update_layout(
+        title="Test windows chained (each fold starts from the last one's equity)",
+        template="plotly_white",
+        height=380,
+        xaxis_title="New York time",
+        yaxis_title="USD",
+    )
+    rows = []
+    for f in out["folds"]:
+        m = f["metrics"]["strategy"]
+        models = ", ".join(
+            f"{h}: {v.get('version') or 'none'}" for h, v in f["training"].items() if isinstance(v, dict)
+        )
+        rows.append(
+            f"<tr><td>{f['fold']}</td><td>{', '.join(f['train'])}</td><td>{', '.join(f['test'])}</td>"
+            f"<td>{_fmt(m['total_return'])}</td><td>{_fmt(m['sharpe'])}</td><td>{m['trades']}</td>"
+            f'<td>{html.escape(models)}</td><td><a href="fold-{f["fold"]}/report.html">report</a></td></tr>'
+        )
+    folds_table = (
+        "<table><tr><th>fold</th><th>train</th><th>test</th><th>total return</th><th>sharpe</th>"
+        f"<th>trades</th><th>models</th><th></th></tr>{''.join(rows)}</table>"
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tradefleet walk-forward</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; margin: 12px 0; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
+th {{ background: #f5f5f5; }}
+</style>
+<script>{get_plotlyjs()}</script></head>
+<body>
+<h1>Walk-forward: train {out["train_days"]} day(s), test {out["test_days"]}, roll</h1>
+<h2>Over every test window</h2>
+{_table({"metrics": out["overall"]})}
+<section class="plot" data-plot="chained">{chained.to_html(full_html=False, include_plotlyjs=False)}</section>
+<h2>Folds</h2>
+{folds_table}
+</body></html>
+"""
+    (folder / "report.html").write_text(page)
 
 
 # -- HTML -----------------------------------------------------------------------------------------
