@@ -117,28 +117,30 @@ def _db_days(url: str, symbols: list[str], wanted: list[str]) -> list[DaySource]
 
 
 def _db_records(url: str, date: str, symbols: tuple[str, ...]) -> Iterator[Record]:
-    """The day's recorded quotes and trades as the core's records, in time order. Recorded quotes
-    are whole books (both sides), which the core takes as they are. Timestamps come back in
-    microseconds (PostgreSQL's resolution)."""
+    """The day's recorded quotes and trades as the core's records, in the order they were
+    recorded: by time, ties by when the gateway made them (``ts_init``), which keeps a burst of
+    quotes within one microsecond in its order. Recorded quotes are whole books (both sides),
+    which the core takes as they are. Timestamps come back in microseconds (PostgreSQL's)."""
     import psycopg
 
     start, end = ny_midnight_ns(date), ny_midnight_ns(date) + DAY_NS
     window = (start / 1e9, end / 1e9, list(symbols))
-    us = "(extract(epoch FROM ts) * 1000000)::int8 * 1000"
+    us = "(extract(epoch FROM {col}) * 1000000)::int8 * 1000"
+    times = f"{us.format(col='ts')}, {us.format(col='ts_init')}"
+    where = "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s) ORDER BY ts, ts_init"
     with psycopg.connect(url) as conn:
         quotes = conn.execute(
-            f"SELECT {us}, symbol, bid, bid_size, ask, ask_size, coalesce(venue, '') FROM quotes "
-            "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s) "
-            "ORDER BY ts, symbol",
+            f"SELECT {times}, symbol, bid, bid_size, ask, ask_size, coalesce(venue, '') FROM quotes {where}",
             window,
         ).fetchall()
         trades = conn.execute(
-            f"SELECT {us}, symbol, price, size, coalesce(venue, ''), coalesce(conditions, 0), "
-            "coalesce(aggressor, 0) FROM trades "
-            "WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND symbol = ANY(%s) "
-            "ORDER BY ts, symbol",
+            f"SELECT {times}, symbol, price, size, coalesce(venue, ''), "
+            f"coalesce(conditions, 0), coalesce(aggressor, 0) FROM trades {where}",
             window,
         ).fetchall()
-    q = (("Q", r[0], r[1], r[2] or 0.0, r[3] or 0, r[4] or 0.0, r[5] or 0, r[6], False) for r in quotes)
-    t = (("T", r[0], r[1], r[2], r[3], r[4], r[5], False, r[6]) for r in trades)
-    return heapq.merge(q, t, key=lambda r: r[1])
+    q = (
+        (r[0], r[1], ("Q", r[0], r[2], r[3] or 0.0, r[4] or 0, r[5] or 0.0, r[6] or 0, r[7], False))
+        for r in quotes
+    )
+    t = ((r[0], r[1], ("T", r[0], r[2], r[3], r[4], r[5], r[6], False, r[7])) for r in trades)
+    return (rec for _, _, rec in heapq.merge(q, t, key=lambda x: (x[0], x[1])))
