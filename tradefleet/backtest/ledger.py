@@ -117,7 +117,7 @@ class Ledger:
         elif isinstance(e, OrderApproved):
             self.approvals += 1
         elif isinstance(e, OrderDenied):
-            self.denials[e.describe().split(":")[0]] += 1
+            self.denials[e.code] += 1
 
     async def _on_order_event(self, d: Delivery) -> None:
         if isinstance(d.event, OrderEvent):
