@@ -22,7 +22,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,6 @@ class BacktestResult:
     statuses: dict[str, dict[str, Any]]
     bad_ticks: dict[str, int]
     sentiment_error: str = ""
-    handler_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def ticks_per_s(self) -> float:
@@ -225,9 +224,15 @@ class Backtest:
         await self.ledger.start(self.bus)
 
     async def run(self) -> BacktestResult:
-        started = time.perf_counter()
+        try:
+            return await self._run()
+        finally:
+            self._work.cleanup()
+
+    async def _run(self) -> BacktestResult:
         self.clock.set(ny_midnight_ns(self.days[0].date))
         await self._start()
+        started = time.perf_counter()  # the replay's time (models are loaded by now)
         counters: collections.Counter[str] = collections.Counter()
         bad: collections.Counter[str] = collections.Counter()
         n = 0
@@ -240,14 +245,16 @@ class Backtest:
                 counters.update(md.stats)
                 bad.update(md.bad)
             await self._publish_status("replay_finished", counters, bad, n)
-        with contextlib.suppress(Exception):
-            for app in self.apps:
+        for app in self.apps:
+            try:
                 await app.stop()
+            except Exception as exc:  # stopping is tidying up: said, and the others still stop
+                log.warning("app stop failed", app=app.name, error=repr(exc))
         if self.hooks.errors:
             first = next(iter(self.hooks.first.values()), None)
             raise HandlerFailed(f"handlers failed during the backtest: {dict(self.hooks.errors)}") from first
         self.ledger.finish()
-        result = BacktestResult(
+        return BacktestResult(
             days=[d.date for d in self.days],
             records=n,
             events={k: counters.get(k, 0) for k in ("quotes", "trades", "depth")}
@@ -258,8 +265,6 @@ class Backtest:
             bad_ticks=dict(bad),
             sentiment_error=self.sentiment_error,
         )
-        self._work.cleanup()
-        return result
 
     def _md_core(self, day: DaySource) -> MarketDataCore:
         c = self.settings.md_gateway.cleaning
