@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from proto.news import NewsItem
+
 NY = ZoneInfo("America/New_York")
 TIME_KEYS = ("ts", "time", "timestamp", "date", "datetime", "published")
 TEXT_KEYS = ("headline", "title", "text")
@@ -121,3 +123,17 @@ def parse_time(value: Any) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=NY)
     return int(moment.timestamp() * 1_000_000) * 1_000
+
+
+def news_item(record: tuple[Any, ...], ts_init: int) -> NewsItem:
+    """A headline record (``("N", ts, symbol, source, news_id, headline)``, from a file or IB) as
+    the event published on news.raw."""
+    _, ts, symbol, source, news_id, headline = record
+    return NewsItem(
+        ts_event=ts,
+        ts_init=ts_init,
+        news_id=news_id,
+        source=source,
+        headline=headline,
+        symbols=[symbol] if symbol else [],
+    )

@@ -16,14 +16,13 @@ from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.markettime import DAY_NS, ny_midnight_ns, ny_time_ns
 from libs.common.nats_bus import NatsBus
-from libs.common.news_file import NewsFile
+from libs.common.news_file import NewsFile, news_item
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
 from proto.control import SyncProbe, SyncReply
 from proto.execution import OrderEvent, PositionSnapshot
 from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
-from proto.news import NewsItem
 from proto.subjects import spec
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
@@ -218,17 +217,8 @@ class MdGatewayApp(ServiceApp):
         return self.provider.name if self.provider is not None else None
 
     async def _news(self, rec: tuple[Any, ...]) -> None:
-        _, ts, symbol, source, news_id, headline = rec
-        item = NewsItem(
-            ts_event=ts,
-            ts_init=self.rt.now_ns(),
-            news_id=news_id,
-            source=source,
-            headline=headline,
-            symbols=[symbol] if symbol else [],
-        )
         self.news_published += 1
-        await self.rt.publish(NEWS.subject(), item)
+        await self.rt.publish(NEWS.subject(), news_item(rec, self.rt.now_ns()))
 
     def _with_news(self, records: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         """The provider's records with the replayed day's headlines merged in by time."""

@@ -31,6 +31,7 @@ from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.markettime import ny_midnight_ns, ny_time_ns
+from libs.common.news_file import news_item
 from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem
@@ -305,16 +306,7 @@ class Backtest:
         return with_news(day.records(), self.news, day.date) if self.news else day.records()
 
     async def _news(self, rec: tuple[Any, ...]) -> None:
-        _, ts, symbol, source, news_id, headline = rec
-        item = NewsItem(
-            ts_event=ts,
-            ts_init=ts,
-            news_id=news_id,
-            source=source,
-            headline=headline,
-            symbols=[symbol] if symbol else [],
-        )
-        await self.bus.publish(NEWS.subject(), item)
+        await self.bus.publish(NEWS.subject(), news_item(rec, rec[1]))
 
     async def _publish_status(
         self, state: Any, counters: collections.Counter[str], bad: collections.Counter[str], n: int
