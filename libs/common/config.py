@@ -94,7 +94,8 @@ class ReplaySettings(Section):
     until: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     # Lockstep: before and after each tick that starts a new second of market time (where bars
     # close and decisions happen) and each headline, wait until these services are quiet
-    # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills.
+    # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills. Every
+    # process, this gateway included, needs nats.sync (tradefleet up --lockstep sets both).
     lockstep: list[str] = Field(default_factory=list)
     lockstep_timeout_s: float = Field(30.0, gt=0)
 

@@ -397,6 +397,9 @@ class NatsBus(Bus):
         if durable is None:
 
             async def on_msg(msg: Msg) -> None:
+                await self._on_core(msg, handler)
+
+            async def on_msg_counted(msg: Msg) -> None:  # lockstep replays (quiet()) only
                 self.in_hand += 1
                 try:
                     await self._on_core(msg, handler)
@@ -407,7 +410,7 @@ class NatsBus(Bus):
             sub = await self.nc.subscribe(
                 pattern,
                 queue=queue or "",
-                cb=on_msg,
+                cb=on_msg_counted if self.settings.sync else on_msg,
                 pending_msgs_limit=CORE_PENDING_MSGS,
                 pending_bytes_limit=CORE_PENDING_BYTES,
             )

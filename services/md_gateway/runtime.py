@@ -345,10 +345,10 @@ class MdGatewayApp(ServiceApp):
             self.done.set()
 
     def _decides(self, ts: int, second: int, minute: int) -> bool:
-        """Does a tick at ``ts`` start a period where a decision can happen? (Vendor bars do not:
-        features builds its own from the ticks.) A new minute
-        always (entries and exits on 1m bars); a new second while an order works or a position
-        is held (protective exits on 1-second mids); never within a second."""
+        """Does a tick at ``ts`` start a period where a decision can happen? A new minute always
+        (entries and exits on 1m bars); a new second while an order works or a position is held
+        (protective exits on 1-second mids); never within a second. Vendor bars never do: features
+        builds its bars from the ticks."""
         if ts // MINUTE_NS != minute:
             return True
         return ts // SECOND_NS != second and (self._holding or bool(self._working))
