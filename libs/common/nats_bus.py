@@ -447,9 +447,10 @@ class NatsBus(Bus):
         backoff = 0.1
         while not self._closing:
             try:
-                # One message first: nats-py's fetch(n > 1) holds the first message until n
-                # have come or its timeout ends (up to 1 s for a lone intent). Then what else
-                # is already there, without lingering.
+                # One message first: nats-py's fetch(n > 1) can hold the first message until n
+                # have come or its timeout ends (a lone intent waited for seconds in lockstep
+                # replays). Then exactly what the server says is still waiting, which a no-wait
+                # pull returns at once.
                 msgs = await psub.fetch(1, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
@@ -463,10 +464,11 @@ class NatsBus(Bus):
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            # Nothing more (a timeout) or a failing connection: what came first is handled, and
-            # the next fetch reports the failure.
-            with contextlib.suppress(Exception):
-                msgs += await psub.fetch(FETCH_MORE, timeout=0.002)
+            waiting = min(msgs[-1].metadata.num_pending or 0, FETCH_MORE) if msgs else 0
+            if waiting:
+                # A failing connection here: what came first is handled; the next fetch says so.
+                with contextlib.suppress(Exception):
+                    msgs += await psub.fetch(waiting, timeout=1.0)
             self.in_hand += len(msgs)
             for msg in msgs:
                 try:
