@@ -51,34 +51,44 @@ class Execution:
 
 
 def episodes(fills: list[Execution], last_mid: dict[str, float], end_ts: int) -> list[Trade]:
-    """Position episodes from fills in time order."""
+    """Position episodes from fills in time order. A fill that goes through flat (long to short)
+    ends one episode and starts the next, its commission split by quantity."""
     trades: list[Trade] = []
     state: dict[str, dict[str, Any]] = {}
-    for f in fills:
-        s = state.get(f.symbol)
-        if s is None:
-            s = state[f.symbol] = {"pos": 0.0}
-        if s["pos"] == 0.0:
-            s.update(
-                cash=0.0, fees=0.0, start=f.ts, peak=0.0, dir=1 if f.signed_qty > 0 else -1, notional=0.0
-            )
-            s.update(open_qty=0.0, open_value=0.0)
-        s["cash"] -= f.signed_qty * f.price
-        s["fees"] += f.commission
-        s["notional"] += abs(f.signed_qty) * f.price
-        if (f.signed_qty > 0) == (s["dir"] > 0):
-            s["open_qty"] += abs(f.signed_qty)
-            s["open_value"] += abs(f.signed_qty) * f.price
-        s["pos"] = round(s["pos"] + f.signed_qty, 9)
-        s["peak"] = max(s["peak"], abs(s["pos"]))
-        if s["pos"] == 0.0:
-            trades.append(_trade(f.symbol, s, f.ts, 0.0, False))
+    for fill in fills:
+        for f in _split_at_flat(fill, state.get(fill.symbol, {}).get("pos", 0.0)):
+            s = state.setdefault(f.symbol, {"pos": 0.0})
+            if s["pos"] == 0.0:
+                s.update(cash=0.0, fees=0.0, start=f.ts, peak=0.0, dir=1 if f.signed_qty > 0 else -1)
+                s.update(notional=0.0, open_qty=0.0, open_value=0.0)
+            s["cash"] -= f.signed_qty * f.price
+            s["fees"] += f.commission
+            s["notional"] += abs(f.signed_qty) * f.price
+            if (f.signed_qty > 0) == (s["dir"] > 0):
+                s["open_qty"] += abs(f.signed_qty)
+                s["open_value"] += abs(f.signed_qty) * f.price
+            s["pos"] = round(s["pos"] + f.signed_qty, 9)
+            s["peak"] = max(s["peak"], abs(s["pos"]))
+            if s["pos"] == 0.0:
+                trades.append(_trade(f.symbol, s, f.ts, 0.0, False))
     for symbol, s in state.items():
         if s["pos"]:
             mark = last_mid.get(symbol, 0.0)
             trades.append(_trade(symbol, s, end_ts, s["pos"] * mark, True))
     trades.sort(key=lambda t: (t.entry_ts, t.symbol))
     return trades
+
+
+def _split_at_flat(f: Execution, position: float) -> list[Execution]:
+    after = position + f.signed_qty
+    if position == 0.0 or after == 0.0 or (after > 0) == (position > 0):
+        return [f]
+    closing = -position
+    share = abs(closing) / abs(f.signed_qty)
+    return [
+        Execution(f.ts, f.symbol, closing, f.price, f.commission * share),
+        Execution(f.ts, f.symbol, after, f.price, f.commission * (1.0 - share)),
+    ]
 
 
 def _trade(symbol: str, s: dict[str, Any], end: int, open_value: float, still_open: bool) -> Trade:
