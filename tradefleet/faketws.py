@@ -273,9 +273,13 @@ class FakeTws:
         return self
 
     async def stop(self) -> None:
-        await self.drop()
+        # Stop listening first: a client that reconnects while its old socket is being closed
+        # must be refused, not accepted by a fake that is going away (the outage test saw that
+        # reconnect succeed, stay up, and no page go out).
         if self._server is not None:
             self._server.close()
+        await self.drop()
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def drop(self) -> None:
