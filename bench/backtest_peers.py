@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import math
 import platform
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Quote, Trade
 from proto.orders import OrderIntent
 from proto.subjects import spec
+from services.features.indicators import Ema
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 from tradefleet.backtest.engine import Backtest
@@ -60,22 +62,6 @@ def cleaned_events(symbols: list[str]) -> list[Quote | Trade]:
 
 
 # -- ours ------------------------------------------------------------------------------------------
-class Ema:
-    """EMA seeded with the SMA of its first n values (TA-Lib's and backtrader's seeding)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.k, self.seed, self.value = n, 2 / (n + 1), [], None  # type: ignore[var-annotated]
-
-    def update(self, x: float) -> float | None:
-        if self.value is None:
-            self.seed.append(x)
-            if len(self.seed) == self.n:
-                self.value = sum(self.seed) / self.n
-            return self.value
-        self.value += self.k * (x - self.value)
-        return self.value
-
-
 @dataclass
 class _Symbol:
     fast: Ema
@@ -113,7 +99,7 @@ class EmaCrossApp(ServiceApp):
 
     async def _on_close(self, symbol: str, s: _Symbol, ts: int) -> None:
         fast, slow = s.fast.update(s.close), s.slow.update(s.close)
-        if fast is None or slow is None:
+        if math.isnan(slow):
             return
         above = fast > slow
         crossed = s.above is not None and above != s.above

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,17 +52,30 @@ def replay_vectors(
     timeframe: str = "1m",
     progress: bool = True,
 ) -> Iterator[FeatureVector]:
-    """Replay each day through the md-gateway and features cores (one features core across days,
-    as a long-running service keeps its indicator state)."""
+    """Replay each LEAN day through the md-gateway and features cores."""
+    providers = (LeanReplay(Path(root), date, symbols, "none") for date, symbols in days.items())
+    sessions = ((p.session(), p.records()) for p in providers)
+    return vectors_of_days(sessions, config, timeframe, progress, total=len(days))
+
+
+def vectors_of_days(
+    days: Iterable[tuple[tuple[int, int] | None, Iterable[tuple[Any, ...]]]],
+    config: FeatureConfig,
+    timeframe: str = "1m",
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[FeatureVector]:
+    """Days of records (each with its regular session) through the md-gateway and features cores,
+    one features core across days, as a long-running service keeps its indicator state. The
+    records may come from files or the database (tradefleet/backtest/walkforward.py)."""
     from tqdm import tqdm
 
     clock = SimClock()
     features = FeatureCore(config, clock)
-    bar = tqdm(total=len(days), desc="replaying days", unit="day", disable=not progress)
-    for date, symbols in days.items():
-        provider = LeanReplay(Path(root), date, symbols, "none")
-        md = MarketDataCore(clock, 10.0, True, provider.session())
-        for record in provider.records():
+    bar = tqdm(total=total, desc="replaying days", unit="day", disable=not progress)
+    for session, records in days:
+        md = MarketDataCore(clock, 10.0, True, session)
+        for record in records:
             event = md.on_record(record)
             if event is None:
                 continue
@@ -69,7 +83,6 @@ def replay_vectors(
                 if vector.timeframe == timeframe:
                     yield vector
         bar.update(1)
-        bar.set_postfix(date=date, symbols=",".join(symbols))
     for vector in features.finish():
         if vector.timeframe == timeframe:
             yield vector

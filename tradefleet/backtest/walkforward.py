@@ -11,7 +11,6 @@ window is seen in training.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import numpy as np
 from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from models.fastlane.dataset import vectors_of_days
 from models.fastlane.train import TrainConfig, train_horizon
-from proto.features import FeatureVector
 from services.features.core import FeatureCore
-from services.md_gateway.core import MarketDataCore
 from tradefleet.backtest import report as tearsheet
 from tradefleet.backtest.engine import Backtest
 from tradefleet.backtest.metrics import Trade, performance
@@ -32,31 +30,13 @@ from tradefleet.backtest.sources import DaySource
 log = get_logger(__name__)
 
 
-def replayed_vectors(days: list[DaySource], settings: Settings, timeframe: str) -> Iterator[FeatureVector]:
-    """The training days through the md-gateway and features cores (one features core across
-    days, as a long-running service keeps its indicator state)."""
-    from services.features.runtime import feature_config
-
-    clock = SimClock()
-    features = FeatureCore(feature_config(settings), clock)
-    c = settings.md_gateway.cleaning
-    for day in days:
-        md = MarketDataCore(clock, c.max_jump_pct, c.drop_suspicious, day.session())
-        for rec in day.records():
-            clock.set(rec[1])
-            event = md.on_record(rec)
-            if event is not None:
-                yield from (v for v in features.on_event(event) if v.timeframe == timeframe)
-    yield from (v for v in features.finish() if v.timeframe == timeframe)
-
-
 def train_fold(days: list[DaySource], settings: Settings, registry: Path, promote: str) -> dict[str, Any]:
     """Train every horizon on these days into ``registry``; what each horizon ended with."""
     from services.features.runtime import feature_config
 
     fl = settings.fastlane
     features = feature_config(settings)
-    vectors = list(replayed_vectors(days, settings, fl.source_timeframe))
+    vectors = list(vectors_of_days(((d.session(), d.records()) for d in days), features, fl.source_timeframe))
     names = list(FeatureCore(features, SimClock()).names)
     cfg = TrainConfig(horizons=list(fl.horizons), promote=promote)
     out: dict[str, Any] = {"vectors": len(vectors)}
