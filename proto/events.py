@@ -14,7 +14,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import Prediction, QosScore
+from proto.signals import PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -45,6 +45,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     DeadLetter,
     SyncProbe,
     SyncReply,
+    PolicySignal,
 )
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
@@ -75,6 +76,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     DeadLetter,
     SyncProbe,
     SyncReply,
+    PolicySignal,
 ]
 
 

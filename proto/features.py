@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from proto.base import Event, Symbol
@@ -73,6 +74,12 @@ def bar_feature_names(timeframes: tuple[str, ...]) -> tuple[str, ...]:
     """The ordered names of a bar vector for these timeframes (context per timeframe last)."""
     context = tuple(f"{name}_{tf}" for tf in timeframes for name in CONTEXT)
     return TECHNICAL + MICRO + REGIME + context
+
+
+def bar_feature_set(timeframes: tuple[str, ...]) -> str:
+    """The set's name: names and order define it; the digest changes whenever either does."""
+    digest = hashlib.sha256(",".join(bar_feature_names(timeframes)).encode()).hexdigest()[:8]
+    return f"bar-v1-{digest}"
 
 
 class FeatureVector(Event, frozen=True, kw_only=True):

@@ -39,4 +39,20 @@ class QosScore(Event, frozen=True, kw_only=True):
     regime: str
     components: dict[str, float] = {}
     weights: dict[str, float] = {}
-    action: Literal["enter", "exit", "hold"] = "hold"
+    #: "propose": an entry QOS would make, waiting for the RL policy's answer (sig.policy.SYM)
+    action: Literal["enter", "exit", "hold", "propose"] = "hold"
+
+
+class PolicySignal(Event, frozen=True, kw_only=True):
+    """The RL policy's answer to one QOS score: how much of QOS's order size to take (``scale``
+    in [0, 1]) and whether to enter now or wait. QOS applies it to the entry it proposed at
+    ``score_ts``; exits are never the policy's to make, and the risk gate still has the last word."""
+
+    symbol: Symbol
+    #: the QosScore (its ts_event) this answers: QOS matches the answer to its proposal by it
+    score_ts: int
+    scale: Probability
+    timing: Literal["enter", "wait"]
+    policy_version: str
+    #: what QOS proposed when the policy answered (+1 long entry, -1 short, 0 none)
+    proposal: int = 0

@@ -19,7 +19,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import Prediction, QosScore
+from proto.signals import PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 
@@ -128,6 +128,13 @@ CATALOG: tuple[SubjectSpec, ...] = (
     ),
     SubjectSpec("feat.{timeframe}.{symbol}", (FeatureVector,), _C, "features", "feature vector on bar close"),
     SubjectSpec("sig.fast.{horizon}.{symbol}", (Prediction,), _C, "fastlane", "calibrated prediction"),
+    SubjectSpec(
+        "sig.policy.{symbol}",
+        (PolicySignal,),
+        _C,
+        "policy",
+        "the RL policy's size scale and timing for a QOS score (answers an entry proposal)",
+    ),
     SubjectSpec("qos.{symbol}", (QosScore,), _C, "qos", "QOS score with its components"),
     SubjectSpec("order.intent.{symbol}", (OrderIntent,), _J, "qos", "what the strategy wants", "ORDERS"),
     SubjectSpec("order.approved.{symbol}", (OrderApproved,), _J, "risk", "risk-approved order", "ORDERS"),

@@ -334,6 +334,13 @@ class SentimentSettings(Section):
     webhook_token: str = ""  # when set, the webhook needs "Authorization: Bearer <token>"
 
 
+class PolicySettings(Section):
+    """The RL policy service (services/policy): which registry it serves from."""
+
+    registry: Path = SHIPPED_REGISTRY
+    reload_interval_s: float = Field(5.0, gt=0)
+
+
 class QosSettings(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -342,7 +349,6 @@ class QosSettings(Section):
             "30m": 0.2,
             "60m": 0.1,
             "sentiment": 0.2,
-            "policy": 0.0,
         }
     )
     entry_threshold: float = Field(0.35, gt=0, le=1)
@@ -359,6 +365,11 @@ class QosSettings(Section):
     # Headline sentiment (news.sentiment.SYM) as the weighted input "sentiment": per symbol, the sum
     # of polarities decayed with this half-life in event time, clipped to [-1, 1].
     sentiment_half_life_s: float = Field(900.0, gt=0)
+    # The RL policy (services/policy) as a size and timing modifier: "on" proposes each entry to it
+    # and waits for its answer on sig.policy.SYM; "off" sizes by the rules alone.
+    policy: Literal["off", "on"] = "off"
+    # A proposal unanswered at the next score: "rules" enters at full size, "hold" never enters.
+    policy_fallback: Literal["rules", "hold"] = "rules"
 
 
 class Settings(BaseSettings):
@@ -375,6 +386,7 @@ class Settings(BaseSettings):
     features: FeaturesSettings = FeaturesSettings()
     fastlane: FastlaneSettings = FastlaneSettings()
     qos: QosSettings = QosSettings()
+    policy: PolicySettings = PolicySettings()
     sentiment: SentimentSettings = SentimentSettings()
     partition: PartitionSettings = PartitionSettings()
     risk: RiskSettings = RiskSettings()

@@ -18,6 +18,15 @@ Decisions, per symbol, one position direction at a time (netting: never opposing
 - hysteresis: after an entry or exit the symbol re-arms only once |QOS| fell below rearm_threshold;
 - cool-down: no new entry within cooldown after an exit.
 Quarantined and stale predictions do not count. Pure: no I/O; time is the events' time.
+
+With the RL policy on (``policy="on"``), an entry QOS wants is first *proposed*: the score goes out
+with action "propose" and the policy answers it on sig.policy.SYM (matched by the score's time)
+with a size scale in [0, 1] and a timing, enter or wait. "enter" sends the intent at
+``scale * order_notional``; "wait" leaves the symbol armed, so the next score that still clears the
+threshold proposes again. Exits never wait for the policy. A proposal still unanswered at the
+symbol's next score means the policy is silent: with ``policy_fallback="rules"`` QOS then enters by
+its own rules at full size until the policy answers again (it answers every score, so QOS sees it
+come back); with "hold" it only proposes, and a silent policy means no new entries.
 """
 
 from __future__ import annotations
@@ -32,10 +41,10 @@ from libs.common.markettime import parse_duration_ns
 from proto.base import Event
 from proto.news import SentimentScore
 from proto.orders import OrderIntent
-from proto.signals import Prediction, QosScore
+from proto.signals import PolicySignal, Prediction, QosScore
 
 NS = 1_000_000_000
-Action = Literal["enter", "exit", "hold"]
+Action = Literal["enter", "exit", "hold", "propose"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class QosConfig:
     hit_rate_halflife: int = 50
     regime_tilt: float = 0.5
     sentiment_half_life_s: float = 900.0
+    policy: str = "off"  # "on": entries are proposed to the RL policy, which sizes and times them
+    policy_fallback: str = "rules"  # a silent policy: "rules" enters at full size, "hold" does not
 
     def horizons(self) -> list[str]:
         """Weighted inputs that are fast-lane horizons, shortest first (others join later)."""
@@ -92,6 +103,8 @@ class _Symbol:
         self.exited: tuple[int, float] = (0, 0.0)  # direction and quantity before the last exit
         self.sentiment = 0.0  # decayed polarity sum at sentiment_ts
         self.sentiment_ts = 0
+        self.proposal: tuple[int, float, dict[str, float]] | None = None  # ts, QOS, components
+        self.policy_silent = False  # a proposal went unanswered; cleared by the policy's next answer
 
 
 class QosCore:
@@ -191,6 +204,9 @@ class QosCore:
         return {h: w / total for h, w in raw.items()} if total > 0 else {}
 
     def _evaluate(self, symbol: str, s: _Symbol, now: int) -> list[Event]:
+        if s.proposal is not None and s.proposal[0] != now:
+            s.proposal, s.policy_silent = None, True  # never answered: the policy is silent
+            self.stats["policy_silent"] += 1
         weights = self._weights(s, now)
         if not weights:
             self.stats["no_live_inputs"] += 1
@@ -236,18 +252,14 @@ class QosCore:
                 if wants and cooling:
                     self.stats["entries_in_cooldown"] += 1
                 return "hold", None
-            quantity = math.floor(cfg.order_notional / s.price)
-            if quantity < 1:
-                self.stats["notional_below_one_share"] += 1
-                return "hold", None
-            s.direction = 1 if qos > 0 else -1
-            s.quantity, s.peak, s.entry_ts, s.armed = float(quantity), abs(qos), now, False
-            reason = f"entry: QOS {qos:+.3f} beyond {cfg.entry_threshold}"
-            intent = self._intent(
-                symbol, s, now, "enter", s.direction, quantity, reason, "normal", qos, components
-            )
-            s.entry_intent = intent.intent_id
-            return "enter", intent
+            if cfg.policy == "on" and not (s.policy_silent and cfg.policy_fallback == "rules"):
+                s.proposal = (now, qos, components)
+                self.stats["proposals"] += 1
+                return "propose", None
+            if cfg.policy == "on":
+                self.stats["entries_by_rules_policy_silent"] += 1
+            intent = self._enter(symbol, s, now, qos, components, 1.0, "")
+            return ("enter", intent) if intent is not None else ("hold", None)
         aligned = s.direction * qos
         s.peak = max(s.peak, aligned)
         held = now - s.entry_ts >= cfg.min_hold_s * NS
@@ -261,6 +273,52 @@ class QosCore:
             else f"exit: QOS {qos:+.3f} crossed {cfg.exit_floor}"
         )
         return "exit", self._exit(symbol, s, now, qos, components, reason)
+
+    def _enter(
+        self,
+        symbol: str,
+        s: _Symbol,
+        now: int,
+        qos: float,
+        components: dict[str, float],
+        scale: float,
+        why: str,
+    ) -> OrderIntent | None:
+        quantity = math.floor(self.cfg.order_notional * scale / s.price)
+        if quantity < 1:
+            self.stats["notional_below_one_share" if scale >= 1 else "policy_sized_below_one_share"] += 1
+            return None
+        s.direction = 1 if qos > 0 else -1
+        s.quantity, s.peak, s.entry_ts, s.armed = float(quantity), abs(qos), now, False
+        reason = f"entry: QOS {qos:+.3f} beyond {self.cfg.entry_threshold}{why}"
+        intent = self._intent(
+            symbol, s, now, "enter", s.direction, quantity, reason, "normal", qos, components
+        )
+        s.entry_intent = intent.intent_id
+        return intent
+
+    def on_policy(self, signal: PolicySignal) -> list[Event]:
+        """The policy's answer: to the symbol's open proposal, an entry now (scaled) or a wait."""
+        s = self.symbols.get(signal.symbol)
+        if s is None:
+            return []
+        s.policy_silent = False
+        proposal = s.proposal
+        if proposal is None or proposal[0] != signal.score_ts or s.direction != 0:
+            return []  # an answer to a score that proposed nothing (the policy answers every score)
+        s.proposal = None
+        if signal.timing == "wait":
+            self.stats["entries_deferred_by_policy"] += 1
+            return []
+        ts, qos, components = proposal
+        why = f"; policy {signal.policy_version} scale {signal.scale:.2f}"
+        intent = self._enter(
+            signal.symbol, s, ts, qos, {**components, "policy_scale": signal.scale}, signal.scale, why
+        )
+        if intent is None:
+            return []
+        self.stats["entries_by_policy"] += 1
+        return [intent]
 
     def _exit(
         self, symbol: str, s: _Symbol, now: int, qos: float, components: dict[str, float], reason: str

@@ -1,4 +1,5 @@
-"""qos runtime: sig.fast.*.* and news.sentiment.* in; qos.SYM scores and order.intent.SYM intents out."""
+"""qos runtime: sig.fast.*.*, news.sentiment.* and sig.policy.* in; qos.SYM scores and
+order.intent.SYM intents out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
 from proto.news import SentimentScore
 from proto.orders import OrderDenied, OrderIntent
-from proto.signals import Prediction, QosScore
+from proto.signals import PolicySignal, Prediction, QosScore
 from proto.subjects import spec
 from services.qos.core import QosConfig, QosCore
 from services.qos.exits import ExitConfig, ExitManager
@@ -35,6 +36,7 @@ class QosApp(ServiceApp):
         self.core = QosCore(qos_config(settings), LiveClock())
         self.predictions_in = 0
         self.sentiment_in = 0
+        self.policy_in = 0
         self.vectors_in = 0
         self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
         self.exits = ExitManager(ExitConfig(), LiveClock())
@@ -49,6 +51,8 @@ class QosApp(ServiceApp):
         self.core.namespace = f"qos{rt.started_ns}"
         self.exits.namespace = f"exit{rt.started_ns}"
         await rt.subscribe("sig.fast.*.*", self._on_prediction)
+        if self.core.cfg.policy == "on":
+            await rt.subscribe("sig.policy.*", self._on_policy)
         # Protective exits watch every second's mid and the 1m ATR; positions come from fills.
         await rt.subscribe("feat.*.*", self._on_vector)
         await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills", new_only=True)
@@ -87,6 +91,12 @@ class QosApp(ServiceApp):
         self.sentiment_in += 1
         await self._publish(self.core.on_sentiment(d.event))
 
+    async def _on_policy(self, d: Delivery) -> None:
+        if not isinstance(d.event, PolicySignal) or not self.owns(d.event.symbol):
+            return
+        self.policy_in += 1
+        await self._publish(self.core.on_policy(d.event))
+
     async def _on_prediction(self, d: Delivery) -> None:
         if not isinstance(d.event, Prediction):
             return
@@ -110,6 +120,7 @@ class QosApp(ServiceApp):
         return {
             "predictions_in": self.predictions_in,
             "sentiment_in": self.sentiment_in,
+            "policy_in": self.policy_in,
             "vectors_in": self.vectors_in,
             **self.published,
             "stats": dict(self.core.stats),

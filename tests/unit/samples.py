@@ -10,7 +10,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import Prediction, QosScore
+from proto.signals import PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 T0 = 1_381_239_000_000_000_000  # 2013-10-08 13:30 UTC, the sample day's open
@@ -29,6 +29,9 @@ def sample_events() -> list[Event]:
             **t, symbol="IBM", horizon="5m", model_version="m1", probability=0.61, expected_return=0.0004
         ),
         QosScore(**t, symbol="IBM", score=0.41, peak=0.44, regime="trend", components={"1m": 0.2}),
+        PolicySignal(
+            **t, symbol="IBM", score_ts=T0, scale=0.6, timing="enter", policy_version="p1", proposal=1
+        ),
         OrderIntent(
             **t, intent_id="i-1", symbol="IBM", side="BUY", quantity=100, order_type="LMT", limit_price=182.07
         ),

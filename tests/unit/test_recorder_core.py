@@ -61,6 +61,7 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "FeedStatus",
         "Prediction",
         "QosScore",
+        "PolicySignal",  # derived from recorded inputs by a versioned policy
         "RiskState",
         "Control",
         "Alert",
