@@ -14,6 +14,7 @@ from bench import (
     hop,
     md_path,
     order_path,
+    policy,
     recorder,
     risk,
     sentiment,
@@ -37,6 +38,7 @@ def main() -> None:
     tf = tca_feedback.run()
     st = sentiment.run(rounds=ns.rounds)
     bp = backtest_peers.run(rounds=ns.rounds)
+    pl = policy.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -123,6 +125,17 @@ def main() -> None:
         f" backtrader {eng['backtrader']['ticks_per_s_median']:,}/s (trades only)"
         f" -> x{bp['ours_vs_backtrader']} backtrader (target > 1), x{bp['ours_vs_nautilus']} Nautilus"
         f" (target >= 0.5); full spine {eng['ours_full_spine']['ticks_per_s_median']:,} ticks/s"
+    )
+    print(
+        f"policy   per QOS score (observation + ONNX actor + answer) p50 {pl['service']['p50_us']:.1f} us,"
+        f" p99 {pl['service']['p99_us']:.1f} us (target p99 <= 200); bare ONNX Runtime call"
+        f" p50 {pl['bare_onnx']['p50_us']:.1f}, p99 {pl['bare_onnx']['p99_us']:.1f} us"
+        f" -> x{pl['service_p99_over_bare_p99']:.2f} at p99"
+        + (
+            f"; stable-baselines3 predict p50 {pl['sb3_predict']['p50_us']:.0f} us"
+            if "sb3_predict" in pl
+            else ""
+        )
     )
 
 

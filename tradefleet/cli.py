@@ -361,6 +361,13 @@ def backtest(
     promote: Annotated[
         str, typer.Option(help="walk-forward: gate (the production gate) or force (test whatever trained)")
     ] = "gate",
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="the RL policy sizing and timing entries: on, off, or both (two runs, compared in "
+            "the report); default: qos.policy from the config"
+        ),
+    ] = None,
 ) -> None:
     """Every trading core in one process on simulated time: deterministic, with a tearsheet."""
     from libs.common.logging import setup_logging
@@ -387,13 +394,32 @@ def backtest(
             settings, data, wanted, days, report, train_days, test_days, headlines, promote, sentiment
         )
         return
-    bt = Backtest(settings, days, news=headlines, progress=progress, sentiment=sentiment)
+    mode = policy or settings.qos.policy
+    if mode not in ("on", "off", "both"):
+        typer.echo(f"backtest: --policy is on, off or both, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    if mode != "off":
+        problem = _policy_problem(settings)
+        if problem:
+            typer.echo(f"backtest: the policy cannot run: {problem}", err=True)
+            raise typer.Exit(2)
+    rules = None
     try:
+        if mode == "both":
+            rules = Backtest(_with_policy(settings, "off"), days, headlines, progress, sentiment=sentiment)
+            rules_result = asyncio.run(rules.run())
+        bt = Backtest(
+            _with_policy(settings, "off" if mode == "off" else "on"),
+            days,
+            headlines,
+            progress,
+            sentiment=sentiment,
+        )
         result = asyncio.run(bt.run())
     except HandlerFailed as exc:
         typer.echo(f"backtest failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    out = write(result, data, wanted, report)
+    out = write(result, data, wanted, report, rules_result if rules is not None else None)
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(
@@ -412,6 +438,17 @@ def backtest(
                 "strategy": {
                     k: m[k] for k in ("total_return", "sharpe", "max_drawdown", "trades", "hit_rate")
                 },
+                "policy": out["policy"],
+                **(
+                    {
+                        "rules_sizing": {
+                            k: out["metrics"]["rules_sizing"][k]
+                            for k in ("total_return", "sharpe", "max_drawdown", "trades", "hit_rate")
+                        }
+                    }
+                    if "rules_sizing" in out["metrics"]
+                    else {}
+                ),
             },
             indent=2,
         )
@@ -533,6 +570,27 @@ def db_prune(
     typer.echo(json.dumps({"dropped": dropped, "dry_run": dry_run}))
 
 
+def _with_policy(settings: Settings, mode: str) -> Settings:
+    return settings.model_copy(update={"qos": settings.qos.model_copy(update={"policy": mode})})
+
+
+def _policy_problem(settings: Settings) -> str:
+    """Why the active policy cannot serve this configuration ("" when it can)."""
+    from models.policy import registry as policy_registry
+    from models.policy.serving import load_version
+    from services.policy.runtime import PolicyApp
+
+    root = settings.policy.registry
+    version = policy_registry.active_version(root)
+    if version is None:
+        return f"no active policy in {root} (train one: tradefleet train policy)"
+    try:
+        PolicyApp(settings).check(load_version(root, version))
+    except Exception as exc:
+        return str(exc)
+    return ""
+
+
 @train_app.command("fastlane")
 def train_fastlane(
     data: Annotated[
@@ -597,6 +655,88 @@ def train_fastlane(
             f"{'PROMOTED' if verdict['promoted'] else 'not promoted: ' + '; '.join(verdict['reasons'])}"
         )
     typer.echo(f"report: {result['report_html']}")
+
+
+@train_app.command("policy")
+def train_policy(
+    config: ConfigOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="LEAN data folder or a PostgreSQL URL (default: the replay's)")
+    ] = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated (default: the replay's)")] = None,
+    start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's)")] = None,
+    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    hold_out: Annotated[
+        str, typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD (required)")
+    ] = "",
+    news: Annotated[list[Path] | None, typer.Option(help="headline files (default: the replay's)")] = None,
+    sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment")] = True,
+    algorithm: Annotated[str, typer.Option(help="ppo (default), sac or ddpg")] = "ppo",
+    timesteps: Annotated[int, typer.Option(help="decisions to learn from", min=64)] = 20_000,
+    envs: Annotated[int, typer.Option(help="vectorized environments", min=1, max=64)] = 4,
+    subprocess: Annotated[bool, typer.Option("--subprocess", help="one process per environment")] = False,
+    risk_penalty: Annotated[float, typer.Option(help="reward lost per bp of drawdown growth", min=0)] = 0.5,
+    promote: Annotated[
+        str, typer.Option(help="gate (beat the rules on the held-out days), force or never")
+    ] = "gate",
+    registry: Annotated[Path | None, typer.Option(help="registry root (default policy.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="report folder (default var/reports/...)")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train the RL sizing and timing policy on the backtest's cores; evaluate on held-out days."""
+    from libs.common.logging import setup_logging
+    from models.policy.cli import run
+    from models.policy.train import PolicyTrainConfig
+    from tradefleet.backtest.sources import find_days, parse_day
+
+    settings = _settings(config)
+    setup_logging("train-policy", "WARNING")
+    rp = settings.md_gateway.replay
+    source = data or str(rp.root)
+    wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else [s.upper() for s in rp.symbols]
+    try:
+        held = {parse_day(d.strip()) for d in hold_out.split(",") if d.strip()}
+        if not held:
+            raise ValueError("--hold-out names no day: evaluation needs days the policy never trained on")
+        cfg = PolicyTrainConfig(
+            algorithm=algorithm,
+            timesteps=timesteps,
+            n_envs=envs,
+            subprocess=subprocess,
+            risk_penalty=risk_penalty,
+            promote=promote,
+            seed=seed,
+        )
+        days = find_days(source, wanted, start or rp.date, end or start or rp.date)
+        headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+        result = run(
+            settings,
+            days,
+            held,
+            headlines,
+            sentiment,
+            cfg,
+            registry or settings.policy.registry,
+            report,
+            progress,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"train policy: {exc}", err=True)
+        raise typer.Exit(2) from None
+    ev = result["evaluation"]
+    typer.echo(
+        json.dumps(
+            {
+                "version": result["version"],
+                "report": result["report_html"],
+                "held_out": {"policy": ev["policy"], "rules": ev["rules"]},
+                "promotion": result["promotion"],
+                "inference_us": result["inference_us"],
+            },
+            indent=2,
+        )
+    )
 
 
 @train_app.command("sentiment")

@@ -34,6 +34,7 @@ START_ORDER = (
     "tca",
     "execution",
     "risk",
+    "policy",
     "qos",
     "sentiment",
     "fastlane",
@@ -44,6 +45,11 @@ STALL_LIMIT_S = 10.0
 # What a lockstep replay waits for: every service that decides or trades. Not the recorder (it
 # only writes), nor TCA unless its feedback may change how execution works orders.
 LOCKSTEP = tuple(name for name in START_ORDER if name not in ("recorder", "md-gateway", "tca"))
+
+
+def started_services(settings: Settings) -> tuple[str, ...]:
+    """The RL policy runs only where QOS asks it (qos.policy: on)."""
+    return tuple(n for n in START_ORDER if n != "policy" or settings.qos.policy == "on")
 
 
 def md_rows(counts: dict[str, int]) -> int:
@@ -121,7 +127,9 @@ class Fleet:
             env["TRADEFLEET_MD_GATEWAY__REPLAY__SPEED"] = str(self.speed)
         if self.lockstep:
             env["TRADEFLEET_NATS__SYNC"] = "true"
-            waits = [*LOCKSTEP, "tca"] if self.settings.execution.feedback else list(LOCKSTEP)
+            started = started_services(self.settings)
+            waits = [n for n in LOCKSTEP if n in started]
+            waits += ["tca"] if self.settings.execution.feedback else []
             env["TRADEFLEET_MD_GATEWAY__REPLAY__LOCKSTEP"] = json.dumps(waits)
         return env
 
@@ -169,7 +177,7 @@ class Fleet:
             signal.signal(sig, self._on_signal)
         try:
             self._start_infra()
-            for name in START_ORDER:
+            for name in started_services(self.settings):
                 self._spawn(name)
             self._write_state()
             error = self._watch(started, duration)

@@ -40,6 +40,12 @@ def _qos(settings: Settings) -> ServiceApp:
     return QosApp(settings)
 
 
+def _policy(settings: Settings) -> ServiceApp:
+    from services.policy.runtime import PolicyApp
+
+    return PolicyApp(settings)
+
+
 def _risk(settings: Settings) -> ServiceApp:
     from services.risk.runtime import RiskApp
 
@@ -70,6 +76,7 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "recorder": _recorder,
     "features": _features,
     "fastlane": _fastlane,
+    "policy": _policy,
     "qos": _qos,
     "risk": _risk,
     "execution": _execution,

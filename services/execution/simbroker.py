@@ -132,6 +132,11 @@ class SimBroker:
         self.now = 0
         self.stats: collections.Counter[str] = collections.Counter()
 
+    def idle(self) -> bool:
+        """No order at the venue or on its way, no report in flight: market data then only sets
+        the touch (the RL environment skips to the latest quote while the broker is idle)."""
+        return not (self.orders or self._arrivals or self._reports)
+
     # -- what the execution gateway calls -----------------------------------------------------------
     def submit(self, order: SimOrder, now: int) -> None:
         self._schedule(now + self._ms(self.cfg.submit_latency_ms), "submit", order=order)

@@ -27,6 +27,7 @@ from proto.features import (
     TECHNICAL,
     FeatureVector,
     bar_feature_names,
+    bar_feature_set,
 )
 from proto.market import DepthUpdate, Quote, Trade
 from services.features import indicators as ind
@@ -68,9 +69,7 @@ class FeatureConfig:
 
     @property
     def feature_set(self) -> str:
-        """Names and order define the set; the digest changes whenever either does."""
-        digest = hashlib.sha256(",".join(self.names).encode()).hexdigest()[:8]
-        return f"bar-v1-{digest}"
+        return bar_feature_set(self.timeframes)
 
     @property
     def micro_feature_set(self) -> str:

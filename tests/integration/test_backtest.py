@@ -229,3 +229,56 @@ def test_a_backtest_from_what_the_fleet_recorded_matches_one_from_the_files(pg_d
     record = from_files.ledger.trading_record()
     assert len(record["fills"]) >= 2
     assert from_db.ledger.trading_record() == record
+
+
+def test_the_backtest_runs_with_the_policy_on_and_off_and_reports_both(tmp_path: Path) -> None:
+    """`--policy both`: the same morning with QOS sizing by its rules and with the shipped RL
+    policy sizing and timing its entries; report.json holds both rows, and the policy's facts."""
+    from models.policy import registry
+
+    active = registry.active_version(REPO / "models" / "registry")
+    assert active is not None, "the shipped registry has an active policy"
+    config = tmp_path / "config.yaml"
+    config.write_text('md_gateway:\n  replay:\n    until: "12:30"\n')
+    report = tmp_path / "report"
+    args = [
+        sys.executable,
+        "-m",
+        "tradefleet",
+        "backtest",
+        "--config",
+        str(config),
+        "--data",
+        str(SAMPLE_LEAN),
+    ]
+    args += [
+        "--symbols",
+        "IBM,BAC",
+        "--start",
+        DAY,
+        "--report",
+        str(report),
+        "--no-progress",
+        "--no-sentiment",
+    ]
+    proc = subprocess.run(
+        [*args, "--policy", "both"], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((report / "report.json").read_text())
+    assert set(data["metrics"]) == {"strategy", "rules_sizing", "buy_and_hold", "naive_momentum"}
+    facts = data["policy"]
+    assert facts["on"] and facts["compared_with_rules"] and facts["version"] == active
+    qos = facts["qos"]
+    assert qos["proposals"] > 0 and qos["policy_silent"] == 0  # every proposal answered, in lockstep
+    assert qos["entries_by_policy"] + qos["entries_deferred_by_policy"] <= qos["proposals"]
+    assert facts["inference_us"]["p99"] > 0 and facts["rules_orders"]["intents"] > 0
+    assert "rules sizing" in (report / "report.html").read_text()
+
+    # the policy asked for where none is active: a clear refusal, not a silent rules-only run
+    (tmp_path / "empty").mkdir()
+    config.write_text(f"policy:\n  registry: {tmp_path / 'empty'}\n")
+    refused = subprocess.run(
+        [*args, "--policy", "on"], check=False, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and "no active policy" in refused.stderr

@@ -49,7 +49,7 @@ SUBJECT_OF = {
 }
 # The fleet's start order (tradefleet/fleet.py), consumers before producers: subscription order
 # is delivery order on the in-process bus, so it is part of what makes a run reproducible.
-SPINE = ("tca", "execution", "risk", "qos", "sentiment", "fastlane", "features")
+SPINE = ("tca", "execution", "risk", "policy", "qos", "sentiment", "fastlane", "features")
 PROGRESS_EVERY = 20_000
 
 
@@ -144,6 +144,7 @@ def backtest_settings(settings: Settings, work: Path) -> Settings:
         update={
             "features": section("features", redis_url=None, close_on_wall_clock=False),
             "fastlane": section("fastlane", reload_interval_s=1e9),
+            "policy": section("policy", reload_interval_s=1e9),
             "sentiment": section("sentiment", webhook_port=None, reload_interval_s=1e9),
             "execution": section("execution", broker="sim", journal=work / "journal.jsonl", panic_file=None),
             "risk": section("risk", broker_what_if=False),
@@ -203,6 +204,8 @@ class Backtest:
 
         apps: list[ServiceApp] = []
         for name in SPINE:
+            if name == "policy" and self.settings.qos.policy != "on":
+                continue
             if name != "sentiment":
                 apps.append(RUNNABLE[name](self.settings))
                 continue

@@ -88,8 +88,11 @@ def contributions(trades: list[Trade], ledger: Ledger) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
-def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(report.json's content, what the plots need)."""
+def build(
+    result: BacktestResult, data: str, symbols: list[str], rules: BacktestResult | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report.json's content, what the plots need). With ``rules`` (the same days run with the RL
+    policy off), ``result`` is the run with the policy on and both are reported side by side."""
     ledger = result.ledger
     capital = ledger.capital
     minutes = ledger.minutes
@@ -109,6 +112,15 @@ def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[s
         rows[curve.name] = performance(
             curve.ts, curve.equity, capital, base_trades, days, curve.cost_bps(spread_paid), bench
         )
+    if rules is not None:
+        r_ledger = rules.ledger
+        r_ts = np.array([m.ts for m in r_ledger.minutes], dtype=np.int64)
+        r_equity = np.array([m.equity for m in r_ledger.minutes])
+        r_trades = episodes(strategy_executions(r_ledger), r_ledger.mids, end_ts)
+        rows["rules_sizing"] = performance(
+            r_ts, r_equity, capital, r_trades, days, strategy_cost_bps(r_ledger), bench
+        )
+        curves["rules_sizing"] = Curve("rules_sizing", r_ts, r_equity, [], {})
     report = {
         "days": result.days,
         "symbols": symbols,
@@ -144,6 +156,7 @@ def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[s
             for t in trades
         ],
         "benchmark": {"symbol": BENCHMARK, "minutes": len(bench)},
+        "policy": _policy_facts(result, rules),
         "sentiment": {
             "headlines": ledger.news,
             "scores": len(ledger.sentiment),
@@ -163,8 +176,27 @@ def build(result: BacktestResult, data: str, symbols: list[str]) -> tuple[dict[s
     return report, plots
 
 
-def write(result: BacktestResult, data: str, symbols: list[str], folder: Path) -> dict[str, Any]:
-    report, plots = build(result, data, symbols)
+def _policy_facts(result: BacktestResult, rules: BacktestResult | None) -> dict[str, Any]:
+    """Whether the RL policy sized and timed the entries, which one, and what it did."""
+    policy = result.statuses.get("policy")
+    qos = result.statuses.get("qos", {}).get("stats", {})
+    keys = ("proposals", "entries_by_policy", "entries_deferred_by_policy", "policy_silent")
+    facts: dict[str, Any] = {
+        "on": policy is not None,
+        "compared_with_rules": rules is not None,
+        "qos": {k: qos.get(k, 0) for k in keys},
+    }
+    if policy is not None:
+        facts |= {k: policy.get(k) for k in ("version", "inference_us", "refused")}
+    if rules is not None:
+        facts["rules_orders"] = {"intents": len(rules.ledger.intents), "fills": len(rules.ledger.fills)}
+    return facts
+
+
+def write(
+    result: BacktestResult, data: str, symbols: list[str], folder: Path, rules: BacktestResult | None = None
+) -> dict[str, Any]:
+    report, plots = build(result, data, symbols, rules)
     write_built(report, plots, result.ledger, folder)
     return report
 
@@ -349,6 +381,7 @@ def render_html(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -
         "orders": json.dumps(report["orders"]),
         "sentiment": json.dumps(report["sentiment"]),
         "benchmark": json.dumps(report["benchmark"]),
+        "policy": json.dumps(report["policy"]),
     }
     fact_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     conventions = "".join(
