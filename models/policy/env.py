@@ -19,9 +19,11 @@ with QOS proposing its entries to the policy (qos.policy: on).
   still deny or shrink any order.
 
 Speed: while the SimBroker has nothing working, quotes only set the touch and trades do nothing
-(SimBroker.idle), so the player keeps only the latest quote and delivers it before the next event
-that is not market data. Every quote and trade is delivered while an order works. Risk keeps only
-the latest quote too, so its decisions see the same marks.
+(SimBroker.idle), so the player keeps only the latest quote (the touch) and the latest trade (the
+broker's clock) and delivers them before the next event that is not market data. Every quote and
+trade is delivered while an order works. Risk keeps only the latest quote too, so its decisions see
+the same marks; tests/integration/test_policy_env.py holds the environment's fills to the
+backtest's on the shipped day.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from libs.common.markettime import ny_minute_facts, regular_session
 from libs.common.runtime import Runtime, ServiceApp
 from models.policy.observation import ObservationSpec
 from proto.base import Event
+from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME
 from proto.market import FeedStatus, Quote, Trade
 from proto.signals import QosScore
@@ -65,7 +68,8 @@ class Tape:
 
     symbol: str
     date: str
-    events: list[tuple[str, Event]]
+    #: (subject, event, the simulated clock when it was published), in bus order
+    events: list[tuple[str, Event, int]]
 
     @property
     def name(self) -> str:
@@ -79,15 +83,16 @@ class TapeRecorder(ServiceApp):
 
     def __init__(self) -> None:
         super().__init__()
-        self.events: list[tuple[str, Event]] = []
+        self.events: list[tuple[str, Event, int]] = []
 
     async def start(self, rt: Runtime) -> None:
+        self.now = rt.clock.now_ns
         await rt.subscribe(">", self._on_event)
 
     async def _on_event(self, d: Delivery) -> None:
         kind = tuple(d.subject.split(".", 2)[:2])
         if kind in KEPT or (kind[0] == "feat" and kind[1] in TAPE_TIMEFRAMES):
-            self.events.append((d.subject, d.event))
+            self.events.append((d.subject, d.event, self.now()))
 
 
 def _date_of(ts: int) -> str:
@@ -122,14 +127,17 @@ def record_tapes(
     # indicators start afresh (a model quarantined on Monday would otherwise propose nothing all week).
     for day in days:
         run_backtest(Backtest(settings, [day], news, progress=progress, apps=apps))
+    traded = {(day.date, symbol) for day in days for symbol in day.symbols}
     tapes: dict[tuple[str, str], Tape] = {}
-    for subject, event in recorder.events:
+    for subject, event, clock_ns in recorder.events:
         symbol = event.symbol  # type: ignore[attr-defined]
         key = (symbol, _date_of(event.ts_event))
+        if (key[1], symbol) not in traded:
+            continue  # a headline's other tickers: no market data to trade them on
         tape = tapes.get(key)
         if tape is None:
             tape = tapes[key] = Tape(symbol, key[1], [])
-        tape.events.append((subject, event))
+        tape.events.append((subject, event, clock_ns))
     return [tapes[k] for k in sorted(tapes)]
 
 
@@ -177,6 +185,7 @@ class _Episode:
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.decisions = 0
+        self.fills: list[Fill] = []
 
     async def start(self) -> None:
         self.clock.set(self.session[0] - 60 * 10**9)
@@ -186,7 +195,12 @@ class _Episode:
             rt.app = app
             await app.start(rt)
         self.broker = self.apps[0].broker  # type: ignore[attr-defined]
+        await self.bus.subscribe("exec.fill.>", self._on_fill)
         self.task = asyncio.ensure_future(self._play())
+
+    async def _on_fill(self, d: Delivery) -> None:
+        if isinstance(d.event, Fill):
+            self.fills.append(d.event)
 
     async def _decide(self, obs: np.ndarray, q: QosScore) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
@@ -205,22 +219,24 @@ class _Episode:
     async def _play(self) -> None:
         publish, set_clock, idle = self.bus.publish, self.clock.set, self.broker.idle
         await self._status("replay_started", 1)
-        latest: tuple[str, Event] | None = None
-        for subject, event in self.tape.events:
+        # While the broker is idle, only the latest quote (the touch) and the latest trade (the
+        # broker's and the gateway's clock) matter; held back until the next other event.
+        held: dict[type, tuple[int, str, Event, int]] = {}
+        for n, (subject, event, clock_ns) in enumerate(self.tape.events):
             kind = type(event)
             if (kind is Quote or kind is Trade) and idle():
-                if kind is Quote:
-                    latest = (subject, event)
+                held[kind] = (n, subject, event, clock_ns)
                 continue
-            if latest is not None:
-                set_clock(latest[1].ts_event)
-                await publish(*latest)
-                latest = None
-            set_clock(event.ts_event)
+            if held:
+                for _, s, e, c in sorted(held.values(), key=lambda h: h[0]):
+                    set_clock(c)
+                    await publish(s, e)
+                held.clear()
+            set_clock(clock_ns)
             await publish(subject, event)
-        if latest is not None:
-            set_clock(latest[1].ts_event)
-            await publish(*latest)
+        for _, s, e, c in sorted(held.values(), key=lambda h: h[0]):
+            set_clock(c)
+            await publish(s, e)
         await self._status("replay_finished", 2)
         for app in self.apps:
             await app.stop()
@@ -294,6 +310,7 @@ class SymbolDayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last_obs = np.zeros(self.obs_spec.size, dtype=np.float32)
         self._equity = self._drawdown = 0.0
         self.empty_tapes: set[int] = set()
+        self.last_fills: list[Fill] = []  # the last finished episode's, for inspection
         self.on_episode_end: Callable[[dict[str, Any]], None] | None = None
 
     def reset(
@@ -347,6 +364,8 @@ class SymbolDayEnv(gym.Env[np.ndarray, np.ndarray]):
             self._last_obs = obs
             return obs, float(reward), False, False, info | {"score_ts": q.ts_event}
         info["decisions"] = episode.decisions
+        info["fills"] = len(episode.fills)
+        self.last_fills = episode.fills
         info["qos"] = dict(episode.apps[EPISODE_APPS.index("qos")].core.stats)  # type: ignore[attr-defined]
         if self.on_episode_end is not None:
             self.on_episode_end(info)

@@ -31,7 +31,7 @@ def toy_tape(settings: Settings, date: str = DATE, drift_bps_per_min: float = 8.
     timeframes = tuple(settings.features.timeframes)
     names, feature_set = bar_feature_names(timeframes), bar_feature_set(timeframes)
     horizons = settings.fastlane.horizons
-    events: list[tuple[str, Event]] = []
+    events: list[tuple[str, Event, int]] = []
     price = 100.0
     for second in range((close_ns - open_ns) // NS):
         ts = open_ns + second * NS
@@ -45,6 +45,7 @@ def toy_tape(settings: Settings, date: str = DATE, drift_bps_per_min: float = 8.
             (
                 f"md.quote.{SYMBOL}",
                 Quote(ts_event=ts, ts_init=ts, symbol=SYMBOL, bid=bid, ask=ask, bid_size=50, ask_size=50),
+                ts,
             )
         )
         if second % 60 == 59:  # a bar closes: its vector and the fast lane's predictions
@@ -59,7 +60,7 @@ def toy_tape(settings: Settings, date: str = DATE, drift_bps_per_min: float = 8.
                 values=[0.0] * len(names),
                 price=mid,
             )
-            events.append((f"feat.1m.{SYMBOL}", vector))
+            events.append((f"feat.1m.{SYMBOL}", vector, close_ts))
             signal = 0.8 if (minute + 1) % 10 < 5 else 0.0
             for h in horizons:
                 events.append(
@@ -78,6 +79,7 @@ def toy_tape(settings: Settings, date: str = DATE, drift_bps_per_min: float = 8.
                             price=mid,
                             batch=len(horizons),
                         ),
+                        close_ts,
                     )
                 )
     return Tape(SYMBOL, date, events)

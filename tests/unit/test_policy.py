@@ -234,3 +234,22 @@ def test_a_tiny_ppo_run_learns_the_toy_signal_and_serves_it_from_onnx(
         env.close()
     # (a tiny budget: it has learned to skip the afternoon, and to take part of the morning)
     assert sum(taken[True]) >= 5 and sum(taken[False]) <= sum(taken[True]) / 5
+
+
+@pytest.mark.parametrize("algorithm", ["sac", "ddpg"])
+def test_sac_and_ddpg_train_and_their_squashed_actors_export(
+    algorithm: str, toy: tuple[object, list[object]], tmp_path: Path
+) -> None:
+    """The off-policy options: a few hundred steps, then the export (tanh-squashed actor rescaled
+    to the action space) must reproduce SB3's actions, and the gate says why it did not promote."""
+    from models.policy import registry
+    from models.policy.serving import load_version
+    from models.policy.train import PolicyTrainConfig, train
+
+    settings, tapes = toy
+    cfg = PolicyTrainConfig(algorithm=algorithm, timesteps=300, n_envs=1, batch_size=32, promote="never")
+    result = train(tapes[:1], tapes[2:], settings, cfg, tmp_path, progress=False)  # type: ignore[arg-type]
+    served = load_version(tmp_path, result["version"])
+    assert served.meta["algorithm"] == algorithm and len(served.meta["probes"]["obs"]) == 32
+    assert registry.active_version(tmp_path) is None and not result["promotion"]["promoted"]
+    assert all(0.0 <= a <= 1.0 for row in served.meta["probes"]["actions"] for a in row)
