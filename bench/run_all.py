@@ -127,12 +127,16 @@ def main() -> None:
         f" (target >= 0.5); full spine {eng['ours_full_spine']['ticks_per_s_median']:,} ticks/s"
     )
     print(
-        f"policy   per QOS score (observation + ONNX actor + answer) p50 {pl['service']['p50_us']:.1f} us,"
-        f" p99 {pl['service']['p99_us']:.1f} us (target p99 <= 200); bare ONNX Runtime call"
-        f" p50 {pl['bare_onnx']['p50_us']:.1f}, p99 {pl['bare_onnx']['p99_us']:.1f} us"
-        f" -> x{pl['service_p99_over_bare_p99']:.2f} at p99"
+        f"policy   actor (numpy) p50/p99 {pl['actor_numpy']['p50_us']:.1f}/"
+        f"{pl['actor_numpy']['p99_us']:.1f} us"
+        f" warm, {pl['actor_numpy_cold']['p50_us']:.1f}/{pl['actor_numpy_cold']['p99_us']:.1f} cold"
+        f" (target p99 <= 200); bare ONNX Runtime {pl['bare_onnx']['p50_us']:.1f}/"
+        f"{pl['bare_onnx']['p99_us']:.1f} warm, {pl['bare_onnx_cold']['p50_us']:.1f}/"
+        f"{pl['bare_onnx_cold']['p99_us']:.1f} cold; whole decision per QOS score (observation + actor"
+        f" + answer) {pl['service']['p50_us']:.1f}/{pl['service']['p99_us']:.1f} warm,"
+        f" {pl['service_cold']['p50_us']:.1f}/{pl['service_cold']['p99_us']:.1f} cold"
         + (
-            f"; stable-baselines3 predict p50 {pl['sb3_predict']['p50_us']:.0f} us"
+            f"; stable-baselines3 predict {pl['sb3_predict']['p50_us']:.0f}/{pl['sb3_predict']['p99_us']:.0f}"
             if "sb3_predict" in pl
             else ""
         )

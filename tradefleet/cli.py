@@ -585,7 +585,7 @@ def _policy_problem(settings: Settings) -> str:
     if version is None:
         return f"no active policy in {root} (train one: tradefleet train policy)"
     try:
-        PolicyApp(settings).check(load_version(root, version))
+        PolicyApp(settings).check(load_version(root, version, settings.policy.engine))
     except Exception as exc:
         return str(exc)
     return ""

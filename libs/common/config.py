@@ -338,6 +338,8 @@ class PolicySettings(Section):
     """The RL policy service (services/policy): which registry it serves from."""
 
     registry: Path = SHIPPED_REGISTRY
+    # auto: the numpy engine where the version has one (fastest for one cold row), else ONNX Runtime
+    engine: Literal["auto", "numpy", "onnx"] = "auto"
     reload_interval_s: float = Field(5.0, gt=0)
 
 

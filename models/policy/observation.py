@@ -172,35 +172,36 @@ class ObservationBuilder:
         return self._of(symbol).book
 
     def observe(self, q: QosScore) -> np.ndarray:
-        """The vector for this score (float32, the spec's layout)."""
+        """The vector for this score (float32, the spec's layout). Built as one Python list and
+        converted once: a dozen small numpy operations cost more than the arithmetic, and the
+        service calls this cold (once a minute per symbol)."""
         spec = self.spec
         s = self._of(q.symbol)
-        out = np.zeros(spec.size, dtype=np.float32)
+        isfinite = math.isfinite
         if s.vector is not None:
-            values = np.asarray(s.vector.values, dtype=np.float64)
-            values[~np.isfinite(values)] = 0.0
-            out[: self._nf] = np.clip(values, -LIMIT, LIMIT)
-        i = self._nf
+            row = [min(LIMIT, max(-LIMIT, v)) if isfinite(v) else 0.0 for v in s.vector.values]
+        else:
+            row = [0.0] * self._nf
+        predictions = s.predictions
         for h in spec.horizons:
-            p = s.predictions.get(h)
-            if p is not None:
-                out[i : i + 3] = (p.signal, p.probability - 0.5, 1.0 if p.quarantined else 0.0)
-            i += 3
+            p = predictions.get(h)
+            if p is None:
+                row += (0.0, 0.0, 0.0)
+            else:
+                row += (p.signal, p.probability - 0.5, 1.0 if p.quarantined else 0.0)
         proposal = (1.0 if q.score > 0 else -1.0) if q.action == "propose" else 0.0
-        out[i : i + 4] = (q.score, q.peak, proposal, q.components.get("sentiment", 0.0))
-        i += 4
+        row += (q.score, q.peak, proposal, q.components.get("sentiment", 0.0))
         book, notional = s.book, spec.order_notional
         bps = 1e4 / notional
-        exposure = book.quantity * book.mark / notional if book.mark > 0 else 0.0
         position = 1.0 if book.quantity > 0 else -1.0 if book.quantity < 0 else 0.0
-        out[i : i + 6] = (
+        row += (
             position,
-            exposure,
+            book.quantity * book.mark / notional if book.mark > 0 else 0.0,
             book.unrealized() * bps,
             book.realized * bps,
             book.drawdown() * bps,
             book.round_trips / 10.0,
         )
         minute = ny_minute_facts(q.ts_event)[1]
-        out[i + 6] = min(1.0, max(0.0, (minute - SESSION_OPEN_MIN) / SESSION_MINUTES))
-        return np.clip(out, -LIMIT, LIMIT, out=out)
+        row.append(min(1.0, max(0.0, (minute - SESSION_OPEN_MIN) / SESSION_MINUTES)))
+        return np.clip(np.array(row, dtype=np.float32), -LIMIT, LIMIT)

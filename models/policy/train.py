@@ -196,6 +196,53 @@ def export_onnx(learner: _Learner, path: Path) -> None:
         )
 
 
+def actor_layers(learner: _Learner) -> tuple[list[Any], bool]:
+    """The deterministic actor as its plain layers (Linear / Tanh / ReLU modules, in order) and
+    whether its output is tanh-squashed into the action space (SAC, DDPG) or clipped (PPO)."""
+    import torch
+
+    policy = learner.model.policy
+    if hasattr(policy, "mlp_extractor"):  # PPO: policy_net then action_net; the mean is the action
+        return [*policy.mlp_extractor.policy_net, policy.action_net], False
+    actor = policy.actor
+    if hasattr(actor, "latent_pi"):  # SAC: latent_pi, mu, then tanh
+        return [*actor.latent_pi, actor.mu, torch.nn.Tanh()], True
+    return list(actor.mu), True  # DDPG/TD3: mu ends in tanh
+
+
+def export_numpy(learner: _Learner, path: Path) -> None:
+    """The same actor as arrays for the numpy engine (serving.NumpyActor): the hot path's engine.
+    An MLP this small is a few matrix-vector products; ONNX Runtime's per-call overhead dominates
+    it, and the policy answers rarely enough that every call is a cold one (measured in
+    bench/policy.py)."""
+    import torch
+
+    layers, squash = actor_layers(learner)
+    arrays: dict[str, Any] = {}
+    kinds = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, torch.nn.Linear):
+            arrays[f"w{i}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
+            arrays[f"b{i}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
+            kinds.append("linear")
+        elif isinstance(layer, torch.nn.Tanh | torch.nn.ReLU):
+            kinds.append("tanh" if isinstance(layer, torch.nn.Tanh) else "relu")
+        else:
+            raise TypeError(f"the numpy engine does not know layer {layer!r}")
+    rms: Any = learner.venv.obs_rms
+    space = learner.model.policy.action_space
+    arrays |= {
+        "kinds": np.array(kinds),
+        "squash": np.array(squash),
+        "mean": rms.mean.astype(np.float32),
+        "std": np.sqrt(rms.var + learner.venv.epsilon).astype(np.float32),
+        "clip": np.array(learner.venv.clip_obs, dtype=np.float32),
+        "low": space.low.astype(np.float32),
+        "high": space.high.astype(np.float32),
+    }
+    np.savez(path, **arrays)
+
+
 def _probe_observations(env: SymbolDayEnv, tapes: list[int], limit: int) -> np.ndarray:
     seen: list[np.ndarray] = []
     for index in tapes:
@@ -225,7 +272,7 @@ def train(
     from stable_baselines3.common.monitor import Monitor
 
     from models.policy import report
-    from models.policy.serving import load_version
+    from models.policy.serving import ENGINES, load_version
 
     if not train_tapes or not eval_tapes:
         raise ValueError("training needs tapes to train on and held-back tapes to evaluate on")
@@ -281,6 +328,7 @@ def train(
     folder = registry.folder(registry_root) / version
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(learner, folder / "policy.onnx")
+    export_numpy(learner, folder / "actor.npz")
     probes = _probe_observations(eval_env, held_out, PROBES)
     expected = np.stack([learner.actor(o) for o in probes]) if len(probes) else np.zeros((0, 2))
     learner.model.save(folder / "model.zip")
@@ -313,8 +361,10 @@ def train(
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-    served = load_version(registry_root, version)  # the export reproduces SB3's actions, or this raises
-    meta["inference_us"] = _time_inference(served, probes)
+    # Each engine must reproduce SB3's actions on the probes, or loading raises.
+    meta["inference_us"] = {
+        engine: _time_inference(load_version(registry_root, version, engine), probes) for engine in ENGINES
+    }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     promoted = cfg.promote == "force" or (cfg.promote == "gate" and beats)
     if promoted:

@@ -1,6 +1,7 @@
 """policy runtime: feat.1m.*, sig.fast.*.*, exec.fill.> and qos.* in; sig.policy.SYM out.
 
-The served policy is an ONNX graph (models/policy/serving.py): no stable-baselines3, no torch.
+The served policy is its exported actor (models/policy/serving.py: numpy or ONNX Runtime): no
+stable-baselines3, no torch.
 A newly promoted version is loaded off the event loop, checked against its probes, and swapped in
 (hot reload); one that fails to load or whose observation does not match this fleet's features
 and horizons is refused and the current one stays. With no policy at all the service answers
@@ -80,7 +81,7 @@ class PolicyApp(ServiceApp):
             )
 
     def _load(self, version: str) -> ServedPolicy:
-        policy = load_version(self.cfg.registry, version)
+        policy = load_version(self.cfg.registry, version, self.cfg.engine)
         self.check(policy)
         return policy
 
@@ -168,6 +169,7 @@ class PolicyApp(ServiceApp):
         timings = np.asarray(self.inference_ns[-10_000:], dtype=np.float64)
         return {
             "version": None if self.model is None else self.model.version,
+            "engine": None if self.model is None else self.model.engine,
             "reloads": self.reloads,
             "refused": self.refused[-5:],
             "stats": {} if self.core is None else dict(self.core.stats),
