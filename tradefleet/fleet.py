@@ -493,4 +493,19 @@ class Fleet:
                 "protective_exit": qos.get("protective_exits", 0),
             },
             "open_positions": qos.get("positions", {}),
+            "policy": self._policy_summary(),
+        }
+
+    def _policy_summary(self) -> dict[str, Any]:
+        """The RL policy's part: what it answered, and what QOS made of it (a full-speed replay
+        runs ahead of the answers, so QOS may find the policy silent and fall back)."""
+        if self.settings.qos.policy != "on":
+            return {"on": False}
+        policy, stats = self._app("policy"), self._app("qos").get("stats", {})
+        keys = ("proposals", "entries_by_policy", "entries_deferred_by_policy", "policy_silent")
+        return {
+            "on": True,
+            **{k: policy.get(k) for k in ("version", "engine", "inference_us", "refused")},
+            "answers": policy.get("stats", {}).get("answers", 0),
+            "qos": {k: stats.get(k, 0) for k in (*keys, "entries_by_rules_policy_silent")},
         }
