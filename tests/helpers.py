@@ -48,6 +48,23 @@ async def await_until(
         await asyncio.sleep(interval)
 
 
+async def collector(nats_url: str, subject: str) -> tuple[Any, list[Any]]:
+    """A plain nats-py subscriber that decodes everything on ``subject`` into a list."""
+    import nats
+
+    from libs.common import codec
+
+    nc = await nats.connect(nats_url)
+    seen: list[Any] = []
+
+    async def on(msg: Any) -> None:
+        seen.append(codec.decode(msg.data))
+
+    await nc.subscribe(subject, cb=on)
+    await nc.flush()
+    return nc, seen
+
+
 def service_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
     env["TRADEFLEET_TELEMETRY__LOG_FORMAT"] = "json"

@@ -12,10 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from libs.common import codec
 from libs.common.config import Settings, load_settings
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime, ServiceApp
@@ -23,7 +21,7 @@ from models.policy import registry
 from proto.features import FeatureVector, bar_feature_names, bar_feature_set
 from proto.orders import OrderIntent
 from proto.signals import PolicySignal, Prediction, QosScore
-from tests.helpers import await_until
+from tests.helpers import await_until, collector
 
 pytest.importorskip("stable_baselines3")
 T0 = 1_381_239_000_000_000_000 + 60 * 60 * 1_000_000_000  # 10:30 New York, 2013-10-08
@@ -58,18 +56,6 @@ async def start(app: ServiceApp, settings: Settings) -> tuple[Runtime, asyncio.T
     await await_until(lambda: rt.ready or task.done(), 60, what=f"{app.name} ready")
     assert not task.done(), task
     return rt, task
-
-
-async def collector(nats_url: str, subject: str) -> tuple[Any, list[Any]]:
-    nc = await nats.connect(nats_url)
-    seen: list[Any] = []
-
-    async def on(msg: Any) -> None:
-        seen.append(codec.decode(msg.data))
-
-    await nc.subscribe(subject, cb=on)
-    await nc.flush()
-    return nc, seen
 
 
 def bar(settings: Settings, minute: int, signal: float) -> list[tuple[str, Any]]:

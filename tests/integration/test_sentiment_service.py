@@ -16,16 +16,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import nats
-
-from libs.common import codec
 from libs.common.config import Settings, load_settings
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime
 from proto.alerts import Alert
 from proto.news import NewsItem, SentimentScore
 from services.sentiment.runtime import SentimentApp
-from tests.helpers import REPO, await_until
+from tests.helpers import REPO, await_until, collector
 
 T0 = 1_381_239_000_000_000_000
 # Held-out-style headlines with an obvious reading (the model was not trained on these).
@@ -56,18 +53,6 @@ async def started(settings: Settings) -> tuple[Runtime, SentimentApp, asyncio.Ta
     await await_until(lambda: rt.ready or task.done(), 120, what="sentiment ready")
     assert not task.done(), task.exception() if task.done() else None
     return rt, app, task
-
-
-async def collector(nats_url: str, subject: str) -> tuple[Any, list[Any]]:
-    nc = await nats.connect(nats_url)
-    seen: list[Any] = []
-
-    async def on(msg: Any) -> None:
-        seen.append(codec.decode(msg.data))
-
-    await nc.subscribe(subject, cb=on)
-    await nc.flush()
-    return nc, seen
 
 
 def news(i: int, headline: str, source: str = "test") -> NewsItem:
