@@ -403,11 +403,11 @@ def backtest(
         if problem:
             typer.echo(f"backtest: the policy cannot run: {problem}", err=True)
             raise typer.Exit(2)
-    rules = None
+    rules = None  # the same days with the rules alone, when compared
     try:
         if mode == "both":
-            rules = Backtest(_with_policy(settings, "off"), days, headlines, progress, sentiment=sentiment)
-            rules_result = asyncio.run(rules.run())
+            off = Backtest(_with_policy(settings, "off"), days, headlines, progress, sentiment=sentiment)
+            rules = asyncio.run(off.run())
         bt = Backtest(
             _with_policy(settings, "off" if mode == "off" else "on"),
             days,
@@ -419,7 +419,7 @@ def backtest(
     except HandlerFailed as exc:
         typer.echo(f"backtest failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    out = write(result, data, wanted, report, rules_result if rules is not None else None)
+    out = write(result, data, wanted, report, rules)
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(
