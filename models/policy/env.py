@@ -45,7 +45,7 @@ from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.markettime import ny_minute_facts, regular_session
 from libs.common.runtime import Runtime, ServiceApp
-from models.policy.observation import ObservationSpec
+from models.policy.observation import LIMIT, ObservationSpec
 from proto.base import Event
 from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME
@@ -300,9 +300,8 @@ class SymbolDayEnv(gym.Env[np.ndarray, np.ndarray]):
         self.settings = episode_settings(settings, self.work)
         self.obs_spec = spec or fleet_spec(self.settings)
         self.reward_cfg = reward or RewardConfig()
-        self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, shape=(self.obs_spec.size,), dtype=np.float32
-        )
+        # bounded as the observation is clipped (gymnasium's checker warns on infinite bounds)
+        self.observation_space = gym.spaces.Box(-LIMIT, LIMIT, shape=(self.obs_spec.size,), dtype=np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, shape=(2,), dtype=np.float32)
         self._loop = asyncio.new_event_loop()
         self._episode: _Episode | None = None

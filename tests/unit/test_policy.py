@@ -5,6 +5,7 @@ a scripted toy signal end to end, exported to ONNX and served without stable-bas
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,9 @@ def test_the_environment_passes_gymnasiums_checker(toy: tuple[object, list[objec
     settings, tapes = toy
     env = SymbolDayEnv(tapes[:1], settings)  # type: ignore[arg-type]
     try:
-        check_env(env, skip_render_check=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a checker warning (e.g. unbounded spaces) fails too
+            check_env(env, skip_render_check=True)
         obs, info = env.reset(seed=3)
         assert env.observation_space.contains(obs) and info["tape"] == "TOY@20131008"
     finally:
