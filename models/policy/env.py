@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,7 +309,6 @@ class SymbolDayEnv(gym.Env[np.ndarray, np.ndarray]):
         self._equity = self._drawdown = 0.0
         self.empty_tapes: set[int] = set()
         self.last_fills: list[Fill] = []  # the last finished episode's, for inspection
-        self.on_episode_end: Callable[[dict[str, Any]], None] | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -366,8 +364,6 @@ class SymbolDayEnv(gym.Env[np.ndarray, np.ndarray]):
         info["fills"] = len(episode.fills)
         self.last_fills = episode.fills
         info["qos"] = dict(episode.apps[EPISODE_APPS.index("qos")].core.stats)  # type: ignore[attr-defined]
-        if self.on_episode_end is not None:
-            self.on_episode_end(info)
         self._episode = None
         episode.journal.unlink(missing_ok=True)
         return self._last_obs, float(reward), True, False, info
