@@ -97,8 +97,6 @@ def run(rounds: int = 3, calls: int = 5_000, root: Path = SHIPPED_REGISTRY) -> d
     sb3: Any = None
     folder = registry.folder(root) / served.version
     try:
-        from stable_baselines3.common.base_class import BaseAlgorithm  # noqa: F401
-
         algo = {"ppo": "PPO", "sac": "SAC", "ddpg": "DDPG"}[served.meta["algorithm"]]
         import stable_baselines3
 

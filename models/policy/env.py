@@ -227,15 +227,10 @@ class _Episode:
                 held[kind] = (n, subject, event, clock_ns)
                 continue
             if held:
-                for _, s, e, c in sorted(held.values(), key=lambda h: h[0]):
-                    set_clock(c)
-                    await publish(s, e)
-                held.clear()
+                await self._deliver(held)
             set_clock(clock_ns)
             await publish(subject, event)
-        for _, s, e, c in sorted(held.values(), key=lambda h: h[0]):
-            set_clock(c)
-            await publish(s, e)
+        await self._deliver(held)
         await self._status("replay_finished", 2)
         for app in self.apps:
             await app.stop()
@@ -244,6 +239,13 @@ class _Episode:
             raise RuntimeError(
                 f"handlers failed in the policy environment: {dict(self.hooks.errors)}"
             ) from first
+
+    async def _deliver(self, held: dict[type, tuple[int, str, Event, int]]) -> None:
+        """The held market data, in tape order, each at its own clock."""
+        for _, subject, event, clock_ns in sorted(held.values(), key=lambda h: h[0]):
+            self.clock.set(clock_ns)
+            await self.bus.publish(subject, event)
+        held.clear()
 
     async def until_decision(self) -> bool:
         """Run until the learner must act (True) or the tape ends (False)."""

@@ -168,6 +168,10 @@ class ObservationBuilder:
     def on_fill(self, f: Fill) -> None:
         self._of(f.symbol).book.on_fill(f)
 
+    def adopt_book(self, symbol: str, book: SymbolBook) -> None:
+        """Take over a position and its day's P&L (a policy with another layout was installed)."""
+        self._of(symbol).book = book
+
     def book(self, symbol: str) -> SymbolBook:
         return self._of(symbol).book
 

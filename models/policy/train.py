@@ -80,10 +80,9 @@ def play(env: SymbolDayEnv, actor: Actor, tapes: range | list[int]) -> list[dict
                 {"tape": env.tapes[index].name, "reward": 0.0, "pnl_bps": 0.0, "decisions": 0, "entries": 0}
             )
             continue
-        total, done, entered = 0.0, False, 0
+        total, done = 0.0, False
         while not done:
             action = actor(obs)
-            entered += int(float(action[1]) >= 0.5 and float(action[0]) > 0)
             obs, reward, done, _, info = env.step(action)
             total += reward
         rows.append(
@@ -365,10 +364,7 @@ def train(
     meta["inference_us"] = {
         engine: _time_inference(load_version(registry_root, version, engine), probes) for engine in ENGINES
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     promoted = cfg.promote == "force" or (cfg.promote == "gate" and beats)
-    if promoted:
-        registry.activate(registry_root, version)
     why = (
         "forced"
         if cfg.promote == "force"
@@ -378,6 +374,8 @@ def train(
     )
     meta["promotion"] = {"promoted": promoted, "why": why}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    if promoted:  # only once its metadata is complete: a reader never sees a half-written version
+        registry.activate(registry_root, version)
     html = report.write(report_dir or folder, meta)
     if report_dir is not None and report_dir != folder:
         report.write(folder, meta)

@@ -36,7 +36,7 @@ class PolicyCore:
             return
         fresh = ObservationBuilder(spec)
         for symbol, inputs in self.obs.symbols.items():
-            fresh.book(symbol).__dict__.update(inputs.book.__dict__)
+            fresh.adopt_book(symbol, inputs.book)
         self.obs = fresh
 
     def on_vector(self, v: FeatureVector) -> None:
