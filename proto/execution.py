@@ -17,6 +17,10 @@ OrderStatus = Literal[
     "REJECTED",
     "UNRESOLVED",
 ]
+# Order states grouped once (every service that follows orders reads these): nothing moves an
+# order out of a terminal state; a live one may still trade.
+TERMINAL_STATUSES: frozenset[str] = frozenset({"FILLED", "CANCELLED", "REJECTED"})
+LIVE_STATUSES: frozenset[str] = frozenset({"PENDING_SUBMIT", "SUBMITTED", "PARTIALLY_FILLED", "UNRESOLVED"})
 
 
 class OrderEvent(DurableEvent, frozen=True, kw_only=True):

@@ -6,6 +6,7 @@ import hashlib
 import math
 
 from proto.base import Event, Symbol
+from proto.units import BPS
 
 # The layout of the vectors (services/features builds them; models and the risk gate read them).
 # Names and order are part of the contract: the feature set name carries a digest of them.
@@ -67,7 +68,11 @@ class AtrReader:
         if v.price <= 0 or len(v.values) <= self.index:
             return None
         atr_bps = v.values[self.index]
-        return None if math.isnan(atr_bps) else atr_bps * v.price / 1e4  # NaN: warming up
+        return None if math.isnan(atr_bps) else atr_bps * v.price / BPS  # NaN: warming up
+
+
+# The 1-second vector's set: its names and order define it, like a bar set's.
+MICRO_FEATURE_SET = f"micro-v1-{hashlib.sha256(','.join(MICRO_VECTOR).encode()).hexdigest()[:8]}"
 
 
 def bar_feature_names(timeframes: tuple[str, ...]) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ and ``Nats-Msg-Id`` dedupe.
 from __future__ import annotations
 
 import functools
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -43,6 +45,10 @@ class ServiceSpec:
     role: str
     # The issue that builds it; the fleet runs only services whose runtime exists.
     since_issue: int
+    #: the backtest runs it in its one process (the trading spine)
+    spine: bool = False
+    #: a lockstep replay waits until it is quiet (it decides or trades)
+    lockstep: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,17 +84,22 @@ def subject_token(value: str) -> str:
     return value.replace(".", "_").replace(" ", "_")
 
 
+# In start order, consumers before producers, so nothing the replay publishes goes unheard; the
+# fleet starts them in this order and the backtest subscribes its spine in it (on the in-process
+# bus, subscription order is delivery order, so this order is part of what makes a run
+# reproducible). The recorder only writes and TCA's feedback is off by default, so a lockstep
+# replay waits for neither.
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("md-gateway", "market data from IB or a replay, cleaned, on md.*", 2),
     ServiceSpec("recorder", "writes md, exec and TCA events to TimescaleDB", 2),
-    ServiceSpec("features", "feature vectors per symbol and timeframe", 3),
-    ServiceSpec("fastlane", "calibrated predictions per horizon", 3),
-    ServiceSpec("qos", "timeframe-weighted QOS score and intents", 3),
-    ServiceSpec("risk", "fail-closed risk gate", 4),
-    ServiceSpec("execution", "the only service that talks to the broker", 4),
-    ServiceSpec("tca", "slippage and cost analysis", 4),
-    ServiceSpec("sentiment", "news sentiment", 6),
-    ServiceSpec("policy", "RL timing and sizing", 8),
+    ServiceSpec("tca", "slippage and cost analysis", 4, spine=True),
+    ServiceSpec("execution", "the only service that talks to the broker", 4, spine=True, lockstep=True),
+    ServiceSpec("risk", "fail-closed risk gate", 4, spine=True, lockstep=True),
+    ServiceSpec("policy", "RL timing and sizing", 8, spine=True, lockstep=True),
+    ServiceSpec("qos", "timeframe-weighted QOS score and intents", 3, spine=True, lockstep=True),
+    ServiceSpec("sentiment", "news sentiment", 6, spine=True, lockstep=True),
+    ServiceSpec("fastlane", "calibrated predictions per horizon", 3, spine=True, lockstep=True),
+    ServiceSpec("features", "feature vectors per symbol and timeframe", 3, spine=True, lockstep=True),
+    ServiceSpec("md-gateway", "market data from IB or a replay, cleaned, on md.*", 2),
     ServiceSpec("control", "operator API and kill switch", 4),
     ServiceSpec("alerts", "Telegram and email", 4),
 )
@@ -172,6 +183,72 @@ CATALOG: tuple[SubjectSpec, ...] = (
 SPEC_BY_TEMPLATE = {s.template: s for s in CATALOG}
 
 
+class UnknownSubject(ValueError):
+    """A subject or event type outside the catalog: a programming error, raised where it is made."""
+
+
+def _emitted_by_type() -> dict[type[Event], tuple[SubjectSpec, Callable[[Event], tuple[str, ...]]]]:
+    """Each event type that one catalog entry carries, with what reads its subject's tokens from
+    an event (entries whose tokens are not fields of the type, such as a request's reply subject,
+    are published by subject only)."""
+    entries: dict[type[Event], list[SubjectSpec]] = {}
+    for entry in CATALOG:
+        for kind in entry.event_types:
+            entries.setdefault(kind, []).append(entry)
+    out: dict[type[Event], tuple[SubjectSpec, Callable[[Event], tuple[str, ...]]]] = {}
+    for kind, found in entries.items():
+        names = [t[1:-1] for t in found[0].tokens if t.startswith("{")]
+        if len(found) != 1 or not set(names) <= set(kind.__struct_fields__):
+            continue
+        getter = operator.attrgetter(*names) if names else (lambda _: ())
+        out[kind] = (found[0], (lambda e, g=getter: (g(e),)) if len(names) == 1 else getter)  # type: ignore[misc]
+    return out
+
+
+_EMITTED = _emitted_by_type()
+_SUBJECT_CACHE: dict[tuple[type[Event], tuple[str, ...]], str] = {}
+
+
+def subject_of(event: Event) -> str:
+    """The concrete subject an event is published on, from the catalog entry of its type and the
+    event's own fields (md.quote.{symbol} <- quote.symbol): no runtime formats a subject by hand.
+    Cached per type and token values (called for every event a service emits)."""
+    kind = type(event)
+    try:
+        entry, tokens_of = _EMITTED[kind]
+    except KeyError:
+        raise UnknownSubject(
+            f"{kind.__name__} has no single catalog subject to emit on (proto/subjects.py); publish "
+            "it on an explicit subject"
+        ) from None
+    tokens = tokens_of(event)
+    key = (kind, tokens)
+    subject = _SUBJECT_CACHE.get(key)
+    if subject is None:
+        names = [t[1:-1] for t in entry.tokens if t.startswith("{")]
+        subject = _SUBJECT_CACHE[key] = entry.subject(**dict(zip(names, tokens, strict=True)))
+    return subject
+
+
+def overlaps(pattern: str, entry: SubjectSpec) -> bool:
+    """Can a subscription on ``pattern`` (NATS wildcards) receive subjects of ``entry``?"""
+    tokens = pattern.split(".")
+    for i, tok in enumerate(tokens):
+        if tok == ">":
+            return len(entry.tokens) > i
+        if i >= len(entry.tokens):
+            return False
+        theirs = entry.tokens[i]
+        if tok != "*" and not theirs.startswith("{") and tok != theirs:
+            return False
+    return len(tokens) == len(entry.tokens)
+
+
+def types_on(pattern: str) -> frozenset[type[Event]]:
+    """Every event type a subscription on ``pattern`` can receive, by the catalog."""
+    return frozenset(t for entry in CATALOG if overlaps(pattern, entry) for t in entry.event_types)
+
+
 @functools.lru_cache(maxsize=65536)
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS wildcard semantics: '*' one token, '>' one or more trailing tokens."""
@@ -232,5 +309,14 @@ def catalog_as_dict() -> dict[str, object]:
             }
             for st in STREAMS
         ],
-        "services": [{"name": s.name, "role": s.role, "since_issue": s.since_issue} for s in SERVICES],
+        "services": [
+            {
+                "name": s.name,
+                "role": s.role,
+                "since_issue": s.since_issue,
+                "spine": s.spine,
+                "lockstep": s.lockstep,
+            }
+            for s in SERVICES
+        ],
     }
