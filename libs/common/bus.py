@@ -10,22 +10,27 @@ import abc
 import asyncio
 import collections
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from libs.common import codec
 from proto.base import Event
-from proto.subjects import SubjectSpec, resolve, subject_matches
+from proto.subjects import CATALOG, SubjectSpec, UnknownSubject, overlaps, resolve, subject_matches, types_on
+
+E = TypeVar("E", bound=Event)
+#: what a subscription delivers: one event type, several, or (None) whatever its subjects carry
+Types = type[Event] | tuple[type[Event], ...] | None
 
 
-class Delivery(msgspec.Struct, gc=False):
-    """One event handed to a handler. ``ack`` matters only for JetStream deliveries with
-    ``manual_ack``; otherwise the bus acks after the handler returns. A msgspec Struct because
-    one is built per event received: its constructor runs in C (a dataclass's in Python)."""
+class Delivery(msgspec.Struct, Generic[E], gc=False):
+    """One event handed to a handler, of a type the subscription asked for (``Delivery[Fill]``).
+    ``ack`` matters only for JetStream deliveries with ``manual_ack``; otherwise the bus acks
+    after the handler returns. A msgspec Struct because one is built per event received: its
+    constructor runs in C (a dataclass's in Python)."""
 
     subject: str
-    event: Event
+    event: E
     headers: Mapping[str, str] | None = None
     stream: str | None = None
     seq: int = 0
@@ -41,7 +46,7 @@ class Delivery(msgspec.Struct, gc=False):
             await self.acker.nak(delay=delay_s)
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
 
 
 class BusHooks(Protocol):
@@ -73,15 +78,27 @@ class NullHooks:
         raise exc
 
 
-class UnknownSubject(ValueError):
-    pass
-
-
 class Subscription(Protocol):
     async def unsubscribe(self) -> None: ...
 
 
 Responder = Callable[[Event], Awaitable[Event]]
+
+
+def wanted_types(pattern: str, types: Types) -> frozenset[type[Event]] | None:
+    """The types a subscription delivers (None: every type its subjects carry). Each must be one
+    the catalog carries on a subject the pattern matches: asking for one it never carries is a
+    programming error, raised at subscribe time rather than silently never called."""
+    if types is None:
+        return None
+    wanted = frozenset(types) if isinstance(types, tuple) else frozenset({types})
+    if not any(overlaps(pattern, entry) for entry in CATALOG):
+        raise UnknownSubject(f"pattern {pattern!r} matches no subject of the catalog (proto/subjects.py)")
+    never = wanted - types_on(pattern)
+    if never:
+        names = ", ".join(sorted(t.__name__ for t in never))
+        raise UnknownSubject(f"{names} never travels on {pattern!r} (proto/subjects.py)")
+    return wanted
 
 
 class Bus(abc.ABC):
@@ -94,6 +111,7 @@ class Bus(abc.ABC):
         pattern: str,
         handler: Handler,
         *,
+        types: Types = None,
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
@@ -134,8 +152,10 @@ def checked_spec(subject: str, event: Event) -> SubjectSpec:
 
 
 class _InProcessSubscription:
-    def __init__(self, bus: InProcessBus, pattern: str, handler: Handler) -> None:
-        self.bus, self.pattern, self.handler = bus, pattern, handler
+    def __init__(
+        self, bus: InProcessBus, pattern: str, handler: Handler, types: frozenset[type[Event]] | None
+    ) -> None:
+        self.bus, self.pattern, self.handler, self.types = bus, pattern, handler, types
 
     async def unsubscribe(self) -> None:
         self.bus._remove(self)
@@ -212,6 +232,8 @@ class InProcessBus(Bus):
             while self._queue:
                 subj, ev = self._queue.popleft()
                 for sub in self._route(subj):
+                    if sub.types is not None and type(ev) not in sub.types:
+                        continue  # carried here, but not what this subscription asked for
                     try:
                         await sub.handler(Delivery(subj, ev))
                     except Exception as exc:
@@ -230,6 +252,7 @@ class InProcessBus(Bus):
         pattern: str,
         handler: Handler,
         *,
+        types: Types = None,
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
@@ -237,7 +260,7 @@ class InProcessBus(Bus):
         new_only: bool = False,
         ack_wait_s: float | None = None,
     ) -> Subscription:
-        sub = _InProcessSubscription(self, pattern, handler)
+        sub = _InProcessSubscription(self, pattern, handler, wanted_types(pattern, types))
         self._subs.append(sub)
         self._routes.clear()
         return sub

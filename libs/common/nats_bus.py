@@ -30,8 +30,10 @@ from libs.common.bus import (
     NullHooks,
     Responder,
     Subscription,
+    Types,
     checked_service_subject,
     checked_spec,
+    wanted_types,
 )
 from libs.common.config import NatsSettings
 from libs.common.logging import get_logger
@@ -381,6 +383,7 @@ class NatsBus(Bus):
         pattern: str,
         handler: Handler,
         *,
+        types: Types = None,
         durable: str | None = None,
         queue: str | None = None,
         manual_ack: bool = False,
@@ -388,21 +391,25 @@ class NatsBus(Bus):
         new_only: bool = False,
         ack_wait_s: float | None = None,
     ) -> Subscription:
-        """``durable`` makes a JetStream pull consumer. ``start_seq`` makes the caller the owner
-        of the position (e.g. the recorder, which commits it with its rows): the durable consumer
-        is recreated to deliver in order from there, so nothing left unacked by a crash waits
-        ``ack_wait`` to come back, out of order. ``ack_wait_s`` shortens that wait where a
-        redelivery is harmless and a late one is not (execution: approvals expire)."""
+        """``types``: what the handler takes; other events the subjects carry are not delivered
+        (a durable one is acked), and a type the catalog does not allow on its subject is
+        dead-lettered before any handler sees it. ``durable`` makes a JetStream pull consumer.
+        ``start_seq`` makes the caller the owner of the position (e.g. the recorder, which commits
+        it with its rows): the durable consumer is recreated to deliver in order from there, so
+        nothing left unacked by a crash waits ``ack_wait`` to come back, out of order.
+        ``ack_wait_s`` shortens that wait where a redelivery is harmless and a late one is not
+        (execution: approvals expire)."""
         assert self.nc is not None
+        wanted = wanted_types(pattern, types)
         if durable is None:
 
             async def on_msg(msg: Msg) -> None:
-                await self._on_core(msg, handler)
+                await self._on_core(msg, handler, wanted)
 
             async def on_msg_counted(msg: Msg) -> None:  # lockstep replays (quiet()) only
                 self.in_hand += 1
                 try:
-                    await self._on_core(msg, handler)
+                    await self._on_core(msg, handler, wanted)
                 finally:
                     self.in_hand -= 1
                     self.handled += 1
@@ -437,13 +444,22 @@ class NatsBus(Bus):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self.js.delete_consumer(stream, durable)
         psub = await self.js.pull_subscribe(pattern, durable=durable, stream=stream, config=config)
-        task = asyncio.create_task(self._pull_loop(psub, stream, handler, manual_ack), name=f"pull-{durable}")
+        task = asyncio.create_task(
+            self._pull_loop(psub, stream, handler, manual_ack, wanted), name=f"pull-{durable}"
+        )
         self._pull_tasks.append(task)
         self._pull_subs.append(psub)
         self._durables.append((stream, durable))
         return _PullSubscription(psub, task)
 
-    async def _pull_loop(self, psub: Any, stream: str, handler: Handler, manual_ack: bool) -> None:
+    async def _pull_loop(
+        self,
+        psub: Any,
+        stream: str,
+        handler: Handler,
+        manual_ack: bool,
+        wanted: frozenset[type[Event]] | None,
+    ) -> None:
         backoff = 0.1
         while not self._closing:
             try:
@@ -472,12 +488,12 @@ class NatsBus(Bus):
             self.in_hand += len(msgs)
             for msg in msgs:
                 try:
-                    await self._on_durable(msg, stream, handler, manual_ack)
+                    await self._on_durable(msg, stream, handler, manual_ack, wanted)
                 finally:
                     self.in_hand -= 1
                     self.handled += 1
 
-    async def _on_core(self, msg: Msg, handler: Handler) -> None:
+    async def _on_core(self, msg: Msg, handler: Handler, wanted: frozenset[type[Event]] | None) -> None:
         events, refused = self._decode(msg)
         if refused is not None:
             await self.hooks.on_dropped(msg.subject, refused.reason, refused.detail, msg.data, msg.headers)
@@ -485,9 +501,12 @@ class NatsBus(Bus):
         subject, headers = msg.subject, msg.headers
         if self.tracing is not None and self.tracing.enabled:
             for event in events:
-                await self._dispatch(handler, Delivery(subject, event, headers))
+                if wanted is None or type(event) in wanted:
+                    await self._dispatch(handler, Delivery(subject, event, headers))
             return
         for event in events:  # the hot path: no extra coroutine per event
+            if wanted is not None and type(event) not in wanted:
+                continue  # carried on this subject, but not what the subscription asked for
             try:
                 await handler(Delivery(subject, event, headers))
             except asyncio.CancelledError:
@@ -495,11 +514,21 @@ class NatsBus(Bus):
             except Exception as exc:
                 self.hooks.on_handler_error(subject, exc)
 
-    async def _on_durable(self, msg: Msg, stream: str, handler: Handler, manual_ack: bool) -> None:
+    async def _on_durable(
+        self,
+        msg: Msg,
+        stream: str,
+        handler: Handler,
+        manual_ack: bool,
+        wanted: frozenset[type[Event]] | None,
+    ) -> None:
         events, refused = self._decode(msg)
         if refused is not None:
             await self.hooks.on_dropped(msg.subject, refused.reason, refused.detail, msg.data, msg.headers)
             await msg.term()  # dead-lettered: redelivering garbage helps nobody
+            return
+        if wanted is not None and type(events[0]) not in wanted:
+            await msg.ack()  # carried on this subject, but not what the subscription asked for
             return
         meta = msg.metadata
         delivery = Delivery(
