@@ -19,7 +19,7 @@ COPY data/sample ./data/sample
 COPY data/sentiment ./data/sentiment
 USER tradefleet
 ENV TRADEFLEET_HTTP__HOST=0.0.0.0 TRADEFLEET_HTTP__PORT=9100 TRADEFLEET_TELEMETRY__LOG_FORMAT=json \
-    TRADEFLEET_FASTLANE__COMPILE_CACHE=/tmp/lleaves-cache
+    TRADEFLEET_FASTLANE__COMPILE_CACHE=/tmp/lleaves-cache TRADEFLEET_MARKET__CACHE=/tmp/calendar-cache
 EXPOSE 9100
 ENTRYPOINT ["tradefleet"]
 CMD ["--help"]

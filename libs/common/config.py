@@ -6,17 +6,30 @@ A bad configuration stops start-up with one message that lists every problem.
 from __future__ import annotations
 
 import contextvars
+import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from proto.orders import RiskMode
 from proto.subjects import stream_of_pattern
+from proto.units import SECOND_NS
 
 ENV_PREFIX = "TRADEFLEET_"
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"  # a wall time, HH:MM
 # Short, documented aliases for the two settings everyone sets.
 ENV_ALIASES = {"TRADEFLEET_DB_URL": ("db", "url"), "TRADEFLEET_NATS_URL": ("nats", "url")}
 
@@ -72,6 +85,28 @@ class HttpSettings(Section):
     port: int = Field(0, ge=-1, le=65535)  # 0: any free port; -1: no HTTP endpoint
 
 
+class MarketSettings(Section):
+    """The exchange calendar and the regular session every session rule reads (libs/common/
+    calendar.py): the risk gate's trading window, the features' bar grid (anchored at the open, the
+    close always a boundary), the protective exits' flatten before the close, and which records a
+    replay or a backtest keeps. Holidays and early closes come from exchange-calendars; the hours
+    below bound every session (New York time)."""
+
+    calendar: str = "XNYS"  # an exchange-calendars name (XNYS, XNAS...), or "weekdays": no holidays
+    session_start: str = Field("09:30", pattern=HHMM)
+    session_end: str = Field("16:00", pattern=HHMM)
+    tick_size: float = Field(0.01, gt=0)  # the price grid of limit prices the gateway makes
+    cache: Path = Path("var/calendar-cache")  # the exchange's schedule, built once per library version
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MarketSettings:
+        if self.session_start >= self.session_end:
+            raise ValueError(
+                f"session_start {self.session_start} must be before session_end {self.session_end}"
+            )
+        return self
+
+
 class CleaningSettings(Section):
     max_jump_pct: float = Field(10.0, gt=0)
     drop_suspicious: bool = True
@@ -91,7 +126,7 @@ class ReplaySettings(Section):
     # in time order beside the market data; only the replayed day's headlines are sent.
     news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
     # Stop the replay at this New York time (HH:MM); the backtest cuts each day there too.
-    until: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    until: str | None = Field(None, pattern=HHMM)
     # Lockstep: before and after each tick that starts a new second of market time (where bars
     # close and decisions happen) and each headline, wait until these services are quiet
     # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills. Every
@@ -111,6 +146,22 @@ class SyntheticSettings(Section):
 LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
 
 
+class IbHistoricalSettings(Section):
+    """IB's historical-data pacing rules (../shared/reference/ib-api.md, section 4): a violation is
+    an identical request within ``identical_gap_s``, more than ``per_contract`` requests for one
+    contract within ``per_contract_window_s``, or more than ``max_per_window`` in ``window_s``;
+    at most ``max_open`` open at once. Change them only if IB changes them."""
+
+    max_per_window: int = Field(60, ge=1)
+    window_s: float = Field(600.0, gt=0)
+    identical_gap_s: float = Field(15.0, ge=0)
+    per_contract: int = Field(5, ge=1)  # "6 or more within 2 s" is the violation
+    per_contract_window_s: float = Field(2.0, ge=0)
+    max_open: int = Field(50, ge=1)
+    backoff_initial_s: float = Field(15.0, gt=0)  # after IB answers 162 (pacing violation) anyway
+    backoff_max_s: float = Field(600.0, gt=0)
+
+
 class IbSettings(Section):
     """Interactive Brokers (docs/ARCHITECTURE.md, IB). Paper by default: a live port (7496,
     4001) is refused unless ``allow_live`` is set, on purpose, in the config."""
@@ -118,6 +169,9 @@ class IbSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(7497, ge=1, le=65535)  # TWS paper; IB Gateway paper is 4002
     allow_live: bool = False
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ready_timeout_s: float = Field(10.0, gt=0)  # connected until nextValidId and the accounts came
+    connect_options: str = ""  # e.g. "+PACEAPI": TWS-side pacing as a backstop
     md_client_id: int = Field(11, ge=0)
     exec_client_id: int = Field(12, ge=0)  # fixed: IB binds orders to the client id that placed them
     backfill_client_id: int = Field(13, ge=0)
@@ -131,15 +185,18 @@ class IbSettings(Section):
     max_lines: int = Field(100, ge=1)
     timestamps: Literal["receive", "exchange"] = "receive"
     stale_after_s: float = Field(30.0, gt=0)
+    # One bucket for everything a session sends; IB closes connections above 50 messages/s.
     max_msgs_per_s: float = Field(45.0, gt=0, le=50)
     watchdog_s: float = Field(20.0, gt=0)
     probe_timeout_s: float = Field(5.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)  # reconnects back off from this to backoff_max_s
     backoff_max_s: float = Field(30.0, gt=0)
     # IB's daily and weekly restarts, New York time ("HH:MM-HH:MM", or "Fri 23:00-Sat 03:00"): a
     # disconnect inside one is expected; one that outlasts it (or any beyond max_disconnect_s
     # outside them) raises an alert.
     reset_windows: list[str] = Field(default_factory=lambda: ["00:15-01:45", "Fri 23:00-Sat 03:00"])
     max_disconnect_s: float = Field(120.0, gt=0)
+    historical: IbHistoricalSettings = IbHistoricalSettings()
 
     @model_validator(mode="after")
     def _paper_unless_opted_in(self) -> IbSettings:
@@ -179,7 +236,7 @@ class RecorderSettings(Section):
 
 
 class RiskSettings(Section):
-    """Limits of the risk gate (services/risk/core.py RiskLimits has the meaning of each)."""
+    """The risk gate's limits (services/risk/core.py applies them; each denial names its key)."""
 
     max_position_shares: float = Field(2_000, gt=0)
     max_position_notional: float = Field(50_000.0, gt=0)
@@ -187,32 +244,50 @@ class RiskSettings(Section):
     max_net_exposure: float = Field(150_000.0, gt=0)
     max_open_orders: int = Field(20, ge=1)
     max_orders_per_minute: int = Field(30, ge=1)
+    # The day's realized + unrealized P&L below -this: entries stop.
     daily_loss_limit: float = Field(2_500.0, gt=0)
-    max_drawdown: float = Field(3_000.0, gt=0)
+    max_drawdown: float = Field(3_000.0, gt=0)  # from the day's peak P&L
     max_consecutive_losses: int = Field(4, ge=1)
     loss_cooldown_s: float = Field(900.0, ge=0)
-    pdt_enabled: bool = False
+    pdt_enabled: bool = False  # a switch: the rule's status changed in 2026
     pdt_min_equity: float = Field(25_000.0, ge=0)
-    pdt_max_day_trades: int = Field(3, ge=0)
+    pdt_max_day_trades: int = Field(3, ge=0)  # in 5 business days, below pdt_min_equity
     account_equity: float = Field(100_000.0, gt=0)
+    # buying power = equity x this - gross exposure - pending
     margin_multiplier: float = Field(2.0, gt=0, le=4)
-    shortable: list[str] | None = None
-    ssr_symbols: list[str] = Field(default_factory=list)
+    shortable: frozenset[str] | None = None  # None: every symbol is shortable
+    ssr_symbols: frozenset[str] = frozenset()  # short-sale restriction (Rule 201) in force today
     max_limit_distance_bps: float = Field(50.0, gt=0)
     max_quote_age_ms: float = Field(5_000.0, gt=0)
-    session_start: str = Field("09:30", pattern=r"^\d{2}:\d{2}$")
-    session_end: str = Field("16:00", pattern=r"^\d{2}:\d{2}$")
-    allow_symbols: list[str] | None = None
-    deny_symbols: list[str] = Field(default_factory=list)
+    allow_symbols: frozenset[str] | None = None
+    deny_symbols: frozenset[str] = frozenset()
+    # Volatility-scaled sizing: an entry risks at most this many dollars at atr_stop_multiple ATRs.
     risk_per_trade: float = Field(250.0, gt=0)
     atr_stop_multiple: float = Field(2.0, gt=0)
+    # Optional fractional-Kelly cap on an entry's notional, from the gate's own closed trades.
     kelly_fraction: float | None = Field(None, gt=0, le=1)
     kelly_min_trades: int = Field(20, ge=1)
+    # How long an approval may wait to be sent; the execution gateway's redelivery wait for an
+    # approval it fetched but never journaled is derived from it (execution.approval_ack_wait_ms).
     approval_ttl_ms: float = Field(2_000.0, gt=0)
+    # An intent older than this (by its maker's clock) is history, not a decision: a new durable
+    # consumer replaying a stream must never turn yesterday's intents into orders.
     max_intent_age_ms: float = Field(10_000.0, gt=0)
-    initial_mode: Literal["LIVE", "DEGRADED", "OBSERVE", "EMERGENCY"] = "LIVE"
-    broker_what_if: bool = False  # IB what-if per entry (needs execution.broker: ib); no answer denies
+    initial_mode: RiskMode = "LIVE"
+    # Ask the broker (IB what-if, through the execution gateway) before each entry; no answer
+    # denies (MARGIN_UNKNOWN).
+    broker_what_if: bool = False
     what_if_timeout_ms: float = Field(3_000.0, gt=0)
+
+
+class SimSettings(Section):
+    """The simulated venue (services/execution/simbroker.py): what keeps its fills honest."""
+
+    submit_latency_ms: float = Field(5.0, ge=0)  # an order, cancel or replace reaches the venue
+    report_latency_ms: float = Field(2.0, ge=0)  # a report reaches the gateway
+    commission: Literal["ib-fixed", "ib-tiered"] = "ib-tiered"
+    queue_ahead_fraction: float = Field(1.0, ge=0)  # of the displayed size when a limit joins it
+    max_order_shares: float = Field(100_000, gt=0)  # larger orders are rejected
 
 
 class ExecutionSettings(Section):
@@ -221,9 +296,11 @@ class ExecutionSettings(Section):
     journal: Path = Path("var/execution-journal.msgpack")
     flatten_on_kill: bool = False
     panic_file: Path | None = None  # if this file appears: kill (cancel all; flatten if configured)
-    sim_submit_latency_ms: float = Field(5.0, ge=0)
-    sim_report_latency_ms: float = Field(2.0, ge=0)
-    sim_commission: Literal["ib-fixed", "ib-tiered"] = "ib-tiered"
+    sim: SimSettings = SimSettings()
+    # An approval fetched but not journaled when the process died comes back after this wait.
+    # Approvals expire (risk.approval_ttl_ms), so the wait is that TTL unless set shorter here:
+    # a redelivery after the TTL could only be refused as expired.
+    approval_ack_wait_ms: float | None = Field(None, gt=0)
     # How market orders are worked (docs/ARCHITECTURE.md, Execution tactics): MKT sends them as
     # approved; LMT prices each child from the near touch by limit_offset_bps and reprices it to
     # the far touch after chase_after_ms; slice_shares > 0 sends at most that many per child.
@@ -236,16 +313,25 @@ class ExecutionSettings(Section):
     feedback_max_offset_bps: float = Field(5.0, ge=0)
     feedback_min_chase_ms: float = Field(250.0, gt=0)
     feedback_max_chase_ms: float = Field(30_000.0, gt=0)
+    feedback_min_slice_shares: float = Field(100.0, gt=0)
 
 
 class TcaSettings(Section):
+    """Cost analysis and the feedback loop (services/tca/feedback.py explains each number)."""
+
     realized_after_s: float = Field(5.0, gt=0)
     window: int = Field(50, ge=2)  # orders per rolling aggregate
-    min_samples: int = Field(8, ge=2)  # before an aggregate can alert or a tactic be judged
+    min_samples: int = Field(8, ge=1)  # before an aggregate can alert or a tactic be judged
     alert_sigma: float = Field(3.0, gt=0)
     feedback: bool = True  # publish tca.feedback (execution applies it only if it enables feedback)
-    chase_after_ms: float = Field(2_000.0, gt=0)
+    start_offset_bps: float = Field(0.0, ge=0)
+    offset_step_bps: float = Field(0.5, ge=0)
     max_offset_bps: float = Field(5.0, ge=0)
+    passive_low: float = Field(0.3, ge=0, le=1)
+    passive_high: float = Field(0.8, ge=0, le=1)
+    chase_after_ms: float = Field(2_000.0, gt=0)
+    walk_threshold_bps: float = Field(1.0, ge=0)
+    min_slice_shares: float = Field(100.0, gt=0)
 
 
 class PartitionSettings(Section):
@@ -275,6 +361,11 @@ class FeaturesSettings(Section):
     index_symbol: str = "SPY"
     block_min_shares: int = Field(10_000, ge=1)
     block_min_notional: float = Field(500_000.0, gt=0)
+    burst_window: int = Field(60, ge=2)  # bars of volume behind the volume z-score
+    vol_rank_window: int = Field(100, ge=2)  # bars behind the volatility percentile
+    realized_window_s: int = Field(60, ge=2)  # seconds behind the 1-second realized volatility
+    trend_adx: float = Field(20.0, gt=0)  # ADX from which a bar's trend counts
+    depth_levels: int = Field(5, ge=1, le=50)  # book levels in the depth imbalance
     emit_micro: bool = True  # the 1-second microstructure vector on feat.1s.SYM
     include_names: bool = False  # names in every vector (for tapping; the feature_set names them)
     # Live feeds close bars on the wall clock too (a quiet symbol still gets its bar); replays
@@ -293,7 +384,33 @@ class FeaturesSettings(Section):
         spans = [parse_duration_ns(tf) for tf in timeframes]
         if spans != sorted(set(spans)):
             raise ValueError("timeframes must be distinct and ascending")
+        if math.gcd(*spans) % SECOND_NS:
+            raise ValueError("timeframes must be whole seconds")
         return timeframes
+
+    @functools.cached_property
+    def timeframe_ns(self) -> tuple[int, ...]:
+        from libs.common.markettime import parse_duration_ns
+
+        return tuple(parse_duration_ns(tf) for tf in self.timeframes)
+
+    @functools.cached_property
+    def base_ns(self) -> int:
+        """The base bar every timeframe folds from: their greatest common divisor."""
+        return math.gcd(*self.timeframe_ns)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The bar vector's feature names for these timeframes, in order."""
+        from proto.features import bar_feature_names
+
+        return bar_feature_names(tuple(self.timeframes))
+
+    @property
+    def feature_set(self) -> str:
+        from proto.features import bar_feature_set
+
+        return bar_feature_set(tuple(self.timeframes))
 
 
 # The registry that ships with the code (models/registry), wherever the process runs from.
@@ -331,7 +448,7 @@ class SentimentSettings(Section):
     reload_interval_s: float = Field(10.0, gt=0)
     webhook_port: int | None = Field(None, ge=0, le=65535)  # POST /news; None: no webhook
     webhook_host: str = "127.0.0.1"
-    webhook_token: str = ""  # when set, the webhook needs "Authorization: Bearer <token>"
+    webhook_token: SecretStr = SecretStr("")  # when set, the webhook needs "Authorization: Bearer <token>"
 
 
 class PolicySettings(Section):
@@ -341,6 +458,19 @@ class PolicySettings(Section):
     # auto: the numpy engine where the version has one (fastest for one cold row), else ONNX Runtime
     engine: Literal["auto", "numpy", "onnx"] = "auto"
     reload_interval_s: float = Field(5.0, gt=0)
+
+
+class ExitSettings(Section):
+    """Protective exits (services/qos/exits.py): an ATR stop-loss and take-profit, an R-multiple
+    trailing stop, and flattening before the session's close (market.session_end, or the
+    exchange's early close)."""
+
+    stop_atr: float = Field(2.0, gt=0)  # R, the initial risk per share, is stop_atr ATRs
+    take_profit_atr: float = Field(4.0, gt=0)
+    trail_after_r: float = Field(1.0, ge=0)  # the stop trails once the price has gone this many R
+    trail_r: float = Field(1.0, gt=0)  # ...this many R behind the best price
+    flatten_before_close_s: float = Field(300.0, ge=0)
+    default_atr_bps: float = Field(20.0, gt=0)  # while no ATR is known for the symbol yet
 
 
 class QosSettings(Section):
@@ -372,6 +502,15 @@ class QosSettings(Section):
     policy: Literal["off", "on"] = "off"
     # A proposal unanswered at the next score: "rules" enters at full size, "hold" never enters.
     policy_fallback: Literal["rules", "hold"] = "rules"
+    exits: ExitSettings = ExitSettings()
+
+    def horizons(self) -> list[str]:
+        """Weighted inputs that are fast-lane horizons, shortest first (others, such as
+        "sentiment", are inputs of their own)."""
+        from libs.common.markettime import parse_duration_ns
+
+        timed = [k for k in self.weights if k[:-1].isdigit() and k[-1] in "smh"]
+        return sorted(timed, key=parse_duration_ns)
 
 
 class Settings(BaseSettings):
@@ -383,6 +522,7 @@ class Settings(BaseSettings):
     db: DbSettings = DbSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
+    market: MarketSettings = MarketSettings()
     md_gateway: MdGatewaySettings = MdGatewaySettings()
     recorder: RecorderSettings = RecorderSettings()
     features: FeaturesSettings = FeaturesSettings()
@@ -395,6 +535,22 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = ExecutionSettings()
     ib: IbSettings = IbSettings()
     tca: TcaSettings = TcaSettings()
+
+    @model_validator(mode="after")
+    def _ack_wait_within_ttl(self) -> Settings:
+        wait = self.execution.approval_ack_wait_ms
+        if wait is not None and wait > self.risk.approval_ttl_ms:
+            raise ValueError(
+                f"execution.approval_ack_wait_ms {wait:g} exceeds risk.approval_ttl_ms "
+                f"{self.risk.approval_ttl_ms:g}: a redelivered approval would always have expired"
+            )
+        return self
+
+    @property
+    def approval_ack_wait_s(self) -> float:
+        """How long execution waits before an approval it fetched but never journaled comes back."""
+        wait = self.execution.approval_ack_wait_ms or self.risk.approval_ttl_ms
+        return wait / 1000
 
     @classmethod
     def settings_customise_sources(

@@ -6,9 +6,9 @@ import datetime as dt
 import functools
 from zoneinfo import ZoneInfo
 
+from proto.units import SECOND_NS as NS
+
 NEW_YORK = ZoneInfo("America/New_York")
-NS = 1_000_000_000
-DAY_NS = 86_400 * NS
 
 
 def ny_midnight_ns(date_yyyymmdd: str) -> int:
@@ -22,11 +22,6 @@ def ny_time_ns(date_yyyymmdd: str, hh_mm: str) -> int:
     hours, minutes = (int(x) for x in hh_mm.split(":"))
     day = dt.datetime.strptime(date_yyyymmdd, "%Y%m%d").replace(hour=hours, minute=minutes, tzinfo=NEW_YORK)
     return int(day.timestamp()) * NS
-
-
-def regular_session(date_yyyymmdd: str) -> tuple[int, int]:
-    base = ny_midnight_ns(date_yyyymmdd)
-    return base + (9 * 3600 + 1800) * NS, base + 16 * 3600 * NS
 
 
 def ny_day_of(ts_ns: int) -> tuple[int, int]:

@@ -11,43 +11,39 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from libs.common.config import IbHistoricalSettings
 
 PACING_TEXT = "pacing violation"
 NO_DATA_TEXT = "returned no data"
 
 
-@dataclass
 class HistoricalPacer:
-    clock: Callable[[], float]
-    max_per_window: int = 60
-    window_s: float = 600.0
-    identical_gap_s: float = 15.0
-    per_contract: int = 5  # "6 or more within 2 s" is the violation
-    per_contract_window_s: float = 2.0
-    max_open: int = 50
-    backoff_initial_s: float = 15.0
-    backoff_max_s: float = 600.0
-    sent: collections.deque[float] = field(default_factory=collections.deque)
-    by_key: dict[tuple[str, ...], float] = field(default_factory=dict)
-    by_contract: dict[tuple[str, ...], collections.deque[float]] = field(default_factory=dict)
-    open: int = 0
+    """The rules' numbers are the ``ib.historical`` settings (IB's published limits by default)."""
+
+    def __init__(self, clock: Callable[[], float], rules: IbHistoricalSettings | None = None) -> None:
+        self.clock = clock
+        self.rules = rules or IbHistoricalSettings()
+        self.sent: collections.deque[float] = collections.deque()
+        self.by_key: dict[tuple[str, ...], float] = {}
+        self.by_contract: dict[tuple[str, ...], collections.deque[float]] = {}
+        self.open = 0
 
     def delay(self, key: tuple[str, ...], contract: tuple[str, ...]) -> float:
         """Seconds until a request with this exact ``key`` for this ``contract`` may go (0: now)."""
         now = self.clock()
         self._forget(now)
         waits = [0.0]
-        if self.open >= self.max_open:
+        if self.open >= self.rules.max_open:
             waits.append(0.1)  # a slot frees when an answer comes: look again shortly
-        if len(self.sent) >= self.max_per_window:
-            waits.append(self.sent[0] + self.window_s - now)
+        if len(self.sent) >= self.rules.max_per_window:
+            waits.append(self.sent[0] + self.rules.window_s - now)
         last = self.by_key.get(key)
         if last is not None:
-            waits.append(last + self.identical_gap_s - now)
+            waits.append(last + self.rules.identical_gap_s - now)
         recent = self.by_contract.get(contract)
-        if recent is not None and len(recent) >= self.per_contract:
-            waits.append(recent[-self.per_contract] + self.per_contract_window_s - now)
+        if recent is not None and len(recent) >= self.rules.per_contract:
+            waits.append(recent[-self.rules.per_contract] + self.rules.per_contract_window_s - now)
         return max(waits)
 
     def record(self, key: tuple[str, ...], contract: tuple[str, ...]) -> None:
@@ -61,11 +57,11 @@ class HistoricalPacer:
         self.open = max(self.open - 1, 0)
 
     def backoff(self, attempt: int) -> float:
-        return min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(attempt - 1, 0))
+        return min(self.rules.backoff_max_s, self.rules.backoff_initial_s * 2 ** max(attempt - 1, 0))
 
     def _forget(self, now: float) -> None:
-        while self.sent and now - self.sent[0] >= self.window_s:
+        while self.sent and now - self.sent[0] >= self.rules.window_s:
             self.sent.popleft()
         for recent in self.by_contract.values():
-            while recent and now - recent[0] >= self.per_contract_window_s:
+            while recent and now - recent[0] >= self.rules.per_contract_window_s:
                 recent.popleft()

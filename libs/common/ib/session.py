@@ -26,7 +26,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -71,35 +70,6 @@ def classify(code: int) -> str:
     if code == CLIENT_ID_IN_USE:
         return "client_id"
     return "other"
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    host: str = "127.0.0.1"
-    port: int = 7497  # TWS paper; 4002 Gateway paper. Live ports need an explicit opt-in upstream.
-    client_id: int = 1
-    connect_timeout_s: float = 10.0
-    ready_timeout_s: float = 10.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    watchdog_s: float = 20.0
-    probe_timeout_s: float = 5.0
-    max_msgs_per_s: float = 45.0  # one bucket for everything sent; IB closes connections above 50/s
-    connect_options: str = ""  # e.g. "+PACEAPI": TWS-side pacing as a backstop
-
-
-def session_config(ib: IbSettings, client_id: int, **overrides: Any) -> SessionConfig:
-    """The ``ib`` settings section as one service's session (each service has its own client id)."""
-    values: dict[str, Any] = {
-        "host": ib.host,
-        "port": ib.port,
-        "client_id": client_id,
-        "watchdog_s": ib.watchdog_s,
-        "probe_timeout_s": ib.probe_timeout_s,
-        "backoff_max_s": ib.backoff_max_s,
-        "max_msgs_per_s": ib.max_msgs_per_s,
-    }
-    return SessionConfig(**(values | overrides))
 
 
 class _Bridge(EWrapper, EClient):
@@ -159,15 +129,20 @@ class _Bridge(EWrapper, EClient):
 
 
 class IbSession:
+    """One TWS / IB Gateway connection of one service: the ``ib`` settings section, with the
+    service's own client id (IB binds orders to the client id that placed them)."""
+
     def __init__(
         self,
-        config: SessionConfig,
+        config: IbSettings,
+        client_id: int,
         on_event: Handler,
         *,
         on_alert: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = config
+        self.client_id = client_id
         self.on_event = on_event
         self.on_alert = on_alert or (lambda title, body: None)
         self.clock = clock
@@ -254,10 +229,10 @@ class IbSession:
             client.setConnectionOptions(self.cfg.connect_options)
         self._client = client
         await asyncio.wait_for(
-            asyncio.to_thread(client.connect, self.cfg.host, self.cfg.port, self.cfg.client_id),
+            asyncio.to_thread(client.connect, self.cfg.host, self.cfg.port, self.client_id),
             self.cfg.connect_timeout_s,
         )
-        self._thread = threading.Thread(target=client.run, name=f"ibapi-{self.cfg.client_id}", daemon=True)
+        self._thread = threading.Thread(target=client.run, name=f"ibapi-{self.client_id}", daemon=True)
         self._thread.start()  # also drains what came before a refusal (the 326 that says why)
         if not client.isConnected():
             await asyncio.to_thread(self._thread.join, 2.0)
@@ -367,7 +342,7 @@ class IbSession:
             self.disconnected_since = None
         elif code == CLIENT_ID_IN_USE:
             self.on_alert(
-                f"IB client id {self.cfg.client_id} already in use",
+                f"IB client id {self.client_id} already in use",
                 "TWS refused the connection (326): a ghost session may hold the id; retrying with backoff.",
             )
         elif code == RATE_EXCEEDED:
