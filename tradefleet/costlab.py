@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from libs.common.clock import SimClock
+from libs.common.config import ExecutionSettings, SimSettings, TcaSettings
 from libs.common.markettime import ny_midnight_ns
 from proto.alerts import Alert
 from proto.base import Event
@@ -22,23 +23,21 @@ from proto.execution import Fill, OrderEvent
 from proto.market import Quote, Trade
 from proto.orders import OrderApproved, OrderIntent
 from proto.tca import TcaFeedback, TcaReport
+from proto.units import SECOND_NS as NS
+from services.execution.broker import BrokerReport
 from services.execution.core import (
     Cancel,
-    ExecConfig,
     ExecutionCore,
-    FeedbackBounds,
     JournalRecord,
     Outcome,
     Replace,
     Send,
 )
-from services.execution.simbroker import Report, SimBroker, SimConfig
+from services.execution.simbroker import SimVenue
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 from services.tca.core import TcaCore
-from services.tca.feedback import CostBook, TcaPolicy
-
-NS = 1_000_000_000
+from services.tca.feedback import CostBook
 
 
 @dataclass(frozen=True)
@@ -116,13 +115,14 @@ def lean_market(root: Path, date: str, symbols: list[str]) -> Iterator[Event]:
 
 
 class CostLab:
-    def __init__(self, feedback: bool, policy: TcaPolicy | None = None, sim: SimConfig | None = None) -> None:
+    def __init__(
+        self, feedback: bool, policy: TcaSettings | None = None, sim: SimSettings | None = None
+    ) -> None:
         self.clock = SimClock(0)
-        bounds = FeedbackBounds(enabled=feedback)
-        self.execution = ExecutionCore(ExecConfig(feedback=bounds), self.clock)
-        self.broker = SimBroker(sim or SimConfig())
-        self.tca = TcaCore(self.clock)
-        self.book = CostBook(policy or TcaPolicy())
+        self.execution = ExecutionCore(ExecutionSettings(feedback=feedback), self.clock)
+        self.broker = SimVenue(sim or SimSettings())
+        self.tca = TcaCore(TcaSettings(), self.clock)
+        self.book = CostBook(policy or TcaSettings())
         self.run = CostRun()
 
     def replay(self, market: Iterable[Event], intents: list[OrderIntent]) -> CostRun:
@@ -165,7 +165,7 @@ class CostLab:
         self.tca.on_approved(approval)
         self._act(self.execution.on_approved(approval))
 
-    def _broker(self, reports: list[Report]) -> None:
+    def _broker(self, reports: list[BrokerReport]) -> None:
         for report in reports:
             self._act(self.execution.on_report(report))
 

@@ -35,16 +35,18 @@ from typing import Literal
 import msgspec
 
 from libs.common.clock import Clock
+from libs.common.config import ExecutionSettings
 from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
-from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import LIVE_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.execution import Position as PositionRow
 from proto.market import Quote
 from proto.orders import OrderApproved, shape_problem
 from proto.tca import TcaFeedback
-from services.execution.orders import LIVE, Order
-from services.execution.simbroker import Report, SimOrder
+from proto.units import BPS
+from services.execution.broker import BrokerOrder, BrokerReport
+from services.execution.orders import Order
 
 
 class JournalRecord(msgspec.Struct, frozen=True, tag=True):
@@ -68,7 +70,7 @@ class JournalRecord(msgspec.Struct, frozen=True, tag=True):
 
 @dataclass(frozen=True)
 class Send:
-    order: SimOrder
+    order: BrokerOrder
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,6 @@ class Replace:
 
 
 Action = JournalRecord | Send | Cancel | Replace
-BPS = 1e4
 
 
 @dataclass(frozen=True)
@@ -100,36 +101,6 @@ class Tactic:
     @property
     def plain(self) -> bool:
         return self.style == "MKT" and not self.slice_shares
-
-
-@dataclass(frozen=True)
-class FeedbackBounds:
-    """What TCA feedback may change, and how far: anything outside is clamped (and counted)."""
-
-    enabled: bool = False
-    max_offset_bps: float = 5.0
-    min_chase_ms: float = 250.0
-    max_chase_ms: float = 30_000.0
-    min_slice_shares: float = 100.0
-
-    def clamp(self, fb: TcaFeedback) -> tuple[Tactic, bool]:
-        offset = min(max(fb.limit_offset_bps, 0.0), self.max_offset_bps)
-        chase = min(max(fb.chase_after_ms, self.min_chase_ms), self.max_chase_ms)
-        slice_shares = (
-            0.0 if fb.slice_shares <= 0 else max(math.floor(fb.slice_shares), self.min_slice_shares)
-        )
-        tactic = Tactic(fb.style, offset, chase, slice_shares)
-        clamped = (offset, chase, slice_shares) != (fb.limit_offset_bps, fb.chase_after_ms, fb.slice_shares)
-        return tactic, clamped
-
-
-@dataclass
-class ExecConfig:
-    account: str = "SIM"
-    flatten_on_kill: bool = False
-    tactic: Tactic = field(default_factory=Tactic)
-    feedback: FeedbackBounds = field(default_factory=FeedbackBounds)
-    tick: float = 0.01
 
 
 @dataclass
@@ -148,7 +119,7 @@ class Working:
     """One approved order and the broker order(s) working it."""
 
     order: Order
-    template: SimOrder  # the order as approved (quantity: the whole)
+    template: BrokerOrder  # the order as approved (quantity: the whole)
     tactic: Tactic | None = None  # None: one broker order, as approved
     child: str = ""  # the broker order working it now
     child_quantity: float = 0.0
@@ -162,9 +133,15 @@ class Working:
 
 
 class ExecutionCore:
-    def __init__(self, config: ExecConfig, clock: Clock) -> None:
+    """``tick``: the price grid of the limits it makes (market.tick_size)."""
+
+    def __init__(self, config: ExecutionSettings, clock: Clock, tick: float = 0.01) -> None:
         self.cfg = config
         self.clock = clock
+        self.tick = tick
+        self.default_tactic = Tactic(
+            config.tactic_style, config.limit_offset_bps, config.chase_after_ms, config.slice_shares
+        )
         self.orders: dict[str, Order] = {}
         self.working: dict[str, Working] = {}
         self.route: dict[str, str] = {}  # broker order id -> the approved order it works
@@ -196,7 +173,7 @@ class ExecutionCore:
         reason = f"intent {a.intent_id}"
         if a.order_type == "BRACKET":
             return self._bracket(a, now, reason)
-        template = SimOrder(
+        template = BrokerOrder(
             a.client_order_id,
             a.symbol,
             a.side,
@@ -212,15 +189,17 @@ class ExecutionCore:
         return self._start(template, now, reason, None if tactic is None or tactic.plain else tactic)
 
     def tactic_for(self, symbol: str) -> Tactic:
-        return self.tactics.get(symbol, self.cfg.tactic)
+        return self.tactics.get(symbol, self.default_tactic)
 
     def _bracket(self, a: OrderApproved, now: int, reason: str) -> Outcome:
         cid, exit_side = a.client_order_id, "SELL" if a.side == "BUY" else "BUY"
-        entry = SimOrder(cid, a.symbol, a.side, a.quantity, "LMT" if a.limit_price else "MKT", a.limit_price)
+        entry = BrokerOrder(
+            cid, a.symbol, a.side, a.quantity, "LMT" if a.limit_price else "MKT", a.limit_price
+        )
         entry.tif = a.tif
         legs = [
-            SimOrder(f"{cid}.tp", a.symbol, exit_side, a.quantity, "LMT", a.take_profit_price, tif=a.tif),  # type: ignore[arg-type]
-            SimOrder(f"{cid}.sl", a.symbol, exit_side, a.quantity, "STP", None, a.stop_loss_price, a.tif),  # type: ignore[arg-type]
+            BrokerOrder(f"{cid}.tp", a.symbol, exit_side, a.quantity, "LMT", a.take_profit_price, tif=a.tif),  # type: ignore[arg-type]
+            BrokerOrder(f"{cid}.sl", a.symbol, exit_side, a.quantity, "STP", None, a.stop_loss_price, a.tif),  # type: ignore[arg-type]
         ]
         entry.transmit = legs[0].transmit = False  # IB: the bracket goes out with its last leg
         out = self._start(entry, now, reason, None)
@@ -229,7 +208,7 @@ class ExecutionCore:
             out += self._start(leg, now, f"bracket leg of {cid}", None)
         return out
 
-    def _start(self, template: SimOrder, now: int, reason: str, tactic: Tactic | None) -> Outcome:
+    def _start(self, template: BrokerOrder, now: int, reason: str, tactic: Tactic | None) -> Outcome:
         cid = template.client_order_id
         order = Order(cid, template.symbol, template.side, template.quantity)
         self.orders[cid] = order
@@ -284,7 +263,7 @@ class ExecutionCore:
     def _limit_price(self, q: Quote, side: str, t: Tactic) -> float:
         """From the near touch toward the far one by the offset, never past the far touch, on the
         tick grid (rounded toward the near side: the offset is a ceiling, not a floor)."""
-        mid, tick = (q.bid + q.ask) / 2, self.cfg.tick
+        mid, tick = (q.bid + q.ask) / 2, self.tick
         offset = mid * t.limit_offset_bps / BPS
         if side == "BUY":
             return _on_grid(min(q.bid + offset, q.ask), tick, down=True)
@@ -295,11 +274,13 @@ class ExecutionCore:
         order = Order(a.client_order_id, a.symbol, a.side, a.quantity)
         order.move("REJECTED", reason)
         self.orders[a.client_order_id] = order
-        w = Working(order, SimOrder(a.client_order_id, a.symbol, a.side, a.quantity), order_type=a.order_type)
+        w = Working(
+            order, BrokerOrder(a.client_order_id, a.symbol, a.side, a.quantity), order_type=a.order_type
+        )
         return Outcome(events=[self._event(w, now, reason)])
 
     # -- the broker's reports --------------------------------------------------------------------
-    def on_report(self, r: Report) -> Outcome:
+    def on_report(self, r: BrokerReport) -> Outcome:
         parent = self.route.get(r.client_order_id)
         w = self.working.get(parent) if parent else None
         if w is None:
@@ -329,7 +310,7 @@ class ExecutionCore:
             return Outcome()
         return Outcome(events=[self._event(w, r.ts, r.reason)])
 
-    def _fill(self, w: Working, r: Report) -> Outcome:
+    def _fill(self, w: Working, r: BrokerReport) -> Outcome:
         order = w.order
         applied = order.fill(r.exec_id, r.quantity, r.price)
         if applied <= 0:
@@ -360,7 +341,7 @@ class ExecutionCore:
             return Outcome()
         return self._send_child(w, now, f"next slice of {w.order.client_order_id}")
 
-    def _replaced(self, w: Working, r: Report) -> Outcome:
+    def _replaced(self, w: Working, r: BrokerReport) -> Outcome:
         if r.kind == "replace_rejected":
             self.stats["replaces_rejected"] += 1
             return Outcome()
@@ -405,14 +386,27 @@ class ExecutionCore:
 
     def on_feedback(self, fb: TcaFeedback) -> bool:
         """Apply TCA's advice within bounds; False (and counted) when feedback is off."""
-        if not self.cfg.feedback.enabled:
+        if not self.cfg.feedback:
             self.stats["feedback_ignored"] += 1
             return False
-        tactic, clamped = self.cfg.feedback.clamp(fb)
+        tactic, clamped = self._clamp(fb)
         self.tactics[fb.symbol] = tactic
         self.stats["feedback_applied"] += 1
         self.stats["feedback_clamped"] += clamped
         return True
+
+    def _clamp(self, fb: TcaFeedback) -> tuple[Tactic, bool]:
+        """What TCA feedback may change, and how far: anything outside the bounds is clamped
+        (and counted)."""
+        x = self.cfg
+        offset = min(max(fb.limit_offset_bps, 0.0), x.feedback_max_offset_bps)
+        chase = min(max(fb.chase_after_ms, x.feedback_min_chase_ms), x.feedback_max_chase_ms)
+        slice_shares = (
+            0.0 if fb.slice_shares <= 0 else max(math.floor(fb.slice_shares), x.feedback_min_slice_shares)
+        )
+        tactic = Tactic(fb.style, offset, chase, slice_shares)
+        clamped = (offset, chase, slice_shares) != (fb.limit_offset_bps, fb.chase_after_ms, fb.slice_shares)
+        return tactic, clamped
 
     # -- operators: the kill switch, one order's cancel or replace --------------------------------
     def on_control(self, c: Control) -> Outcome:
@@ -428,7 +422,7 @@ class ExecutionCore:
         if c.command == "kill":
             self.killed = True
         for w in self.working.values():
-            if w.order.status in LIVE:
+            if w.order.status in LIVE_STATUSES:
                 out += self._cancel(w, now, c.command)
         flatten = c.command == "flatten" or (
             c.command == "kill" and (self.cfg.flatten_on_kill or c.args.get("flatten") == "true")
@@ -440,7 +434,7 @@ class ExecutionCore:
                     cid = f"flat-{c.command_id}-{self._flatten_seq}"
                     side: Literal["BUY", "SELL"] = "SELL" if pos.quantity > 0 else "BUY"
                     out += self._start(
-                        SimOrder(cid, symbol, side, abs(pos.quantity)),
+                        BrokerOrder(cid, symbol, side, abs(pos.quantity)),
                         now,
                         f"{c.command} by {c.issued_by}",
                         None,
@@ -506,7 +500,7 @@ class ExecutionCore:
             order = Order(parent, rec.symbol, rec.side, quantity)
             order.move("UNRESOLVED", "restarted: outcome unknown until reconciled")
             self.orders[parent] = order
-            template = SimOrder(parent, rec.symbol, rec.side, quantity)  # type: ignore[arg-type]
+            template = BrokerOrder(parent, rec.symbol, rec.side, quantity)  # type: ignore[arg-type]
             w = Working(order, template, child=rec.client_order_id, order_type=rec.order_type)
             self.working[parent] = w
             events.append(self._event(w, now, order.reason))

@@ -1,7 +1,7 @@
 """The Interactive Brokers broker for the execution gateway, on the official ibapi client
-(libs/common/ib/session.py). It speaks the same language as the SimBroker to the execution core:
-orders in (``submit``, ``cancel``, ``replace``), ``Report`` objects out (here through a queue,
-since IB answers when it answers).
+(libs/common/ib/session.py), behind the Broker seam (broker.py): orders in (``submit``,
+``cancel``, ``replace``), ``BrokerReport`` objects out through the sink given to ``start``, since
+IB answers when it answers.
 
 The rules it keeps (../shared/reference/ib-api.md, section 6, "Execution gateway"):
 - a fixed client id (IB binds orders to the client id that placed them);
@@ -42,9 +42,11 @@ from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 from ibapi.order import Order as IbOrder
 
+from libs.common.config import IbSettings
 from libs.common.ib.session import IbSession
 from libs.common.logging import get_logger
-from services.execution.simbroker import Report, SimOrder
+from proto.base import Event
+from services.execution.broker import BrokerOrder, BrokerReport, MarginPreview, ReportSink
 
 log = get_logger(__name__)
 UNSET = 1.7e308
@@ -96,19 +98,6 @@ class Reconciliation:
     ours: dict[str, float] | None = None  # our positions when IB's answered
 
 
-@dataclass(frozen=True)
-class MarginPreview:
-    """IB's what-if answer for one order (None: IB left it unset)."""
-
-    init_margin_change: float | None
-    maint_margin_change: float | None
-    equity_with_loan_after: float | None
-    init_margin_after: float | None
-    commission: float | None
-    warning: str = ""
-    error: str = ""
-
-
 def _ib_number(text: Any) -> float | None:
     try:
         value = float(text)
@@ -119,7 +108,7 @@ def _ib_number(text: Any) -> float | None:
 
 @dataclass
 class _PendingFill:
-    report: Report
+    report: BrokerReport
     deadline: float
 
 
@@ -131,28 +120,36 @@ class _Query:
 
 
 class IbBroker:
+    """``settings``: the ``ib`` section; the session uses ``exec_client_id`` (IB binds orders to the
+    client id that placed them) unless ``client_id`` says otherwise."""
+
+    name = "ib"
+
     def __init__(
         self,
-        session: IbSession,
+        settings: IbSettings,
         ids_path: Path,
         *,
-        account: str = "",
+        client_id: int | None = None,
         commission_wait_s: float = 1.0,
         query_timeout_s: float = 10.0,
         send_timeout_s: float = 5.0,
         wall_ns: Callable[[], int] = time.time_ns,
         our_positions: Callable[[], dict[str, float]] | None = None,
     ) -> None:
-        self.ib = session
+        self.settings = settings
+        self.ib = IbSession(
+            settings, settings.exec_client_id if client_id is None else client_id, self.on_event
+        )
         self.our_positions = our_positions
         self.ids = OrderIds(ids_path)
-        self.account = account
+        self.account = settings.account
         self.commission_wait_s = commission_wait_s
         self.query_timeout_s = query_timeout_s
         self.send_timeout_s = send_timeout_s
         self.wall_ns = wall_ns
-        self.reports: asyncio.Queue[Report] = asyncio.Queue()
-        self.orders: dict[str, SimOrder] = {}  # what we sent, by client order id
+        self.reports: asyncio.Queue[BrokerReport] = asyncio.Queue()
+        self.orders: dict[str, BrokerOrder] = {}  # what we sent, by client order id
         self.acked: set[str] = set()
         self.ended: set[str] = set()
         self.exec_ids: set[str] = set()
@@ -169,9 +166,63 @@ class IbBroker:
         self._what_if_seq = 0
         self.pending_cancels: set[str] = set()
         self._req_ids = iter(range(90_000, 10**9))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._positions_lock = asyncio.Lock()
 
-    # -- what the execution gateway calls -----------------------------------------------------------
-    async def submit(self, order: SimOrder, now: int) -> None:
+    # -- the Broker seam ---------------------------------------------------------------------------
+    async def start(self, reports: ReportSink, namespace: str = "") -> None:
+        """Connect and stay connected, reconcile after every connection and every
+        ``reconcile_every_s``, and hand every report to ``reports`` as IB makes it."""
+        self._tasks = [
+            asyncio.create_task(self.ib.run(), name="ib-session"),
+            asyncio.create_task(self.keep_reconciled(self.settings.reconcile_every_s), name="ib-reconcile"),
+            asyncio.create_task(self._pump(reports), name="ib-reports"),
+        ]
+
+    async def stop(self) -> None:
+        await self.ib.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _pump(self, sink: ReportSink) -> None:
+        while True:
+            try:
+                report = await asyncio.wait_for(self.reports.get(), 0.25)
+            except TimeoutError:
+                self.on_event("tick", ())  # fills whose commission never came go out now
+                continue
+            await sink(report)
+
+    def now_ns(self) -> int:
+        return self.wall_ns()
+
+    def on_market(self, event: Event) -> list[BrokerReport]:
+        return []  # IB trades against its own market; ours only marks positions
+
+    def due(self) -> list[BrokerReport]:
+        return []  # IB reports on its own time, through the sink
+
+    async def cancel_all(self) -> None:
+        self.global_cancel()
+
+    async def positions(self) -> dict[str, float] | None:
+        """IB's positions now (reqPositions); None when the query fails or times out."""
+        return await self._positions()
+
+    async def _positions(self) -> dict[str, float] | None:
+        # IB's position rows name no request: one positions query at a time, or rows would mix.
+        async with self._positions_lock:
+            rows = await self._query("positions", lambda c: c.reqPositions())
+        if rows is None:
+            return None
+        held: collections.defaultdict[str, float] = collections.defaultdict(float)
+        for symbol, quantity in rows:
+            held[symbol] += quantity
+        return {k: v for k, v in held.items() if v}
+
+    # -- orders ------------------------------------------------------------------------------------
+    async def submit(self, order: BrokerOrder) -> None:
         """Number it (durably), then send it: never before the reconciliation after a connect,
         and never late: an order that cannot go within ``send_timeout_s`` is rejected unsent
         (an approval is a decision about the market as it was, not as it will be)."""
@@ -191,7 +242,7 @@ class IbBroker:
             return
         self.stats["sent"] += 1
 
-    async def cancel(self, client_order_id: str, now: int) -> None:
+    async def cancel(self, client_order_id: str) -> None:
         order_id = self.ids.by_client.get(client_order_id)
         if order_id is None:
             self.stats["cancel_unknown"] += 1
@@ -206,12 +257,11 @@ class IbBroker:
         for cid in sorted(self.pending_cancels):
             self.pending_cancels.discard(cid)
             if cid not in self.ended:
-                await self.cancel(cid, 0)
+                await self.cancel(cid)
 
     async def replace(
         self,
         client_order_id: str,
-        now: int,
         quantity: float | None = None,
         limit_price: float | None = None,
         stop_price: float | None = None,
@@ -234,7 +284,7 @@ class IbBroker:
         self.stats["global_cancels"] += 1
         return self.ib.send_now(lambda c: c.reqGlobalCancel())
 
-    async def what_if(self, order: SimOrder, timeout_s: float = 5.0) -> MarginPreview | None:
+    async def what_if(self, order: BrokerOrder, timeout_s: float = 5.0) -> MarginPreview | None:
         """IB's margin and commission preview of ``order`` (never routed). A fresh order id, kept
         like any other (TWS counts it as used). None when IB does not answer in time: unknown.
         IB's first answer can carry numbers not to trust; the one with a commission currency counts."""
@@ -256,7 +306,7 @@ class IbBroker:
         finally:
             self._previews.pop(order_id, None)
 
-    def _ib_order(self, o: SimOrder, parent_id: int) -> IbOrder:
+    def _ib_order(self, o: BrokerOrder, parent_id: int) -> IbOrder:
         ib = IbOrder()
         ib.action, ib.totalQuantity, ib.orderType = o.side, o.quantity, IB_TYPES[o.order_type]
         ib.tif, ib.orderRef, ib.account = o.tif, o.client_order_id, self.account
@@ -344,7 +394,7 @@ class IbBroker:
         self.exec_ids.add(exec_id)
         self.filled[cid] += float(execution.shares)
         now = self.wall_ns()
-        report = Report(
+        report = BrokerReport(
             kind="fill",
             client_order_id=cid,
             ts=now,
@@ -480,14 +530,9 @@ class IbBroker:
 
     async def reconcile(self) -> Reconciliation:
         r = Reconciliation(at=time.time())
-        positions = await self._query("positions", lambda c: c.reqPositions())
-        if positions is not None:
-            r.positions = collections.defaultdict(float)
-            for symbol, qty in positions:
-                r.positions[symbol] += qty
-            r.positions = {k: v for k, v in r.positions.items() if v}
-            if self.our_positions is not None:
-                r.ours = {k: v for k, v in self.our_positions().items() if v}
+        r.positions = await self._positions()
+        if r.positions is not None and self.our_positions is not None:
+            r.ours = {k: v for k, v in self.our_positions().items() if v}
         opened = await self._query("open_orders", lambda c: c.reqOpenOrders())
         r.open_orders = None if opened is None else {cid for cid in opened if cid}
         before = len(self.exec_ids)
@@ -559,9 +604,9 @@ class IbBroker:
 
     def _report(self, kind: str, cid: str, **fields: Any) -> None:
         now = self.wall_ns()
-        self._put(Report(kind=kind, client_order_id=cid, ts=now, venue_ts=now, **fields))  # type: ignore[arg-type]
+        self._put(BrokerReport(kind=kind, client_order_id=cid, ts=now, venue_ts=now, **fields))  # type: ignore[arg-type]
 
-    def _put(self, report: Report) -> None:
+    def _put(self, report: BrokerReport) -> None:
         self.stats[f"report_{report.kind}"] += 1
         self.reports.put_nowait(report)
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proto.execution import OrderStatus
+from proto.execution import TERMINAL_STATUSES, OrderStatus
 
-TERMINAL: frozenset[str] = frozenset({"FILLED", "CANCELLED", "REJECTED"})
-LIVE: frozenset[str] = frozenset({"PENDING_SUBMIT", "SUBMITTED", "PARTIALLY_FILLED", "UNRESOLVED"})
 # Status changes a broker report may cause (fills move to PARTIALLY_FILLED / FILLED themselves).
 ALLOWED: dict[str, frozenset[str]] = {
     "PENDING_SUBMIT": frozenset({"SUBMITTED", "REJECTED", "CANCELLED", "UNRESOLVED"}),
@@ -46,7 +44,7 @@ class Order:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_STATUSES
 
     def move(self, status: OrderStatus, reason: str = "") -> bool:
         """Apply a broker's status report. False, and nothing changes, for a report that cannot

@@ -1,4 +1,5 @@
-"""SimBroker: a simulated venue that fills against the replayed market, pure and event-time driven.
+"""The simulated venue: ``SimVenue`` fills against the replayed market, pure and event-time driven;
+``SimBroker`` is it behind the execution gateway's Broker seam (broker.py).
 
 What keeps its results honest:
 - latency: an order reaches the venue ``submit_latency`` after it is sent and is judged against
@@ -19,7 +20,7 @@ What keeps its results honest:
 - IOC leaves nothing resting; DAY orders are cancelled at the session's end;
 - IB commissions (fixed or tiered); rejects for unknown symbols and bad sizes.
 
-The broker never reads a clock: time moves with the market data it is given and with ``advance``.
+The venue never reads a clock: time moves with the market data it is given and with ``advance``.
 """
 
 from __future__ import annotations
@@ -28,43 +29,21 @@ import collections
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from libs.common.config import MarketSettings, SimSettings
+from proto.base import Event
+from proto.market import FeedStatus, Quote, Trade
+from services.execution.broker import BrokerOrder, BrokerReport, MarginPreview, ReportKind, ReportSink
 from services.execution.commissions import CommissionModel, commission_model
 
-ReportKind = Literal["ack", "fill", "cancelled", "rejected", "replaced", "replace_rejected"]
-SimOrderType = Literal["MKT", "LMT", "STP", "STP_LMT", "TRAIL"]
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    submit_latency_ms: float = 5.0
-    report_latency_ms: float = 2.0
-    commission: str = "ib-tiered"
-    tick: float = 0.01
-    queue_ahead_fraction: float = 1.0  # of the displayed size at our price when we join it
-    max_order_shares: float = 100_000
-    known_symbols: frozenset[str] | None = None  # None: any symbol a quote was seen for
+REG_T_INITIAL = 0.5  # the initial margin a what-if quotes: Regulation T's half of the notional
 
 
 @dataclass
-class SimOrder:
-    client_order_id: str
-    symbol: str
-    side: Literal["BUY", "SELL"]
-    quantity: float
-    order_type: SimOrderType = "MKT"
-    limit_price: float | None = None
-    stop_price: float | None = None
-    tif: Literal["DAY", "GTC", "IOC"] = "DAY"
-    trail_amount: float | None = None
-    trail_percent: float | None = None
-    #: a bracket leg: held at the venue until this order fills
-    parent_id: str = ""
-    #: legs in one OCA group reduce each other by every fill
-    oca_group: str = ""
-    #: IB: False holds the order at TWS until a later one of its bracket transmits
-    transmit: bool = True
+class SimOrder(BrokerOrder):
+    """An order as the venue works it: the order, and how far it got."""
+
     filled: float = 0.0
     queue_ahead: float = 0.0
     triggered: bool = False
@@ -80,20 +59,6 @@ class SimOrder:
     @property
     def sign(self) -> int:
         return 1 if self.side == "BUY" else -1
-
-
-@dataclass(frozen=True)
-class Report:
-    kind: ReportKind
-    client_order_id: str
-    ts: int  # when it reaches us
-    venue_ts: int  # when it happened at the venue
-    quantity: float = 0.0
-    price: float = 0.0
-    exec_id: str = ""
-    commission: float | None = 0.0  # None: not known (IB's report is late or unset)
-    liquidity: Literal["ADD", "REMOVE", "UNKNOWN"] = "UNKNOWN"
-    reason: str = ""
 
 
 @dataclass
@@ -114,23 +79,35 @@ class _Pending:
     changes: dict[str, float] = field(compare=False, default_factory=dict)
 
 
-class SimBroker:
+class SimVenue:
     def __init__(
-        self, config: SimConfig | None = None, session_end_ns: int | None = None, exec_prefix: str = "sim"
+        self,
+        config: SimSettings | None = None,
+        session_end_ns: int | None = None,
+        exec_prefix: str = "sim",
+        tick: float = 0.01,
+        known_symbols: frozenset[str] | None = None,  # None: any symbol a quote was seen for
     ) -> None:
-        self.cfg = config or SimConfig()
+        self.cfg = config or SimSettings()
+        self.tick = tick
+        self.known_symbols = known_symbols
         self.exec_prefix = exec_prefix  # exec ids must differ across runs: fills dedupe by them
         self.commissions: CommissionModel = commission_model(self.cfg.commission)
         self.books: dict[str, _Book] = {}
         self.orders: dict[str, SimOrder] = {}
         self.ended_filled: dict[str, float] = {}  # what an order that has ended had filled
         self._arrivals: list[_Pending] = []
-        self._reports: list[tuple[int, int, Report]] = []
+        self._reports: list[tuple[int, int, BrokerReport]] = []
         self._seq = itertools.count()
         self._exec_ids = itertools.count(1)
         self.session_end_ns = session_end_ns
         self.now = 0
         self.stats: collections.Counter[str] = collections.Counter()
+
+    def working_ids(self) -> list[str]:
+        """Client order ids at the venue or on their way to it."""
+        on_the_way = [p.order.client_order_id for p in self._arrivals if p.order is not None]
+        return [*self.orders, *on_the_way]
 
     def idle(self) -> bool:
         """No order at the venue or on its way, no report in flight: market data then only sets
@@ -138,8 +115,9 @@ class SimBroker:
         return not (self.orders or self._arrivals or self._reports)
 
     # -- what the execution gateway calls -----------------------------------------------------------
-    def submit(self, order: SimOrder, now: int) -> None:
-        self._schedule(now + self._ms(self.cfg.submit_latency_ms), "submit", order=order)
+    def submit(self, order: BrokerOrder, now: int) -> None:
+        """The venue works its own copy: what the sender holds never changes under it."""
+        self._schedule(now + self._ms(self.cfg.submit_latency_ms), "submit", order=order.copy_as(SimOrder))
 
     def cancel(self, client_order_id: str, now: int) -> None:
         self._schedule(now + self._ms(self.cfg.submit_latency_ms), "cancel", client_order_id=client_order_id)
@@ -164,12 +142,12 @@ class SimBroker:
             changes=changes,
         )
 
-    def advance(self, now: int) -> list[Report]:
+    def advance(self, now: int) -> list[BrokerReport]:
         """Move time without market data (the runtime's timer; the end of a replay)."""
         self._until(now)
         return self._due(now)
 
-    def end_of_data(self) -> list[Report]:
+    def end_of_data(self) -> list[BrokerReport]:
         """A replay ended: orders still working can never trade; they end cancelled, and every
         report still in flight is delivered."""
         self._until(self.now)
@@ -184,7 +162,7 @@ class SimBroker:
     # -- market data ------------------------------------------------------------------------------
     def on_quote(
         self, symbol: str, ts: int, bid: float, ask: float, bid_size: float, ask_size: float
-    ) -> list[Report]:
+    ) -> list[BrokerReport]:
         self._until(ts)
         book = self.books.setdefault(symbol, _Book())
         book.bid, book.ask, book.bid_size, book.ask_size = bid, ask, bid_size, ask_size
@@ -204,7 +182,7 @@ class SimBroker:
             order.order_type == "LMT" or (order.order_type == "STP_LMT" and order.triggered)
         )
 
-    def on_trade(self, symbol: str, ts: int, price: float, size: float) -> list[Report]:
+    def on_trade(self, symbol: str, ts: int, price: float, size: float) -> list[BrokerReport]:
         self._until(ts)
         book = self.books.get(symbol)
         for order in list(self.orders.values()):
@@ -250,7 +228,7 @@ class SimBroker:
     def _arrive(self, order: SimOrder, ts: int) -> None:
         cfg = self.cfg
         book = self.books.get(order.symbol)
-        known = cfg.known_symbols is None or order.symbol in cfg.known_symbols
+        known = self.known_symbols is None or order.symbol in self.known_symbols
         if book is None or not known:
             self._report("rejected", order, ts, reason=f"unknown symbol {order.symbol}")
             return
@@ -311,7 +289,7 @@ class SimBroker:
         per_level = max(displayed, 1.0)
         level = 0
         while order.live and order.remaining > 0:
-            price = round(touch + order.sign * level * self.cfg.tick, 10)
+            price = round(touch + order.sign * level * self.tick, 10)
             if limit is not None and (price - limit) * order.sign > 1e-12:
                 break
             self._fill(order, ts, min(order.remaining, per_level), price, "REMOVE")
@@ -423,7 +401,7 @@ class SimBroker:
     # -- reports --------------------------------------------------------------------------------------
     def _report(self, kind: ReportKind, order: SimOrder, venue_ts: int, **fields: object) -> None:
         exec_id = f"{self.exec_prefix}-{next(self._exec_ids)}" if kind == "fill" else ""
-        report = Report(
+        report = BrokerReport(
             kind=kind,
             client_order_id=order.client_order_id,
             ts=venue_ts + self._ms(self.cfg.report_latency_ms),
@@ -434,7 +412,7 @@ class SimBroker:
         self.stats[kind] += 1
         heapq.heappush(self._reports, (report.ts, next(self._seq), report))
 
-    def _due(self, now: int) -> list[Report]:
+    def _due(self, now: int) -> list[BrokerReport]:
         out = []
         while self._reports and self._reports[0][0] <= now:
             out.append(heapq.heappop(self._reports)[2])
@@ -446,3 +424,98 @@ class SimBroker:
     @staticmethod
     def _ms(ms: float) -> int:
         return int(ms * 1_000_000)
+
+
+class SimBroker:
+    """The simulated venue behind the Broker seam. Its time is market time: the latest quote or
+    trade the gateway received, which is when an order sent now is judged against the market (plus
+    the submit latency). Reports are made due by market data (``on_market``) and, once the replay
+    has ended, at once (``due``): no order waits forever for data that will not come."""
+
+    name = "sim"
+
+    def __init__(self, settings: SimSettings, market: MarketSettings | None = None) -> None:
+        tick = (market or MarketSettings()).tick_size
+        self.venue = SimVenue(settings, tick=tick)
+        self.market_ns = 0
+        self.finished = False
+        self.held: dict[str, float] = collections.defaultdict(float)  # net shares from our fills
+        self._sides: dict[str, tuple[str, str]] = {}  # client order id -> symbol, side
+
+    async def start(self, reports: ReportSink, namespace: str = "") -> None:
+        # Nothing to connect to: every report comes back from on_market or due.
+        self.venue.exec_prefix = f"sim{namespace}"
+
+    async def stop(self) -> None:
+        pass
+
+    def now_ns(self) -> int:
+        return self.market_ns
+
+    def idle(self) -> bool:
+        return self.venue.idle()
+
+    def on_market(self, event: Event) -> list[BrokerReport]:
+        if isinstance(event, Quote):
+            self.market_ns = max(self.market_ns, event.ts_event)
+            reports = self.venue.on_quote(
+                event.symbol, event.ts_event, event.bid, event.ask, event.bid_size, event.ask_size
+            )
+        elif isinstance(event, Trade):
+            self.market_ns = max(self.market_ns, event.ts_event)
+            reports = self.venue.on_trade(event.symbol, event.ts_event, event.price, event.size)
+        elif isinstance(event, FeedStatus) and event.state == "replay_finished":
+            self.finished = True
+            reports = self.venue.end_of_data()
+        else:
+            return []
+        return self._held(reports) if reports else reports
+
+    def due(self) -> list[BrokerReport]:
+        return self._held(self.venue.end_of_data()) if self.finished else []
+
+    async def submit(self, order: BrokerOrder) -> None:
+        self._sides[order.client_order_id] = (order.symbol, order.side)
+        self.venue.submit(order, self.market_ns)
+
+    async def cancel(self, client_order_id: str) -> None:
+        self.venue.cancel(client_order_id, self.market_ns)
+
+    async def replace(
+        self,
+        client_order_id: str,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> None:
+        self.venue.replace(client_order_id, self.market_ns, quantity, limit_price, stop_price)
+
+    async def cancel_all(self) -> None:
+        for cid in self.venue.working_ids():
+            self.venue.cancel(cid, self.market_ns)
+
+    async def positions(self) -> dict[str, float] | None:
+        return {symbol: shares for symbol, shares in self.held.items() if shares}
+
+    async def what_if(self, order: BrokerOrder, timeout_s: float = 5.0) -> MarginPreview | None:
+        """At the touch: the commission its model charges and Regulation T's initial margin. The
+        simulated venue keeps no account, so it cannot say the equity after."""
+        book = self.venue.books.get(order.symbol)
+        if book is None or book.bid <= 0 or book.ask <= 0:
+            return MarginPreview(None, None, None, None, None, error=f"no market for {order.symbol}")
+        price = order.limit_price or (book.ask if order.side == "BUY" else book.bid)
+        notional = order.quantity * price
+        commission = self.venue.commissions.commission(order.side, order.quantity, price, "REMOVE")
+        margin = notional * REG_T_INITIAL
+        return MarginPreview(margin, margin, None, None, commission)
+
+    def summary(self) -> dict[str, Any]:
+        return {"venue": dict(self.venue.stats), "finished": self.finished}
+
+    def _held(self, reports: list[BrokerReport]) -> list[BrokerReport]:
+        for r in reports:
+            if r.kind == "fill":
+                side = self._sides.get(r.client_order_id)
+                if side is not None:
+                    self.held[side[0]] += r.quantity if side[1] == "BUY" else -r.quantity
+        return reports
