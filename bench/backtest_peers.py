@@ -35,9 +35,9 @@ from typing import Any
 
 from bench.common import median, save
 from libs.common.bus import Delivery
+from libs.common.calendar import MarketCalendar, market_calendar
 from libs.common.clock import SimClock
 from libs.common.config import Settings, load_settings
-from libs.common.markettime import regular_session
 from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Quote, Trade
 from proto.orders import OrderIntent
@@ -133,11 +133,13 @@ class _Prepared:
             for e in events
         ]
 
-    def session(self) -> tuple[int, int]:
-        return regular_session(self.date)
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int]:
+        found = (calendar or market_calendar()).session_on(self.date)
+        assert found is not None, f"{self.date} is not a trading day"
+        return found.open_ns, found.close_ns
 
-    def session_start_ns(self) -> int:
-        return self.session()[0]
+    def session_start_ns(self, calendar: MarketCalendar | None = None) -> int:
+        return self.session(calendar)[0]
 
     def records(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.rows)
@@ -147,7 +149,7 @@ def _bench_settings() -> Settings:
     # No day-loss or notional limit gets in the EMA cross's way; IB fixed commission.
     return load_settings(
         None,
-        execution={"sim_commission": "ib-fixed"},
+        execution={"sim": {"commission": "ib-fixed"}},
         risk={
             "max_consecutive_losses": 1_000_000,
             "loss_cooldown_s": 0,

@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 
 from bench.common import median, save
+from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
+from libs.common.config import FeaturesSettings
 from models.fastlane import registry
 from models.fastlane.engines import load_engine, time_engine
 from proto.features import FeatureVector
 from proto.market import Trade
 from services.features import indicators as ind
-from services.features.core import FeatureConfig, FeatureCore
+from services.features.core import FeatureCore
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 
@@ -38,7 +40,7 @@ def sample_events() -> list[Any]:
 
 
 def ours_per_tick(events: list[Any]) -> tuple[float, list[FeatureVector]]:
-    core = FeatureCore(FeatureConfig(), SimClock())
+    core = FeatureCore(FeaturesSettings(), SimClock(), market_calendar())
     out: list[FeatureVector] = []
     on_event = core.on_event
     t0 = time.perf_counter_ns()
@@ -122,7 +124,7 @@ def engines(vectors: list[FeatureVector]) -> dict[str, dict[str, float]]:
 
 def run(rounds: int = 3) -> dict[str, Any]:
     events = sample_events()
-    timeframes = len(FeatureConfig().timeframes)
+    timeframes = len(FeaturesSettings().timeframes)
     per_round: list[dict[str, Any]] = []
     vectors: list[FeatureVector] = []
     for _ in range(rounds):

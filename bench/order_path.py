@@ -54,8 +54,8 @@ def _spawn(name: str, url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]
             "TRADEFLEET_RISK__DAILY_LOSS_LIMIT": "1000000000",
             "TRADEFLEET_RISK__MAX_DRAWDOWN": "1000000000",
             "TRADEFLEET_EXECUTION__JOURNAL": str(tmp / "journal.msgpack"),
-            "TRADEFLEET_EXECUTION__SIM_SUBMIT_LATENCY_MS": "0",
-            "TRADEFLEET_EXECUTION__SIM_REPORT_LATENCY_MS": "0",
+            "TRADEFLEET_EXECUTION__SIM__SUBMIT_LATENCY_MS": "0",
+            "TRADEFLEET_EXECUTION__SIM__REPORT_LATENCY_MS": "0",
         },
         timeout_s=90,
     )

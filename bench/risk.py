@@ -7,18 +7,20 @@ import time
 from typing import Any
 
 from bench.common import median, percentile, save
+from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
+from libs.common.config import RiskSettings
 from proto.execution import Fill, OrderEvent
 from proto.market import Quote
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
-from services.risk.core import RiskCore, RiskLimits
+from services.risk.core import RiskCore
 
 T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York
 SYMBOLS = [f"S{k:03d}" for k in range(50)]
 
 
 def _book() -> RiskCore:
-    core = RiskCore(RiskLimits(max_orders_per_minute=10**9), SimClock(T0))
+    core = RiskCore(RiskSettings(max_orders_per_minute=10**9), SimClock(T0), market_calendar())
     for k, sym in enumerate(SYMBOLS):
         core.on_event(
             Quote(
@@ -44,7 +46,7 @@ def _book() -> RiskCore:
 def _intents(n: int) -> list[OrderIntent]:
     return [
         OrderIntent(
-            ts_event=T0 + k, ts_init=0, intent_id=f"i{k}", symbol=SYMBOLS[k % 50], side="BUY", quantity=5
+            ts_event=T0 + k, ts_init=T0 + k, intent_id=f"i{k}", symbol=SYMBOLS[k % 50], side="BUY", quantity=5
         )
         for k in range(n)
     ]

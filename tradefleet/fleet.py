@@ -27,29 +27,25 @@ from libs.common.localinfra import (
     start_postgres,
 )
 from libs.common.storage.migrate import migrate
+from proto.subjects import SERVICES
 
-# Start order: consumers before producers, so nothing the replay publishes goes unheard.
-START_ORDER = (
-    "recorder",
-    "tca",
-    "execution",
-    "risk",
-    "policy",
-    "qos",
-    "sentiment",
-    "fastlane",
-    "features",
-    "md-gateway",
-)
 STALL_LIMIT_S = 10.0
-# What a lockstep replay waits for: every service that decides or trades. Not the recorder (it
-# only writes), nor TCA unless its feedback may change how execution works orders.
-LOCKSTEP = tuple(name for name in START_ORDER if name not in ("recorder", "md-gateway", "tca"))
+
+
+def start_order() -> tuple[str, ...]:
+    """The catalog's services (in its start order) whose runtime this build has."""
+    from tradefleet.services import RUNNABLE
+
+    return tuple(s.name for s in SERVICES if s.name in RUNNABLE)
+
+
+# What a lockstep replay waits for: every service that decides or trades (the catalog says which).
+LOCKSTEP = tuple(s.name for s in SERVICES if s.lockstep)
 
 
 def started_services(settings: Settings) -> tuple[str, ...]:
     """The RL policy runs only where QOS asks it (qos.policy: on)."""
-    return tuple(n for n in START_ORDER if n != "policy" or settings.qos.policy == "on")
+    return tuple(n for n in start_order() if n != "policy" or settings.qos.policy == "on")
 
 
 def md_rows(counts: dict[str, int]) -> int:
@@ -134,6 +130,7 @@ class Fleet:
         return env
 
     def _spawn(self, name: str) -> None:
+        """Start a service; ``_wait_ready`` waits until it has subscribed."""
         self.ports[name] = free_port()
         log = open(self.var / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
@@ -143,7 +140,22 @@ class Fleet:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._wait_ready(name)
+
+    def _start_services(self) -> None:
+        """Consumers before producers: every service but the md-gateway starts at once (none of
+        them publishes anything another one must hear before the replay begins: their durable
+        consumers take what comes from now on), and the gateway only once all are ready, so
+        nothing it publishes goes unheard. Starting them together rather than one by one uses
+        every core for the imports and model loads, which dominate a start."""
+        names = started_services(self.settings)
+        consumers = [n for n in names if n != "md-gateway"]
+        for name in consumers:
+            self._spawn(name)
+        for name in consumers:
+            self._wait_ready(name, timeout=120.0)
+        if "md-gateway" in names:
+            self._spawn("md-gateway")
+            self._wait_ready("md-gateway")
 
     def _get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.ports[name]}{path}"
@@ -177,8 +189,7 @@ class Fleet:
             signal.signal(sig, self._on_signal)
         try:
             self._start_infra()
-            for name in started_services(self.settings):
-                self._spawn(name)
+            self._start_services()
             self._write_state()
             error = self._watch(started, duration)
         except KeyboardInterrupt:

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from libs.common.calendar import MarketCalendar
+from libs.common.config import FeaturesSettings
 from models.fastlane import report
 from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, vectors_from_db
 from models.fastlane.train import TrainConfig, train_horizon
-from services.features.core import FeatureConfig
 
 
 def resolve_lean_root(data: Path) -> Path:
@@ -24,12 +25,13 @@ def resolve_lean_root(data: Path) -> Path:
 def run(
     data: str,
     cfg: TrainConfig,
-    features: FeatureConfig,
+    features: FeaturesSettings,
     registry_root: Path,
     report_dir: Path | None,
     symbols: list[str] | None,
     dates: list[str] | None = None,
     progress: bool = True,
+    calendar: MarketCalendar | None = None,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -44,7 +46,7 @@ def run(
             days = {d: s for d, s in days.items() if d in dates}
         if not days:
             raise ValueError(f"no tick data for dates {dates} under {root}")
-        vectors = list(replay_vectors(root, days, features, progress=progress))
+        vectors = list(replay_vectors(root, days, features, progress=progress, calendar=calendar))
         source = {"source": "lean replay", "root": str(root), "days": days}
     if not vectors:
         raise ValueError("no feature vectors: nothing to train on")

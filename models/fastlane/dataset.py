@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from libs.common.calendar import MarketCalendar, market_calendar
 from libs.common.clock import SimClock
+from libs.common.config import FeaturesSettings
 from libs.common.markettime import ny_day_of
 from proto.features import FeatureVector
-from services.features.core import FeatureConfig, FeatureCore
+from proto.units import BPS
+from services.features.core import FeatureCore
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 
@@ -48,22 +51,25 @@ def lean_symbols(root: Path) -> list[str]:
 def replay_vectors(
     root: Path,
     days: dict[str, list[str]],
-    config: FeatureConfig,
+    config: FeaturesSettings,
     timeframe: str = "1m",
     progress: bool = True,
+    calendar: MarketCalendar | None = None,
 ) -> Iterator[FeatureVector]:
     """Replay each LEAN day through the md-gateway and features cores."""
+    calendar = calendar or market_calendar()
     providers = (LeanReplay(Path(root), date, symbols, "none") for date, symbols in days.items())
-    sessions = ((p.session(), p.records()) for p in providers)
-    return vectors_of_days(sessions, config, timeframe, progress, total=len(days))
+    sessions = ((p.session(calendar), p.records()) for p in providers)
+    return vectors_of_days(sessions, config, timeframe, progress, total=len(days), calendar=calendar)
 
 
 def vectors_of_days(
     days: Iterable[tuple[tuple[int, int] | None, Iterable[tuple[Any, ...]]]],
-    config: FeatureConfig,
+    config: FeaturesSettings,
     timeframe: str = "1m",
     progress: bool = False,
     total: int | None = None,
+    calendar: MarketCalendar | None = None,
 ) -> Iterator[FeatureVector]:
     """Days of records (each with its regular session) through the md-gateway and features cores,
     one features core across days, as a long-running service keeps its indicator state. The
@@ -71,7 +77,7 @@ def vectors_of_days(
     from tqdm import tqdm
 
     clock = SimClock()
-    features = FeatureCore(config, clock)
+    features = FeatureCore(config, clock, calendar or market_calendar())
     bar = tqdm(total=total, desc="replaying days", unit="day", disable=not progress)
     for session, records in days:
         md = MarketDataCore(clock, 10.0, True, session)
@@ -127,7 +133,7 @@ class CostModel:
         spread = values[self.spread_index] if self.spread_index >= 0 else math.nan
         if math.isnan(spread) or spread <= 0:
             spread = self.default_spread_bps
-        return (spread + 2 * self.commission_bps) / 1e4
+        return (spread + 2 * self.commission_bps) / BPS
 
 
 @dataclass
@@ -205,7 +211,7 @@ def _label_one(
     if method == "triple-barrier" and atr_index >= 0:
         atr_bps = series[i].values[atr_index]
         if not math.isnan(atr_bps) and atr_bps > 0:
-            width = max(barrier_atr * atr_bps / 1e4, cost)
+            width = max(barrier_atr * atr_bps / BPS, cost)
             base = series[i].price
             for k in range(i + 1, j + 1):
                 move = series[k].price / base - 1.0

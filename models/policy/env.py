@@ -39,10 +39,11 @@ import gymnasium as gym
 import numpy as np
 
 from libs.common.bus import Delivery, InProcessBus
+from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import ny_minute_facts, regular_session
+from libs.common.markettime import ny_minute_facts
 from libs.common.runtime import Runtime, ServiceApp
 from models.policy.observation import LIMIT, ObservationSpec
 from proto.base import Event
@@ -50,15 +51,16 @@ from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME
 from proto.market import FeedStatus, Quote, Trade
 from proto.signals import QosScore
-from proto.subjects import spec
+from proto.subjects import SERVICES, spec
+from proto.units import BPS
 
 log = get_logger(__name__)
 STATUS = spec("md.status")
 TAPE_TIMEFRAMES = frozenset({"1m", MICRO_TIMEFRAME})
 # What the episode's apps consume from upstream (feature vectors: only the 1m and 1s ones).
 KEPT = frozenset({("md", "quote"), ("md", "trade"), ("sig", "fast"), ("news", "sentiment")})
-# The apps an episode runs, in the backtest's subscription order (engine.SPINE).
-EPISODE_APPS = ("execution", "risk", "policy", "qos")
+# The apps an episode runs, in the catalog's start order (the backtest's subscription order).
+EPISODE_APPS = tuple(s.name for s in SERVICES if s.name in {"execution", "risk", "policy", "qos"})
 
 
 @dataclass
@@ -178,7 +180,10 @@ class _Episode:
         self.apps: list[ServiceApp] = [
             self.policy if name == "policy" else RUNNABLE[name](s) for name in EPISODE_APPS
         ]
-        self.session = regular_session(tape.date)
+        session = market_calendar(s.market).session_on(tape.date)
+        if session is None:
+            raise ValueError(f"{tape.date} is not a trading day of market.calendar {s.market.calendar}")
+        self.session = session
         self.waiting: asyncio.Future[np.ndarray] | None = None
         self.pending: tuple[np.ndarray, QosScore] | None = None
         self.ready = asyncio.Event()
@@ -266,7 +271,7 @@ class _Episode:
         book = self.policy.core.obs.book(self.tape.symbol) if self.policy.core else None
         if book is None:
             return 0.0, 0.0
-        bps = 1e4 / self.env.obs_spec.order_notional
+        bps = BPS / self.env.obs_spec.order_notional
         return book.equity() * bps, book.drawdown() * bps
 
     async def cancel(self) -> None:

@@ -25,6 +25,7 @@ from libs.common.markettime import ny_minute_facts
 from proto.execution import Fill
 from proto.features import FeatureVector
 from proto.signals import Prediction, QosScore
+from proto.units import BPS
 
 SESSION_OPEN_MIN, SESSION_MINUTES = 9 * 60 + 30, 390
 HORIZON_FIELDS = ("signal", "probability", "quarantined")
@@ -196,7 +197,7 @@ class ObservationBuilder:
         proposal = (1.0 if q.score > 0 else -1.0) if q.action == "propose" else 0.0
         row += (q.score, q.peak, proposal, q.components.get("sentiment", 0.0))
         book, notional = s.book, spec.order_notional
-        bps = 1e4 / notional
+        bps = BPS / notional
         position = 1.0 if book.quantity > 0 else -1.0 if book.quantity < 0 else 0.0
         row += (
             position,

@@ -13,12 +13,9 @@ from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
 from models.fastlane.serving import ServedModel, load_active
 from proto.features import FeatureVector
-from proto.subjects import spec
 from services.fastlane.core import FastlaneCore
 
 log = get_logger(__name__)
-PREDICTION = spec("sig.fast.{horizon}.{symbol}")
-ALERT = spec("alert.{severity}")
 
 
 class FastlaneApp(ServiceApp):
@@ -32,7 +29,6 @@ class FastlaneApp(ServiceApp):
         self.vectors_in = 0
         self.reloads = 0
         self._reloader: asyncio.Task[None] | None = None
-        self._subjects: dict[tuple[str, str], str] = {}
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
 
@@ -61,27 +57,21 @@ class FastlaneApp(ServiceApp):
                 continue
             self.core.install(model)
             log.info("model loaded", horizon=horizon, version=model.version, engine=model.engine)
-        await rt.subscribe(f"feat.{self.cfg.source_timeframe}.*", self._on_vector)
+        await rt.subscribe(f"feat.{self.cfg.source_timeframe}.*", self._on_vector, types=FeatureVector)
         self._reloader = asyncio.create_task(self._watch_registry(), name="model-reload")
 
-    async def _on_vector(self, d: Delivery) -> None:
+    async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
         assert self.core is not None
-        if not isinstance(d.event, FeatureVector):
-            return
         self.vectors_in += 1
         if not self.owns(d.event.symbol):
             self.other_partition += 1
             return
         preds, alerts = self.core.on_vector(d.event)
         for p in preds:
-            key = (p.horizon, p.symbol)
-            subject = self._subjects.get(key)
-            if subject is None:
-                subject = self._subjects[key] = PREDICTION.subject(horizon=p.horizon, symbol=p.symbol)
-            await self.rt.publish(subject, p)
+            await self.rt.emit(p)
         for alert in alerts:
             log.warning(alert.title, **alert.labels)
-            await self.rt.publish(ALERT.subject(severity=alert.severity), alert)
+            await self.rt.emit(alert)
 
     async def _watch_registry(self) -> None:
         """Hot reload: a newly promoted version is loaded off the event loop, then swapped in."""

@@ -13,15 +13,16 @@ runtimes also call ``on_time`` from a timer so a quiet market still closes its b
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
-from dataclasses import dataclass, field
 
+from libs.common.calendar import MarketCalendar
 from libs.common.clock import Clock
-from libs.common.markettime import NS, ny_day_of, parse_duration_ns
+from libs.common.config import FeaturesSettings
+from libs.common.markettime import ny_day_of, ny_day_ordinal
 from proto.base import Event
 from proto.features import (
     MICRO,
+    MICRO_FEATURE_SET,
     MICRO_TIMEFRAME,
     MICRO_VECTOR,
     TECHNICAL,
@@ -30,51 +31,11 @@ from proto.features import (
     bar_feature_set,
 )
 from proto.market import DepthUpdate, Quote, Trade
+from proto.units import BPS
+from proto.units import SECOND_NS as NS
 from services.features import indicators as ind
 
 NAN = math.nan
-BPS = 1e4
-SESSION_ANCHOR_NS = (9 * 3600 + 1800) * NS  # bars align on the 09:30 New York open
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "30m", "60m")
-    index_symbol: str = "SPY"
-    block_min_shares: int = 10_000
-    block_min_notional: float = 500_000.0
-    burst_window: int = 60
-    vol_rank_window: int = 100
-    realized_window_s: int = 60
-    trend_adx: float = 20.0
-    depth_levels: int = 5
-    emit_micro: bool = True
-    include_names: bool = False
-    timeframe_ns: tuple[int, ...] = field(init=False)
-    base_ns: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        spans = tuple(parse_duration_ns(tf) for tf in self.timeframes)
-        if not spans or list(spans) != sorted(set(spans)):
-            raise ValueError(f"timeframes must be distinct and ascending: {self.timeframes}")
-        base = math.gcd(*spans)
-        if base < NS:
-            raise ValueError("timeframes must be whole seconds")
-        object.__setattr__(self, "timeframe_ns", spans)
-        object.__setattr__(self, "base_ns", base)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return bar_feature_names(self.timeframes)
-
-    @property
-    def feature_set(self) -> str:
-        return bar_feature_set(self.timeframes)
-
-    @property
-    def micro_feature_set(self) -> str:
-        digest = hashlib.sha256(",".join(MICRO_VECTOR).encode()).hexdigest()[:8]
-        return f"micro-v1-{digest}"
 
 
 class _Accum:
@@ -143,7 +104,7 @@ class _Accum:
 class _Technicals:
     """Indicator state of one symbol on one timeframe, and its latest normalized outputs."""
 
-    def __init__(self, cfg: FeatureConfig) -> None:
+    def __init__(self, cfg: FeaturesSettings) -> None:
         self.ema12, self.ema26, self.sma20 = ind.Ema(12), ind.Ema(26), ind.Sma(20)
         self.macd = ind.Macd(12, 26, 9)
         self.rsi = ind.Rsi(14)
@@ -190,7 +151,7 @@ class _Book:
 
 
 class _Symbol:
-    def __init__(self, cfg: FeatureConfig, symbol: str) -> None:
+    def __init__(self, cfg: FeaturesSettings, symbol: str) -> None:
         self.symbol = symbol
         self.bid = self.ask = NAN
         self.bid_size = self.ask_size = 0.0
@@ -246,17 +207,21 @@ class _Symbol:
 
 
 class FeatureCore:
-    def __init__(self, config: FeatureConfig, clock: Clock) -> None:
+    def __init__(self, config: FeaturesSettings, clock: Clock, calendar: MarketCalendar) -> None:
         self.cfg = config
         self.clock = clock
-        self.names = config.names
-        self.feature_set = config.feature_set
-        self.micro_feature_set = config.micro_feature_set
+        self.calendar = calendar
+        timeframes = tuple(config.timeframes)
+        self.names = bar_feature_names(timeframes)
+        self.feature_set = bar_feature_set(timeframes)
+        self.micro_feature_set = MICRO_FEATURE_SET
+        self.timeframe_ns, self.base_ns = config.timeframe_ns, config.base_ns
         self.symbols: dict[str, _Symbol] = {}
         self.next_second = 0
         self.next_base = 0
         self.day_start = self.day_end = 0
-        self.anchor = 0
+        self.anchor = 0  # the day's open: the bar grid starts there
+        self.close = 0  # the day's close: always a bar boundary
         self.closed_until = 0  # every second and bar ending at or before this is closed
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -311,7 +276,7 @@ class FeatureCore:
         """End of data: close the open bars at their natural boundaries."""
         if not self.next_second:
             return []
-        longest = max(self.cfg.timeframe_ns)
+        longest = max(self.timeframe_ns)
         return self._advance(self.next_base + longest)
 
     # -- time ---------------------------------------------------------------------------------
@@ -325,7 +290,7 @@ class FeatureCore:
         if self.next_second == 0:
             self._start_day(ts)
             self.next_second = (ts // NS + 1) * NS
-            self.next_base = self._next_boundary(ts, self.cfg.base_ns)
+            self.next_base = self._next_boundary(ts)
             return []
         out: list[FeatureVector] = []
         # Seconds with activity close one by one (each is a sample for realized volatility);
@@ -341,18 +306,22 @@ class FeatureCore:
             out += self._close_base(self.next_base)
         if ts >= self.day_end:
             self._start_day(ts)
-            self.next_base = self._next_boundary(ts, self.cfg.base_ns)
+            self.next_base = self._next_boundary(ts)
         return out
 
     def _start_day(self, ts: int) -> None:
         self.day_start, self.day_end = ny_day_of(ts)
-        self.anchor = self.day_start + SESSION_ANCHOR_NS
+        hours = self.calendar.hours(ny_day_ordinal(ts))
+        self.anchor, self.close = hours.open_ns, hours.close_ns
         for s in self.symbols.values():
             s.vwap.reset()
 
-    def _next_boundary(self, ts: int, span: int) -> int:
-        """The first bar boundary after ts, on the grid anchored at the day's 09:30."""
-        return self.anchor + ((ts - self.anchor) // span + 1) * span
+    def _next_boundary(self, ts: int) -> int:
+        """The first base-bar boundary after ts: on the grid anchored at the day's open, with the
+        close a boundary too (the bars in progress end there, early closes included)."""
+        span = self.base_ns
+        grid = self.anchor + ((ts - self.anchor) // span + 1) * span
+        return self.close if ts < self.close < grid else grid
 
     def _close_second(self, boundary: int) -> list[FeatureVector]:
         out: list[FeatureVector] = []
@@ -408,8 +377,11 @@ class FeatureCore:
         """Fold the base bars that end at ``boundary`` into every timeframe; close the timeframes
         whose boundary this is; then build their vectors (index symbol first, so relative strength
         sees the index's bar at the same boundary)."""
-        self.next_base = boundary + self.cfg.base_ns
-        closing = [i for i, span in enumerate(self.cfg.timeframe_ns) if (boundary - self.anchor) % span == 0]
+        self.next_base = self._next_boundary(boundary)
+        at_close = boundary == self.close
+        closing = [
+            i for i, span in enumerate(self.timeframe_ns) if at_close or (boundary - self.anchor) % span == 0
+        ]
         ordered = sorted(self.symbols.values(), key=lambda s: (s.symbol != self.cfg.index_symbol, s.symbol))
         for s in ordered:
             base = s.base

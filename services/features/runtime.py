@@ -5,34 +5,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 from typing import Any
 
 import msgspec
 
 from libs.common.bus import Delivery
+from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
-from proto.features import MICRO_VECTOR, FeatureVector
+from proto.features import MICRO_FEATURE_SET, MICRO_VECTOR, FeatureVector
 from proto.market import DepthUpdate, FeedStatus, Quote, Trade
-from proto.subjects import spec
-from services.features.core import FeatureConfig, FeatureCore
+from services.features.core import FeatureCore
 
 log = get_logger(__name__)
-FEATURES = spec("feat.{timeframe}.{symbol}")
 KIND_OF: dict[type, str] = {Quote: "quotes", Trade: "trades", DepthUpdate: "depth"}
 MD_KINDS = tuple(KIND_OF.values())
 REDIS_PREFIX = "tradefleet:feat"
-
-
-def feature_config(settings: Settings) -> FeatureConfig:
-    """The core's part of the features settings (the rest is the runtime's: Redis, timers)."""
-    fields = {f.name for f in dataclasses.fields(FeatureConfig) if f.init}
-    values = {k: v for k, v in settings.features.model_dump().items() if k in fields}
-    return FeatureConfig(**{**values, "timeframes": tuple(values["timeframes"])})
 
 
 class RedisHotState:
@@ -95,13 +86,12 @@ class FeaturesApp(ServiceApp):
         super().__init__()
         self.settings = settings
         # The runtime's clock replaces this one in start(); vectors built before then are none.
-        self.core = FeatureCore(feature_config(settings), LiveClock())
+        self.core = FeatureCore(settings.features, LiveClock(), market_calendar(settings.market))
         self.received: collections.Counter[str] = collections.Counter()
         self.vectors: collections.Counter[str] = collections.Counter()
         self.redis: RedisHotState | None = None
         self.finished = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._subjects: dict[tuple[str, str], str] = {}
         p = settings.partition
         self.owns = Partitioner(p.count, p.owned).owns
         self.index_symbol = settings.features.index_symbol
@@ -114,42 +104,38 @@ class FeaturesApp(ServiceApp):
         if f.redis_url:
             names = {
                 self.core.feature_set: list(self.core.names),
-                self.core.micro_feature_set: list(MICRO_VECTOR),
+                MICRO_FEATURE_SET: list(MICRO_VECTOR),
             }
             self.redis = RedisHotState(f.redis_url, f.redis_flush_ms, f.redis_ttl_s, names)
             self._tasks.append(asyncio.create_task(self.redis.run(), name="redis-hot-state"))
         # One subscription for every md subject: NATS keeps one subscription's messages in the
         # publisher's order, and bars close on event time, so quotes and trades must not be
         # delivered by separate tasks that can overtake each other.
-        await rt.subscribe("md.>", self._on_md)
+        await rt.subscribe("md.>", self._on_md, types=(Quote, Trade, DepthUpdate, FeedStatus))
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
-    async def _on_md(self, d: Delivery) -> None:
-        kind = KIND_OF.get(type(d.event))
-        if kind is not None:
-            self.received[kind] += 1
-            symbol = d.event.symbol  # type: ignore[attr-defined]
+    async def _on_md(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
+        e = d.event
+        if type(e) is not FeedStatus:
+            self.received[KIND_OF[type(e)]] += 1
+            symbol = e.symbol
             # Another replica's symbol: skipped, except the index, whose bars every replica needs
             # for relative strength (its vectors are published by its owner only).
             if not self.owns(symbol) and symbol != self.index_symbol:
                 self.other_partition += 1
                 return
-            vectors = self.core.on_event(d.event)
+            vectors = self.core.on_event(e)
             if vectors:
                 await self._publish(vectors)
-        elif isinstance(d.event, FeedStatus):
-            await self._on_status(d.event)
+        else:
+            await self._on_status(e)
 
     async def _publish(self, vectors: list[FeatureVector]) -> None:
         for v in vectors:
             if not self.owns(v.symbol):
                 continue
-            key = (v.timeframe, v.symbol)
-            subject = self._subjects.get(key)
-            if subject is None:
-                subject = self._subjects[key] = FEATURES.subject(timeframe=v.timeframe, symbol=v.symbol)
-            await self.rt.publish(subject, v)
+            await self.rt.emit(v)
             self.vectors[v.timeframe] += 1
             if self.redis is not None:
                 self.redis.put(v)

@@ -12,18 +12,19 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from libs.common.bus import Delivery
+from libs.common.calendar import market_calendar
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import DAY_NS, ny_midnight_ns, ny_time_ns
+from libs.common.markettime import ny_midnight_ns, ny_time_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.news_file import NewsFile, news_item
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
-from proto.base import Event
 from proto.control import SyncProbe, SyncReply
-from proto.execution import OrderEvent, PositionSnapshot
-from proto.market import Bar, DepthUpdate, FeedState, FeedStatus, Quote, Trade
-from proto.subjects import spec
+from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
+from proto.market import Bar, FeedState, FeedStatus
+from proto.subjects import spec, subject_of
+from proto.units import DAY_NS, MINUTE_NS, SECOND_NS
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
 from services.md_gateway.providers.lean import LeanReplay
@@ -35,16 +36,7 @@ if TYPE_CHECKING:
     from services.md_gateway.providers.ib import IbMarketData
 
 log = get_logger(__name__)
-STATUS, ALERT, NEWS = spec("md.status"), spec("alert.{severity}"), spec("news.raw")
 SYNC = spec("sync.{service}")
-SECOND_NS, MINUTE_NS = 1_000_000_000, 60_000_000_000
-TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
-SUBJECT_OF = {
-    Quote: spec("md.quote.{symbol}"),
-    Trade: spec("md.trade.{symbol}"),
-    DepthUpdate: spec("md.depth.{symbol}"),
-    Bar: spec("md.bar.{timeframe}.{symbol}"),
-}
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
 
@@ -69,7 +61,6 @@ class MdGatewayApp(ServiceApp):
         self.core: MarketDataCore | None = None
         self.provider: Provider | None = None
         self._task: asyncio.Task[None] | None = None
-        self._subjects: dict[tuple[type, str, str], str] = {}
         self._status_seq = 0
         self.finished = False
         self._stopping = False
@@ -94,22 +85,22 @@ class MdGatewayApp(ServiceApp):
             await self._start_ib(rt)
             return
         self.provider = make_provider(self.settings, rt.now_ns())
-        session = self.provider.session() if md.cleaning.session == "regular" else None
+        calendar = market_calendar(self.settings.market)
+        session = self.provider.session(calendar) if md.cleaning.session == "regular" else None
         self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, session)
         if md.replay.lockstep:
-            await rt.subscribe("exec.order.>", self._on_exec)
-            await rt.subscribe("exec.position", self._on_exec)
+            await rt.subscribe("exec.order.>", self._on_order, types=OrderEvent)
+            await rt.subscribe("exec.position", self._on_position, types=PositionSnapshot)
         self._task = asyncio.create_task(self._pump(), name="md-pump")
         self._task.add_done_callback(self._pump_done)
 
     async def _start_ib(self, rt: Runtime) -> None:
         # Imported here: ibapi is the ``ib`` extra, and replays must not need it.
-        from libs.common.ib.session import IbSession, session_config
+        from libs.common.ib.session import IbSession
         from services.md_gateway.providers.ib import IbMarketData
 
         ib = self.settings.ib
-        config = session_config(ib, ib.md_client_id)
-        self.ib_session = session = IbSession(config, self._on_ib_event, on_alert=self._ib_alert)
+        self.ib_session = session = IbSession(ib, ib.md_client_id, self._on_ib_event, on_alert=self._ib_alert)
         self.ib_provider = IbMarketData(
             session,
             ib.symbols,
@@ -130,15 +121,15 @@ class MdGatewayApp(ServiceApp):
         self._task = asyncio.create_task(self._pump_live(), name="md-pump-ib")
         self._task.add_done_callback(self._pump_done)
 
-    async def _on_exec(self, d: Delivery) -> None:
+    async def _on_order(self, d: Delivery[OrderEvent]) -> None:
         e = d.event
-        if isinstance(e, OrderEvent):
-            if e.status in TERMINAL:
-                self._working.discard(e.client_order_id)
-            else:
-                self._working.add(e.client_order_id)
-        elif isinstance(e, PositionSnapshot):
-            self._holding = any(p.quantity for p in e.positions)
+        if e.status in TERMINAL_STATUSES:
+            self._working.discard(e.client_order_id)
+        else:
+            self._working.add(e.client_order_id)
+
+    async def _on_position(self, d: Delivery[PositionSnapshot]) -> None:
+        self._holding = any(p.quantity for p in d.event.positions)
 
     def _on_ib_event(self, name: str, args: tuple[Any, ...]) -> None:
         assert self.ib_provider is not None
@@ -192,7 +183,7 @@ class MdGatewayApp(ServiceApp):
             body=body,
             dedupe=f"md-ib:{title[:40]}",
         )
-        await self.rt.publish(ALERT.subject(severity=severity), alert)
+        await self.rt.emit(alert)
 
     async def _pump_live(self) -> None:
         """Records as the provider pushes them; its status notes become FeedStatus events."""
@@ -209,7 +200,7 @@ class MdGatewayApp(ServiceApp):
                 continue
             event = core.on_record(rec)
             if event is not None:
-                await publish(self._subject(event), event)
+                await publish(subject_of(event), event)
 
     def _source_name(self) -> str | None:
         if self.ib_provider is not None:
@@ -218,7 +209,7 @@ class MdGatewayApp(ServiceApp):
 
     async def _news(self, rec: tuple[Any, ...]) -> None:
         self.news_published += 1
-        await self.rt.publish(NEWS.subject(), news_item(rec, self.rt.now_ns()))
+        await self.rt.emit(news_item(rec, self.rt.now_ns()))
 
     def _with_news(self, records: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         """The provider's records with the replayed day's headlines merged in by time."""
@@ -245,22 +236,6 @@ class MdGatewayApp(ServiceApp):
             log.error("market-data pump failed", error=repr(task.exception()), exc_info=task.exception())
             self.done.set()
 
-    def _subject(self, event: Event) -> str:
-        """The catalog's subject for a market-data event, cached per type, symbol and timeframe."""
-        kind = type(event)
-        symbol: str = event.symbol  # type: ignore[attr-defined]
-        timeframe = event.timeframe if kind is Bar else ""  # type: ignore[attr-defined]
-        key = (kind, symbol, timeframe)
-        subject = self._subjects.get(key)
-        if subject is None:
-            entry = SUBJECT_OF[kind]
-            subject = self._subjects[key] = (
-                entry.subject(timeframe=timeframe, symbol=symbol)
-                if timeframe
-                else entry.subject(symbol=symbol)
-            )
-        return subject
-
     async def _status(self, state: FeedState, detail: str = "", symbol: str = "") -> None:
         assert self.core is not None
         self._status_seq += 1
@@ -276,7 +251,7 @@ class MdGatewayApp(ServiceApp):
             detail=detail,
             counters=counters,
         )
-        await self.rt.publish(STATUS.subject(), event)
+        await self.rt.emit(event)
 
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
@@ -316,7 +291,7 @@ class MdGatewayApp(ServiceApp):
                 continue
             event = core.on_record(rec)
             if event is not None:
-                subject = self._subject(event)
+                subject = subject_of(event)
                 if enqueue is not None:
                     if enqueue(subject, event):
                         await bus.flush()
@@ -366,12 +341,12 @@ class MdGatewayApp(ServiceApp):
             now = self.rt.now_ns()
             probe = SyncProbe(ts_event=now, ts_init=now, round=rounds)
             replies = await asyncio.gather(
-                *(self.rt.request(SYNC.subject(service=s), probe, 5.0) for s in rp.lockstep)
+                *(self.rt.request(SYNC.subject(service=s), probe, 5.0, SyncReply) for s in rp.lockstep)
             )
             assert isinstance(self.rt.bus, NatsBus)
             own, _ = await self.rt.bus.quiet()  # execution's news about orders is in too
-            quiet = own and all(isinstance(r, SyncReply) and r.quiet for r in replies)
-            total = sum(r.handled + r.sent for r in replies if isinstance(r, SyncReply)) if quiet else None
+            quiet = own and all(r is not None and r.quiet for r in replies)
+            total = sum(r.handled + r.sent for r in replies if r is not None) if quiet else None
             if total is not None and total == previous:
                 self.settles += 1
                 return
@@ -379,9 +354,9 @@ class MdGatewayApp(ServiceApp):
             if time.monotonic() > deadline:
                 self.settle_timeouts += 1
                 busy = {
-                    s: (r.detail if isinstance(r, SyncReply) else "no answer")
+                    s: (r.detail if r is not None else "no answer")
                     for s, r in zip(rp.lockstep, replies, strict=True)
-                    if not (isinstance(r, SyncReply) and r.quiet)
+                    if not (r is not None and r.quiet)
                 }
                 log.error("lockstep: the fleet did not settle; replaying on", busy=busy)
                 return

@@ -31,11 +31,9 @@ from models.policy.serving import PolicyRefused, ServedPolicy, load_version
 from proto.execution import Fill
 from proto.features import FeatureVector, bar_feature_names, bar_feature_set
 from proto.signals import Prediction, QosScore
-from proto.subjects import spec
 from services.policy.core import PolicyCore
 
 log = get_logger(__name__)
-SIGNAL = spec("sig.policy.{symbol}")
 Decide = Callable[[np.ndarray, QosScore], Awaitable[np.ndarray]]
 
 
@@ -65,7 +63,6 @@ class PolicyApp(ServiceApp):
         self.refused: list[str] = []
         self.inference_ns: list[int] = []
         self._reloader: asyncio.Task[None] | None = None
-        self._subjects: dict[str, str] = {}
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
 
     def check(self, policy: ServedPolicy) -> None:
@@ -105,26 +102,26 @@ class PolicyApp(ServiceApp):
                     self.refused.append(f"{version}: {exc}")
                     log.error("policy refused: the service answers nothing", version=version, error=str(exc))
             self._reloader = asyncio.create_task(self._watch_registry(), name="policy-reload")
-        await rt.subscribe("feat.1m.*", self._on_vector)
-        await rt.subscribe("sig.fast.*.*", self._on_prediction)
-        await rt.subscribe("exec.fill.>", self._on_fill, durable="policy-fills", new_only=True)
-        await rt.subscribe("qos.*", self._on_score)
+        await rt.subscribe("feat.1m.*", self._on_vector, types=FeatureVector)
+        await rt.subscribe("sig.fast.*.*", self._on_prediction, types=Prediction)
+        await rt.subscribe("exec.fill.>", self._on_fill, types=Fill, durable="policy-fills", new_only=True)
+        await rt.subscribe("qos.*", self._on_score, types=QosScore)
 
-    async def _on_vector(self, d: Delivery) -> None:
-        if isinstance(d.event, FeatureVector) and self.core is not None and self.owns(d.event.symbol):
+    async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
+        if self.core is not None and self.owns(d.event.symbol):
             self.core.on_vector(d.event)
 
-    async def _on_prediction(self, d: Delivery) -> None:
-        if isinstance(d.event, Prediction) and self.core is not None and self.owns(d.event.symbol):
+    async def _on_prediction(self, d: Delivery[Prediction]) -> None:
+        if self.core is not None and self.owns(d.event.symbol):
             self.core.on_prediction(d.event)
 
-    async def _on_fill(self, d: Delivery) -> None:
-        if isinstance(d.event, Fill) and self.core is not None and self.owns(d.event.symbol):
+    async def _on_fill(self, d: Delivery[Fill]) -> None:
+        if self.core is not None and self.owns(d.event.symbol):
             self.core.on_fill(d.event)
 
-    async def _on_score(self, d: Delivery) -> None:
+    async def _on_score(self, d: Delivery[QosScore]) -> None:
         q = d.event
-        if not isinstance(q, QosScore) or self.core is None or not self.owns(q.symbol):
+        if self.core is None or not self.owns(q.symbol):
             return
         if self.decide is not None:
             if q.action != "propose":
@@ -138,11 +135,7 @@ class PolicyApp(ServiceApp):
             version = self.model.version
         else:
             return
-        answer = self.core.answer(q, action, version)
-        subject = self._subjects.get(q.symbol)
-        if subject is None:
-            subject = self._subjects[q.symbol] = SIGNAL.subject(symbol=q.symbol)
-        await self.rt.publish(subject, answer)
+        await self.rt.emit(self.core.answer(q, action, version))
 
     async def _watch_registry(self) -> None:
         while True:

@@ -33,42 +33,18 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass, field
 from typing import Literal
 
 from libs.common.clock import Clock
+from libs.common.config import QosSettings
 from libs.common.markettime import parse_duration_ns
 from proto.base import Event
 from proto.news import SentimentScore
 from proto.orders import OrderIntent
 from proto.signals import PolicySignal, Prediction, QosScore
+from proto.units import SECOND_NS as NS
 
-NS = 1_000_000_000
 Action = Literal["enter", "exit", "hold", "propose"]
-
-
-@dataclass(frozen=True)
-class QosConfig:
-    weights: dict[str, float] = field(default_factory=lambda: {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1})
-    entry_threshold: float = 0.35
-    rearm_threshold: float = 0.2
-    exit_decay: float = 0.15
-    exit_floor: float = 0.0
-    cooldown_s: float = 300.0
-    min_hold_s: float = 60.0
-    allow_short: bool = True
-    order_notional: float = 10_000.0
-    stale_after_s: float = 180.0
-    hit_rate_halflife: int = 50
-    regime_tilt: float = 0.5
-    sentiment_half_life_s: float = 900.0
-    policy: str = "off"  # "on": entries are proposed to the RL policy, which sizes and times them
-    policy_fallback: str = "rules"  # a silent policy: "rules" enters at full size, "hold" does not
-
-    def horizons(self) -> list[str]:
-        """Weighted inputs that are fast-lane horizons, shortest first (others join later)."""
-        timed = [k for k in self.weights if k[:-1].isdigit() and k[-1] in "smh"]
-        return sorted(timed, key=parse_duration_ns)
 
 
 class _Horizon:
@@ -108,7 +84,7 @@ class _Symbol:
 
 
 class QosCore:
-    def __init__(self, config: QosConfig, clock: Clock, namespace: str = "qos") -> None:
+    def __init__(self, config: QosSettings, clock: Clock, namespace: str = "qos") -> None:
         self.cfg = config
         self.clock = clock
         # Intent ids are deterministic within a run (a replay makes the same ones) and distinct

@@ -14,21 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from libs.common.calendar import MarketCalendar
 from libs.common.clock import Clock
-from libs.common.markettime import NS, ny_minute_facts
+from libs.common.config import ExitSettings
 from proto.execution import Fill
 from proto.orders import OrderIntent
-
-
-@dataclass(frozen=True)
-class ExitConfig:
-    stop_atr: float = 2.0
-    take_profit_atr: float = 4.0
-    trail_after_r: float = 1.0
-    trail_r: float = 1.0
-    flatten_before_close_s: float = 300.0
-    session_end: str = "16:00"
-    default_atr_bps: float = 20.0  # when no ATR is known for the symbol yet
+from proto.units import BPS
+from proto.units import SECOND_NS as NS
 
 
 @dataclass
@@ -43,15 +35,16 @@ class _Held:
 
 
 class ExitManager:
-    def __init__(self, config: ExitConfig, clock: Clock, namespace: str = "exit") -> None:
+    def __init__(
+        self, config: ExitSettings, clock: Clock, calendar: MarketCalendar, namespace: str = "exit"
+    ) -> None:
         self.cfg = config
         self.clock = clock
+        self.calendar = calendar
         self.namespace = namespace  # distinct per run, like QOS's intent ids
         self.held: dict[str, _Held] = {}
         self.atr: dict[str, float] = {}
         self.seen: set[str] = set()
-        h, m = config.session_end.split(":")
-        self._close_minute = int(h) * 60 + int(m)
 
     def on_volatility(self, symbol: str, atr: float) -> None:
         if atr > 0:
@@ -71,7 +64,7 @@ class ExitManager:
             del self.held[f.symbol]
             return
         if before == 0 or (before > 0) != (h.quantity > 0):  # a new position (or flipped): set its levels
-            atr = self.atr.get(f.symbol) or f.price * self.cfg.default_atr_bps / 1e4
+            atr = self.atr.get(f.symbol) or f.price * self.cfg.default_atr_bps / BPS
             side = 1 if h.quantity > 0 else -1
             h.entry, h.best, h.r = f.price, f.price, self.cfg.stop_atr * atr
             h.stop = f.price - side * h.r
@@ -94,7 +87,7 @@ class ExitManager:
             reason = f"exit: {kind} at {h.stop:.4f}"
         elif (price - h.target) * side >= 0:
             reason = f"exit: take-profit at {h.target:.4f}"
-        elif self._minutes_to_close(ts) * 60 <= self.cfg.flatten_before_close_s:
+        elif self._closing(ts):
             reason = "exit: session end"
         if reason is None:
             return None
@@ -111,7 +104,10 @@ class ExitManager:
             urgency="high",
         )
 
-    def _minutes_to_close(self, ts: int) -> float:
-        _, minute, _ = ny_minute_facts(ts)
-        seconds = (ts // NS) % 60
-        return self._close_minute - (minute + seconds / 60)
+    def _closing(self, ts: int) -> bool:
+        """Within ``flatten_before_close_s`` of the day's close (or past it): the session's own
+        close, early closes included. A day without a session has no close to flatten before."""
+        session = self.calendar.session_at(ts)
+        if session is None:
+            return False
+        return (session.close_ns - ts // NS * NS) / NS <= self.cfg.flatten_before_close_s

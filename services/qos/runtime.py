@@ -1,30 +1,24 @@
 """qos runtime: sig.fast.*.*, news.sentiment.* and sig.policy.* in; qos.SYM scores and
-order.intent.SYM intents out."""
+order.intent.SYM intents out; the protective exits beside it (1-second prices, fills)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from libs.common.bus import Delivery
+from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
+from proto.base import Event
 from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
 from proto.news import SentimentScore
-from proto.orders import OrderDenied, OrderIntent
-from proto.signals import PolicySignal, Prediction, QosScore
-from proto.subjects import spec
-from services.qos.core import QosConfig, QosCore
-from services.qos.exits import ExitConfig, ExitManager
-
-SCORE = spec("qos.{symbol}")
-INTENT = spec("order.intent.{symbol}")
-
-
-def qos_config(settings: Settings) -> QosConfig:
-    return QosConfig(**settings.qos.model_dump())  # the same fields, validated by the settings
+from proto.orders import OrderDenied
+from proto.signals import PolicySignal, Prediction
+from services.qos.core import QosCore
+from services.qos.exits import ExitManager
 
 
 class QosApp(ServiceApp):
@@ -32,14 +26,14 @@ class QosApp(ServiceApp):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        # The runtime's clock replaces this one in start().
-        self.core = QosCore(qos_config(settings), LiveClock())
+        # The runtime's clock replaces these in start().
+        self.core = QosCore(settings.qos, LiveClock())
+        self.exits = ExitManager(settings.qos.exits, LiveClock(), market_calendar(settings.market))
         self.predictions_in = 0
         self.sentiment_in = 0
         self.policy_in = 0
         self.vectors_in = 0
-        self.published = {"scores": 0, "intents": 0, "protective_exits": 0}
-        self.exits = ExitManager(ExitConfig(), LiveClock())
+        self.protective_exits = 0
         self.atr_of = AtrReader(tuple(settings.features.timeframes))
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
@@ -50,19 +44,27 @@ class QosApp(ServiceApp):
         self.exits.clock = rt.clock
         self.core.namespace = f"qos{rt.started_ns}"
         self.exits.namespace = f"exit{rt.started_ns}"
-        await rt.subscribe("sig.fast.*.*", self._on_prediction)
+        await rt.subscribe("sig.fast.*.*", self._on_prediction, types=Prediction)
         if self.core.cfg.policy == "on":
-            await rt.subscribe("sig.policy.*", self._on_policy)
+            await rt.subscribe("sig.policy.*", self._on_policy, types=PolicySignal)
         # Protective exits watch every second's mid and the 1m ATR; positions come from fills.
-        await rt.subscribe("feat.*.*", self._on_vector)
-        await rt.subscribe("exec.fill.>", self._on_fill, durable="qos-fills", new_only=True)
-        await rt.subscribe("order.denied.>", self._on_denied, durable="qos-denied", new_only=True)
-        await rt.subscribe("news.sentiment.>", self._on_sentiment, durable="qos-sentiment", new_only=True)
+        await rt.subscribe("feat.*.*", self._on_vector, types=FeatureVector)
+        await rt.subscribe("exec.fill.>", self._on_fill, types=Fill, durable="qos-fills", new_only=True)
+        await rt.subscribe(
+            "order.denied.>", self._on_denied, types=OrderDenied, durable="qos-denied", new_only=True
+        )
+        await rt.subscribe(
+            "news.sentiment.>",
+            self._on_sentiment,
+            types=SentimentScore,
+            durable="qos-sentiment",
+            new_only=True,
+        )
 
-    async def _on_vector(self, d: Delivery) -> None:
+    async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
         v = d.event
         self.vectors_in += 1
-        if not isinstance(v, FeatureVector) or v.price <= 0 or not self.owns(v.symbol):
+        if v.price <= 0 or not self.owns(v.symbol):
             return
         if v.timeframe == "1m":
             atr = self.atr_of(v)
@@ -72,48 +74,40 @@ class QosApp(ServiceApp):
             intent = self.exits.on_price(v.symbol, v.ts_event, v.price)
             if intent is not None:
                 self.core.on_protective_exit(v.symbol, v.ts_event)
-                await self.rt.publish(INTENT.subject(symbol=intent.symbol), intent)
-                self.published["intents"] += 1
-                self.published["protective_exits"] += 1
+                self.protective_exits += 1
+                await self.rt.emit(intent)
 
-    async def _on_fill(self, d: Delivery) -> None:
-        if isinstance(d.event, Fill) and self.owns(d.event.symbol):
+    async def _on_fill(self, d: Delivery[Fill]) -> None:
+        if self.owns(d.event.symbol):
             self.exits.on_fill(d.event)
 
-    async def _on_denied(self, d: Delivery) -> None:
+    async def _on_denied(self, d: Delivery[OrderDenied]) -> None:
         e = d.event
-        if isinstance(e, OrderDenied) and self.owns(e.symbol):
+        if self.owns(e.symbol):
             self.core.on_denied(e.symbol, e.intent_id, e.ts_event)
 
-    async def _on_sentiment(self, d: Delivery) -> None:
-        if not isinstance(d.event, SentimentScore) or not self.owns(d.event.symbol):
+    async def _on_sentiment(self, d: Delivery[SentimentScore]) -> None:
+        if not self.owns(d.event.symbol):
             return
         self.sentiment_in += 1
-        await self._publish(self.core.on_sentiment(d.event))
+        await self._emit(self.core.on_sentiment(d.event))
 
-    async def _on_policy(self, d: Delivery) -> None:
-        if not isinstance(d.event, PolicySignal) or not self.owns(d.event.symbol):
+    async def _on_policy(self, d: Delivery[PolicySignal]) -> None:
+        if not self.owns(d.event.symbol):
             return
         self.policy_in += 1
-        await self._publish(self.core.on_policy(d.event))
+        await self._emit(self.core.on_policy(d.event))
 
-    async def _on_prediction(self, d: Delivery) -> None:
-        if not isinstance(d.event, Prediction):
-            return
+    async def _on_prediction(self, d: Delivery[Prediction]) -> None:
         self.predictions_in += 1
         if not self.owns(d.event.symbol):
             self.other_partition += 1
             return
-        await self._publish(self.core.on_prediction(d.event))
+        await self._emit(self.core.on_prediction(d.event))
 
-    async def _publish(self, events: list[Any]) -> None:
+    async def _emit(self, events: list[Event]) -> None:
         for event in events:
-            if isinstance(event, QosScore):
-                await self.rt.publish(SCORE.subject(symbol=event.symbol), event)
-                self.published["scores"] += 1
-            elif isinstance(event, OrderIntent):
-                await self.rt.publish(INTENT.subject(symbol=event.symbol), event)
-                self.published["intents"] += 1
+            await self.rt.emit(event)
 
     def status(self) -> dict[str, Any]:
         positions = {sym: s.direction * s.quantity for sym, s in self.core.symbols.items() if s.direction}
@@ -122,7 +116,9 @@ class QosApp(ServiceApp):
             "sentiment_in": self.sentiment_in,
             "policy_in": self.policy_in,
             "vectors_in": self.vectors_in,
-            **self.published,
+            "scores": self.emitted["QosScore"],
+            "intents": self.emitted["OrderIntent"],
+            "protective_exits": self.protective_exits,
             "stats": dict(self.core.stats),
             "positions": positions,
             "other_partition": self.other_partition,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.common.clock import Clock
-from libs.common.markettime import DAY_NS
 from libs.common.storage.schema import PG_EPOCH_OFFSET_US
 from libs.common.storage.writer import jsonb
 from proto.base import Event
@@ -29,6 +28,7 @@ from proto.features import FeatureVector
 from proto.market import Bar, Quote, Trade
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
 from proto.tca import TcaReport
+from proto.units import DAY_NS
 
 Row = tuple[Any, ...]
 

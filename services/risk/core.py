@@ -22,12 +22,14 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
+from libs.common.calendar import MarketCalendar
 from libs.common.clock import Clock
-from libs.common.markettime import NEW_YORK, NS, ny_day_ordinal, ny_minute_facts
+from libs.common.config import RiskSettings
+from libs.common.markettime import NEW_YORK, ny_day_ordinal
 from libs.common.positions import Position
 from proto.base import Event
 from proto.control import Control
-from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import (
     MarginReply,
@@ -38,60 +40,12 @@ from proto.orders import (
     RiskState,
     shape_problem,
 )
+from proto.units import BPS
+from proto.units import SECOND_NS as NS
 
-TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
 FEED_DOWN = frozenset({"stale", "disconnected"})
 FEED_UP = frozenset({"connected", "recovered"})
 Decision = OrderApproved | OrderDenied
-
-
-@dataclass(frozen=True)
-class RiskLimits:
-    max_position_shares: float = 2_000
-    max_position_notional: float = 50_000.0
-    max_gross_exposure: float = 200_000.0
-    max_net_exposure: float = 150_000.0
-    max_open_orders: int = 20
-    max_orders_per_minute: int = 30
-    daily_loss_limit: float = 2_500.0  # realized + unrealized P&L of the day below -this: entries stop
-    max_drawdown: float = 3_000.0  # from the day's peak P&L
-    max_consecutive_losses: int = 4
-    loss_cooldown_s: float = 900.0
-    pdt_enabled: bool = False  # a switch: the rule's status changed in 2026
-    pdt_min_equity: float = 25_000.0
-    pdt_max_day_trades: int = 3  # in 5 business days, below pdt_min_equity
-    account_equity: float = 100_000.0
-    margin_multiplier: float = 2.0  # buying power = equity x this - gross exposure - pending
-    shortable: frozenset[str] | None = None  # None: every symbol is shortable
-    ssr_symbols: frozenset[str] = frozenset()  # short-sale restriction (Rule 201) in force today
-    max_limit_distance_bps: float = 50.0
-    max_quote_age_ms: float = 5_000.0
-    session_start: str = "09:30"
-    session_end: str = "16:00"
-    allow_symbols: frozenset[str] | None = None
-    deny_symbols: frozenset[str] = frozenset()
-    # Volatility-scaled sizing: an entry risks at most this many dollars at atr_stop_multiple ATRs.
-    risk_per_trade: float = 250.0
-    atr_stop_multiple: float = 2.0
-    # Optional fractional-Kelly cap on an entry's notional, from the gate's own closed trades.
-    kelly_fraction: float | None = None
-    kelly_min_trades: int = 20
-    approval_ttl_ms: float = 2_000.0
-    # An intent older than this (by its maker's clock) is history, not a decision: a new durable
-    # consumer replaying a stream must never turn yesterday's intents into orders.
-    max_intent_age_ms: float = 10_000.0
-    initial_mode: RiskMode = "LIVE"
-    # Ask the broker (IB what-if) before each entry; no answer denies (MARGIN_UNKNOWN): on only
-    # where the broker can answer (execution.broker: ib).
-    broker_what_if: bool = False
-    what_if_timeout_ms: float = 3_000.0
-
-    def session_minutes(self) -> tuple[int, int]:
-        def minutes(hhmm: str) -> int:
-            h, m = hhmm.split(":")
-            return int(h) * 60 + int(m)
-
-        return minutes(self.session_start), minutes(self.session_end)
 
 
 @dataclass
@@ -148,10 +102,16 @@ class _Books:
 
 class RiskCore:
     def __init__(
-        self, limits: RiskLimits, clock: Clock, instance: str = "risk", account: str = "SIM"
+        self,
+        limits: RiskSettings,
+        clock: Clock,
+        calendar: MarketCalendar,
+        instance: str = "risk",
+        account: str = "SIM",
     ) -> None:
         self.limits = limits
         self.clock = clock
+        self.calendar = calendar
         self.instance = instance
         self.account = account
         self.mode: RiskMode = limits.initial_mode
@@ -160,7 +120,6 @@ class RiskCore:
         self.books = _Books()
         self.seq = 0
         self.stats: collections.Counter[str] = collections.Counter()
-        self._session = limits.session_minutes()
         self._margin: MarginReply | None = None
 
     # -- inputs that move the books ------------------------------------------------------------
@@ -226,7 +185,7 @@ class RiskCore:
         if order is None:
             return
         order.filled = max(order.filled, e.filled_quantity)
-        if e.status in TERMINAL:
+        if e.status in TERMINAL_STATUSES:
             del self.books.orders[e.client_order_id]
 
     def on_fill(self, f: Fill) -> list[Event]:
@@ -347,9 +306,9 @@ class RiskCore:
             return "SYMBOL_DENIED", {"symbol": i.symbol}
         if lim.allow_symbols is not None and i.symbol not in lim.allow_symbols:
             return "SYMBOL_NOT_ALLOWED", {"symbol": i.symbol}
-        if not self._in_session(i.ts_event):
-            start, end = lim.session_start, lim.session_end
-            return "SESSION_CLOSED", {"window": f"{start}-{end}", "at": _ny_time(i.ts_event)}
+        if not self.calendar.is_open(i.ts_event):
+            window = self.calendar.window(ny_day_ordinal(i.ts_event))
+            return "SESSION_CLOSED", {"window": window, "at": _ny_time(i.ts_event)}
         quote = b.quotes.get(i.symbol)
         if quote is None:
             return "PRICE_NO_QUOTE", {"symbol": i.symbol}
@@ -357,7 +316,7 @@ class RiskCore:
         if age_ms > lim.max_quote_age_ms:
             return "PRICE_QUOTE_STALE", {"age_ms": round(age_ms), "max_ms": lim.max_quote_age_ms}
         if i.limit_price is not None:
-            distance = abs(i.limit_price - quote.mid) / quote.mid * 1e4
+            distance = abs(i.limit_price - quote.mid) / quote.mid * BPS
             if distance > lim.max_limit_distance_bps:
                 return "PRICE_LIMIT_FAR", {"bps": round(distance, 1), "max_bps": lim.max_limit_distance_bps}
         if len(b.approvals) and self._orders_last_minute(i.ts_event) >= lim.max_orders_per_minute:
@@ -511,11 +470,6 @@ class RiskCore:
             b.day = day
             b.day_realized_start = b.realized
             b.day_peak = 0.0
-
-    def _in_session(self, ts: int) -> bool:
-        _, minute, weekday = ny_minute_facts(ts)
-        start, end = self._session
-        return weekday < 5 and start <= minute < end
 
     def state(self, ts: int) -> RiskState:
         self.seq += 1

@@ -22,14 +22,10 @@ from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.news import NewsItem
-from proto.subjects import spec
 from services.sentiment.core import Pending, SentimentCore
 from services.sentiment.tagging import Tagger
 
 log = get_logger(__name__)
-SCORE = spec("news.sentiment.{symbol}")
-NEWS = spec("news.raw")
-ALERT = spec("alert.{severity}")
 # Finer than the runtime's hop buckets around the 10 ms per-headline budget.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -44,7 +40,7 @@ class SentimentApp(ServiceApp):
         self.core: SentimentCore | None = None
         self.scorer: Any = None
         self.model_error = ""
-        self.waiting: list[tuple[Pending | None, Delivery]] = []
+        self.waiting: list[tuple[Pending | None, Delivery[NewsItem]]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reloader: asyncio.Task[None] | None = None
@@ -77,7 +73,13 @@ class SentimentApp(ServiceApp):
         # A short ack wait: a headline fetched by a replica that died comes back in seconds (a
         # redelivery is harmless: stories are deduplicated, scores carry a Nats-Msg-Id).
         await rt.subscribe(
-            "news.raw", self._on_news, durable="sentiment", new_only=True, manual_ack=True, ack_wait_s=5.0
+            "news.raw",
+            self._on_news,
+            types=NewsItem,
+            durable="sentiment",
+            new_only=True,
+            manual_ack=True,
+            ack_wait_s=5.0,
         )
         if self.cfg.model_path is None:
             self._reloader = asyncio.create_task(self._watch_registry(), name="sentiment-reload")
@@ -85,7 +87,7 @@ class SentimentApp(ServiceApp):
             from services.sentiment.webhook import WebhookServer
 
             self._webhook = WebhookServer(
-                self, self.cfg.webhook_host, self.cfg.webhook_port, self.cfg.webhook_token
+                self, self.cfg.webhook_host, self.cfg.webhook_port, self.cfg.webhook_token.get_secret_value()
             )
             await self._webhook.start()
 
@@ -143,11 +145,8 @@ class SentimentApp(ServiceApp):
             self.reloads += 1
 
     # -- headlines in ------------------------------------------------------------------------------
-    async def _on_news(self, d: Delivery) -> None:
+    async def _on_news(self, d: Delivery[NewsItem]) -> None:
         assert self.core is not None
-        if not isinstance(d.event, NewsItem):
-            await d.ack()
-            return
         admitted = self.core.admit(d.event)
         if isinstance(admitted, Pending) and self.scorer is None:
             self.core.stats["dropped.no_model"] += 1
@@ -184,7 +183,7 @@ class SentimentApp(ServiceApp):
                         self.core.release(pending)  # else the redelivery is its own duplicate
                     await d.nak(1.0)
 
-    async def _score(self, batch: list[tuple[Pending | None, Delivery]]) -> None:
+    async def _score(self, batch: list[tuple[Pending | None, Delivery[NewsItem]]]) -> None:
         assert self.core is not None
         todo = [p for p, _ in batch if p is not None]
         if todo:
@@ -198,13 +197,13 @@ class SentimentApp(ServiceApp):
                 self.latency.observe(per)
                 embedding = pooled[i].tolist() if self.cfg.embeddings and pooled is not None else []
                 for score in self.core.scored(pending, probs[i].tolist(), int(per * 1e6), embedding):
-                    await self.rt.publish(SCORE.subject(symbol=score.symbol), score)
+                    await self.rt.emit(score)
         for _, d in batch:
             await d.ack()
 
     async def publish_news(self, item: NewsItem) -> None:
         """The webhook's way in: onto news.raw like any other source (and deduplicated there)."""
-        await self.rt.publish(NEWS.subject(), item)
+        await self.rt.emit(item)
 
     async def _alert(self, severity: Any, title: str, body: str) -> None:
         now = self.rt.now_ns()
@@ -219,7 +218,7 @@ class SentimentApp(ServiceApp):
             dedupe=f"sentiment:{title}",
         )
         with contextlib.suppress(Exception):
-            await self.rt.publish(ALERT.subject(severity=severity), alert)
+            await self.rt.emit(alert)
 
     async def stop(self) -> None:
         if self._reloader is not None:

@@ -19,13 +19,13 @@ import collections
 from dataclasses import dataclass, field
 
 from libs.common.clock import Clock
-from proto.execution import Fill, OrderEvent
+from libs.common.config import TcaSettings
+from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent
 from proto.market import Quote
 from proto.orders import OrderApproved, OrderIntent
 from proto.tca import TcaReport
-
-BPS = 1e4
-TERMINAL = frozenset({"FILLED", "CANCELLED", "REJECTED"})
+from proto.units import BPS
+from proto.units import SECOND_NS as NS
 
 
 @dataclass
@@ -77,9 +77,9 @@ class _OrderCost:
 
 
 class TcaCore:
-    def __init__(self, clock: Clock, realized_after_s: float = 5.0) -> None:
+    def __init__(self, settings: TcaSettings, clock: Clock) -> None:
         self.clock = clock
-        self.realized_after = int(realized_after_s * 1e9)
+        self.realized_after = int(settings.realized_after_s * NS)
         self.mids: dict[str, _Mids] = collections.defaultdict(_Mids)
         self.by_intent: dict[str, _OrderCost] = {}
         self.by_order: dict[str, _OrderCost] = {}
@@ -114,7 +114,7 @@ class TcaCore:
             cost.submitted_init = e.ts_init
         elif e.status == "SUBMITTED" and not cost.acked_init:
             cost.acked_init = e.ts_init
-        if e.status in TERMINAL and not cost.status:
+        if e.status in TERMINAL_STATUSES and not cost.status:
             cost.status, cost.ended_ts = e.status, max(e.ts_event, self.mids[cost.intent.symbol].last_ts)
             self.waiting.append(cost)
             return self._due(cost.intent.symbol, self.mids[cost.intent.symbol].last_ts)

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from libs.common.config import TcaSettings
 from libs.common.markettime import ny_minute_facts
 from proto.alerts import Alert
 from proto.base import Event
@@ -32,22 +33,6 @@ from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 TimeOfDay = Literal["open", "midday", "close"]
 Style = Literal["MKT", "LMT"]
-
-
-@dataclass(frozen=True)
-class TcaPolicy:
-    window: int = 50
-    min_samples: int = 8
-    alert_sigma: float = 3.0
-    feedback: bool = True
-    start_offset_bps: float = 0.0
-    offset_step_bps: float = 0.5
-    max_offset_bps: float = 5.0
-    passive_low: float = 0.3
-    passive_high: float = 0.8
-    chase_after_ms: float = 2_000.0
-    walk_threshold_bps: float = 1.0
-    min_slice_shares: float = 100.0
 
 
 def time_of_day(ts_ns: int) -> TimeOfDay:
@@ -92,7 +77,7 @@ class _SymbolTactic:
 
 
 class CostBook:
-    def __init__(self, policy: TcaPolicy, namespace: str = "tca") -> None:
+    def __init__(self, policy: TcaSettings, namespace: str = "tca") -> None:
         self.policy = policy
         self.namespace = namespace  # feedback ids must differ across runs (stream dedupe)
         self.rolling: dict[tuple[str, str, TimeOfDay], _Rolling] = {}

@@ -9,18 +9,12 @@ from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.runtime import Runtime, ServiceApp
-from proto.alerts import Alert
-from proto.base import Event
 from proto.execution import Fill, OrderEvent
 from proto.market import FeedStatus, Quote
 from proto.orders import OrderApproved, OrderIntent
-from proto.subjects import spec
-from proto.tca import TcaAggregate, TcaFeedback, TcaReport
+from proto.tca import TcaReport
 from services.tca.core import TcaCore
-from services.tca.feedback import CostBook, TcaPolicy
-
-REPORT, AGGREGATE = spec("tca.report.{symbol}"), spec("tca.aggregate.{symbol}")
-FEEDBACK, ALERT = spec("tca.feedback.{symbol}"), spec("alert.{severity}")
+from services.tca.feedback import CostBook
 
 
 class TcaApp(ServiceApp):
@@ -28,60 +22,54 @@ class TcaApp(ServiceApp):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        t = settings.tca
-        self.core = TcaCore(LiveClock(), realized_after_s=t.realized_after_s)
-        self.policy = TcaPolicy(
-            window=t.window,
-            min_samples=t.min_samples,
-            alert_sigma=t.alert_sigma,
-            feedback=t.feedback,
-            chase_after_ms=t.chase_after_ms,
-            max_offset_bps=t.max_offset_bps,
-        )
-        self.book = CostBook(self.policy)
+        self.core = TcaCore(settings.tca, LiveClock())
+        self.book = CostBook(settings.tca)
         self.reports: list[TcaReport] = []
-        self.published: dict[str, int] = {"feedback": 0, "alerts": 0}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.core.clock = rt.clock
         self.book.namespace = f"tca{rt.started_ns}"
-        await rt.subscribe("md.quote.>", self._on_event)
-        await rt.subscribe("md.status", self._on_event)
+        await rt.subscribe("md.quote.>", self._on_quote, types=Quote)
+        await rt.subscribe("md.status", self._on_status, types=FeedStatus)
         # One consumer over order.> keeps each intent ahead of its approval (the stream's order).
-        await rt.subscribe("order.>", self._on_event, durable="tca-orders", new_only=True)
-        await rt.subscribe("exec.>", self._on_event, durable="tca-exec", new_only=True)
+        await rt.subscribe(
+            "order.>",
+            {OrderIntent: self._on_intent, OrderApproved: self._on_approved},
+            durable="tca-orders",
+            new_only=True,
+        )
+        await rt.subscribe(
+            "exec.>",
+            {Fill: self._on_fill, OrderEvent: self._on_order_event},
+            durable="tca-exec",
+            new_only=True,
+        )
 
-    async def _on_event(self, d: Delivery) -> None:
-        e = d.event
-        out: list[TcaReport] = []
-        if isinstance(e, Quote):
-            out = self.core.on_quote(e)
-        elif isinstance(e, FeedStatus) and e.state == "replay_finished":
-            out = self.core.end_of_data()
-        elif isinstance(e, OrderIntent):
-            self.core.on_intent(e)
-        elif isinstance(e, OrderApproved):
-            self.core.on_approved(e)
-        elif isinstance(e, Fill):
-            self.core.on_fill(e)
-        elif isinstance(e, OrderEvent):
-            out = self.core.on_order_event(e)
-        for report in out:
+    async def _on_quote(self, d: Delivery[Quote]) -> None:
+        await self._report(self.core.on_quote(d.event))
+
+    async def _on_status(self, d: Delivery[FeedStatus]) -> None:
+        if d.event.state == "replay_finished":
+            await self._report(self.core.end_of_data())
+
+    async def _on_intent(self, d: Delivery[OrderIntent]) -> None:
+        self.core.on_intent(d.event)
+
+    async def _on_approved(self, d: Delivery[OrderApproved]) -> None:
+        self.core.on_approved(d.event)
+
+    async def _on_fill(self, d: Delivery[Fill]) -> None:
+        self.core.on_fill(d.event)
+
+    async def _on_order_event(self, d: Delivery[OrderEvent]) -> None:
+        await self._report(self.core.on_order_event(d.event))
+
+    async def _report(self, reports: list[TcaReport]) -> None:
+        for report in reports:
             self.reports.append(report)
-            await self.rt.publish(REPORT.subject(symbol=report.symbol), report)
-            for derived in self.book.add(report, self.rt.now_ns()):
-                await self._publish_derived(derived)
-
-    async def _publish_derived(self, e: Event) -> None:
-        if isinstance(e, TcaAggregate):
-            await self.rt.publish(AGGREGATE.subject(symbol=e.symbol), e)
-        elif isinstance(e, TcaFeedback):
-            self.published["feedback"] += 1
-            await self.rt.publish(FEEDBACK.subject(symbol=e.symbol), e)
-        elif isinstance(e, Alert):
-            self.published["alerts"] += 1
-            await self.rt.publish(ALERT.subject(severity=e.severity), e)
+            await self.rt.emit(report)
+            await self.rt.emit_all(self.book.add(report, self.rt.now_ns()))
 
     def status(self) -> dict[str, Any]:
         filled = [r for r in self.reports if r.fill_ratio > 0]
@@ -94,7 +82,8 @@ class TcaApp(ServiceApp):
             ),
             "commission": round(sum(r.commission for r in self.reports), 2),
             "mean_cost_bps": round(sum(r.cost_bps * r.quantity for r in filled) / weights, 3),
-            **self.published,
+            "feedback": self.emitted["TcaFeedback"],
+            "alerts": self.emitted["Alert"],
             "aggregates": {
                 f"{s}/{t}/{tod}": {"n": len(r.costs), "mean_cost_bps": round(sum(r.costs) / len(r.costs), 3)}
                 for (s, t, tod), r in sorted(self.book.aggregates())

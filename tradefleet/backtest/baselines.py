@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from proto.units import BPS
 from services.execution.commissions import CommissionModel
 from tradefleet.backtest.ledger import MinuteRow
 from tradefleet.backtest.metrics import Execution
@@ -27,7 +28,7 @@ class Curve:
     def cost_bps(self, spreads_paid: float) -> float | None:
         notional = sum(abs(e.signed_qty) * e.price for e in self.executions)
         fees = sum(e.commission for e in self.executions)
-        return (fees + spreads_paid) / notional * 1e4 if notional else None
+        return (fees + spreads_paid) / notional * BPS if notional else None
 
 
 class _Book:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from libs.common.bus import Delivery, InProcessBus
+from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
@@ -35,7 +36,7 @@ from libs.common.news_file import news_item
 from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem
-from proto.subjects import spec
+from proto.subjects import SERVICES, spec
 from services.md_gateway.core import MarketDataCore
 from tradefleet.backtest.ledger import Ledger
 from tradefleet.backtest.sources import DaySource, with_news
@@ -47,9 +48,9 @@ SUBJECT_OF = {
     Trade: spec("md.trade.{symbol}"),
     DepthUpdate: spec("md.depth.{symbol}"),
 }
-# The fleet's start order (tradefleet/fleet.py), consumers before producers: subscription order
-# is delivery order on the in-process bus, so it is part of what makes a run reproducible.
-SPINE = ("tca", "execution", "risk", "policy", "qos", "sentiment", "fastlane", "features")
+# The catalog's spine in its start order, consumers before producers: subscription order is
+# delivery order on the in-process bus, so it is part of what makes a run reproducible.
+SPINE = tuple(s.name for s in SERVICES if s.spine)
 PROGRESS_EVERY = 20_000
 
 
@@ -194,7 +195,8 @@ class Backtest:
         self.bus = InProcessBus(hooks=self.hooks)
         self.ledger = Ledger(self.settings)
         self.sentiment_error = ""
-        self.run_ns = run_ns if run_ns is not None else days[0].session_start_ns()
+        self.calendar = market_calendar(self.settings.market)
+        self.run_ns = run_ns if run_ns is not None else days[0].session_start_ns(self.calendar)
         self.apps = apps(self.settings) if apps is not None else self._spine(sentiment)
         self.runtimes: list[Runtime] = []
         self._status_seq = 0
@@ -273,7 +275,10 @@ class Backtest:
     def _md_core(self, day: DaySource) -> MarketDataCore:
         c = self.settings.md_gateway.cleaning
         return MarketDataCore(
-            self.clock, c.max_jump_pct, c.drop_suspicious, day.session() if c.session == "regular" else None
+            self.clock,
+            c.max_jump_pct,
+            c.drop_suspicious,
+            day.session(self.calendar) if c.session == "regular" else None,
         )
 
     async def _replay_day(self, day: DaySource, md: MarketDataCore, bar: Any) -> int:

@@ -18,8 +18,7 @@ from proto.news import NewsItem, SentimentScore
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
 from proto.signals import QosScore
 from proto.tca import TcaReport
-
-MINUTE_NS = 60_000_000_000
+from proto.units import MINUTE_NS
 
 
 @dataclass

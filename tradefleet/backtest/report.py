@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from libs.common.markettime import NEW_YORK, ny_midnight_ns
+from proto.units import BPS
 from services.execution.commissions import commission_model
 from services.md_gateway.providers.lean import bar_records
 from tradefleet.backtest.baselines import Curve, buy_and_hold, naive_momentum
@@ -102,7 +103,7 @@ def build(
     end_ts = int(ts[-1]) if len(ts) else 0
     trades = episodes(strategy_executions(ledger), ledger.mids, end_ts)
     days = len(result.days)
-    commissions = commission_model(ledger.settings.execution.sim_commission)
+    commissions = commission_model(ledger.settings.execution.sim.commission)
     rows = {"strategy": performance(ts, equity, capital, trades, days, strategy_cost_bps(ledger), bench)}
     curves: dict[str, Curve] = {}
     for make in (buy_and_hold, naive_momentum):
@@ -291,7 +292,7 @@ def _figures(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> l
     draw.update_layout(title="Drawdown", yaxis_title="%")
     figs.append(("drawdown", draw))
 
-    rets = (curve[1:] / curve[:-1] - 1.0) * 1e4 if len(curve) > 1 else np.zeros(0)
+    rets = (curve[1:] / curve[:-1] - 1.0) * BPS if len(curve) > 1 else np.zeros(0)
     moving = rets[rets != 0]
     dist = go.Figure(go.Histogram(x=moving, nbinsx=60, name="minute returns"))
     dist.update_layout(

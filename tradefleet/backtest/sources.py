@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from libs.common.markettime import DAY_NS, ny_midnight_ns, regular_session
+from libs.common.calendar import MarketCalendar, market_calendar
+from libs.common.markettime import ny_midnight_ns
 from libs.common.news_file import NewsFile
+from proto.units import DAY_NS
 from services.md_gateway.providers.lean import LeanReplay
 
 Record = tuple[Any, ...]
@@ -52,11 +54,13 @@ class DaySource:
     origin: str  # "lean" or "db"
     root: str  # the LEAN folder or the database URL
 
-    def session(self) -> tuple[int, int] | None:
-        return regular_session(self.date)
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
+        """The day's regular session by the market calendar (None: the market did not open)."""
+        found = (calendar or market_calendar()).session_on(self.date)
+        return None if found is None else (found.open_ns, found.close_ns)
 
-    def session_start_ns(self) -> int:
-        session = self.session()
+    def session_start_ns(self, calendar: MarketCalendar | None = None) -> int:
+        session = self.session(calendar)
         return session[0] if session else ny_midnight_ns(self.date)
 
     def records(self) -> Iterator[Record]:

@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from libs.common.clock import SimClock
+from libs.common.calendar import market_calendar
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from models.fastlane.dataset import vectors_of_days
 from models.fastlane.train import TrainConfig, train_horizon
-from services.features.core import FeatureCore
 from tradefleet.backtest import report as tearsheet
 from tradefleet.backtest.engine import Backtest
 from tradefleet.backtest.metrics import Trade, performance
@@ -32,12 +31,11 @@ log = get_logger(__name__)
 
 def train_fold(days: list[DaySource], settings: Settings, registry: Path, promote: str) -> dict[str, Any]:
     """Train every horizon on these days into ``registry``; what each horizon ended with."""
-    from services.features.runtime import feature_config
-
-    fl = settings.fastlane
-    features = feature_config(settings)
-    vectors = list(vectors_of_days(((d.session(), d.records()) for d in days), features, fl.source_timeframe))
-    names = list(FeatureCore(features, SimClock()).names)
+    fl, features = settings.fastlane, settings.features
+    calendar = market_calendar(settings.market)
+    sessions = ((d.session(calendar), d.records()) for d in days)
+    vectors = list(vectors_of_days(sessions, features, fl.source_timeframe, calendar=calendar))
+    names = list(features.names)
     cfg = TrainConfig(horizons=list(fl.horizons), promote=promote)
     out: dict[str, Any] = {"vectors": len(vectors)}
     for horizon in fl.horizons:

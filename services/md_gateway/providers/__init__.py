@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from libs.common.calendar import MarketCalendar
+
 
 class Provider(Protocol):
     name: str
 
-    def session(self) -> tuple[int, int] | None:
-        """Regular-session bounds [open, close) in ns UTC, or None when every tick counts."""
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
+        """The regular session [open, close) in ns UTC of the recorded day, by the market
+        calendar (the default one when none is given), or None when every tick counts."""
 
     def records(self) -> Iterator[tuple[Any, ...]]: ...

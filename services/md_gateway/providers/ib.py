@@ -32,11 +32,12 @@ from typing import Any, Literal
 from ibapi.client import EClient
 from ibapi.contract import Contract
 
+from libs.common.calendar import MarketCalendar
 from libs.common.ib.session import PERMISSION_CODES, IbSession, classify
 from libs.common.logging import get_logger
+from proto.units import SECOND_NS as NS
 
 log = get_logger(__name__)
-NS = 1_000_000_000
 SubKind = Literal["BidAsk", "AllLast", "Depth", "News"]
 # Errors that end the one subscription they name (the request itself failed).
 ENDS_SUBSCRIPTION = frozenset({101, 200, 309, 322, 10092})
@@ -118,7 +119,7 @@ class IbMarketData:
         self._stale: set[str] = set()
 
     # -- the provider interface ------------------------------------------------------------------
-    def session(self) -> tuple[int, int] | None:
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
         return None  # live: the cleaning's session filter uses the day it runs on (md_gateway config)
 
     async def stream(self) -> AsyncIterator[tuple[Any, ...]]:

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from libs.common.markettime import ny_midnight_ns, regular_session
+from libs.common.calendar import MarketCalendar, market_calendar
+from libs.common.markettime import ny_midnight_ns
 
 # Prices are integers in units of 1/10,000 dollar. Divide (correctly rounded: 1821000 -> 182.1);
 # multiplying by 0.0001 gives 182.10000000000002, and prices must compare exactly.
@@ -126,8 +127,9 @@ class LeanReplay:
             raise LeanDataMissing("no LEAN tick data for: " + ", ".join(missing))
         return found
 
-    def session(self) -> tuple[int, int] | None:
-        return regular_session(self.date)
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
+        found = (calendar or market_calendar()).session_on(self.date)
+        return None if found is None else (found.open_ns, found.close_ns)
 
     def records(self) -> Iterator[tuple[Any, ...]]:
         streams = []

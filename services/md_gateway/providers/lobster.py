@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from libs.common.calendar import MarketCalendar
 from libs.common.markettime import ny_midnight_ns
 
 # Prices are integers in units of 1/10,000 dollar. Divide (correctly rounded: 1821000 -> 182.1);
@@ -51,7 +52,7 @@ class LobsterReplay:
                 raise FileNotFoundError(f"LOBSTER order-book file missing: {book}")
             self.pairs.append((sym.upper(), message, book))
 
-    def session(self) -> tuple[int, int] | None:
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
         return None  # LOBSTER files cover 09:30-16:00 only
 
     def records(self) -> Iterator[tuple[Any, ...]]:

@@ -8,6 +8,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from libs.common.calendar import MarketCalendar
+
 TICK = 0.01
 
 
@@ -35,7 +37,7 @@ class SyntheticFeed:
         self.step_sigma = daily_vol / math.sqrt(events_per_symbol_day)
         self.mids = [self.rng.uniform(20, 400) for _ in self.symbols]
 
-    def session(self) -> tuple[int, int] | None:
+    def session(self, calendar: MarketCalendar | None = None) -> tuple[int, int] | None:
         return None
 
     def records(self) -> Iterator[tuple[Any, ...]]:
