@@ -329,11 +329,16 @@ class FakeTws:
         return done
 
     async def autoplay(
-        self, speed: float = 1.0, start_ns: int = 0, on_finished: Callable[[], None] | None = None
+        self,
+        speed: float = 1.0,
+        start_ns: int = 0,
+        on_finished: Callable[[], None] | None = None,
+        until_ns: int | None = None,
     ) -> None:
-        """Stream the day from ``start_ns`` paced by market time (``speed`` market seconds per
-        wall second), then keep serving (orders, queries) until cancelled. The clock starts
-        with the first market-data subscription: a recorded day played to nobody is lost."""
+        """Stream the day from ``start_ns`` (to ``until_ns``) paced by market time (``speed``
+        market seconds per wall second), then keep serving (orders, queries) until cancelled.
+        The clock starts with the first market-data subscription: a recorded day played to
+        nobody is lost."""
         while not any(c.mkt for c in self.clients):  # noqa: ASYNC110 - polls the socket clients
             await asyncio.sleep(0.05)
         self.bulletin("fake TWS: a recorded day starts streaming now")
@@ -343,6 +348,8 @@ class FakeTws:
         for rec in self.records:
             if rec[1] < start_ns:
                 continue
+            if until_ns is not None and rec[1] >= until_ns:
+                break
             first_ts = rec[1] if first_ts is None else first_ts
             due = started + (rec[1] - first_ts) / 1e9 / max(speed, 1e-9)
             if (wait := due - time.monotonic()) > 0.001:

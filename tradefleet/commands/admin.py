@@ -1,0 +1,133 @@
+"""Administration: event schemas, the database, and the configuration as the fleet sees it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import SecretBytes, SecretStr
+from pydantic_core import to_jsonable_python
+
+from libs.common.config import Settings
+from tradefleet.commands.common import ConfigOpt, fail, load
+
+schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
+db_app = typer.Typer(no_args_is_help=True, help="database")
+config_app = typer.Typer(no_args_is_help=True, help="the configuration: effective values and every key")
+
+DbUrlOpt = Annotated[str | None, typer.Option(help="database URL (default TRADEFLEET_DB_URL)")]
+
+MASK = "***"
+SECRET_NAME = re.compile(r"token|password|secret", re.IGNORECASE)
+# scheme://user:password@host: the password runs to the last "@" before the host, so one with an
+# unescaped "@" is still masked whole; "," ends it too (nats.url may list several servers).
+URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s,]*):[^/\s,]*@")
+# NATS reads a lone user part as a token: nats://s3cr3t@host.
+NATS_TOKEN = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)[^:/@\s,]+@")
+# libpq also takes the password as a parameter: postgresql://h/db?password=pw, "host=h password=pw".
+PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)[^&\s]+", re.IGNORECASE)
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path | None, typer.Option(help="directory (default proto/schemas)")] = None,
+    check: Annotated[bool, typer.Option(help="only check that the checked-in schemas are fresh")] = False,
+) -> None:
+    """Write JSON Schema for every event and the subject catalog."""
+    from proto import schemas
+
+    directory = out or schemas.SCHEMA_DIR
+    if check:
+        stale = schemas.stale_files(directory)
+        if stale:
+            fail(f"stale schemas in {directory}: {', '.join(stale)}; run `tradefleet schemas export`", 1)
+        typer.echo("schemas are fresh")
+        return
+    for path in schemas.export(directory):
+        typer.echo(str(path))
+
+
+@db_app.command("migrate")
+def db_migrate(url: DbUrlOpt = None, config: ConfigOpt = None) -> None:
+    """Apply database migrations (idempotent)."""
+    from libs.common.logging import setup_logging
+    from libs.common.storage.migrate import migrate
+
+    settings = load(config)
+    setup_logging("migrate", settings.telemetry.log_level, settings.telemetry.log_format)
+    mode, applied = migrate(_dsn(url or settings.db.url), settings.db)
+    typer.echo(json.dumps({"storage_mode": mode, "applied": applied}))
+
+
+@db_app.command("prune")
+def db_prune(
+    url: DbUrlOpt = None,
+    days: Annotated[int | None, typer.Option(help="keep this many days (default db.retention_days)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="only list what would be dropped")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Native storage mode: drop day partitions past the retention window."""
+    from libs.common.storage.retention import prune
+
+    settings = load(config)
+    dsn = _dsn(url or settings.db.url)
+    dropped = prune(dsn, days or settings.db.retention_days, dt.datetime.now(dt.UTC).date(), dry_run)
+    typer.echo(json.dumps({"dropped": dropped, "dry_run": dry_run}))
+
+
+def _dsn(url: str | None) -> str:
+    if not url:
+        fail("no database: pass --url or set TRADEFLEET_DB_URL")
+    return url
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """The effective configuration (defaults, the file, TRADEFLEET_* on top) as YAML, secrets masked."""
+    data = mask_secrets(load(config).model_dump())
+    typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """The JSON Schema of the configuration: every key, its type, bounds and default."""
+    typer.echo(json.dumps(Settings.model_json_schema(), indent=2))
+
+
+def mask_secrets(value: Any, name: str = "") -> Any:
+    """``value`` (a model_dump(), or anything inside one, found under key ``name``) as plain YAML
+    data with every secret replaced by MASK: SecretStr and SecretBytes, a value whose key names a
+    token, password or secret, and the credentials in a URL. An unset secret (None, "") is shown
+    as it is: whether one is configured is what an operator needs to see."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return MASK if value.get_secret_value() else ""
+    # A flag such as require_token: false carries no secret, and masking it would hide the setting.
+    if SECRET_NAME.search(name) and value not in (None, "") and not isinstance(value, bool):
+        return MASK
+    if isinstance(value, dict):
+        return {_plain(k): mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, set | frozenset):  # sorted: the same configuration prints the same
+        return sorted((mask_secrets(v, name) for v in value), key=str)
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v, name) for v in value]
+    if isinstance(value, str):
+        return mask_url(value)
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """A scalar YAML can write (a Path, an Enum... become what their JSON would be)."""
+    return value if value is None or isinstance(value, int | float | str) else to_jsonable_python(value)
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password (or NATS token) of every URL in it masked:
+    postgresql://u:pw@h/db -> postgresql://u:***@h/db."""
+    text = URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+    text = NATS_TOKEN.sub(rf"\g<head>{MASK}@", text)
+    return PASSWORD_PARAM.sub(rf"\g<head>{MASK}", text)

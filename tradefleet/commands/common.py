@@ -1,0 +1,56 @@
+"""What several commands share: the --config option, loading the settings, failing with a message,
+and finding the fleet's NATS."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+
+from libs.common.config import ConfigError, Settings, load_settings
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")
+]
+NatsUrlOpt = Annotated[str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")]
+# How training commands treat the version they register (the walk-forward has no "never").
+Promote = Literal["gate", "force", "never"]
+FLEET_STATE = Path("var/fleet.json")  # written by `tradefleet up` while it runs
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Stop with one line on stderr; 2 is a usage or configuration problem, as typer's own."""
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def load(config: Path | None, **overrides: object) -> Settings:
+    """The validated settings; a bad configuration is one message listing every problem, exit 2."""
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def csv_list(text: str, upper: bool = False) -> list[str]:
+    """A comma-separated option as a list, blanks dropped: "IBM, bac," -> IBM, BAC (upper)."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    return [x.upper() for x in items] if upper else items
+
+
+def fleet_nats_url() -> str | None:
+    """The NATS of the `tradefleet up` running from this directory, if any."""
+    if not FLEET_STATE.exists():
+        return None
+    try:
+        return str(json.loads(FLEET_STATE.read_text())["nats_url"])
+    except (ValueError, KeyError):
+        return None
+
+
+def bus_url(explicit: str | None, settings: Settings) -> str:
+    """--nats-url, then TRADEFLEET_NATS_URL, then the running `up`, then the config."""
+    return explicit or os.environ.get("TRADEFLEET_NATS_URL") or fleet_nats_url() or settings.nats.url

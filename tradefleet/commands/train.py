@@ -1,0 +1,199 @@
+"""`tradefleet train`: the fast lane, the RL policy and the sentiment model into their registries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from tradefleet.commands.common import ConfigOpt, Promote, csv_list, fail, load
+
+app = typer.Typer(no_args_is_help=True, help="train models into the registry")
+
+Labels = Literal["fixed", "triple-barrier"]
+Algorithm = Literal["ppo", "sac", "ddpg"]  # models.policy.train.ALGORITHMS (that module needs the rl extra)
+
+
+@app.command("fastlane")
+def fastlane(
+    data: Annotated[
+        str, typer.Option(help="LEAN data folder (e.g. ../shared/data) or a postgresql:// feature store")
+    ],
+    horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,15m,30m,60m",
+    symbols: Annotated[str | None, typer.Option(help="comma-separated; default: every symbol found")] = None,
+    dates: Annotated[
+        str | None, typer.Option(help="comma-separated YYYYMMDD; default: every day found")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20)] = 4,
+    embargo: Annotated[str, typer.Option()] = "5m",
+    labels: Annotated[
+        Labels, typer.Option(help="the sign of the horizon's net return, or the ATR barrier touched first")
+    ] = "fixed",
+    promote: Annotated[
+        Promote,
+        typer.Option(help="gate: only a model --min-gain better than the base rate and the active one"),
+    ] = "gate",
+    min_gain: Annotated[float, typer.Option(help="log-loss gain the gate requires", min=0)] = 0.002,
+    registry: Annotated[Path | None, typer.Option(help="registry root (default fastlane.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="report folder (default var/reports/...)")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+    config: ConfigOpt = None,
+) -> None:
+    """Label, cross-validate, calibrate and register one LightGBM model per horizon."""
+    from libs.common.calendar import market_calendar
+    from libs.common.markettime import parse_duration_ns
+    from models.fastlane.cli import run
+    from models.fastlane.train import TrainConfig
+
+    wanted = csv_list(horizons)
+    try:
+        for h in [*wanted, embargo]:
+            parse_duration_ns(h)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = load(config)
+    cfg = TrainConfig(
+        horizons=wanted,
+        folds=folds,
+        embargo=embargo,
+        labels=labels,
+        promote=promote,
+        seed=seed,
+        min_gain=min_gain,
+    )
+    result = run(
+        data,
+        cfg,
+        settings.features,
+        registry or settings.fastlane.registry,
+        report,
+        csv_list(symbols, upper=True) if symbols else None,
+        csv_list(dates) if dates else None,
+        calendar=market_calendar(settings.market),
+    )
+    for r in result["results"]:
+        typer.echo(_fastlane_line(r))
+    typer.echo(f"report: {result['report_html']}")
+
+
+def _fastlane_line(r: dict[str, Any]) -> str:
+    s, verdict = r["summary"], r["promotion"]
+    promoted = "PROMOTED" if verdict["promoted"] else "not promoted: " + "; ".join(verdict["reasons"])
+    return (
+        f"{r['horizon']:>4} {r['version']} rows={r['rows']} auc={s['mean_auc']:.4f} "
+        f"logloss={s['mean_log_loss']:.4f} (base {s['mean_base_log_loss']:.4f}) "
+        f"hit={s['mean_hit_rate']:.4f} ic={s['mean_ic']:.4f} {promoted}"
+    )
+
+
+@app.command("policy")
+def policy(
+    config: ConfigOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="LEAN data folder or a PostgreSQL URL (default: the replay's)")
+    ] = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated (default: the replay's)")] = None,
+    start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's)")] = None,
+    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    hold_out: Annotated[
+        str, typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD (required)")
+    ] = "",
+    news: Annotated[list[Path] | None, typer.Option(help="headline files (default: the replay's)")] = None,
+    sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment")] = True,
+    algorithm: Annotated[Algorithm, typer.Option(help="the stable-baselines3 learner")] = "ppo",
+    timesteps: Annotated[int, typer.Option(help="decisions to learn from", min=64)] = 20_000,
+    envs: Annotated[int, typer.Option(help="vectorized environments", min=1, max=64)] = 4,
+    subprocess: Annotated[bool, typer.Option("--subprocess", help="one process per environment")] = False,
+    risk_penalty: Annotated[float, typer.Option(help="reward lost per bp of drawdown growth", min=0)] = 0.5,
+    promote: Annotated[
+        Promote, typer.Option(help="gate: only a policy that beats the rules on the held-out days")
+    ] = "gate",
+    registry: Annotated[Path | None, typer.Option(help="registry root (default policy.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="report folder (default var/reports/...)")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train the RL sizing and timing policy on the backtest's cores; evaluate on held-out days."""
+    from libs.common.logging import setup_logging
+    from models.policy.cli import run
+    from models.policy.train import PolicyTrainConfig
+    from tradefleet.backtest.sources import find_days, parse_day
+
+    settings = load(config)
+    setup_logging("train-policy", "WARNING")
+    rp = settings.md_gateway.replay
+    source = data or str(rp.root)
+    wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
+    try:
+        held = {parse_day(d) for d in csv_list(hold_out)}
+        if not held:
+            raise ValueError("--hold-out names no day: evaluation needs days the policy never trained on")
+        cfg = PolicyTrainConfig(
+            algorithm=algorithm,
+            timesteps=timesteps,
+            n_envs=envs,
+            subprocess=subprocess,
+            risk_penalty=risk_penalty,
+            promote=promote,
+            seed=seed,
+        )
+        days = find_days(source, wanted, start or rp.date, end or start or rp.date)
+        headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+        registry_root = registry or settings.policy.registry
+        result = run(settings, days, held, headlines, sentiment, cfg, registry_root, report, progress)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(f"train policy: {exc}")
+    ev = result["evaluation"]
+    summary = {
+        "version": result["version"],
+        "report": result["report_html"],
+        "held_out": {"policy": ev["policy"], "rules": ev["rules"]},
+        "promotion": result["promotion"],
+        "inference_us": result["inference_us"],
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("sentiment")
+def sentiment(
+    data: Annotated[Path, typer.Option(help="labelled tweets: a sent_*.csv file or its folder")] = Path(
+        "data/sentiment/twitter_financial_news"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, max=50)] = 4,
+    rank: Annotated[int, typer.Option(help="LoRA rank", min=1, max=128)] = 16,
+    lr: Annotated[float, typer.Option(help="adapter learning rate", min=0)] = 1e-3,
+    limit: Annotated[int | None, typer.Option(help="rows used (a quick run)", min=30)] = None,
+    promote: Annotated[
+        Promote, typer.Option(help="gate: only a version at least as accurate on the same held-out rows")
+    ] = "gate",
+    registry: Annotated[Path | None, typer.Option(help="registry root (default sentiment.registry)")] = None,
+    report: Annotated[Path | None, typer.Option(help="also write the report here")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    remeasure: Annotated[
+        str | None, typer.Option(help="only measure the engines of this registered version again")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune the shipped sentiment model (MiniLM + LoRA) and register it, with its report."""
+    from models.sentiment import train as training
+    from models.sentiment.train import SentimentTrainConfig
+
+    settings = load(config)
+    root = registry or settings.sentiment.registry
+    if remeasure is not None:
+        meta = training.remeasure(root, remeasure)
+        for name, e in meta["engines"].items():
+            typer.echo(f"{name}: {json.dumps(e)}")
+        typer.echo(f"serving engine: {meta['serving']['engine']}")
+        return
+    cfg = SentimentTrainConfig(epochs=epochs, lora_rank=rank, lr=lr, limit=limit, promote=promote, seed=seed)
+    meta = training.train(data, root, cfg, report, progress=sys.stderr.isatty())
+    held, ref = meta["held_out"], meta["reference_tfidf_logreg"]
+    typer.echo(
+        f"{meta['version']} held-out accuracy {held['accuracy']:.4f} macro-F1 {held['macro_f1']:.4f} "
+        f"ECE {held['ece']:.4f} (TF-IDF+LR {ref['accuracy']:.4f} / {ref['macro_f1']:.4f}); "
+        f"engine {meta['serving']['engine']}; {'PROMOTED' if meta['promoted'] else 'not promoted'}"
+    )
