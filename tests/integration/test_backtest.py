@@ -15,6 +15,7 @@ import pytest
 
 from libs.common.config import load_settings
 from tests.conftest import REPO, SAMPLE_LEAN, SHARED_DATA
+from tests.kit import golden
 from tradefleet.backtest.engine import Backtest, BacktestResult
 from tradefleet.backtest.sources import find_days
 
@@ -38,16 +39,20 @@ METRICS = {
 }
 
 
-def _run(symbols: list[str]) -> BacktestResult:
+def _run(symbols: list[str], until: str | None = None) -> BacktestResult:
     days = find_days(str(SAMPLE_LEAN), symbols, DAY, DAY)
-    return asyncio.run(Backtest(load_settings(), days, news=[NEWS]).run())
+    settings = load_settings(None, md_gateway={"replay": {"until": until}})
+    return asyncio.run(Backtest(settings, days, news=[NEWS]).run())
 
 
 def test_two_runs_give_byte_identical_orders_and_fills() -> None:
-    first, second = _run(["IBM", "BAC"]), _run(["IBM", "BAC"])
+    # Two mornings byte for byte (ids included); the whole day against the golden record, which a
+    # run of the code before the issue-16 reshaping made: so every run of the day makes the same.
+    first, second = _run(["IBM", "BAC"], "10:30"), _run(["IBM", "BAC"], "10:30")
     a = json.dumps(first.ledger.trading_record(), sort_keys=True)
     b = json.dumps(second.ledger.trading_record(), sort_keys=True)
-    assert a == b
+    assert a == b and len(first.ledger.fills) >= 2
+    first = _run(["IBM", "BAC"])
     record = first.ledger.trading_record()
     assert len(record["fills"]) >= 2 and len(record["orders"]) >= len(record["fills"])
     # every core took part: bars, predictions, scores, intents, the gate, the broker, TCA, news
@@ -57,6 +62,10 @@ def test_two_runs_give_byte_identical_orders_and_fills() -> None:
     assert len(first.ledger.tca) >= 1 and first.events["news"] == 10
     assert first.statuses["sentiment"]["stats"]["scored"] == 8 and qos["sentiment_in"] == 10
     assert first.records == 861_099 and first.ledger.minutes[-1].equity > 0
+    # the same intents, orders and fills as before the issue-16 reshaping (commit 2e11967)
+    ledger = first.ledger
+    now = golden.trading(ledger.intents, ledger.orders, ledger.fills, dict(ledger.denials))
+    assert now == golden.expected("day")
     # the account the ledger keeps agrees with the execution gateway's own books
     realized = first.statuses["execution"]["realized_pnl"]
     flat = not any(first.ledger.positions.values())
@@ -188,6 +197,9 @@ def test_walk_forward_trains_on_each_window_and_tests_the_next(tmp_path: Path) -
     assert "fold-2/report.html" in (tmp_path / "report.html").read_text()
 
 
+UNTIL = "11:00"
+
+
 def test_a_backtest_from_what_the_fleet_recorded_matches_one_from_the_files(pg_dsn: str) -> None:
     """The recorder's rows (its own row builders and binary COPY writer) read back by the backtest
     give the same orders and fills as the LEAN files they came from (the first 90 minutes)."""
@@ -195,6 +207,7 @@ def test_a_backtest_from_what_the_fleet_recorded_matches_one_from_the_files(pg_d
 
     from libs.common.clock import SimClock
     from libs.common.config import DbSettings
+    from libs.common.markettime import ny_time_ns
     from libs.common.storage.migrate import migrate
     from libs.common.storage.writer import BatchWriter
     from proto.market import Quote, Trade
@@ -205,7 +218,13 @@ def test_a_backtest_from_what_the_fleet_recorded_matches_one_from_the_files(pg_d
     migrate(pg_dsn, DbSettings())
     provider = LeanReplay(SAMPLE_LEAN, "20131008", ["IBM", "BAC"], "none")
     md = MarketDataCore(SimClock(), 10.0, True, provider.session())
-    events = [e for e in map(md.on_record, provider.records()) if isinstance(e, (Quote, Trade))]
+    # the morning the backtests below read (until 11:00), as the recorder would have stored it
+    until = ny_time_ns("20131008", UNTIL)
+    events = [
+        e
+        for e in map(md.on_record, provider.records())
+        if isinstance(e, (Quote, Trade)) and e.ts_event < until
+    ]
     # ts_init as the live gateway stamps it: when it made each event, in order
     events = [
         msgspec.structs.replace(e, ts_init=1_700_000_000_000_000_000 + i * 1000) for i, e in enumerate(events)
@@ -221,7 +240,7 @@ def test_a_backtest_from_what_the_fleet_recorded_matches_one_from_the_files(pg_d
     )
     writer.close()
 
-    settings = load_settings(None, md_gateway={"replay": {"until": "11:00"}})
+    settings = load_settings(None, md_gateway={"replay": {"until": UNTIL}})
     from_db = asyncio.run(Backtest(settings, find_days(pg_dsn, ["IBM", "BAC"], DAY, DAY), news=[NEWS]).run())
     days = find_days(str(SAMPLE_LEAN), ["IBM", "BAC"], DAY, DAY)
     from_files = asyncio.run(Backtest(settings, days, news=[NEWS]).run())

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import nats
 import pytest
 
@@ -21,6 +19,8 @@ from libs.common.config import load_settings
 from libs.common.localinfra import start_nats
 from proto.execution import Fill, OrderEvent
 from tests.helpers import REPO, service_env
+from tests.kit import golden
+from tests.kit.golden import normalized
 from tradefleet.backtest.engine import Backtest
 from tradefleet.backtest.sources import find_days
 
@@ -39,38 +39,6 @@ async def _exec_stream(url: str) -> list[Any]:
         return events
     finally:
         await nc.close()
-
-
-def normalized(orders: list[OrderEvent], fills: list[Fill]) -> dict[str, list[dict[str, Any]]]:
-    """Orders and fills with what differs by construction taken out: ``ts_init`` (when a process
-    made the event), the run's namespace in ids (renumbered by first appearance), and the
-    time of PENDING_SUBMIT (the gateway's clock when it took the approval: wall time in the fleet).
-    Everything decided (symbol, side, sizes, prices, statuses, market times) stays."""
-    ids: dict[str, str] = {}
-
-    def rename(value: str, kind: str) -> str:
-        if not value:
-            return value
-        return ids.setdefault(f"{kind}:{value}", f"{kind}{sum(k.startswith(kind) for k in ids) + 1}")
-
-    out: dict[str, list[dict[str, Any]]] = {"orders": [], "fills": []}
-    for o in orders:
-        row = msgspec.structs.asdict(o)
-        row.pop("ts_init")
-        if row["status"] == "PENDING_SUBMIT":
-            row.pop("ts_event")
-        row["client_order_id"] = rename(row["client_order_id"], "order")
-        row["broker_order_id"] = rename(row["broker_order_id"], "child")
-        row["reason"] = re.sub(r"\bqos\d+-", "qos<run>-", row["reason"])  # the intent id it carries
-        out["orders"].append(row)
-    for f in fills:
-        row = msgspec.structs.asdict(f)
-        row.pop("ts_init")
-        row["client_order_id"] = rename(row["client_order_id"], "order")
-        row["exec_id"] = rename(row["exec_id"], "exec")
-        row["order_ref"] = rename(row["order_ref"], "ref")
-        out["fills"].append(row)
-    return out
 
 
 @pytest.mark.timeout(600)
@@ -126,3 +94,8 @@ def test_the_fleet_in_lockstep_and_the_backtest_agree_order_for_order(tmp_path: 
     assert len(backtest["fills"]) >= 2, "the morning must trade for parity to mean something"
     assert fleet["fills"] == backtest["fills"]
     assert fleet["orders"] == backtest["orders"]
+    # ...and the same as the fleet traded this morning before the issue-16 reshaping.
+    before = golden.expected("morning")
+    now = golden.trading(result.ledger.intents, result.ledger.orders, result.ledger.fills, {})
+    assert now["intents"] == before["intents"]
+    assert json.loads(json.dumps(fleet)) == {"orders": before["orders"], "fills": before["fills"]}

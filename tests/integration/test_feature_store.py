@@ -7,13 +7,12 @@ from pathlib import Path
 
 import msgspec
 
-from libs.common.config import DbSettings
+from libs.common.config import DbSettings, FeaturesSettings
 from libs.common.storage.migrate import migrate
 from libs.common.storage.writer import BatchWriter
 from models.fastlane import registry
 from models.fastlane.dataset import lean_tick_dates, replay_vectors, vectors_from_db
 from proto.features import FeatureVector
-from services.features.core import FeatureConfig
 from services.recorder.core import SINGLE_ROW, days_of
 from tests.helpers import REPO, train_fastlane
 
@@ -30,7 +29,7 @@ def _train(data: str, root: Path) -> str:
 
 def test_vectors_round_trip_and_train_the_same_model(pg_dsn: str, tmp_path: Path) -> None:
     migrate(pg_dsn, DbSettings())
-    cfg = FeatureConfig()
+    cfg = FeaturesSettings()
     vectors: list[FeatureVector] = list(
         replay_vectors(SAMPLE, lean_tick_dates(SAMPLE, ["IBM", "BAC"]), cfg, timeframe="1m", progress=False)
     )

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psycopg
 
-from libs.common.config import DbSettings
+from libs.common.config import DbSettings, IbHistoricalSettings, IbSettings
 from libs.common.ib.historical import HistoricalPacer
-from libs.common.ib.session import IbSession, SessionConfig
+from libs.common.ib.session import IbSession
 from libs.common.markettime import ny_midnight_ns
 from libs.common.storage.migrate import migrate
 from services.md_gateway.providers.lean import LeanReplay, bar_records
@@ -44,7 +44,7 @@ async def run_backfill(
     fake: FakeTws, dsn: str, pacer: HistoricalPacer, chunks: list[Chunk] | None = None
 ) -> tuple[Backfill, BackfillResult]:
     holder: dict[str, Backfill] = {}
-    session = IbSession(SessionConfig(port=fake.port, client_id=13), lambda n, a: holder["b"].on_event(n, a))  # noqa: PLW0108
+    session = IbSession(IbSettings(port=fake.port), 13, lambda n, a: holder["b"].on_event(n, a))  # noqa: PLW0108
     job = holder["b"] = Backfill(session, dsn, pacer, timeout_s=10)
     task = asyncio.create_task(session.run())
     try:
@@ -70,7 +70,7 @@ async def test_backfill_is_paced_retries_162_and_resumes_without_duplicates(pg_d
     fake.historical = {s: minute_bars(s) for s in ("IBM", "BAC")}
     # The fake enforces 2 requests per 0.5 s; a pacer that knows it never breaks the rule.
     fake.faults.pacing_limit, fake.faults.pacing_window_s = 2, 0.5
-    strict = HistoricalPacer(time.monotonic, max_per_window=2, window_s=0.6)
+    strict = HistoricalPacer(time.monotonic, IbHistoricalSettings(max_per_window=2, window_s=0.6))
     _, result = await run_backfill(fake, pg_dsn, strict)
     assert result.chunks == 4 and result.failed == {} and result.retries == 0
     assert result.empty == 2  # 2013-10-07 is not in the fake: 162 "no data" is an empty day
@@ -91,7 +91,10 @@ async def test_a_pacing_violation_backs_off_and_retries(pg_dsn: str) -> None:
     fake.faults.pacing_limit, fake.faults.pacing_window_s = 1, 0.5
     fake.faults.identical_gap_s = 0.2  # IB's is 15 s; the pacer below knows this fake's
     lax = HistoricalPacer(
-        time.monotonic, max_per_window=1000, identical_gap_s=0.25, backoff_initial_s=0.3, backoff_max_s=1.0
+        time.monotonic,
+        IbHistoricalSettings(
+            max_per_window=1000, identical_gap_s=0.25, backoff_initial_s=0.3, backoff_max_s=1.0
+        ),
     )
     _, result = await run_backfill(fake, pg_dsn, lax)
     assert result.retries >= 1 and result.failed == {}
@@ -123,7 +126,7 @@ async def test_tick_backfill_pages_by_whole_seconds_and_resumes_mid_chunk(pg_dsn
     fake = await FakeTws().start()
     fake.historical_ticks = history
     fake.faults.historical_error_after = 2  # the job is cut off in its third request
-    pacer = HistoricalPacer(time.monotonic, max_per_window=1000, per_contract=1000)
+    pacer = HistoricalPacer(time.monotonic, IbHistoricalSettings(max_per_window=1000, per_contract=1000))
     chunks = plan(["IBM"], dt.date(2013, 10, 8), dt.date(2013, 10, 8), "ticks", WINDOW)
     assert [c.what for c in chunks] == ["TRADES", "BID_ASK"]
 

@@ -14,13 +14,16 @@ from typing import Any
 import pytest
 
 from libs.common.clock import SimClock
-from libs.common.ib.session import IbSession, SessionConfig
+from libs.common.config import IbSettings
+from libs.common.ib.session import IbSession
 from proto.control import Control
 from proto.execution import Fill, OrderEvent
 from proto.orders import OrderApproved
-from services.execution.core import Cancel, ExecConfig, ExecutionCore, JournalRecord, Outcome, Replace, Send
+from services.execution.broker import BrokerOrder, BrokerReport
+from services.execution.core import Cancel, ExecutionCore, JournalRecord, Outcome, Replace, Send
 from services.execution.ib import IbBroker, OrderIds
 from tests.helpers import await_until
+from tests.kit import cores
 from tradefleet.faketws import FakeTws
 
 T = 1_381_240_800_000_000_000
@@ -46,11 +49,11 @@ class Desk:
             if isinstance(a, JournalRecord):
                 self.journal.append(a)
             elif isinstance(a, Send):
-                await self.broker.submit(a.order, 0)
+                await self.broker.submit(a.order)
             elif isinstance(a, Cancel):
-                await self.broker.cancel(a.client_order_id, 0)
+                await self.broker.cancel(a.client_order_id)
             elif isinstance(a, Replace):
-                await self.broker.replace(a.client_order_id, 0, a.quantity, a.limit_price)
+                await self.broker.replace(a.client_order_id, a.quantity, a.limit_price)
         self.events += out.events
 
     async def approve(self, cid: str, side: str = "BUY", qty: float = 100, **kw: Any) -> None:
@@ -79,40 +82,29 @@ class Desk:
 
 @contextlib.asynccontextmanager
 async def desk(tmp: Path, fake: FakeTws | None = None, **broker_kw: Any) -> AsyncIterator[Desk]:
+    """The execution core and the IB broker against the fake TWS, wired as the gateway wires
+    them: every report the broker makes goes through the core."""
     fake = fake or await FakeTws(quotes()).start()
     fake.play(1)
-    holder: dict[str, IbBroker] = {}
-    session = IbSession(
-        SessionConfig(port=fake.port, client_id=12, backoff_initial_s=0.05, backoff_max_s=0.2),
-        lambda name, args: holder["b"].on_event(name, args),  # noqa: PLW0108 - made after the session
-    )
-    core = ExecutionCore(ExecConfig(), SimClock(T))
-    broker = holder["b"] = IbBroker(
-        session,
+    core = cores.execution(SimClock(T))
+    settings = IbSettings(port=fake.port, backoff_initial_s=0.05, backoff_max_s=0.2)
+    broker = IbBroker(
+        settings,
         tmp / "ids.jsonl",
         our_positions=lambda: {s: p.quantity for s, p in core.positions.items()},
         **broker_kw,
     )
-    d = Desk(fake, session, broker, core)
+    d = Desk(fake, broker.ib, broker, core)
 
-    async def pump() -> None:
-        while True:
-            try:
-                report = await asyncio.wait_for(broker.reports.get(), 0.1)
-            except TimeoutError:
-                broker.on_event("tick", ())
-                continue
-            await d.act(core.on_report(report))
+    async def on_report(report: BrokerReport) -> None:
+        await d.act(core.on_report(report))
 
-    tasks = [asyncio.create_task(x) for x in (session.run(), broker.keep_reconciled(), pump())]
+    await broker.start(on_report)
     await asyncio.wait_for(broker.reconciled.wait(), 10)
     try:
         yield d
     finally:
-        await session.stop()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.stop()
 
 
 async def test_a_market_order_fills_in_parts_with_commissions_joined_by_exec_id(tmp_path: Path) -> None:
@@ -151,7 +143,7 @@ async def test_limit_rests_then_cancels_with_202_and_a_reject_carries_its_201_re
         await d.approve("r1")
         await await_until(lambda: "REJECTED" in d.statuses("r1"), 10, what="rejected")
         assert "201" in d.core.orders["r1"].reason and "margin" in d.core.orders["r1"].reason
-        await d.broker.cancel("l1", 0)  # again: IB says 10148 (not cancellable), counted
+        await d.broker.cancel("l1")  # again: IB says 10148 (not cancellable), counted
         await await_until(lambda: d.broker.stats["cancel_error_10148"] == 1, 10, what="10148")
 
 
@@ -280,7 +272,7 @@ async def test_after_a_fault_storm_positions_reconcile_with_no_duplicate_and_no_
         fake.release_commissions()
 
         # 3. A ghost session holds the client id for a while (326), then lets go.
-        ghost = IbSession(SessionConfig(port=fake.port, client_id=12), lambda n, a: None)
+        ghost = IbSession(IbSettings(port=fake.port), 12, lambda n, a: None)
         await fake.drop()
         ghost_task = asyncio.create_task(ghost.run())
         await await_until(lambda: 12 in fake.connected_client_ids(), 10, what="ghost holds the id")
@@ -335,10 +327,9 @@ async def test_a_query_that_never_answers_is_unknown_not_empty(tmp_path: Path) -
 
 
 async def test_a_what_if_previews_margin_and_commission_and_routes_nothing(tmp_path: Path) -> None:
-    from services.execution.simbroker import SimOrder
 
     async with desk(tmp_path) as d:
-        preview = await d.broker.what_if(SimOrder("probe", "IBM", "BUY", 200))
+        preview = await d.broker.what_if(BrokerOrder("probe", "IBM", "BUY", 200))
         assert preview is not None and preview.error == ""
         # 200 x 100.02 at 25% initial margin, the first (untrustworthy) answer skipped
         assert preview.init_margin_change == pytest.approx(200 * 100.02 * 0.25)
@@ -346,7 +337,7 @@ async def test_a_what_if_previews_margin_and_commission_and_routes_nothing(tmp_p
         assert not d.fake.orders and not d.fake.executions  # nothing routed
         assert d.fake.counters["what_if"] == 1
         d.fake.faults.unanswered = {3}  # TWS says nothing: unknown, not zero
-        assert await d.broker.what_if(SimOrder("probe2", "IBM", "BUY", 1), timeout_s=0.3) is None
+        assert await d.broker.what_if(BrokerOrder("probe2", "IBM", "BUY", 1), timeout_s=0.3) is None
 
 
 async def test_the_account_is_read_at_each_reconciliation_and_again_after_1101(tmp_path: Path) -> None:
@@ -366,7 +357,6 @@ async def test_what_if_is_a_request_reply_over_nats(tmp_path: Path) -> None:
     from libs.common.localinfra import start_nats
     from libs.common.nats_bus import NatsBus
     from proto.orders import MarginCheck, MarginReply
-    from services.execution.simbroker import SimOrder
 
     server = start_nats(tmp_path / "nats")
     serving, asking = (
@@ -379,7 +369,7 @@ async def test_what_if_is_a_request_reply_over_nats(tmp_path: Path) -> None:
             await asking.connect()
 
             async def answer(request: Any) -> MarginReply:
-                p = await d.broker.what_if(SimOrder("q", request.symbol, request.side, request.quantity))
+                p = await d.broker.what_if(BrokerOrder("q", request.symbol, request.side, request.quantity))
                 assert p is not None
                 return MarginReply(
                     ts_event=T,
@@ -410,6 +400,6 @@ async def test_an_order_or_cancel_meeting_a_closed_socket_is_rejected_or_deferre
         client = d.session._client
         assert client is not None
         client.conn.disconnect()  # the socket dies under the session, before it notices
-        await d.broker.cancel("l1", 0)
+        await d.broker.cancel("l1")
         assert d.broker.pending_cancels == {"l1"}  # kept, sent again after the reconnect
         await await_until(lambda: "CANCELLED" in d.statuses("l1"), 15, what="cancel sent after reconnect")

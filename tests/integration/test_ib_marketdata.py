@@ -13,7 +13,8 @@ import pytest
 
 from libs.common import codec
 from libs.common.clock import SimClock
-from libs.common.ib.session import IbSession, SessionConfig
+from libs.common.config import IbSettings
+from libs.common.ib.session import IbSession
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.ib import IbMarketData, LineBudgetExceeded
 from tests.helpers import await_until
@@ -51,12 +52,16 @@ class Rig:
 @contextlib.asynccontextmanager
 async def rig(records: list[tuple[Any, ...]] | None = None, **kw: Any) -> AsyncIterator[Rig]:
     fake = await FakeTws(records if records is not None else day()).start()
-    cfg = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "watchdog_s": 30.0, "client_id": 11}
-    session_cfg = {k: kw.pop(k) for k in list(kw) if k in SessionConfig.__dataclass_fields__}
+    cfg = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "watchdog_s": 30.0}
+    cfg |= {k: kw.pop(k) for k in ("probe_timeout_s", "max_msgs_per_s") if k in kw}
+    session_cfg = {
+        k: kw.pop(k) for k in list(kw) if k in ("backoff_initial_s", "backoff_max_s", "watchdog_s")
+    }
     alerts: list[str] = []
     holder: dict[str, IbMarketData] = {}
     session = IbSession(
-        SessionConfig(port=fake.port, **{**cfg, **session_cfg}),
+        IbSettings(port=fake.port, **{**cfg, **session_cfg}),
+        11,
         lambda name, args: holder["md"].on_event(name, args),  # noqa: PLW0108 - md is made after the session
         on_alert=lambda title, body: alerts.append(title),
     )
@@ -109,7 +114,8 @@ async def test_a_server_that_never_answers_the_handshake_times_out_and_is_retrie
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     session = IbSession(
-        SessionConfig(port=port, connect_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.1),
+        IbSettings(port=port, connect_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.1),
+        1,
         lambda n, a: None,
     )
     task = asyncio.create_task(session.run())
@@ -140,7 +146,8 @@ async def test_client_id_in_use_is_refused_alerted_and_retried_until_free() -> N
         await subscribed(first)
         alerts: list[str] = []
         second = IbSession(
-            SessionConfig(port=first.fake.port, client_id=11, backoff_initial_s=0.05, backoff_max_s=0.2),
+            IbSettings(port=first.fake.port, backoff_initial_s=0.05, backoff_max_s=0.2),
+            11,
             lambda n, a: None,
             on_alert=lambda title, body: alerts.append(title),
         )
@@ -232,7 +239,7 @@ async def test_delayed_market_data_is_asked_for_before_subscribing() -> None:
 
 
 async def test_the_line_budget_is_a_clear_error() -> None:
-    session = IbSession(SessionConfig(), lambda n, a: None)
+    session = IbSession(IbSettings(), 1, lambda n, a: None)
     with pytest.raises(LineBudgetExceeded, match="line budget of 3"):
         IbMarketData(session, ["IBM", "BAC"], max_lines=3)
 

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from libs.common.ib.session import IbSession, SessionConfig
+from libs.common.config import IbSettings
+from libs.common.ib.session import IbSession
 from services.md_gateway.providers.ib import IbMarketData
 
 TARGET = os.environ.get("TRADEFLEET_IB_SMOKE", "")
@@ -29,7 +30,8 @@ async def test_a_real_paper_gateway_answers_and_streams() -> None:
     assert int(port) in (7497, 4002), "paper ports only (7497 TWS, 4002 Gateway)"
     holder: dict[str, IbMarketData] = {}
     session = IbSession(
-        SessionConfig(host=host, port=int(port), client_id=91),
+        IbSettings(host=host, port=int(port)),
+        91,
         lambda name, args: holder["md"].on_event(name, args),  # noqa: PLW0108 - md is made after the session
     )
     md = holder["md"] = IbMarketData(session, ["IBM"], market_data_type=3)

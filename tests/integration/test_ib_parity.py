@@ -10,20 +10,19 @@ from typing import Any
 import msgspec
 
 from libs.common.clock import SimClock
-from libs.common.config import load_settings
-from libs.common.ib.session import IbSession, SessionConfig
+from libs.common.config import IbSettings, load_settings
+from libs.common.ib.session import IbSession
 from models.fastlane.serving import load_active
 from proto.base import Event
 from proto.features import FeatureVector
 from proto.orders import OrderIntent
 from services.fastlane.core import FastlaneCore
-from services.features.core import FeatureConfig, FeatureCore
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.ib import IbMarketData
 from services.md_gateway.providers.lean import LeanReplay
 from services.qos.core import QosCore
-from services.qos.runtime import qos_config
 from tests.helpers import REPO, await_until
+from tests.kit import cores
 from tradefleet.faketws import FakeTws
 
 SAMPLE = REPO / "data" / "sample" / "lean"
@@ -44,7 +43,8 @@ async def through_fake_tws() -> list[tuple[Any, ...]]:
     fake = await FakeTws(replay().records()).start()
     holder: dict[str, IbMarketData] = {}
     session = IbSession(
-        SessionConfig(port=fake.port, client_id=11),
+        IbSettings(port=fake.port),
+        11,
         lambda name, args: holder["md"].on_event(name, args),  # noqa: PLW0108 - md is made after the session
     )
     md = holder["md"] = IbMarketData(session, SYMBOLS, timestamps="exchange")
@@ -76,7 +76,7 @@ async def through_fake_tws() -> list[tuple[Any, ...]]:
 def decide(events: list[Event]) -> tuple[list[FeatureVector], list[Any], list[OrderIntent]]:
     """features -> fast lane -> QOS, in process: the fleet's cores."""
     settings = load_settings(None)
-    features = FeatureCore(FeatureConfig(), SimClock(0))
+    features = cores.features(SimClock(0))
     cfg = settings.fastlane
     fastlane = FastlaneCore(SimClock(0), list(cfg.horizons), cfg.source_timeframe)
     drift = {
@@ -89,7 +89,7 @@ def decide(events: list[Event]) -> tuple[list[FeatureVector], list[Any], list[Or
         model = load_active(REPO / cfg.registry, horizon, "lightgbm", Path("/tmp/tf-parity-cache"), drift)
         assert model is not None
         fastlane.install(model)
-    qos = QosCore(qos_config(settings), SimClock(0), namespace="parity")
+    qos = QosCore(settings.qos, SimClock(0), namespace="parity")
     vectors, predictions, intents = [], [], []
     for e in events:
         for v in features.on_event(e):

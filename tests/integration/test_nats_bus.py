@@ -11,32 +11,16 @@ from libs.common.nats_bus import NatsBus
 from proto.execution import Fill
 from proto.market import Quote
 from tests.helpers import await_until
-from tests.unit.samples import T0
+from tests.kit import stubs
+from tests.kit.samples import T0
 
 
 def _quote(i: int, symbol: str = "IBM") -> Quote:
-    return Quote(
-        ts_event=T0 + i,
-        ts_init=T0 + i,
-        symbol=symbol,
-        bid=100.0 + i / 1000,
-        ask=100.01 + i / 1000,
-        bid_size=1,
-        ask_size=1,
-    )
+    return stubs.quote(symbol, T0 + i, 100.0 + i / 1000, 100.01 + i / 1000, 1, 1)
 
 
 def _fill(exec_id: str) -> Fill:
-    return Fill(
-        ts_event=T0,
-        ts_init=T0,
-        exec_id=exec_id,
-        client_order_id="c1",
-        symbol="IBM",
-        side="BUY",
-        quantity=100,
-        price=182.07,
-    )
+    return stubs.fill(ts=T0, exec_id=exec_id, client_order_id="c1", price=182.07)
 
 
 async def _bus(url: str, batching: bool = False) -> NatsBus:

@@ -19,11 +19,11 @@ from libs.common.nats_bus import NatsBus
 from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent
-from proto.market import Quote
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.orders import OrderApproved, OrderDenied
 from services.execution.journal import Journal
 from services.risk.core import client_order_id_for
 from tests.helpers import http_json, service_env, start_service, wait_until
+from tests.kit import stubs
 
 T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York
 MS = 1_000_000
@@ -55,30 +55,15 @@ class Desk:
     async def tick(self, n: int = 1, step_ms: int = 20) -> None:
         for _ in range(n):
             self.market += step_ms * MS
-            q = Quote(
-                ts_event=self.market,
-                ts_init=time.time_ns(),
-                symbol="IBM",
-                bid=99.99,
-                ask=100.01,
-                bid_size=500,
-                ask_size=500,
+            q = stubs.quote(
+                ts=self.market, bid=99.99, ask=100.01, bid_size=500, ask_size=500, ts_init=time.time_ns()
             )
             await self.bus.publish("md.quote.IBM", q)
         await self.bus.flush()
 
     async def intent(self, intent_id: str, qty: float = 100) -> None:
-        await self.bus.publish(
-            "order.intent.IBM",
-            OrderIntent(
-                ts_event=self.market,
-                ts_init=time.time_ns(),
-                intent_id=intent_id,
-                symbol="IBM",
-                side="BUY",
-                quantity=qty,
-            ),
-        )
+        intent = stubs.intent(quantity=qty, ts=self.market, intent_id=intent_id, ts_init=time.time_ns())
+        await self.bus.publish("order.intent.IBM", intent)
 
     async def until(self, predicate: Any, what: str, timeout: float = 20.0) -> Any:
         """Poll while the market keeps moving: the SimBroker's clock is the market's, so its
@@ -100,17 +85,7 @@ class Desk:
 
 
 def approval(cid: str, valid_s: float = 2.0) -> OrderApproved:
-    now = time.time_ns()
-    return OrderApproved(
-        ts_event=now,
-        ts_init=now,
-        intent_id=f"i-{cid}",
-        client_order_id=cid,
-        symbol="IBM",
-        side="BUY",
-        quantity=1,
-        valid_until_ns=now + int(valid_s * 1e9),
-    )
+    return stubs.approved(cid, quantity=1, ts=time.time_ns(), valid_ms=valid_s * 1000)
 
 
 def _start(name: str, nats_url: str, tmp: Path, port: int, **extra: str) -> subprocess.Popen[bytes]:
@@ -118,7 +93,7 @@ def _start(name: str, nats_url: str, tmp: Path, port: int, **extra: str) -> subp
         TRADEFLEET_NATS_URL=nats_url,
         TRADEFLEET_HTTP__PORT=str(port),
         TRADEFLEET_EXECUTION__JOURNAL=str(tmp / "journal.msgpack"),
-        TRADEFLEET_EXECUTION__SIM_COMMISSION="ib-fixed",
+        TRADEFLEET_EXECUTION__SIM__COMMISSION="ib-fixed",
         **extra,
     )
     proc = start_service(name, env, tmp / f"{name}.log")

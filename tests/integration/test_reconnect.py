@@ -10,10 +10,10 @@ from libs.common.config import load_settings
 from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime
-from proto.market import Quote
 from tests.helpers import await_until, http_json
 from tests.integration.test_runtime import _Relay, _start
-from tests.unit.samples import T0
+from tests.kit import stubs
+from tests.kit.samples import T0
 
 
 async def test_service_reconnects_after_a_nats_restart(tmp_path: Path) -> None:
@@ -29,9 +29,7 @@ async def test_service_reconnects_after_a_nats_restart(tmp_path: Path) -> None:
     await publisher.connect()
 
     async def send(i: int) -> None:
-        quote = Quote(
-            ts_event=T0 + i, ts_init=T0 + i, symbol=symbol, bid=10.0, ask=10.01, bid_size=i, ask_size=1
-        )
+        quote = stubs.quote(symbol, T0 + i, 10.0, 10.01, i, 1)
         await publisher.publish(f"md.quote.{symbol}", quote)
 
     try:

@@ -21,19 +21,13 @@ from proto.execution import Fill
 from proto.market import Quote
 from services.recorder.runtime import FAULT_EXIT_AFTER_COMMIT, RecorderApp
 from tests.helpers import TcpProxy, await_until, http_json, service_env, start_service, wait_until
-from tests.unit.samples import T0
+from tests.kit import stubs
+from tests.kit.samples import T0
 
 
 def _fill(run: str, i: int) -> Fill:
-    return Fill(
-        ts_event=T0 + i,
-        ts_init=T0 + i,
-        exec_id=f"{run}-{i}",
-        client_order_id=f"{run}-c",
-        symbol="IBM",
-        side="BUY",
-        quantity=1,
-        price=182.0 + i / 1000,
+    return stubs.fill(
+        ts=T0 + i, exec_id=f"{run}-{i}", client_order_id=f"{run}-c", quantity=1, price=182.0 + i / 1000
     )
 
 

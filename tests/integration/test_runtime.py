@@ -24,7 +24,7 @@ from proto.alerts import DeadLetter
 from proto.market import Quote
 from services.recorder.runtime import RecorderApp
 from tests.helpers import await_until
-from tests.unit.samples import T0
+from tests.kit.samples import T0
 
 
 async def _start(rt: Runtime, app: ServiceApp) -> asyncio.Task[int]:

@@ -23,6 +23,7 @@ from proto.alerts import Alert
 from proto.news import NewsItem, SentimentScore
 from services.sentiment.runtime import SentimentApp
 from tests.helpers import REPO, await_until, collector
+from tests.kit import stubs
 
 T0 = 1_381_239_000_000_000_000
 # Held-out-style headlines with an obvious reading (the model was not trained on these).
@@ -56,9 +57,7 @@ async def started(settings: Settings) -> tuple[Runtime, SentimentApp, asyncio.Ta
 
 
 def news(i: int, headline: str, source: str = "test") -> NewsItem:
-    return NewsItem(
-        ts_event=T0 + i * 1_000_000_000, ts_init=T0, news_id=f"{source}:{i}", source=source, headline=headline
-    )
+    return stubs.news(headline, T0 + i * 1_000_000_000, f"{source}:{i}", source, ts_init=T0)
 
 
 async def test_headlines_are_scored_in_batches_once_per_story(nats_url: str, tmp_path: Path) -> None:

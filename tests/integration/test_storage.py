@@ -14,7 +14,7 @@ from libs.common.storage.schema import TABLES, pg_time
 from libs.common.storage.writer import BatchWriter
 from proto.execution import Fill
 from services.recorder.core import SINGLE_ROW, build_rows, table_of
-from tests.unit.samples import T0, sample_events
+from tests.kit.samples import T0, sample_events
 
 
 def test_migrations_are_idempotent_and_say_their_mode(pg_dsn: str) -> None:

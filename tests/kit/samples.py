@@ -12,8 +12,9 @@ from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
+from tests.kit.clocks import OPEN
 
-T0 = 1_381_239_000_000_000_000  # 2013-10-08 13:30 UTC, the sample day's open
+T0 = OPEN  # the sample day's open
 
 
 def sample_events() -> list[Event]:

@@ -8,8 +8,8 @@ observation, so a policy that learns anything enters in the morning and waits in
 
 from __future__ import annotations
 
+from libs.common.calendar import market_calendar
 from libs.common.config import Settings
-from libs.common.markettime import regular_session
 from models.policy.env import Tape
 from proto.base import Event
 from proto.features import FeatureVector, bar_feature_names, bar_feature_set
@@ -27,7 +27,7 @@ def toy_settings() -> Settings:
 
 
 def toy_tape(settings: Settings, date: str = DATE, drift_bps_per_min: float = 8.0) -> Tape:
-    open_ns, close_ns = regular_session(date)
+    open_ns, close_ns, _ = market_calendar().session_on(date)  # type: ignore[misc]
     timeframes = tuple(settings.features.timeframes)
     names, feature_set = bar_feature_names(timeframes), bar_feature_set(timeframes)
     horizons = settings.fastlane.horizons

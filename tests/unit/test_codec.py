@@ -8,7 +8,7 @@ import pytest
 from libs.common import codec
 from proto.events import Batch
 from proto.market import Quote
-from tests.unit.samples import T0
+from tests.kit.samples import T0
 
 
 def _quote_fields(**over: object) -> list[object]:

@@ -6,25 +6,15 @@ from __future__ import annotations
 import pytest
 
 from libs.common.clock import SimClock
+from libs.common.config import SimSettings
 from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
-from proto.market import Quote
 from proto.orders import OrderApproved
-from services.execution.core import (
-    Cancel,
-    ExecConfig,
-    ExecutionCore,
-    FeedbackBounds,
-    JournalRecord,
-    Outcome,
-    Replace,
-    Send,
-    Tactic,
-)
-from services.execution.simbroker import SimBroker, SimConfig
-
-T = 1_381_240_800_000_000_000
-MS = 1_000_000
+from services.execution.core import Cancel, JournalRecord, Outcome, Replace, Send, Tactic
+from services.execution.simbroker import SimVenue
+from tests.kit import cores, stubs
+from tests.kit.clocks import MS
+from tests.kit.clocks import T0 as T
 
 
 class Harness:
@@ -32,8 +22,8 @@ class Harness:
 
     def __init__(self, **cfg: object) -> None:
         self.clock = SimClock(T)
-        self.core = ExecutionCore(ExecConfig(**cfg), self.clock)  # type: ignore[arg-type]
-        self.broker = SimBroker(SimConfig(commission="ib-fixed"))
+        self.core = cores.execution(self.clock, **cfg)
+        self.broker = SimVenue(SimSettings(commission="ib-fixed"))
         self.journal: list[JournalRecord] = []
         self.sent: list[str] = []
         self.events: list[object] = []
@@ -60,8 +50,7 @@ class Harness:
 
     def quote(self, ts: int, bid: float, ask: float, size: float = 1000) -> None:
         self.clock.set(ts)
-        q = Quote(ts_event=ts, ts_init=ts, symbol="IBM", bid=bid, ask=ask, bid_size=size, ask_size=size)
-        self.core.on_quote(q)
+        self.core.on_quote(stubs.quote(ts=ts, bid=bid, ask=ask, bid_size=int(size), ask_size=int(size)))
         for report in self.broker.on_quote("IBM", ts, bid, ask, size, size):
             self.run(self.core.on_report(report))
         self.run(self.core.on_time(ts))
@@ -170,7 +159,7 @@ def test_a_restart_restores_the_journal_and_never_resends() -> None:
     h.approve("c1")
     journal = list(h.journal)
     # The process dies before any report: a new core from the journal.
-    fresh = ExecutionCore(ExecConfig(), SimClock(T + 100 * MS))
+    fresh = cores.execution(SimClock(T + 100 * MS))
     events = fresh.restore(journal)
     assert [e.status for e in events if isinstance(e, OrderEvent)] == ["UNRESOLVED"]
     a = OrderApproved(
@@ -240,7 +229,7 @@ def test_a_trailing_stop_follows_the_best_price_then_sells() -> None:
 
 
 def test_a_limit_tactic_rests_at_the_touch_then_chases_to_the_far_touch() -> None:
-    h = Harness(tactic=Tactic("LMT", limit_offset_bps=0.0, chase_after_ms=1000))
+    h = Harness(tactic_style="LMT", limit_offset_bps=0.0, chase_after_ms=1000)
     h.approve("c1", qty=100)
     assert h.journal[0].order_type == "LMT" and h.journal[0].limit_price == 99.99  # the bid
     h.quote(T + 20 * MS, 99.99, 100.01)
@@ -254,7 +243,7 @@ def test_a_limit_tactic_rests_at_the_touch_then_chases_to_the_far_touch() -> Non
 
 
 def test_a_passive_limit_that_is_traded_through_fills_as_the_maker() -> None:
-    h = Harness(tactic=Tactic("LMT", limit_offset_bps=0.0, chase_after_ms=10_000))
+    h = Harness(tactic_style="LMT", limit_offset_bps=0.0, chase_after_ms=10_000)
     h.approve("c1", side="SELL")  # rests on the ask, 100.01
     h.quote(T + 20 * MS, 99.99, 100.01)
     h.trade(T + 30 * MS, 100.03)
@@ -264,7 +253,7 @@ def test_a_passive_limit_that_is_traded_through_fills_as_the_maker() -> None:
 
 
 def test_slices_go_one_after_another_and_publish_as_one_order() -> None:
-    h = Harness(tactic=Tactic("MKT", slice_shares=100))
+    h = Harness(slice_shares=100)
     h.approve("c1", qty=250)
     for k in range(1, 5):
         h.quote(T + k * 20 * MS, 100.00, 100.02, size=100)  # only 100 shown at the touch
@@ -283,7 +272,7 @@ def test_feedback_is_applied_only_when_enabled_and_only_within_bounds() -> None:
     )
     off = Harness()
     assert off.core.on_feedback(fb) is False and off.core.tactic_for("IBM") == Tactic()
-    on = Harness(feedback=FeedbackBounds(enabled=True, max_offset_bps=2.0, min_slice_shares=100))
+    on = Harness(feedback=True, feedback_max_offset_bps=2.0, feedback_min_slice_shares=100)
     assert on.core.on_feedback(fb) is True
     assert on.core.tactic_for("IBM") == Tactic("LMT", 2.0, 2000.0, 100.0)
     assert on.core.stats["feedback_clamped"] == 1
@@ -312,9 +301,9 @@ def test_an_operator_can_cancel_or_shrink_one_order() -> None:
 
 
 def test_a_restart_restores_worked_orders_under_their_approved_id() -> None:
-    h = Harness(tactic=Tactic("MKT", slice_shares=100))
+    h = Harness(slice_shares=100)
     h.approve("c1", qty=250)
-    fresh = ExecutionCore(ExecConfig(), SimClock(T + 100 * MS))
+    fresh = cores.execution(SimClock(T + 100 * MS))
     events = fresh.restore(list(h.journal))
     assert [(e.client_order_id, e.quantity, e.status) for e in events if isinstance(e, OrderEvent)] == [
         ("c1", 250, "UNRESOLVED")

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from libs.common.clock import SimClock
-from proto.execution import Fill
-from services.qos.exits import ExitConfig, ExitManager
-
-T = 1_381_240_800_000_000_000  # 10:00 New York
-S = 1_000_000_000
+from services.qos.exits import ExitManager
+from tests.kit import cores, stubs
+from tests.kit.clocks import T0 as T  # 10:00 New York
+from tests.kit.clocks import S
 
 
 def manager(side: str = "BUY", price: float = 100.0, atr: float = 0.5) -> ExitManager:
-    m = ExitManager(
-        ExitConfig(stop_atr=2.0, take_profit_atr=4.0, trail_after_r=1.0, trail_r=1.0), SimClock(0)
-    )
+    m = cores.exits(stop_atr=2.0, take_profit_atr=4.0, trail_after_r=1.0, trail_r=1.0)
     m.on_volatility("IBM", atr)  # R = 2 x 0.5 = 1.00
-    m.on_fill(
-        Fill(
-            ts_event=T,
-            ts_init=0,
-            exec_id="e1",
-            client_order_id="c",
-            symbol="IBM",
-            side=side,  # type: ignore[arg-type]
-            quantity=100,
-            price=price,
-        )
-    )
+    m.on_fill(stubs.fill(side=side, price=price, exec_id="e1"))
     return m
 
 
@@ -63,29 +48,7 @@ def test_flatten_before_the_close_and_positions_from_fills() -> None:
     assert m.on_price("IBM", T + (5 * 3600 + 54 * 60) * S, 100.2) is None  # 15:54: 6 minutes left
     exit_ = m.on_price("IBM", T + (5 * 3600 + 56 * 60) * S, 100.2)  # 15:56
     assert exit_ is not None and exit_.reason == "exit: session end"
-    m.on_fill(
-        Fill(
-            ts_event=T,
-            ts_init=0,
-            exec_id="e1",
-            client_order_id="c",
-            symbol="IBM",
-            side="BUY",
-            quantity=100,
-            price=100.0,
-        )
-    )  # a duplicate: ignored
+    m.on_fill(stubs.fill(price=100.0, exec_id="e1"))  # a duplicate: ignored
     assert m.held["IBM"].quantity == 100
-    m.on_fill(
-        Fill(
-            ts_event=T,
-            ts_init=0,
-            exec_id="e2",
-            client_order_id="x",
-            symbol="IBM",
-            side="SELL",
-            quantity=100,
-            price=100.2,
-        )
-    )
+    m.on_fill(stubs.fill(side="SELL", price=100.2, exec_id="e2", client_order_id="x"))
     assert "IBM" not in m.held

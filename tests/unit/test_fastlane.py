@@ -15,6 +15,7 @@ from models.fastlane.engines import load_engine
 from models.fastlane.serving import load_active
 from proto.features import FeatureVector
 from services.fastlane.core import FastlaneCore
+from tests.kit import stubs
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "registry"
@@ -95,16 +96,7 @@ def test_warm_up_nans_are_not_drift() -> None:
 
 
 def _vector(values: list[float], feature_set: str, ts: int = 1) -> FeatureVector:
-    return FeatureVector(
-        ts_event=ts,
-        ts_init=ts,
-        symbol="IBM",
-        timeframe="1m",
-        feature_set=feature_set,
-        values=values,
-        price=180.0,
-        regime="up/mid",
-    )
+    return stubs.vector(values, feature_set=feature_set, ts=ts, price=180.0, regime="up/mid")
 
 
 def test_core_scores_every_horizon_quarantines_on_drift_and_refuses_other_feature_sets(

@@ -7,19 +7,22 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from pydantic import ValidationError
 
 from libs.common.clock import SimClock
+from libs.common.config import FeaturesSettings
 from proto.base import Event
 from proto.features import MICRO_TIMEFRAME, FeatureVector
 from proto.market import DepthUpdate, Quote, Trade
-from services.features.core import FeatureConfig, FeatureCore
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
+from tests.kit import cores, stubs
+from tests.kit.clocks import OPEN as T0  # 2013-10-08 09:30 New York
+from tests.kit.clocks import S
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "lean"
-T0 = 1_381_239_000_000_000_000  # 2013-10-08 09:30 New York
-S = 1_000_000_000
+CLOSE = T0 + (6 * 3600 + 1800) * S  # 16:00
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +33,8 @@ def day_events() -> list[Event]:
     return [e for e in map(md.on_record, provider.records()) if e is not None]
 
 
-def run(events: list[Event], cfg: FeatureConfig | None = None) -> list[FeatureVector]:
-    core = FeatureCore(cfg or FeatureConfig(), SimClock(0))
+def run(events: list[Event], cfg: FeaturesSettings | None = None) -> list[FeatureVector]:
+    core = cores.features(**(cfg or FeaturesSettings()).model_dump())
     out: list[FeatureVector] = []
     for e in events:
         out += core.on_event(e)
@@ -78,9 +81,10 @@ def test_every_timeframe_closes_on_its_grid(day_events: list[Event]) -> None:
         counts[v.timeframe] = counts.get(v.timeframe, 0) + 1
         if v.timeframe != MICRO_TIMEFRAME:
             span = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "60m": 3600}[v.timeframe] * S
-            assert (v.ts_event - T0) % span == 0
-            assert T0 < v.ts_event <= T0 + 7 * 3600 * S
-    # 390 one-minute bars a symbol in the regular session; the last 60m bar is 15:30-16:30.
+            assert (v.ts_event - T0) % span == 0 or v.ts_event == CLOSE
+            assert T0 < v.ts_event <= CLOSE
+    # 390 one-minute bars a symbol in the regular session; the last 60m bar is 15:30-16:00 (the
+    # close ends every bar in progress).
     assert counts["1m"] == 2 * 390
     assert counts["5m"] == 2 * 78
     assert counts["60m"] == 2 * 7
@@ -88,12 +92,12 @@ def test_every_timeframe_closes_on_its_grid(day_events: list[Event]) -> None:
 
 
 def test_vectors_carry_their_feature_set_and_layout(day_events: list[Event]) -> None:
-    cfg = FeatureConfig(include_names=True)
+    cfg = FeaturesSettings(include_names=True)
     vectors = run(day_events[:50_000], cfg)
     bars = [v for v in vectors if v.timeframe == "1m"]
     assert bars and all(v.feature_set == cfg.feature_set and v.names == list(cfg.names) for v in bars)
     assert all(len(v.values) == len(cfg.names) for v in bars)
-    assert FeatureConfig(timeframes=("1m", "5m")).feature_set != cfg.feature_set
+    assert FeaturesSettings(timeframes=["1m", "5m"]).feature_set != cfg.feature_set
     late = bars[-1]
     values = dict(zip(cfg.names, late.values, strict=True))
     assert 0 <= values["rsi14"] <= 100 and 0 < values["spread_bps"] < 50
@@ -101,23 +105,23 @@ def test_vectors_carry_their_feature_set_and_layout(day_events: list[Event]) -> 
 
 
 def test_bad_timeframes_are_refused() -> None:
-    with pytest.raises(ValueError, match="ascending"):
-        FeatureConfig(timeframes=("5m", "1m"))
-    with pytest.raises(ValueError, match="duration"):
-        FeatureConfig(timeframes=("1x",))
+    with pytest.raises(ValidationError, match="ascending"):
+        FeaturesSettings(timeframes=["5m", "1m"])
+    with pytest.raises(ValidationError, match="duration"):
+        FeaturesSettings(timeframes=["1x"])
 
 
 def q(ts: int, bid: float, ask: float, bs: int = 100, asz: int = 100, sym: str = "X") -> Quote:
-    return Quote(ts_event=ts, ts_init=ts, symbol=sym, bid=bid, ask=ask, bid_size=bs, ask_size=asz)
+    return stubs.quote(sym, ts, bid, ask, bs, asz)
 
 
 def t(ts: int, price: float, size: int = 100, sym: str = "X", aggressor: int = 0) -> Trade:
-    return Trade(ts_event=ts, ts_init=ts, symbol=sym, price=price, size=size, aggressor=aggressor)  # type: ignore[arg-type]
+    return stubs.trade(sym, ts, price, size, aggressor=aggressor)
 
 
 def test_trade_aggression_lee_ready_then_tick_rule() -> None:
-    cfg = FeatureConfig(timeframes=("1m",), include_names=True)
-    core = FeatureCore(cfg, SimClock(0))
+    cfg = FeaturesSettings(timeframes=["1m"], include_names=True)
+    core = cores.features(**cfg.model_dump())
     events: list[Event] = [
         t(T0 + 1, 10.00),  # no quote yet: tick rule has nothing before it -> unknown
         t(T0 + 2, 10.01),  # tick rule: up-tick -> buy
@@ -142,8 +146,7 @@ def test_trade_aggression_lee_ready_then_tick_rule() -> None:
 
 
 def test_depth_imbalance_from_level_two() -> None:
-    cfg = FeatureConfig(timeframes=("1m",))
-    core = FeatureCore(cfg, SimClock(0))
+    core = cores.features(timeframes=["1m"])
 
     def d(ts: int, side: str, pos: int, op: str, price: float, size: int) -> DepthUpdate:
         return DepthUpdate(
@@ -171,7 +174,7 @@ def test_depth_imbalance_from_level_two() -> None:
 
 
 def test_relative_strength_needs_the_index() -> None:
-    cfg = FeatureConfig(timeframes=("1m",), include_names=True)
+    cfg = FeaturesSettings(timeframes=["1m"], include_names=True)
     events: list[Event] = []
     for m in range(30):
         ts = T0 + m * 60 * S + S
@@ -189,7 +192,7 @@ async def test_redis_outage_never_reaches_the_hot_path() -> None:
     from services.features.runtime import RedisHotState
 
     hot = RedisHotState("redis://127.0.0.1:1/0", 50, 60, {})  # nothing listens on port 1
-    vector = FeatureVector(ts_event=T0, ts_init=T0, symbol="X", timeframe="1m", feature_set="f", values=[1.0])
+    vector = stubs.vector([1.0], symbol="X", feature_set="f", ts=T0)
     hot.put(vector)
     await hot.flush()
     assert hot.errors == 1 and hot.written == 0
@@ -198,7 +201,7 @@ async def test_redis_outage_never_reaches_the_hot_path() -> None:
 
 
 def test_a_trade_for_a_closed_bar_is_counted_late_not_lost() -> None:
-    core = FeatureCore(FeatureConfig(timeframes=("1m",), include_names=True), SimClock(0))
+    core = cores.features(timeframes=["1m"], include_names=True)
     out: list[FeatureVector] = []
     for e in (t(T0 + 1, 10.0), t(T0 + 61 * S, 10.1), t(T0 + 30 * S, 10.2), t(T0 + 125 * S, 10.3)):
         out += core.on_event(e)

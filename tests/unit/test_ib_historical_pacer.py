@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from libs.common.config import IbHistoricalSettings
 from libs.common.ib.historical import HistoricalPacer
 
 
@@ -48,7 +49,7 @@ def test_sixty_in_ten_minutes_then_wait_for_the_oldest_to_age_out() -> None:
 
 def test_fifty_open_requests_at_most_and_backoff_doubles_to_a_cap() -> None:
     clock = Clock()
-    p = HistoricalPacer(clock, max_per_window=1000)
+    p = HistoricalPacer(clock, IbHistoricalSettings(max_per_window=1000))
     for k in range(50):
         p.record((f"S{k}", "d"), (f"S{k}", "TRADES"))
     assert p.delay(("X", "d"), ("X", "TRADES")) > 0

@@ -8,11 +8,12 @@ from libs.common.bus import Delivery, InProcessBus, UnknownSubject
 from libs.common.clock import SimClock
 from proto.market import Quote, Trade
 from proto.subjects import subject_matches
-from tests.unit.samples import T0
+from tests.kit import stubs
+from tests.kit.samples import T0
 
 
 def _quote(symbol: str, i: int = 0) -> Quote:
-    return Quote(ts_event=T0 + i, ts_init=T0 + i, symbol=symbol, bid=10.0, ask=10.01, bid_size=1, ask_size=1)
+    return stubs.quote(symbol, T0 + i, 10.0, 10.01, 1, 1)
 
 
 @pytest.mark.parametrize(

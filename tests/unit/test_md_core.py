@@ -7,15 +7,15 @@ import zipfile
 
 import pytest
 
+from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
-from libs.common.markettime import regular_session
 from proto.market import Quote, Trade
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
 from tests.conftest import SAMPLE_LEAN
 
 DAY = "20131008"
-OPEN, CLOSE = regular_session(DAY)
+OPEN, CLOSE, _ = market_calendar().session_on(DAY)  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")

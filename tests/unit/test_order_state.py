@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.execution.orders import LIVE, TERMINAL, Order
+from proto.execution import LIVE_STATUSES as LIVE
+from proto.execution import TERMINAL_STATUSES as TERMINAL
+from services.execution.orders import Order
 
 STATUSES = [
     "PENDING_SUBMIT",

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from libs.common.clock import SimClock
 from proto.execution import Fill
 from proto.features import FeatureVector
 from proto.orders import OrderIntent
 from proto.signals import PolicySignal, QosScore
-from services.qos.core import QosCore
-from tests.unit.test_qos_core import MIN, T0, cfg, minute
+from tests.kit import stubs
+from tests.kit.clocks import MINUTE as MIN
+from tests.kit.clocks import OPEN as T0
+from tests.kit.scripts import minute, qos
 
 pytest.importorskip("gymnasium")
 
@@ -36,7 +37,7 @@ def answer(score: QosScore, scale: float, timing: str) -> PolicySignal:
 
 
 def test_qos_proposes_and_the_policy_sizes_the_entry() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(policy="on"))
+    core = qos(policy="on")
     score, intents = minute(core, 0, 0.6)
     assert score is not None and score.action == "propose" and intents == []
     out = core.on_policy(answer(score, 0.5, "enter"))
@@ -51,7 +52,7 @@ def test_qos_proposes_and_the_policy_sizes_the_entry() -> None:
 
 
 def test_a_wait_keeps_the_symbol_armed_and_qos_proposes_again() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(policy="on"))
+    core = qos(policy="on")
     first, _ = minute(core, 0, 0.6)
     assert first is not None
     assert core.on_policy(answer(first, 1.0, "wait")) == []
@@ -65,7 +66,7 @@ def test_a_wait_keeps_the_symbol_armed_and_qos_proposes_again() -> None:
 
 
 def test_a_scale_below_one_share_enters_nothing() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(policy="on"))
+    core = qos(policy="on")
     score, _ = minute(core, 0, 0.6)
     assert score is not None
     assert core.on_policy(answer(score, 0.001, "enter")) == []
@@ -75,13 +76,13 @@ def test_a_scale_below_one_share_enters_nothing() -> None:
 
 
 def test_a_silent_policy_falls_back_to_the_rules_or_holds() -> None:
-    rules = QosCore(clock=SimClock(0), config=cfg(policy="on", policy_fallback="rules"))
+    rules = qos(policy="on", policy_fallback="rules")
     minute(rules, 0, 0.6)  # proposed, never answered
     score, intents = minute(rules, 1, 0.6)
     assert score is not None and score.action == "enter" and intents[0].quantity == 100
     assert rules.stats["policy_silent"] == 1 and rules.stats["entries_by_rules_policy_silent"] == 1
 
-    hold = QosCore(clock=SimClock(0), config=cfg(policy="on", policy_fallback="hold"))
+    hold = qos(policy="on", policy_fallback="hold")
     for m in range(4):
         score, intents = minute(hold, m, 0.6)
         assert score is not None and score.action == "propose" and intents == []
@@ -97,17 +98,7 @@ def test_the_book_follows_fills_marks_and_the_days_drawdown() -> None:
     ts = T0
 
     def fill(side: str, qty: float, price: float, commission: float = 1.0) -> Fill:
-        return Fill(
-            ts_event=ts,
-            ts_init=ts,
-            exec_id=f"e{side}{qty}{price}",
-            client_order_id="c",
-            symbol="IBM",
-            side=side,
-            quantity=qty,
-            price=price,
-            commission=commission,  # type: ignore[arg-type]
-        )
+        return stubs.fill("IBM", side, qty, price, ts, exec_id=f"e{side}{qty}{price}", commission=commission)
 
     book.on_fill(fill("BUY", 100, 100.0))
     book.on_mark(101.0, ts)

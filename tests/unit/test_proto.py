@@ -11,7 +11,7 @@ from libs.common import codec
 from proto.base import DurableEvent
 from proto.events import EVENT_TYPES, AnyEvent
 from proto.subjects import CATALOG, SERVICES, STREAMS, Transport, resolve, spec, subject_token
-from tests.unit.samples import sample_events
+from tests.kit.samples import sample_events
 
 
 def test_every_event_type_has_a_sample_and_round_trips() -> None:

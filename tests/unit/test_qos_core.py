@@ -2,60 +2,17 @@
 
 from __future__ import annotations
 
-from libs.common.clock import SimClock
 from proto.base import Event
 from proto.orders import OrderIntent
 from proto.signals import Prediction, QosScore
-from services.qos.core import QosConfig, QosCore
-
-T0 = 1_381_239_000_000_000_000
-MIN = 60_000_000_000
-HORIZONS = ("5m", "15m", "30m", "60m")
-
-
-def cfg(**kw: object) -> QosConfig:
-    base = {
-        "weights": {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "sentiment": 0.0},
-        "cooldown_s": 300.0,
-        "min_hold_s": 60.0,
-        "regime_tilt": 0.0,
-    }
-    return QosConfig(**{**base, **kw})  # type: ignore[arg-type]
-
-
-def minute(
-    core: QosCore,
-    m: int,
-    signal: float,
-    price: float = 100.0,
-    quarantined: frozenset[str] = frozenset(),
-    regime: str = "range/mid",
-    horizons: tuple[str, ...] = HORIZONS,
-) -> tuple[QosScore | None, list[OrderIntent]]:
-    out: list[Event] = []
-    for h in horizons:
-        out += core.on_prediction(
-            Prediction(
-                ts_event=T0 + m * MIN,
-                ts_init=0,
-                symbol="IBM",
-                horizon=h,
-                model_version="v",
-                probability=0.5,
-                expected_return=0.0,
-                signal=signal,
-                price=price,
-                quarantined=h in quarantined,
-                batch=len(horizons),
-                regime=regime,
-            )
-        )
-    scores = [e for e in out if isinstance(e, QosScore)]
-    return (scores[-1] if scores else None), [e for e in out if isinstance(e, OrderIntent)]
+from services.qos.core import QosCore
+from tests.kit.clocks import MINUTE as MIN
+from tests.kit.clocks import OPEN as T0
+from tests.kit.scripts import HORIZONS, minute, qos
 
 
 def test_entry_hold_decay_exit_and_no_flip_flop() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg())
+    core = qos()
     script = [0.1, 0.2, 0.6, 0.7, 0.8, 0.75, 0.7, 0.6, 0.3, -0.6, -0.7, -0.6, 0.1, 0.0]
     actions, intents = [], []
     for m, signal in enumerate(script):
@@ -78,7 +35,7 @@ def test_entry_hold_decay_exit_and_no_flip_flop() -> None:
 
 
 def test_rearmed_after_calm_and_cooldown_then_short() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(cooldown_s=120.0))
+    core = qos(cooldown_s=120.0)
     for m, s in enumerate([0.6, 0.7, 0.3]):  # enter, peak, exit at minute 2
         minute(core, m, s)
     intents = []
@@ -88,12 +45,12 @@ def test_rearmed_after_calm_and_cooldown_then_short() -> None:
 
 
 def test_short_entries_can_be_switched_off() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(allow_short=False))
+    core = qos(allow_short=False)
     assert all(not minute(core, m, -0.9)[1] for m in range(5))
 
 
 def test_quarantined_horizons_do_not_count_and_dead_inputs_close_the_position() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg())
+    core = qos()
     score, intents = minute(core, 0, 0.9, quarantined=frozenset({"5m", "15m"}))
     assert score is not None and set(score.weights) == {"30m", "60m"}
     assert abs(sum(score.weights.values()) - 1) < 1e-12
@@ -104,10 +61,10 @@ def test_quarantined_horizons_do_not_count_and_dead_inputs_close_the_position() 
 
 
 def test_disagreeing_horizons_are_damped_and_regime_tilts_weights() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg())
+    core = qos()
     agree, _ = minute(core, 0, 0.5)
     assert agree is not None and abs(agree.score - 0.5) < 1e-9
-    mixed = QosCore(clock=SimClock(0), config=cfg())
+    mixed = qos()
     out: list[Event] = []
     for h, s in zip(HORIZONS, (0.5, 0.5, -0.5, -0.5), strict=True):
         out += mixed.on_prediction(
@@ -127,16 +84,16 @@ def test_disagreeing_horizons_are_damped_and_regime_tilts_weights() -> None:
     score = next(e for e in out if isinstance(e, QosScore))
     # raw = 0.5*(0.4+0.3) - 0.5*(0.2+0.1) = 0.2; agreement |0.7-0.3| = 0.4 -> 0.2 * 0.7 = 0.14
     assert abs(score.score - 0.14) < 1e-9
-    tilted = QosCore(clock=SimClock(0), config=cfg(regime_tilt=0.5))
+    tilted = qos(regime_tilt=0.5)
     trend, _ = minute(tilted, 0, 0.5, regime="up/mid")
-    calm = QosCore(clock=SimClock(0), config=cfg(regime_tilt=0.5))
+    calm = qos(regime_tilt=0.5)
     ranging, _ = minute(calm, 0, 0.5, regime="range/mid")
     assert trend is not None and ranging is not None
     assert trend.weights["60m"] > 0.1 > ranging.weights["60m"]
 
 
 def test_trailing_hit_rate_moves_weights() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(hit_rate_halflife=2))
+    core = qos(hit_rate_halflife=2)
     # 5m keeps saying up while the price falls: its hit rate, then its weight, drops.
     for m in range(0, 40):
         minute(core, m, 0.1, price=100.0 - m * 0.1)
@@ -145,14 +102,14 @@ def test_trailing_hit_rate_moves_weights() -> None:
 
 
 def test_stale_predictions_do_not_count() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(stale_after_s=60.0))
+    core = qos(stale_after_s=60.0)
     minute(core, 0, 0.9, horizons=("60m",))
     score, _ = minute(core, 5, 0.9, horizons=("5m",))
     assert score is not None and set(score.weights) == {"5m"}
 
 
 def test_a_denied_entry_leaves_the_symbol_flat_and_a_denied_exit_keeps_the_position() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg(cooldown_s=60.0))
+    core = qos(cooldown_s=60.0)
     _, intents = minute(core, 0, 0.6)
     assert intents[0].side == "BUY"
     core.on_denied("IBM", intents[0].intent_id, T0)
@@ -188,7 +145,7 @@ def headline(core: QosCore, m: float, polarity: float) -> list[Event]:
 
 def test_a_headline_moves_qos_at_once_and_decays_with_its_half_life() -> None:
     weights = {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "sentiment": 0.5}
-    core = QosCore(clock=SimClock(0), config=cfg(weights=weights, sentiment_half_life_s=600.0))
+    core = qos(weights=weights, sentiment_half_life_s=600.0)
     score, _ = minute(core, 0, 0.3)
     assert score is not None and score.action == "hold" and "sentiment" not in score.weights
     out = headline(core, 0.5, 0.9)  # a strongly positive headline half a minute later
@@ -207,7 +164,7 @@ def test_a_headline_moves_qos_at_once_and_decays_with_its_half_life() -> None:
 
 
 def test_unweighted_sentiment_is_kept_but_never_moves_qos() -> None:
-    core = QosCore(clock=SimClock(0), config=cfg())  # sentiment weight 0
+    core = qos()  # sentiment weight 0
     minute(core, 0, 0.3)
     assert headline(core, 0.5, -0.9) == []
     score, _ = minute(core, 1, 0.3)
@@ -217,7 +174,7 @@ def test_unweighted_sentiment_is_kept_but_never_moves_qos() -> None:
 
 def test_headlines_add_up_and_saturate() -> None:
     weights = {"5m": 1.0, "sentiment": 1.0}
-    core = QosCore(clock=SimClock(0), config=cfg(weights=weights))
+    core = qos(weights=weights)
     for i in range(3):
         headline(core, i * 0.01, 0.6)
     assert core.symbols["IBM"].sentiment == 1.0  # clipped to [-1, 1]

@@ -7,24 +7,16 @@ from libs.common.storage.schema import PG_EPOCH_OFFSET_US, pg_time
 from proto.execution import Fill
 from proto.market import Quote
 from services.recorder.core import RecorderCore
-from tests.unit.samples import T0, sample_events
+from tests.kit import stubs
+from tests.kit.samples import T0, sample_events
 
 
 def _quote(i: int) -> Quote:
-    return Quote(ts_event=T0 + i, ts_init=T0 + i, symbol="IBM", bid=100.0, ask=100.01, bid_size=1, ask_size=1)
+    return stubs.quote(ts=T0 + i, bid=100.0, ask=100.01, bid_size=1, ask_size=1)
 
 
 def _fill(i: int) -> Fill:
-    return Fill(
-        ts_event=T0 + i,
-        ts_init=T0 + i,
-        exec_id=f"e{i}",
-        client_order_id="c",
-        symbol="IBM",
-        side="BUY",
-        quantity=1,
-        price=100.0,
-    )
+    return stubs.fill(ts=T0 + i, exec_id=f"e{i}", quantity=1, price=100.0)
 
 
 def _core(clock: SimClock, **kw: int) -> RecorderCore:

@@ -9,10 +9,11 @@ import pytest
 
 from libs.common.clock import SimClock
 from proto.control import Control
-from proto.execution import Fill, OrderEvent
-from proto.market import FeedStatus, Quote
+from proto.execution import OrderEvent
+from proto.market import FeedStatus
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
-from services.risk.core import RiskCore, RiskLimits, client_order_id_for
+from services.risk.core import RiskCore, client_order_id_for
+from tests.kit import cores, stubs
 
 T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York (a Tuesday)
 S = 1_000_000_000
@@ -26,31 +27,19 @@ def _id() -> str:
 
 
 def quote(core: RiskCore, ts: int = T0, bid: float = 99.99, ask: float = 100.01, sym: str = "IBM") -> None:
-    core.on_event(Quote(ts_event=ts, ts_init=ts, symbol=sym, bid=bid, ask=ask, bid_size=100, ask_size=100))
+    core.on_event(stubs.quote(sym, ts, bid, ask))
 
 
 def intent(side: str = "BUY", qty: float = 100, ts: int = T0 + S, sym: str = "IBM", **kw: Any) -> OrderIntent:
-    return OrderIntent(ts_event=ts, ts_init=T0, intent_id=_id(), symbol=sym, side=side, quantity=qty, **kw)  # type: ignore[arg-type]
+    return stubs.intent(sym, side, qty, ts, intent_id=_id(), **{"ts_init": T0, **kw})
 
 
 def fill(core: RiskCore, side: str, qty: float, price: float, ts: int = T0 + 2 * S, sym: str = "IBM") -> None:
-    core.on_event(
-        Fill(
-            ts_event=ts,
-            ts_init=ts,
-            exec_id=_id(),
-            client_order_id="x",
-            symbol=sym,
-            side=side,  # type: ignore[arg-type]
-            quantity=qty,
-            price=price,
-            commission=1.0,
-        )
-    )
+    core.on_event(stubs.fill(sym, side, qty, price, ts, exec_id=_id(), client_order_id="x", commission=1.0))
 
 
 def gate(**limits: Any) -> RiskCore:
-    core = RiskCore(RiskLimits(**limits), SimClock(T0))
+    core = cores.risk(SimClock(T0), **limits)
     quote(core)
     return core
 

@@ -7,6 +7,7 @@ from libs.common.clock import SimClock
 from proto.news import NewsItem
 from services.sentiment.core import Pending, SentimentCore
 from services.sentiment.tagging import StoryDeduper, Tagger
+from tests.kit import stubs
 
 T0 = 1_381_239_000_000_000_000
 MIN = 60_000_000_000
@@ -15,13 +16,8 @@ MIN = 60_000_000_000
 def item(
     headline: str, ts: int = T0, source: str = "file", symbols: list[str] | None = None, nid: str = ""
 ) -> NewsItem:
-    return NewsItem(
-        ts_event=ts,
-        ts_init=ts,
-        news_id=nid or f"{source}:{abs(hash((headline, ts)))}",
-        source=source,
-        headline=headline,
-        symbols=symbols or [],
+    return stubs.news(
+        headline, ts, nid or f"{source}:{abs(hash((headline, ts)))}", source, symbols=symbols or []
     )
 
 

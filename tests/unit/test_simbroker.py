@@ -1,17 +1,20 @@
-"""SimBroker on scripted markets: latency, walking the book, queue position, stops, TIF, rejects."""
+"""The simulated venue on scripted markets: latency, walking the book, queue position, stops, TIF, rejects."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.execution.simbroker import Report, SimBroker, SimConfig, SimOrder
+from libs.common.config import SimSettings
+from services.execution.broker import BrokerReport as Report
+from services.execution.simbroker import SimOrder
+from services.execution.simbroker import SimVenue as SimBroker
 
 T = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York
 MS = 1_000_000
 
 
 def broker(**cfg: object) -> SimBroker:
-    b = SimBroker(SimConfig(commission="ib-fixed", **cfg))  # type: ignore[arg-type]
+    b = SimBroker(SimSettings(commission="ib-fixed", **cfg))  # type: ignore[arg-type]
     b.on_quote("IBM", T, 99.99, 100.00, 500, 300)
     return b
 
@@ -85,7 +88,7 @@ def test_ioc_and_day_and_cancel() -> None:
         ("ack", ""),
         ("cancelled", "IOC remainder"),
     ]
-    day = SimBroker(SimConfig(), session_end_ns=T + 60_000 * MS)
+    day = SimBroker(SimSettings(), session_end_ns=T + 60_000 * MS)
     day.on_quote("IBM", T, 99.99, 100.00, 500, 300)
     day.submit(SimOrder("d1", "IBM", "BUY", 100, "LMT", limit_price=99.90), T)
     day.submit(SimOrder("g1", "IBM", "BUY", 100, "LMT", limit_price=99.90, tif="GTC"), T)
@@ -118,7 +121,7 @@ def test_rejects(order: SimOrder, reason: str) -> None:
 
 
 def test_tiered_commission_is_charged_per_fill() -> None:
-    b = SimBroker(SimConfig(commission="ib-tiered"))
+    b = SimBroker(SimSettings(commission="ib-tiered"))
     b.on_quote("IBM", T, 99.99, 100.00, 500, 300)
     b.submit(SimOrder("c1", "IBM", "BUY", 100), T)
     (fill,) = [r for r in b.advance(T + 10 * MS) if r.kind == "fill"]

@@ -5,23 +5,22 @@ from __future__ import annotations
 import pytest
 
 from libs.common.clock import SimClock
+from libs.common.config import TcaSettings
 from proto.execution import Fill, OrderEvent
-from proto.market import Quote
 from proto.orders import OrderApproved, OrderIntent
 from services.tca.core import TcaCore
+from tests.kit import stubs
 
 T = 1_381_240_800_000_000_000
 S = 1_000_000_000
 
 
 def q(tca: TcaCore, ts: int, bid: float, ask: float) -> list:  # type: ignore[type-arg]
-    return tca.on_quote(
-        Quote(ts_event=ts, ts_init=0, symbol="IBM", bid=bid, ask=ask, bid_size=100, ask_size=100)
-    )
+    return tca.on_quote(stubs.quote(ts=ts, bid=bid, ask=ask))
 
 
 def test_a_partly_filled_buy_by_hand() -> None:
-    tca = TcaCore(SimClock(0), realized_after_s=5.0)
+    tca = TcaCore(TcaSettings(realized_after_s=5.0), SimClock(0))
     q(tca, T, 99.98, 100.02)  # mid 100.00, spread 4 bps
     tca.on_intent(
         OrderIntent(ts_event=T + S, ts_init=1000, intent_id="i1", symbol="IBM", side="BUY", quantity=300)
@@ -85,7 +84,7 @@ def test_a_partly_filled_buy_by_hand() -> None:
 
 
 def test_a_sell_that_improves_is_a_negative_cost() -> None:
-    tca = TcaCore(SimClock(0), realized_after_s=1.0)
+    tca = TcaCore(TcaSettings(realized_after_s=1.0), SimClock(0))
     q(tca, T, 99.98, 100.02)
     tca.on_intent(OrderIntent(ts_event=T, ts_init=0, intent_id="i1", symbol="IBM", side="SELL", quantity=100))
     tca.on_approved(
@@ -133,7 +132,7 @@ def test_a_sell_that_improves_is_a_negative_cost() -> None:
 
 
 def test_the_end_of_the_data_releases_what_waits_for_later_prices() -> None:
-    tca = TcaCore(SimClock(0), realized_after_s=5.0)
+    tca = TcaCore(TcaSettings(realized_after_s=5.0), SimClock(0))
     q(tca, T, 99.98, 100.02)
     tca.on_intent(OrderIntent(ts_event=T, ts_init=0, intent_id="i1", symbol="IBM", side="BUY", quantity=100))
     tca.on_approved(

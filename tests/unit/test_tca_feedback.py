@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.config import TcaSettings
 from proto.alerts import Alert
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
-from services.tca.feedback import CostBook, TcaPolicy, time_of_day
+from services.tca.feedback import CostBook, time_of_day
 from tradefleet.costlab import compare
 
 T = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York
@@ -41,7 +42,7 @@ def test_time_of_day_buckets() -> None:
 
 
 def test_aggregates_roll_and_a_cost_far_above_its_peers_alerts() -> None:
-    book = CostBook(TcaPolicy(min_samples=8, alert_sigma=3.0, feedback=False))
+    book = CostBook(TcaSettings(min_samples=8, alert_sigma=3.0, feedback=False))
     for k, cost in enumerate([1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 1.3, 0.7]):
         out = book.add(report(cost, k=k), 0)
         assert [type(e) for e in out] == [TcaAggregate]
@@ -56,7 +57,7 @@ def test_aggregates_roll_and_a_cost_far_above_its_peers_alerts() -> None:
 
 
 def test_feedback_measures_market_orders_then_tries_limits_then_keeps_the_cheaper() -> None:
-    book = CostBook(TcaPolicy(min_samples=4, window=10))
+    book = CostBook(TcaSettings(min_samples=4, window=10))
     styles = []
     for k in range(4):
         styles += [e.style for e in book.add(report(3.0, "MKT", k), 0) if isinstance(e, TcaFeedback)]
@@ -70,7 +71,7 @@ def test_feedback_measures_market_orders_then_tries_limits_then_keeps_the_cheape
 
 
 def test_the_limit_offset_moves_with_the_passive_share_within_bounds() -> None:
-    policy = TcaPolicy(min_samples=1, offset_step_bps=1.0, max_offset_bps=2.0)
+    policy = TcaSettings(min_samples=1, offset_step_bps=1.0, max_offset_bps=2.0)
     book = CostBook(policy)
     book.add(report(3.0, "MKT", 0), 0)
     for k in range(1, 10):  # never filled passively: lean toward the far touch, up to the bound
@@ -82,14 +83,14 @@ def test_the_limit_offset_moves_with_the_passive_share_within_bounds() -> None:
 
 
 def test_market_orders_that_walk_the_book_get_sliced() -> None:
-    book = CostBook(TcaPolicy(min_samples=50, walk_threshold_bps=1.0))
+    book = CostBook(TcaSettings(min_samples=50, walk_threshold_bps=1.0))
     for k in range(4):
         book.add(report(6.0, "MKT", k, effective_spread_bps=5.0, spread_bps_at_arrival=1.0), 0)
     assert book.tactics["IBM"].slice_shares == 100  # half the 200-share orders
 
 
 def test_unfilled_orders_teach_nothing() -> None:
-    book = CostBook(TcaPolicy())
+    book = CostBook(TcaSettings())
     assert book.add(report(3.0, fill_ratio=0.0), 0) == [] and book.stats["unfilled_or_unpriced"] == 1
 
 

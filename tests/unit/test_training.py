@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from libs.common.config import FeaturesSettings
 from models.fastlane import registry
 from models.fastlane.dataset import CostModel, label, lean_tick_dates, replay_vectors
 from models.fastlane.train import walk_forward_folds
 from proto.features import FeatureVector
-from services.features.core import FeatureConfig
 from tests.helpers import train_fastlane
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ T0 = 1_381_239_000_000_000_000
 def vectors() -> list[FeatureVector]:
     days = lean_tick_dates(SAMPLE, ["IBM", "BAC"])
     assert days == {"20131008": ["IBM", "BAC"]}
-    return list(replay_vectors(SAMPLE, days, FeatureConfig(), progress=False))
+    return list(replay_vectors(SAMPLE, days, FeaturesSettings(), progress=False))
 
 
 def test_labels_are_net_of_cost_and_never_cross_the_day() -> None:
@@ -73,7 +73,7 @@ def test_triple_barrier_takes_the_first_barrier_touched() -> None:
 
 
 def test_folds_are_purged_and_embargoed(vectors: list[FeatureVector]) -> None:
-    names = list(FeatureConfig().names)
+    names = list(FeaturesSettings().names)
     ds = label(vectors, 15 * MIN, CostModel(spread_index=names.index("spread_bps")))
     folds = walk_forward_folds(ds, 3, 5 * MIN)
     assert len(folds) >= 2
@@ -93,7 +93,7 @@ def test_train_registers_reports_and_gates(tmp_path: Path) -> None:
     version = registry.active_version(root, "15m")
     assert version is not None and "PROMOTED" in first.stdout
     meta = registry.read_meta(root, "15m", version)
-    assert meta["feature_set"] == FeatureConfig().feature_set and len(meta["cv"]["folds"]) >= 2
+    assert meta["feature_set"] == FeaturesSettings().feature_set and len(meta["cv"]["folds"]) >= 2
     assert meta["data_span"][0].startswith("2013-10-08") and meta["symbols"] == ["BAC", "IBM"]
     assert set(meta["engines"]) == {"lleaves", "onnx", "lightgbm"}
     assert (root / "fastlane" / "15m" / version / "model.onnx").stat().st_size > 0

@@ -1,0 +1,74 @@
+"""The sample day's trading as the fleet made it before the issue-16 reshaping (commit 2e11967,
+tests/fixtures/golden/): intents, orders and fills of a backtest of 2013-10-08 (IBM, BAC, the
+shipped headlines), the whole day and the morning to 10:30. A reshaping must leave them unchanged;
+the lockstep parity test holds the fleet to the same morning."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from proto.execution import Fill, OrderEvent
+from proto.orders import OrderIntent
+
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "sample-day-2e11967.json"
+
+
+def expected(window: str) -> dict[str, Any]:
+    """``window``: "day" or "morning"."""
+    return dict(json.loads(GOLDEN.read_text())[window])
+
+
+def normalized(orders: list[OrderEvent], fills: list[Fill]) -> dict[str, list[dict[str, Any]]]:
+    """Orders and fills with what differs by construction taken out: ``ts_init`` (when a process
+    made the event), the run's namespace in ids (renumbered by first appearance), and the
+    time of PENDING_SUBMIT (the gateway's clock when it took the approval: wall time in the fleet).
+    Everything decided (symbol, side, sizes, prices, statuses, market times) stays."""
+    ids: dict[str, str] = {}
+
+    def rename(value: str, kind: str) -> str:
+        if not value:
+            return value
+        return ids.setdefault(f"{kind}:{value}", f"{kind}{sum(k.startswith(kind) for k in ids) + 1}")
+
+    out: dict[str, list[dict[str, Any]]] = {"orders": [], "fills": []}
+    for o in orders:
+        row = msgspec.structs.asdict(o)
+        row.pop("ts_init")
+        if row["status"] == "PENDING_SUBMIT":
+            row.pop("ts_event")
+        row["client_order_id"] = rename(row["client_order_id"], "order")
+        row["broker_order_id"] = rename(row["broker_order_id"], "child")
+        row["reason"] = re.sub(r"\bqos\d+-", "qos<run>-", row["reason"])  # the intent id it carries
+        out["orders"].append(row)
+    for f in fills:
+        row = msgspec.structs.asdict(f)
+        row.pop("ts_init")
+        row["client_order_id"] = rename(row["client_order_id"], "order")
+        row["exec_id"] = rename(row["exec_id"], "exec")
+        row["order_ref"] = rename(row["order_ref"], "ref")
+        out["fills"].append(row)
+    return out
+
+
+def normalized_intents(intents: list[OrderIntent]) -> list[dict[str, Any]]:
+    """Intents without ``ts_init`` and with the run's namespace out of their ids."""
+    rows = []
+    for i in intents:
+        row = msgspec.structs.asdict(i)
+        row.pop("ts_init")
+        row["intent_id"] = re.sub(r"^(qos|exit)\d+-", r"\1<run>-", row["intent_id"])
+        rows.append(row)
+    return rows
+
+
+def trading(
+    intents: list[OrderIntent], orders: list[OrderEvent], fills: list[Fill], denials: dict[str, int]
+) -> dict[str, Any]:
+    """What the golden file holds, made from a run's events (JSON round-tripped, as stored)."""
+    made = {**normalized(orders, fills), "intents": normalized_intents(intents), "denials": denials}
+    return dict(json.loads(json.dumps(made, sort_keys=True)))
