@@ -37,9 +37,13 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium could not be installed: the report rendering test will skip"
 
+# Two workers (pytest-xdist), each test to whichever is free: most integration tests wait on
+# processes, NATS and PostgreSQL, so two share the 2-core machines without starving each other.
+TEST_WORKERS ?= 2
+
 test: lint browser
 	$(VENV)/bin/tradefleet schemas export --check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -65,9 +65,20 @@ async def collector(nats_url: str, subject: str) -> tuple[Any, list[Any]]:
     return nc, seen
 
 
+# What a service builds once and only reads after (compiled trees, ONNX exports, the exchange's
+# schedule) is shared by every test's processes, wherever they run from, instead of rebuilt in each
+# test's folder (the sentiment export alone takes about 10 s). Writers rename into place.
+SHARED_CACHES = {
+    "TRADEFLEET_FASTLANE__COMPILE_CACHE": str(REPO / "var" / "lleaves-cache"),
+    "TRADEFLEET_SENTIMENT__CACHE": str(REPO / "var" / "sentiment-cache"),
+    "TRADEFLEET_MARKET__CACHE": str(REPO / "var" / "calendar-cache"),
+}
+
+
 def service_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
     env["TRADEFLEET_TELEMETRY__LOG_FORMAT"] = "json"
+    env.update(SHARED_CACHES)
     env.update(settings)
     return env
 

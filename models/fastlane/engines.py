@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,7 +60,15 @@ class LleavesEngine:
         self.model = lleaves.Model(model_file=str(model_file))
         # The compiled code is specific to this CPU and lleaves version: cache it per model file.
         stamp = f"{model_file.stat().st_size}-{int(model_file.stat().st_mtime)}"
-        self.model.compile(cache=str(cache_dir / f"{model_file.parent.name}-{stamp}.so"))
+        cached = cache_dir / f"{model_file.parent.name}-{stamp}.so"
+        if cached.exists():
+            self.model.compile(cache=str(cached))
+        else:
+            # lleaves writes its cache file in place: compiled under this process's own name and
+            # renamed into place, so a process starting meanwhile never loads half a library.
+            mine = cached.with_suffix(f".{os.getpid()}.so")
+            self.model.compile(cache=str(mine))
+            os.replace(mine, cached)
         self.n = self.model.num_feature()
         self._row = (ctypes.c_double * self.n)()
         self._out = (ctypes.c_double * 1)()

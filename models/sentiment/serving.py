@@ -169,7 +169,8 @@ def export_onnx(net: Any, path: Path, int8: bool) -> Path:
             return self.inner.head(pooled), pooled
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fp32 = path.with_suffix(".fp32.tmp.onnx")
+    # Temporary names of this process: two processes exporting at once never write one file.
+    fp32 = path.with_suffix(f".{os.getpid()}.fp32.tmp.onnx")
     example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     # The TorchScript exporter: it takes this plain module as it is (the dynamo exporter needs
     # onnxscript and traces the attention mask less simply); torch 2.13 warns it is legacy.
@@ -185,7 +186,7 @@ def export_onnx(net: Any, path: Path, int8: bool) -> Path:
             opset_version=17,
             dynamo=False,
         )
-    tmp = path.with_suffix(".tmp.onnx")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -1,5 +1,5 @@
 """`tradefleet up --mode paper` against the fake TWS (`tradefleet faketws`): the whole fleet trades
-a recorded day through the real ibapi client, and the summary says IB's book matches ours."""
+a recorded morning through the real ibapi client, and the summary says IB's book matches ours."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import REPO, http_json, service_env
 
 TRADEFLEET = [sys.executable, "-m", "tradefleet"]
+MORNING = ("--until", "10:30")  # past the morning's first entries and exits
 
 
 def settle(tmp: Path, quiet_s: float = 6.0, limit_s: float = 90.0) -> None:
@@ -41,7 +42,21 @@ def test_paper_mode_trades_through_tws_and_reconciles(tmp_path: Path) -> None:
     env = {**service_env(), "PYTHONPATH": str(REPO)}
     data = str(REPO / "data/sample/lean")
     fake = subprocess.Popen(
-        [*TRADEFLEET, "faketws", "--port", "0", "--speed", "2000", "--start", "09:25", "--data", data],
+        # The morning: entries, exits and fills through TWS; the whole day through the fake is
+        # test_ib_parity's (decisions identical to the replay's).
+        [
+            *TRADEFLEET,
+            "faketws",
+            "--port",
+            "0",
+            "--speed",
+            "2000",
+            "--start",
+            "09:25",
+            *MORNING,
+            "--data",
+            data,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         text=True,

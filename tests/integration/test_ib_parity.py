@@ -27,7 +27,9 @@ from tradefleet.faketws import FakeTws
 
 SAMPLE = REPO / "data" / "sample" / "lean"
 SYMBOLS = ["IBM", "BAC"]
-LIMIT = 400_000  # records of the day (pre-market included): into the late morning
+# Records of the day (pre-market included): to 10:36, past the morning's first entries and exits.
+# The client decodes each message in Python, so every record costs the test time.
+LIMIT = 150_000
 
 
 def replay() -> LeanReplay:
@@ -60,10 +62,13 @@ async def through_fake_tws() -> list[tuple[Any, ...]]:
         while fake.play(20_000):  # noqa: ASYNC110 - yields so the socket drains, as a feed would
             await asyncio.sleep(0)
         sent = LIMIT - fake.counters["suspicious_not_sent"]
-        await await_until(lambda: len(got) - sum(r[0] == "S" for r in got) >= sent * 0.9, 120, what="stream")
-        previous = -1
-        while previous != len(got):  # until quiet
-            previous = len(got)
+        # The client decodes every message in Python: on a busy machine the stream takes minutes.
+        # What fails the test is a stream that stops, not a slow one.
+        previous, idle_since = -1, asyncio.get_running_loop().time()
+        while len(got) < sent * 0.9 or previous != len(got):
+            if previous != len(got):
+                previous, idle_since = len(got), asyncio.get_running_loop().time()
+            assert asyncio.get_running_loop().time() - idle_since < 30, f"the stream stopped at {len(got)}"
             await asyncio.sleep(0.5)
     finally:
         await session.stop()
@@ -116,7 +121,7 @@ async def test_the_day_through_the_fake_tws_decides_exactly_as_the_replay() -> N
     bounds = provider.session()
     direct = clean(list(provider.records()), bounds)
     via_ib = clean(await through_fake_tws(), bounds)
-    assert len(via_ib) == len(direct) > 100_000
+    assert len(via_ib) == len(direct) > 80_000
     # The same quotes and trades, in the same order; only the timestamps' precision differs
     # (IB's tick-by-tick time is whole seconds: the provider keeps the second, in order).
     assert all(
