@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
 from libs.common.nats_bus import NatsBus
@@ -138,3 +139,63 @@ async def test_durable_consumer_redelivers_until_the_handler_succeeds(nats_url: 
     await asyncio.wait_for(done.wait(), 15)
     assert attempts == [False, True, True]
     await bus.close()
+
+
+class _Hooks:
+    """Records what the bus refuses, as the runtime's hooks would count and dead-letter it."""
+
+    def __init__(self) -> None:
+        self.dropped: list[tuple[str, str]] = []
+
+    def on_received(self, pattern: str, count: int, ts_init: int) -> None:
+        pass
+
+    def on_published(self, pattern: str, count: int) -> None:
+        pass
+
+    async def on_dropped(
+        self, subject: str, reason: str, detail: str, payload: bytes, headers: object
+    ) -> None:
+        self.dropped.append((subject, reason))
+
+    def on_handler_error(self, subject: str, exc: BaseException) -> None:
+        raise exc
+
+
+async def test_a_typed_subscription_takes_its_types_skips_the_rest_and_refuses_the_wrong_ones(
+    nats_url: str,
+) -> None:
+    """Over JetStream: a durable subscription on exec.> that asks for fills gets the fills; the
+    order events the stream also carries are acked, never delivered nor redelivered; and an order
+    event sent on a fill's subject is refused (dead-lettered) before any handler sees it."""
+    hooks = _Hooks()
+    sub_bus = NatsBus(NatsSettings(url=nats_url), "typed", hooks=hooks)
+    await sub_bus.connect()
+    await sub_bus.ensure_streams()
+    pub = await _bus(nats_url)
+    symbol = f"T{uuid.uuid4().hex[:5].upper()}"
+    got: list[Delivery[Fill]] = []
+
+    async def on_fill(d: Delivery[Fill]) -> None:
+        got.append(d)
+
+    durable = f"typed-{symbol}"
+    await sub_bus.subscribe(f"exec.*.{symbol}", on_fill, types=Fill, durable=durable, new_only=True)
+    await sub_bus.barrier()
+    order = stubs.order_event(client_order_id=f"c-{symbol}", symbol=symbol)
+    await pub.publish(f"exec.order.{symbol}", order)
+    await pub.publish(f"exec.fill.{symbol}", stubs.fill(symbol, exec_id=f"e-{symbol}"))
+    await pub.publish_raw(f"exec.fill.{symbol}", codec.encode(order), {"Nats-Msg-Id": f"bad-{symbol}"})
+    await await_until(lambda: len(got) == 1 and hooks.dropped, what="the fill and the refusal")
+    assert got[0].event.exec_id == f"e-{symbol}"
+    assert hooks.dropped == [(f"exec.fill.{symbol}", "wrong_subject")]
+
+    async def settled() -> bool:
+        info = await sub_bus.js.consumer_info("EXEC", durable)
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    await await_until(settled, what="nothing pending or unacked")
+    await asyncio.sleep(0.3)
+    assert len(got) == 1  # the order event was acked, not left to come back
+    await pub.close()
+    await sub_bus.close()
