@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -32,10 +35,66 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def machine() -> dict[str, Any]:
+    """What ran it: these figures only mean something beside their machine (shared and noisy;
+    compare same-run ratios, not absolutes across machines)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "host": platform.node(),
+        "cpu": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def commit() -> str:
+    """The code measured: HEAD, marked when the working tree had changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def command() -> str:
+    """How this process was started: ``python -m bench.NAME ARGS`` (``make bench`` runs
+    ``python -m bench.run_all``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    args = " ".join(sys.argv[1:])
+    return f"python -m {spec.name} {args}".strip() if spec is not None else " ".join(sys.argv)
+
+
 def save(name: str, data: dict[str, Any]) -> Path:
+    """bench/results/NAME.json: the figures with what measured them (machine, date, commit and
+    the command), so a figure quoted anywhere can be traced to the run that made it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    record = {
+        "bench": name,
+        "command": command(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "machine": machine(),
+        "figures": data,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
 

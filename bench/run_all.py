@@ -106,14 +106,15 @@ def main() -> None:
         f" ({tf['on_limit_share']:.0%} worked as limits)"
     )
     sm, sh = st["model"], st["headline_to_intent"]
+    loaded = [n for n in ("onnx-int8", "onnx", "torch") if n not in sm["refused"]]
     print(
         "sentiment per headline p50/p99: "
-        + ", ".join(
-            f"{n} {sm[n]['p50_us'] / 1000:.2f}/{sm[n]['p99_us'] / 1000:.2f} ms"
-            for n in ("onnx-int8", "onnx", "torch", "bare")
-        )
-        + " (bare: frozen fp32 MiniLM via sentence-transformers;"
-        f" int8/bare p50 x{sm['int8_p50_over_bare_p50']:.2f});"
+        + ", ".join(f"{n} {sm[n]['p50_us'] / 1000:.2f}/{sm[n]['p99_us'] / 1000:.2f} ms" for n in loaded)
+        + f", bare {sm['bare']['p50_us'] / 1000:.2f}/{sm['bare']['p99_us'] / 1000:.2f} ms"
+        + " (bare: frozen fp32 MiniLM via sentence-transformers; "
+        + ", ".join(f"{n}/bare p50 x{sm[n]['p50_over_bare_p50']:.2f}" for n in loaded)
+        + (f"; refused here: {', '.join(sm['refused'])}" if sm["refused"] else "")
+        + ");"
         f" headline -> QOS p50 {sh['to_qos_p50_us'] / 1000:.1f} ms, -> intent p50"
         f" {sh['to_intent_p50_us'] / 1000:.1f} ms p99 {sh['to_intent_p99_us'] / 1000:.1f} ms"
         f" (bare JetStream hop {sh['bare_js_hop_p50_us'] / 1000:.2f} ms)"
