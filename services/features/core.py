@@ -216,6 +216,11 @@ class FeatureCore:
         self.feature_set = bar_feature_set(timeframes)
         self.micro_feature_set = MICRO_FEATURE_SET
         self.timeframe_ns, self.base_ns = config.timeframe_ns, config.base_ns
+        # What every tick or second reads, as plain attributes: a pydantic model's attribute costs
+        # about 2.5x a plain one, and this is the fleet's hottest loop.
+        self.block_min_shares, self.block_min_notional = config.block_min_shares, config.block_min_notional
+        self.emit_micro, self.depth_levels = config.emit_micro, config.depth_levels
+        self.include_names = config.include_names
         self.symbols: dict[str, _Symbol] = {}
         self.next_second = 0
         self.next_base = 0
@@ -253,7 +258,7 @@ class FeatureCore:
         s = self.symbols.get(t.symbol) or self._add_symbol(t.symbol)
         price, size = t.price, float(t.size)
         sign = s.classify(price, t.aggressor)
-        block = size >= self.cfg.block_min_shares or price * size >= self.cfg.block_min_notional
+        block = size >= self.block_min_shares or price * size >= self.block_min_notional
         s.base.add_trade(price, size, sign, block)
         s.second.add_trade(price, size, sign, block)
         s.second_touched = True
@@ -342,7 +347,7 @@ class FeatureCore:
                 s.second_mid = mid
             sec = s.second
             volume_z = s.second_volume.zscore_then_add(sec.volume) if sec.trades else NAN
-            if self.cfg.emit_micro:
+            if self.emit_micro:
                 out.append(self._micro_vector(s, boundary, volume_z))
             s.second = _Accum()
         return out
@@ -352,7 +357,7 @@ class FeatureCore:
         values = [
             s.spread_bps(),
             s.quote_imbalance(),
-            s.book.imbalance(self.cfg.depth_levels) if s.book else NAN,
+            s.book.imbalance(self.depth_levels) if s.book else NAN,
             (sec.buy_trades - sec.sell_trades) / sec.trades if sec.trades else NAN,
             sec.buy_volume - sec.sell_volume,
             sec.volume,
@@ -368,7 +373,7 @@ class FeatureCore:
             timeframe=MICRO_TIMEFRAME,
             feature_set=self.micro_feature_set,
             values=values,
-            names=list(MICRO_VECTOR) if self.cfg.include_names else None,
+            names=list(MICRO_VECTOR) if self.include_names else None,
             price=s.mid if s.mid > 0 else s.last_price,
         )
 
@@ -476,7 +481,7 @@ class FeatureCore:
             timeframe=self.cfg.timeframes[i],
             feature_set=self.feature_set,
             values=[float(v) for v in values],
-            names=list(self.names) if self.cfg.include_names else None,
+            names=list(self.names) if self.include_names else None,
             regime=regime_label(own["trend"], own["vol_pctile"]),
             price=s.mid if s.mid > 0 else s.tech[i].prev_close,
         )
