@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from libs.common.config import Settings
-from libs.common.runtime import ServiceApp
+if TYPE_CHECKING:  # the CLI reads this table for its choices: no runtime (aiohttp, NATS) imported
+    from libs.common.config import Settings
+    from libs.common.runtime import ServiceApp
 
 
 def _md_gateway(settings: Settings) -> ServiceApp:
