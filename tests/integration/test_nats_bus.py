@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
+from libs.common.localinfra import start_nats
 from libs.common.nats_bus import NatsBus
 from proto.execution import Fill
 from proto.market import Quote
@@ -163,11 +165,15 @@ class _Hooks:
 
 
 async def test_a_typed_subscription_takes_its_types_skips_the_rest_and_refuses_the_wrong_ones(
-    nats_url: str,
+    tmp_path: Path,
 ) -> None:
     """Over JetStream: a durable subscription on exec.> that asks for fills gets the fills; the
     order events the stream also carries are acked, never delivered nor redelivered; and an order
     event sent on a fill's subject is refused (dead-lettered) before any handler sees it."""
+    # A server of its own: the bad message stays in its EXEC stream, which the session's shared
+    # server would hand to any later test's durable consumer of exec.> (the recorder's).
+    server = start_nats(tmp_path / "nats")
+    nats_url = server.url
     hooks = _Hooks()
     sub_bus = NatsBus(NatsSettings(url=nats_url), "typed", hooks=hooks)
     await sub_bus.connect()
@@ -199,3 +205,4 @@ async def test_a_typed_subscription_takes_its_types_skips_the_rest_and_refuses_t
     assert len(got) == 1  # the order event was acked, not left to come back
     await pub.close()
     await sub_bus.close()
+    server.stop()
