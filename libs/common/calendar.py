@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from libs.common.config import MarketSettings
-from libs.common.markettime import NEW_YORK, ny_day_ordinal
-from proto.units import MINUTE_NS, SECOND_NS
+from libs.common.markettime import NEW_YORK, ny_day_ordinal, ny_time_ns
+from proto.units import SECOND_NS
 
 WEEKDAYS = "weekdays"  # no exchange: every weekday trades, with the configured hours
 # The schedule starts here (older data is rare; a day outside the schedule trades on weekdays).
@@ -73,8 +73,6 @@ class MarketCalendar:
     ) -> None:
         self.name = name
         self.session_start, self.session_end = session_start, session_end
-        self._start_ns = _hhmm_ns(session_start)
-        self._end_ns = _hhmm_ns(session_end)
         self._days = days
         self.first_day, self.last_day = first_day, last_day
         self._sessions: dict[int, Session | None] = {}
@@ -121,8 +119,8 @@ class MarketCalendar:
 
     # -- building -----------------------------------------------------------------------------
     def _configured(self, day: int) -> Session:
-        midnight = _ny_midnight(day)
-        return Session(midnight + self._start_ns, midnight + self._end_ns)
+        date = dt.date.fromordinal(day).strftime("%Y%m%d")
+        return Session(ny_time_ns(date, self.session_start), ny_time_ns(date, self.session_end))
 
     def _build(self, day: int) -> Session | None:
         configured = self._configured(day)
@@ -188,17 +186,6 @@ def _decode(data: dict[str, object]) -> tuple[dict[int, ExchangeDay], int, int]:
     assert isinstance(rows, list)
     days = {int(d): ExchangeDay(int(o), int(c), bool(lo), bool(ec)) for d, o, c, lo, ec in rows}
     return days, int(data["first"]), int(data["last"])  # type: ignore[call-overload]
-
-
-def _hhmm_ns(text: str) -> int:
-    hours, minutes = (int(x) for x in text.split(":"))
-    return hours * 3600 * SECOND_NS + minutes * MINUTE_NS
-
-
-@functools.lru_cache(maxsize=8192)
-def _ny_midnight(day: int) -> int:
-    midnight = dt.datetime.combine(dt.date.fromordinal(day), dt.time(), tzinfo=NEW_YORK)
-    return int(midnight.timestamp()) * SECOND_NS
 
 
 def _ny_hhmm(ts_ns: int) -> str:

@@ -26,7 +26,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from proto.orders import RiskMode
 from proto.subjects import stream_of_pattern
-from proto.units import SECOND_NS
 
 ENV_PREFIX = "TRADEFLEET_"
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"  # a wall time, HH:MM
@@ -384,8 +383,6 @@ class FeaturesSettings(Section):
         spans = [parse_duration_ns(tf) for tf in timeframes]
         if spans != sorted(set(spans)):
             raise ValueError("timeframes must be distinct and ascending")
-        if math.gcd(*spans) % SECOND_NS:
-            raise ValueError("timeframes must be whole seconds")
         return timeframes
 
     @functools.cached_property

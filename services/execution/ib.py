@@ -207,11 +207,8 @@ class IbBroker:
         self.global_cancel()
 
     async def positions(self) -> dict[str, float] | None:
-        """IB's positions now (reqPositions); None when the query fails or times out."""
-        return await self._positions()
-
-    async def _positions(self) -> dict[str, float] | None:
-        # IB's position rows name no request: one positions query at a time, or rows would mix.
+        """IB's positions now (reqPositions); None when the query fails or times out. IB's position
+        rows name no request: one positions query at a time, or rows would mix."""
         async with self._positions_lock:
             rows = await self._query("positions", lambda c: c.reqPositions())
         if rows is None:
@@ -530,7 +527,7 @@ class IbBroker:
 
     async def reconcile(self) -> Reconciliation:
         r = Reconciliation(at=time.time())
-        r.positions = await self._positions()
+        r.positions = await self.positions()
         if r.positions is not None and self.our_positions is not None:
             r.ours = {k: v for k, v in self.our_positions().items() if v}
         opened = await self._query("open_orders", lambda c: c.reqOpenOrders())

@@ -136,10 +136,13 @@ class ExecutionApp(ServiceApp):
             )
 
     async def _on_control(self, d: Delivery[Control]) -> None:
+        await self._control(d.event)
+
+    async def _control(self, c: Control) -> None:
         async with self._lock:
-            if d.event.command == "kill":
+            if c.command == "kill":
                 await self.broker.cancel_all()  # everything at the venue, ours or not yet known to us
-            await self._handle(self.core.on_control(d.event))
+            await self._handle(self.core.on_control(c))
 
     async def _handle(self, out: Outcome) -> None:
         """Act on a decision, then on whatever the broker reports at once because of it (a
@@ -170,12 +173,11 @@ class ExecutionApp(ServiceApp):
             await asyncio.sleep(0.2)
         log.error("panic file found: kill switch", path=str(path))
         now = self.rt.now_ns()
-        kill = Control(
-            ts_event=now, ts_init=now, command_id=f"panic-{now}", command="kill", issued_by="panic-file"
+        await self._control(
+            Control(
+                ts_event=now, ts_init=now, command_id=f"panic-{now}", command="kill", issued_by="panic-file"
+            )
         )
-        async with self._lock:
-            await self.broker.cancel_all()
-            await self._handle(self.core.on_control(kill))
 
     async def stop(self) -> None:
         await self.broker.stop()

@@ -469,7 +469,7 @@ class SimBroker:
             reports = self.venue.end_of_data()
         else:
             return []
-        return self._held(reports) if reports else reports
+        return self._held(reports)
 
     def due(self) -> list[BrokerReport]:
         return self._held(self.venue.end_of_data()) if self.finished else []

@@ -11,7 +11,6 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
-from proto.base import Event
 from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
 from proto.news import SentimentScore
@@ -90,24 +89,20 @@ class QosApp(ServiceApp):
         if not self.owns(d.event.symbol):
             return
         self.sentiment_in += 1
-        await self._emit(self.core.on_sentiment(d.event))
+        await self.rt.emit_all(self.core.on_sentiment(d.event))
 
     async def _on_policy(self, d: Delivery[PolicySignal]) -> None:
         if not self.owns(d.event.symbol):
             return
         self.policy_in += 1
-        await self._emit(self.core.on_policy(d.event))
+        await self.rt.emit_all(self.core.on_policy(d.event))
 
     async def _on_prediction(self, d: Delivery[Prediction]) -> None:
         self.predictions_in += 1
         if not self.owns(d.event.symbol):
             self.other_partition += 1
             return
-        await self._emit(self.core.on_prediction(d.event))
-
-    async def _emit(self, events: list[Event]) -> None:
-        for event in events:
-            await self.rt.emit(event)
+        await self.rt.emit_all(self.core.on_prediction(d.event))
 
     def status(self) -> dict[str, Any]:
         positions = {sym: s.direction * s.quantity for sym, s in self.core.symbols.items() if s.direction}
