@@ -10,14 +10,16 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -28,7 +30,18 @@ from proto.orders import RiskMode
 from proto.subjects import stream_of_pattern
 
 ENV_PREFIX = "TRADEFLEET_"
-HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"  # a wall time, HH:MM
+
+
+def _sexagesimal(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted 15:30 as the base-60 number 930 (09:30 stays a string, having a
+    leading zero): give such a wall time back its HH:MM."""
+    return f"{value // 60:02d}:{value % 60:02d}" if isinstance(value, int) and value >= 0 else value
+
+
+# A New York wall time, HH:MM (written unquoted in YAML or not).
+WallTime = Annotated[
+    str, BeforeValidator(_sexagesimal), StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+]
 # Short, documented aliases for the two settings everyone sets.
 ENV_ALIASES = {"TRADEFLEET_DB_URL": ("db", "url"), "TRADEFLEET_NATS_URL": ("nats", "url")}
 
@@ -92,8 +105,8 @@ class MarketSettings(Section):
     below bound every session (New York time)."""
 
     calendar: str = "XNYS"  # an exchange-calendars name (XNYS, XNAS...), or "weekdays": no holidays
-    session_start: str = Field("09:30", pattern=HHMM)
-    session_end: str = Field("16:00", pattern=HHMM)
+    session_start: WallTime = "09:30"
+    session_end: WallTime = "16:00"
     tick_size: float = Field(0.01, gt=0)  # the price grid of limit prices the gateway makes
     cache: Path = Path("var/calendar-cache")  # the exchange's schedule, built once per library version
 
@@ -125,7 +138,7 @@ class ReplaySettings(Section):
     # in time order beside the market data; only the replayed day's headlines are sent.
     news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
     # Stop the replay at this New York time (HH:MM); the backtest cuts each day there too.
-    until: str | None = Field(None, pattern=HHMM)
+    until: WallTime | None = None
     # Lockstep: before and after each tick that starts a new second of market time (where bars
     # close and decisions happen) and each headline, wait until these services are quiet
     # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills. Every

@@ -4,10 +4,12 @@ through YAML or the environment, and the exchange calendar's half days close the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from libs.common.calendar import market_calendar
-from libs.common.config import MarketSettings, Settings, load_settings
+from libs.common.config import ConfigError, MarketSettings, Settings, load_settings
 from libs.common.markettime import ny_time_ns
 from proto.features import FeatureVector
 from services.features.runtime import FeaturesApp
@@ -126,3 +128,15 @@ def test_holidays_have_no_session_and_a_bad_calendar_is_a_clear_error() -> None:
         market_calendar(MarketSettings(calendar="NOPE"))
     with pytest.raises(ValueError, match="before session_end"):
         MarketSettings(session_start="16:00", session_end="09:30")
+
+
+def test_wall_times_written_unquoted_in_yaml_are_wall_times(tmp_path: Path) -> None:
+    """YAML 1.1 reads 15:15 as the number 915 (base 60): the market hours and the replay's cut
+    take it back as 15:15 instead of refusing the file."""
+    config = tmp_path / "c.yaml"
+    config.write_text("market: {session_end: 15:15}\nmd_gateway: {replay: {until: 10:30}}\n")
+    settings = load_settings(config)
+    assert settings.market.session_end == "15:15" and settings.md_gateway.replay.until == "10:30"
+    config.write_text("market: {session_end: 25:30}\n")
+    with pytest.raises(ConfigError, match="session_end"):
+        load_settings(config)
