@@ -35,6 +35,16 @@ def load(config: Path | None, **overrides: object) -> Settings:
         fail(str(exc))
 
 
+def day(text: str, flag: str = "--date") -> str:
+    """A day as YYYYMMDD from either format every command accepts (YYYY-MM-DD or YYYYMMDD)."""
+    from tradefleet.backtest.sources import parse_day
+
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        fail(f"{flag}: {exc}")
+
+
 def csv_list(text: str, upper: bool = False) -> list[str]:
     """A comma-separated option as a list, blanks dropped: "IBM, bac," -> IBM, BAC (upper)."""
     items = [x.strip() for x in text.split(",") if x.strip()]
