@@ -1,6 +1,6 @@
 """What every model kind's registry shares: a folder of versions, each with meta.json, and an
 ``ACTIVE`` marker naming the served one (replaced atomically); the code version a model records;
-report plots inlined as PNG. The kinds lay their folders out themselves (fastlane per horizon,
+report plots inlined as PNG or SVG. The kinds lay their folders out themselves (fastlane per horizon,
 sentiment one folder)."""
 
 from __future__ import annotations
@@ -66,3 +66,14 @@ def png(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def svg(fig: Any) -> str:
+    """A matplotlib figure as inline SVG markup (set ``svg.fonttype: none`` to keep text as text)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: invalid inside HTML

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from libs.common.calendar import MarketCalendar
 from libs.common.config import FeaturesSettings
-from models.fastlane import report
+from models.fastlane import registry, report
 from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, vectors_from_db
 from models.fastlane.train import TrainConfig, train_horizon
 
@@ -68,4 +69,9 @@ def run(
     if report_dir is None:
         report_dir = Path("var/reports") / f"fastlane-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     json_path, html_path = report.write(report_dir, results, context)
+    # Beside each registered model too: whoever finds a version in the registry finds its evidence.
+    for r in results:
+        version_dir = registry.horizon_dir(registry_root, r["horizon"]) / r["version"]
+        for path in (json_path, html_path):
+            shutil.copy2(path, version_dir / path.name)
     return {"report_json": str(json_path), "report_html": str(html_path), "results": results, **context}

@@ -6,6 +6,8 @@ Layout under the registry root (``models/registry`` by default):
     fastlane/<horizon>/<version>/model.onnx   the same model for ONNX Runtime
     fastlane/<horizon>/<version>/meta.json    feature set, data span, metrics, calibration,
                                               drift reference, engine timings, code version
+    fastlane/<horizon>/<version>/report.html  the training run's report (and report.json): every
+                                              horizon it trained, this one among them
     fastlane/<horizon>/ACTIVE                 the active version (replaced atomically)
 """
 

@@ -2,15 +2,18 @@
 
 Per horizon:
 1. label the vectors (forward return net of the round-trip cost; see dataset.py);
-2. purged walk-forward CV: the data is cut in time into ``folds + 1`` blocks; fold k trains on the
-   blocks before block k and tests on block k. Training rows whose label window reaches into the
-   test block are purged, and an embargo drops the rows just before it;
+2. purged walk-forward CV with exactly ``folds`` evaluated folds: an opening window only trains
+   (one ``folds + 1``-th of the rows, longer when that leaves too few to fit after purging), the
+   rest is cut in time into ``folds`` test blocks, and fold k trains on everything before block k.
+   Training rows whose label window reaches into the test block are purged, and an embargo drops
+   the rows just before it. Too little data for the folds asked for is an error, never fewer folds;
 3. in each fit, the last 20% of the training rows (in time) drive early stopping and then fit a
    Platt calibration of the raw scores;
 4. the final model is fitted on all rows the same way, exported to ONNX, timed on every engine,
    and registered with its metadata;
 5. the promotion gate: it becomes active only if its out-of-fold log loss beats, on the same test
    rows, both the active model's and a constant base-rate forecast's (no skill, no promotion).
+   Every verdict says why: the gate's failures, or the --promote mode that overrode it.
 """
 
 from __future__ import annotations
@@ -32,10 +35,14 @@ from libs.common.markettime import parse_duration_ns
 from models.fastlane import drift, registry
 from models.fastlane.dataset import CostModel, Dataset, label
 from models.fastlane.engines import ENGINES, LightgbmEngine, Scorer, load_engine, logit, time_engine
+from models.fastlane.evaluation import auc_interval, ny_iso, t_interval
 
 log = get_logger(__name__)
 VALIDATION_SHARE = 0.2
 MIN_TRAIN_ROWS = 200
+# A fold's metrics on fewer rows say nothing; on a few dozen they say little, and the report's
+# intervals show how little (one symbol's day in the walk-forward backtest leaves that much).
+MIN_TEST_ROWS = 10
 
 
 @dataclass
@@ -90,17 +97,38 @@ class Fitted:
 
 
 def walk_forward_folds(ds: Dataset, folds: int, embargo_ns: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, test rows) per fold, purged and embargoed (rows are in time order)."""
-    edges = np.quantile(ds.ts, np.linspace(0, 1, folds + 2))
+    """(train rows, test rows) for each of ``folds`` folds, purged and embargoed (rows in time order).
+
+    A row may train for a test block starting at T once its label is known and it lies outside the
+    embargo: max(end_ts, ts + embargo) < T. Raises ValueError when the data cannot give ``folds``
+    folds of MIN_TEST_ROWS test rows after an opening window of MIN_TRAIN_ROWS usable rows."""
+    first = _first_test_row(ds, folds, embargo_ns)
+    if len(ds) - first < folds * MIN_TEST_ROWS:
+        raise ValueError(
+            f"{folds} folds need {folds * MIN_TEST_ROWS} test rows after the first {first} rows that "
+            f"only train; {len(ds) - first} remain: use fewer --folds or more data"
+        )
+    edges = np.quantile(ds.ts[first:], np.linspace(0, 1, folds + 1))
     out = []
-    for k in range(1, folds + 1):
+    for k in range(folds):
         start, end = edges[k], edges[k + 1]
-        test = np.where((ds.ts >= start) & ((ds.ts < end) if k < folds else (ds.ts <= end)))[0]
+        in_block = (ds.ts >= start) & ((ds.ts < end) if k < folds - 1 else (ds.ts <= end))
+        test = np.where(in_block)[0]
         train = np.where((ds.end_ts < start) & (ds.ts < start - embargo_ns))[0]
-        # A fold whose purged training set is too small to fit and calibrate is skipped.
-        if len(test) and len(train) >= MIN_TRAIN_ROWS:
-            out.append((train, test))
+        if len(test) < MIN_TEST_ROWS:  # rows sharing one timestamp can make a block short
+            raise ValueError(f"fold {k + 1} of {folds} has {len(test)} test rows: use fewer --folds")
+        out.append((train, test))
     return out
+
+
+def _first_test_row(ds: Dataset, folds: int, embargo_ns: int) -> int:
+    """Where the first test block starts: after one block of rows, or later when the rows before
+    it would leave fewer than MIN_TRAIN_ROWS to train on once purged and embargoed."""
+    usable_from = np.sort(np.maximum(ds.end_ts, ds.ts + embargo_ns))
+    if len(usable_from) < MIN_TRAIN_ROWS:
+        raise ValueError(f"{len(ds)} labelled rows; a fold needs {MIN_TRAIN_ROWS} to train on")
+    enough = int(np.searchsorted(ds.ts, usable_from[MIN_TRAIN_ROWS - 1], side="right"))
+    return max(enough, len(ds) // (folds + 1))
 
 
 def fit(ds: Dataset, rows: np.ndarray, cfg: TrainConfig) -> Fitted:
@@ -142,11 +170,16 @@ def metrics(y: np.ndarray, p: np.ndarray, forward: np.ndarray, base_rate: float)
 
     both = len(set(y.tolist())) == 2
     ic = spearmanr(p, forward).statistic if len(p) > 2 and np.std(p) > 0 else 0.0
+    auc_low, auc_high = auc_interval(y, p) if both else (math.nan, math.nan)
     return {
         "rows": len(y),
         "auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "auc_low": auc_low,
+        "auc_high": auc_high,
         "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])),
         "base_log_loss": float(log_loss(y, np.full(len(y), base_rate), labels=[0, 1])),
+        "brier": float(np.mean((p - y) ** 2)),
+        "base_brier": float(np.mean((base_rate - y) ** 2)),
         "hit_rate": float(np.mean((p > 0.5) == (y == 1))),
         "ic": 0.0 if math.isnan(ic) else float(ic),
         "up_share": float(np.mean(y)),
@@ -193,19 +226,24 @@ def train_horizon(
     )
     if len(ds) < 200:
         raise ValueError(f"horizon {horizon}: only {len(ds)} labelled rows; more data is needed")
-    folds = walk_forward_folds(ds, cfg.folds, parse_duration_ns(cfg.embargo))
-    if not folds:
-        raise ValueError(
-            f"horizon {horizon}: no fold has {MIN_TRAIN_ROWS} training rows; more data is needed"
-        )
+    try:
+        folds = walk_forward_folds(ds, cfg.folds, parse_duration_ns(cfg.embargo))
+    except ValueError as exc:
+        raise ValueError(f"horizon {horizon}: {exc}") from None
     fold_reports, oof_p, oof_rows = [], [], []
     active_losses: list[float] = []
     for k, (train_rows, test_rows) in enumerate(folds):
         model = fit(ds, train_rows, cfg)
         p = model.predict(ds.X[test_rows])
         base = float(np.mean(ds.y[train_rows]))
-        report = metrics(ds.y[test_rows], p, ds.forward[test_rows], base)
-        report.update(fold=k + 1, train_rows=len(train_rows), best_iteration=model.best_iteration)
+        report: dict[str, Any] = metrics(ds.y[test_rows], p, ds.forward[test_rows], base)
+        report.update(
+            fold=k + 1,
+            train_rows=len(train_rows),
+            best_iteration=model.best_iteration,
+            test_start=ny_iso(int(ds.ts[test_rows[0]])),
+            test_end=ny_iso(int(ds.ts[test_rows[-1]])),
+        )
         active_p = _score_with_active(root, horizon, feature_set, ds.X[test_rows])
         if active_p is not None:
             report["active_log_loss"] = float(
@@ -222,7 +260,7 @@ def train_horizon(
     # The trading signal is the probability's distance from the model's no-information point
     # (its median out-of-fold probability: the base rate of the training days is not a view) in
     # units of how far its probabilities usually stray (90th percentile), clipped to [-1, 1].
-    all_p = np.concatenate(oof_p)
+    all_p, all_rows = np.concatenate(oof_p), np.concatenate(oof_rows)
     signal_center = float(np.median(all_p))
     signal_scale = max(float(np.quantile(np.abs(all_p - signal_center), 0.9)), 0.005)
     version, verdict = _register(
@@ -244,28 +282,39 @@ def train_horizon(
         "rows": len(ds),
         "neutral_rows": ds.neutral,
         "up_share": float(np.mean(ds.y)),
-        "span": [_iso(int(ds.ts[0])), _iso(int(ds.ts[-1]))],
+        "span": [ny_iso(int(ds.ts[0])), ny_iso(int(ds.ts[-1]))],
         "folds": fold_reports,
         "summary": summary,
         "promotion": verdict,
         "importance": _importance(final, names),
-        "oof": {"p": np.concatenate(oof_p).tolist(), "y": ds.y[np.concatenate(oof_rows)].tolist()},
+        # Out-of-fold rows for the report's calibration and decile tables (not kept in report.json).
+        "oof": {
+            "p": all_p.tolist(),
+            "y": ds.y[all_rows].tolist(),
+            "forward": ds.forward[all_rows].tolist(),
+            "cost": ds.cost[all_rows].tolist(),
+            "fold": np.repeat(np.arange(1, len(folds) + 1), [len(r) for r in oof_rows]).tolist(),
+        },
     }
 
 
-def _summary(folds: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ("auc", "log_loss", "base_log_loss", "hit_rate", "ic")
-    return {f"mean_{k}": float(np.nanmean([f[k] for f in folds])) for k in keys}
+SUMMARY_KEYS = ("auc", "log_loss", "base_log_loss", "brier", "base_brier", "hit_rate", "ic")
+
+
+def _summary(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean_<metric> over folds, and <metric>_interval: that mean with its 95% t-interval."""
+    out: dict[str, Any] = {"folds": len(folds)}
+    for key in SUMMARY_KEYS:
+        interval = t_interval([f[key] for f in folds])
+        out[f"mean_{key}"] = interval["mean"]
+        out[f"{key}_interval"] = interval
+    return out
 
 
 def _importance(model: Fitted, names: list[str]) -> list[tuple[str, float]]:
     gains = model.booster.feature_importance(importance_type="gain")
     ranked = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])
     return [(n, round(g, 3)) for n, g in ranked if g > 0][:25]
-
-
-def _iso(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).isoformat()
 
 
 def _register(
@@ -277,7 +326,7 @@ def _register(
     root: Path,
     final: Fitted,
     folds: list[dict[str, Any]],
-    summary: dict[str, float],
+    summary: dict[str, Any],
     active_losses: list[float],
     signal: tuple[float, float],
 ) -> tuple[str, dict[str, Any]]:
@@ -295,7 +344,7 @@ def _register(
         "horizon": horizon,
         "feature_set": feature_set,
         "names": names,
-        "data_span": [_iso(int(ds.ts[0])), _iso(int(ds.ts[-1]))],
+        "data_span": [ny_iso(int(ds.ts[0])), ny_iso(int(ds.ts[-1]))],
         "symbols": sorted(set(ds.symbols.tolist())),
         "rows": len(ds),
         "labels": {
@@ -331,24 +380,32 @@ def _register(
 
 
 def _gate(
-    cfg: TrainConfig, summary: dict[str, float], active_losses: list[float], active: str | None
+    cfg: TrainConfig, summary: dict[str, Any], active_losses: list[float], active: str | None
 ) -> dict[str, Any]:
+    """The verdict and its reasons: ``gate_failures`` are the gate's objections whatever the mode;
+    ``reasons`` say why the model was not promoted (empty when it was)."""
     mode, gain = cfg.promote, cfg.min_gain
     new_loss = summary["mean_log_loss"]
     skill = new_loss < summary["mean_base_log_loss"] - gain
     beats_active = not active_losses or new_loss < float(np.mean(active_losses)) - gain
-    reasons = []
+    failures = []
     if not skill:
-        reasons.append(
+        failures.append(
             f"log loss {new_loss:.5f} is not {gain} better than the base rate's "
             f"{summary['mean_base_log_loss']:.5f}"
         )
     if not beats_active:
-        reasons.append(
+        failures.append(
             f"log loss {new_loss:.5f} is not {gain} better than the active model's "
             f"{np.mean(active_losses):.5f}"
         )
-    promoted = mode == "force" or (mode == "gate" and skill and beats_active)
+    promoted = mode == "force" or (mode == "gate" and not failures)
+    if promoted:
+        reasons = []
+    elif mode == "never":
+        reasons = ["--promote never", *failures]
+    else:
+        reasons = failures
     return {
         "mode": mode,
         "promoted": promoted,
@@ -356,8 +413,21 @@ def _gate(
         "skill": skill,
         "beats_active": beats_active,
         "active_mean_log_loss": float(np.mean(active_losses)) if active_losses else None,
+        "gate_failures": failures,
         "reasons": reasons,
     }
+
+
+def verdict_text(verdict: dict[str, Any]) -> str:
+    """One line: promoted or not, and why (what the CLI prints and the report shows)."""
+    if not verdict["promoted"]:
+        return "not promoted: " + "; ".join(verdict["reasons"])
+    failures = verdict.get("gate_failures") or []
+    if verdict["mode"] == "force" and failures:
+        return "promoted by --promote force over the gate: " + "; ".join(failures)
+    if verdict["mode"] == "force":
+        return "promoted (--promote force; the gate also passed)"
+    return "promoted: passed the gate"
 
 
 def _export_onnx(model_txt: Path, out: Path, n_features: int) -> None:

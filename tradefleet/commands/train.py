@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from tradefleet.commands.common import ConfigOpt, Promote, csv_list, fail, load
+from tradefleet.commands.common import ConfigOpt, Promote, csv_list, day, fail, load
 
 app = typer.Typer(no_args_is_help=True, help="train models into the registry")
 
@@ -25,9 +25,12 @@ def fastlane(
     horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,15m,30m,60m",
     symbols: Annotated[str | None, typer.Option(help="comma-separated; default: every symbol found")] = None,
     dates: Annotated[
-        str | None, typer.Option(help="comma-separated YYYYMMDD; default: every day found")
+        str | None,
+        typer.Option(help="comma-separated days, YYYY-MM-DD or YYYYMMDD; default: every day found"),
     ] = None,
-    folds: Annotated[int, typer.Option(min=2, max=20)] = 4,
+    folds: Annotated[
+        int, typer.Option(min=2, max=20, help="evaluated walk-forward folds (after a training-only start)")
+    ] = 4,
     embargo: Annotated[str, typer.Option()] = "5m",
     labels: Annotated[
         Labels, typer.Option(help="the sign of the horizon's net return, or the ATR barrier touched first")
@@ -54,6 +57,7 @@ def fastlane(
             parse_duration_ns(h)
     except ValueError as exc:
         fail(str(exc))
+    days = [day(d, "--dates") for d in csv_list(dates)] if dates else None
     settings = load(config)
     cfg = TrainConfig(
         horizons=wanted,
@@ -71,7 +75,7 @@ def fastlane(
         registry or settings.fastlane.registry,
         report,
         csv_list(symbols, upper=True) if symbols else None,
-        csv_list(dates) if dates else None,
+        days,
         calendar=market_calendar(settings.market),
     )
     for r in result["results"]:
@@ -80,11 +84,14 @@ def fastlane(
 
 
 def _fastlane_line(r: dict[str, Any]) -> str:
+    from models.fastlane.train import verdict_text
+
     s, verdict = r["summary"], r["promotion"]
-    promoted = "PROMOTED" if verdict["promoted"] else "not promoted: " + "; ".join(verdict["reasons"])
+    said = verdict_text(verdict)
+    promoted = "PROMOTED" + said.removeprefix("promoted") if verdict["promoted"] else said
     return (
-        f"{r['horizon']:>4} {r['version']} rows={r['rows']} auc={s['mean_auc']:.4f} "
-        f"logloss={s['mean_log_loss']:.4f} (base {s['mean_base_log_loss']:.4f}) "
+        f"{r['horizon']:>4} {r['version']} rows={r['rows']} folds={len(r['folds'])} "
+        f"auc={s['mean_auc']:.4f} logloss={s['mean_log_loss']:.4f} (base {s['mean_base_log_loss']:.4f}) "
         f"hit={s['mean_hit_rate']:.4f} ic={s['mean_ic']:.4f} {promoted}"
     )
 
@@ -96,10 +103,15 @@ def policy(
         str | None, typer.Option(help="LEAN data folder or a PostgreSQL URL (default: the replay's)")
     ] = None,
     symbols: Annotated[str | None, typer.Option(help="comma-separated (default: the replay's)")] = None,
-    start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's)")] = None,
-    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="first day, YYYY-MM-DD or YYYYMMDD (default: the replay's)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="last day, YYYY-MM-DD or YYYYMMDD (default: --start)")
+    ] = None,
     hold_out: Annotated[
-        str, typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD (required)")
+        str,
+        typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD or YYYYMMDD (required)"),
     ] = "",
     news: Annotated[list[Path] | None, typer.Option(help="headline files (default: the replay's)")] = None,
     sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment")] = True,
@@ -120,17 +132,19 @@ def policy(
     from libs.common.logging import setup_logging
     from models.policy.cli import run
     from models.policy.train import PolicyTrainConfig
-    from tradefleet.backtest.sources import find_days, parse_day
+    from tradefleet.backtest.sources import find_days
 
+    first = day(start, "--start") if start else None
+    last = day(end, "--end") if end else first
+    held = {day(d, "--hold-out") for d in csv_list(hold_out)}
+    if not held:
+        fail("train policy: --hold-out names no day: evaluation needs days the policy never trained on")
     settings = load(config)
     setup_logging("train-policy", "WARNING")
     rp = settings.md_gateway.replay
     source = data or str(rp.root)
     wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
     try:
-        held = {parse_day(d) for d in csv_list(hold_out)}
-        if not held:
-            raise ValueError("--hold-out names no day: evaluation needs days the policy never trained on")
         cfg = PolicyTrainConfig(
             algorithm=algorithm,
             timesteps=timesteps,
@@ -140,7 +154,7 @@ def policy(
             promote=promote,
             seed=seed,
         )
-        days = find_days(source, wanted, start or rp.date, end or start or rp.date)
+        days = find_days(source, wanted, first or rp.date, last or rp.date)
         headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
         registry_root = registry or settings.policy.registry
         result = run(settings, days, held, headlines, sentiment, cfg, registry_root, report, progress)
