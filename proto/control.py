@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, get_args
 
 from proto.base import DurableEvent, Event, Identifier
 
@@ -11,12 +12,24 @@ Command = Literal[
     "resume",
     "flatten",
     "set_mode",
-    "reload",
     "cancel_all",
     # one order: args client_order_id; replace also quantity (only down) and/or limit_price
     "cancel",
     "replace",
 ]
+COMMANDS: tuple[Command, ...] = get_args(Command)
+MODES = ("LIVE", "DEGRADED", "OBSERVE")  # what set_mode may ask for (EMERGENCY only by kill)
+
+# Who answers each command with a ControlAck: a sender waits for exactly these.
+RESPONDERS: dict[Command, tuple[str, ...]] = {
+    "kill": ("risk", "execution"),
+    "resume": ("risk", "execution"),
+    "flatten": ("execution",),
+    "set_mode": ("risk",),
+    "cancel_all": ("execution",),
+    "cancel": ("execution",),
+    "replace": ("execution",),
+}
 
 
 class Control(DurableEvent, frozen=True, kw_only=True):
@@ -27,6 +40,56 @@ class Control(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"ctl:{self.command_id}"
+
+
+class ControlAck(DurableEvent, frozen=True, kw_only=True):
+    """What a service did about a Control: ``accepted`` False says it refused (and ``summary``
+    why), so an operator never mistakes a command that was heard for one that was obeyed."""
+
+    command_id: Identifier
+    command: Command
+    service: str
+    accepted: bool
+    summary: str
+    counts: dict[str, float] = {}
+
+    def dedupe_key(self) -> str:
+        return f"ack:{self.service}:{self.command_id}"
+
+
+def control_arg_problems(command: Command, args: dict[str, str]) -> list[str]:
+    """What is wrong with a command's arguments (empty when nothing): checked by every sender
+    before anything reaches the bus, and by the receivers again."""
+    allowed = {
+        "kill": {"flatten"},
+        "set_mode": {"mode"},
+        "cancel": {"client_order_id"},
+        "replace": {"client_order_id", "quantity", "limit_price"},
+    }.get(command, set())
+    problems = [f"{command} takes no argument {k!r}" for k in sorted(set(args) - allowed)]
+    if command == "kill" and args.get("flatten", "false") not in ("true", "false"):
+        problems.append(f"flatten must be true or false, not {args['flatten']!r}")
+    if command == "set_mode" and args.get("mode") not in MODES:
+        problems.append(f"mode must be one of {', '.join(MODES)}, not {args.get('mode')!r}")
+    if command in ("cancel", "replace") and not args.get("client_order_id"):
+        problems.append(f"{command} needs client_order_id")
+    if command == "replace":
+        if not {"quantity", "limit_price"} & set(args):
+            problems.append("replace needs quantity and/or limit_price")
+        problems += [
+            f"{k} must be a positive number, not {args[k]!r}"
+            for k in ("quantity", "limit_price")
+            if k in args and not _positive(args[k])
+        ]
+    return problems
+
+
+def _positive(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
 
 
 class SyncProbe(Event, frozen=True, kw_only=True):

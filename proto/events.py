@@ -8,7 +8,7 @@ import msgspec
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import DurableEvent, Event
-from proto.control import Control, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -41,6 +41,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     NewsItem,
     SentimentScore,
     Control,
+    ControlAck,
     Alert,
     DeadLetter,
     SyncProbe,
@@ -72,6 +73,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     NewsItem,
     SentimentScore,
     Control,
+    ControlAck,
     Alert,
     DeadLetter,
     SyncProbe,

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -115,6 +115,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("RISK", ("risk.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("ALERTS", ("alert.>",)),
     StreamSpec("CONTROL", ("ctl.>",)),
+    StreamSpec("ACKS", ("ack.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("DLQ", ("dlq.>",), max_age_s=30 * 24 * 3600),
 )
 
@@ -170,6 +171,14 @@ CATALOG: tuple[SubjectSpec, ...] = (
     ),
     SubjectSpec("alert.{severity}", (Alert,), _J, ANY_SERVICE, "alerts for people", "ALERTS"),
     SubjectSpec("ctl.{command}", (Control,), _J, "control", "operator commands", "CONTROL"),
+    SubjectSpec(
+        "ack.{service}",
+        (ControlAck,),
+        _J,
+        ANY_SERVICE,
+        "what a service did about an operator command (risk: the mode; execution: orders, flattens)",
+        "ACKS",
+    ),
     SubjectSpec("dlq.{service}", (DeadLetter,), _J, ANY_SERVICE, "refused messages, kept whole", "DLQ"),
     SubjectSpec(
         "sync.{service}",

@@ -38,7 +38,7 @@ from libs.common.clock import Clock
 from libs.common.config import ExecutionSettings
 from libs.common.positions import Position
 from proto.base import Event
-from proto.control import Control
+from proto.control import Control, ControlAck, control_arg_problems
 from proto.execution import LIVE_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.execution import Position as PositionRow
 from proto.market import Quote
@@ -410,23 +410,31 @@ class ExecutionCore:
 
     # -- operators: the kill switch, one order's cancel or replace --------------------------------
     def on_control(self, c: Control) -> Outcome:
+        """Obey an operator command and say what was done (a ControlAck the sender waits for)."""
         now = self.clock.now_ns()
+        if problems := control_arg_problems(c.command, c.args):
+            self.stats[f"control_{c.command}_malformed"] += 1
+            return Outcome(events=[self._ack(c, now, False, "; ".join(problems))])
         if c.command == "resume":
             self.killed = False
-            return Outcome()
+            self.stats["control_resume"] += 1
+            return Outcome(events=[self._ack(c, now, True, "new approvals accepted again")])
         if c.command in ("cancel", "replace"):
             return self._operator_order_command(c, now)
         if c.command not in ("kill", "cancel_all", "flatten"):
-            return Outcome()
+            return Outcome()  # set_mode: the risk gate's
         out = Outcome()
         if c.command == "kill":
             self.killed = True
+        cancelled = 0
         for w in self.working.values():
             if w.order.status in LIVE_STATUSES:
                 out += self._cancel(w, now, c.command)
+                cancelled += 1
         flatten = c.command == "flatten" or (
             c.command == "kill" and (self.cfg.flatten_on_kill or c.args.get("flatten") == "true")
         )
+        flattening = []
         if flatten:
             for symbol, pos in self.positions.items():
                 if pos.quantity:
@@ -439,8 +447,29 @@ class ExecutionCore:
                         f"{c.command} by {c.issued_by}",
                         None,
                     )
+                    flattening.append(f"{side} {abs(pos.quantity):g} {symbol}")
         self.stats[f"control_{c.command}"] += 1
+        summary = f"{cancelled} open order(s) cancelled"
+        summary += f"; flattening: {', '.join(flattening)}" if flattening else "; positions kept"
+        if c.command == "kill":
+            summary = "killed: new approvals refused; " + summary
+        counts = {"orders_cancelled": float(cancelled), "flatten_orders": float(len(flattening))}
+        out.events.append(self._ack(c, now, True, summary, counts))
         return out
+
+    def _ack(
+        self, c: Control, now: int, accepted: bool, summary: str, counts: dict[str, float] | None = None
+    ) -> ControlAck:
+        return ControlAck(
+            ts_event=now,
+            ts_init=now,
+            command_id=c.command_id,
+            command=c.command,
+            service="execution",
+            accepted=accepted,
+            summary=summary,
+            counts=counts or {},
+        )
 
     def _cancel(self, w: Working, now: int, reason: str) -> Outcome:
         w.stopping = True
@@ -452,23 +481,29 @@ class ExecutionCore:
         )
 
     def _operator_order_command(self, c: Control, now: int) -> Outcome:
-        w = self.working.get(c.args.get("client_order_id", ""))
+        cid = c.args["client_order_id"]
+        w = self.working.get(cid)
         if w is None or w.order.terminal:
             self.stats[f"control_{c.command}_unknown_order"] += 1
-            return Outcome()
-        self.stats[f"control_{c.command}"] += 1
-        if c.command == "cancel":
-            return self._cancel(w, now, f"cancel by {c.issued_by}")
-        try:
-            quantity = float(c.args["quantity"]) if "quantity" in c.args else None
-            limit = float(c.args["limit_price"]) if "limit_price" in c.args else None
-        except ValueError:
-            self.stats["control_replace_malformed"] += 1
-            return Outcome()
-        if w.tactic is not None or (quantity is not None and quantity > w.order.quantity):
+            state = "unknown" if w is None else f"already {w.order.status}"
+            return Outcome(events=[self._ack(c, now, False, f"order {cid} is {state}")])
+        quantity = float(c.args["quantity"]) if "quantity" in c.args else None
+        limit = float(c.args["limit_price"]) if "limit_price" in c.args else None
+        if c.command == "replace" and (
+            w.tactic is not None or (quantity is not None and quantity > w.order.quantity)
+        ):
             # A worked order's children are the gateway's to price; more shares need an approval.
             self.stats["control_replace_refused"] += 1
-            return Outcome()
+            why = "worked by a tactic" if w.tactic is not None else "more shares need a new approval"
+            return Outcome(events=[self._ack(c, now, False, f"order {cid} not replaced: {why}")])
+        self.stats[f"control_{c.command}"] += 1
+        if c.command == "cancel":
+            out = self._cancel(w, now, f"cancel by {c.issued_by}")
+            out.events.append(self._ack(c, now, True, f"cancel of {cid} sent to the broker"))
+            return out
+        change = ", ".join(
+            f"{k} {v:g}" for k, v in (("quantity", quantity), ("limit", limit)) if v is not None
+        )
         return Outcome(
             [
                 JournalRecord(
@@ -480,7 +515,8 @@ class ExecutionCore:
                     reason=f"by {c.issued_by}",
                 ),
                 Replace(w.child, quantity=quantity, limit_price=limit),
-            ]
+            ],
+            [self._ack(c, now, True, f"replace of {cid} sent to the broker: {change}")],
         )
 
     # -- restart --------------------------------------------------------------------------------------

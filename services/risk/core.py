@@ -28,7 +28,7 @@ from libs.common.config import RiskSettings
 from libs.common.markettime import NEW_YORK, ny_day_ordinal
 from libs.common.positions import Position
 from proto.base import Event
-from proto.control import Control
+from proto.control import Control, ControlAck, control_arg_problems
 from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import (
@@ -238,19 +238,37 @@ class RiskCore:
         return []
 
     def on_control(self, c: Control) -> list[Event]:
+        """The mode commands, each answered with what the mode is now (a ControlAck)."""
+        if c.command not in ("kill", "resume", "set_mode"):
+            return []
+        before = self.mode
+        if problems := control_arg_problems(c.command, c.args):
+            self.stats["mode_change_refused"] += 1
+            return [self._ack(c, False, "; ".join(problems))]
         if c.command == "kill":
             self._set_mode("EMERGENCY", f"kill by {c.issued_by}")
         elif c.command == "resume" and self.mode == "EMERGENCY":
             self._set_mode("OBSERVE", f"resumed by {c.issued_by}; set_mode LIVE to trade")
-        elif c.command == "set_mode":
-            wanted = c.args.get("mode", "")
-            if self.mode == "EMERGENCY" or wanted not in ("LIVE", "DEGRADED", "OBSERVE"):
-                self.stats["mode_change_refused"] += 1
-                return []
-            self._set_mode(wanted, f"set by {c.issued_by}")  # type: ignore[arg-type]
+        elif c.command == "resume":
+            return [self._ack(c, True, f"mode stays {self.mode}: resume only leaves EMERGENCY")]
+        elif self.mode == "EMERGENCY":
+            self.stats["mode_change_refused"] += 1
+            return [self._ack(c, False, "mode stays EMERGENCY: resume first, then set_mode")]
         else:
-            return []
-        return [self.state(c.ts_event)]
+            self._set_mode(c.args["mode"], f"set by {c.issued_by}")  # type: ignore[arg-type]
+        return [self.state(c.ts_event), self._ack(c, True, f"mode {before} -> {self.mode}")]
+
+    def _ack(self, c: Control, accepted: bool, summary: str) -> ControlAck:
+        now = self.clock.now_ns()
+        return ControlAck(
+            ts_event=now,
+            ts_init=now,
+            command_id=c.command_id,
+            command=c.command,
+            service="risk",
+            accepted=accepted,
+            summary=summary,
+        )
 
     def _set_mode(self, mode: RiskMode, reason: str, auto: bool = False) -> None:
         self.mode, self.mode_reason, self._auto_degraded = mode, reason, auto

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -108,6 +108,14 @@ def sample_events() -> list[Event]:
             latency_us=900,
         ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
+        ControlAck(
+            **t,
+            command_id="k-1",
+            command="kill",
+            service="risk",
+            accepted=True,
+            summary="mode LIVE -> EMERGENCY",
+        ),
         Alert(**t, alert_id="a-1", severity="warning", source="md-gateway", title="feed stale"),
         DeadLetter(
             **t,

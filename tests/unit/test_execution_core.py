@@ -7,7 +7,7 @@ import pytest
 
 from libs.common.clock import SimClock
 from libs.common.config import SimSettings
-from proto.control import Control
+from proto.control import Control, ControlAck
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.orders import OrderApproved
 from services.execution.core import Cancel, JournalRecord, Outcome, Replace, Send, Tactic
@@ -143,8 +143,13 @@ def test_kill_cancels_everything_refuses_approvals_and_can_flatten() -> None:
     kill = Control(
         ts_event=T, ts_init=T, command_id="k1", command="kill", issued_by="ops", args={"flatten": "true"}
     )
-    h.run(h.core.on_control(kill))
+    out = h.core.on_control(kill)
+    h.run(out)
     assert [r.kind for r in h.journal] == ["send", "send", "cancel", "send"]  # the cancel and the flatten
+    (ack,) = [e for e in out.events if isinstance(e, ControlAck)]
+    assert (ack.service, ack.command_id, ack.accepted) == ("execution", "k1", True)
+    assert ack.counts == {"orders_cancelled": 1.0, "flatten_orders": 1.0}
+    assert "1 open order(s) cancelled" in ack.summary and "SELL 100 IBM" in ack.summary
     h.quote(T + 60 * MS, 100.00, 100.02)
     assert h.statuses("l1")[-1] == "CANCELLED"
     flat = [cid for cid in h.sent if cid.startswith("flat-")]
@@ -285,19 +290,30 @@ def test_an_operator_can_cancel_or_shrink_one_order() -> None:
     h.approve("l1", qty=300, order_type="LMT", limit_price=99.50)
     h.quote(T + 20 * MS, 99.99, 100.01)
 
+    acks: list[ControlAck] = []
+
     def control(command: str, **args: str) -> None:
         c = Control(ts_event=T, ts_init=T, command_id=command, command=command, issued_by="ops", args=args)
-        h.run(h.core.on_control(c))
+        out = h.core.on_control(c)
+        acks.extend(e for e in out.events if isinstance(e, ControlAck))
+        h.run(out)
 
     control("replace", client_order_id="l1", quantity="400")  # more shares need an approval
     assert h.core.stats["control_replace_refused"] == 1
+    assert not acks[-1].accepted and "more shares need a new approval" in acks[-1].summary
+    control("replace", client_order_id="nope", quantity="100")
+    assert not acks[-1].accepted and acks[-1].summary == "order nope is unknown"
+    control("replace", client_order_id="l1", quantity="-5")  # malformed: refused before any action
+    assert not acks[-1].accepted and "quantity must be a positive number" in acks[-1].summary
     control("replace", client_order_id="l1", quantity="200", limit_price="99.60")
+    assert acks[-1].accepted and acks[-1].summary.endswith("quantity 200, limit 99.6")
     h.quote(T + 40 * MS, 99.99, 100.01)
     assert h.core.orders["l1"].quantity == 200 and h.broker.orders["l1"].limit_price == 99.60
     control("cancel", client_order_id="l1")
     h.quote(T + 60 * MS, 99.99, 100.01)
     assert h.statuses("l1")[-1] == "CANCELLED"
     assert [r.kind for r in h.journal] == ["send", "replace", "cancel"]
+    assert acks[-1].accepted and acks[-1].summary == "cancel of l1 sent to the broker"
 
 
 def test_a_restart_restores_worked_orders_under_their_approved_id() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from libs.common.clock import SimClock
-from proto.control import Control
+from proto.control import Control, ControlAck
 from proto.execution import OrderEvent
 from proto.market import FeedStatus
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
@@ -246,8 +246,8 @@ def test_feed_loss_degrades_to_exits_only_and_recovery_restores() -> None:
 def test_kill_is_emergency_until_an_explicit_resume_and_set_mode() -> None:
     core = gate()
 
-    def ctl(command: str, **args: str) -> None:
-        core.on_event(
+    def ctl(command: str, **args: str) -> ControlAck:
+        out = core.on_event(
             Control(
                 ts_event=T0 + S,
                 ts_init=0,
@@ -257,14 +257,19 @@ def test_kill_is_emergency_until_an_explicit_resume_and_set_mode() -> None:
                 args=args,
             )
         )
+        (ack,) = [e for e in out if isinstance(e, ControlAck)]
+        assert ack.service == "risk" and ack.command == command
+        return ack
 
-    ctl("kill")
+    assert ctl("kill").summary == "mode LIVE -> EMERGENCY"
     denied(core.on_intent(intent()), "MODE_EMERGENCY")
-    ctl("set_mode", mode="LIVE")  # refused: EMERGENCY is left by resume only
+    refused = ctl("set_mode", mode="LIVE")  # refused: EMERGENCY is left by resume only
     assert core.mode == "EMERGENCY" and core.stats["mode_change_refused"] == 1
+    assert not refused.accepted and "resume first" in refused.summary
+    assert not ctl("set_mode", mode="LIVEE").accepted  # a typo never changes the mode
     core.on_event(FeedStatus(ts_event=T0 + 2 * S, ts_init=0, source="ib", state="recovered", seq=1))
     assert core.mode == "EMERGENCY"  # a recovering feed does not undo a kill
-    ctl("resume")
+    assert ctl("resume").summary == "mode EMERGENCY -> OBSERVE"
     assert core.mode == "OBSERVE"
     denied(core.on_intent(intent()), "MODE_OBSERVE")
     ctl("set_mode", mode="LIVE")

@@ -3,14 +3,13 @@ and finding the fleet's NATS."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
 
 from libs.common.config import ConfigError, Settings, load_settings
+from tradefleet.reach import Target, Unreachable, find
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (or TRADEFLEET_CONFIG)")
@@ -18,7 +17,14 @@ ConfigOpt = Annotated[
 NatsUrlOpt = Annotated[str | None, typer.Option(help="NATS URL (default: config, or the running `up`)")]
 # How training commands treat the version they register (the walk-forward has no "never").
 Promote = Literal["gate", "force", "never"]
-FLEET_STATE = Path("var/fleet.json")  # written by `tradefleet up` while it runs
+VarDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--var-dir",
+        envvar="TRADEFLEET_VAR_DIR",
+        help="the state directory of a running `tradefleet up` (its NATS is used)",
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -51,16 +57,10 @@ def csv_list(text: str, upper: bool = False) -> list[str]:
     return [x.upper() for x in items] if upper else items
 
 
-def fleet_nats_url() -> str | None:
-    """The NATS of the `tradefleet up` running from this directory, if any."""
-    if not FLEET_STATE.exists():
-        return None
+def target(var_dir: Path | None, nats_url: str | None, settings: Settings) -> Target:
+    """The fleet's NATS by the one rule of tradefleet.reach (the command says which it used once
+    connected); a missing or stale fleet state is one line and exit 2."""
     try:
-        return str(json.loads(FLEET_STATE.read_text())["nats_url"])
-    except (ValueError, KeyError):
-        return None
-
-
-def bus_url(explicit: str | None, settings: Settings) -> str:
-    """--nats-url, then TRADEFLEET_NATS_URL, then the running `up`, then the config."""
-    return explicit or os.environ.get("TRADEFLEET_NATS_URL") or fleet_nats_url() or settings.nats.url
+        return find(var_dir, nats_url, settings)
+    except Unreachable as exc:
+        fail(str(exc))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from proto.control import Command
-from tradefleet.commands.common import ConfigOpt, NatsUrlOpt, bus_url, fail, load
+from tradefleet.commands.common import ConfigOpt, NatsUrlOpt, VarDirOpt, fail, load, target
 from tradefleet.services import BATCHING, RUNNABLE
 
 # The runnable services as choices, from the one table that builds them; mypy cannot read a Literal
@@ -49,66 +49,88 @@ def service(
 
 def tap(
     subject: Annotated[str, typer.Argument(help="subject or wildcard, e.g. 'md.quote.>'")],
-    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="exact values: nanosecond times, unrounded numbers")
+    ] = False,
     since: Annotated[
-        str | None, typer.Option(help="JetStream subjects: start at this time (ISO 8601 or -5m)")
+        str | None,
+        typer.Option(help="JetStream subjects: start at this time (ISO 8601, or relative: -5m, -2h)"),
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0, help="give up after this many seconds")] = None,
+    var_dir: VarDirOpt = None,
     nats_url: NatsUrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Decode and print every event on a subject."""
-    from tradefleet.tap import run_tap
+    """Decode and print every event on a subject (New York time, rounded; --raw for exact)."""
+    from tradefleet.reach import Unreachable
+    from tradefleet.tap import TapError, parse_since, run_tap
 
-    url = bus_url(nats_url, load(config))
-    raise typer.Exit(asyncio.run(run_tap(url, subject, count, as_json, since, timeout)))
+    start = None
+    if since is not None:
+        try:
+            start = parse_since(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}")
+    where = target(var_dir, nats_url, load(config))
+    try:
+        code = asyncio.run(run_tap(where, subject, count, as_json, raw, start, timeout))
+    except (Unreachable, TapError) as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 def ctl(
     command: Annotated[Command, typer.Argument(help="the operator command")],
     arg: Annotated[
         list[str] | None,
-        typer.Option("--arg", "-a", help="KEY=VALUE, e.g. mode=LIVE, client_order_id=..., flatten=true"),
+        typer.Option(
+            "--arg",
+            "-a",
+            help="KEY=VALUE: kill flatten=true|false; set_mode mode=LIVE|DEGRADED|OBSERVE; cancel "
+            "client_order_id=ID; replace client_order_id=ID quantity=N and/or limit_price=P",
+        ),
     ] = None,
-    issued_by: Annotated[str, typer.Option(help="who is asking (audit)")] = os.environ.get("USER", "cli"),
+    issued_by: Annotated[
+        str | None, typer.Option(help="who is asking, for the audit (default: $USER)")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(min=0.1, max=60, help="seconds to wait for the services' answers")
+    ] = 5.0,
+    var_dir: VarDirOpt = None,
     nats_url: NatsUrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Send an operator command to the fleet (ctl.COMMAND on JetStream): the kill switch and friends."""
+    """Send an operator command (ctl.COMMAND on JetStream) and print what risk and execution did."""
     import time
     import uuid
 
-    import msgspec
-
-    from libs.common.nats_bus import NatsBus
-    from proto.control import Control
+    from proto.control import Control, control_arg_problems
+    from tradefleet.ctl import send
+    from tradefleet.reach import Unreachable
 
     args = _key_values(arg or [])
-    settings = load(config)
-    url = bus_url(nats_url, settings)
+    if problems := control_arg_problems(command, args):
+        fail(f"ctl {command}: {'; '.join(problems)}")
+    where = target(var_dir, nats_url, load(config))
     now = time.time_ns()
     event = Control(
         ts_event=now,
         ts_init=now,
         command_id=f"cli-{uuid.uuid4().hex[:12]}",
         command=command,
-        issued_by=issued_by,
+        issued_by=issued_by or os.environ.get("USER") or "cli",
         args=args,
     )
-
-    async def send() -> None:
-        bus = NatsBus(settings.nats.model_copy(update={"url": url}), "ctl-cli")
-        await bus.connect()
-        try:
-            await bus.ensure_streams()
-            await bus.publish(f"ctl.{command}", event)
-            await bus.flush()
-        finally:
-            await bus.close()
-
-    asyncio.run(send())
-    typer.echo(msgspec.json.encode(event).decode())
+    try:
+        answers = asyncio.run(send(where, event, wait))
+    except Unreachable as exc:
+        fail(str(exc))
+    typer.echo(f"{command} sent as {event.command_id} by {event.issued_by} to {where.describe()}")
+    for line in answers.lines(wait):
+        typer.echo(line)
+    raise typer.Exit(0 if answers.ok else 1)
 
 
 def _key_values(items: list[str]) -> dict[str, str]:
