@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from tradefleet.commands import admin, backtest, data, fleet, ops, sentiment, train
@@ -12,8 +14,36 @@ __all__ = ["app", "main", "run_service"]  # run_service: services/*/__main__.py 
 app = typer.Typer(
     no_args_is_help=True, add_completion=True, help="tradefleet: an intraday trading fleet on NATS"
 )
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"tradefleet {version('tradefleet')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_flag: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """tradefleet: an intraday trading fleet on NATS."""
+
+
+def _service_help() -> str:
+    from proto.subjects import SERVICES
+    from tradefleet.services import RUNNABLE
+
+    lines = [f"{s.name}: {s.role}" for s in SERVICES if s.name in RUNNABLE]
+    return "Run one service (what a container runs).\n\n" + "\n\n".join(lines)
+
+
 app.command()(fleet.up)
-app.command()(ops.service)
+app.command(help=_service_help())(ops.service)
 app.command()(ops.tap)
 app.command()(ops.ctl)
 app.command()(backtest.backtest)

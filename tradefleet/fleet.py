@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -13,9 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
 from libs.common.config import Settings
 from libs.common.localinfra import (
@@ -28,6 +29,8 @@ from libs.common.localinfra import (
 )
 from libs.common.storage.migrate import migrate
 from proto.subjects import SERVICES
+from tradefleet.human import live_view, ny_clock, split_drops
+from tradefleet.reach import stored_since
 
 STALL_LIMIT_S = 10.0
 
@@ -60,7 +63,6 @@ class Fleet:
         config: Path | None,
         var_dir: Path,
         nats_url: str | None = None,
-        speed: float | None = None,
         live_table: bool = True,
         lockstep: bool = False,
     ) -> None:
@@ -68,7 +70,6 @@ class Fleet:
         self.config = config
         self.var = var_dir
         self.nats_url = nats_url
-        self.speed = speed
         self.lockstep = lockstep
         self.console = Console(stderr=True)
         self.live_table = live_table and self.console.is_terminal
@@ -79,6 +80,9 @@ class Fleet:
         self.ports: dict[str, int] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self.interrupted: str | None = None
+        self.ended = ""  # "finished" (the replay and everything it caused), "duration"
+        self.running_since_ns = 0
+        self.alerts: list[dict[str, Any]] = []
         self.storage_mode: str | None = None
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
 
@@ -92,7 +96,7 @@ class Fleet:
         if self.db_url and not postgres_reachable(self.db_url):
             raise RuntimeError(f"TRADEFLEET_DB_URL={self.db_url} is not reachable")
         if not self.db_url:
-            self.console.print("[dim]starting a private PostgreSQL under var/pg[/dim]")
+            self.console.print(f"[dim]starting a private PostgreSQL under {self.var / 'pg'}[/dim]")
             self.pg = start_postgres(self.var / "pg")
             self.db_url = self.pg.url
         mode, _ = migrate(self.db_url, self.settings.db)
@@ -119,8 +123,6 @@ class Fleet:
         )
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
-        if self.speed is not None:
-            env["TRADEFLEET_MD_GATEWAY__REPLAY__SPEED"] = str(self.speed)
         if self.lockstep:
             env["TRADEFLEET_NATS__SYNC"] = "true"
             started = started_services(self.settings)
@@ -132,7 +134,7 @@ class Fleet:
     def _spawn(self, name: str) -> None:
         """Start a service; ``_wait_ready`` waits until it has subscribed."""
         self.ports[name] = free_port()
-        log = open(self.var / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self._log(name), "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "tradefleet", "service", name],
             env=self._env(name),
@@ -171,14 +173,15 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {self.procs[name].returncode}; see var/logs/{name}.log"
-                )
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see {self._log(name)}")
             code, _ = self._get(name, "/readyz")
             if code == 200:
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{name} not ready after {timeout}s; see var/logs/{name}.log")
+        raise RuntimeError(f"{name} not ready after {timeout}s; see {self._log(name)}")
+
+    def _log(self, name: str) -> Path:
+        return self.var / "logs" / f"{name}.log"
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> dict[str, Any]:
@@ -191,7 +194,9 @@ class Fleet:
             self._start_infra()
             self._start_services()
             self._write_state()
-            error = self._watch(started, duration)
+            self.running_since_ns = time.time_ns()
+            # --duration counts from here: a slow start-up does not eat the replay.
+            error = self._watch(time.monotonic(), duration)
         except KeyboardInterrupt:
             error = "interrupted"
         except Exception as exc:
@@ -205,6 +210,7 @@ class Fleet:
 
     def _write_state(self) -> None:
         state = {
+            "supervisor_pid": os.getpid(),  # readers tell a running fleet from a stale file
             "nats_url": self.nats_url,
             "db_url": self.db_url,
             "http_ports": self.ports,
@@ -295,7 +301,7 @@ class Fleet:
                 time.sleep(0.25)
                 for name, proc in self.procs.items():
                     if proc.poll() is not None:
-                        return f"{name} exited with {proc.returncode}; see {self.var}/logs/{name}.log"
+                        return f"{name} exited with {proc.returncode}; see {self._log(name)}"
                 self._poll_all()
                 if live is not None:
                     live.update(self._table())
@@ -305,12 +311,14 @@ class Fleet:
                 if self.interrupted:
                     return f"interrupted by {self.interrupted}"
                 if duration is not None and time.monotonic() - started >= duration:
+                    self.ended = "duration"
                     return None
                 mark = self._progress_mark()
                 if mark != last_mark:
                     progress_at, last_mark = time.monotonic(), mark
                 if self._app("md-gateway").get("finished"):
                     if self._all_caught_up():
+                        self.ended = "finished"
                         return None
                     if time.monotonic() - progress_at > STALL_LIMIT_S:
                         return (
@@ -319,50 +327,18 @@ class Fleet:
                             f"(db_up={self._app('recorder').get('db_up')})"
                         )
 
-    def _table(self) -> Table:
-        table = Table(title="tradefleet", expand=False)
-        for col in ("service", "pid", "ready", "records", "published", "stored", "bad", "dropped"):
-            table.add_column(col)
-        for name, proc in self.procs.items():
-            st = self.statuses.get(name, {})
-            app = st.get("app", {})
-            stats = app.get("stats", {})
-            published = self._published(name, app)
-            table.add_row(
-                name,
-                str(proc.pid),
-                "yes" if st.get("ready") else "no",
-                str(stats.get("records", "")),
-                str(published or ""),
-                str(sum(app.get("rows_stored", {}).values()) or ""),
-                str(app.get("bad_total", "")),
-                str(sum(st.get("dropped", {}).values())),
-            )
-        return table
-
-    @staticmethod
-    def _published(name: str, app: dict[str, Any]) -> int:
-        if name == "features":
-            return int(sum(app.get("vectors", {}).values()))
-        if name == "fastlane":
-            return int(app.get("predictions", 0))
-        if name == "qos":
-            return int(app.get("scores", 0) + app.get("intents", 0))
-        if name == "risk":
-            return int(app.get("approved", 0) + app.get("denied", 0))
-        if name == "execution":
-            return int(app.get("orders", 0) + app.get("fills", 0))
-        if name == "tca":
-            return int(app.get("reports", 0))
-        if name == "sentiment":
-            return int(app.get("counters", {}).get("published", 0))
-        return md_rows(app.get("stats", {}))
+    def _table(self) -> Group:
+        return live_view(self.statuses, {n: p.pid for n, p in self.procs.items()})
 
     def _one_line(self) -> str:
-        gw, rec = self._app("md-gateway"), self._app("recorder")
+        gw, rec, risk = self._app("md-gateway"), self._app("recorder"), self._app("risk")
+        ordinary, problems = split_drops(gw.get("bad_ticks", {}))
         return (
-            f"replayed {gw.get('stats', {}).get('records', 0)} records, bad {gw.get('bad_total', 0)}, "
-            f"stored {sum(rec.get('rows_stored', {}).values())} rows"
+            f"market {ny_clock(gw.get('market_ns'))}: replayed "
+            f"{gw.get('stats', {}).get('records', 0):,} records, stored "
+            f"{sum(rec.get('rows_stored', {}).values()):,} rows; risk {risk.get('mode', '?')}, "
+            f"day P&L {risk.get('day_pnl', 0):+,.2f}; dropped {sum(ordinary.values()):,} ordinary, "
+            f"{sum(problems.values()):,} bad"
         )
 
     def _settle(self, timeout: float = 10.0) -> None:
@@ -388,6 +364,7 @@ class Fleet:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        self._collect_alerts()
         if self.nats is not None:
             self.nats.stop()
         if self.pg is not None:
@@ -395,14 +372,40 @@ class Fleet:
         with contextlib.suppress(FileNotFoundError):
             (self.var / "fleet.json").unlink()
 
+    def _collect_alerts(self) -> None:
+        """The alerts this run raised, read back from their stream (alert.> on JetStream)."""
+        if not self.nats_url or not self.running_since_ns:
+            return
+        try:
+            self.alerts = asyncio.run(stored_since(self.nats_url, "alert.>", self.running_since_ns))
+        except Exception as exc:  # a summary without alerts beats no summary: say why
+            self.alerts = [{"severity": "unknown", "source": "up", "title": f"alerts unreadable: {exc!r}"}]
+
+    def _alerts_summary(self) -> dict[str, Any]:
+        by_severity = collections.Counter(str(a.get("severity")) for a in self.alerts)
+        return {
+            "count": len(self.alerts),
+            "by_severity": dict(by_severity),
+            "first": [f"{a.get('severity')}: {a.get('source')}: {a.get('title')}" for a in self.alerts[:10]],
+        }
+
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:
         gw, rec = self._app("md-gateway"), self._app("recorder")
         stats = gw.get("stats", {})
         rows = rec.get("rows_stored", {})
         expected, stored = self._expected_rows(), self._stored_md_rows()
+        rp = self.settings.md_gateway.replay
         summary: dict[str, Any] = {
-            "ok": error is None and bool(gw.get("finished")) and stored == expected,
+            "ok": error is None
+            and (bool(gw.get("finished")) or self.ended == "duration")
+            # >=: the gateway's count is its last /status; it may publish a few more after it
+            and stored >= expected,
             "error": error,
+            "ended": self.ended or ("error" if error else ""),
+            "replay": {"date": rp.date, "symbols": rp.symbols, "speed": rp.speed, "start": rp.start},
+            "market_time_end": ny_clock(gw.get("market_ns")) if gw.get("market_ns") else None,
+            "quiet_skipped_s": gw.get("quiet_skipped_s", 0.0),
+            "alerts": self._alerts_summary(),
             "elapsed_s": round(elapsed, 2),
             "replay_s": gw.get("elapsed_s"),
             "provider": gw.get("provider"),
@@ -442,7 +445,8 @@ class Fleet:
             ended_as_asked = error is None or error.startswith("interrupted")
             summary["ok"] = ended_as_asked and ib.get("positions_match") is True
             return summary
-        summary["ok"] = summary["ok"] and self._spine_caught_up() and self._orders_caught_up()
+        if self.ended != "duration":  # stopped mid-replay, the spine is not expected to be through
+            summary["ok"] = summary["ok"] and self._spine_caught_up() and self._orders_caught_up()
         return summary
 
     def _trading_summary(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ A bad configuration stops start-up with one message that lists every problem.
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import functools
 import math
 import os
@@ -128,9 +129,15 @@ class CleaningSettings(Section):
 class ReplaySettings(Section):
     format: Literal["lean", "lobster"] = "lean"
     root: Path = Path("data/sample/lean")
-    date: str = Field("20131008", pattern=r"^\d{8}$")
+    date: str = Field("20131008", pattern=r"^\d{8}$")  # YYYYMMDD; YYYY-MM-DD is accepted too
     symbols: list[str] = Field(default_factory=lambda: ["IBM", "BAC"], min_length=1)
     speed: float = Field(0.0, ge=0)  # 0: as fast as possible; 1: real time; 10: ten times faster
+    # A paced replay (speed > 0) keeps time from this New York time on (default: the session's
+    # open); what comes before it is replayed at once, so the features are warm when it starts.
+    start: WallTime | None = None
+    # Above speed 1, a stretch with nothing to replay is skipped when it would last longer than
+    # this many seconds of wall time (a quiet lunch at 20x is not a frozen screen).
+    max_quiet_s: float = Field(1.0, gt=0)
     bars: Literal["none", "minute", "second"] = "minute"  # LEAN bar files replayed beside the ticks
     limit: int | None = Field(None, ge=1)
     lobster_level: int = Field(1, ge=1, le=50)
@@ -145,6 +152,22 @@ class ReplaySettings(Section):
     # process, this gateway included, needs nats.sync (tradefleet up --lockstep sets both).
     lockstep: list[str] = Field(default_factory=list)
     lockstep_timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _one_day_format(cls, value: Any) -> Any:
+        """YYYY-MM-DD as well as YYYYMMDD (every command takes both); YAML reads an unquoted
+        2013-10-08 as a date."""
+        if isinstance(value, dt.date):
+            return value.strftime("%Y%m%d")
+        if isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-":
+            return value.replace("-", "")
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, symbols: list[str]) -> list[str]:
+        return [s.strip().upper() for s in symbols if s.strip()]
 
 
 class SyntheticSettings(Section):

@@ -9,6 +9,7 @@ real one, after reconciling on every connection)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,7 @@ class ExecutionApp(ServiceApp):
             "positions_published": self.emitted["PositionSnapshot"],
             "killed": self.core.killed,
             "open_orders": sum(1 for o in self.core.orders.values() if not o.terminal),
+            "orders_by_symbol": dict(collections.Counter(o.symbol for o in self.core.orders.values())),
             "positions": positions,
             "realized_pnl": round(sum(p.realized for p in self.core.positions.values()), 2),
             "stats": dict(self.core.stats),

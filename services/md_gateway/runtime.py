@@ -65,6 +65,8 @@ class MdGatewayApp(ServiceApp):
         self.finished = False
         self._stopping = False
         self.started_at: float | None = None
+        self.market_ns = 0  # the replay's clock: the last record's market time
+        self.quiet_skipped_s = 0.0  # market seconds a fast paced replay did not wait out
         self._alerts: list[tuple[str, str]] = []
         self.news_published = 0
         self._ib_tasks: list[asyncio.Task[None]] = []
@@ -263,9 +265,13 @@ class MdGatewayApp(ServiceApp):
         # Micro-batching fast path: a synchronous append per event, a publish per full batch.
         enqueue = bus.enqueue if isinstance(bus, NatsBus) and bus.batching and not lockstep else None
         speed = rp.speed if replay else 1.0
+        pace_from = self._pace_from() if replay and speed > 0 else 0
+        # Above real time, a gap longer than this much wall time is skipped, not waited out.
+        max_quiet = rp.max_quiet_s if speed > 1 else float("inf")
         await self._status("replay_started", detail=self.provider.name)
         self.started_at = time.monotonic()
         first_ts: int | None = None
+        origin = self.started_at
         second = minute = 0
         n = 0
         for rec in self._with_news(self.provider.records()):
@@ -273,11 +279,16 @@ class MdGatewayApp(ServiceApp):
                 return
             if until is not None and rec[1] >= until:
                 break
-            if speed > 0:
+            self.market_ns = rec[1]
+            if speed > 0 and rec[1] >= pace_from:
                 if first_ts is None:
-                    first_ts = rec[1]
-                due = self.started_at + (rec[1] - first_ts) / 1e9 / speed
+                    first_ts, origin = rec[1], time.monotonic()  # time is kept from here
+                due = origin + (rec[1] - first_ts) / 1e9 / speed
                 wait = due - time.monotonic()
+                if wait > max_quiet:
+                    origin -= wait  # a quiet stretch: skipped, later gaps kept as recorded
+                    self.quiet_skipped_s += wait * speed
+                    wait = 0.0
                 if wait > 0.001:
                     await bus.flush()
                     await asyncio.sleep(wait)
@@ -318,6 +329,15 @@ class MdGatewayApp(ServiceApp):
         log.info("replay finished", **core.counters(), seconds=round(self.finished_at - self.started_at, 3))
         if self.settings.md_gateway.exit_when_done:
             self.done.set()
+
+    def _pace_from(self) -> int:
+        """Where a paced replay starts keeping time: replay.start, or the day's session open
+        (the calendar's: a late open is honoured); the first record when the day has no session."""
+        rp = self.settings.md_gateway.replay
+        if rp.start is not None:
+            return ny_time_ns(rp.date, rp.start)
+        session = market_calendar(self.settings.market).session_on(rp.date)
+        return session.open_ns if session is not None else 0
 
     def _decides(self, ts: int, second: int, minute: int) -> bool:
         """Does a tick at ``ts`` start a period where a decision can happen? A new minute always
@@ -387,6 +407,8 @@ class MdGatewayApp(ServiceApp):
             "provider": self._source_name(),
             "news_published": self.news_published,
             "lockstep": {"settles": self.settles, "timeouts": self.settle_timeouts},
+            "market_ns": self.market_ns,
+            "quiet_skipped_s": round(self.quiet_skipped_s, 1),
         }
         if self.core is not None:
             out.update(self.core.counters())

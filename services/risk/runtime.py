@@ -121,4 +121,22 @@ class RiskApp(ServiceApp):
             "approved": self.emitted["OrderApproved"],
             "denied": self.emitted["OrderDenied"],
             "denials": denials,
+            "book": self._book(),
+            "day_pnl": round(
+                self.core.books.realized - self.core.books.day_realized_start + self.core.books.unrealized, 2
+            ),
+        }
+
+    def _book(self) -> dict[str, dict[str, float]]:
+        """Each symbol the gate has a position or P&L in, marked at the last mid it saw."""
+        return {
+            symbol: {
+                "quantity": p.quantity,
+                "avg_price": round(p.avg_price, 4),
+                "mark": round(p.mark, 4),
+                "realized": round(p.realized, 2),
+                "unrealized": round(p.unrealized, 2),
+            }
+            for symbol, p in sorted(self.core.books.positions.items())
+            if p.quantity or p.realized
         }

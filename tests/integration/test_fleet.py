@@ -39,6 +39,18 @@ def _tap(tmp: Path, *args: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+def _ctl(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRADEFLEET, "ctl", *args, "--var-dir", "var", "--wait", "10"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env={**service_env(), "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+
+
 def test_up_runs_the_fleet_taps_decode_it_and_sigterm_stops_every_process(
     tmp_path: Path, pg_dsn: str
 ) -> None:
@@ -66,6 +78,23 @@ def test_up_runs_the_fleet_taps_decode_it_and_sigterm_stops_every_process(
     ]
     assert started[0]["type"] == "FeedStatus" and started[0]["state"] == "replay_started"
 
+    # ctl finds the fleet by its state directory and prints what risk and execution did.
+    observe = _ctl(tmp_path, "set_mode", "-a", "mode=OBSERVE", "--issued-by", "alice")
+    assert observe.returncode == 0, observe.stderr
+    nats_url = json.loads(state_file.read_text())["nats_url"]
+    lines = observe.stdout.splitlines()
+    assert lines[0].endswith(f"by alice to nats: {nats_url} (the fleet in var)")
+    assert lines[1:] == ["risk: set_mode done: mode LIVE -> OBSERVE"]
+    unknown = _ctl(tmp_path, "cancel", "-a", "client_order_id=nope")
+    assert unknown.returncode == 1  # heard, refused, and said so
+    assert unknown.stdout.splitlines()[1:] == ["execution: cancel REFUSED: order nope is unknown"]
+    kill = _ctl(tmp_path, "kill")
+    assert kill.returncode == 0, kill.stdout + kill.stderr
+    assert kill.stdout.splitlines()[1:] == [
+        "execution: kill done: killed: new approvals refused; 0 open order(s) cancelled; positions kept",
+        "risk: kill done: mode OBSERVE -> EMERGENCY",
+    ]
+
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, output  # not ok: it did not finish its replay
@@ -77,6 +106,27 @@ def test_up_runs_the_fleet_taps_decode_it_and_sigterm_stops_every_process(
     for pid in pids.values():
         assert not _alive(pid)
     assert not state_file.exists()  # stopped and cleaned up
+
+
+def test_a_paced_replay_starts_at_the_open_and_reaches_bars_and_intents_within_90_s(tmp_path: Path) -> None:
+    """`up --speed 20 --duration 90`: time is kept from the session open (the pre-market is
+    replayed at once), so 90 s at 20x reach 10:00, past the day's first entry (09:58); reaching
+    the duration is a normal, ok end, summarised in a few lines."""
+    config = tmp_path / "fleet.yaml"
+    config.write_text(f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: []}}\n")
+    proc = _up(tmp_path, config, service_env(), "--speed", "20", "--duration", "90")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["ok"] and s["ended"] == "duration" and s["error"] is None
+    assert "2013-10-08 09:59" in s["market_time_end"] or "2013-10-08 10:0" in s["market_time_end"]
+    assert s["signals"]["feature_vectors"]["1m"] >= 2 * 25  # both symbols' bars from 09:30
+    assert s["signals"]["intents"] >= 1 and s["trading"]["approved"] >= 1
+    assert s["md_rows_lost"] == 0
+    summary_lines = [line for line in output.splitlines() if line.startswith(("tradefleet up:", "  "))]
+    assert summary_lines[0].startswith("tradefleet up: OK: 2013-10-08 (IBM, BAC) stopped at --duration")
+    assert any(line.startswith("  trading   realized P&L") for line in summary_lines)
+    assert not any(line.lstrip().startswith("{") for line in output.splitlines())  # JSON only on request
 
 
 def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Path) -> None:

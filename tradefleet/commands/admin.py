@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +22,10 @@ schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
 db_app = typer.Typer(no_args_is_help=True, help="database")
 config_app = typer.Typer(no_args_is_help=True, help="the configuration: effective values and every key")
 
-DbUrlOpt = Annotated[str | None, typer.Option(help="database URL (default TRADEFLEET_DB_URL)")]
+DbUrlOpt = Annotated[
+    str | None,
+    typer.Option("--db-url", help="PostgreSQL / TimescaleDB URL (default: db.url, TRADEFLEET_DB_URL)"),
+]
 
 MASK = "***"
 SECRET_NAME = re.compile(r"token|password|secret", re.IGNORECASE)
@@ -60,7 +65,9 @@ def db_migrate(url: DbUrlOpt = None, config: ConfigOpt = None) -> None:
 
     settings = load(config)
     setup_logging("migrate", settings.telemetry.log_level, settings.telemetry.log_format)
-    mode, applied = migrate(_dsn(url or settings.db.url), settings.db)
+    dsn = _dsn(url or settings.db.url)
+    with database_errors(dsn):
+        mode, applied = migrate(dsn, settings.db)
     typer.echo(json.dumps({"storage_mode": mode, "applied": applied}))
 
 
@@ -76,14 +83,27 @@ def db_prune(
 
     settings = load(config)
     dsn = _dsn(url or settings.db.url)
-    dropped = prune(dsn, days or settings.db.retention_days, dt.datetime.now(dt.UTC).date(), dry_run)
+    with database_errors(dsn):
+        dropped = prune(dsn, days or settings.db.retention_days, dt.datetime.now(dt.UTC).date(), dry_run)
     typer.echo(json.dumps({"dropped": dropped, "dry_run": dry_run}))
 
 
 def _dsn(url: str | None) -> str:
     if not url:
-        fail("no database: pass --url or set TRADEFLEET_DB_URL")
+        fail("no database: pass --db-url or set TRADEFLEET_DB_URL")
     return url
+
+
+@contextlib.contextmanager
+def database_errors(dsn: str) -> Iterator[None]:
+    """A database that is down or refuses us is one line naming it (password masked), exit 2."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())  # libpq's message spans lines
+        fail(f"cannot use the database at {mask_url(dsn)}: {reason}")
 
 
 @config_app.command("show")

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 import typer
 
 from proto.units import SECOND_NS
-from tradefleet.commands.common import ConfigOpt, csv_list, fail, load
+from tradefleet.commands.admin import DbUrlOpt, database_errors
+from tradefleet.commands.common import ConfigOpt, csv_list, day, fail, load
 
 # tradefleet.backfill.BarSize; not imported from there, because that module needs the ib extra.
 Bar = Literal["1min", "5s", "ticks"]
@@ -21,13 +22,13 @@ Bar = Literal["1min", "5s", "ticks"]
 
 def backfill(
     symbols: Annotated[str, typer.Option(help="comma-separated, e.g. IBM,BAC")],
-    start: Annotated[str, typer.Option(help="first day, YYYYMMDD")],
-    end: Annotated[str, typer.Option(help="last day, YYYYMMDD")],
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD or YYYYMMDD")],
+    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD or YYYYMMDD")],
     bar: Annotated[Bar, typer.Option(help="bar size, or every tick")] = "1min",
     hours: Annotated[
         str, typer.Option(help="ticks: the New York hours to fetch, HH:MM-HH:MM")
     ] = "09:30-16:00",
-    db_url: Annotated[str | None, typer.Option(help="PostgreSQL / TimescaleDB URL")] = None,
+    db_url: DbUrlOpt = None,
     ib_host: Annotated[str | None, typer.Option(help="TWS / IB Gateway host")] = None,
     ib_port: Annotated[int | None, typer.Option(help="TWS / IB Gateway port")] = None,
     config: ConfigOpt = None,
@@ -42,16 +43,18 @@ def backfill(
     from libs.common.storage.migrate import migrate
     from tradefleet.backfill import Backfill, plan
 
+    first_day, last_day = (day(start, "--start"), day(end, "--end"))
+    days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (first_day, last_day)]
     try:
         first, last = (dt.time.fromisoformat(x.strip()) for x in hours.split("-"))
-        days = [dt.datetime.strptime(d, "%Y%m%d").date() for d in (start, end)]
     except ValueError as exc:
-        fail(f"--start/--end YYYYMMDD, --hours HH:MM-HH:MM: {exc}")
+        fail(f"--hours HH:MM-HH:MM: {exc}")
     settings = load(config)
     dsn = db_url or settings.db.url
     if not dsn:
         fail("no database: pass --db-url or set db.url")
-    migrate(dsn, settings.db)
+    with database_errors(dsn):
+        migrate(dsn, settings.db)
     chunks = plan(csv_list(symbols, upper=True), days[0], days[1], bar, (first, last))
     # Historical data only, nothing trades: a live port needs no ib.allow_live here.
     ib = settings.ib.model_copy(
@@ -80,7 +83,7 @@ def backfill(
 
 def faketws(
     data: Annotated[Path, typer.Option(help="LEAN data root")] = Path("data/sample/lean"),
-    date: Annotated[str, typer.Option(help="the recorded day, YYYYMMDD")] = "20131008",
+    date: Annotated[str, typer.Option(help="the recorded day, YYYY-MM-DD or YYYYMMDD")] = "2013-10-08",
     symbols: Annotated[str, typer.Option(help="comma-separated")] = "IBM,BAC",
     port: Annotated[int, typer.Option(help="port to listen on (0: any free one)")] = 7497,
     speed: Annotated[
@@ -100,13 +103,17 @@ def faketws(
         last = dt.time.fromisoformat(until) if until else None
     except ValueError as exc:
         fail(f"--start/--until HH:MM: {exc}")
+    date = day(date)
 
     from services.md_gateway.providers.lean import LeanReplay, bar_records
     from tradefleet.faketws import FakeTws
     from tradefleet.faketws import tick_history as faketws_ticks
 
     names = csv_list(symbols, upper=True)
-    replay = LeanReplay(data, date, names, "none")
+    try:
+        replay = LeanReplay(data, date, names, "none")
+    except FileNotFoundError as exc:
+        fail(f"faketws: {exc}")
     historical = {}
     for name in names:
         path = data / "equity" / "usa" / "minute" / name.lower() / f"{date}_trade.zip"

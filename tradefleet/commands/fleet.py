@@ -5,27 +5,52 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from libs.common.config import LIVE_PORTS
-from tradefleet.commands.common import ConfigOpt, fail, load
+from libs.common.config import LIVE_PORTS, ConfigError, Settings, load_settings
+from tradefleet.commands.common import ConfigOpt, day, fail
+
+if TYPE_CHECKING:
+    from tradefleet.fleet import Fleet
 
 Mode = Literal["replay", "paper", "live"]
+
+# The settings each replay flag sets (the services read them from their environment), so one
+# validation of the whole configuration checks the flags too, before anything starts.
+FLAG_KEYS = {
+    "--speed": "md_gateway.replay.speed",
+    "--start": "md_gateway.replay.start",
+    "--date": "md_gateway.replay.date",
+    "--symbols": "md_gateway.replay.symbols",
+    "--nats-url": "nats.url",
+}
 
 
 def up(
     config: ConfigOpt = None,
     nats_url: Annotated[str | None, typer.Option(help="use this NATS instead of starting one")] = None,
-    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    speed: Annotated[
-        float | None, typer.Option(help="replay speed: 0 as fast as possible, 1 real time")
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds of running (a normal end)")
     ] = None,
-    summary: Annotated[Path | None, typer.Option(help="write a JSON summary here")] = None,
-    var_dir: Annotated[Path, typer.Option(help="state directory (private NATS and PostgreSQL)")] = Path(
-        "var"
-    ),
+    speed: Annotated[
+        float | None, typer.Option(help="replay speed: 0 as fast as possible, 1 real time, 20 twenty times")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="replay: keep time from this New York time, HH:MM (default: the open)"),
+    ] = None,
+    date: Annotated[str | None, typer.Option(help="replay: the recorded day, YYYY-MM-DD or YYYYMMDD")] = None,
+    symbols: Annotated[str | None, typer.Option(help="replay: comma-separated symbols")] = None,
+    summary: Annotated[Path | None, typer.Option(help="write the JSON summary here")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the JSON summary instead of the short one")
+    ] = False,
+    var_dir: Annotated[
+        Path,
+        typer.Option(envvar="TRADEFLEET_VAR_DIR", help="state directory (private NATS and PostgreSQL, logs)"),
+    ] = Path("var"),
     live_table: Annotated[bool, typer.Option("--live/--no-live", help="live status table")] = True,
     mode: Annotated[
         Mode, typer.Option(help="replay: a recorded day on the SimBroker; paper, live: TWS / IB Gateway")
@@ -37,33 +62,114 @@ def up(
         typer.Option(help="replay in lockstep: slower, and the same orders and fills as tradefleet backtest"),
     ] = False,
 ) -> None:
-    """Start the local fleet, replay (or trade through IB), print a summary, stop what it started."""
+    """Start the local fleet, replay a recorded day (or trade through IB), then print a summary and
+    stop what it started. Every flag is checked before anything starts."""
     from tradefleet.fleet import Fleet
+    from tradefleet.human import fleet_summary_lines
 
+    env = _replay_env(speed, start, date, symbols)
+    if nats_url:
+        env["TRADEFLEET_NATS_URL"] = nats_url
     if mode != "replay":
-        _trade_through_ib(mode, ib_host, ib_port)
-    settings = load(config)
-    fleet = Fleet(
-        settings, config, var_dir, nats_url=nats_url, speed=speed, live_table=live_table, lockstep=lockstep
+        env.update(_trade_through_ib(mode, ib_host, ib_port))
+    if duration is not None and not duration > 0:
+        fail(f"up: --duration must be more than 0 seconds, not {duration:g}")
+    settings = _validated(config, env)
+    if nats_url:
+        _reachable(nats_url)
+    if settings.md_gateway.provider == "replay" and mode == "replay":
+        _replay_data_problem(settings)
+    os.environ.update(env)  # what every service started below reads
+    fleet: Fleet = Fleet(
+        settings, config, var_dir, nats_url=nats_url, live_table=live_table, lockstep=lockstep
     )
     result = fleet.run(duration=duration)
     text = json.dumps(result, indent=2, sort_keys=True)
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(text + "\n")
-    typer.echo(text)
+    if as_json:
+        typer.echo(text)
+    else:
+        typer.echo("\n".join(fleet_summary_lines(result, summary)))
     raise typer.Exit(0 if result.get("ok") else 1)
 
 
-def _trade_through_ib(mode: Mode, host: str | None, port: int | None) -> None:
+def _replay_env(
+    speed: float | None, start: str | None, date: str | None, symbols: str | None
+) -> dict[str, str]:
+    env = {}
+    if speed is not None:
+        env["TRADEFLEET_MD_GATEWAY__REPLAY__SPEED"] = str(speed)
+    if start is not None:
+        env["TRADEFLEET_MD_GATEWAY__REPLAY__START"] = start
+    if date is not None:
+        env["TRADEFLEET_MD_GATEWAY__REPLAY__DATE"] = day(date, "up: --date")
+    if symbols is not None:
+        env["TRADEFLEET_MD_GATEWAY__REPLAY__SYMBOLS"] = json.dumps(
+            [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        )
+    return env
+
+
+def _validated(config: Path | None, env: dict[str, str]) -> Settings:
+    """The settings the services will see, flags included; each problem one line, naming the flag."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        fail("\n".join(f"up: {_naming_the_flag(problem)}" for problem in exc.problems))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _naming_the_flag(problem: str) -> str:
+    for flag, key in FLAG_KEYS.items():
+        if problem.startswith(key + ":"):
+            return f"{flag} ({key}){problem.removeprefix(key)}"
+    return problem
+
+
+def _reachable(url: str) -> None:
+    import asyncio
+
+    from tradefleet.reach import Target, Unreachable, connect
+
+    async def probe() -> None:
+        nc = await connect(Target(url, "--nats-url"), "tradefleet-up-probe")
+        await nc.close()
+
+    try:
+        asyncio.run(probe())
+    except Unreachable as exc:
+        fail(f"up: {exc}")
+
+
+def _replay_data_problem(settings: Settings) -> None:
+    """The recorded day must be there before a database and nine services start for it."""
+    from services.md_gateway.runtime import make_provider
+
+    rp = settings.md_gateway.replay
+    try:
+        make_provider(settings, 0)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"up: cannot replay {rp.date} for {','.join(rp.symbols)} from {rp.root}: {exc}")
+
+
+def _trade_through_ib(mode: Mode, host: str | None, port: int | None) -> dict[str, str]:
     """Point the services at TWS / IB Gateway; refuse a port of the other kind (paper vs live)."""
     port = port or (7496 if mode == "live" else 7497)
     if (port in LIVE_PORTS) != (mode == "live"):
         fail(f"port {port} is a {'live' if port in LIVE_PORTS else 'paper'} port but --mode {mode}")
     # The services read these; live also needs ib.allow_live in the config (checked on load).
-    os.environ.update(
-        TRADEFLEET_MD_GATEWAY__PROVIDER="ib",
-        TRADEFLEET_EXECUTION__BROKER="ib",
-        TRADEFLEET_IB__PORT=str(port),
-        TRADEFLEET_IB__HOST=host or "127.0.0.1",
-    )
+    return {
+        "TRADEFLEET_MD_GATEWAY__PROVIDER": "ib",
+        "TRADEFLEET_EXECUTION__BROKER": "ib",
+        "TRADEFLEET_IB__PORT": str(port),
+        "TRADEFLEET_IB__HOST": host or "127.0.0.1",
+    }

@@ -13,6 +13,7 @@ from tradefleet.commands.common import ConfigOpt, fail, load
 
 if TYPE_CHECKING:
     from models.sentiment.serving import Scorer
+    from services.sentiment.tagging import Tagger
 
 app = typer.Typer(no_args_is_help=True, help="the sentiment model from the shell")
 
@@ -30,11 +31,15 @@ def score(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """One text per line on stdin; one JSON object per line out (label, probabilities, polarity)."""
+    """One text per line on stdin; one JSON object per line out: label, probabilities, polarity,
+    and the tickers and event tags the sentiment service would attach."""
     from libs.common.logging import setup_logging
     from models.sentiment.serving import HfScorer, ModelUnavailable, load_active
+    from services.sentiment.tagging import Tagger
 
-    setup_logging("sentiment-cli", "WARNING")  # stdout carries the JSON lines only
+    # stdout carries the JSON lines only; which engine serves is said once, below, not as a
+    # warning per engine the loader tried and refused on this CPU.
+    setup_logging("sentiment-cli", "ERROR")
     st = load(config).sentiment
     try:
         path = model_path or st.model_path
@@ -43,12 +48,14 @@ def score(
         fail(f"no sentiment model: {exc}", 1)
     if scorer is None:
         fail(f"no active sentiment model under {st.registry}", 1)
+    typer.echo(f"sentiment model {scorer.version} served by {scorer.engine}", err=True)
+    tagger = Tagger(st.companies)
     for line in sys.stdin:
-        typer.echo(json.dumps(_scored(scorer, " ".join(line.split()))))
+        typer.echo(json.dumps(_scored(scorer, tagger, " ".join(line.split()))))
         sys.stdout.flush()
 
 
-def _scored(scorer: Scorer, text: str) -> dict[str, Any]:
+def _scored(scorer: Scorer, tagger: Tagger, text: str) -> dict[str, Any]:
     from models.sentiment.serving import LABELS
 
     if not text:
@@ -60,5 +67,8 @@ def _scored(scorer: Scorer, text: str) -> dict[str, Any]:
         "label": LABELS[max(range(3), key=p.__getitem__)],
         "probabilities": dict(zip(LABELS, p, strict=True)),
         "polarity": round(p[2] - p[0], 6),
+        "tickers": tagger.tickers(text),
+        "events": tagger.events(text),
         "model_version": scorer.version,
+        "engine": scorer.engine,
     }
