@@ -48,6 +48,7 @@ def test_the_fleet_in_lockstep_and_the_backtest_agree_order_for_order(tmp_path: 
     config.write_text(
         f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: [{news}], until: '{UNTIL}'}}\n"
         f"sentiment:\n  cache: {REPO / 'var' / 'sentiment-cache'}\n"
+        f"  engine: {golden.GOLDEN_SENTIMENT['engine']}\n"
     )
     server = start_nats(tmp_path / "nats")
     try:
@@ -97,5 +98,6 @@ def test_the_fleet_in_lockstep_and_the_backtest_agree_order_for_order(tmp_path: 
     # ...and the same as the fleet traded this morning before the issue-16 reshaping.
     before = golden.expected("morning")
     now = golden.trading(result.ledger.intents, result.ledger.orders, result.ledger.fills, {})
-    assert now["intents"] == before["intents"]
-    assert json.loads(json.dumps(fleet)) == {"orders": before["orders"], "fills": before["fills"]}
+    assert golden.differences(now["intents"], before["intents"]) == []
+    fleet_record = json.loads(json.dumps(fleet))
+    assert golden.differences(fleet_record, {"orders": before["orders"], "fills": before["fills"]}) == []

@@ -1,11 +1,15 @@
 """The sample day's trading as the fleet made it before the issue-16 reshaping (commit 2e11967,
 tests/fixtures/golden/): intents, orders and fills of a backtest of 2013-10-08 (IBM, BAC, the
 shipped headlines), the whole day and the morning to 10:30. A reshaping must leave them unchanged;
-the lockstep parity test holds the fleet to the same morning."""
+the lockstep parity test holds the fleet to the same morning. Runs compared with it serve the
+sentiment model with fp32 ONNX (``GOLDEN_SENTIMENT``), the engine that runs on every x86 CPU: int8
+is served only where it reproduces its probes (AVX-512 VNNI machines, say), and its scores, close
+as they are, move a decision of the day."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,34 @@ import msgspec
 from proto.execution import Fill, OrderEvent
 from proto.orders import OrderIntent
 
+GOLDEN_SENTIMENT = {"engine": "onnx"}
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "sample-day-2e11967.json"
+
+
+def differences(now: Any, before: Any, where: str = "") -> list[str]:
+    """Where ``now`` departs from the golden record: decisions (sides, sizes, prices, ids, times)
+    exactly, computed floats (QOS components, scores) within 1e-6 relative. The last bits of a
+    sentiment probability differ between CPUs (AVX2 and AVX-512 kernels sum in other orders), so
+    an exact comparison would test the machine, not the code."""
+    if isinstance(now, float) and isinstance(before, float | int) and not isinstance(before, bool):
+        return (
+            []
+            if math.isclose(now, before, rel_tol=1e-6, abs_tol=1e-9)
+            else [f"{where}: {now!r} != {before!r}"]
+        )
+    if isinstance(now, dict) and isinstance(before, dict):
+        if now.keys() != before.keys():
+            return [f"{where}: keys {sorted(now)} != {sorted(before)}"]
+        return [d for k in now for d in differences(now[k], before[k], f"{where}.{k}")]
+    if isinstance(now, list) and isinstance(before, list):
+        if len(now) != len(before):
+            return [f"{where}: {len(now)} items != {len(before)}"]
+        return [
+            d
+            for i, (a, b) in enumerate(zip(now, before, strict=True))
+            for d in differences(a, b, f"{where}[{i}]")
+        ]
+    return [] if now == before else [f"{where}: {now!r} != {before!r}"]
 
 
 def expected(window: str) -> dict[str, Any]:
