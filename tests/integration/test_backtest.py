@@ -1,9 +1,12 @@
-"""The backtest on the shipped real day: deterministic, its report complete, its HTML rendering in
-a real headless Chromium, and its input readable from the database the fleet records into."""
+"""The backtest on the shipped real day: deterministic, its report complete (the trade table
+agreeing with the ledger, the metrics with empyrical's), its HTML rendering in a real headless
+Chromium, and its input readable from the database the fleet records into."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -11,12 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from libs.common.config import load_settings
+from libs.common.markettime import NEW_YORK
 from tests.conftest import REPO, SAMPLE_LEAN, SHARED_DATA
 from tests.kit import golden
+from tradefleet.backtest import report as tearsheet
 from tradefleet.backtest.engine import Backtest, BacktestResult
+from tradefleet.backtest.metrics import MINUTES_PER_YEAR, NS_PER_MIN
+from tradefleet.backtest.provenance import settings_digest
 from tradefleet.backtest.sources import find_days
 
 DAY = "2013-10-08"
@@ -25,6 +33,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 METRICS = {
     "total_return",
     "annualized_return",
+    "annual_volatility",
     "sharpe",
     "sortino",
     "max_drawdown",
@@ -41,8 +50,15 @@ METRICS = {
 
 def _run(symbols: list[str], until: str | None = None) -> BacktestResult:
     days = find_days(str(SAMPLE_LEAN), symbols, DAY, DAY)
-    settings = load_settings(None, md_gateway={"replay": {"until": until}})
+    settings = load_settings(None, md_gateway={"replay": {"until": until}}, sentiment=golden.GOLDEN_SENTIMENT)
     return asyncio.run(Backtest(settings, days, news=[NEWS]).run())
+
+
+@functools.cache
+def _full_day() -> BacktestResult:
+    """The whole sample day, run once per test process: the determinism and tearsheet tests read
+    the same run (nothing mutates a finished result)."""
+    return _run(["IBM", "BAC"])
 
 
 def test_two_runs_give_byte_identical_orders_and_fills() -> None:
@@ -52,7 +68,10 @@ def test_two_runs_give_byte_identical_orders_and_fills() -> None:
     a = json.dumps(first.ledger.trading_record(), sort_keys=True)
     b = json.dumps(second.ledger.trading_record(), sort_keys=True)
     assert a == b and len(first.ledger.fills) >= 2
-    first = _run(["IBM", "BAC"])
+    # the same configuration hashes the same, though each run journals in a folder of its own
+    assert first.ledger.settings.execution.journal != second.ledger.settings.execution.journal
+    assert settings_digest(first.ledger.settings)[0] == settings_digest(second.ledger.settings)[0]
+    first = _full_day()
     record = first.ledger.trading_record()
     assert len(record["fills"]) >= 2 and len(record["orders"]) >= len(record["fills"])
     # every core took part: bars, predictions, scores, intents, the gate, the broker, TCA, news
@@ -65,11 +84,124 @@ def test_two_runs_give_byte_identical_orders_and_fills() -> None:
     # the same intents, orders and fills as before the issue-16 reshaping (commit 2e11967)
     ledger = first.ledger
     now = golden.trading(ledger.intents, ledger.orders, ledger.fills, dict(ledger.denials))
-    assert now == golden.expected("day")
+    assert golden.differences(now, golden.expected("day")) == []
     # the account the ledger keeps agrees with the execution gateway's own books
     realized = first.statuses["execution"]["realized_pnl"]
     flat = not any(first.ledger.positions.values())
     assert flat and abs(first.ledger.cash - first.ledger.capital - realized) < 0.05
+
+
+def _day_report() -> dict:
+    report, _ = tearsheet.build(_full_day(), str(SAMPLE_LEAN), ["IBM", "BAC"])
+    return report
+
+
+def test_the_trade_table_agrees_with_the_ledger() -> None:
+    result = _full_day()
+    ledger, report = result.ledger, _day_report()
+    trades = report["trades"]
+    assert trades and not any(t["open_at_end"] for t in trades)  # the day ends flat
+    # P&L: the round trips add up to the account's realized P&L net of commissions, which is
+    # also the execution gateway's own
+    pnl = sum(t["pnl"] for t in trades)
+    assert pnl == pytest.approx(ledger.cash - ledger.capital, abs=0.01 * len(trades))
+    assert pnl == pytest.approx(result.statuses["execution"]["realized_pnl"], abs=0.05)
+    assert sum(t["commission"] for t in trades) == pytest.approx(ledger.commissions, abs=1e-3)
+    assert sum(v["pnl"] for v in report["pnl_by_symbol"].values()) == pytest.approx(pnl, abs=0.05)
+    assert report["pnl_by_day"][0]["pnl"] == pytest.approx(
+        ledger.minutes[-1].equity - ledger.capital, abs=0.01
+    )
+    # quantities and counts: every share bought and every share sold is one round trip's entry
+    # or exit, and every fill is the entry or the exit of at least one
+    for symbol in ("IBM", "BAC"):
+        bought = sum(f.quantity for f in ledger.fills if f.symbol == symbol and f.side == "BUY")
+        sold = sum(f.quantity for f in ledger.fills if f.symbol == symbol and f.side == "SELL")
+        assert sum(t["quantity"] for t in trades if t["symbol"] == symbol) == pytest.approx(bought) == sold
+    used = set()
+    for t in trades:
+        sides = ("BUY", "SELL") if t["side"] == "long" else ("SELL", "BUY")
+        for ts, price, side in (
+            (t["entry"], t["entry_price"], sides[0]),
+            (t["exit"], t["exit_price"], sides[1]),
+        ):
+            match = [
+                f for f in ledger.fills if (f.ts_event, f.side) == (ts, side) and abs(f.price - price) < 1e-4
+            ]
+            assert match, (t, side)
+            used.add(match[0].exec_id)
+    assert len(used) == len(ledger.fills) and report["metrics"]["strategy"]["trades"] <= len(trades)
+    # why: each side's reason is its intent's (QOS entries and exits here)
+    reasons = {i.reason for i in ledger.intents}
+    assert {t["entry_reason"] for t in trades} <= reasons and {t["exit_reason"] for t in trades} <= reasons
+    assert all(
+        t["entry_reason"].startswith("entry:") and t["exit_reason"].startswith("exit:") for t in trades
+    )
+    # slippage: both sides against the arrival mid add up to what TCA measured per order
+    tca = sum(r.slippage_bps / 1e4 * r.arrival_price * r.quantity * r.fill_ratio for r in ledger.tca)
+    assert sum(t["slippage"] for t in trades) == pytest.approx(tca, abs=0.01)
+    # times a trader reads are New York's, inside the session
+    for t in trades:
+        local = dt.datetime.fromtimestamp(t["entry"] / 1e9, NEW_YORK)
+        assert (
+            t["entry_time"] == local.strftime("%Y-%m-%d %H:%M:%S")
+            and "09:30" <= t["entry_time"][11:16] < "16:00"
+        )
+    # the shipped models drift on this day (at 13:40): each quarantine is in the provenance and
+    # marked on the exposure timeline
+    models = report["provenance"]["models"]["fastlane"]
+    quarantined = {h: m["quarantined_at"] for h, m in models.items() if m["quarantined"]}
+    assert quarantined and all(quarantined.values())
+    marks = {(e["kind"], e["time"]) for e in report["exposure"]["events"]}
+    assert {("quarantine", at) for at in quarantined.values()} <= marks
+    warning = report["sample_warning"]
+    assert warning["small_sample"] and warning["days"] == 1
+    assert warning["trades"] == report["metrics"]["strategy"]["trades"]
+
+
+def test_the_tearsheet_metrics_agree_with_empyrical_on_the_day() -> None:
+    import empyrical
+
+    result = _full_day()
+    ledger, report = result.ledger, _day_report()
+    row = report["metrics"]["strategy"]
+    curve = np.array([ledger.capital] + [m.equity for m in ledger.minutes])
+    r = curve[1:] / curve[:-1] - 1.0
+    year = MINUTES_PER_YEAR
+    assert row["sharpe"] == pytest.approx(empyrical.sharpe_ratio(r, annualization=year), rel=1e-4)
+    assert row["sortino"] == pytest.approx(empyrical.sortino_ratio(r, annualization=year), rel=1e-4)
+    assert row["annual_volatility"] == pytest.approx(
+        empyrical.annual_volatility(r, annualization=year), rel=1e-4
+    )
+    assert row["max_drawdown"] == pytest.approx(empyrical.max_drawdown(r), abs=1e-6)
+    assert report["drawdowns"][0]["depth"] == pytest.approx(empyrical.max_drawdown(r), abs=1e-6)
+    assert row["total_return"] == pytest.approx(empyrical.cum_returns_final(r), abs=1e-6)
+    # annualized per trading day: empyrical's periods per year are this day's minutes x 252
+    per_year = len(r) * 252 / len(result.days)
+    assert row["annualized_return"] == pytest.approx(
+        empyrical.annual_return(r, annualization=per_year), rel=1e-4
+    )
+    # against SPY, over consecutive minutes both have
+    spy = tearsheet.benchmark_closes(str(SAMPLE_LEAN), result.days)
+    ts = [m.ts for m in ledger.minutes]
+    pairs = [
+        (curve[i + 1] / curve[i] - 1.0, spy[ts[i]] / spy[ts[i - 1]] - 1.0)
+        for i in range(1, len(ts))
+        if ts[i] in spy and ts[i - 1] in spy and ts[i] - ts[i - 1] == NS_PER_MIN
+    ]
+    mine, market = np.array(pairs).T
+    assert row["benchmark_minutes"] == len(pairs)
+    assert row["beta"] == pytest.approx(empyrical.beta(mine, market), rel=1e-4, abs=1e-6)
+    compounded = empyrical.alpha(mine, market, annualization=year)  # empyrical compounds; ours is simple
+    assert row["alpha"] == pytest.approx(year * ((1 + compounded) ** (1 / year) - 1), rel=1e-3)
+    # rolling: the same windows (None where a window did not move)
+    rolling = report["rolling"]
+    expected = empyrical.roll_sharpe_ratio(r, window=60, annualization=year)
+    assert rolling["window"] == "60 minutes" and len(rolling["sharpe"]) == len(expected)
+    assert [x is None for x in rolling["sharpe"]] == [not np.isfinite(x) for x in expected]
+    finite = [(a, b) for a, b in zip(rolling["sharpe"], expected, strict=True) if a is not None]
+    assert finite and [a for a, _ in finite] == pytest.approx([b for _, b in finite], rel=1e-4, abs=1e-4)
+    vol = empyrical.roll_annual_volatility(r, window=60, annualization=year)
+    assert rolling["volatility"] == pytest.approx(list(vol), rel=1e-4, abs=1e-6)
 
 
 def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) -> None:
@@ -113,6 +245,12 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
     lines = [json.loads(x) for x in (tmp_path / "rec.jsonl").read_text().splitlines()]
     assert data["orders"]["fills"] == sum(1 for x in lines if x["kind"] == "fills") >= 2
     assert data["contribution_by_term"] and data["ticks"] == 861_099
+    tearsheet_keys = {"trades", "exposure", "pnl_by_symbol", "pnl_by_day", "rolling", "drawdowns"}
+    assert set(data) >= tearsheet_keys | {"provenance", "sample_warning", "calendar", "trade_stats", "equity"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert (
+        data["provenance"]["commit"] == head.stdout.strip() and len(data["provenance"]["config_sha256"]) == 64
+    )
 
     from playwright.sync_api import sync_playwright
 
@@ -141,6 +279,17 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
             ".plot",
             "els => els.map(e => [e.dataset.plot, e.querySelectorAll('.main-svg .trace').length])",
         )
+        shown = {
+            "warning": page.locator("#sample-warning").inner_text()
+            if page.locator("#sample-warning").is_visible()
+            else "",
+            "trade_rows": page.locator("table.trades tbody tr").count(),
+            "flagged_metrics": page.locator("table.metrics tr.small-sample").count(),
+            "provenance": page.locator("table.provenance").inner_text(),
+            "marks": page.eval_on_selector_all(
+                "[data-plot=exposure] .annotation-text", "els => els.map(e => e.textContent)"
+            ),
+        }
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert not errors, errors
@@ -148,6 +297,9 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
     assert names == [
         "equity",
         "drawdown",
+        "pnl-symbol",
+        "exposure",
+        "rolling",
         "returns",
         "price-IBM",
         "price-BAC",
@@ -156,6 +308,14 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
         "contribution",
     ]
     assert all(traces > 0 for _, traces in rendered), rendered
+    # the decision document: the warning up top, every round trip, the annualized rows flagged,
+    # where it came from, and the day's model quarantine marked on the exposure
+    assert shown["warning"].startswith("⚠ Small sample: 1 trading day")
+    assert shown["trade_rows"] == len(data["trades"]) > 0
+    assert shown["flagged_metrics"] == len(data["sample_warning"]["annualized"])
+    assert data["provenance"]["commit"] in shown["provenance"] and "ib-tiered" in shown["provenance"]
+    assert {e["kind"] for e in data["exposure"]["events"]} == {"quarantine"}
+    assert any(m.startswith("quarantine") for m in shown["marks"]), shown["marks"]
 
 
 SHARED_LEAN = SHARED_DATA / "market" / "lean"

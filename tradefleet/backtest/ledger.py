@@ -1,6 +1,7 @@
 """What a backtest keeps of its run: every intent, order event and fill as published, the QOS
-scores, TCA reports, and an account marked to the mid at every minute of market time. It is a
-subscriber like any other: it reads the bus, never a service's insides."""
+scores, TCA reports, the events a trader wants marked on the timeline (kills, risk mode changes,
+alerts such as a model's quarantine), and an account marked to the mid at every minute of market
+time. It is a subscriber like any other: it reads the bus, never a service's insides."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import msgspec
 
 from libs.common.bus import Delivery, InProcessBus
 from libs.common.config import Settings
+from proto.alerts import Alert
+from proto.control import Control
 from proto.execution import Fill, OrderEvent
 from proto.market import Quote, Trade
 from proto.news import NewsItem, SentimentScore
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import QosScore
 from proto.tca import TcaReport
 from proto.units import MINUTE_NS
@@ -48,12 +51,18 @@ class Ledger:
     orders: list[OrderEvent] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
     approvals: int = 0
+    #: client_order_id -> the intent it was approved for (what a fill's reason is read from)
+    order_intents: dict[str, str] = field(default_factory=dict)
     denials: collections.Counter[str] = field(default_factory=collections.Counter)
     qos: list[QosScore] = field(default_factory=list)
     tca: list[TcaReport] = field(default_factory=list)
     sentiment: list[SentimentScore] = field(default_factory=list)
     news: int = 0
     commissions: float = 0.0
+    alerts: list[Alert] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
+    #: the risk gate's state each time its mode changed (the first one included)
+    mode_changes: list[RiskState] = field(default_factory=list)
     day_symbols: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _minute: int = 0
 
@@ -71,6 +80,9 @@ class Ledger:
         await bus.subscribe("tca.report.>", self._on_tca)
         await bus.subscribe("news.raw", self._on_news)
         await bus.subscribe("news.sentiment.>", self._on_sentiment)
+        await bus.subscribe("alert.>", self._on_alert)
+        await bus.subscribe("ctl.>", self._on_control)
+        await bus.subscribe("risk.state", self._on_risk_state)
 
     def on_day(self, date: str, symbols: tuple[str, ...]) -> None:
         self.day_symbols[date] = symbols
@@ -115,6 +127,7 @@ class Ledger:
             self.intents.append(e)
         elif isinstance(e, OrderApproved):
             self.approvals += 1
+            self.order_intents[e.client_order_id] = e.intent_id
         elif isinstance(e, OrderDenied):
             self.denials[e.code] += 1
 
@@ -148,6 +161,21 @@ class Ledger:
     async def _on_sentiment(self, d: Delivery) -> None:
         if isinstance(d.event, SentimentScore):
             self.sentiment.append(d.event)
+
+    async def _on_alert(self, d: Delivery) -> None:
+        if isinstance(d.event, Alert):
+            self.alerts.append(d.event)
+
+    async def _on_control(self, d: Delivery) -> None:
+        if isinstance(d.event, Control):
+            self.controls.append(d.event)
+
+    async def _on_risk_state(self, d: Delivery) -> None:
+        state = d.event
+        if not isinstance(state, RiskState):
+            return
+        if not self.mode_changes or self.mode_changes[-1].mode != state.mode:
+            self.mode_changes.append(state)
 
     # -- what determinism and parity compare -------------------------------------------------------
     def trading_record(self) -> dict[str, list[dict[str, Any]]]:

@@ -3,7 +3,8 @@ baselines beside it.
 
 Conventions (stated in the report too):
 - returns are per minute of the regular session, on equity marked to the mid; annualizing uses
-  252 days x 390 minutes;
+  252 days x 390 minutes (volatility, Sharpe and Sortino from sample statistics, ddof 1 for the
+  standard deviation, as empyrical computes them: a test checks them against it);
 - a trade is a position episode per symbol, from flat to flat (an intraday strategy's round
   trip); its P&L is net of commissions; one still open at the end is marked to the last mid;
 - cost in bps is commissions plus slippage against the arrival mid, over the traded notional;
@@ -134,6 +135,7 @@ def performance(
         "final_equity": _finite(curve[-1]),
         "total_return": _finite(total),
         "annualized_return": _finite((1.0 + total) ** (252.0 / max(days, 1)) - 1.0) if total > -1 else -1.0,
+        "annual_volatility": _finite(std * math.sqrt(MINUTES_PER_YEAR)),
         "sharpe": _finite(mean / std * math.sqrt(MINUTES_PER_YEAR)) if std > 0 else None,
         "sortino": _finite(mean / downside * math.sqrt(MINUTES_PER_YEAR)) if downside > 0 else None,
         "max_drawdown": _finite(float(drawdown.min())),

@@ -1,11 +1,17 @@
-"""The tearsheet: report.json (every metric, the strategy beside buy-and-hold and a naive
-momentum baseline on the same data and costs) and report.html, self-contained (plotly.js inline),
-with the equity curves, drawdown, returns distribution, trades on the price chart, slippage
-distribution, QOS over time and each timeframe's contribution."""
+"""The tearsheet: report.json and report.html (self-contained, plotly.js inline) with the same
+content: every metric, the strategy beside buy-and-hold and a naive momentum baseline on the same
+data and costs, with a warning beside the annualized figures when the sample is small; the trade
+table (round trips from the ledger's fills, with why each side happened and its slippage); P&L by
+symbol and by day, calendar heatmaps when the span allows; exposure over time with kills, risk
+mode changes and model quarantines marked; rolling Sharpe and volatility, the worst drawdowns;
+the equity curves, returns distribution, trades on the price chart, slippage distribution, QOS
+over time and each timeframe's contribution; and where it all came from (commit, configuration
+hash, models, data span, cost model). Times are New York's."""
 
 from __future__ import annotations
 
 import bisect
+import calendar
 import collections
 import datetime as dt
 import html
@@ -19,10 +25,14 @@ from libs.common.markettime import NEW_YORK, ny_midnight_ns
 from proto.units import BPS
 from services.execution.commissions import commission_model
 from services.md_gateway.providers.lean import bar_records
+from tradefleet.backtest import analysis, sections
+from tradefleet.backtest.analysis import EquityCurve
 from tradefleet.backtest.baselines import Curve, buy_and_hold, naive_momentum
 from tradefleet.backtest.engine import BacktestResult
 from tradefleet.backtest.ledger import Ledger
 from tradefleet.backtest.metrics import Execution, Trade, episodes, performance
+from tradefleet.backtest.provenance import mask_url, provenance
+from tradefleet.backtest.roundtrips import ledger_round_trips
 from tradefleet.backtest.sources import is_database
 
 BENCHMARK = "SPY"
@@ -122,10 +132,13 @@ def build(
             r_ts, r_equity, capital, r_trades, days, strategy_cost_bps(r_ledger), bench
         )
         curves["rules_sizing"] = Curve("rules_sizing", r_ts, r_equity, [], {})
+    trips = ledger_round_trips(ledger)
+    account = EquityCurve(ts, equity, capital)
+    by_day = analysis.pnl_by_day(account, trips)
     report = {
         "days": result.days,
         "symbols": symbols,
-        "data": data,
+        "data": mask_url(data),
         "capital": capital,
         "ticks": result.records,
         "events": result.events,
@@ -142,20 +155,17 @@ def build(
             "fills": len(ledger.fills),
             "commissions": round(ledger.commissions, 2),
         },
-        "trades": [
-            {
-                "symbol": t.symbol,
-                "direction": "long" if t.direction > 0 else "short",
-                "entry": t.entry_ts,
-                "exit": t.exit_ts,
-                "quantity": t.quantity,
-                "entry_price": round(t.entry_price, 4),
-                "pnl": round(t.pnl, 2),
-                "holding_min": round(t.holding_min, 1),
-                "open_at_end": t.open_at_end,
-            }
-            for t in trades
-        ],
+        "sample_warning": analysis.sample_warning(days, rows["strategy"]["trades"]),
+        "trades": analysis.trade_rows(trips),
+        "trade_stats": analysis.trade_stats(trips),
+        "pnl_by_symbol": analysis.pnl_by_symbol(trips, symbols),
+        "pnl_by_day": by_day,
+        "calendar": analysis.calendar_returns(by_day),
+        "exposure": analysis.exposure(ledger, symbols) | {"events": analysis.events(ledger)},
+        "rolling": analysis.rolling(account, days),
+        "drawdowns": analysis.drawdowns(account),
+        "equity": _equity_series(ts, equity, curves),
+        "provenance": provenance(result, data, analysis.quarantines(ledger)),
         "benchmark": {"symbol": BENCHMARK, "minutes": len(bench)},
         "policy": _policy_facts(result, rules),
         "sentiment": {
@@ -168,6 +178,11 @@ def build(
             "returns": "per minute of the regular session, equity marked to the mid",
             "annualization": "252 days x 390 minutes",
             "trade": "a position episode per symbol, flat to flat, P&L net of commissions",
+            "trade_table": "round trips first in first out per symbol (a partial close splits a lot), "
+            "P&L net of commissions; slippage of both sides against the arrival mid",
+            "times": "New York (America/New_York)",
+            "small_sample": f"annualized figures flagged when fewer than {analysis.MIN_DAYS} trading days "
+            f"or {analysis.MIN_TRADES} trades",
             "cost_bps": "commissions + slippage vs the arrival mid, over traded notional",
             "alpha_beta": f"OLS of minute returns on {BENCHMARK}'s; alpha annualized",
             "baselines": "trade at the minute's touch (mid -/+ half spread) with the same commission model",
@@ -175,6 +190,14 @@ def build(
     }
     plots = {"ts": ts, "equity": equity, "curves": curves, "trades": trades, "bench": bench}
     return report, plots
+
+
+def _equity_series(ts: np.ndarray, equity: np.ndarray, curves: dict[str, Curve]) -> dict[str, Any]:
+    """The equity curves the HTML plots, by New York minute."""
+    out = {"strategy": {"time": _dt(ts), "equity": [round(float(x), 2) for x in equity]}}
+    for name, curve in curves.items():
+        out[name] = {"time": _dt(curve.ts), "equity": [round(float(x), 2) for x in curve.equity]}
+    return out
 
 
 def _policy_facts(result: BacktestResult, rules: BacktestResult | None) -> dict[str, Any]:
@@ -215,8 +238,12 @@ def write_walk_forward(
     import plotly.graph_objects as go
     from plotly.offline import get_plotlyjs
 
+    warning = analysis.sample_warning(
+        sum(len(f["test"]) for f in out["folds"]), out["overall"].get("strategy", {}).get("trades") or 0
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+    saved = {**out, "sample_warning": warning}
+    (folder / "report.json").write_text(json.dumps(saved, indent=2, sort_keys=True, default=str))
     chained = go.Figure()
     for name, parts in returns.items():
         chained.add_trace(
@@ -239,7 +266,7 @@ def write_walk_forward(
         )
         rows.append(
             f"<tr><td>{f['fold']}</td><td>{', '.join(f['train'])}</td><td>{', '.join(f['test'])}</td>"
-            f"<td>{_fmt(m['total_return'])}</td><td>{_fmt(m['sharpe'])}</td><td>{m['trades']}</td>"
+            f"<td>{sections.pct(m['total_return'])}</td><td>{sections.number(m['sharpe'])}</td><td>{m['trades']}</td>"
             f'<td>{html.escape(models)}</td><td><a href="fold-{f["fold"]}/report.html">report</a></td></tr>'
         )
     folds_table = (
@@ -253,12 +280,14 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin: 12px 0; }}
 th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
 th {{ background: #f5f5f5; }}
+{STYLE}
 </style>
 <script>{get_plotlyjs()}</script></head>
 <body>
 <h1>Walk-forward: train {out["train_days"]} day(s), test {out["test_days"]}, roll</h1>
+{sections.warning_banner(warning)}
 <h2>Over every test window</h2>
-{_table({"metrics": out["overall"]})}
+{sections.metrics_table(out["overall"], warning)}
 <section class="plot" data-plot="chained">{chained.to_html(full_html=False, include_plotlyjs=False)}</section>
 <h2>Folds</h2>
 {folds_table}
@@ -268,6 +297,29 @@ th {{ background: #f5f5f5; }}
 
 
 # -- HTML -----------------------------------------------------------------------------------------
+STYLE = """
+.warning { background: #fff3cd; border: 2px solid #e0a800; padding: 10px 14px; margin: 12px 0;
+  font-size: 1.1em; }
+tr.small-sample td { color: #8a6d00; font-style: italic; }
+.small { color: #b35c00; font-weight: bold; font-size: 0.85em; }
+.note { color: #666; font-size: 0.85em; }
+table.facts td, table.provenance td, table.trade-stats td { text-align: left; }
+table.facts th, table.provenance th, table.trade-stats th { text-align: left; }
+table.trades td:nth-child(12), table.trades td:nth-child(13) { text-align: left; max-width: 22em;
+  font-size: 0.85em; }
+table.trades tr.win td:nth-child(9) { color: #137333; }
+table.trades tr.loss td:nth-child(9) { color: #b3261e; }
+.provenance td { font-family: ui-monospace, monospace; font-size: 0.9em; }
+"""
+EVENT_COLORS = {
+    "quarantine": "#b35c00",
+    "kill": "#b3261e",
+    "flatten": "#b3261e",
+    "resume": "#137333",
+    "mode": "#5f2ca8",
+}
+
+
 def _dt(ts: np.ndarray | list[int]) -> list[str]:
     """New York wall time, the market's (plot axes say so)."""
     return [dt.datetime.fromtimestamp(int(t) / 1e9, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S") for t in ts]
@@ -300,6 +352,8 @@ def _figures(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> l
         xaxis_title="bps",
     )
     figs.append(("returns", dist))
+    figs.append(("exposure", _exposure_figure(report["exposure"])))
+    figs.append(("rolling", _rolling_figure(report["rolling"], report["sample_warning"])))
 
     for symbol in report["symbols"]:
         mids = [(m.ts, m.mids[symbol]) for m in ledger.minutes if symbol in m.mids]
@@ -338,73 +392,201 @@ def _figures(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> l
 
     contrib = report["contribution_by_term"]
     bars = go.Figure(go.Bar(x=list(contrib), y=list(contrib.values())))
-    bars.update_layout(title="P&L contribution per timeframe (QOS terms of each entry)", yaxis_title="USD")
+    bars.update_layout(
+        title="P&L contribution per timeframe (QOS terms of each entry)",
+        yaxis_title="USD",
+        xaxis_title="QOS term",
+    )
     figs.append(("contribution", bars))
+    return figs + _pnl_figures(report)
+
+
+def _exposure_figure(exposure: dict[str, Any]) -> Any:
+    """Signed exposure per symbol, gross dotted, and a line at each kill, mode change and model
+    quarantine (what it was on hover; events of one kind at one time share a line)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for symbol, values in exposure["by_symbol"].items():
+        fig.add_trace(go.Scatter(x=exposure["time"], y=values, name=symbol))
+    fig.add_trace(go.Scatter(x=exposure["time"], y=exposure["gross"], name="gross", line={"dash": "dot"}))
+    marks: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+    for e in exposure["events"]:
+        marks[(e["time"], e["kind"])].append(e["detail"])
+    for (time, kind), details in marks.items():
+        color = EVENT_COLORS.get(kind, "#444")
+        fig.add_shape(
+            type="line", x0=time, x1=time, y0=0, y1=1, yref="paper", line={"color": color, "dash": "dash"}
+        )
+        label = f"{kind} x{len(details)}" if len(details) > 1 else kind
+        fig.add_annotation(
+            x=time, y=1, yref="paper", text=label, showarrow=False, yanchor="bottom", font={"color": color}
+        )
+    if marks:
+        top = max((g for g in exposure["gross"] if g is not None), default=0.0)
+        fig.add_trace(
+            go.Scatter(
+                x=[time for time, _ in marks],
+                y=[top] * len(marks),
+                mode="markers",
+                name="events",
+                marker={
+                    "symbol": "diamond",
+                    "size": 10,
+                    "color": [EVENT_COLORS.get(kind, "#444") for _, kind in marks],
+                },
+                text=["<br>".join(html.escape(d) for d in details) for details in marks.values()],
+                hoverinfo="text+x",
+            )
+        )
+    kinds = sorted({kind for _, kind in marks})
+    fig.update_layout(
+        title="Exposure per symbol (position x mid)"
+        + (f"; marked: {', '.join(kinds)}" if kinds else "; no kill, mode change or quarantine"),
+        yaxis_title="USD",
+    )
+    return fig
+
+
+def _rolling_figure(rolling: dict[str, Any], warning: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=rolling["time"], y=rolling["sharpe"], name="Sharpe"))
+    fig.add_trace(
+        go.Scatter(
+            x=rolling["time"],
+            y=[v * 100 if v is not None else None for v in rolling["volatility"]],
+            name="volatility %",
+            yaxis="y2",
+        )
+    )
+    small = " (small sample: extrapolated)" if warning.get("small_sample") else ""
+    fig.update_layout(
+        title=f"Rolling Sharpe and volatility over {rolling['window']}, annualized{small}",
+        yaxis={"title": {"text": "Sharpe"}},
+        yaxis2={"title": {"text": "volatility %"}, "overlaying": "y", "side": "right"},
+    )
+    return fig
+
+
+def _pnl_figures(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """P&L per symbol, per day when there are several, and the calendar heatmaps the span allows."""
+    import plotly.graph_objects as go
+
+    figs: list[tuple[str, Any]] = []
+    by_symbol = report["pnl_by_symbol"]
+    sym = go.Figure(go.Bar(x=list(by_symbol), y=[v["pnl"] for v in by_symbol.values()], name="P&L"))
+    sym.update_layout(
+        title="P&L per symbol (round trips, net of commissions)", yaxis_title="USD", xaxis_title="symbol"
+    )
+    figs.append(("pnl-symbol", sym))
+    by_day = report["pnl_by_day"]
+    if len(by_day) > 1:
+        day = go.Figure(go.Bar(x=[d["day"] for d in by_day], y=[d["pnl"] for d in by_day], name="P&L"))
+        day.update_layout(
+            title="P&L per day",
+            yaxis_title="USD",
+            xaxis={"title": {"text": "day (New York)"}, "type": "category"},
+        )
+        figs.append(("pnl-day", day))
+    cal = report["calendar"]
+    if cal["daily"]:
+        d = cal["daily"]
+        heat = go.Figure(
+            go.Heatmap(z=_percent(d["returns"]), x=d["weekdays"], y=d["weeks"], colorscale="RdYlGn", zmid=0)
+        )
+        heat.update_layout(
+            title="Daily returns (%)",
+            xaxis_title="weekday",
+            yaxis={"title": {"text": "week of"}, "type": "category", "autorange": "reversed"},
+        )
+        figs.append(("heatmap-daily", heat))
+    if cal["monthly"]:
+        m = cal["monthly"]
+        heat = go.Figure(
+            go.Heatmap(
+                z=_percent(m["returns"]),
+                x=[calendar.month_abbr[k] for k in m["months"]],
+                y=[str(y) for y in m["years"]],
+                colorscale="RdYlGn",
+                zmid=0,
+            )
+        )
+        heat.update_layout(
+            title="Monthly returns (%)",
+            xaxis={"title": {"text": "month"}, "type": "category"},
+            yaxis={"title": {"text": "year"}, "type": "category", "autorange": "reversed"},
+        )
+        figs.append(("heatmap-monthly", heat))
     return figs
 
 
-def _table(report: dict[str, Any]) -> str:
-    rows = report["metrics"]
-    names = list(next(iter(rows.values())).keys())
-    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in rows)
-    body = []
-    for name in names:
-        cells = "".join(f"<td>{_fmt(rows[k].get(name))}</td>" for k in rows)
-        body.append(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>{cells}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+def _percent(grid: list[list[float | None]]) -> list[list[float | None]]:
+    return [[None if v is None else v * 100 for v in row] for row in grid]
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.2f}"
-    return html.escape(str(value))
+def _plot_divs(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> dict[str, str]:
+    divs = {}
+    for name, fig in _figures(report, plots, ledger):
+        fig.update_layout(template="plotly_white", height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+        if fig.layout.xaxis.title.text is None:
+            fig.update_xaxes(title_text="New York time")
+        divs[name] = (
+            f'<section class="plot" data-plot="{name}">'
+            + fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}")
+            + "</section>"
+        )
+    return divs
 
 
 def render_html(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> str:
     from plotly.offline import get_plotlyjs
 
-    divs = []
-    for name, fig in _figures(report, plots, ledger):
-        fig.update_layout(template="plotly_white", height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-        if fig.layout.xaxis.title.text is None:
-            fig.update_xaxes(title_text="New York time")
-        divs.append(
-            f'<section class="plot" data-plot="{name}">'
-            + fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}")
-            + "</section>"
-        )
-    facts = {
-        "days": ", ".join(report["days"]),
-        "symbols": ", ".join(report["symbols"]),
-        "ticks": f"{report['ticks']:,} in {report['seconds']} s ({report['ticks_per_s']:,}/s)",
-        "orders": json.dumps(report["orders"]),
-        "sentiment": json.dumps(report["sentiment"]),
-        "benchmark": json.dumps(report["benchmark"]),
-        "policy": json.dumps(report["policy"]),
-    }
-    fact_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
-    conventions = "".join(
-        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["conventions"].items()
-    )
+    divs = _plot_divs(report, plots, ledger)
+
+    def take(*names: str) -> str:
+        return "".join(divs.pop(n, "") for n in names)
+
+    prices = [f"price-{s}" for s in report["symbols"]]
+    calendar_notes = "".join(f'<p class="note">No {html.escape(n)}.</p>' for n in report["calendar"]["notes"])
+    title = f"Backtest {sections.days_text(report['days'])}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>tradefleet backtest {html.escape(report["days"][0])}</title>
+<title>tradefleet {html.escape(title.lower())}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin: 12px 0; }}
 th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
 th {{ background: #f5f5f5; }} .plot {{ margin: 16px 0; }}
+{STYLE}
 </style>
 <script>{get_plotlyjs()}</script></head>
 <body>
-<h1>Backtest</h1>
-<table>{fact_rows}</table>
+<h1>{html.escape(title)}: {html.escape(", ".join(report["symbols"]))}</h1>
+{sections.warning_banner(report["sample_warning"])}
+{sections.header(report)}
 <h2>Metrics</h2>
-{_table(report)}
-<ul>{conventions}</ul>
-<h2>Plots</h2>
-{"".join(divs)}
+{sections.metrics_table(report["metrics"], report["sample_warning"])}
+{take("equity", "drawdown")}
+<h2>Worst drawdowns</h2>
+{sections.drawdown_table(report["drawdowns"])}
+<h2>Trades</h2>
+{sections.trade_summary(report["trade_stats"])}
+{sections.trade_table(report["trades"])}
+<h2>P&amp;L by symbol and by day</h2>
+{sections.symbol_table(report["pnl_by_symbol"])}
+{sections.day_table(report["pnl_by_day"])}
+{take("pnl-symbol", "pnl-day", "heatmap-daily", "heatmap-monthly")}
+{calendar_notes}
+<h2>Exposure and risk over time</h2>
+{take("exposure", "rolling", "returns")}
+<h2>Execution and signals</h2>
+{take(*prices, "slippage", "qos", "contribution")}
+{"".join(divs.values())}
+<h2>Provenance</h2>
+{sections.provenance_block(report["provenance"])}
+<h2>Conventions</h2>
+{sections.conventions(report["conventions"])}
 </body></html>
 """

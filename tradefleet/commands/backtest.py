@@ -143,6 +143,9 @@ def _summary(out: dict[str, Any], report: Path) -> dict[str, Any]:
         "strategy": {k: metrics["strategy"][k] for k in SUMMARY_KEYS},
         "policy": out["policy"],
     }
+    warning = out.get("sample_warning", {})
+    if warning.get("small_sample"):
+        summary["warning"] = warning["message"]  # beside the annualized figures it qualifies
     if "rules_sizing" in metrics:
         summary["rules_sizing"] = {k: metrics["rules_sizing"][k] for k in SUMMARY_KEYS}
     return summary
