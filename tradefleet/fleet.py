@@ -7,6 +7,7 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tradefleet.human import live_view, ny_clock, split_drops
 from tradefleet.reach import stored_since
 
 STALL_LIMIT_S = 10.0
+KEEP_RUN_STORES = 2  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
 
 
 def start_order() -> tuple[str, ...]:
@@ -54,6 +56,12 @@ def started_services(settings: Settings) -> tuple[str, ...]:
 def md_rows(counts: dict[str, int]) -> int:
     """Market-data rows in a counter of the gateway (published) or the recorder (stored)."""
     return int(counts.get("quotes", 0) + counts.get("trades", 0) + counts.get("bars", 0))
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    """When (New York time: the market's for replayed events), how bad, who, what."""
+    when = ny_clock(alert.get("ts_event"))[11:19]
+    return f"{when} {alert.get('severity')}: {alert.get('source')}: {alert.get('title')}"
 
 
 class Fleet:
@@ -90,7 +98,7 @@ class Fleet:
     def _start_infra(self) -> None:
         (self.var / "logs").mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
-            self.nats = start_nats(self.var / "nats", log_file=self.var / "logs" / "nats-server.log")
+            self.nats = start_nats(self._nats_store(), log_file=self.var / "logs" / "nats-server.log")
             self.nats_url = self.nats.url
         self.db_url = self.settings.db.url
         if self.db_url and not postgres_reachable(self.db_url):
@@ -101,6 +109,19 @@ class Fleet:
             self.db_url = self.pg.url
         mode, _ = migrate(self.db_url, self.settings.db)
         self.storage_mode = mode
+
+    def _nats_store(self) -> Path:
+        """A replay's JetStream state is the run's own: a second replay of the same day within
+        the streams' duplicate window (2 min) publishes the same Nats-Msg-Ids (headlines,
+        alerts) and a shared store would drop them as duplicates, stalling the run. Only the
+        last few runs' stores are kept. Against IB the store persists: what was ordered and
+        filled yesterday is the broker session's history."""
+        if self.settings.md_gateway.provider == "ib":
+            return self.var / "nats"
+        runs = self.var / "runs"
+        for old in sorted(runs.glob("*/nats"))[:-KEEP_RUN_STORES]:
+            shutil.rmtree(old, ignore_errors=True)
+        return runs / self.run_id / "nats"
 
     def _env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -386,7 +407,7 @@ class Fleet:
         return {
             "count": len(self.alerts),
             "by_severity": dict(by_severity),
-            "first": [f"{a.get('severity')}: {a.get('source')}: {a.get('title')}" for a in self.alerts[:10]],
+            "first": [_alert_line(a) for a in self.alerts[:10]],
         }
 
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import NEW_YORK, parse_duration_ns
 
 # Quotes the gateway drops as a matter of course, not because the data is bad: a locked book
 # (bid == ask) is ordinary in a consolidated feed and cannot be traded against at a spread.
@@ -147,6 +147,13 @@ def published(name: str, app: dict[str, Any]) -> int:
     return int(stats.get("quotes", 0) + stats.get("trades", 0) + stats.get("bars", 0))
 
 
+def _horizon_ns(horizon: str) -> int:
+    try:
+        return parse_duration_ns(horizon)
+    except ValueError:
+        return 0
+
+
 # -- the end of a run -------------------------------------------------------------------------------
 def fleet_summary_lines(s: dict[str, Any], json_path: Path | None) -> list[str]:
     """A few lines a trader reads at the end of `up`; the JSON has everything."""
@@ -182,7 +189,7 @@ def fleet_summary_lines(s: dict[str, Any], json_path: Path | None) -> list[str]:
         )
     models = s.get("signals", {}).get("models", {})
     if models:
-        quarantined = sorted(h for h, m in models.items() if m.get("quarantined"))
+        quarantined = sorted((h for h, m in models.items() if m.get("quarantined")), key=_horizon_ns)
         engines = sorted({str(m.get("engine")) for m in models.values()})
         lines.append(
             f"  models    {len(models)} horizons on {'/'.join(engines)}"
