@@ -163,6 +163,8 @@ async def run_tap(
             await nc.subscribe(subject, cb=on_msg)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished.wait(), timeout=timeout)
+        if nc.is_closed or not nc.is_connected:
+            print(f"{target.url} went away: the tap ends", file=sys.stderr, flush=True)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:

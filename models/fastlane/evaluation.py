@@ -50,8 +50,9 @@ def auc_interval(y: np.ndarray, p: np.ndarray, seed: int = 0) -> tuple[float, fl
     return float(low), float(high)
 
 
-def t_interval(values: list[float]) -> dict[str, float]:
-    """Mean over folds with its 95% Student-t interval (folds are few: a normal one is too narrow)."""
+def t_interval(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """Mean over folds with its 95% Student-t interval (folds are few: a normal one is too narrow),
+    cut to the metric's range when it has one (an AUC below 0 is no statement about anything)."""
     from scipy.stats import t
 
     xs = np.array([v for v in values if not math.isnan(v)], dtype=float)
@@ -61,7 +62,10 @@ def t_interval(values: list[float]) -> dict[str, float]:
     if len(xs) < 2:
         return {"mean": mean, "low": math.nan, "high": math.nan}
     half = float(t.ppf(0.5 + LEVEL / 2, len(xs) - 1) * xs.std(ddof=1) / math.sqrt(len(xs)))
-    return {"mean": mean, "low": mean - half, "high": mean + half}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "low": low, "high": high}
 
 
 def decile_of(p: np.ndarray) -> np.ndarray:
@@ -126,4 +130,6 @@ def _wilson(share: float, n: int) -> tuple[float, float]:
     z = 1.959963984540054  # the 95% normal quantile
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    # Clamped to [0, 1] and around the share: at a share of 0 or 1 rounding leaves the bound a
+    # hair outside, which a plot's error bar refuses as a negative length.
+    return max(0.0, min(centre - half, share)), min(1.0, max(centre + half, share))

@@ -178,8 +178,10 @@ def _fold_plot(h: dict[str, Any]) -> str:
     xs = [f["fold"] for f in folds]
     fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
     auc = np.array([f["auc"] for f in folds])
-    below = auc - np.array([f["auc_low"] for f in folds])
-    above = np.array([f["auc_high"] for f in folds]) - auc
+    # A percentile bootstrap interval need not contain the point estimate (a skewed resampled
+    # AUC): the bar then shows no whisker on that side rather than a negative one.
+    below = np.clip(auc - np.array([f["auc_low"] for f in folds]), 0.0, None)
+    above = np.clip(np.array([f["auc_high"] for f in folds]) - auc, 0.0, None)
     axes[0].bar(xs, auc, color="#3572b0", yerr=[below, above], capsize=4)
     axes[0].axhline(0.5, color="k", linestyle="--", linewidth=0.8, label="no skill")
     axes[0].set_title("AUC with 95% bootstrap CI")
@@ -207,8 +209,8 @@ def _calibration_plot(h: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     xs, ys = [b["predicted"] for b in bins], [b["observed"] for b in bins]
     errors = [
-        [b["observed"] - b["observed_low"] for b in bins],
-        [b["observed_high"] - b["observed"] for b in bins],
+        [max(b["observed"] - b["observed_low"], 0.0) for b in bins],
+        [max(b["observed_high"] - b["observed"], 0.0) for b in bins],
     ]
     counts = sorted({b["rows"] for b in bins})
     per_bin = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"

@@ -299,13 +299,21 @@ def train_horizon(
 
 
 SUMMARY_KEYS = ("auc", "log_loss", "base_log_loss", "brier", "base_brier", "hit_rate", "ic")
+# The range of each bounded metric: its interval is cut there.
+METRIC_BOUNDS = {
+    "auc": (0.0, 1.0),
+    "brier": (0.0, 1.0),
+    "base_brier": (0.0, 1.0),
+    "hit_rate": (0.0, 1.0),
+    "ic": (-1.0, 1.0),
+}
 
 
 def _summary(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """mean_<metric> over folds, and <metric>_interval: that mean with its 95% t-interval."""
     out: dict[str, Any] = {"folds": len(folds)}
     for key in SUMMARY_KEYS:
-        interval = t_interval([f[key] for f in folds])
+        interval = t_interval([f[key] for f in folds], METRIC_BOUNDS.get(key))
         out[f"mean_{key}"] = interval["mean"]
         out[f"{key}_interval"] = interval
     return out

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -115,3 +116,32 @@ def test_the_page_opens_with_the_summary_and_ends_with_the_configuration(trained
     table = page[summary:first_horizon]
     assert trained["version"] in table and "AUC [95% CI]" in table and "promoted" in table
     assert page.rindex("<h2>Horizon") < page.index("<details>") and page.rstrip().endswith("</html>")
+
+
+def test_a_bin_that_is_all_up_or_all_down_has_an_interval_inside_zero_one() -> None:
+    """A decile whose rows all went up (or down) is common on short horizons; its Wilson bounds
+    must hold the share, or the calibration plot refuses a negative error bar (seen on real data)."""
+    from models.fastlane.evaluation import calibration_table
+
+    for rows in (70, 130, 200):  # 7, 13, 20 rows a bin: the first two left a bound outside
+        p = np.linspace(0.3, 0.7, rows)
+        y = (p > 0.5).astype(float)  # the lowest deciles all 0, the highest all 1
+        for row in calibration_table(p, y):
+            assert 0.0 <= row["observed_low"] <= row["observed"] <= row["observed_high"] <= 1.0
+
+
+def test_an_interval_over_few_folds_stays_inside_the_metrics_range() -> None:
+    from models.fastlane.evaluation import t_interval
+
+    wide = t_interval([0.05, 0.95, 0.10, 0.90], (0.0, 1.0))  # four scattered fold AUCs
+    assert 0.0 <= wide["low"] < wide["mean"] < wide["high"] <= 1.0
+    assert t_interval([0.05, 0.95, 0.10, 0.90])["low"] < 0.0  # unbounded it says nonsense
+
+
+def test_every_shipped_model_has_its_training_report_beside_it() -> None:
+    root = Path(__file__).resolve().parents[2] / "models" / "registry" / "fastlane"
+    for horizon in ("5m", "15m", "30m", "60m"):
+        version = (root / horizon / "ACTIVE").read_text().strip()
+        report = json.loads((root / horizon / version / "report.json").read_text())
+        assert version in json.dumps(report)
+        assert version in (root / horizon / version / "report.html").read_text()

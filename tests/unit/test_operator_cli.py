@@ -212,3 +212,21 @@ def test_every_command_takes_both_date_forms_and_names_a_bad_one(args: list[str]
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("tradefleet ")
+
+
+def test_a_tap_ends_quietly_when_the_fleet_goes_away(tmp_path: Path) -> None:
+    """A fleet shutting down under a tap used to print hundreds of nats-py tracebacks."""
+    server = start_nats(tmp_path / "nats")
+    tap = subprocess.Popen(
+        [sys.executable, "-m", "tradefleet", "tap", "md.>", "--nats-url", server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert tap.stderr is not None
+    assert tap.stderr.readline().startswith(f"tapping md.> on {server.url}")  # connected
+    server.stop()
+    out, err = tap.communicate(timeout=20)
+    assert tap.returncode == 0 and out == ""
+    assert err.strip() == f"{server.url} went away: the tap ends"
