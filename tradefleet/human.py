@@ -214,3 +214,36 @@ def fleet_summary_lines(s: dict[str, Any], json_path: Path | None) -> list[str]:
     else:
         lines.append("  details   tradefleet up --json, or --summary FILE")
     return lines
+
+
+def backtest_summary_lines(s: dict[str, Any]) -> list[str]:
+    """What `tradefleet backtest` prints: the headline figures, the sample-size warning first
+    when it applies, and where the tearsheet is."""
+    days = [f"{d[:4]}-{d[4:6]}-{d[6:]}" if len(d) == 8 else d for d in s.get("days", [])]
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)" if days else "?"
+    o = s.get("orders", {})
+    lines = [f"backtest: {span}, {s.get('ticks_per_s', 0):,} ticks/s"]
+    if s.get("warning"):
+        lines.append(f"  WARNING   {s['warning']}")
+    for name in ("strategy", "rules_sizing"):
+        if name in s:
+            lines.append(f"  {name.replace('_', ' '):<9} {_metrics_line(s[name])}")
+    denied = sum((o.get("denied") or {}).values())
+    lines.append(
+        f"  orders    {o.get('intents', 0)} intents, {o.get('approved', 0)} approved, {denied} denied, "
+        f"{o.get('fills', 0)} fills, commissions {o.get('commissions', 0):,.2f} USD"
+    )
+    lines.append(f"  report    {s.get('report')} (tearsheet; --json for these figures as JSON)")
+    return lines
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:+.3f}%"
+
+    hit = m.get("hit_rate")
+    return (
+        f"total return {pct(m.get('total_return'))}, max drawdown {pct(m.get('max_drawdown'))}, "
+        f"{m.get('trades', 0)} trades, hit rate {'-' if hit is None else f'{100 * hit:.0f}%'}, "
+        f"Sharpe {m.get('sharpe', 0):.2f} (annualized)"
+    )

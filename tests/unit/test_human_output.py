@@ -183,3 +183,31 @@ def test_a_failed_run_says_why_first() -> None:
         lines[0].startswith("tradefleet up: FAILED:")
         and lines[1] == "  error     risk exited with -9; see var/logs/risk.log"
     )
+
+
+def test_the_backtest_summary_puts_the_small_sample_warning_before_the_figures() -> None:
+    from tradefleet.human import backtest_summary_lines
+
+    lines = backtest_summary_lines(
+        {
+            "report": "var/backtest/report.html",
+            "days": ["20131008"],
+            "ticks_per_s": 102637,
+            "orders": {"intents": 10, "approved": 10, "denied": {}, "fills": 10, "commissions": 33.24},
+            "strategy": {
+                "total_return": -0.000682,
+                "sharpe": -29.35,
+                "max_drawdown": -0.000682,
+                "trades": 5,
+                "hit_rate": 0.0,
+            },
+            "warning": "Small sample: 1 trading day (fewer than 20) and 5 trades (fewer than 30).",
+        }
+    )
+    assert lines[0] == "backtest: 2013-10-08, 102,637 ticks/s"
+    assert lines[1].startswith("  WARNING   Small sample: 1 trading day")
+    assert lines[2].startswith(
+        "  strategy  total return -0.068%, max drawdown -0.068%, 5 trades, hit rate 0%"
+    )
+    assert lines[2].endswith("Sharpe -29.35 (annualized)")
+    assert "10 fills, commissions 33.24 USD" in lines[3]

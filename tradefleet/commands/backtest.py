@@ -56,6 +56,9 @@ def backtest(
         WalkForwardPromote,
         typer.Option(help="walk-forward: gate (the production gate) or force (test whatever trained)"),
     ] = "gate",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the summary as JSON instead of a few lines")
+    ] = False,
     policy: Annotated[
         PolicyMode | None,
         typer.Option(
@@ -94,7 +97,13 @@ def backtest(
                 json.dumps(e, sort_keys=True) + "\n" for e in _record_lines(result.ledger.trading_record())
             )
         )
-    typer.echo(json.dumps(_summary(out, report), indent=2))
+    summary = _summary(out, report)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        from tradefleet.human import backtest_summary_lines
+
+        typer.echo("\n".join(backtest_summary_lines(summary)))
 
 
 def _days(data: str, symbols: list[str], start: str, end: str) -> list[Any]:
