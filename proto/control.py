@@ -57,6 +57,54 @@ class ControlAck(DurableEvent, frozen=True, kw_only=True):
         return f"ack:{self.service}:{self.command_id}"
 
 
+# A command older than this when a service reads it (a service that was down when it was sent,
+# a stream replayed at start) is acked as expired and not acted on: a stale `resume` or
+# `set_mode LIVE` must never take effect later. A kill is always obeyed: failing closed late is
+# safe, trading on late is not.
+CONTROL_TTL_S = 60.0
+
+
+def refusal(c: Control, now_ns: int) -> str:
+    """Why a receiver must not act on this command ("" when it must): malformed arguments or too
+    old. Never for a kill, whose arguments can only add a flatten (``kill_notes`` says what of
+    them was ignored)."""
+    if c.command == "kill":
+        return ""
+    if problems := control_arg_problems(c.command, c.args):
+        return "; ".join(problems)
+    age_s = (now_ns - c.ts_event) / 1e9
+    if age_s > CONTROL_TTL_S:
+        return f"expired: issued {age_s:.0f} s ago (only a kill is obeyed after {CONTROL_TTL_S:g} s)"
+    return ""
+
+
+def kill_notes(c: Control) -> str:
+    """What of a kill's arguments was ignored (the kill itself never is)."""
+    problems = control_arg_problems("kill", c.args)
+    return f" (ignored: {'; '.join(problems)})" if problems else ""
+
+
+def ack_of(
+    c: Control,
+    service: str,
+    now_ns: int,
+    accepted: bool,
+    summary: str,
+    counts: dict[str, float] | None = None,
+) -> ControlAck:
+    """A service's answer to ``c``."""
+    return ControlAck(
+        ts_event=now_ns,
+        ts_init=now_ns,
+        command_id=c.command_id,
+        command=c.command,
+        service=service,
+        accepted=accepted,
+        summary=summary,
+        counts=counts or {},
+    )
+
+
 def control_arg_problems(command: Command, args: dict[str, str]) -> list[str]:
     """What is wrong with a command's arguments (empty when nothing): checked by every sender
     before anything reaches the bus, and by the receivers again."""

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from libs.common import codec
 from libs.common.nats_bus import SCHEMA_HEADER
 from proto import SCHEMA_VERSION
-from proto.control import RESPONDERS, Control, ControlAck
+from proto.control import CONTROL_TTL_S, RESPONDERS, Control, ControlAck
 from proto.subjects import subject_of
 from tradefleet.reach import Target, Unreachable, connect
 
@@ -38,7 +38,11 @@ class Answers:
         for service, ack in sorted(self.acks.items()):
             verdict = "done" if ack.accepted else "REFUSED"
             out.append(f"{service}: {ack.command} {verdict}: {ack.summary}")
-        out += [f"{s}: no answer within {wait_s:g}s (not running, or not on this bus?)" for s in self.silent]
+        out += [
+            f"{s}: no answer within {wait_s:g}s: not running, or not on this bus? The command is stored; "
+            f"read later, it is acted on only within {CONTROL_TTL_S:g}s of sending (a kill always)"
+            for s in self.silent
+        ]
         return out
 
 

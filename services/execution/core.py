@@ -38,7 +38,7 @@ from libs.common.clock import Clock
 from libs.common.config import ExecutionSettings
 from libs.common.positions import Position
 from proto.base import Event
-from proto.control import Control, ControlAck, control_arg_problems
+from proto.control import Control, ControlAck, ack_of, kill_notes, refusal
 from proto.execution import LIVE_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.execution import Position as PositionRow
 from proto.market import Quote
@@ -412,17 +412,17 @@ class ExecutionCore:
     def on_control(self, c: Control) -> Outcome:
         """Obey an operator command and say what was done (a ControlAck the sender waits for)."""
         now = self.clock.now_ns()
-        if problems := control_arg_problems(c.command, c.args):
-            self.stats[f"control_{c.command}_malformed"] += 1
-            return Outcome(events=[self._ack(c, now, False, "; ".join(problems))])
+        if c.command == "set_mode":
+            return Outcome()  # the risk gate's
+        if why := refusal(c, now):
+            self.stats[f"control_{c.command}_refused"] += 1
+            return Outcome(events=[self._ack(c, now, False, why)])
         if c.command == "resume":
             self.killed = False
             self.stats["control_resume"] += 1
             return Outcome(events=[self._ack(c, now, True, "new approvals accepted again")])
         if c.command in ("cancel", "replace"):
             return self._operator_order_command(c, now)
-        if c.command not in ("kill", "cancel_all", "flatten"):
-            return Outcome()  # set_mode: the risk gate's
         out = Outcome()
         if c.command == "kill":
             self.killed = True
@@ -452,7 +452,7 @@ class ExecutionCore:
         summary = f"{cancelled} open order(s) cancelled"
         summary += f"; flattening: {', '.join(flattening)}" if flattening else "; positions kept"
         if c.command == "kill":
-            summary = "killed: new approvals refused; " + summary
+            summary = "killed: new approvals refused; " + summary + kill_notes(c)
         counts = {"orders_cancelled": float(cancelled), "flatten_orders": float(len(flattening))}
         out.events.append(self._ack(c, now, True, summary, counts))
         return out
@@ -460,16 +460,7 @@ class ExecutionCore:
     def _ack(
         self, c: Control, now: int, accepted: bool, summary: str, counts: dict[str, float] | None = None
     ) -> ControlAck:
-        return ControlAck(
-            ts_event=now,
-            ts_init=now,
-            command_id=c.command_id,
-            command=c.command,
-            service="execution",
-            accepted=accepted,
-            summary=summary,
-            counts=counts or {},
-        )
+        return ack_of(c, "execution", now, accepted, summary, counts)
 
     def _cancel(self, w: Working, now: int, reason: str) -> Outcome:
         w.stopping = True

@@ -141,9 +141,13 @@ class ExecutionApp(ServiceApp):
 
     async def _control(self, c: Control) -> None:
         async with self._lock:
+            out = self.core.on_control(c)  # first: a kill refuses approvals whatever the broker does
             if c.command == "kill":
-                await self.broker.cancel_all()  # everything at the venue, ours or not yet known to us
-            await self._handle(self.core.on_control(c))
+                try:
+                    await self.broker.cancel_all()  # everything at the venue, ours or not yet known
+                except Exception as exc:  # the per-order cancels below still go out
+                    log.error("kill: the broker's cancel-all failed", error=repr(exc))
+            await self._handle(out)
 
     async def _handle(self, out: Outcome) -> None:
         """Act on a decision, then on whatever the broker reports at once because of it (a

@@ -28,7 +28,7 @@ from libs.common.config import RiskSettings
 from libs.common.markettime import NEW_YORK, ny_day_ordinal
 from libs.common.positions import Position
 from proto.base import Event
-from proto.control import Control, ControlAck, control_arg_problems
+from proto.control import Control, ControlAck, ack_of, refusal
 from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import (
@@ -242,10 +242,10 @@ class RiskCore:
         if c.command not in ("kill", "resume", "set_mode"):
             return []
         before = self.mode
-        if problems := control_arg_problems(c.command, c.args):
+        if why := refusal(c, self.clock.now_ns()):
             self.stats["mode_change_refused"] += 1
-            return [self._ack(c, False, "; ".join(problems))]
-        if c.command == "kill":
+            return [self._ack(c, False, why)]
+        if c.command == "kill":  # always: its arguments cannot stop it
             self._set_mode("EMERGENCY", f"kill by {c.issued_by}")
         elif c.command == "resume" and self.mode == "EMERGENCY":
             self._set_mode("OBSERVE", f"resumed by {c.issued_by}; set_mode LIVE to trade")
@@ -259,16 +259,7 @@ class RiskCore:
         return [self.state(c.ts_event), self._ack(c, True, f"mode {before} -> {self.mode}")]
 
     def _ack(self, c: Control, accepted: bool, summary: str) -> ControlAck:
-        now = self.clock.now_ns()
-        return ControlAck(
-            ts_event=now,
-            ts_init=now,
-            command_id=c.command_id,
-            command=c.command,
-            service="risk",
-            accepted=accepted,
-            summary=summary,
-        )
+        return ack_of(c, "risk", self.clock.now_ns(), accepted, summary)
 
     def _set_mode(self, mode: RiskMode, reason: str, auto: bool = False) -> None:
         self.mode, self.mode_reason, self._auto_degraded = mode, reason, auto

@@ -163,8 +163,9 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             assert app["stats"].get("restored") == 1
             assert [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()] == [cid]
 
-            # An operator's kill from a shell (`tradefleet ctl kill`): execution stops trading.
-            await asyncio.to_thread(
+            # An operator's kill from a shell (`tradefleet ctl kill`): execution stops trading and
+            # says so; the risk gate is not running here, and ctl says that too (exit 1).
+            done = await asyncio.to_thread(
                 subprocess.run,
                 [
                     sys.executable,
@@ -176,11 +177,19 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
                     nats_url,
                     "--issued-by",
                     "t",
+                    "--wait",
+                    "3",
                 ],
                 env=service_env(),
-                check=True,
+                check=False,
+                capture_output=True,
+                text=True,
                 timeout=60,
             )
+            assert done.returncode == 1, done.stdout + done.stderr
+            answers = done.stdout.splitlines()[1:]
+            assert answers[0].startswith("execution: kill done: killed: new approvals refused")
+            assert answers[1].startswith("risk: no answer within 3s")
 
             def killed() -> bool:
                 return bool((http_json(ports["execution"], "/status")[1] or {}).get("app", {}).get("killed"))

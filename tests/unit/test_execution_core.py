@@ -325,3 +325,36 @@ def test_a_restart_restores_worked_orders_under_their_approved_id() -> None:
         ("c1", 250, "UNRESOLVED")
     ]
     assert fresh.route == {"c1/1": "c1"}
+
+
+def test_a_kill_is_obeyed_whatever_its_arguments_and_a_stale_command_is_not() -> None:
+    h = Harness()
+    h.approve("l1", "BUY", 100, order_type="LMT", limit_price=99.50)  # rests
+    h.quote(T + 20 * MS, 100.00, 100.02)
+    # A script's kill with arguments no sender should add: it still kills (fail closed).
+    kill = Control(
+        ts_event=T,
+        ts_init=T,
+        command_id="k-script",
+        command="kill",
+        issued_by="script",
+        args={"reason": "drill", "flatten": "True"},
+    )
+    out = h.core.on_control(kill)
+    h.run(out)
+    (ack,) = [e for e in out.events if isinstance(e, ControlAck)]
+    assert h.core.killed and ack.accepted and ack.counts["orders_cancelled"] == 1
+    assert "ignored: kill takes no argument 'reason'; flatten must be true or false" in ack.summary
+    # A resume read two minutes after it was sent (its service was down) is not acted on.
+    now = h.clock.now_ns()
+    stale = Control(
+        ts_event=now - 120 * 10**9, ts_init=now, command_id="r-old", command="resume", issued_by="ops"
+    )
+    (refused,) = h.core.on_control(stale).events
+    assert isinstance(refused, ControlAck) and not refused.accepted and refused.summary.startswith("expired")
+    assert h.core.killed
+    # set_mode is the risk gate's: execution neither acts nor answers.
+    mode = Control(
+        ts_event=now, ts_init=now, command_id="m", command="set_mode", issued_by="ops", args={"mode": "x"}
+    )
+    assert h.core.on_control(mode).events == []

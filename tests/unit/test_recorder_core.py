@@ -56,6 +56,7 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "PolicySignal",  # derived from recorded inputs by a versioned policy
         "RiskState",
         "Control",
+        "ControlAck",  # kept 30 days in the ACKS stream (the audit trail is the alerts issue's)
         "Alert",
         "DeadLetter",
         "TcaAggregate",  # derived, and rebuilt from the tca table

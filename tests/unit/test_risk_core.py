@@ -362,3 +362,19 @@ def test_with_broker_what_if_on_an_entry_needs_the_brokers_yes() -> None:
     assert isinstance(core.on_intent(intent(), fine), OrderApproved)
     fill(core, "BUY", 100, 100.0)
     assert isinstance(core.on_intent(intent("SELL", 100)), OrderApproved)  # an exit needs no preview
+
+
+def test_a_kill_with_odd_arguments_still_kills_and_a_stale_resume_does_nothing() -> None:
+    core = gate()
+
+    def ctl(command: str, ts: int, **args: str) -> ControlAck:
+        out = core.on_event(
+            Control(ts_event=ts, ts_init=ts, command_id=_id(), command=command, issued_by="x", args=args)  # type: ignore[arg-type]
+        )
+        (ack,) = [e for e in out if isinstance(e, ControlAck)]
+        return ack
+
+    assert ctl("kill", T0, reason="drill").accepted and core.mode == "EMERGENCY"
+    stale = ctl("resume", T0 - 120 * S)  # sent two minutes before the gate read it
+    assert not stale.accepted and stale.summary.startswith("expired") and core.mode == "EMERGENCY"
+    assert ctl("resume", T0).accepted and core.mode == "OBSERVE"
