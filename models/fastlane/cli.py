@@ -10,6 +10,7 @@ from typing import Any
 
 from libs.common.calendar import MarketCalendar
 from libs.common.config import FeaturesSettings
+from libs.common.secrets import mask_url
 from models.fastlane import registry, report
 from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, vectors_from_db
 from models.fastlane.train import TrainConfig, train_horizon
@@ -39,7 +40,7 @@ def run(
     started = time.monotonic()
     if data.startswith(("postgresql://", "postgres://")):
         vectors = vectors_from_db(data, features.feature_set)
-        source: dict[str, Any] = {"source": "feature store", "dsn": data.rsplit("@", maxsplit=1)[-1]}
+        source: dict[str, Any] = {"source": "feature store", "dsn": mask_url(data)}
     else:
         root = resolve_lean_root(Path(data))
         days = lean_tick_dates(root, symbols or lean_symbols(root))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from libs.common.config import load_settings
+from libs.common.secrets import mask_url
 from proto.alerts import Alert
 from proto.control import Control
 from proto.execution import Fill
@@ -28,7 +29,7 @@ from tradefleet.backtest.analysis import (
 )
 from tradefleet.backtest.ledger import Ledger
 from tradefleet.backtest.metrics import MINUTES_PER_YEAR, NS_PER_MIN, alpha_beta, performance
-from tradefleet.backtest.provenance import mask_url, settings_digest
+from tradefleet.backtest.provenance import settings_digest
 from tradefleet.backtest.roundtrips import OPEN_AT_END, round_trips
 
 T0 = 1_381_239_000_000_000_000  # 2013-10-08 09:30 New York
@@ -142,6 +143,9 @@ def test_the_settings_hash_masks_secrets_ignores_the_run_folder_and_sees_every_s
     )
     assert settings_digest(tighter)[0] != digest
     assert mask_url("nats://a:b@h:4222,nats://h2:4222") == "nats://a:***@h:4222,nats://h2:4222"
+    # the forms the report's own masker missed: a libpq password parameter, a NATS token
+    assert mask_url("postgresql://db/tf?password=pw") == "postgresql://db/tf?password=***"
+    assert mask_url("nats://s3cr3t@h:4222") == "nats://***@h:4222"
 
 
 def test_metrics_and_rolling_figures_agree_with_empyrical() -> None:
@@ -224,3 +228,10 @@ def test_kills_mode_changes_and_quarantines_are_the_timeline_marks() -> None:
             "detail": marks[0]["detail"],
         }
     ]
+
+
+def test_a_lot_open_at_the_end_without_a_mid_is_marked_at_its_last_fill_not_zero() -> None:
+    fills = [_fill(0, "a", "BUY", 40, 14.0, 0.4, "BAC"), _fill(2, "b", "BUY", 10, 14.2, 0.1, "BAC")]
+    trips = round_trips(fills, {}, {}, {}, T0 + 9 * NS_PER_MIN)  # no quote of BAC seen
+    assert [t.exit_price for t in trips] == [14.2, 14.2]
+    assert trips[0].pnl == pytest.approx(40 * 0.2 - 0.4)  # not -560 - 0.4

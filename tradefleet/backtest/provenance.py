@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from libs.common.config import Settings
+from libs.common.secrets import MASK, mask_url
 from tradefleet.backtest.analysis import ny_time
 from tradefleet.backtest.engine import BacktestResult
 
 REPO = Path(__file__).resolve().parents[2]
-MASK = "***"
 SECRET_KEYS = re.compile(r"password|passwd|secret|token|api_key|apikey|credential", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+):[^@/\s]+@", re.IGNORECASE)
 # Paths the backtest makes for each run (its own journal in a temporary folder): not configuration.
 PER_RUN = (("execution", "journal"),)
 
@@ -48,11 +47,6 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
         "commit": head.stdout.strip(),
         "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None,
     }
-
-
-def mask_url(text: str) -> str:
-    """A URL's password replaced (postgresql://user:secret@host -> postgresql://user:***@host)."""
-    return URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from libs.common.markettime import NEW_YORK, ny_midnight_ns
+from libs.common.secrets import mask_url
 from proto.units import BPS
 from services.execution.commissions import commission_model
 from services.md_gateway.providers.lean import bar_records
@@ -31,7 +32,7 @@ from tradefleet.backtest.baselines import Curve, buy_and_hold, naive_momentum
 from tradefleet.backtest.engine import BacktestResult
 from tradefleet.backtest.ledger import Ledger
 from tradefleet.backtest.metrics import Execution, Trade, episodes, performance
-from tradefleet.backtest.provenance import mask_url, provenance
+from tradefleet.backtest.provenance import provenance
 from tradefleet.backtest.roundtrips import ledger_round_trips
 from tradefleet.backtest.sources import is_database
 

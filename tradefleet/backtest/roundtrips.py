@@ -156,10 +156,13 @@ def round_trips(
     """Every round trip of these fills (in time order), the lots still open marked to the mid."""
     lots: dict[str, collections.deque[_Lot]] = collections.defaultdict(collections.deque)
     trips: list[RoundTrip] = []
+    last_price: dict[str, float] = {}
     for side in _sides(fills, reasons, arrivals):
         trips += _apply(side, lots[side.symbol])
+        last_price[side.symbol] = side.price
     for symbol, open_lots in lots.items():
-        mark = last_mid.get(symbol, 0.0)
+        # No mid seen (a symbol whose quotes ended): the last fill's price, never 0 (a total loss)
+        mark = last_mid.get(symbol) or last_price[symbol]
         for lot in open_lots:
             trips.append(_closed(symbol, lot, lot.remaining, end_ts, mark, 0.0, 0.0, OPEN_AT_END, True))
     trips.sort(key=lambda t: (t.entry_ts, t.exit_ts, t.symbol))

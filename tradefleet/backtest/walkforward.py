@@ -19,6 +19,7 @@ import numpy as np
 from libs.common.calendar import market_calendar
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.secrets import mask_url
 from models.fastlane.dataset import vectors_of_days
 from models.fastlane.train import TrainConfig, train_horizon
 from tradefleet.backtest import report as tearsheet
@@ -158,7 +159,7 @@ def run(
         "test_days": test_days,
         "promote": promote,
         "symbols": symbols,
-        "data": data,
+        "data": mask_url(data),
         "folds": folds,
         "overall": overall,
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from pydantic import SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 
 from libs.common.config import Settings
+from libs.common.secrets import MASK, SECRET_NAME, mask_url
 from tradefleet.commands.common import ConfigOpt, fail, load
 
 schemas_app = typer.Typer(no_args_is_help=True, help="event schemas")
@@ -26,16 +26,6 @@ DbUrlOpt = Annotated[
     str | None,
     typer.Option("--db-url", help="PostgreSQL / TimescaleDB URL (default: db.url, TRADEFLEET_DB_URL)"),
 ]
-
-MASK = "***"
-SECRET_NAME = re.compile(r"token|password|secret", re.IGNORECASE)
-# scheme://user:password@host: the password runs to the last "@" before the host, so one with an
-# unescaped "@" is still masked whole; "," ends it too (nats.url may list several servers).
-URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s,]*):[^/\s,]*@")
-# NATS reads a lone user part as a token: nats://s3cr3t@host.
-NATS_TOKEN = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)[^:/@\s,]+@")
-# libpq also takes the password as a parameter: postgresql://h/db?password=pw, "host=h password=pw".
-PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)[^&\s]+", re.IGNORECASE)
 
 
 @schemas_app.command("export")
@@ -143,11 +133,3 @@ def mask_secrets(value: Any, name: str = "") -> Any:
 def _plain(value: Any) -> Any:
     """A scalar YAML can write (a Path, an Enum... become what their JSON would be)."""
     return value if value is None or isinstance(value, int | float | str) else to_jsonable_python(value)
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password (or NATS token) of every URL in it masked:
-    postgresql://u:pw@h/db -> postgresql://u:***@h/db."""
-    text = URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
-    text = NATS_TOKEN.sub(rf"\g<head>{MASK}@", text)
-    return PASSWORD_PARAM.sub(rf"\g<head>{MASK}", text)
