@@ -90,6 +90,7 @@ class Fleet:
         self.interrupted: str | None = None
         self.ended = ""  # "finished" (the replay and everything it caused), "duration"
         self.running_since_ns = 0
+        self.idle_at_end_s = 0.0  # at a --duration end: how long nothing had moved
         self.alerts: list[dict[str, Any]] = []
         self.storage_mode: str | None = None
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
@@ -305,6 +306,7 @@ class Fleet:
 
     def _progress_mark(self) -> tuple[int, ...]:
         return (
+            self._app("md-gateway").get("stats", {}).get("records", 0),  # a replay in a quiet stretch
             self._stored_md_rows(),
             sum(self._app("features").get("vectors", {}).values()),
             self._app("fastlane").get("vectors_in", 0),
@@ -331,12 +333,13 @@ class Fleet:
                     self.console.print(self._one_line())
                 if self.interrupted:
                     return f"interrupted by {self.interrupted}"
-                if duration is not None and time.monotonic() - started >= duration:
-                    self.ended = "duration"
-                    return None
                 mark = self._progress_mark()
                 if mark != last_mark:
                     progress_at, last_mark = time.monotonic(), mark
+                if duration is not None and time.monotonic() - started >= duration:
+                    self.ended = "duration"
+                    self.idle_at_end_s = time.monotonic() - progress_at
+                    return None
                 if self._app("md-gateway").get("finished"):
                     if self._all_caught_up():
                         self.ended = "finished"
@@ -393,6 +396,14 @@ class Fleet:
         with contextlib.suppress(FileNotFoundError):
             (self.var / "fleet.json").unlink()
 
+    def _ended_well(self, stored: int, expected: int) -> bool:
+        """A finished replay stored exactly what the gateway published. One stopped at --duration
+        stored at least that (the gateway's count is its last /status; it may publish a few
+        more before its SIGTERM) and was still moving: a pipeline that had stalled is not ok."""
+        if self.ended == "duration":
+            return stored >= expected and self.idle_at_end_s <= STALL_LIMIT_S
+        return bool(self._app("md-gateway").get("finished")) and stored == expected
+
     def _collect_alerts(self) -> None:
         """The alerts this run raised, read back from their stream (alert.> on JetStream)."""
         if not self.nats_url or not self.running_since_ns:
@@ -417,10 +428,7 @@ class Fleet:
         expected, stored = self._expected_rows(), self._stored_md_rows()
         rp = self.settings.md_gateway.replay
         summary: dict[str, Any] = {
-            "ok": error is None
-            and (bool(gw.get("finished")) or self.ended == "duration")
-            # >=: the gateway's count is its last /status; it may publish a few more after it
-            and stored >= expected,
+            "ok": error is None and self._ended_well(stored, expected),
             "error": error,
             "ended": self.ended or ("error" if error else ""),
             "replay": {"date": rp.date, "symbols": rp.symbols, "speed": rp.speed, "start": rp.start},
@@ -484,6 +492,7 @@ class Fleet:
             "open_orders_at_end": execution.get("open_orders", 0),
             "positions_at_end": execution.get("positions", {}),
             "realized_pnl": execution.get("realized_pnl", 0.0),
+            "day_pnl": risk.get("day_pnl"),  # realized and open, marked at the last mid
             "tca_reports": tca.get("reports", 0),
             "cost_bps_mean_shortfall": tca.get("mean_shortfall_bps"),
             "effective_spread_bps": tca.get("mean_effective_spread_bps"),

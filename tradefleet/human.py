@@ -171,8 +171,11 @@ def fleet_summary_lines(s: dict[str, Any], json_path: Path | None) -> list[str]:
     if s.get("error"):
         lines.append(f"  error     {s['error']}")
     t = s.get("trading", {})
+    pnl = f"P&L {usd(t.get('day_pnl'))} USD (realized {usd(t.get('realized_pnl'))})"
+    if t.get("day_pnl") is None:
+        pnl = f"realized P&L {usd(t.get('realized_pnl'))} USD"
     lines.append(
-        f"  trading   realized P&L {usd(t.get('realized_pnl'))} USD; {t.get('fills', 0)} fills of "
+        f"  trading   {pnl}; {t.get('fills', 0)} fills of "
         f"{t.get('orders_sent', 0)} orders; risk approved {t.get('approved', 0)}, denied "
         f"{t.get('denied', 0)}" + (f" ({by_reason(t.get('denials_by_code', {}))})" if t.get("denied") else "")
     )
@@ -222,7 +225,7 @@ def backtest_summary_lines(s: dict[str, Any]) -> list[str]:
     days = [f"{d[:4]}-{d[4:6]}-{d[6:]}" if len(d) == 8 else d for d in s.get("days", [])]
     span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)" if days else "?"
     o = s.get("orders", {})
-    lines = [f"backtest: {span}, {s.get('ticks_per_s', 0):,} ticks/s"]
+    lines = [f"backtest: {span}, {s.get('ticks_per_s') or 0:,} ticks/s"]
     if s.get("warning"):
         lines.append(f"  WARNING   {s['warning']}")
     for name in ("strategy", "rules_sizing"):
@@ -231,7 +234,7 @@ def backtest_summary_lines(s: dict[str, Any]) -> list[str]:
     denied = sum((o.get("denied") or {}).values())
     lines.append(
         f"  orders    {o.get('intents', 0)} intents, {o.get('approved', 0)} approved, {denied} denied, "
-        f"{o.get('fills', 0)} fills, commissions {o.get('commissions', 0):,.2f} USD"
+        f"{o.get('fills', 0)} fills, commissions {o.get('commissions') or 0:,.2f} USD"
     )
     lines.append(f"  report    {s.get('report')} (tearsheet; --json for these figures as JSON)")
     return lines
@@ -241,9 +244,9 @@ def _metrics_line(m: dict[str, Any]) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:+.3f}%"
 
-    hit = m.get("hit_rate")
+    hit, sharpe = m.get("hit_rate"), m.get("sharpe")  # None: undefined (no trade, no variance)
     return (
         f"total return {pct(m.get('total_return'))}, max drawdown {pct(m.get('max_drawdown'))}, "
         f"{m.get('trades', 0)} trades, hit rate {'-' if hit is None else f'{100 * hit:.0f}%'}, "
-        f"Sharpe {m.get('sharpe', 0):.2f} (annualized)"
+        f"Sharpe {'-' if sharpe is None else f'{sharpe:.2f}'} (annualized)"
     )

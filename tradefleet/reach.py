@@ -1,8 +1,9 @@
 """How every command that talks to a running fleet finds it and connects: one rule, said aloud.
 
-Order: ``--var-dir`` (or TRADEFLEET_VAR_DIR) names a fleet started by ``tradefleet up --var-dir``,
-whose state file must exist and whose supervisor must be alive; then ``--nats-url``, then
-TRADEFLEET_NATS_URL, then a fleet in ./var, then the config's ``nats.url``. The command prints
+Order: ``--var-dir`` names a fleet started by ``tradefleet up --var-dir``, whose state file must
+exist and whose supervisor must be alive; then ``--nats-url``; then the environment's
+TRADEFLEET_VAR_DIR (the same checks) and TRADEFLEET_NATS_URL; then a fleet in ./var; then the
+config's ``nats.url``. Flags beat the environment. The command prints
 which server it uses and why, so a kill switch never lands silently on the wrong bus.
 """
 
@@ -77,7 +78,9 @@ def find(var_dir: Path | None, nats_url: str | None, settings: Settings) -> Targ
             raise Unreachable(f"--nats-url {nats_url} is not the NATS of the fleet in {var_dir} ({url})")
         return Target(url, f"the fleet in {var_dir}")
     if nats_url:
-        return Target(nats_url, "--nats-url")
+        return Target(nats_url, "--nats-url")  # an explicit flag beats the environment
+    if env_dir := os.environ.get("TRADEFLEET_VAR_DIR"):
+        return Target(read_state(Path(env_dir))["nats_url"], f"the fleet in {env_dir} (TRADEFLEET_VAR_DIR)")
     if env := os.environ.get("TRADEFLEET_NATS_URL"):
         return Target(env, "TRADEFLEET_NATS_URL")
     if (DEFAULT_VAR_DIR / STATE_FILE).exists():

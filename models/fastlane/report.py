@@ -22,7 +22,11 @@ from models.shared import png
 COST_NOTE = (
     "Net returns subtract each row's round-trip cost as the labels do: the quoted spread at the "
     "prediction (2 bps when no quote was seen) plus the commission on both sides "
-    "(commission_bps per side in the training configuration below)."
+    "(commission_bps per side in the training configuration below). Only labelled rows count: "
+    "with fixed labels, rows whose move was smaller than their cost are left out of training and "
+    "of this table, and those are where a strategy pays cost for nothing, so a decile's net figure "
+    "is better than trading it would be. Rows are 1-minute vectors whose horizons overlap, not "
+    "separate trades."
 )
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:0.5em 0}"
@@ -134,7 +138,10 @@ def _fold_table(h: dict[str, Any]) -> str:
     )
     return (
         "<h3>Folds</h3><p>Each fold's AUC with a 95% bootstrap interval from its own out-of-fold "
-        "predictions (500 resamples of its test rows).</p>"
+        "predictions (500 resamples of its test rows). Rows are resampled one by one, but a "
+        "horizon's labels overlap in time and the symbols share minutes: the rows are not "
+        "independent, so these intervals are narrower than the truth. The spread across folds "
+        "(the mean row's t-interval) is the sounder guide.</p>"
         "<table><tr><th>fold</th><th>test window</th><th>train rows</th><th>test rows</th>"
         "<th>AUC [95% CI]</th><th>log loss</th><th>base log loss</th><th>Brier</th><th>base Brier</th>"
         f"<th>hit rate</th><th>IC</th></tr>{rows}{mean_row}</table>"

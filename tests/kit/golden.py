@@ -23,12 +23,21 @@ GOLDEN_SENTIMENT = {"engine": "onnx"}
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "sample-day-2e11967.json"
 
 
-def differences(now: Any, before: Any, where: str = "") -> list[str]:
+# What a model computed on the way to a decision: the only floats compared with a tolerance.
+COMPUTED = frozenset({"components", "score"})
+
+
+def differences(now: Any, before: Any, where: str = "", computed: bool = False) -> list[str]:
     """Where ``now`` departs from the golden record: decisions (sides, sizes, prices, ids, times)
-    exactly, computed floats (QOS components, scores) within 1e-6 relative. The last bits of a
-    sentiment probability differ between CPUs (AVX2 and AVX-512 kernels sum in other orders), so
-    an exact comparison would test the machine, not the code."""
-    if isinstance(now, float) and isinstance(before, float | int) and not isinstance(before, bool):
+    exactly, what the models computed (an intent's QOS components and score) within 1e-6
+    relative. The last bits of a sentiment probability differ between CPUs (AVX2 and AVX-512
+    kernels sum in other orders), so an exact comparison of those would test the machine."""
+    if (
+        computed
+        and isinstance(now, float)
+        and isinstance(before, float | int)
+        and not isinstance(before, bool)
+    ):
         return (
             []
             if math.isclose(now, before, rel_tol=1e-6, abs_tol=1e-9)
@@ -37,15 +46,14 @@ def differences(now: Any, before: Any, where: str = "") -> list[str]:
     if isinstance(now, dict) and isinstance(before, dict):
         if now.keys() != before.keys():
             return [f"{where}: keys {sorted(now)} != {sorted(before)}"]
-        return [d for k in now for d in differences(now[k], before[k], f"{where}.{k}")]
+        return [
+            d for k in now for d in differences(now[k], before[k], f"{where}.{k}", computed or k in COMPUTED)
+        ]
     if isinstance(now, list) and isinstance(before, list):
         if len(now) != len(before):
             return [f"{where}: {len(now)} items != {len(before)}"]
-        return [
-            d
-            for i, (a, b) in enumerate(zip(now, before, strict=True))
-            for d in differences(a, b, f"{where}[{i}]")
-        ]
+        pairs = enumerate(zip(now, before, strict=True))
+        return [d for i, (a, b) in pairs for d in differences(a, b, f"{where}[{i}]", computed)]
     return [] if now == before else [f"{where}: {now!r} != {before!r}"]
 
 

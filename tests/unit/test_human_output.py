@@ -142,6 +142,7 @@ def summary(**changes: object) -> dict[str, object]:
         },
         "trading": {
             "realized_pnl": -12.34,
+            "day_pnl": -10.5,
             "fills": 10,
             "orders_sent": 10,
             "approved": 10,
@@ -165,7 +166,8 @@ def test_the_closing_summary_is_a_few_lines_a_trader_reads() -> None:
         "tradefleet up: OK: 2013-10-08 (IBM, BAC) finished after 38.6 s, market time 2013-10-08 16:00:00 ET"
     )
     assert (
-        "realized P&L -12.34 USD; 10 fills of 10 orders; risk approved 10, denied 2 (MAX_POSITION 2)" in text
+        "P&L -10.50 USD (realized -12.34); 10 fills of 10 orders; risk approved 10, denied 2 (MAX_POSITION 2)"
+        in text
     )
     assert "positions flat at the end; risk mode LIVE" in text
     assert "4.85 bps all-in per order over 10 orders" in text
@@ -211,3 +213,21 @@ def test_the_backtest_summary_puts_the_small_sample_warning_before_the_figures()
     )
     assert lines[2].endswith("Sharpe -29.35 (annualized)")
     assert "10 fills, commissions 33.24 USD" in lines[3]
+
+
+def test_undefined_figures_print_as_a_dash() -> None:
+    from tradefleet.human import backtest_summary_lines
+
+    lines = backtest_summary_lines(
+        {
+            "days": ["20131008"],
+            "strategy": {
+                "total_return": None,
+                "sharpe": None,
+                "max_drawdown": None,
+                "trades": 0,
+                "hit_rate": None,
+            },
+        }
+    )
+    assert "total return -, max drawdown -, 0 trades, hit rate -, Sharpe - (annualized)" in lines[1]

@@ -52,6 +52,8 @@ def test_a_named_var_dir_without_a_running_fleet_is_refused_not_guessed(tmp_path
 def test_the_environment_names_the_var_dir_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADEFLEET_VAR_DIR", str(tmp_path / "gone"))
     assert "no fleet is running in" in one_line_error(invoke("ctl", "resume"))
+    # ...but an explicit --nats-url beats the environment (here: a dead one, said as such)
+    assert "cannot reach NATS at" in one_line_error(invoke("ctl", "resume", "--nats-url", DEAD_NATS))
 
 
 def test_a_stale_state_file_is_said_to_be_stale(tmp_path: Path) -> None:
@@ -167,6 +169,7 @@ def test_tap_since_on_a_core_subject_is_refused(bare_nats: NatsServer) -> None:
         (["--date", "08/10/2013"], "up: --date: not a date: '08/10/2013'"),
         (["--symbols", "IBM,XYZ"], "no LEAN tick data for: data/sample/lean/equity/usa/tick/xyz/20131008_"),
         (["--duration", "0"], "up: --duration must be more than 0 seconds, not 0"),
+        (["--start", "10:00"], "up: --start keeps time from HH:MM in a paced replay"),  # speed 0
         (["--mode", "paper", "--ib-port", "7496"], "port 7496 is a live port but --mode paper"),
     ],
 )
@@ -230,3 +233,13 @@ def test_a_tap_ends_quietly_when_the_fleet_goes_away(tmp_path: Path) -> None:
     out, err = tap.communicate(timeout=20)
     assert tap.returncode == 0 and out == ""
     assert err.strip() == f"{server.url} went away: the tap ends"
+
+
+def test_up_refuses_a_var_dir_whose_fleet_is_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "fleet.json").write_text(json.dumps({"nats_url": DEAD_NATS, "supervisor_pid": os.getpid()}))
+    line = one_line_error(invoke("up", "--no-live", "--var-dir", str(var)))
+    assert line.startswith(f"up: a fleet is already running in {var} (pid {os.getpid()})")
+    assert sorted(p.name for p in var.iterdir()) == ["fleet.json"]  # nothing started beside it

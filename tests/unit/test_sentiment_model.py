@@ -62,7 +62,7 @@ def test_a_short_training_run_registers_a_model_with_its_report(tmp_path: Path) 
     assert set(meta["engines"]) == {"torch", "onnx-int8"} and meta["serving"]["engine"] in meta["engines"]
     assert "accuracy" in meta["reference_tfidf_logreg"]
     html = (tmp_path / "report" / "report.html").read_text()
-    assert "data:image/png;base64," in html and version in html
+    assert "<svg" in html and version in html  # figures inline, as text-searchable SVG
     assert json.loads((folder / "report.json").read_text())["version"] == version
     # The registry's model serves, and reproduces its probes (checked inside load_version).
     scorer = serving.load_version(tmp_path, version, "torch", tmp_path / "cache")

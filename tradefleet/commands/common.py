@@ -21,8 +21,7 @@ VarDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--var-dir",
-        envvar="TRADEFLEET_VAR_DIR",
-        help="the state directory of a running `tradefleet up` (its NATS is used)",
+        help="the state directory of a running `tradefleet up` (its NATS is used; or TRADEFLEET_VAR_DIR)",
     ),
 ]
 

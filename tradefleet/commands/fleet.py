@@ -75,6 +75,9 @@ def up(
     if duration is not None and not duration > 0:
         fail(f"up: --duration must be more than 0 seconds, not {duration:g}")
     settings = _validated(config, env)
+    if start is not None and settings.md_gateway.replay.speed == 0:
+        fail("up: --start keeps time from HH:MM in a paced replay; give --speed above 0 with it")
+    _not_running_already(var_dir)
     if nats_url:
         _reachable(nats_url)
     if settings.md_gateway.provider == "replay" and mode == "replay":
@@ -133,6 +136,23 @@ def _naming_the_flag(problem: str) -> str:
         if problem.startswith(key + ":"):
             return f"{flag} ({key}){problem.removeprefix(key)}"
     return problem
+
+
+def _not_running_already(var_dir: Path) -> None:
+    """Two fleets in one state directory would share its PostgreSQL and overwrite each other's
+    state file; a stale file (its `up` is gone) is replaced."""
+    from tradefleet.reach import STATE_FILE, Unreachable, read_state
+
+    if not (var_dir / STATE_FILE).exists():
+        return
+    try:
+        state = read_state(var_dir)
+    except Unreachable:
+        return
+    fail(
+        f"up: a fleet is already running in {var_dir} (pid {state.get('supervisor_pid', 'unknown')}): "
+        f"stop it, use another --var-dir, or remove {var_dir / STATE_FILE} if it is not running"
+    )
 
 
 def _reachable(url: str) -> None:
