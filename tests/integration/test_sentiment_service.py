@@ -191,6 +191,11 @@ def test_the_cli_scores_offline(tmp_path: Path) -> None:
     assert [r.get("label") for r in rows] == ["positive", None, "negative"]
     assert rows[1] == {"error": "empty line"}
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-6 and -1 <= rows[2]["polarity"] < 0
+    # what the service would attach, and the engine that actually served, said once on stderr
+    assert (rows[0]["tickers"], rows[0]["events"]) == (["IBM"], ["earnings", "guidance"])
+    assert rows[2]["tickers"] == ["BAC"] and rows[0]["engine"] in ("onnx-int8", "onnx", "torch")
+    served = f"sentiment model {rows[0]['model_version']} served by {rows[0]['engine']}"
+    assert served in out.stderr and "refused" not in out.stderr  # no warning per engine tried
 
 
 async def test_a_promoted_model_is_loaded_while_running(nats_url: str, tmp_path: Path) -> None:
