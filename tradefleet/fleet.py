@@ -374,9 +374,15 @@ class Fleet:
                 return
             time.sleep(0.2)
 
+    def _stop_order(self) -> list[str]:
+        """Producers first, then consumers; the alerts service after every service that may
+        still raise an alert, and the recorder last of all."""
+        order = [n for n in reversed(list(self.procs)) if n not in ("alerts", "recorder")]
+        return order + [n for n in ("alerts", "recorder") if n in self.procs]
+
     def _stop_all(self) -> None:
         """Producers first, then consumers once they settled; final statuses read before each stop."""
-        for name in reversed(list(self.procs)):
+        for name in self._stop_order():
             proc = self.procs[name]
             if name == "recorder" and proc.poll() is None:
                 self._settle()
@@ -415,10 +421,17 @@ class Fleet:
 
     def _alerts_summary(self) -> dict[str, Any]:
         by_severity = collections.Counter(str(a.get("severity")) for a in self.alerts)
+        service = self._app("alerts")
         return {
             "count": len(self.alerts),
             "by_severity": dict(by_severity),
+            "by_source": dict(collections.Counter(str(a.get("source")) for a in self.alerts)),
             "first": [_alert_line(a) for a in self.alerts[:10]],
+            # what the alerts service made of them: messages per sink, failures
+            "sinks": service.get("sinks", []),
+            "delivered": service.get("delivered", {}),
+            "failed": service.get("failed", {}),
+            "folded": service.get("stats", {}).get("folded", 0),
         }
 
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:

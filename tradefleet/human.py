@@ -203,6 +203,12 @@ def fleet_summary_lines(s: dict[str, Any], json_path: Path | None) -> list[str]:
         f"  alerts    {alerts.get('count', 0)}"
         + (f" ({by_reason(alerts.get('by_severity', {}))})" if alerts.get("count") else "")
     )
+    if alerts.get("sinks"):
+        sent = ", ".join(f"{k} {v}" for k, v in sorted(alerts.get("delivered", {}).items())) or "none"
+        failed = sum(alerts.get("failed", {}).values())
+        lines.append(f"            messages delivered: {sent}" + (f"; {failed} failed" if failed else ""))
+    elif alerts.get("count"):
+        lines.append("            no sink configured (alerts.telegram / alerts.email): nobody was told")
     lines += [f"            {a}" for a in alerts.get("first", [])[:5]]
     ordinary, problems = split_drops(s.get("bad_ticks", {}))
     lost = s.get("md_rows_lost", 0)

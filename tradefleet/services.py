@@ -72,6 +72,12 @@ def _sentiment(settings: Settings) -> ServiceApp:
     return SentimentApp(settings)
 
 
+def _alerts(settings: Settings) -> ServiceApp:
+    from services.alerts.runtime import AlertsApp
+
+    return AlertsApp(settings)
+
+
 # Services of the catalog (proto/subjects.py SERVICES) whose runtime exists in this build.
 RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "md-gateway": _md_gateway,
@@ -84,5 +90,6 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "execution": _execution,
     "tca": _tca,
     "sentiment": _sentiment,
+    "alerts": _alerts,
 }
 BATCHING = {"md-gateway"}

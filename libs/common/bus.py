@@ -45,6 +45,11 @@ class Delivery(msgspec.Struct, Generic[E], gc=False):
         if self.acker is not None:
             await self.acker.nak(delay=delay_s)
 
+    async def in_progress(self) -> None:
+        """Still working on it: JetStream restarts the ack wait instead of redelivering."""
+        if self.acker is not None:
+            await self.acker.in_progress()
+
 
 Handler = Callable[[Delivery[Any]], Awaitable[None]]
 

@@ -546,6 +546,70 @@ class QosSettings(Section):
         return sorted(timed, key=parse_duration_ns)
 
 
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class TelegramSettings(Section):
+    """The Telegram sink. ``api_url`` may name a self-hosted Bot API server; ``chat_ids`` are
+    where alerts go (and, later, the only chats whose commands are obeyed). Off when the token
+    is empty. The token may come from ``token_file`` (a mounted secret) instead."""
+
+    api_url: str = "https://api.telegram.org"
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    chat_ids: list[int] = Field(default_factory=list)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("api_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class EmailSettings(Section):
+    """The email sink (SMTP). Off when ``host`` or ``recipients`` is empty. STARTTLS upgrades
+    the connection before any credentials are sent; the password may come from ``password_file``."""
+
+    host: str = ""
+    port: int = Field(587, ge=1, le=65535)
+    sender: str = "tradefleet@localhost"
+    recipients: list[str] = Field(default_factory=list)
+    starttls: bool = True
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+def _default_floors() -> dict[str, AlertSeverity]:
+    return {"telegram": "warning", "email": "warning"}
+
+
+class AlertsSettings(Section):
+    """The alerts service: which alerts reach which sink, how repeats are folded, how long a
+    failing sink is retried."""
+
+    telegram: TelegramSettings = TelegramSettings()
+    email: EmailSettings = EmailSettings()
+    # The least severe alert each sink delivers; critical always goes out, whatever is set here.
+    min_severity: dict[str, AlertSeverity] = Field(default_factory=_default_floors)
+    # The same dedupe key within this window is one message with a count ("x37 in 5 min").
+    dedupe_window_s: float = Field(300.0, gt=0)
+    # A failing sink is retried with backoff this long before the alert is given up on it
+    # (counted, logged, and said on the other sinks).
+    retry_for_s: float = Field(120.0, gt=0)
+
+    @field_validator("min_severity")
+    @classmethod
+    def _known_sinks(cls, floors: dict[str, str]) -> dict[str, str]:
+        unknown = set(floors) - {"telegram", "email"}
+        if unknown:
+            raise ValueError(f"unknown sinks {sorted(unknown)}: telegram, email")
+        return floors
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -568,6 +632,7 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = ExecutionSettings()
     ib: IbSettings = IbSettings()
     tca: TcaSettings = TcaSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @model_validator(mode="after")
     def _ack_wait_within_ttl(self) -> Settings:

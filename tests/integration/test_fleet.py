@@ -9,8 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
+
 from libs.common.localinfra import free_port
 from tests.helpers import REPO, http_json, service_env, start_service, wait_until
+from tests.kit.fake_telegram import FakeBotApi
+from tests.kit.inbox import Inbox
+
+TELEGRAM_TOKEN = "123456:fleet-token"
+TELEGRAM_CHAT = 777
 
 TRADEFLEET = [sys.executable, "-m", "tradefleet"]
 
@@ -133,7 +140,18 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     """The acceptance run: the shipped IBM+BAC day, as fast as possible, PostgreSQL started under var/."""
     config = tmp_path / "fleet.yaml"
     news = REPO / "data/sample/news/20131008.jsonl"
-    config.write_text(f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: [{news}]}}\n")
+    # The alerts service tells people: Telegram through a fake Bot API server, email into aiosmtpd.
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    telegram = FakeBotApi(TELEGRAM_TOKEN, chats=[TELEGRAM_CHAT])
+    telegram_url, stop_telegram = telegram.run_in_thread()
+    config.write_text(
+        f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: [{news}]}}\n"
+        "alerts:\n"
+        f"  telegram: {{api_url: '{telegram_url}', token: '{TELEGRAM_TOKEN}', chat_ids: [{TELEGRAM_CHAT}]}}\n"
+        f"  email: {{host: 127.0.0.1, port: {smtp.port}, starttls: false, recipients: [desk@example.test]}}\n"
+    )
     env = service_env()
     proc = _up(tmp_path, config, env, "--speed", "0")
     wait_until(
@@ -151,8 +169,29 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
         )
         for subject, count in (("sig.>", 3), ("order.intent.>", 1))
     }
-    output, _ = proc.communicate(timeout=300)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        stop_telegram()
+        smtp.stop()
     assert proc.returncode == 0, output
+    # The day's drift quarantines (13:40, every horizon): exactly one Telegram message and one
+    # email per model, each naming the model and the feature that drifted.
+    s = json.loads((tmp_path / "summary.json").read_text())
+    quarantined = sorted(h for h, m in s["signals"]["models"].items() if m["quarantined"])
+    assert quarantined, "the sample day quarantines its models (README)"
+    for horizon in quarantined:
+        texts = [t for _, t in telegram.sent if f"model {horizon} " in t]
+        mails = [m for m in inbox.messages if f"model {horizon} " in m["Subject"]]
+        assert len(texts) == 1 and len(mails) == 1, (
+            horizon,
+            telegram.sent,
+            [m["Subject"] for m in inbox.messages],
+        )
+        assert "quarantined" in texts[0] and "worst_feature: " in texts[0]
+        assert "worst_feature: " in mails[0].get_body(("plain",)).get_content()
+    delivered = s["alerts"]["delivered"]  # read before the service stopped: at least those
+    assert delivered["telegram"] >= len(quarantined) and delivered["email"] >= len(quarantined)
     seen = {
         subject: [json.loads(line) for line in tap.communicate(timeout=120)[0].splitlines()]
         for subject, tap in taps.items()
@@ -160,7 +199,6 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     assert [e["type"] for e in seen["sig.>"]] == ["Prediction"] * 3
     assert all(0 <= e["probability"] <= 1 and -1 <= e["signal"] <= 1 for e in seen["sig.>"])
     assert seen["order.intent.>"][0]["type"] == "OrderIntent" and seen["order.intent.>"][0]["reason"]
-    s = json.loads((tmp_path / "summary.json").read_text())
     spine = s["signals"]
     # Every 1-minute bar of both symbols' regular session, every vector scored by all 4 horizons,
     # and the feature store holding every vector published.

@@ -1,0 +1,89 @@
+"""The alerts service's decisions: severity floors per sink, critical always out, a burst of the
+same alert folded into one message with its count, repeats in the window into one more."""
+
+from __future__ import annotations
+
+from libs.common.clock import SimClock
+from libs.common.config import AlertsSettings
+from proto.alerts import Alert
+from proto.units import SECOND_NS
+from services.alerts.core import BURST_S, AlertsCore
+
+T0 = 1_381_254_000_000_000_000  # 2013-10-08 13:40 New York
+SINKS = ("telegram", "email")
+
+
+def alert(n: int, severity: str = "warning", dedupe: str = "drift:60m", **labels: str) -> Alert:
+    return Alert(
+        ts_event=T0 + n,
+        ts_init=T0 + n,
+        alert_id=f"a-{n}",
+        severity=severity,  # type: ignore[arg-type]
+        source="fastlane",
+        title="fast-lane model 60m quarantined: input drift",
+        dedupe=dedupe,
+        labels={"horizon": "60m", **labels},
+    )
+
+
+def core(**cfg: object) -> tuple[AlertsCore, SimClock]:
+    clock = SimClock(T0)
+    return AlertsCore(AlertsSettings(**cfg), clock, SINKS), clock  # type: ignore[arg-type]
+
+
+def test_a_burst_of_the_same_alert_is_one_message_with_its_count() -> None:
+    c, clock = core()
+    out = [o for n in range(100) for o in c.take(alert(n), ref=n)]
+    assert out == []  # held for the burst
+    clock.advance(int(BURST_S * SECOND_NS))
+    (message,) = c.due()
+    assert message.sinks == SINKS and message.refs == list(range(100))
+    assert message.message.count == 100
+    assert message.message.headline() == (
+        "[WARNING] fastlane: fast-lane model 60m quarantined: input drift (x100 in 2 s)"
+    )
+    assert c.stats["folded"] == 99 and c.due() == []
+
+
+def test_repeats_later_in_the_window_go_out_once_when_it_closes() -> None:
+    c, clock = core(dedupe_window_s=300)
+    c.take(alert(0), ref=0)
+    clock.advance(int(BURST_S * SECOND_NS))
+    assert [o.message.count for o in c.due()] == [1]
+    for n in range(1, 38):
+        clock.advance(5 * SECOND_NS)
+        assert c.take(alert(n), ref=n) == []
+    clock.set(T0 + 300 * SECOND_NS)
+    (later,) = c.due()
+    assert later.message.count == 37 and later.refs == list(range(1, 38))
+    assert "(x37 in 5 min)" in later.message.headline()
+    # the window is over: the next one opens a new window, held only for its burst
+    clock.advance(SECOND_NS)
+    c.take(alert(99), ref=99)
+    clock.advance(int(BURST_S * SECOND_NS))
+    assert [o.refs for o in c.due()] == [[99]]
+
+
+def test_critical_goes_out_at_once_to_every_sink_whatever_the_floors() -> None:
+    c, _ = core(min_severity={"telegram": "critical", "email": "critical"})
+    (out,) = c.take(alert(0, "critical", dedupe="broker"), ref="r")
+    assert out.sinks == SINKS and out.message.severity == "critical" and out.refs == ["r"]
+
+
+def test_each_sink_has_its_floor_and_below_every_floor_is_acknowledged_at_once() -> None:
+    c, clock = core(min_severity={"telegram": "info", "email": "critical"})
+    (ignored,) = core(min_severity={"telegram": "critical", "email": "critical"})[0].take(alert(0), "x")
+    assert ignored.sinks == () and ignored.refs == ["x"]  # nothing to deliver: acknowledged now
+    c.take(alert(1, "info", dedupe="note"), ref="i")
+    clock.advance(int(BURST_S * SECOND_NS))
+    (only_telegram,) = c.due()
+    assert only_telegram.sinks == ("telegram",)
+
+
+def test_different_keys_do_not_fold_and_stopping_flushes_what_is_held() -> None:
+    c, _ = core()
+    c.take(alert(0, dedupe="drift:5m"), ref=0)
+    c.take(alert(1, dedupe="drift:60m"), ref=1)
+    held = c.flush_all()
+    assert sorted(o.message.key for o in held) == ["drift:5m", "drift:60m"]
+    assert c.produced == {"fastlane/warning": 2}
