@@ -156,6 +156,8 @@ class ExecutionCore:
         self.instance = "exec"  # the runtime makes it unique per process (snapshot dedupe ids)
         self.stats: collections.Counter[str] = collections.Counter()
         self._flatten_seq = 0
+        # The commands already obeyed: the same one twice must not flatten twice.
+        self._controls_seen: collections.deque[str] = collections.deque(maxlen=1024)
 
     # -- approvals ------------------------------------------------------------------------------
     def on_approved(self, a: OrderApproved) -> Outcome:
@@ -414,6 +416,10 @@ class ExecutionCore:
         now = self.clock.now_ns()
         if c.command == "set_mode":
             return Outcome()  # the risk gate's
+        if c.command_id in self._controls_seen:  # a panic kill heard back, a redelivery
+            self.stats["control_duplicate"] += 1
+            return Outcome()
+        self._controls_seen.append(c.command_id)
         if why := refusal(c, now):
             self.stats[f"control_{c.command}_refused"] += 1
             return Outcome(events=[self._ack(c, now, False, why)])

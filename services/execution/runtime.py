@@ -176,13 +176,23 @@ class ExecutionApp(ServiceApp):
         # Polling is the point: a panic file works from any shell (`touch`), on any filesystem.
         while not path.exists():  # noqa: ASYNC110, ASYNC240 - a stat every 200 ms
             await asyncio.sleep(0.2)
-        log.error("panic file found: kill switch", path=str(path))
+        log.error("panic file found: kill switch and flatten", path=str(path))
         now = self.rt.now_ns()
-        await self._control(
-            Control(
-                ts_event=now, ts_init=now, command_id=f"panic-{now}", command="kill", issued_by="panic-file"
-            )
+        kill = Control(
+            ts_event=now,
+            ts_init=now,
+            command_id=f"panic-{now}",
+            command="kill",
+            issued_by=f"panic-file:{path}",
+            args={"flatten": "true"},
         )
+        # Here first: a panic must act even with the bus down. Then on the bus, so the risk gate
+        # goes to EMERGENCY as for ctl.kill (this gateway sees its own kill again and skips it).
+        await self._control(kill)
+        try:
+            await self.rt.emit(kill)
+        except Exception as exc:
+            log.error("panic: the kill could not be published for the risk gate", error=repr(exc))
 
     async def stop(self) -> None:
         await self.broker.stop()

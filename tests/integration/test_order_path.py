@@ -342,3 +342,52 @@ async def test_with_broker_what_if_on_and_no_broker_to_answer_entries_are_denied
         proc.terminate()
         proc.wait(20)
         server.stop()
+
+
+async def test_the_panic_file_kills_cancels_flattens_and_puts_the_gate_in_emergency(tmp_path: Path) -> None:
+    """Touching the panic file does what ctl.kill does, and flattens (seed 003): the gateway acts
+    at once on its own, and tells the risk gate over the bus."""
+    server = start_nats(tmp_path / "nats")
+    ports = {"risk": free_port(), "execution": free_port()}
+    panic = tmp_path / "PANIC"
+    extra = {"TRADEFLEET_EXECUTION__PANIC_FILE": str(panic)}
+    procs = {name: _start(name, server.url, tmp_path, port, **extra) for name, port in ports.items()}
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            await desk.intent("p-1", qty=100)
+            held = client_order_id_for("p-1")
+            await desk.until(lambda: desk.of(Fill, held), "a position")
+            now = time.time_ns()
+            resting = stubs.approved(
+                "rest-1", quantity=50, ts=now, order_type="LMT", limit_price=90.0, valid_ms=5_000
+            )
+            await desk.bus.publish("order.approved.IBM", resting)
+            await desk.until(
+                lambda: [e for e in desk.of(OrderEvent, "rest-1") if e.status == "SUBMITTED"], "resting"
+            )
+
+            panic.touch()
+            await desk.until(
+                lambda: [e for e in desk.of(OrderEvent, "rest-1") if e.status == "CANCELLED"], "cancelled"
+            )
+            flatten = await desk.until(
+                lambda: [f for f in desk.of(Fill) if f.client_order_id.startswith("flat-panic-")], "flattened"
+            )
+            assert flatten[0].side == "SELL" and sum(f.quantity for f in flatten) == 100
+
+            def app(name: str) -> dict[str, Any]:
+                return dict((http_json(ports[name], "/status")[1] or {}).get("app", {}))
+
+            wait_until(lambda: app("risk").get("mode") == "EMERGENCY", 20, what="the gate in EMERGENCY")
+            assert app("risk")["mode_reason"].startswith("kill by panic-file:")
+            execution = app("execution")
+            assert execution["killed"] and execution["positions"] == {}
+            # it heard its own kill back on the bus and did not flatten twice
+            assert execution["stats"]["control_duplicate"] == 1 and execution["stats"]["control_kill"] == 1
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        server.stop()
