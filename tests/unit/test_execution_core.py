@@ -293,7 +293,8 @@ def test_an_operator_can_cancel_or_shrink_one_order() -> None:
     acks: list[ControlAck] = []
 
     def control(command: str, **args: str) -> None:
-        c = Control(ts_event=T, ts_init=T, command_id=command, command=command, issued_by="ops", args=args)
+        command_id = f"{command}-{len(acks)}"  # each one new: a command id seen before is skipped
+        c = Control(ts_event=T, ts_init=T, command_id=command_id, command=command, issued_by="ops", args=args)
         out = h.core.on_control(c)
         acks.extend(e for e in out.events if isinstance(e, ControlAck))
         h.run(out)
