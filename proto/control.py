@@ -140,6 +140,16 @@ def _positive(text: str) -> bool:
     return math.isfinite(value) and value > 0
 
 
+class Heartbeat(Event, frozen=True, kw_only=True):
+    """A service is alive (every ``telemetry.heartbeat_s`` on hb.SERVICE, core NATS). The last
+    one of a clean stop says ``stopping``: its silence after that is not an absence."""
+
+    service: str
+    instance: int  # when this process started (ns): a restart is a new instance
+    seq: int
+    stopping: bool = False
+
+
 class SyncProbe(Event, frozen=True, kw_only=True):
     """A lockstep replay asks a service whether it is quiet (request/reply on sync.SERVICE)."""
 

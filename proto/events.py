@@ -8,7 +8,7 @@ import msgspec
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import DurableEvent, Event
-from proto.control import Control, ControlAck, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -42,6 +42,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SentimentScore,
     Control,
     ControlAck,
+    Heartbeat,
     Alert,
     DeadLetter,
     SyncProbe,
@@ -74,6 +75,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     SentimentScore,
     Control,
     ControlAck,
+    Heartbeat,
     Alert,
     DeadLetter,
     SyncProbe,

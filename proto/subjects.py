@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -180,6 +180,13 @@ CATALOG: tuple[SubjectSpec, ...] = (
         "ACKS",
     ),
     SubjectSpec("dlq.{service}", (DeadLetter,), _J, ANY_SERVICE, "refused messages, kept whole", "DLQ"),
+    SubjectSpec(
+        "hb.{service}",
+        (Heartbeat,),
+        _C,
+        ANY_SERVICE,
+        "a service is alive (the alerts service raises a critical alert on silence)",
+    ),
     SubjectSpec(
         "sync.{service}",
         (SyncProbe, SyncReply),

@@ -91,6 +91,8 @@ class TelemetrySettings(Section):
     log_format: Literal["auto", "json", "console"] = "auto"
     tracing: Literal["off", "console", "otlp", "memory"] = "off"
     otlp_endpoint: str | None = None
+    # Every service says it is alive this often on hb.SERVICE (0: never, e.g. in a backtest).
+    heartbeat_s: float = Field(2.0, ge=0)
 
 
 class HttpSettings(Section):
@@ -597,6 +599,9 @@ class AlertsSettings(Section):
     min_severity: dict[str, AlertSeverity] = Field(default_factory=_default_floors)
     # The same dedupe key within this window is one message with a count ("x37 in 5 min").
     dedupe_window_s: float = Field(300.0, gt=0)
+    # A service silent this long (no heartbeat, no clean stop) is a critical alert; its return,
+    # a recovered one. Several heartbeats long, so one late message is not an alarm.
+    heartbeat_limit_s: float = Field(10.0, gt=0)
     # A failing sink is retried with backoff this long before the alert is given up on it
     # (counted, logged, and said on the other sinks).
     retry_for_s: float = Field(120.0, gt=0)

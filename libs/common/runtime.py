@@ -25,7 +25,7 @@ from libs.common.nats_bus import NatsBus
 from libs.common.telemetry import Tracing
 from proto.alerts import DeadLetter
 from proto.base import Event
-from proto.control import SyncReply
+from proto.control import Heartbeat, SyncReply
 from proto.subjects import resolve, spec, subject_of
 
 log = get_logger(__name__)
@@ -93,6 +93,7 @@ class Runtime:
         self.on_published = self.metrics.on_published  # type: ignore[method-assign]
         self.ready = False
         self.started_ns = time.time_ns()
+        self._heartbeats = 0
         self.http_port: int | None = None
         self._log_once = LogOnce()
         self._stop = asyncio.Event()
@@ -259,13 +260,47 @@ class Runtime:
         self.ready = True
         self.metrics.ready.labels(self.service).set(1)
         log.info("service ready", http_port=self.http_port)
+        beating = self._start_heartbeat()
         stop_wait = asyncio.create_task(self._stop.wait())
         done_wait = asyncio.create_task(app.done.wait())
         await asyncio.wait({stop_wait, done_wait}, return_when=asyncio.FIRST_COMPLETED)
         for task in (stop_wait, done_wait):
             task.cancel()
+        if beating is not None:
+            beating.cancel()
+            await self._beat(stopping=True)  # a clean stop: the silence that follows is expected
         await self.shutdown()
         return 0
+
+    def _start_heartbeat(self) -> asyncio.Task[None] | None:
+        """Only on NATS: an in-process bus (the backtest) has nobody to watch for silence; nor in
+        lockstep, where every message a service sends counts in the replay's quiet check."""
+        every = self.settings.telemetry.heartbeat_s
+        if not isinstance(self.bus, NatsBus) or every <= 0 or self.settings.nats.sync:
+            return None
+
+        async def beat_forever() -> None:
+            while True:
+                await self._beat()
+                await asyncio.sleep(every)
+
+        return asyncio.create_task(beat_forever(), name="heartbeat")
+
+    async def _beat(self, stopping: bool = False) -> None:
+        self._heartbeats += 1
+        now = self.now_ns()
+        beat = Heartbeat(
+            ts_event=now,
+            ts_init=now,
+            service=self.service,
+            instance=self.started_ns,
+            seq=self._heartbeats,
+            stopping=stopping,
+        )
+        try:
+            await self.emit(beat)
+        except Exception as exc:  # a heartbeat that cannot go out is itself the signal
+            log.warning("heartbeat not sent", error=repr(exc))
 
     async def _connect(self) -> None:
         """Connect with capped backoff: a service that starts before NATS waits for it."""

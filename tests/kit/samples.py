@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -108,6 +108,7 @@ def sample_events() -> list[Event]:
             latency_us=900,
         ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
+        Heartbeat(**t, service="risk", instance=1, seq=3),
         ControlAck(
             **t,
             command_id="k-1",

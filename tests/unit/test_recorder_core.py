@@ -57,6 +57,7 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "RiskState",
         "Control",
         "ControlAck",  # kept 30 days in the ACKS stream (the audit trail is the alerts issue's)
+        "Heartbeat",  # liveness, watched live by the alerts service
         "Alert",
         "DeadLetter",
         "TcaAggregate",  # derived, and rebuilt from the tca table
