@@ -11,6 +11,10 @@ Folding, per dedupe key (the alert's ``dedupe``, else source and title):
   ("x37 in 5 min"); the next alert after that opens a new window.
 Every alert is handed back with the message that carries it (``Outgoing.refs``), so the runtime
 acknowledges it only once that message has been delivered or definitively failed on every sink.
+
+Muting (an operator's ``/mute KEY MINUTES``): a muted key's alerts are acknowledged without a
+message and counted ("muted") until the mute ends. A critical alert is never muted: what cannot
+wait must not be silenced by a mute set for its noisier cousins.
 """
 
 from __future__ import annotations
@@ -76,6 +80,24 @@ class AlertsCore:
         self.folds: dict[str, _Fold] = {}
         self.stats: collections.Counter[str] = collections.Counter()
         self.produced: collections.Counter[str] = collections.Counter()  # "source/severity"
+        self.muted_until: dict[str, int] = {}  # dedupe key -> when its mute ends (the clock's ns)
+
+    def mute(self, key: str, until_ns: int) -> None:
+        """Silence ``key`` until ``until_ns``; a time already past lifts its mute."""
+        if until_ns > self.clock.now_ns():
+            self.muted_until[key] = until_ns
+        else:
+            self.muted_until.pop(key, None)
+
+    def mutes(self) -> dict[str, int]:
+        """The mutes still running: key -> when each ends."""
+        now = self.clock.now_ns()
+        for key in [k for k, until in self.muted_until.items() if until <= now]:
+            del self.muted_until[key]
+        return dict(self.muted_until)
+
+    def _muted(self, key: str, severity: str) -> bool:
+        return severity != "critical" and key in self.mutes()
 
     def routes(self, severity: str) -> tuple[str, ...]:
         """The sinks that take an alert of this severity (critical: all of them)."""
@@ -91,7 +113,10 @@ class AlertsCore:
         if not self.routes(alert.severity):
             self.stats["below_floor"] += 1
             return [Outgoing(_message_of(alert), (), [ref]), *self.due()]
-        key = alert.dedupe or f"{alert.source}:{alert.title}"
+        key = alert_key(alert)
+        if self._muted(key, alert.severity):
+            self.stats["muted"] += 1
+            return [Outgoing(_message_of(alert), (), [ref]), *self.due()]
         fold = self.folds.get(key)
         if fold is None or now >= fold.window_end:
             wait = 0 if alert.severity == "critical" else self.burst_ns
@@ -138,6 +163,11 @@ class AlertsCore:
         fold.count, fold.refs = 0, []
         self.stats["messages"] += 1
         return outgoing
+
+
+def alert_key(alert: Alert) -> str:
+    """What folds and mutes an alert: its dedupe key, else its source and title."""
+    return alert.dedupe or f"{alert.source}:{alert.title}"
 
 
 def _message_of(alert: Alert) -> Message:

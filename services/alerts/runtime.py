@@ -8,6 +8,10 @@ said on the other sinks. An alert is acknowledged to JetStream only when the mes
 it has been delivered or definitively failed on every sink it was routed to: a crash before
 that redelivers it (at least once, never lost). A redelivery of an alert still in flight is
 recognised by its id and not sent twice.
+
+With Telegram configured, a command desk (services/alerts/desk.py) also obeys operator commands
+from the allow-listed chats. Heartbeats (hb.>) are watched: a service silent past
+``alerts.heartbeat_limit_s`` is a critical alert, its return a recovered one (absence.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from libs.common.config import AlertsSettings, Settings
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
+from proto.control import Heartbeat
+from proto.units import SECOND_NS
+from services.alerts.absence import AbsenceWatch
+from services.alerts.commands import Mute
 from services.alerts.core import AlertsCore, Outgoing
+from services.alerts.desk import CommandDesk
 from services.alerts.sinks import Message, PermanentSinkError, Sink, SinkError
 
 log = get_logger(__name__)
@@ -73,10 +82,14 @@ class AlertsApp(ServiceApp):
         self.failed: collections.Counter[str] = collections.Counter()
         self.last_failure: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.desk = CommandDesk.configured(self.cfg.telegram, self._mute)
+        self.absence = AbsenceWatch(self.cfg.heartbeat_limit_s, LiveClock())
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.core.clock = rt.clock
+        if self.desk is not None:
+            await self.desk.start(rt)
         for sink in self.sinks:
             self._tasks.append(asyncio.create_task(self._work(sink), name=f"alerts-{sink.name}"))
         self._tasks.append(asyncio.create_task(self._tick(), name="alerts-tick"))
@@ -84,8 +97,14 @@ class AlertsApp(ServiceApp):
         await rt.subscribe(
             "alert.>", self._on_alert, types=Alert, durable="alerts", manual_ack=True, ack_wait_s=ACK_WAIT_S
         )
+        self.absence.clock = rt.clock
+        await rt.subscribe("hb.>", self._on_heartbeat, types=Heartbeat)
         if not self.sinks:
             log.warning("no alert sink configured: alerts are acknowledged and only counted")
+
+    def _mute(self, mute: Mute) -> None:
+        self.core.mute(mute.key, mute.until_ns)
+        log.info("alert key muted", key=mute.key, until_ns=mute.until_ns)
 
     async def _on_alert(self, d: Delivery[Alert]) -> None:
         alert_id = d.event.alert_id
@@ -96,9 +115,19 @@ class AlertsApp(ServiceApp):
         self.inflight[alert_id] = d
         await self._dispatch(self.core.take(d.event, alert_id))
 
+    async def _on_heartbeat(self, d: Delivery[Heartbeat]) -> None:
+        await self._raise(self.absence.on_heartbeat(d.event))
+
+    async def _raise(self, alerts: list[Alert]) -> None:
+        """On the bus like any service's: stored in ALERTS, and back to this service's consumer."""
+        for alert in alerts:
+            log.warning(alert.title, **alert.labels)
+            await self.rt.emit(alert)
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            await self._raise(self.absence.check())
             await self._dispatch(self.core.due())
 
     async def _keep_alive(self) -> None:
@@ -174,6 +203,8 @@ class AlertsApp(ServiceApp):
     async def stop(self) -> None:
         """Send what is held, give the sinks a moment to deliver, then stop; what is still not
         delivered is handed back to JetStream, which redelivers it to the next start."""
+        if self.desk is not None:
+            await self.desk.stop()
         await self._dispatch(self.core.flush_all())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(q.join() for q in self.queues.values())), STOP_GRACE_S)
@@ -196,4 +227,9 @@ class AlertsApp(ServiceApp):
             "queued": {name: q.qsize() for name, q in self.queues.items()},
             "in_flight": len(self.inflight),
             "stats": dict(self.core.stats),
+            "muted": self.core.stats["muted"],
+            "watched_services": sorted(self.absence.seen),
+            "absent": sorted(s for s, seen in self.absence.seen.items() if seen.absent_since),
+            "mutes": {key: round(until / SECOND_NS) for key, until in self.core.mutes().items()},
+            **(self.desk.status() if self.desk is not None else {}),
         }

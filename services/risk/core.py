@@ -27,6 +27,7 @@ from libs.common.clock import Clock
 from libs.common.config import RiskSettings
 from libs.common.markettime import NEW_YORK, ny_day_ordinal
 from libs.common.positions import Position
+from proto.alerts import Alert, Severity
 from proto.base import Event
 from proto.control import Control, ControlAck, ack_of, refusal
 from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent, PositionSnapshot
@@ -43,6 +44,7 @@ from proto.orders import (
 from proto.units import BPS
 from proto.units import SECOND_NS as NS
 
+MODE_RANK: dict[str, int] = {"LIVE": 0, "DEGRADED": 1, "OBSERVE": 2, "EMERGENCY": 3}
 FEED_DOWN = frozenset({"stale", "disconnected"})
 FEED_UP = frozenset({"connected", "recovered"})
 Decision = OrderApproved | OrderDenied
@@ -116,7 +118,11 @@ class RiskCore:
         self.account = account
         self.mode: RiskMode = limits.initial_mode
         self.mode_reason = "initial"
-        self._auto_degraded = False
+        # The mode is the most severe of what the operator set and the active causes (a feed
+        # down, per source and symbol): one cause clearing never clears another.
+        self.operator_mode: RiskMode = limits.initial_mode
+        self.operator_reason = "initial"
+        self.causes: dict[str, tuple[RiskMode, str]] = {}
         self.books = _Books()
         self.seq = 0
         self.stats: collections.Counter[str] = collections.Counter()
@@ -229,13 +235,21 @@ class RiskCore:
         pos.trade_pnl = 0.0
 
     def on_feed(self, s: FeedStatus) -> list[Event]:
-        if s.state in FEED_DOWN and self.mode == "LIVE":
-            self._set_mode("DEGRADED", f"feed {s.state}: {s.detail or s.source}", auto=True)
-            return [self.state(s.ts_event)]
-        if s.state in FEED_UP and self.mode == "DEGRADED" and self._auto_degraded:
-            self._set_mode("LIVE", f"feed {s.state}")
-            return [self.state(s.ts_event)]
-        return []
+        """A feed down (per source and symbol) is a cause for DEGRADED until that same feed is
+        up again; a source's session-level recovery clears its causes (its symbols are
+        resubscribed, and any still stale will be reported again)."""
+        source = _feed_source(s.source)
+        key = f"feed:{source}:{s.symbol}"
+        before = self.mode
+        if s.state in FEED_DOWN:
+            self.causes[key] = ("DEGRADED", f"feed {s.state}: {s.detail or s.source}")
+        elif s.state in FEED_UP:
+            prefix = f"feed:{source}:"
+            for k in [k for k in self.causes if k == key or (not s.symbol and k.startswith(prefix))]:
+                del self.causes[k]
+        else:
+            return []
+        return self._settled(before, s.ts_event)
 
     def on_control(self, c: Control) -> list[Event]:
         """The mode commands, each answered with what the mode is now (a ControlAck)."""
@@ -247,22 +261,57 @@ class RiskCore:
             return [self._ack(c, False, why)]
         if c.command == "kill":  # always: its arguments cannot stop it
             self._set_mode("EMERGENCY", f"kill by {c.issued_by}")
-        elif c.command == "resume" and self.mode == "EMERGENCY":
+        elif c.command == "resume" and self.operator_mode == "EMERGENCY":
             self._set_mode("OBSERVE", f"resumed by {c.issued_by}; set_mode LIVE to trade")
         elif c.command == "resume":
             return [self._ack(c, True, f"mode stays {self.mode}: resume only leaves EMERGENCY")]
-        elif self.mode == "EMERGENCY":
+        elif self.operator_mode == "EMERGENCY":
             self.stats["mode_change_refused"] += 1
             return [self._ack(c, False, "mode stays EMERGENCY: resume first, then set_mode")]
         else:
             self._set_mode(c.args["mode"], f"set by {c.issued_by}")  # type: ignore[arg-type]
-        return [self.state(c.ts_event), self._ack(c, True, f"mode {before} -> {self.mode}")]
+        said = f"mode {before} -> {self.mode}"
+        if self.mode != self.operator_mode:  # a cause holds it more severe than asked
+            said += f" (held by {self.mode_reason})"
+        return [*self._mode_events(before, c.ts_event, force_state=True), self._ack(c, True, said)]
 
     def _ack(self, c: Control, accepted: bool, summary: str) -> ControlAck:
         return ack_of(c, "risk", self.clock.now_ns(), accepted, summary)
 
-    def _set_mode(self, mode: RiskMode, reason: str, auto: bool = False) -> None:
-        self.mode, self.mode_reason, self._auto_degraded = mode, reason, auto
+    def _set_mode(self, mode: RiskMode, reason: str) -> None:
+        """What the operator (or a restart that found EMERGENCY) asked for."""
+        self.operator_mode, self.operator_reason = mode, reason
+        self._settle_mode()
+
+    def _settle_mode(self) -> None:
+        mode, reason = self.operator_mode, self.operator_reason
+        for cause_mode, cause in self.causes.values():
+            if MODE_RANK[cause_mode] > MODE_RANK[mode]:
+                mode, reason = cause_mode, cause
+        self.mode, self.mode_reason = mode, reason
+
+    def _settled(self, before: RiskMode, ts: int) -> list[Event]:
+        self._settle_mode()
+        return self._mode_events(before, ts)
+
+    def _mode_events(self, before: RiskMode, ts: int, force_state: bool = False) -> list[Event]:
+        """A changed mode: the new risk.state, and an alert with its cause for people."""
+        if self.mode == before:
+            return [self.state(ts)] if force_state else []
+        self.stats["mode_changes"] += 1
+        now = self.clock.now_ns()
+        severity: Severity = "critical" if self.mode == "EMERGENCY" else "warning"
+        alert = Alert(
+            ts_event=ts,
+            ts_init=now,
+            alert_id=f"{self.instance}-mode-{now}-{self.stats['mode_changes']}",
+            severity=severity,
+            source="risk",
+            title=f"risk mode {before} -> {self.mode}: {self.mode_reason}",
+            dedupe=f"risk-mode:{self.mode}",
+            labels={"from": before, "to": self.mode, "cause": self.mode_reason},
+        )
+        return [self.state(ts), alert]
 
     # -- the decision ---------------------------------------------------------------------------
     def on_intent(self, intent: OrderIntent, margin: MarginReply | None = None) -> Decision:
@@ -543,3 +592,10 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _feed_source(source: str) -> str:
+    """A feed's name without its process (md-gateway says "ib:<started ns>"): a restarted gateway
+    clears what its previous process reported down."""
+    name, _, instance = source.rpartition(":")
+    return name if name and instance.isdigit() else source

@@ -6,6 +6,8 @@ email and loses nothing on Telegram; an alert is acknowledged only once every si
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime
 from proto.alerts import Alert
+from services.alerts.core import BURST_S
 from services.alerts.runtime import AlertsApp
-from tests.helpers import await_until
+from tests.helpers import await_until, service_env, start_service
 from tests.kit.fake_telegram import FakeBotApi
 from tests.kit.inbox import Inbox
 
@@ -159,4 +162,46 @@ async def test_an_alert_not_yet_delivered_survives_a_restart(
             rt.request_stop()
             await asyncio.wait_for(task, 30)
     finally:
+        server.stop()
+
+
+async def test_a_killed_service_is_a_critical_alert_within_the_limit_and_its_return_a_recovered_one(
+    tmp_path: Path, sinks: tuple[FakeBotApi, Inbox, int]
+) -> None:
+    api, _, smtp_port = sinks
+    server = start_nats(tmp_path / "nats")
+    port = free_port()
+    env = service_env(
+        TRADEFLEET_NATS_URL=server.url,
+        TRADEFLEET_HTTP__PORT=str(port),
+        TRADEFLEET_MD_GATEWAY__REPLAY__SPEED="1",  # a replay in real time, from the open
+    )
+    gateway = start_service("md-gateway", env, tmp_path / "gw.log")
+    try:
+        base = settings_for(server.url, api, smtp_port)
+        settings = base.model_copy(
+            update={"alerts": base.alerts.model_copy(update={"heartbeat_limit_s": 3.0})}
+        )
+        rt, app, task = await running(settings)
+        try:
+            await await_until(lambda: "md-gateway" in app.status()["watched_services"], 30, what="heartbeats")
+            gateway.send_signal(signal.SIGKILL)
+            gateway.wait(10)
+            killed = time.monotonic()
+            await await_until(lambda: any("md-gateway silent" in t for _, t in api.sent), 15, what="absence")
+            assert time.monotonic() - killed < 3.0 + 2 * BURST_S  # the limit, a tick, no burst hold
+            (absent,) = [t for _, t in api.sent if "md-gateway silent" in t]
+            assert absent.startswith("[CRITICAL] alerts: md-gateway silent: no heartbeat since ")
+            gateway = start_service("md-gateway", env, tmp_path / "gw.log")
+            await await_until(
+                lambda: any("md-gateway is back" in t for _, t in api.sent), 60, what="recovered"
+            )
+            assert app.status()["absent"] == []
+        finally:
+            rt.request_stop()
+            await asyncio.wait_for(task, 30)
+    finally:
+        if gateway.poll() is None:
+            gateway.terminate()
+            gateway.wait(20)
         server.stop()

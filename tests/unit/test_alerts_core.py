@@ -87,3 +87,32 @@ def test_different_keys_do_not_fold_and_stopping_flushes_what_is_held() -> None:
     held = c.flush_all()
     assert sorted(o.message.key for o in held) == ["drift:5m", "drift:60m"]
     assert c.produced == {"fastlane/warning": 2}
+
+
+def test_a_muted_key_is_acknowledged_without_a_message_until_its_mute_ends() -> None:
+    c, clock = core()
+    c.mute("drift:60m", T0 + 60 * SECOND_NS)
+    (quiet,) = c.take(alert(0), ref="m")
+    assert quiet.sinks == () and quiet.refs == ["m"]  # acknowledged now, delivered nowhere
+    c.take(alert(1, dedupe="drift:5m"), ref="other")  # other keys are not muted
+    clock.advance(int(BURST_S * SECOND_NS))
+    assert [o.message.key for o in c.due()] == ["drift:5m"]
+    assert c.stats["muted"] == 1 and c.mutes() == {"drift:60m": T0 + 60 * SECOND_NS}
+    clock.set(T0 + 60 * SECOND_NS)  # the mute is over
+    assert c.mutes() == {}
+    c.take(alert(2), ref="after")
+    clock.advance(int(BURST_S * SECOND_NS))
+    assert [o.refs for o in c.due()] == [["after"]]
+
+
+def test_a_critical_alert_is_never_muted_and_a_past_time_lifts_a_mute() -> None:
+    c, _ = core()
+    c.mute("broker", T0 + 3600 * SECOND_NS)
+    (out,) = c.take(alert(0, "critical", dedupe="broker"), ref="c")
+    assert out.sinks == SINKS and c.stats["muted"] == 0
+    c.mute("broker", T0)
+    assert c.mutes() == {}
+    # without a dedupe key the source and title are the key
+    c.mute("fastlane:fast-lane model 60m quarantined: input drift", T0 + SECOND_NS)
+    (quiet,) = c.take(alert(1, dedupe=""), ref="k")
+    assert quiet.sinks == () and c.stats["muted"] == 1

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from libs.common.clock import SimClock
+from proto.alerts import Alert
 from proto.control import Control, ControlAck
 from proto.execution import OrderEvent
 from proto.market import FeedStatus
@@ -378,3 +379,43 @@ def test_a_kill_with_odd_arguments_still_kills_and_a_stale_resume_does_nothing()
     stale = ctl("resume", T0 - 120 * S)  # sent two minutes before the gate read it
     assert not stale.accepted and stale.summary.startswith("expired") and core.mode == "EMERGENCY"
     assert ctl("resume", T0).accepted and core.mode == "OBSERVE"
+
+
+def feed(core: RiskCore, state: str, symbol: str = "", source: str = "ib:1", seq: int = 1) -> list[object]:
+    return core.on_event(
+        FeedStatus(ts_event=T0 + seq * S, ts_init=0, source=source, state=state, seq=seq, symbol=symbol)  # type: ignore[arg-type]
+    )
+
+
+def test_the_mode_is_the_most_severe_of_its_causes_and_one_recovery_clears_only_its_own() -> None:
+    core = gate()
+    feed(core, "stale", "IBM", seq=1)
+    feed(core, "stale", "BAC", seq=2)
+    feed(core, "recovered", "IBM", seq=3)
+    assert core.mode == "DEGRADED"  # BAC is still stale
+    out = feed(core, "recovered", "BAC", seq=4)
+    assert core.mode == "LIVE"
+    (alert,) = [e for e in out if isinstance(e, Alert)]
+    assert alert.title.startswith("risk mode DEGRADED -> LIVE") and alert.severity == "warning"
+    # the operator's mode and a cause: the more severe holds, whichever came first
+    feed(core, "disconnected", seq=5)
+    live = Control(
+        ts_event=T0 + 6 * S,
+        ts_init=0,
+        command_id="m1",
+        command="set_mode",
+        issued_by="ops",
+        args={"mode": "LIVE"},
+    )
+    acks = [e for e in core.on_event(live) if isinstance(e, ControlAck)]
+    assert core.mode == "DEGRADED" and "(held by feed disconnected" in acks[0].summary
+    # a restarted gateway (another process, same feed) says it is connected: its causes clear
+    feed(core, "connected", source="ib:2", seq=7)
+    assert core.mode == "LIVE"
+
+
+def test_a_kill_is_a_critical_alert_with_who_did_it() -> None:
+    core = gate()
+    out = core.on_event(Control(ts_event=T0, ts_init=0, command_id="k", command="kill", issued_by="alice"))
+    (alert,) = [e for e in out if isinstance(e, Alert)]
+    assert alert.severity == "critical" and alert.title == "risk mode LIVE -> EMERGENCY: kill by alice"
