@@ -553,7 +553,7 @@ AlertSeverity = Literal["info", "warning", "critical"]
 
 class TelegramSettings(Section):
     """The Telegram sink. ``api_url`` may name a self-hosted Bot API server; ``chat_ids`` are
-    where alerts go (and, later, the only chats whose commands are obeyed). Off when the token
+    where alerts go, and the only chats whose commands are obeyed. Off when the token
     is empty. The token may come from ``token_file`` (a mounted secret) instead."""
 
     api_url: str = "https://api.telegram.org"

@@ -1,7 +1,7 @@
 """The Telegram sink: each alert as a plain-text message to every configured chat.
 
 Built on python-telegram-bot (``telegram.Bot``), not hand-written HTTP: it follows the Bot API's
-types and error replies, and the Telegram commands to come need its Application anyway.
+types and error replies, and the command desk (desk.py) polls updates with it too.
 ``api_url`` may name a self-hosted Bot API server (or, in tests, a fake one).
 
 Temporary (``SinkError``): no answer, a timeout, a rate limit (RetryAfter), a 5xx, an unreadable
@@ -36,7 +36,7 @@ MAX_TEXT = 4096  # Telegram refuses longer texts (400): cut the tail rather than
 MAX_PENDING = 1024  # messages still owed to some chat; past this the oldest are forgotten
 TOKEN_MASK = "<telegram-token>"
 # Loggers that print request URLs or exceptions carrying them (filters do not reach child loggers,
-# so each is named). The ext ones serve the Telegram commands to come.
+# so each is named).
 URL_LOGGERS = (
     "httpx",
     "telegram",
