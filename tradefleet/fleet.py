@@ -432,6 +432,8 @@ class Fleet:
             "delivered": service.get("delivered", {}),
             "failed": service.get("failed", {}),
             "folded": service.get("stats", {}).get("folded", 0),
+            "muted": service.get("muted", 0),
+            "produced": service.get("produced", {}),  # "source/severity": count, as it saw them
         }
 
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:

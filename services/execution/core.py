@@ -37,6 +37,7 @@ import msgspec
 from libs.common.clock import Clock
 from libs.common.config import ExecutionSettings
 from libs.common.positions import Position
+from proto.alerts import Alert
 from proto.base import Event
 from proto.control import Control, ControlAck, ack_of, kill_notes, refusal
 from proto.execution import LIVE_STATUSES, Fill, OrderEvent, PositionSnapshot
@@ -310,7 +311,25 @@ class ExecutionCore:
         if not moved:
             self.stats["reports_ignored"] += 1
             return Outcome()
-        return Outcome(events=[self._event(w, r.ts, r.reason)])
+        events: list[Event] = [self._event(w, r.ts, r.reason)]
+        if r.kind == "rejected":
+            events.append(self._rejected_alert(order, r))
+        return Outcome(events=events)
+
+    def _rejected_alert(self, order: Order, r: BrokerReport) -> Alert:
+        """An order the broker refused is news for people (margin, permissions, a halted symbol)."""
+        self.stats["broker_rejects"] += 1
+        now = self.clock.now_ns()
+        return Alert(
+            ts_event=r.ts,
+            ts_init=now,
+            alert_id=f"{self.instance}-reject-{order.client_order_id}",
+            severity="warning",
+            source="execution",
+            title=f"order {order.side} {order.quantity:g} {order.symbol} rejected by the broker: {r.reason}",
+            dedupe=f"broker-reject:{order.symbol}",
+            labels={"client_order_id": order.client_order_id, "reason": r.reason},
+        )
 
     def _fill(self, w: Working, r: BrokerReport) -> Outcome:
         order = w.order

@@ -44,6 +44,14 @@ from proto.orders import (
 from proto.units import BPS
 from proto.units import SECOND_NS as NS
 
+# The limits whose first denial of the day is an alert, with what people call them.
+LIMIT_ALERTS = {
+    "LOSS_DAILY_LIMIT": "daily loss limit",
+    "LOSS_DRAWDOWN": "intraday drawdown limit",
+    "EXPOSURE_GROSS": "gross exposure limit",
+    "EXPOSURE_NET": "net exposure limit",
+    "ORDERS_RATE": "order rate limit",
+}
 MODE_RANK: dict[str, int] = {"LIVE": 0, "DEGRADED": 1, "OBSERVE": 2, "EMERGENCY": 3}
 FEED_DOWN = frozenset({"stale", "disconnected"})
 FEED_UP = frozenset({"connected", "recovered"})
@@ -123,6 +131,8 @@ class RiskCore:
         self.operator_mode: RiskMode = limits.initial_mode
         self.operator_reason = "initial"
         self.causes: dict[str, tuple[RiskMode, str]] = {}
+        self.pending_alerts: list[Alert] = []
+        self._limits_hit: set[tuple[str, int]] = set()  # (code, NY day) already alerted
         self.books = _Books()
         self.seq = 0
         self.stats: collections.Counter[str] = collections.Counter()
@@ -329,6 +339,7 @@ class RiskCore:
         if denial is not None:
             code, context = denial
             self.stats[f"denied_{code}"] += 1
+            self._first_hit_today(code, context, intent)
             return OrderDenied(
                 ts_event=intent.ts_event,
                 ts_init=self.clock.now_ns(),
@@ -338,6 +349,33 @@ class RiskCore:
                 context={k: _fmt(v) for k, v in context.items()},
             )
         return self._approve(intent, client_order_id)
+
+    def _first_hit_today(self, code: str, context: dict[str, object], intent: OrderIntent) -> None:
+        """A limit that matters to people (the day's loss, drawdown, exposure, order rate) is an
+        alert the first time it denies each day; later denials of the day are only counted."""
+        if code not in LIMIT_ALERTS or (code, self.books.day) in self._limits_hit:
+            return
+        self._limits_hit.add((code, self.books.day))
+        now = self.clock.now_ns()
+        severity: Severity = "critical" if code == "LOSS_DAILY_LIMIT" else "warning"
+        what = f"{intent.side} {intent.quantity:g} {intent.symbol}"
+        self.pending_alerts.append(
+            Alert(
+                ts_event=intent.ts_event,
+                ts_init=now,
+                alert_id=f"{self.instance}-limit-{code}-{self.books.day}",
+                severity=severity,
+                source="risk",
+                title=f"{LIMIT_ALERTS[code]} hit: {code} denied {what}",
+                dedupe=f"risk-limit:{code}",
+                labels={k: _fmt(v) for k, v in context.items()},
+            )
+        )
+
+    def take_alerts(self) -> list[Alert]:
+        """The alerts the decisions since the last call raised (the runtime publishes them)."""
+        out, self.pending_alerts = self.pending_alerts, []
+        return out
 
     def _check(self, i: OrderIntent) -> tuple[str, dict[str, object]] | None:
         b, lim = self.books, self.limits

@@ -86,7 +86,7 @@ class RiskApp(ServiceApp):
     async def _on_intent(self, d: Delivery[OrderIntent]) -> None:
         intent = d.event
         margin = await self._what_if(intent) if self.core.limits.broker_what_if else None
-        await self._publish([self.core.on_intent(intent, margin)])
+        await self._publish([self.core.on_intent(intent, margin), *self.core.take_alerts()])
 
     async def _what_if(self, i: OrderIntent) -> MarginReply | None:
         """The broker's margin preview (through the execution gateway); None when no answer comes

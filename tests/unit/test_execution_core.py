@@ -359,3 +359,17 @@ def test_a_kill_is_obeyed_whatever_its_arguments_and_a_stale_command_is_not() ->
         ts_event=now, ts_init=now, command_id="m", command="set_mode", issued_by="ops", args={"mode": "x"}
     )
     assert h.core.on_control(mode).events == []
+
+
+def test_an_order_the_broker_rejects_is_an_alert_naming_the_reason() -> None:
+    from proto.alerts import Alert
+    from services.execution.broker import BrokerReport
+
+    h = Harness()
+    h.approve("l1", "BUY", 100, order_type="LMT", limit_price=99.50)
+    child = h.core.working["l1"].child
+    out = h.core.on_report(BrokerReport("rejected", child, T + 30 * MS, T + 30 * MS, reason="201 margin"))
+    (alert,) = [e for e in out.events if isinstance(e, Alert)]
+    assert alert.severity == "warning" and alert.source == "execution"
+    assert alert.title == "order BUY 100 IBM rejected by the broker: 201 margin"
+    assert h.core.orders["l1"].status == "REJECTED"

@@ -419,3 +419,16 @@ def test_a_kill_is_a_critical_alert_with_who_did_it() -> None:
     out = core.on_event(Control(ts_event=T0, ts_init=0, command_id="k", command="kill", issued_by="alice"))
     (alert,) = [e for e in out if isinstance(e, Alert)]
     assert alert.severity == "critical" and alert.title == "risk mode LIVE -> EMERGENCY: kill by alice"
+
+
+def test_the_first_daily_loss_denial_of_the_day_is_a_critical_alert_and_only_the_first() -> None:
+    core = gate(daily_loss_limit=500)
+    fill(core, "BUY", 100, 100.0)
+    quote(core, ts=T0 + 3 * S, bid=94.99, ask=95.01)
+    denied(core.on_intent(intent(qty=10, ts=T0 + 4 * S)), "LOSS_DAILY_LIMIT")
+    (alert,) = core.take_alerts()
+    assert alert.severity == "critical" and alert.source == "risk"
+    assert alert.title == "daily loss limit hit: LOSS_DAILY_LIMIT denied BUY 10 IBM"
+    assert alert.labels["limit"] == "-500"
+    denied(core.on_intent(intent(qty=10, ts=T0 + 5 * S)), "LOSS_DAILY_LIMIT")
+    assert core.take_alerts() == []  # once a day
