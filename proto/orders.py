@@ -99,6 +99,14 @@ class RiskState(DurableEvent, frozen=True, kw_only=True):
     #: the account it guards, and the realized P&L when its day began (a restart resumes the day)
     account: str = ""
     day_realized_start: float = 0.0
+    #: what a restart resumes besides: the mode the operator set (the effective ``mode`` may be
+    #: held more severe by a cause that will be seen again), the loss cool-down, the NY days of
+    #: recent day trades (PDT) and the approvals of the order-rate window
+    operator_mode: str = ""
+    operator_reason: str = ""
+    cooldown_until_ns: int = 0
+    day_trade_days: list[int] = []
+    recent_approvals_ns: list[int] = []
 
     def dedupe_key(self) -> str:
         return f"risk:{self.instance}:{self.seq}"

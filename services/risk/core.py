@@ -591,9 +591,24 @@ class RiskCore:
             positions={s: p.quantity for s, p in b.positions.items() if p.quantity},
             account=self.account,
             day_realized_start=b.day_realized_start,
+            operator_mode=self.operator_mode,
+            operator_reason=self.operator_reason,
+            cooldown_until_ns=b.cooldown_until,
+            day_trade_days=list(b.day_trades),
+            recent_approvals_ns=list(b.approvals),
         )
 
     # -- restart ---------------------------------------------------------------------------------
+    def _restore_mode(self, state: RiskState, done: list[str]) -> None:
+        """The operator's mode comes back as it was set (OBSERVE stays OBSERVE, a kill stays
+        EMERGENCY); causes are not restored: a feed still down says so again. A state from before
+        the operator mode was recorded restores EMERGENCY only."""
+        operator = state.operator_mode or ("EMERGENCY" if state.mode == "EMERGENCY" else "")
+        if operator in MODE_RANK and operator != self.operator_mode:
+            reason = state.operator_reason or state.mode_reason
+            self._set_mode(operator, f"restored after a restart: {reason}")  # type: ignore[arg-type]
+            done.append(f"{operator} mode")
+
     def restore(self, snapshot: PositionSnapshot | None, state: RiskState | None) -> list[str]:
         """Resume after a restart: positions from the execution gateway's last snapshot of this
         account, the day's P&L baseline, peak and loss streak from this gate's last state. A kill
@@ -608,10 +623,14 @@ class RiskCore:
             b.day = ny_day_ordinal(state.ts_event)
             b.day_realized_start, b.day_peak = state.day_realized_start, state.day_peak_pnl
             b.consecutive_losses = state.consecutive_losses
-            done.append(f"day P&L baseline and loss streak from risk.state {state.instance}/{state.seq}")
-            if state.mode == "EMERGENCY":
-                self._set_mode("EMERGENCY", f"restored after a restart: {state.mode_reason}")
-                done.append("EMERGENCY mode")
+            b.cooldown_until = state.cooldown_until_ns
+            b.day_trades.extend(state.day_trade_days)
+            b.approvals.extend(state.recent_approvals_ns)
+            done.append(
+                f"day P&L baseline, loss streak and cool-down, day trades and the order-rate window "
+                f"from risk.state {state.instance}/{state.seq}"
+            )
+            self._restore_mode(state, done)
         self._recompute_totals()
         return done
 

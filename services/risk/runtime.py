@@ -16,7 +16,7 @@ from proto.control import Control
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.market import FeedStatus, Quote
-from proto.orders import MarginCheck, MarginReply, OrderDenied, OrderIntent, RiskState
+from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from services.risk.core import RiskCore
 
 log = get_logger(__name__)
@@ -86,7 +86,10 @@ class RiskApp(ServiceApp):
     async def _on_intent(self, d: Delivery[OrderIntent]) -> None:
         intent = d.event
         margin = await self._what_if(intent) if self.core.limits.broker_what_if else None
-        await self._publish([self.core.on_intent(intent, margin), *self.core.take_alerts()])
+        decision = self.core.on_intent(intent, margin)
+        # After an approval the state too: a restart resumes the order-rate window from it.
+        state = [self.core.state(self.rt.now_ns())] if isinstance(decision, OrderApproved) else []
+        await self._publish([decision, *self.core.take_alerts(), *state])
 
     async def _what_if(self, i: OrderIntent) -> MarginReply | None:
         """The broker's margin preview (through the execution gateway); None when no answer comes

@@ -61,8 +61,10 @@ class Desk:
             await self.bus.publish("md.quote.IBM", q)
         await self.bus.flush()
 
-    async def intent(self, intent_id: str, qty: float = 100) -> None:
-        intent = stubs.intent(quantity=qty, ts=self.market, intent_id=intent_id, ts_init=time.time_ns())
+    async def intent(self, intent_id: str, qty: float = 100, side: str = "BUY") -> None:
+        intent = stubs.intent(
+            side=side, quantity=qty, ts=self.market, intent_id=intent_id, ts_init=time.time_ns()
+        )
         await self.bus.publish("order.intent.IBM", intent)
 
     async def until(self, predicate: Any, what: str, timeout: float = 20.0) -> Any:
@@ -385,6 +387,41 @@ async def test_the_panic_file_kills_cancels_flattens_and_puts_the_gate_in_emerge
             assert execution["killed"] and execution["positions"] == {}
             # it heard its own kill back on the bus and did not flatten twice
             assert execution["stats"]["control_duplicate"] == 1 and execution["stats"]["control_kill"] == 1
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        server.stop()
+
+
+async def test_a_gate_restarted_after_the_daily_loss_limit_keeps_denying_entries(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats")
+    ports = {"risk": free_port(), "execution": free_port()}
+    limits = {"TRADEFLEET_RISK__DAILY_LOSS_LIMIT": "3"}  # one round trip at the touch loses 4
+    procs = {name: _start(name, server.url, tmp_path, port, **limits) for name, port in ports.items()}
+    try:
+        async with Desk(server.url) as desk:
+            await desk.tick(3)
+            await desk.intent("d-1", qty=100)
+            await desk.until(lambda: desk.of(Fill, client_order_id_for("d-1")), "bought")
+            await desk.intent("d-2", qty=100, side="SELL")
+            await desk.until(lambda: desk.of(Fill, client_order_id_for("d-2")), "sold at a loss")
+
+            async def decision(intent_id: str) -> OrderDenied:
+                await desk.intent(intent_id, qty=10)
+                found = await desk.until(
+                    lambda: [d for d in desk.of(OrderDenied) if d.intent_id == intent_id], intent_id
+                )
+                return found[0]  # type: ignore[no-any-return]
+
+            assert (await decision("d-3")).code == "LOSS_DAILY_LIMIT"
+            await asyncio.sleep(0.3)  # its state and the execution's snapshot are stored
+            procs["risk"].send_signal(signal.SIGKILL)
+            procs["risk"].wait(10)
+            procs["risk"] = _start("risk", server.url, tmp_path, ports["risk"], **limits)
+            await desk.tick(2)  # a fresh gate has seen no quote yet
+            assert (await decision("d-4")).code == "LOSS_DAILY_LIMIT"  # the day's loss survived
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -432,3 +432,43 @@ def test_the_first_daily_loss_denial_of_the_day_is_a_critical_alert_and_only_the
     assert alert.labels["limit"] == "-500"
     denied(core.on_intent(intent(qty=10, ts=T0 + 5 * S)), "LOSS_DAILY_LIMIT")
     assert core.take_alerts() == []  # once a day
+
+
+def test_a_restart_keeps_the_cooldown_the_order_rate_window_and_the_operators_observe() -> None:
+    before = gate(max_consecutive_losses=2, loss_cooldown_s=600, max_orders_per_minute=2)
+    assert isinstance(before.on_intent(intent(qty=1, ts=T0 + 1 * S)), OrderApproved)
+    assert isinstance(before.on_intent(intent(qty=1, ts=T0 + 2 * S)), OrderApproved)
+    for k in range(2):
+        fill(before, "BUY", 10, 100.0, ts=T0 + (10 + 2 * k) * S)
+        fill(before, "SELL", 10, 99.0, ts=T0 + (11 + 2 * k) * S)
+    before.on_event(
+        Control(
+            ts_event=T0,
+            ts_init=T0,
+            command_id="o",
+            command="set_mode",
+            issued_by="ops",
+            args={"mode": "OBSERVE"},
+        )
+    )
+    state = before.state(T0 + 20 * S)
+
+    after = gate(max_consecutive_losses=2, loss_cooldown_s=600, max_orders_per_minute=2)
+    after.restore(None, state)
+    assert after.mode == "OBSERVE" and after.operator_mode == "OBSERVE"
+    assert after.books.cooldown_until == before.books.cooldown_until > T0 + 20 * S
+    assert list(after.books.approvals) == list(before.books.approvals)
+    after.on_event(
+        Control(
+            ts_event=T0,
+            ts_init=T0,
+            command_id="l",
+            command="set_mode",
+            issued_by="ops",
+            args={"mode": "LIVE"},
+        )
+    )
+    quote(after, ts=T0 + 21 * S)
+    denied(after.on_intent(intent(qty=1, ts=T0 + 21 * S)), "ORDERS_RATE")  # the minute's two approvals
+    quote(after, ts=T0 + 90 * S)
+    denied(after.on_intent(intent(qty=1, ts=T0 + 90 * S)), "LOSS_COOLDOWN")  # the losses' cool-down
