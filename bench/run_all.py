@@ -9,6 +9,7 @@ import argparse
 import platform
 
 from bench import (
+    alerts_latency,
     backtest_peers,
     features,
     hop,
@@ -39,6 +40,7 @@ def main() -> None:
     st = sentiment.run(rounds=ns.rounds)
     bp = backtest_peers.run(rounds=ns.rounds)
     pl = policy.run(rounds=ns.rounds)
+    al = alerts_latency.run(rounds=ns.rounds)
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -141,6 +143,14 @@ def main() -> None:
             if "sb3_predict" in pl
             else ""
         )
+    )
+    print(
+        f"alerts   critical alert -> fake Telegram p50 {al['critical_p50_us'] / 1000:.1f} ms,"
+        f" p99 {al['critical_p99_us'] / 1000:.1f} ms with the fleet replaying at full speed"
+        f" ({al['rounds_while_replaying']} of {len(al['rounds'])} rounds still replaying at their end);"
+        f" bare JetStream hop p50 {al['bare_p50_us'] / 1000:.2f} ms, p99 {al['bare_p99_us'] / 1000:.2f}"
+        f" -> x{al['critical_p50_over_bare']:.1f} at p50, x{al['critical_p99_over_bare']:.1f} at p99;"
+        f" warning p50 {al['warning_p50_us'] / 1e6:.2f} s (its 2 s burst hold, by design)"
     )
 
 
