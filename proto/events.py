@@ -9,7 +9,7 @@ import msgspec
 from proto.alerts import Alert, DeadLetter
 from proto.base import DurableEvent, Event
 from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
-from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
@@ -35,6 +35,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderEvent,
     Fill,
     PositionSnapshot,
+    BrokerStatus,
     TcaReport,
     TcaAggregate,
     TcaFeedback,
@@ -68,6 +69,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     OrderEvent,
     Fill,
     PositionSnapshot,
+    BrokerStatus,
     TcaReport,
     TcaAggregate,
     TcaFeedback,

@@ -80,3 +80,21 @@ class PositionSnapshot(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"positions:{self.account}:{self.instance}:{self.seq}"
+
+
+BrokerState = Literal["disconnected", "reconciled", "mismatch"]
+
+
+class BrokerStatus(DurableEvent, frozen=True, kw_only=True):
+    """The broker link as the execution gateway sees it: ``disconnected`` (nothing can be sent or
+    cancelled), ``reconciled`` (connected, and IB's book matched ours, or could not be compared),
+    ``mismatch`` (IB's positions differ from ours: nobody knows what is held). The risk gate
+    trades on it: DEGRADED while disconnected, EMERGENCY on a mismatch until an operator resumes."""
+
+    broker: str  # its name and process: "ib:<started ns>"
+    state: BrokerState
+    seq: int
+    detail: str = ""
+
+    def dedupe_key(self) -> str:
+        return f"broker:{self.broker}:{self.seq}"

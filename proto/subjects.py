@@ -16,7 +16,7 @@ from enum import StrEnum
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
 from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
-from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
@@ -155,6 +155,14 @@ CATALOG: tuple[SubjectSpec, ...] = (
     SubjectSpec("exec.order.{symbol}", (OrderEvent,), _J, "execution", "order lifecycle", "EXEC"),
     SubjectSpec("exec.fill.{symbol}", (Fill,), _J, "execution", "executions", "EXEC"),
     SubjectSpec("exec.position", (PositionSnapshot,), _J, "execution", "positions and P&L", "EXEC"),
+    SubjectSpec(
+        "exec.broker",
+        (BrokerStatus,),
+        _J,
+        "execution",
+        "the broker link: disconnected, reconciled, or a reconciliation mismatch",
+        "EXEC",
+    ),
     SubjectSpec(
         "broker.whatif",
         (MarginCheck, MarginReply),

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
+from libs.common.ib.windows import parse_windows
 from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
+from proto.alerts import Alert
 from proto.base import Event
 from proto.control import Control
 from proto.execution import PositionSnapshot
@@ -26,9 +30,11 @@ from proto.orders import MarginCheck, MarginReply, OrderApproved
 from proto.tca import TcaFeedback
 from services.execution.broker import Broker, BrokerOrder, BrokerReport, make_broker
 from services.execution.core import Cancel, ExecutionCore, JournalRecord, Outcome, Replace, Send
+from services.execution.health import BrokerHealth, BrokerWatch
 from services.execution.journal import Journal
 
 log = get_logger(__name__)
+HEALTH_EVERY_S = 0.5  # how often the broker link is looked at
 
 
 class ExecutionApp(ServiceApp):
@@ -43,6 +49,7 @@ class ExecutionApp(ServiceApp):
         self.journal = Journal(x.journal)
         self._lock = asyncio.Lock()  # one decision at a time: journal, send, publish
         self._panic: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -73,6 +80,24 @@ class ExecutionApp(ServiceApp):
         await rt.subscribe("tca.feedback.>", self._on_feedback, types=TcaFeedback)
         if self.settings.execution.panic_file is not None:
             self._panic = asyncio.create_task(self._watch_panic(self.settings.execution.panic_file))
+        if self.settings.execution.broker == "ib":  # a link to lose; the simulated venue has none
+            self._health = asyncio.create_task(self._watch_broker(self.broker.summary), name="broker-health")
+
+    async def _watch_broker(self, summary: Callable[[], dict[str, Any]]) -> None:
+        """The link's changes as BrokerStatus for the risk gate and alerts for people."""
+        ib = self.settings.ib
+        watch = BrokerWatch(
+            f"{self.broker.name}:{self.rt.started_ns}", parse_windows(ib.reset_windows), ib.max_disconnect_s
+        )
+        while True:
+            for event in watch.observe(BrokerHealth.of(summary()), time.time()):
+                if isinstance(event, Alert):
+                    log.warning(event.title, severity=event.severity)
+                try:
+                    await self.rt.emit(event)
+                except Exception as exc:  # the bus down too: the next change says it again
+                    log.error("broker health not published", error=repr(exc))
+            await asyncio.sleep(HEALTH_EVERY_S)
 
     async def _what_if(self, request: Event) -> Event:
         """The risk gate's margin question, answered by the broker's what-if (never routed)."""
@@ -196,8 +221,9 @@ class ExecutionApp(ServiceApp):
 
     async def stop(self) -> None:
         await self.broker.stop()
-        if self._panic is not None:
-            self._panic.cancel()
+        for task in (self._panic, self._health):
+            if task is not None:
+                task.cancel()
         self.journal.close()
 
     def status(self) -> dict[str, Any]:

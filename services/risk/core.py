@@ -30,7 +30,7 @@ from libs.common.positions import Position
 from proto.alerts import Alert, Severity
 from proto.base import Event
 from proto.control import Control, ControlAck, ack_of, refusal
-from proto.execution import TERMINAL_STATUSES, Fill, OrderEvent, PositionSnapshot
+from proto.execution import TERMINAL_STATUSES, BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import (
     MarginReply,
@@ -153,6 +153,8 @@ class RiskCore:
             return []
         if isinstance(event, FeedStatus):
             return self.on_feed(event)
+        if isinstance(event, BrokerStatus):
+            return self.on_broker(event)
         if isinstance(event, Control):
             return self.on_control(event)
         return []
@@ -261,6 +263,19 @@ class RiskCore:
             return []
         return self._settled(before, s.ts_event)
 
+    def on_broker(self, b: BrokerStatus) -> list[Event]:
+        """The broker link down: DEGRADED (exits only; held until it is back and reconciled). A
+        reconciliation mismatch: EMERGENCY until an operator resumes (nobody knows what is held)."""
+        before = self.mode
+        if b.state == "disconnected":
+            self.causes["broker"] = ("DEGRADED", f"broker link down: {b.detail or b.broker}")
+        elif b.state == "reconciled":
+            self.causes.pop("broker", None)
+        else:
+            self.causes.pop("broker", None)
+            self.causes["broker-mismatch"] = ("EMERGENCY", f"reconciliation mismatch: {b.detail}")
+        return self._settled(before, b.ts_event)
+
     def on_control(self, c: Control) -> list[Event]:
         """The mode commands, each answered with what the mode is now (a ControlAck)."""
         if c.command not in ("kill", "resume", "set_mode"):
@@ -271,7 +286,9 @@ class RiskCore:
             return [self._ack(c, False, why)]
         if c.command == "kill":  # always: its arguments cannot stop it
             self._set_mode("EMERGENCY", f"kill by {c.issued_by}")
-        elif c.command == "resume" and self.operator_mode == "EMERGENCY":
+        elif c.command == "resume" and self.mode == "EMERGENCY":
+            # a kill's, or a mismatch's (which only an operator clears): OBSERVE, then set_mode
+            self.causes.pop("broker-mismatch", None)
             self._set_mode("OBSERVE", f"resumed by {c.issued_by}; set_mode LIVE to trade")
         elif c.command == "resume":
             return [self._ack(c, True, f"mode stays {self.mode}: resume only leaves EMERGENCY")]

@@ -13,7 +13,7 @@ from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
 from proto.control import Control
-from proto.execution import Fill, OrderEvent, PositionSnapshot
+from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.market import FeedStatus, Quote
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
@@ -45,7 +45,11 @@ class RiskApp(ServiceApp):
         await rt.subscribe("feat.1m.*", self._on_vector, types=FeatureVector)
         # One consumer over exec.> keeps each order's events and fills in the stream's order.
         await rt.subscribe(
-            "exec.>", self._on_exec, types=(OrderEvent, Fill), durable="risk-exec", new_only=True
+            "exec.>",
+            self._on_exec,
+            types=(OrderEvent, Fill, BrokerStatus),
+            durable="risk-exec",
+            new_only=True,
         )
         await rt.subscribe("ctl.>", self._on_event, types=Control, durable="risk-ctl", new_only=True)
         await rt.subscribe(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
 from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
-from proto.execution import Fill, OrderEvent, Position, PositionSnapshot
+from proto.execution import BrokerStatus, Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
@@ -109,6 +109,7 @@ def sample_events() -> list[Event]:
         ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
         Heartbeat(**t, service="risk", instance=1, seq=3),
+        BrokerStatus(**t, broker="ib:1", state="disconnected", seq=1, detail="1100"),
         ControlAck(
             **t,
             command_id="k-1",
