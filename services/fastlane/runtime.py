@@ -12,6 +12,7 @@ from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
 from models.fastlane.serving import ServedModel, load_active
+from proto.alerts import Alert
 from proto.features import FeatureVector
 from services.fastlane.core import FastlaneCore
 
@@ -96,6 +97,7 @@ class FastlaneApp(ServiceApp):
                     self.core.install(model)
                     self.reloads += 1
                     log.info("model reloaded", horizon=horizon, version=model.version, engine=model.engine)
+                    await self.rt.emit(promoted_alert(horizon, current, model.version, self.rt.now_ns()))
 
     async def stop(self) -> None:
         if self._reloader is not None:
@@ -125,3 +127,22 @@ class FastlaneApp(ServiceApp):
             "reloads": self.reloads,
             "other_partition": self.other_partition,
         }
+
+
+def promoted_alert(horizon: str, replaced: Any, version: str, now: int) -> Alert:
+    """A promoted version now serves: news for people, and the release of a quarantined one."""
+    was = "none" if replaced is None else replaced.version
+    released = replaced is not None and replaced.quarantined
+    title = f"fast-lane model {horizon} {version} promoted and serving (replaces {was})"
+    if released:
+        title += ": the quarantined model is released"
+    return Alert(
+        ts_event=now,
+        ts_init=now,
+        alert_id=f"fastlane-promoted-{horizon}-{version}",
+        severity="warning",  # above the default floors: a model change is news for the desk
+        source="fastlane",
+        title=title,
+        dedupe=f"fastlane-promoted:{horizon}",
+        labels={"horizon": horizon, "version": version, "replaced": was},
+    )

@@ -140,3 +140,18 @@ def test_promotion_swaps_the_active_version_atomically(tmp_path: Path) -> None:
     assert registry.active_version(root, "5m") == "v2"
     with pytest.raises(FileNotFoundError):
         registry.activate(root, "5m", "v3")
+
+
+def test_a_promoted_version_is_an_alert_that_says_what_it_replaced_and_releases() -> None:
+    from types import SimpleNamespace
+
+    from services.fastlane.runtime import promoted_alert
+
+    quarantined = SimpleNamespace(version="v1", quarantined=True)
+    alert = promoted_alert("60m", quarantined, "v2", 1)
+    assert alert.severity == "warning" and alert.source == "fastlane"
+    assert (
+        alert.title
+        == "fast-lane model 60m v2 promoted and serving (replaces v1): the quarantined model is released"
+    )
+    assert promoted_alert("5m", None, "v1", 1).title.endswith("(replaces none)")
