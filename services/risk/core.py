@@ -132,6 +132,11 @@ class RiskCore:
         self.operator_reason = "initial"
         self.causes: dict[str, tuple[RiskMode, str]] = {}
         self.pending_alerts: list[Alert] = []
+        # The day's activity for its summary at the close (reset after it).
+        self._today: collections.Counter[str] = collections.Counter()
+        self._denials_today: collections.Counter[str] = collections.Counter()
+        self._summarized: set[int] = set()
+        self._commissions_today = 0.0
         self._limits_hit: set[tuple[str, int]] = set()  # (code, NY day) already alerted
         self.books = _Books()
         self.seq = 0
@@ -213,6 +218,8 @@ class RiskCore:
             return []
         b.fills_seen.add(f.exec_id)
         self._roll_day(f.ts_event)
+        self._today["fills"] += 1
+        self._commissions_today += f.commission or 0.0
         order = b.orders.get(f.client_order_id)
         if order is not None:
             order.filled += f.quantity
@@ -353,9 +360,11 @@ class RiskCore:
         except Exception as exc:  # fail closed: a bug in a rule denies, it never approves
             self.stats["rule_errors"] += 1
             denial = ("RISK_ERROR", {"error": type(exc).__name__})
+        self._today["decisions"] += 1
         if denial is not None:
             code, context = denial
             self.stats[f"denied_{code}"] += 1
+            self._denials_today[code] += 1
             self._first_hit_today(code, context, intent)
             return OrderDenied(
                 ts_event=intent.ts_event,
@@ -388,6 +397,43 @@ class RiskCore:
                 labels={k: _fmt(v) for k, v in context.items()},
             )
         )
+
+    def on_clock(self, ts: int) -> None:
+        """Market time passed ``ts`` (a bar closed): at the session's close, the day's summary for
+        people, once a day, when the gate saw anything that day."""
+        day = ny_day_ordinal(ts)
+        session = self.calendar.session(day)
+        if session is None or ts < session.close_ns or day in self._summarized:
+            return
+        self._summarized.add(day)
+        self._roll_day(ts)
+        if not (self._today["fills"] or self._today["decisions"]):
+            return
+        b = self.books
+        pnl = b.realized - b.day_realized_start
+        denials = (
+            ", ".join(f"{k.removeprefix('denied_')} {v}" for k, v in self._denials_today.items()) or "none"
+        )
+        now = self.clock.now_ns()
+        self.pending_alerts.append(
+            Alert(
+                ts_event=ts,
+                ts_init=now,
+                alert_id=f"{self.instance}-day-{day}",
+                severity="info",
+                source="risk",
+                title=(
+                    f"day summary: realized P&L {pnl:+,.2f} USD, open {b.unrealized:+,.2f}; "
+                    f"{self._today['fills']} fills, commissions {self._commissions_today:,.2f}; "
+                    f"{self._today['approved']} approved, denials: {denials}; mode {self.mode}"
+                ),
+                dedupe=f"risk-day:{day}",
+                labels={"positions": _fmt({s: p.quantity for s, p in b.positions.items() if p.quantity})},
+            )
+        )
+        self._today.clear()
+        self._denials_today.clear()
+        self._commissions_today = 0.0
 
     def take_alerts(self) -> list[Alert]:
         """The alerts the decisions since the last call raised (the runtime publishes them)."""
@@ -524,6 +570,7 @@ class RiskCore:
         b.orders[client_order_id] = _Order(i.symbol, i.side, i.quantity, price=self._price_for(i))
         b.approvals.append(i.ts_event)
         self.stats["approved"] += 1
+        self._today["approved"] += 1
         return self._approval(i, client_order_id)
 
     def _approval(self, i: OrderIntent, client_order_id: str) -> OrderApproved:
@@ -583,6 +630,9 @@ class RiskCore:
             b.day = day
             b.day_realized_start = b.realized
             b.day_peak = 0.0
+            self._today.clear()  # a day whose close was not seen has no summary
+            self._denials_today.clear()
+            self._commissions_today = 0.0
 
     def state(self, ts: int) -> RiskState:
         self.seq += 1

@@ -472,3 +472,25 @@ def test_a_restart_keeps_the_cooldown_the_order_rate_window_and_the_operators_ob
     denied(after.on_intent(intent(qty=1, ts=T0 + 21 * S)), "ORDERS_RATE")  # the minute's two approvals
     quote(after, ts=T0 + 90 * S)
     denied(after.on_intent(intent(qty=1, ts=T0 + 90 * S)), "LOSS_COOLDOWN")  # the losses' cool-down
+
+
+def test_the_close_brings_the_days_summary_once() -> None:
+    from libs.common.markettime import ny_time_ns
+
+    core = gate(daily_loss_limit=500)
+    fill(core, "BUY", 100, 100.0)
+    fill(core, "SELL", 100, 101.0, ts=T0 + 5 * S)
+    quote(core, ts=T0 + 6 * S, bid=94.99, ask=95.01)
+    core.on_intent(intent(qty=10, ts=T0 + 7 * S))
+    core.on_clock(ny_time_ns("20131008", "15:59"))
+    assert core.take_alerts() == []  # not yet
+    close = ny_time_ns("20131008", "16:00")
+    core.on_clock(close)
+    (summary,) = core.take_alerts()
+    assert summary.severity == "info" and summary.ts_event == close
+    assert summary.title.startswith(
+        "day summary: realized P&L +98.00 USD, open +0.00; 2 fills, commissions 2.00;"
+    )
+    assert "1 approved, denials: none; mode LIVE" in summary.title
+    core.on_clock(close + 60 * S)
+    assert core.take_alerts() == []  # once a day
