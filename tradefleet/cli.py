@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tradefleet.commands import admin, backtest, data, fleet, ops, sentiment, train
+from tradefleet.commands import admin, audit, backtest, data, fleet, ops, sentiment, train
 from tradefleet.commands.ops import run_service
 
 __all__ = ["app", "main", "run_service"]  # run_service: services/*/__main__.py start through it
@@ -46,6 +46,7 @@ app.command()(fleet.up)
 app.command(help=_service_help())(ops.service)
 app.command()(ops.tap)
 app.command()(ops.ctl)
+app.command()(audit.audit)
 app.command()(backtest.backtest)
 app.add_typer(train.app, name="train")
 app.add_typer(sentiment.app, name="sentiment")

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+from psycopg.types.json import Jsonb
 
 from libs.common.clock import Clock
 from libs.common.storage.schema import PG_EPOCH_OFFSET_US
 from libs.common.storage.writer import jsonb
+from proto.alerts import Alert, DeadLetter
 from proto.base import Event
+from proto.control import Control, ControlAck
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, Quote, Trade
-from proto.orders import OrderApproved, OrderDenied, OrderIntent
+from proto.news import NewsItem, SentimentScore
+from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
+from proto.signals import PolicySignal
+from proto.subjects import stream_of_pattern, subject_matches, subject_of
 from proto.tca import TcaReport
 from proto.units import DAY_NS
 
@@ -203,6 +211,166 @@ def _tca(e: TcaReport) -> Row:
     )
 
 
+# -- the audit trail ------------------------------------------------------------------------
+# Recorded whatever recorder.durable_subjects / core_subjects say: "every action is audited" is a
+# rule of the fleet, not an option an edited config file could turn off.
+AUDIT_DURABLE_SUBJECTS = ("ctl.>", "ack.>", "alert.>", "risk.state", "dlq.>", "news.>")
+AUDIT_CORE_SUBJECTS = ("sig.policy.>",)  # the policy's answers ride core NATS
+# Not worth keeping in an audit row: a sentiment score's embedding is hundreds of floats a model
+# derives again from the headline.
+AUDIT_JSON_DROPS: dict[type, frozenset[str]] = {SentimentScore: frozenset({"embedding"})}
+
+
+def _covers(broad: str, narrow: str) -> bool:
+    """Does every subject ``narrow`` can match also match ``broad``? (enough for the catalog's
+    patterns: a wildcard in ``narrow`` is probed as one concrete token)"""
+    return subject_matches(broad, narrow.replace(">", "x").replace("*", "x"))
+
+
+def durable_patterns(configured: Iterable[str]) -> list[str]:
+    """The configured durable subjects plus the audit trail's. One consumer per stream: the
+    recorder's position in a stream is one committed sequence, which two consumers filtering the
+    same stream would interleave. A configured pattern that already covers an audit one (risk.>)
+    stands for it; one that reads an audit stream but not all of what the audit needs is refused."""
+    patterns = list(dict.fromkeys(configured))
+    by_stream = {stream_of_pattern(p): p for p in patterns}
+    for pattern in AUDIT_DURABLE_SUBJECTS:
+        stream = stream_of_pattern(pattern)
+        have = by_stream.get(stream)
+        if have is None:
+            patterns.append(pattern)
+            by_stream[stream] = pattern
+        elif not _covers(have, pattern):
+            raise ValueError(
+                f"recorder.durable_subjects has {have!r} on stream {stream}, which the audit trail "
+                f"reads as {pattern!r} (one consumer per stream): use {pattern!r} or a broader pattern"
+            )
+    return patterns
+
+
+def core_patterns(configured: Iterable[str]) -> list[str]:
+    """The configured core subjects plus the audit trail's, unless one configured covers it
+    (two core subscriptions matching one subject would store its events twice)."""
+    patterns = list(dict.fromkeys(configured))
+    for pattern in AUDIT_CORE_SUBJECTS:
+        if not any(_covers(have, pattern) for have in patterns):
+            patterns.append(pattern)
+    return patterns
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL; one in a webhook's headline or a dead letter's
+    error must not make its whole batch fail forever (it would be retried, and fail, again)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def _encode_json(value: Any) -> bytes:
+    # msgspec writes NaN as null (jsonb refuses NaN) and bytes (a dead letter's payload) as base64.
+    data = msgspec.json.encode(value)
+    if b"\\u0000" in data:  # rare: only then pay for a walk over the value
+        data = msgspec.json.encode(_no_nul(msgspec.to_builtins(value)))
+    return data
+
+
+def event_json(event: Event) -> Jsonb:
+    """The whole event as a JSON object (its type under "type"): events travel as arrays
+    (array_like), which would make the stored JSON unreadable without the schema."""
+    drop = AUDIT_JSON_DROPS.get(type(event), frozenset())
+    fields = {f: getattr(event, f) for f in event.__struct_fields__ if f not in drop}
+    return Jsonb({"type": type(event).__name__, **fields}, dumps=_encode_json)
+
+
+# What each audited event says: (kind, who, what, ref). ``ref`` ties rows together: a command and
+# its acks (command_id), a headline and its scores (news_id).
+Described = tuple[str, str, str, str]
+
+
+def _describe_control(e: Control) -> Described:
+    args = " ".join(f"{k}={v}" for k, v in sorted(e.args.items()))
+    return "ctl", e.issued_by, f"{e.command} {args}".rstrip(), e.command_id
+
+
+def _describe_ack(e: ControlAck) -> Described:
+    verdict = "accepted" if e.accepted else "REFUSED"
+    return "ack", e.service, f"{verdict} {e.command}: {e.summary}", e.command_id
+
+
+def _describe_alert(e: Alert) -> Described:
+    return "alert", e.source, f"{e.severity}: {e.title}", e.alert_id
+
+
+def _describe_dead_letter(e: DeadLetter) -> Described:
+    return "dlq", e.service, f"refused {e.subject}: {e.reason}: {e.error}", e.digest
+
+
+def _describe_news(e: NewsItem) -> Described:
+    names = f" [{' '.join(e.symbols)}]" if e.symbols else ""
+    return "news", e.source, f"{e.headline}{names}", e.news_id
+
+
+def _describe_sentiment(e: SentimentScore) -> Described:
+    who = f"sentiment:{e.model_version}" if e.model_version else "sentiment"
+    return "sentiment", who, f"{e.symbol} {e.label} {e.polarity:+.2f}: {e.headline}", e.news_id
+
+
+def _describe_policy(e: PolicySignal) -> Described:
+    what = f"{e.symbol} {e.timing} at scale {e.scale:.2f} (QOS proposed {e.proposal:+d})"
+    return "policy", f"policy:{e.policy_version}", what, f"{e.symbol}:{e.score_ts}"
+
+
+DESCRIBE: dict[type, Callable[[Any], Described]] = {
+    Control: _describe_control,
+    ControlAck: _describe_ack,
+    Alert: _describe_alert,
+    DeadLetter: _describe_dead_letter,
+    NewsItem: _describe_news,
+    SentimentScore: _describe_sentiment,
+    PolicySignal: _describe_policy,
+}
+
+
+def _audit(e: Event) -> Row:
+    """One row of audit_events, for every audited type: one builder, so rows_of can still map a
+    single function over the table's mixed events."""
+    kind, who, what, ref = DESCRIBE[type(e)](e)
+    return (
+        e.ts_event // 1000 - PG_EPOCH_OFFSET_US,
+        kind,
+        subject_of(e),
+        _no_nul(who),
+        _no_nul(what),
+        _no_nul(ref),
+        event_json(e),
+        e.ts_init // 1000 - PG_EPOCH_OFFSET_US,
+    )
+
+
+def _risk_state(e: RiskState) -> Row:
+    return (
+        e.ts_event // 1000 - PG_EPOCH_OFFSET_US,
+        e.account,
+        e.instance,
+        e.seq,
+        e.mode,
+        _no_nul(e.mode_reason),
+        e.operator_mode,
+        _no_nul(e.operator_reason),
+        e.realized_pnl,
+        e.unrealized_pnl,
+        e.gross_exposure,
+        e.net_exposure,
+        e.open_orders,
+        event_json(e),
+        e.ts_init // 1000 - PG_EPOCH_OFFSET_US,
+    )
+
+
 # Time columns are written as PostgreSQL's binary timestamptz (us since 2000, see schema.pg_time),
 # computed inline: a function call per value is measurable at 400k rows/s.
 SINGLE_ROW: dict[type, tuple[str, Callable[[Any], Row]]] = {
@@ -216,6 +384,8 @@ SINGLE_ROW: dict[type, tuple[str, Callable[[Any], Row]]] = {
     OrderEvent: ("order_events", _order_event),
     Fill: ("fills", _fill),
     TcaReport: ("tca", _tca),
+    RiskState: ("risk_states", _risk_state),
+    **{kind: ("audit_events", _audit) for kind in DESCRIBE},
 }
 MULTI_ROW: dict[type, tuple[str, Callable[[Any], list[Row]]]] = {
     PositionSnapshot: ("positions", _positions),
@@ -242,7 +412,8 @@ def row_count(event: Event) -> int:
 def rows_of(events: list[Event]) -> Iterator[Row]:
     """Rows built lazily, inside the writer's COPY loop: the client would otherwise sit idle
     while the server ingests, so building them there costs no wall time (bench/recorder.py).
-    A table holds one event type, so a C-level ``map`` does the iteration."""
+    A table holds one event type (audit_events several, with one builder), so a C-level ``map``
+    does the iteration."""
     if not events:
         return iter(())
     kind = type(events[0])

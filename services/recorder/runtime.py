@@ -22,7 +22,14 @@ from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
 from proto.base import Event
 from proto.subjects import stream_of_pattern
-from services.recorder.core import RecorderCore, days_of, rows_of, table_of
+from services.recorder.core import (
+    RecorderCore,
+    core_patterns,
+    days_of,
+    durable_patterns,
+    rows_of,
+    table_of,
+)
 
 log = get_logger(__name__)
 CONSUMER = "recorder"
@@ -66,6 +73,9 @@ class RecorderApp(ServiceApp):
     def __init__(self, settings: Settings, dsn: str) -> None:
         super().__init__()
         self.settings = settings
+        # The configured subjects plus the audit trail's (refused here, at start, if they clash).
+        self.core_subjects = core_patterns(settings.recorder.core_subjects)
+        self.durable_subjects = durable_patterns(settings.recorder.durable_subjects)
         self.writer = BatchWriter(dsn, settings.db.connect_timeout_s)
         self.spill = SpillStore(settings.recorder.spill_dir)
         self.core: RecorderCore | None = None
@@ -92,7 +102,7 @@ class RecorderApp(ServiceApp):
             cfg.buffer_max_rows,
             cfg.max_durable_pending,
         )
-        for pattern in cfg.core_subjects:
+        for pattern in self.core_subjects:
             await rt.subscribe(pattern, self._on_core)
         self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
         # Durable consumers start once the committed offsets are known (the DB may be down now).
@@ -109,7 +119,7 @@ class RecorderApp(ServiceApp):
                 log.warning("database unavailable; durable consumers wait", error=str(exc)[:200])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for pattern in self.settings.recorder.durable_subjects:
+        for pattern in self.durable_subjects:
             stream = stream_of_pattern(pattern)
             assert stream is not None  # RecorderSettings validates durable_subjects
             # The database owns the position: resume right after the last committed sequence.

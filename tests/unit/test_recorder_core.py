@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
+from psycopg.types.json import Jsonb
+
 from libs.common.clock import SimClock
-from libs.common.storage.schema import PG_EPOCH_OFFSET_US, pg_time
+from libs.common.storage.schema import PG_EPOCH_OFFSET_US, TABLES_BY_NAME, pg_time
+from proto.alerts import DeadLetter
+from proto.control import Control
 from proto.execution import Fill
 from proto.market import Quote
-from services.recorder.core import RecorderCore
+from proto.news import NewsItem, SentimentScore
+from proto.orders import RiskState
+from services.recorder.core import (
+    AUDIT_CORE_SUBJECTS,
+    AUDIT_DURABLE_SUBJECTS,
+    DESCRIBE,
+    SINGLE_ROW,
+    RecorderCore,
+    build_rows,
+    core_patterns,
+    durable_patterns,
+    rows_of,
+)
 from tests.kit import stubs
 from tests.kit.samples import T0, sample_events
 
@@ -47,27 +67,22 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "fills",
         "positions",
         "tca",
+        "risk_states",
+        "audit_events",
     }
     assert set(core.ignored) == {
         "DepthUpdate",
         "FeedStatus",
         "Prediction",
         "QosScore",
-        "PolicySignal",  # derived from recorded inputs by a versioned policy
-        "RiskState",
-        "Control",
-        "ControlAck",  # kept 30 days in the ACKS stream (the audit trail is the alerts issue's)
         "Heartbeat",  # liveness, watched live by the alerts service
-        "Alert",
-        "DeadLetter",
         "TcaAggregate",  # derived, and rebuilt from the tca table
         "TcaFeedback",  # kept 30 days in the TCA stream, its audit trail
         "MarginCheck",  # request/reply, not a record
         "MarginReply",
         "SyncProbe",  # lockstep replay's request/reply
         "SyncReply",
-        "NewsItem",  # kept 30 days in the NEWS stream
-        "SentimentScore",  # kept 30 days in the NEWS stream beside its headline
+        "BrokerStatus",  # audited by what it causes: the mode change (with its reason) and the alert
     }
 
 
@@ -115,3 +130,98 @@ def test_durable_backpressure_and_core_overflow() -> None:
     assert [len(s["quotes"]) for s in spilled] == [4]
     assert core.memory_core_rows() == 4
     assert core.backlog[0].durable_rows["fills"] and core.backlog[0].n_core == 0
+
+
+def _json(value: Jsonb) -> Any:
+    """What the writer sends for a jsonb column, parsed back."""
+    assert value.dumps is not None
+    return json.loads(value.dumps(value.obj))
+
+
+def test_audited_events_say_who_did_what() -> None:
+    audited = {type(e).__name__: build_rows(e)[0] for e in sample_events() if type(e) in DESCRIBE}
+    # (kind, subject, who, what, ref): columns 1-5 of audit_events
+    assert {name: row[1:6] for name, row in audited.items()} == {
+        "Control": ("ctl", "ctl.kill", "test", "kill", "k-1"),
+        "ControlAck": ("ack", "ack.risk", "risk", "accepted kill: mode LIVE -> EMERGENCY", "k-1"),
+        "Alert": ("alert", "alert.warning", "md-gateway", "warning: feed stale", "a-1"),
+        "DeadLetter": ("dlq", "dlq.recorder", "recorder", "refused md.quote.IBM: malformed: x", "d"),
+        "NewsItem": ("news", "news.raw", "ib:BRFG", "IBM beats [IBM]", "ib:BRFG:1"),
+        "SentimentScore": (
+            "sentiment",
+            "news.sentiment.IBM",
+            "sentiment:20261129T000000-abc",
+            "IBM positive +0.80: ",
+            "ib:BRFG:1",
+        ),
+        "PolicySignal": (
+            "policy",
+            "sig.policy.IBM",
+            "policy:p1",
+            "IBM enter at scale 0.60 (QOS proposed +1)",
+            f"IBM:{T0}",
+        ),
+    }
+    row = audited["DeadLetter"]
+    assert len(row) == len(TABLES_BY_NAME["audit_events"].columns)
+    assert row[0] == pg_time(T0) and row[-1] == pg_time(T0 + 1000)
+    # The whole event as an object with its type; a dead letter's payload kept (base64).
+    assert _json(row[6]) | {"ts_event": 0} == {
+        "type": "DeadLetter",
+        "ts_event": 0,
+        "ts_init": T0 + 1000,
+        "service": "recorder",
+        "subject": "md.quote.IBM",
+        "reason": "malformed",
+        "error": "x",
+        "payload": "wQ==",
+        "digest": "d",
+    }
+
+
+def test_one_builder_serves_every_audited_type_so_rows_are_built_in_one_map() -> None:
+    assert {SINGLE_ROW[kind] for kind in DESCRIBE} == {SINGLE_ROW[Control]}
+    mixed = [e for e in sample_events() if type(e) in DESCRIBE]
+    assert [row[1] for row in rows_of(mixed)] == [DESCRIBE[type(e)](e)[0] for e in mixed]
+
+
+def test_risk_states_keep_the_mode_and_the_whole_state() -> None:
+    state = next(e for e in sample_events() if isinstance(e, RiskState))
+    (row,) = build_rows(state)
+    assert len(row) == len(TABLES_BY_NAME["risk_states"].columns)
+    assert row[1:6] == ("", "r-1", 3, "DEGRADED", "feed stale")
+    assert _json(row[13])["positions"] == {"IBM": 100.0}
+
+
+def test_audit_rows_survive_nul_nan_and_drop_embeddings() -> None:
+    """A NUL (which PostgreSQL text and jsonb refuse) or a NaN in one event must not fail its
+    batch forever; an embedding is not audit material."""
+    t = {"ts_event": T0, "ts_init": T0}
+    news = NewsItem(**t, news_id="n\x00", source="webhook", headline="bad\x00byte")
+    (row,) = build_rows(news)
+    assert row[4] == "bad\ufffdbyte" and row[5] == "n\ufffd"
+    assert _json(row[6])["headline"] == "bad\ufffdbyte"
+    score = SentimentScore(
+        **t,
+        news_id="n",
+        symbol="IBM",
+        polarity=float("nan"),
+        label="neutral",
+        probabilities=[0.3, 0.4, 0.3],
+        embedding=[0.1] * 8,
+    )
+    stored = _json(build_rows(score)[0][6])
+    assert stored["polarity"] is None and "embedding" not in stored
+    letter = DeadLetter(**t, service="x", subject="y", reason="r", error="e\x00", payload=b"\x00", digest="d")
+    assert _json(build_rows(letter)[0][6])["error"] == "e\ufffd"
+
+
+def test_the_audit_trail_is_subscribed_whatever_the_configuration() -> None:
+    defaults = ["order.>", "exec.>", "tca.>"]
+    assert durable_patterns(defaults) == defaults + list(AUDIT_DURABLE_SUBJECTS)
+    assert core_patterns(["md.quote.>"]) == ["md.quote.>", *AUDIT_CORE_SUBJECTS]
+    # A configured pattern covering an audit one stands for it (one consumer per stream)...
+    assert "risk.state" not in durable_patterns(["risk.>"])
+    assert core_patterns(["sig.>"]) == ["sig.>"]  # ...and a core one is not subscribed twice
+    with pytest.raises(ValueError, match="NEWS"):
+        durable_patterns(["news.raw"])  # would leave sentiment scores unrecorded

@@ -11,7 +11,15 @@ import psycopg
 
 from libs.common.config import DbSettings
 from libs.common.logging import get_logger
-from libs.common.storage.schema import LATER_INDEXES, LATER_TABLES, OFFSETS_TABLE, render_tables
+from libs.common.storage.schema import (
+    AUDIT_INDEXES,
+    AUDIT_TABLES,
+    LATER_INDEXES,
+    LATER_TABLES,
+    MODE_CHANGES_VIEW,
+    OFFSETS_TABLE,
+    render_tables,
+)
 
 log = get_logger(__name__)
 
@@ -38,6 +46,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         lambda mode, db: render_tables(
             mode, db.retention_days, db.compress_after_days, LATER_TABLES, LATER_INDEXES
         ),
+    ),
+    Migration(
+        4,
+        "audit trail",
+        lambda mode, db: [
+            *render_tables(mode, db.retention_days, db.compress_after_days, AUDIT_TABLES, AUDIT_INDEXES),
+            MODE_CHANGES_VIEW,
+        ],
     ),
 )
 

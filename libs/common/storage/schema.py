@@ -235,8 +235,51 @@ LATER_TABLES: tuple[Table, ...] = (
         "symbol",
     ),
 )
+# The audit trail (migration 4): what acted on the fleet and what answered. One table for every
+# kind of action, so `tradefleet audit` reads one time-ordered index; what is not in a column is
+# in ``event`` (the whole event as JSON). Every RiskState is kept, not only mode changes: they are
+# few (a fill, an approval, a mode change), they show what the gate saw at each step, and a
+# mode change is then a query (the mode_changes view) instead of the recorder remembering the
+# previous mode across restarts and redeliveries.
+AUDIT_TABLES: tuple[Table, ...] = (
+    Table(
+        "audit_events",
+        (
+            _ts("ts"),
+            _c("kind", "text NOT NULL"),
+            _c("subject", "text NOT NULL"),
+            _c("who", "text NOT NULL"),
+            _c("what", "text NOT NULL"),
+            _c("ref", "text"),
+            _c("event", "jsonb NOT NULL"),
+            _ts("ts_init"),
+        ),
+        "kind",
+    ),
+    Table(
+        "risk_states",
+        (
+            _ts("ts"),
+            _c("account", "text NOT NULL"),
+            _c("instance", "text NOT NULL"),
+            _c("seq", "int8"),
+            _c("mode", "text NOT NULL"),
+            _c("mode_reason", "text"),
+            _c("operator_mode", "text"),
+            _c("operator_reason", "text"),
+            _c("realized_pnl", "float8"),
+            _c("unrealized_pnl", "float8"),
+            _c("gross_exposure", "float8"),
+            _c("net_exposure", "float8"),
+            _c("open_orders", "int8"),
+            _c("state", "jsonb NOT NULL"),
+            _ts("ts_init"),
+        ),
+        "account",
+    ),
+)
 FIRST_TABLES = TABLES
-TABLES = FIRST_TABLES + LATER_TABLES
+TABLES = FIRST_TABLES + LATER_TABLES + AUDIT_TABLES
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
 # Lookups by key that the trading side makes (fills by order, events by order).
@@ -251,6 +294,24 @@ INDEXES: tuple[tuple[str, str], ...] = (
     ("tca", "client_order_id"),
 )
 LATER_INDEXES: tuple[tuple[str, str], ...] = (("feature_vectors", "feature_set, timeframe, ts"),)
+AUDIT_INDEXES: tuple[tuple[str, str], ...] = (
+    ("audit_events", "kind, ts"),
+    ("audit_events", "ref"),  # a command's acks by its command_id, a headline's scores by news_id
+    ("risk_states", "account, ts"),
+)
+# A mode change is the RiskState whose mode differs from the account's previous one (the first
+# state recorded counts: it is the mode the gate started in). A plain view: the same SQL for both
+# storage modes.
+MODE_CHANGES_VIEW = """
+CREATE OR REPLACE VIEW mode_changes AS
+SELECT ts, account, instance, seq, previous_mode, mode, mode_reason, operator_mode, operator_reason,
+       state, ts_init
+FROM (
+    SELECT *, lag(mode) OVER (PARTITION BY account ORDER BY ts, seq) AS previous_mode
+    FROM risk_states
+) AS states
+WHERE previous_mode IS DISTINCT FROM mode
+"""
 
 PARTITION_FUNCTION = """
 CREATE OR REPLACE FUNCTION tf_ensure_day_partition(parent text, day date) RETURNS void
