@@ -36,7 +36,7 @@ def test_every_emittable_event_finds_its_catalog_subject_from_its_fields() -> No
 
 
 def test_types_on_a_pattern_come_from_the_catalog() -> None:
-    assert types_on("exec.>") == {OrderEvent, Fill, *types_on("exec.position")}
+    assert types_on("exec.>") == {OrderEvent, Fill, *types_on("exec.position"), *types_on("exec.broker")}
     assert types_on("md.quote.*") == {Quote}
     assert types_on("feat.1m.*") == types_on("feat.*.*")
 
