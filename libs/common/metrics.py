@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from libs.common.logging import LogOnce, get_logger
+
+log = get_logger(__name__)
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -126,3 +133,53 @@ class RuntimeMetrics(Collector):
                     reason = sample.labels["reason"]
                     out[reason] = out.get(reason, 0) + int(sample.value)
         return out
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One trading figure for people (P&L, a position, the risk mode...): a sample a service's
+    ``kpis()`` reads off its state when Prometheus scrapes, never maintained on the hot path.
+
+    ``kind="counter"`` for a running total (``name`` may end in ``_total``, as exposed), so that
+    ``rate()`` and counter resets work as Prometheus expects; a gauge otherwise."""
+
+    name: str
+    help: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    kind: Literal["gauge", "counter"] = "gauge"
+
+
+class KpiCollector(Collector):
+    """Exposes ``source()`` (an app's ``kpis()``) at scrape time, each sample labelled with the
+    service like every other tf_* metric: the Prometheus job spans the whole fleet, so the
+    service label is what tells risk's positions from execution's."""
+
+    def __init__(self, service: str, source: Callable[[], Iterable[Kpi]]) -> None:
+        self.service = service
+        self.source = source
+        self._log_once = LogOnce()
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            kpis = list(self.source())
+        except Exception as exc:  # a broken KPI must not take the bus metrics down with it
+            if self._log_once.first("kpis", type(exc).__name__):
+                log.error("kpis failed (logged once per kind)", error=repr(exc), exc_info=exc)
+            return
+        families: dict[str, tuple[Metric, list[str]]] = {}
+        for k in kpis:
+            found = families.get(k.name)
+            if found is None:
+                names = ["service", *sorted(n for n in k.labels if n != "service")]
+                family: Metric = (
+                    CounterMetricFamily(k.name, k.help, labels=names)
+                    if k.kind == "counter"
+                    else GaugeMetricFamily(k.name, k.help, labels=names)
+                )
+                found = families[k.name] = (family, names)
+            family, names = found
+            values = [self.service, *(str(k.labels.get(n, "")) for n in names[1:])]
+            family.add_metric(values, float(k.value))  # type: ignore[attr-defined]
+        for family, _ in families.values():
+            yield family

@@ -20,7 +20,7 @@ from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
 from libs.common.ids import digest
 from libs.common.logging import LogOnce, get_logger
-from libs.common.metrics import RuntimeMetrics
+from libs.common.metrics import Kpi, KpiCollector, RuntimeMetrics
 from libs.common.nats_bus import NatsBus
 from libs.common.telemetry import Tracing
 from proto.alerts import DeadLetter
@@ -54,6 +54,11 @@ class ServiceApp(abc.ABC):
 
     def status(self) -> dict[str, Any]:
         return {}
+
+    def kpis(self) -> list[Kpi]:
+        """Trading figures for people on /metrics (tf_*), read off the app's state at scrape
+        time (libs.common.metrics.Kpi); none by default."""
+        return []
 
     @property
     def emitted(self) -> collections.Counter[str]:
@@ -100,6 +105,10 @@ class Runtime:
         self._http_runner: web.AppRunner | None = None
         self._dead_letters = 0
         self.app: ServiceApp | None = None
+        # At scrape time, never per message: the app's KPIs are read off its state then.
+        self.metrics.registry.register(
+            KpiCollector(service, lambda: self.app.kpis() if self.app is not None else [])
+        )
 
     # -- what services call -----------------------------------------------------------------
     async def publish(self, subject: str, event: Event) -> None:

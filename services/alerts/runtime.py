@@ -28,6 +28,7 @@ from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import AlertsSettings, Settings
 from libs.common.logging import get_logger
+from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.control import Heartbeat
@@ -216,6 +217,60 @@ class AlertsApp(ServiceApp):
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
+
+    def kpis(self) -> list[Kpi]:
+        """Alerts by source and severity, deliveries and failures per sink, and each watched
+        service's heartbeat age (label ``watched``: ``service`` is this one, as on every tf_*)."""
+        out = []
+        for key, n in sorted(self.core.produced.items()):
+            source, _, severity = key.rpartition("/")  # "source/severity"
+            out.append(
+                Kpi(
+                    "tf_alerts_produced_total",
+                    "Alerts taken, by source and severity",
+                    n,
+                    {"source": source, "severity": severity},
+                    "counter",
+                )
+            )
+        for sink in self.sinks:  # every sink, so a quiet one reads 0 rather than no data
+            out.append(
+                Kpi(
+                    "tf_alerts_delivered_total",
+                    "Messages delivered, by sink",
+                    self.delivered[sink.name],
+                    {"sink": sink.name},
+                    "counter",
+                )
+            )
+            out.append(
+                Kpi(
+                    "tf_alerts_failed_total",
+                    "Messages given up, by sink",
+                    self.failed[sink.name],
+                    {"sink": sink.name},
+                    "counter",
+                )
+            )
+        now = self.absence.clock.now_ns()
+        for service, seen in sorted(self.absence.seen.items()):
+            out.append(
+                Kpi(
+                    "tf_heartbeat_age_seconds",
+                    "Seconds since the service's last heartbeat",
+                    (now - seen.at_ns) / SECOND_NS,
+                    {"watched": service},
+                )
+            )
+            out.append(
+                Kpi(
+                    "tf_service_absent",
+                    "1 while the service is declared absent",
+                    1.0 if seen.absent_since else 0.0,
+                    {"watched": service},
+                )
+            )
+        return out
 
     def status(self) -> dict[str, Any]:
         return {

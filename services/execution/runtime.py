@@ -20,6 +20,7 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.ib.windows import parse_windows
 from libs.common.logging import get_logger
+from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
@@ -225,6 +226,42 @@ class ExecutionApp(ServiceApp):
             if task is not None:
                 task.cancel()
         self.journal.close()
+
+    def kpis(self) -> list[Kpi]:
+        """The gateway's own books for people: fills, orders, the kill switch, positions and
+        P&L as the venue filled them (the risk gate's view is on its own /metrics)."""
+        core = self.core
+        out = [
+            Kpi("tf_fills_total", "Fills published", self.emitted["Fill"], kind="counter"),
+            Kpi("tf_orders_sent_total", "Orders sent to the broker", core.stats["sent"], kind="counter"),
+            Kpi(
+                "tf_broker_rejects_total",
+                "Orders the broker rejected",
+                core.stats["broker_rejects"],
+                kind="counter",
+            ),
+            Kpi(
+                "tf_orders_open",
+                "Orders not yet terminal",
+                sum(1 for o in core.orders.values() if not o.terminal),
+            ),
+            Kpi("tf_kill_switch", "1 while the kill switch holds", 1.0 if core.killed else 0.0),
+            Kpi(
+                "tf_pnl_realized_usd",
+                "Realized P&L, commissions included (USD)",
+                sum(p.realized for p in core.positions.values()),
+            ),
+            Kpi(
+                "tf_pnl_unrealized_usd",
+                "Open P&L at the last quotes (USD)",
+                sum(p.unrealized for p in core.positions.values()),
+            ),
+        ]
+        out += [
+            Kpi("tf_position_shares", "Signed position per symbol", p.quantity, {"symbol": s})
+            for s, p in sorted(core.positions.items())
+        ]
+        return out
 
     def status(self) -> dict[str, Any]:
         positions = {s: p.quantity for s, p in self.core.positions.items() if p.quantity}

@@ -8,6 +8,7 @@ from typing import Any
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.metrics import Kpi
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
@@ -102,6 +103,41 @@ class FastlaneApp(ServiceApp):
     async def stop(self) -> None:
         if self._reloader is not None:
             self._reloader.cancel()
+
+    def kpis(self) -> list[Kpi]:
+        """Per horizon served: quarantined or not, and the last drift check's worst PSI (absent
+        until a check has run: too few vectors yet is no drift)."""
+        core = self.core
+        if core is None:
+            return []
+        out = [Kpi("tf_predictions_total", "Predictions published", core.predictions, kind="counter")]
+        for h, m in sorted(core.models.items()):
+            out.append(
+                Kpi(
+                    "tf_model_quarantined",
+                    "1 while the horizon's model is quarantined",
+                    float(m.quarantined),
+                    {"horizon": h},
+                )
+            )
+            if m.drift.last is not None:
+                out.append(
+                    Kpi(
+                        "tf_model_drift_psi",
+                        "Worst feature PSI of the last drift check",
+                        m.drift.last.max_psi,
+                        {"horizon": h},
+                    )
+                )
+                out.append(
+                    Kpi(
+                        "tf_model_drift_ks",
+                        "Score KS distance of the last drift check",
+                        m.drift.last.ks,
+                        {"horizon": h},
+                    )
+                )
+        return out
 
     def status(self) -> dict[str, Any]:
         core = self.core

@@ -3,20 +3,29 @@ denials and risk.state out. Only this service publishes order.approved."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from libs.common.bus import Delivery
 from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
 from proto.control import Control
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.market import FeedStatus, Quote
-from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
+from proto.orders import (
+    MarginCheck,
+    MarginReply,
+    OrderApproved,
+    OrderDenied,
+    OrderIntent,
+    RiskMode,
+    RiskState,
+)
 from services.risk.core import RiskCore
 
 log = get_logger(__name__)
@@ -133,6 +142,57 @@ class RiskApp(ServiceApp):
                 self.core.books.realized - self.core.books.day_realized_start + self.core.books.unrealized, 2
             ),
         }
+
+    def kpis(self) -> list[Kpi]:
+        """The gate's view for people: mode, P&L, positions, how much of each limit is used and
+        the denials by code. Read only: the day's P&L is computed here as status() does, not
+        through the core's _day_pnl (which moves the day's peak)."""
+        core, b, lim = self.core, self.core.books, self.core.limits
+        day_pnl = b.realized - b.day_realized_start + b.unrealized
+        out = [
+            Kpi(
+                "tf_risk_mode",
+                "1 for the risk gate's current mode",
+                1.0 if core.mode == m else 0.0,
+                {"mode": m},
+            )
+            for m in get_args(RiskMode)
+        ]
+        out += [
+            Kpi("tf_pnl_realized_usd", "Realized P&L, commissions included (USD)", b.realized),
+            Kpi("tf_pnl_unrealized_usd", "Open P&L at the last mids the gate saw (USD)", b.unrealized),
+            Kpi("tf_pnl_day_usd", "The day's P&L: realized since the day began plus open (USD)", day_pnl),
+        ]
+        out += [
+            Kpi("tf_position_shares", "Signed position per symbol", p.quantity, {"symbol": s})
+            for s, p in sorted(b.positions.items())
+        ]
+        # The limits the gate checks each entry against, as a share of each (1 = at the limit).
+        usage = {
+            "daily_loss": max(0.0, -day_pnl) / lim.daily_loss_limit,
+            "gross_exposure": b.gross / lim.max_gross_exposure,
+            "net_exposure": abs(b.net) / lim.max_net_exposure,
+            "open_orders": len(b.orders) / lim.max_open_orders,
+        }
+        out += [
+            Kpi("tf_limit_usage_ratio", "Share of a risk limit in use (1 = at the limit)", v, {"limit": k})
+            for k, v in usage.items()
+        ]
+        out += [
+            Kpi(
+                "tf_denials_total",
+                "Intents denied, by code",
+                n,
+                {"code": k.removeprefix("denied_")},
+                "counter",
+            )
+            for k, n in sorted(core.stats.items())
+            if k.startswith("denied_")
+        ]
+        out.append(
+            Kpi("tf_approvals_total", "Intents approved", self.emitted["OrderApproved"], kind="counter")
+        )
+        return out
 
     def _book(self) -> dict[str, dict[str, float]]:
         """Each symbol the gate has a position or P&L in, marked at the last mid it saw."""

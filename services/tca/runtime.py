@@ -8,6 +8,7 @@ from typing import Any
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
+from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.execution import Fill, OrderEvent
 from proto.market import FeedStatus, Quote
@@ -70,6 +71,36 @@ class TcaApp(ServiceApp):
             self.reports.append(report)
             await self.rt.emit(report)
             await self.rt.emit_all(self.book.add(report, self.rt.now_ns()))
+
+    def kpis(self) -> list[Kpi]:
+        """Slippage for people: the quantity-weighted means over the filled reports (the same
+        figures as status()), and how many reports and alerts there were."""
+        st = self.status()
+        return [
+            Kpi(
+                "tf_tca_reports_total",
+                "TCA reports (one per parent order done)",
+                st["reports"],
+                kind="counter",
+            ),
+            Kpi(
+                "tf_tca_shortfall_bps",
+                "Mean implementation shortfall of filled orders (bps)",
+                st["mean_shortfall_bps"],
+            ),
+            Kpi("tf_tca_cost_bps", "Mean all-in cost of filled orders (bps)", st["mean_cost_bps"]),
+            Kpi(
+                "tf_tca_effective_spread_bps",
+                "Mean effective spread of filled orders (bps)",
+                st["mean_effective_spread_bps"],
+            ),
+            Kpi(
+                "tf_tca_commission_usd",
+                "Commissions of the reported orders (USD)",
+                st["commission"],
+                kind="counter",
+            ),
+        ]
 
     def status(self) -> dict[str, Any]:
         filled = [r for r in self.reports if r.fill_ratio > 0]
