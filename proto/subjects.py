@@ -90,7 +90,7 @@ def subject_token(value: str) -> str:
 # reproducible). The recorder only writes and TCA's feedback is off by default, so a lockstep
 # replay waits for neither.
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("recorder", "writes md, exec and TCA events to TimescaleDB", 2),
+    ServiceSpec("recorder", "writes md, exec and TCA events, and the audit trail, to TimescaleDB", 2),
     ServiceSpec("tca", "slippage and cost analysis", 4, spine=True),
     ServiceSpec("execution", "the only service that talks to the broker", 4, spine=True, lockstep=True),
     ServiceSpec("risk", "fail-closed risk gate", 4, spine=True, lockstep=True),
@@ -178,7 +178,14 @@ CATALOG: tuple[SubjectSpec, ...] = (
         "tca.feedback.{symbol}", (TcaFeedback,), _J, "tca", "how to work market orders, from cost", "TCA"
     ),
     SubjectSpec("alert.{severity}", (Alert,), _J, ANY_SERVICE, "alerts for people", "ALERTS"),
-    SubjectSpec("ctl.{command}", (Control,), _J, "control", "operator commands", "CONTROL"),
+    SubjectSpec(
+        "ctl.{command}",
+        (Control,),
+        _J,
+        ANY_SERVICE,
+        "operator commands: tradefleet ctl, the Telegram desk, the panic file (and the control API)",
+        "CONTROL",
+    ),
     SubjectSpec(
         "ack.{service}",
         (ControlAck,),
