@@ -136,6 +136,7 @@ class RiskCore:
         self._today: collections.Counter[str] = collections.Counter()
         self._denials_today: collections.Counter[str] = collections.Counter()
         self._summarized: set[int] = set()
+        self._last_market_ns = 0  # the latest market time seen (a replay's end summarizes its day)
         self._commissions_today = 0.0
         self._limits_hit: set[tuple[str, int]] = set()  # (code, NY day) already alerted
         self.books = _Books()
@@ -166,6 +167,7 @@ class RiskCore:
 
     def on_quote(self, q: Quote) -> None:
         self.books.quotes[q.symbol] = _Quote(q.bid, q.ask, q.ts_event)
+        self._last_market_ns = q.ts_event
         pos = self.books.positions.get(q.symbol)
         if pos is not None and pos.quantity:
             self._totals_without(pos)
@@ -257,6 +259,9 @@ class RiskCore:
         """A feed down (per source and symbol) is a cause for DEGRADED until that same feed is
         up again; a source's session-level recovery clears its causes (its symbols are
         resubscribed, and any still stale will be reported again)."""
+        if s.state == "replay_finished" and self._last_market_ns:
+            self._summarize(self._last_market_ns)  # a replay's day ends with its data, not at a bar
+            return []
         source = _feed_source(s.source)
         key = f"feed:{source}:{s.symbol}"
         before = self.mode
@@ -401,9 +406,14 @@ class RiskCore:
     def on_clock(self, ts: int) -> None:
         """Market time passed ``ts`` (a bar closed): at the session's close, the day's summary for
         people, once a day, when the gate saw anything that day."""
+        self._last_market_ns = max(self._last_market_ns, ts)
+        session = self.calendar.session(ny_day_ordinal(ts))
+        if session is not None and ts >= session.close_ns:
+            self._summarize(ts)
+
+    def _summarize(self, ts: int) -> None:
         day = ny_day_ordinal(ts)
-        session = self.calendar.session(day)
-        if session is None or ts < session.close_ns or day in self._summarized:
+        if day in self._summarized:
             return
         self._summarized.add(day)
         self._roll_day(ts)

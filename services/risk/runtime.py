@@ -94,7 +94,7 @@ class RiskApp(ServiceApp):
             self.core.on_volatility(v.symbol, atr)
 
     async def _on_event(self, d: Delivery[Event]) -> None:
-        await self._publish(self.core.on_event(d.event))
+        await self._publish([*self.core.on_event(d.event), *self.core.take_alerts()])
 
     async def _on_intent(self, d: Delivery[OrderIntent]) -> None:
         intent = d.event

@@ -494,3 +494,14 @@ def test_the_close_brings_the_days_summary_once() -> None:
     assert "1 approved, denials: none; mode LIVE" in summary.title
     core.on_clock(close + 60 * S)
     assert core.take_alerts() == []  # once a day
+
+
+def test_a_replay_that_ends_before_the_close_still_summarizes_its_day() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+    quote(core, ts=T0 + 9 * S)
+    core.on_event(
+        FeedStatus(ts_event=T0 + 10 * S, ts_init=0, source="replay:1", state="replay_finished", seq=9)
+    )
+    (summary,) = core.take_alerts()
+    assert summary.title.startswith("day summary: realized P&L -1.00 USD, open ")
