@@ -148,6 +148,8 @@ class Heartbeat(Event, frozen=True, kw_only=True):
     instance: int  # when this process started (ns): a restart is a new instance
     seq: int
     stopping: bool = False
+    #: which replica of a partitioned service ("0,1/4": partitions 0 and 1 of 4); "" for one
+    replica: str = ""
 
 
 class SyncProbe(Event, frozen=True, kw_only=True):

@@ -107,6 +107,9 @@ class RiskState(DurableEvent, frozen=True, kw_only=True):
     cooldown_until_ns: int = 0
     day_trade_days: list[int] = []
     recent_approvals_ns: list[int] = []
+    #: the causes holding the mode ("key": "MODE|why"); a restart resumes those only an operator
+    #: clears (a reconciliation mismatch)
+    causes: dict[str, str] = {}
 
     def dedupe_key(self) -> str:
         return f"risk:{self.instance}:{self.seq}"

@@ -586,7 +586,8 @@ class EmailSettings(Section):
 
 
 def _default_floors() -> dict[str, AlertSeverity]:
-    return {"telegram": "warning", "email": "warning"}
+    # Email takes the informational too (the day's summary at the close); Telegram pages people.
+    return {"telegram": "warning", "email": "info"}
 
 
 class AlertsSettings(Section):

@@ -281,6 +281,13 @@ class Runtime:
         await self.shutdown()
         return 0
 
+    def _replica(self) -> str:
+        """Replicas of a partitioned service each say which: one dying is not hidden by another."""
+        p = self.settings.partition
+        if p.count <= 1 or not p.owned:
+            return ""
+        return f"{','.join(map(str, sorted(p.owned)))}/{p.count}"
+
     def _start_heartbeat(self) -> asyncio.Task[None] | None:
         """Only on NATS: an in-process bus (the backtest) has nobody to watch for silence; nor in
         lockstep, where every message a service sends counts in the replay's quiet check."""
@@ -305,6 +312,7 @@ class Runtime:
             instance=self.started_ns,
             seq=self._heartbeats,
             stopping=stopping,
+            replica=self._replica(),
         )
         try:
             await self.emit(beat)

@@ -33,12 +33,13 @@ class AbsenceWatch:
 
     def on_heartbeat(self, hb: Heartbeat) -> list[Alert]:
         now = self.clock.now_ns()
-        before = self.seen.get(hb.service)
+        who = f"{hb.service}[{hb.replica}]" if hb.replica else hb.service  # each replica on its own
+        before = self.seen.get(who)
         back = before is not None and before.absent_since
         if hb.stopping:
-            self.seen.pop(hb.service, None)
+            self.seen.pop(who, None)
         else:
-            self.seen[hb.service] = _Seen(now, hb.instance)
+            self.seen[who] = _Seen(now, hb.instance)
         if not back:
             return []
         assert before is not None
@@ -47,9 +48,9 @@ class AbsenceWatch:
         return [
             self._alert(
                 "warning",
-                f"recovered:{hb.service}",
-                f"{hb.service} is back after {silent_s:.0f} s of silence ({how})",
-                hb.service,
+                f"recovered:{who}",
+                f"{who} is back after {silent_s:.0f} s of silence ({how})",
+                who,
                 now,
                 {"instance": str(hb.instance), "silent_s": f"{silent_s:.1f}"},
             )

@@ -123,6 +123,8 @@ class AlertsCore:
             fold = self.folds[key] = _Fold(key, alert, now + self.window_ns, now + wait)
         elif fold.count:
             self.stats["folded"] += 1
+        if alert.severity == "critical":
+            fold.flush_at = now  # critical always goes out at once, a repeat in the window too
         fold.hold(alert, ref, now)
         return self.due()
 

@@ -96,7 +96,13 @@ class AlertsApp(ServiceApp):
         self._tasks.append(asyncio.create_task(self._tick(), name="alerts-tick"))
         self._tasks.append(asyncio.create_task(self._keep_alive(), name="alerts-in-progress"))
         await rt.subscribe(
-            "alert.>", self._on_alert, types=Alert, durable="alerts", manual_ack=True, ack_wait_s=ACK_WAIT_S
+            "alert.>",
+            self._on_alert,
+            types=Alert,
+            durable="alerts",
+            manual_ack=True,
+            ack_wait_s=ACK_WAIT_S,
+            new_only=True,  # a first start tells people what happens from now, not the stream's week
         )
         self.absence.clock = rt.clock
         await rt.subscribe("hb.>", self._on_heartbeat, types=Heartbeat)
@@ -120,16 +126,24 @@ class AlertsApp(ServiceApp):
         await self._raise(self.absence.on_heartbeat(d.event))
 
     async def _raise(self, alerts: list[Alert]) -> None:
-        """On the bus like any service's: stored in ALERTS, and back to this service's consumer."""
+        """On the bus like any service's: stored in ALERTS, and back to this service's consumer.
+        When the bus refuses (the very outage that silenced the heartbeats), straight to the sinks."""
         for alert in alerts:
             log.warning(alert.title, **alert.labels)
-            await self.rt.emit(alert)
+            try:
+                await self.rt.emit(alert)
+            except Exception as exc:
+                log.error("alert not published; delivered directly", error=repr(exc))
+                await self._dispatch(self.core.take(alert, f"local:{alert.alert_id}"))
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self._raise(self.absence.check())
-            await self._dispatch(self.core.due())
+            try:  # one bad turn must not end the watch (nothing would be flushed or detected again)
+                await self._raise(self.absence.check())
+                await self._dispatch(self.core.due())
+            except Exception as exc:
+                log.error("alerts tick failed", error=repr(exc), exc_info=exc)
 
     async def _keep_alive(self) -> None:
         """An alert held for its window or waiting for a sink to come back is still being
@@ -153,7 +167,12 @@ class AlertsApp(ServiceApp):
         while True:
             job = await queue.get()
             try:
-                failure = await self._deliver(sink, job.outgoing.message)
+                try:
+                    failure = await self._deliver(sink, job.outgoing.message)
+                except Exception as exc:  # not a SinkError: a bug or a library's surprise, given up
+                    failure = f"failed: {exc!r}"
+                    self.failed[sink.name] += 1
+                    log.error("alert sink failed unexpectedly", sink=sink.name, error=repr(exc), exc_info=exc)
                 if failure:
                     await self._said_elsewhere(sink.name, job.outgoing.message, failure)
                 job.pending.discard(sink.name)

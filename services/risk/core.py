@@ -673,6 +673,7 @@ class RiskCore:
             cooldown_until_ns=b.cooldown_until,
             day_trade_days=list(b.day_trades),
             recent_approvals_ns=list(b.approvals),
+            causes={key: f"{mode}|{why}" for key, (mode, why) in self.causes.items()},
         )
 
     # -- restart ---------------------------------------------------------------------------------
@@ -680,6 +681,14 @@ class RiskCore:
         """The operator's mode comes back as it was set (OBSERVE stays OBSERVE, a kill stays
         EMERGENCY); causes are not restored: a feed still down says so again. A state from before
         the operator mode was recorded restores EMERGENCY only."""
+        # A mismatch is cleared by an operator only: it holds across the restart. Other causes
+        # are seen again (the feed's and the broker link's state are read back at start).
+        for key, held in state.causes.items():
+            mode, _, why = held.partition("|")
+            if key == "broker-mismatch" and mode in MODE_RANK:
+                self.causes[key] = (mode, why)  # type: ignore[assignment]
+                done.append("the reconciliation mismatch")
+        self._settle_mode()
         operator = state.operator_mode or ("EMERGENCY" if state.mode == "EMERGENCY" else "")
         if operator in MODE_RANK and operator != self.operator_mode:
             reason = state.operator_reason or state.mode_reason

@@ -74,6 +74,10 @@ class RiskApp(ServiceApp):
         snap = snapshot[0] if snapshot else None
         last_state = state[0] if state else None
         done = self.core.restore(snap, last_state)
+        broker = await rt.last("exec.broker", BrokerStatus)
+        if broker is not None and broker[0].state == "disconnected":  # still down, as last said
+            self.core.on_broker(broker[0])
+            done.append("the broker link down, from exec.broker")
         if snap is not None and snapshot is not None and snap.account == self.core.account:
             self.skip_exec_through = snapshot[1]  # fills up to it are in the snapshot already
         if done:
@@ -92,6 +96,9 @@ class RiskApp(ServiceApp):
         v = d.event
         if (atr := self.atr_of(v)) is not None:
             self.core.on_volatility(v.symbol, atr)
+        self.core.on_clock(v.ts_event)  # a bar at the close: the day's summary
+        if alerts := self.core.take_alerts():
+            await self._publish(list(alerts))
 
     async def _on_event(self, d: Delivery[Event]) -> None:
         await self._publish([*self.core.on_event(d.event), *self.core.take_alerts()])

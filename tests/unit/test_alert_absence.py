@@ -40,3 +40,16 @@ def test_a_clean_stop_is_not_an_absence_and_unknown_services_are_not_expected() 
     watch.on_heartbeat(beat("risk", seq=2, stopping=True))
     clock.advance(60 * SECOND_NS)
     assert watch.check() == []
+
+
+def test_each_replica_of_a_partitioned_service_is_watched_on_its_own() -> None:
+    clock = SimClock(T0)
+    watch = AbsenceWatch(10.0, clock)
+    a = Heartbeat(ts_event=T0, ts_init=T0, service="features", instance=1, seq=1, replica="0/2")
+    b = Heartbeat(ts_event=T0, ts_init=T0, service="features", instance=2, seq=1, replica="1/2")
+    watch.on_heartbeat(a)
+    watch.on_heartbeat(b)
+    clock.advance(11 * SECOND_NS)
+    watch.on_heartbeat(b)  # replica 1 lives on; replica 0 died
+    (absent,) = watch.check()
+    assert absent.title.startswith("features[0/2] silent")

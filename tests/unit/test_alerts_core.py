@@ -116,3 +116,11 @@ def test_a_critical_alert_is_never_muted_and_a_past_time_lifts_a_mute() -> None:
     c.mute("fastlane:fast-lane model 60m quarantined: input drift", T0 + SECOND_NS)
     (quiet,) = c.take(alert(1, dedupe=""), ref="k")
     assert quiet.sinks == () and c.stats["muted"] == 1
+
+
+def test_a_repeat_critical_in_the_window_goes_out_at_once_too() -> None:
+    c, clock = core()
+    (first,) = c.take(alert(0, "critical", dedupe="absent:md"), ref=0)
+    clock.advance(60 * SECOND_NS)
+    (again,) = c.take(alert(1, "critical", dedupe="absent:md"), ref=1)
+    assert first.refs == [0] and again.refs == [1]  # not held to the window's end

@@ -60,3 +60,12 @@ def test_a_lost_link_degrades_the_gate_until_it_is_back_and_reconciled() -> None
     assert gate.mode == "DEGRADED" and gate.mode_reason.startswith("broker link down")
     gate.on_event(BrokerStatus(ts_event=2, ts_init=2, broker="ib:1", state="reconciled", seq=2))
     assert gate.mode == "LIVE"
+
+
+def test_a_gate_restarted_after_a_mismatch_stays_in_emergency() -> None:
+    gate = cores.risk(SimClock(int(T0_S * 1e9)))
+    gate.on_event(BrokerStatus(ts_event=1, ts_init=1, broker="ib:1", state="mismatch", seq=1, detail="x"))
+    state = gate.state(int(T0_S * 1e9))
+    after = cores.risk(SimClock(int(T0_S * 1e9)))
+    after.restore(None, state)
+    assert after.mode == "EMERGENCY" and after.mode_reason.startswith("reconciliation mismatch")
