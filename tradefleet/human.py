@@ -6,7 +6,6 @@ check what a reader sees without starting a fleet.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from libs.common.markettime import NEW_YORK, parse_duration_ns
+from libs.common.markettime import ny_text, parse_duration_ns
 
 # Quotes the gateway drops as a matter of course, not because the data is bad: a locked book
 # (bid == ask) is ordinary in a consolidated feed and cannot be traded against at a spread.
@@ -24,7 +23,7 @@ ORDINARY_DROPS = frozenset({"locked"})
 def ny_clock(ns: int | None) -> str:
     if not ns:
         return "--:--:--"
-    return dt.datetime.fromtimestamp(ns / 1e9, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S ET")
+    return ny_text(ns, "%Y-%m-%d %H:%M:%S ET")
 
 
 def split_drops(bad: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:

@@ -22,6 +22,7 @@ from nats.js import api as js_api
 
 from libs.common import codec
 from libs.common.markettime import NEW_YORK as NY
+from libs.common.markettime import ny_datetime
 from proto.subjects import stream_of_pattern
 from tradefleet.reach import Target, connect
 
@@ -59,7 +60,7 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 def ny_time(ns: int) -> str:
     """2013-10-08 09:31:00.123 in New York time."""
-    stamp = dt.datetime.fromtimestamp(ns / 1e9, NY)
+    stamp = ny_datetime(ns)
     return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
 
 

@@ -24,6 +24,15 @@ def ny_time_ns(date_yyyymmdd: str, hh_mm: str) -> int:
     return int(day.timestamp()) * NS
 
 
+def ny_datetime(ts_ns: int) -> dt.datetime:
+    """The New York wall time of a Unix ns timestamp (what every time shown to a person is)."""
+    return dt.datetime.fromtimestamp(ts_ns / NS, tz=NEW_YORK)
+
+
+def ny_text(ts_ns: int, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return ny_datetime(ts_ns).strftime(fmt)
+
+
 def ny_day_of(ts_ns: int) -> tuple[int, int]:
     """(midnight, next midnight) in Unix ns of the New York day holding ts_ns."""
     local = dt.datetime.fromtimestamp(ts_ns / NS, tz=NEW_YORK)

@@ -3,13 +3,12 @@ and returns by prediction decile (what the training report and the registry reco
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
 import numpy as np
 
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import ny_datetime
 from proto.units import BPS
 
 DECILES = 10
@@ -19,7 +18,7 @@ RESAMPLES = 500
 
 def ny_iso(ts_ns: int) -> str:
     """A moment in New York time with its offset (the session, and the backtest, are in NY time)."""
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK).isoformat(timespec="seconds")
+    return ny_datetime(ts_ns).isoformat(timespec="seconds")
 
 
 def rank_auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:

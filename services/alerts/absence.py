@@ -8,11 +8,10 @@ alert. A clean stop says so in its last heartbeat, and the silence after it is n
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from libs.common.clock import Clock
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import ny_text
 from proto.alerts import Alert
 from proto.control import Heartbeat
 from proto.units import SECOND_NS
@@ -63,7 +62,7 @@ class AbsenceWatch:
         for service, seen in self.seen.items():
             if not seen.absent_since and now - seen.at_ns > self.limit_ns:
                 seen.absent_since = now
-                last = dt.datetime.fromtimestamp(seen.at_ns / 1e9, NEW_YORK).strftime("%H:%M:%S")
+                last = ny_text(seen.at_ns, "%H:%M:%S")
                 out.append(
                     self._alert(
                         "critical",

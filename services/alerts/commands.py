@@ -21,14 +21,13 @@ the operator sent it, so the receivers' age check (``proto.control.refusal``) tu
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from libs.common.clock import Clock
 from libs.common.ids import new_id
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import ny_datetime
 from proto.control import RESPONDERS, Command, Control, ControlAck, control_arg_problems
 from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
 from proto.orders import RiskState
@@ -290,8 +289,8 @@ class OperatorCommands:
 
     def _when(self, ts_ns: int) -> str:
         """New York time; with the date when it is not today's."""
-        at = dt.datetime.fromtimestamp(ts_ns / SECOND_NS, NEW_YORK)
-        today = dt.datetime.fromtimestamp(self.clock.now_ns() / SECOND_NS, NEW_YORK).date()
+        at = ny_datetime(ts_ns)
+        today = ny_datetime(self.clock.now_ns()).date()
         return at.strftime("%H:%M:%S ET" if at.date() == today else "%Y-%m-%d %H:%M ET")
 
 

@@ -9,12 +9,11 @@ up at once on the second, counting and saying so on the other sinks.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import ny_text
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -48,7 +47,7 @@ class Message:
     def when(self) -> str:
         if not self.last_ns:
             return ""
-        return dt.datetime.fromtimestamp(self.last_ns / 1e9, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S ET")
+        return ny_text(self.last_ns, "%Y-%m-%d %H:%M:%S ET")
 
     def text(self) -> str:
         """Plain text: the headline, the body, the labels, when."""

@@ -271,6 +271,7 @@ class MdGatewayApp(ServiceApp):
         await self._status("replay_started", detail=self.provider.name)
         self.started_at = time.monotonic()
         first_ts: int | None = None
+        last_ts = self.market_ns
         origin = self.started_at
         second = minute = 0
         n = 0
@@ -279,7 +280,7 @@ class MdGatewayApp(ServiceApp):
                 return
             if until is not None and rec[1] >= until:
                 break
-            self.market_ns = rec[1]
+            last_ts = rec[1]  # a local per record; self.market_ns (for /status) at yields and waits
             if speed > 0 and rec[1] >= pace_from:
                 if first_ts is None:
                     first_ts, origin = rec[1], time.monotonic()  # time is kept from here
@@ -290,6 +291,7 @@ class MdGatewayApp(ServiceApp):
                     self.quiet_skipped_s += wait * speed
                     wait = 0.0
                 if wait > 0.001:
+                    self.market_ns = last_ts
                     await bus.flush()
                     await asyncio.sleep(wait)
             if rec[0] == "N":  # a headline: after every market event before it, on JetStream
@@ -317,9 +319,11 @@ class MdGatewayApp(ServiceApp):
                     await publish(subject, event)
             n += 1
             if n % YIELD_EVERY == 0:
+                self.market_ns = last_ts
                 await asyncio.sleep(0)
                 if n % PROGRESS_EVERY == 0 and not lockstep:
                     await self._status("replay_progress", detail=f"{n} records")
+        self.market_ns = last_ts
         await bus.flush()
         if lockstep:
             await self._settle()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from libs.common.markettime import NEW_YORK
+from libs.common.markettime import ny_datetime, ny_text
 from tradefleet.backtest.ledger import Ledger
 from tradefleet.backtest.metrics import MINUTES_PER_YEAR, NS_PER_MIN
 from tradefleet.backtest.roundtrips import RoundTrip
@@ -33,11 +33,11 @@ WORST_DRAWDOWNS = 5
 def ny_time(ts_ns: int, seconds: bool = True) -> str:
     """New York wall time, the market's."""
     fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, NEW_YORK).strftime(fmt)
+    return ny_text(ts_ns, fmt)
 
 
 def ny_date(ts_ns: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, NEW_YORK).date()
+    return ny_datetime(ts_ns).date()
 
 
 def _num(x: float | None, digits: int = 6) -> float | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import calendar
 import collections
-import datetime as dt
 import html
 import json
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from libs.common.markettime import NEW_YORK, ny_midnight_ns
+from libs.common.markettime import ny_midnight_ns, ny_text
 from libs.common.secrets import mask_url
 from proto.units import BPS
 from services.execution.commissions import commission_model
@@ -323,7 +322,7 @@ EVENT_COLORS = {
 
 def _dt(ts: np.ndarray | list[int]) -> list[str]:
     """New York wall time, the market's (plot axes say so)."""
-    return [dt.datetime.fromtimestamp(int(t) / 1e9, NEW_YORK).strftime("%Y-%m-%d %H:%M:%S") for t in ts]
+    return [ny_text(int(t)) for t in ts]
 
 
 def _figures(report: dict[str, Any], plots: dict[str, Any], ledger: Ledger) -> list[tuple[str, Any]]:
