@@ -5,10 +5,12 @@ without a duplicate; killed in the middle of a burst of approvals, it loses none
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,25 @@ def _start(name: str, nats_url: str, tmp: Path, port: int, **extra: str) -> subp
     proc = start_service(name, env, tmp / f"{name}.log")
     wait_until(lambda: http_json(port, "/readyz")[0] == 200, 60, what=f"{name} ready")
     return proc
+
+
+@contextlib.contextmanager
+def _risk_and_execution(
+    tmp: Path, **extra: str
+) -> Iterator[tuple[str, dict[str, int], dict[str, subprocess.Popen[bytes]]]]:
+    """risk and execution as processes on a NATS of their own; every process (restarted ones
+    too: the dict is the caller's to update) stopped at the end."""
+    server = start_nats(tmp / "nats")
+    ports = {"risk": free_port(), "execution": free_port()}
+    procs = {name: _start(name, server.url, tmp, port, **extra) for name, port in ports.items()}
+    try:
+        yield server.url, ports, procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        server.stop()
 
 
 async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_restart(tmp_path: Path) -> None:
@@ -349,13 +370,9 @@ async def test_with_broker_what_if_on_and_no_broker_to_answer_entries_are_denied
 async def test_the_panic_file_kills_cancels_flattens_and_puts_the_gate_in_emergency(tmp_path: Path) -> None:
     """Touching the panic file does what ctl.kill does, and flattens (seed 003): the gateway acts
     at once on its own, and tells the risk gate over the bus."""
-    server = start_nats(tmp_path / "nats")
-    ports = {"risk": free_port(), "execution": free_port()}
     panic = tmp_path / "PANIC"
-    extra = {"TRADEFLEET_EXECUTION__PANIC_FILE": str(panic)}
-    procs = {name: _start(name, server.url, tmp_path, port, **extra) for name, port in ports.items()}
-    try:
-        async with Desk(server.url) as desk:
+    with _risk_and_execution(tmp_path, TRADEFLEET_EXECUTION__PANIC_FILE=str(panic)) as (url, ports, _):
+        async with Desk(url) as desk:
             await desk.tick(3)
             await desk.intent("p-1", qty=100)
             held = client_order_id_for("p-1")
@@ -387,21 +404,12 @@ async def test_the_panic_file_kills_cancels_flattens_and_puts_the_gate_in_emerge
             assert execution["killed"] and execution["positions"] == {}
             # it heard its own kill back on the bus and did not flatten twice
             assert execution["stats"]["control_duplicate"] == 1 and execution["stats"]["control_kill"] == 1
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(20)
-        server.stop()
 
 
 async def test_a_gate_restarted_after_the_daily_loss_limit_keeps_denying_entries(tmp_path: Path) -> None:
-    server = start_nats(tmp_path / "nats")
-    ports = {"risk": free_port(), "execution": free_port()}
     limits = {"TRADEFLEET_RISK__DAILY_LOSS_LIMIT": "3"}  # one round trip at the touch loses 4
-    procs = {name: _start(name, server.url, tmp_path, port, **limits) for name, port in ports.items()}
-    try:
-        async with Desk(server.url) as desk:
+    with _risk_and_execution(tmp_path, **limits) as (url, ports, procs):
+        async with Desk(url) as desk:
             await desk.tick(3)
             await desk.intent("d-1", qty=100)
             await desk.until(lambda: desk.of(Fill, client_order_id_for("d-1")), "bought")
@@ -419,12 +427,6 @@ async def test_a_gate_restarted_after_the_daily_loss_limit_keeps_denying_entries
             await asyncio.sleep(0.3)  # its state and the execution's snapshot are stored
             procs["risk"].send_signal(signal.SIGKILL)
             procs["risk"].wait(10)
-            procs["risk"] = _start("risk", server.url, tmp_path, ports["risk"], **limits)
+            procs["risk"] = _start("risk", url, tmp_path, ports["risk"], **limits)
             await desk.tick(2)  # a fresh gate has seen no quote yet
             assert (await decision("d-4")).code == "LOSS_DAILY_LIMIT"  # the day's loss survived
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(20)
-        server.stop()
