@@ -56,7 +56,12 @@ def read_state(var_dir: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise Unreachable(f"{path} is not a fleet state file: {exc}") from None
     if pid and not _alive(pid):
-        raise Unreachable(f"{path} is stale: the `tradefleet up` that wrote it (pid {pid}) is gone")
+        # Its services may outlive it (a kill -9 of `up` leaves its children running): say where
+        # they were, so an operator can still reach them on purpose, never by a guess.
+        raise Unreachable(
+            f"{path} is stale: the `tradefleet up` that wrote it (pid {pid}) is gone; "
+            f"if its services still run, reach them with --nats-url {url}"
+        )
     return {**state, "nats_url": url}
 
 
