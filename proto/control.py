@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
+import msgspec
+
 from proto.base import DurableEvent, Event, Identifier
 
 Command = Literal[
@@ -140,6 +142,24 @@ def _positive(text: str) -> bool:
     return math.isfinite(value) and value > 0
 
 
+class Progress(msgspec.Struct, frozen=True, kw_only=True):
+    """What a service has made of its input so far, carried by its heartbeat so the alerts
+    service can tell a silent feed, a features service that makes nothing, or a recorder falling
+    behind, without consuming their streams. Each service fills what it knows; the defaults mean
+    "not this service's to say"."""
+
+    #: the service's market clock: the latest input's event time (a replay's time, or now live)
+    market_ns: int = 0
+    #: md-gateway: per subscribed symbol, the market time of its latest record (0: none yet)
+    last_record_ns: dict[str, int] = {}
+    #: features: the event time of the latest feature vector it emitted (0: none yet)
+    last_vector_ns: int = -1
+    #: recorder: seconds since it last had everything it received written (0: caught up), and
+    #: the rows held meanwhile (memory and spill files)
+    lag_s: float = -1.0
+    unwritten_rows: int = 0
+
+
 class Heartbeat(Event, frozen=True, kw_only=True):
     """A service is alive (every ``telemetry.heartbeat_s`` on hb.SERVICE, core NATS). The last
     one of a clean stop says ``stopping``: its silence after that is not an absence."""
@@ -150,6 +170,7 @@ class Heartbeat(Event, frozen=True, kw_only=True):
     stopping: bool = False
     #: which replica of a partitioned service ("0,1/4": partitions 0 and 1 of 4); "" for one
     replica: str = ""
+    progress: Progress | None = None
 
 
 class SyncProbe(Event, frozen=True, kw_only=True):

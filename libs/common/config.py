@@ -91,6 +91,9 @@ class TelemetrySettings(Section):
     log_format: Literal["auto", "json", "console"] = "auto"
     tracing: Literal["off", "console", "otlp", "memory"] = "off"
     otlp_endpoint: str | None = None
+    # With tracing on, 1 market-data record in every this many starts a trace at the md-gateway
+    # that follows it through features to its bar's vector and on to the fill (0: none).
+    trace_sample_every: int = Field(1000, ge=0)
     # Every service says it is alive this often on hb.SERVICE (0: never, e.g. in a backtest).
     heartbeat_s: float = Field(2.0, ge=0)
 
@@ -603,6 +606,16 @@ class AlertsSettings(Section):
     # A service silent this long (no heartbeat, no clean stop) is a critical alert; its return,
     # a recovered one. Several heartbeats long, so one late message is not an alarm.
     heartbeat_limit_s: float = Field(10.0, gt=0)
+    # A subscribed symbol without a record this many seconds of market time while the session is
+    # open is an alert (the sample day's longest in-session gap is 22 s, IBM's).
+    market_silence_s: float = Field(60.0, gt=0)
+    # A features service with no vector this session this many seconds (wall) after the first
+    # bar closed is an alert.
+    vectors_grace_s: float = Field(30.0, gt=0)
+    # A recorder that has not had everything it received written for this long is an alert.
+    recorder_lag_s: float = Field(30.0, gt=0)
+    # The timeframe whose trend flips (up <-> down) are told to people; "" for none.
+    regime_timeframe: str = "30m"
     # A failing sink is retried with backoff this long before the alert is given up on it
     # (counted, logged, and said on the other sinks).
     retry_for_s: float = Field(120.0, gt=0)
@@ -647,6 +660,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"execution.approval_ack_wait_ms {wait:g} exceeds risk.approval_ttl_ms "
                 f"{self.risk.approval_ttl_ms:g}: a redelivered approval would always have expired"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _regime_timeframe_made(self) -> Settings:
+        tf = self.alerts.regime_timeframe
+        if tf and tf not in self.features.timeframes:
+            raise ValueError(
+                f"alerts.regime_timeframe {tf!r} is not one of features.timeframes {self.features.timeframes}"
             )
         return self
 

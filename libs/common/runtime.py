@@ -25,7 +25,7 @@ from libs.common.nats_bus import NatsBus
 from libs.common.telemetry import Tracing
 from proto.alerts import DeadLetter
 from proto.base import Event
-from proto.control import Heartbeat, SyncReply
+from proto.control import Heartbeat, Progress, SyncReply
 from proto.subjects import resolve, spec, subject_of
 
 log = get_logger(__name__)
@@ -69,6 +69,12 @@ class ServiceApp(abc.ABC):
     def busy(self) -> bool:
         """Work held outside a handler (a batch waiting for its timer): not quiet yet."""
         return False
+
+    def progress(self) -> Progress | None:
+        """What the service has made of its input, sent with each heartbeat for the alerts
+        service's watchers (proto.control.Progress); none by default. Read off its state, never
+        computed per message."""
+        return None
 
 
 class Runtime:
@@ -313,11 +319,20 @@ class Runtime:
             seq=self._heartbeats,
             stopping=stopping,
             replica=self._replica(),
+            progress=self._progress(),
         )
         try:
             await self.emit(beat)
         except Exception as exc:  # a heartbeat that cannot go out is itself the signal
             log.warning("heartbeat not sent", error=repr(exc))
+
+    def _progress(self) -> Progress | None:
+        try:
+            return self.app.progress() if self.app is not None else None
+        except Exception as exc:  # the heartbeat still goes out: liveness matters more
+            if self._log_once.first("progress", type(exc).__name__):
+                log.warning("heartbeat progress failed", error=repr(exc), exc_info=exc)
+            return None
 
     async def _connect(self) -> None:
         """Connect with capped backoff: a service that starts before NATS waits for it."""

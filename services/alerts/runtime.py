@@ -11,7 +11,9 @@ recognised by its id and not sent twice.
 
 With Telegram configured, a command desk (services/alerts/desk.py) also obeys operator commands
 from the allow-listed chats. Heartbeats (hb.>) are watched: a service silent past
-``alerts.heartbeat_limit_s`` is a critical alert, its return a recovered one (absence.py).
+``alerts.heartbeat_limit_s`` is a critical alert, its return a recovered one (absence.py); the
+progress they carry tells a silent symbol, a features service making nothing and a recorder
+falling behind, and one timeframe's vectors tell regime flips (flow.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import stamina
 
 from libs.common.bus import Delivery
+from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
 from libs.common.config import AlertsSettings, Settings
 from libs.common.logging import get_logger
@@ -32,11 +35,13 @@ from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.control import Heartbeat
+from proto.features import FeatureVector
 from proto.units import SECOND_NS
 from services.alerts.absence import AbsenceWatch
 from services.alerts.commands import Mute
 from services.alerts.core import AlertsCore, Outgoing
 from services.alerts.desk import CommandDesk
+from services.alerts.flow import FlowWatch
 from services.alerts.sinks import Message, PermanentSinkError, Sink, SinkError
 
 log = get_logger(__name__)
@@ -85,6 +90,8 @@ class AlertsApp(ServiceApp):
         self._tasks: list[asyncio.Task[None]] = []
         self.desk = CommandDesk.configured(self.cfg.telegram, self._mute)
         self.absence = AbsenceWatch(self.cfg.heartbeat_limit_s, LiveClock())
+        first_bar_ns = settings.features.timeframe_ns[0]
+        self.flow = FlowWatch(self.cfg, market_calendar(settings.market), first_bar_ns, LiveClock())
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -104,8 +111,10 @@ class AlertsApp(ServiceApp):
             ack_wait_s=ACK_WAIT_S,
             new_only=True,  # a first start tells people what happens from now, not the stream's week
         )
-        self.absence.clock = rt.clock
+        self.absence.clock = self.flow.clock = rt.clock
         await rt.subscribe("hb.>", self._on_heartbeat, types=Heartbeat)
+        if tf := self.cfg.regime_timeframe:  # one bar per symbol per timeframe: a light stream
+            await rt.subscribe(f"feat.{tf}.*", self._on_vector, types=FeatureVector)
         if not self.sinks:
             log.warning("no alert sink configured: alerts are acknowledged and only counted")
 
@@ -123,7 +132,10 @@ class AlertsApp(ServiceApp):
         await self._dispatch(self.core.take(d.event, alert_id))
 
     async def _on_heartbeat(self, d: Delivery[Heartbeat]) -> None:
-        await self._raise(self.absence.on_heartbeat(d.event))
+        await self._raise(self.absence.on_heartbeat(d.event) + self.flow.on_heartbeat(d.event))
+
+    async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
+        await self._raise(self.flow.on_vector(d.event))
 
     async def _raise(self, alerts: list[Alert]) -> None:
         """On the bus like any service's: stored in ALERTS, and back to this service's consumer.
@@ -304,6 +316,9 @@ class AlertsApp(ServiceApp):
             "muted": self.core.stats["muted"],
             "watched_services": sorted(self.absence.seen),
             "absent": sorted(s for s, seen in self.absence.seen.items() if seen.absent_since),
+            "silent_symbols": sorted(self.flow.day.silent),
+            "no_vectors": sorted(w for w, c in self.flow.day.vectors.items() if c.declared),
+            "recorder_lagging": sorted(self.flow.lagging),
             "mutes": {key: round(until / SECOND_NS) for key, until in self.core.mutes().items()},
             **(self.desk.status() if self.desk is not None else {}),
         }

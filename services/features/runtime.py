@@ -8,6 +8,8 @@ import contextlib
 from typing import Any
 
 import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from libs.common.bus import Delivery
 from libs.common.calendar import market_calendar
@@ -16,7 +18,9 @@ from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
-from proto.features import MICRO_FEATURE_SET, MICRO_VECTOR, FeatureVector
+from libs.common.telemetry import TRACEPARENT
+from proto.control import Progress
+from proto.features import MICRO_FEATURE_SET, MICRO_TIMEFRAME, MICRO_VECTOR, FeatureVector
 from proto.market import DepthUpdate, FeedStatus, Quote, Trade
 from services.features.core import FeatureCore
 
@@ -96,6 +100,9 @@ class FeaturesApp(ServiceApp):
         self.owns = Partitioner(p.count, p.owned).owns
         self.index_symbol = settings.features.index_symbol
         self.other_partition = 0
+        self.last_vector_ns = 0  # the latest vector's event time: the heartbeat's progress
+        # Tracing on only: symbol -> (end of the open bar a sampled tick fell in, its context).
+        self._bar_traces: dict[str, tuple[int, otel_context.Context]] = {}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -111,7 +118,8 @@ class FeaturesApp(ServiceApp):
         # One subscription for every md subject: NATS keeps one subscription's messages in the
         # publisher's order, and bars close on event time, so quotes and trades must not be
         # delivered by separate tasks that can overtake each other.
-        await rt.subscribe("md.>", self._on_md, types=(Quote, Trade, DepthUpdate, FeedStatus))
+        on_md = self._on_md_traced if rt.tracing.enabled else self._on_md  # off: nothing added
+        await rt.subscribe("md.>", on_md, types=(Quote, Trade, DepthUpdate, FeedStatus))
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
@@ -131,14 +139,79 @@ class FeaturesApp(ServiceApp):
         else:
             await self._on_status(e)
 
+    async def _on_md_traced(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
+        """``_on_md`` with tracing on. What a trace means here: the record the md-gateway sampled
+        (in a batch it alone runs in a consumer span, child of the gateway's tick span) hands its
+        trace to the base bar it falls in. When that bar closes (on a later record of any symbol,
+        the wall-clock timer or the end of the replay), the bar's vectors of the tick's symbol
+        (every timeframe closing there) are published in a "bar close" span, child of the tick's
+        span and linked to the delivery that closed the bar; predictions, scores, intents,
+        approvals, orders and fills follow them in the same trace. What the sampled record itself
+        closes (the bars before it, the 1-second vectors) is published outside its trace. A bar
+        keeps the first sampled tick of its symbol (later ones end here), and one that closes
+        without a vector of that symbol (no trade in it) ends its trace here too."""
+        e = d.event
+        span = trace.get_current_span()
+        if type(e) is FeedStatus or not span.is_recording() or TRACEPARENT not in (d.headers or {}):
+            await self._on_md(d)  # not a sampled record
+            return
+        token = otel_context.attach(otel_context.Context())  # its own closes: outside its trace
+        try:
+            await self._on_md(d)
+        finally:
+            otel_context.detach(token)
+        bar_end = self.core.next_base
+        if bar_end and e.symbol not in self._bar_traces and self.owns(e.symbol):
+            self._bar_traces[e.symbol] = (bar_end, trace.set_span_in_context(span))
+            span.set_attribute("tf.bar_end_ns", bar_end)
+
     async def _publish(self, vectors: list[FeatureVector]) -> None:
+        if self._bar_traces:  # tracing on and a sampled tick's bar open: a look per close, not per tick
+            await self._publish_traced(vectors)
+            return
         for v in vectors:
-            if not self.owns(v.symbol):
-                continue
-            await self.rt.emit(v)
-            self.vectors[v.timeframe] += 1
-            if self.redis is not None:
-                self.redis.put(v)
+            await self._emit_vector(v)
+
+    async def _emit_vector(self, v: FeatureVector) -> None:
+        if not self.owns(v.symbol):
+            return
+        await self.rt.emit(v)
+        self.vectors[v.timeframe] += 1
+        self.last_vector_ns = v.ts_event
+        if self.redis is not None:
+            self.redis.put(v)
+
+    async def _publish_traced(self, vectors: list[FeatureVector]) -> None:
+        """Vectors in their order; those of a bar a sampled tick fell in inside its trace."""
+        traces = self._bar_traces
+        closer = trace.get_current_span().get_span_context()  # what closed the bar, if traced
+        spans: dict[str, trace.Span] = {}
+        closed = 0
+        try:
+            for v in vectors:
+                entry = None if v.timeframe == MICRO_TIMEFRAME else traces.get(v.symbol)
+                if v.timeframe != MICRO_TIMEFRAME:
+                    closed = max(closed, v.ts_event)
+                if entry is None or entry[0] != v.ts_event or not self.owns(v.symbol):
+                    await self._emit_vector(v)
+                    continue
+                span = spans.get(v.symbol)
+                if span is None:
+                    span = spans[v.symbol] = self.rt.tracing.tracer.start_span(
+                        f"bar close {v.symbol}",
+                        context=entry[1],
+                        links=[trace.Link(closer)] if closer.is_valid else None,
+                        attributes={"tf.symbol": v.symbol, "tf.bar_end_ns": v.ts_event},
+                    )
+                with trace.use_span(span):
+                    await self._emit_vector(v)
+        finally:
+            for span in spans.values():
+                span.end()
+        # Every bar ending by this close has closed: a sampled tick whose bar made no vector of
+        # its symbol ends its trace at features.
+        for symbol in [s for s, (end, _) in traces.items() if end <= closed]:
+            del traces[symbol]
 
     async def _on_status(self, status: FeedStatus) -> None:
         if status.state != "replay_finished":
@@ -173,6 +246,11 @@ class FeaturesApp(ServiceApp):
             task.cancel()
         if self.redis is not None:
             await self.redis.close()
+
+    def progress(self) -> Progress:
+        """When its latest vector closed: the alerts service knows the first bar of the session
+        closed and tells a features service that makes nothing from one that is fine."""
+        return Progress(last_vector_ns=self.last_vector_ns)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -19,8 +19,9 @@ from libs.common.markettime import ny_midnight_ns, ny_time_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.news_file import NewsFile, news_item
 from libs.common.runtime import Runtime, ServiceApp
+from libs.common.telemetry import Enqueue, Publish, TickSampler
 from proto.alerts import Alert
-from proto.control import SyncProbe, SyncReply
+from proto.control import Progress, SyncProbe, SyncReply
 from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
 from proto.market import Bar, FeedState, FeedStatus
 from proto.subjects import spec, subject_of
@@ -79,6 +80,7 @@ class MdGatewayApp(ServiceApp):
         # every second of market time matters (protective exits) or only every minute.
         self._working: set[str] = set()
         self._holding = False
+        self.sampler: TickSampler | None = None  # tracing on only: which records start a trace
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -190,7 +192,12 @@ class MdGatewayApp(ServiceApp):
     async def _pump_live(self) -> None:
         """Records as the provider pushes them; its status notes become FeedStatus events."""
         assert self.core is not None and self.ib_provider is not None
-        core, publish = self.core, self.rt.publish
+        core = self.core
+        publish: Publish = self.rt.publish
+        sampler = self._sampler()
+        if sampler is not None:
+            assert isinstance(self.rt.bus, NatsBus)
+            publish = sampler.publish(publish, self.rt.bus.publish_traced)
         self.started_at = time.monotonic()
         async for rec in self.ib_provider.stream():
             if rec[0] == "S":
@@ -257,13 +264,22 @@ class MdGatewayApp(ServiceApp):
 
     async def _pump(self) -> None:
         assert self.core is not None and self.provider is not None
-        core, bus, publish = self.core, self.rt.bus, self.rt.publish
+        core, bus = self.core, self.rt.bus
+        publish: Publish = self.rt.publish
         replay = self.settings.md_gateway.provider == "replay"
         rp = self.settings.md_gateway.replay
         lockstep = bool(rp.lockstep) and replay
         until = ny_time_ns(rp.date, rp.until) if replay and rp.until else None
         # Micro-batching fast path: a synchronous append per event, a publish per full batch.
-        enqueue = bus.enqueue if isinstance(bus, NatsBus) and bus.batching and not lockstep else None
+        enqueue: Enqueue | None = (
+            bus.enqueue if isinstance(bus, NatsBus) and bus.batching and not lockstep else None
+        )
+        sampler = self._sampler()
+        if sampler is not None:  # tracing on: 1 record in N starts a trace (off: no wrapper at all)
+            assert isinstance(bus, NatsBus)
+            publish = sampler.publish(publish, bus.publish_traced)
+            if enqueue is not None:
+                enqueue = sampler.enqueue(enqueue, bus.enqueue_traced)
         speed = rp.speed if replay else 1.0
         pace_from = self._pace_from() if replay and speed > 0 else 0
         # Above real time, a gap longer than this much wall time is skipped, not waited out.
@@ -333,6 +349,15 @@ class MdGatewayApp(ServiceApp):
         log.info("replay finished", **core.counters(), seconds=round(self.finished_at - self.started_at, 3))
         if self.settings.md_gateway.exit_when_done:
             self.done.set()
+
+    def _sampler(self) -> TickSampler | None:
+        """With tracing on, 1 published record in every ``telemetry.trace_sample_every`` starts a
+        trace of its own; its micro-batch carries its context to the consumers (NatsBus)."""
+        every = self.settings.telemetry.trace_sample_every
+        if not (self.rt.tracing.enabled and every > 0 and isinstance(self.rt.bus, NatsBus)):
+            return None
+        self.sampler = TickSampler(every)
+        return self.sampler
 
     def _pace_from(self) -> int:
         """Where a paced replay starts keeping time: replay.start, or the day's session open
@@ -405,6 +430,22 @@ class MdGatewayApp(ServiceApp):
             except Exception as exc:
                 log.error("market-data pump failed", error=repr(exc))
 
+    def progress(self) -> Progress | None:
+        """Per subscribed symbol, the market time of its latest record, beside this feed's market
+        clock (the replay's time; the wall clock live, so a feed gone quiet shows): the alerts
+        service tells a silent symbol from it. Read off the books, nothing per record."""
+        if self.ib_provider is not None:
+            seen = self.ib_provider.last_seen
+            last = {s: seen.get(s, 0) for s in self.settings.ib.symbols}
+            return Progress(market_ns=self.rt.now_ns(), last_record_ns=last)
+        if self.core is None or not self.market_ns:
+            return None
+        books = self.core.books
+        md = self.settings.md_gateway
+        symbols = books if md.provider == "synthetic" else md.replay.symbols
+        last = {s: books[s].last_ts if s in books else 0 for s in symbols}
+        return Progress(market_ns=self.market_ns, last_record_ns=last)
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "finished": self.finished,
@@ -416,6 +457,8 @@ class MdGatewayApp(ServiceApp):
         }
         if self.core is not None:
             out.update(self.core.counters())
+        if self.sampler is not None:
+            out["traced_records"] = self.sampler.sampled
         if self.started_at is not None:
             end = self.finished_at or time.monotonic()
             out["elapsed_s"] = round(end - self.started_at, 3)

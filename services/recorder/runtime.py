@@ -21,6 +21,7 @@ from libs.common.logging import get_logger
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
 from proto.base import Event
+from proto.control import Progress
 from proto.subjects import stream_of_pattern
 from services.recorder.core import (
     RecorderCore,
@@ -87,6 +88,7 @@ class RecorderApp(ServiceApp):
         self._durable_starter: asyncio.Task[None] | None = None
         self.db_up = True
         self.outages = 0
+        self.caught_up_at = time.monotonic()  # when it last had everything it received written
 
     async def start(self, rt: Runtime) -> None:
         cfg = self.settings.recorder
@@ -173,6 +175,7 @@ class RecorderApp(ServiceApp):
                 continue
             ok = await self._write_all()
             if ok:
+                self.caught_up_at = time.monotonic()
                 backoff = 0.2
                 self._room.set()
             else:
@@ -253,6 +256,13 @@ class RecorderApp(ServiceApp):
                 spill_files=len(self.spill.files()),
             )
         self.writer.close()
+
+    def progress(self) -> Progress | None:
+        """How far behind storage is: the alerts service says so when it keeps growing."""
+        if self.core is None:
+            return None
+        lag = time.monotonic() - self.caught_up_at
+        return Progress(lag_s=round(lag, 3), unwritten_rows=self.core.pending_rows())
 
     def status(self) -> dict[str, Any]:
         core = self.core

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
+from proto.control import Control, ControlAck, Heartbeat, Progress, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -108,7 +108,13 @@ def sample_events() -> list[Event]:
             latency_us=900,
         ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
-        Heartbeat(**t, service="risk", instance=1, seq=3),
+        Heartbeat(
+            **t,
+            service="md-gateway",
+            instance=1,
+            seq=3,
+            progress=Progress(market_ns=T0, last_record_ns={"IBM": T0 - 1, "BAC": 0}),
+        ),
         BrokerStatus(**t, broker="ib:1", state="disconnected", seq=1, detail="1100"),
         ControlAck(
             **t,
