@@ -10,8 +10,10 @@ only orders allowed in DEGRADED. The order of the checks puts the cheapest and t
 fundamental first; the first failing check decides.
 
 Modes: LIVE trades; DEGRADED allows exits only (entered automatically on a stale or lost feed,
-left automatically when it recovers); OBSERVE approves nothing (signals still flow); EMERGENCY
-approves nothing and is left only by an explicit ``resume`` (to OBSERVE) then ``set_mode``.
+left automatically when it recovers); OBSERVE approves nothing (signals still flow), except the
+exits when it is held by a cause rather than asked by an operator (every fast-lane model
+quarantined); EMERGENCY approves nothing and is left only by an explicit ``resume`` (to OBSERVE)
+then ``set_mode``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from proto.orders import (
     RiskState,
     shape_problem,
 )
+from proto.signals import Prediction
 from proto.units import BPS
 from proto.units import SECOND_NS as NS
 
@@ -131,6 +134,7 @@ class RiskCore:
         self.operator_mode: RiskMode = limits.initial_mode
         self.operator_reason = "initial"
         self.causes: dict[str, tuple[RiskMode, str]] = {}
+        self.models_quarantined: dict[str, bool] = {}  # fast-lane horizon -> its latest flag
         self.pending_alerts: list[Alert] = []
         # The day's activity for its summary at the close (reset after it).
         self._today: collections.Counter[str] = collections.Counter()
@@ -163,6 +167,8 @@ class RiskCore:
             return self.on_broker(event)
         if isinstance(event, Control):
             return self.on_control(event)
+        if isinstance(event, Prediction):
+            return self.on_prediction(event)
         return []
 
     def on_quote(self, q: Quote) -> None:
@@ -287,6 +293,21 @@ class RiskCore:
             self.causes.pop("broker", None)
             self.causes["broker-mismatch"] = ("EMERGENCY", f"reconciliation mismatch: {b.detail}")
         return self._settled(before, b.ts_event)
+
+    def on_prediction(self, p: Prediction) -> list[Event]:
+        """Every fast-lane model quarantined: OBSERVE, no entries, until one serves again. Its
+        exits still pass (``_check``): the protective exits and the close's flatten are rules,
+        not models, and a quarantine must not strand a position."""
+        if self.models_quarantined.get(p.horizon) == p.quarantined:
+            return []
+        self.models_quarantined[p.horizon] = p.quarantined
+        before = self.mode
+        if all(self.models_quarantined.values()):
+            horizons = ", ".join(sorted(self.models_quarantined, key=_horizon_order))
+            self.causes["models"] = ("OBSERVE", f"every fast-lane model quarantined ({horizons})")
+        else:
+            self.causes.pop("models", None)
+        return self._settled(before, p.ts_event)
 
     def on_control(self, c: Control) -> list[Event]:
         """The mode commands, each answered with what the mode is now (a ControlAck)."""
@@ -468,8 +489,12 @@ class RiskCore:
         if age_ms > lim.max_intent_age_ms:
             return "INTENT_STALE", {"age_ms": round(age_ms), "max_ms": lim.max_intent_age_ms}
         if self.mode in ("EMERGENCY", "OBSERVE"):
-            return f"MODE_{self.mode}", {"reason": self.mode_reason}
-        if self.mode == "DEGRADED" and not exit_only:
+            # OBSERVE held by a cause (the models' quarantine), not asked by an operator: exits pass
+            by_cause = self.mode == "OBSERVE" and self.operator_mode != "OBSERVE"
+            if not (by_cause and exit_only):
+                allowed = {"allowed": "exits"} if by_cause else {}
+                return f"MODE_{self.mode}", {"reason": self.mode_reason, **allowed}
+        elif self.mode == "DEGRADED" and not exit_only:
             return "MODE_DEGRADED", {"reason": self.mode_reason, "allowed": "exits"}
         if i.symbol in lim.deny_symbols:
             return "SYMBOL_DENIED", {"symbol": i.symbol}
@@ -735,6 +760,12 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _horizon_order(horizon: str) -> tuple[int, str]:
+    """5m before 15m before 60m (numbers first, by value), for the cause's text."""
+    digits = "".join(ch for ch in horizon if ch.isdigit())
+    return (int(digits) if digits else 0, horizon)
 
 
 def _feed_source(source: str) -> str:

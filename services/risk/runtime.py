@@ -26,6 +26,7 @@ from proto.orders import (
     RiskMode,
     RiskState,
 )
+from proto.signals import Prediction
 from services.risk.core import RiskCore
 
 log = get_logger(__name__)
@@ -52,6 +53,8 @@ class RiskApp(ServiceApp):
         await rt.subscribe("md.quote.>", self._on_quote, types=Quote)
         await rt.subscribe("md.status", self._on_event, types=FeedStatus)
         await rt.subscribe("feat.1m.*", self._on_vector, types=FeatureVector)
+        # The quarantine flags: every model out of service holds the gate in OBSERVE.
+        await rt.subscribe("sig.fast.>", self._on_event, types=Prediction)
         # One consumer over exec.> keeps each order's events and fills in the stream's order.
         await rt.subscribe(
             "exec.>",

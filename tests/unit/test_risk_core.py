@@ -244,6 +244,49 @@ def test_feed_loss_degrades_to_exits_only_and_recovery_restores() -> None:
     assert core.mode == "LIVE"
 
 
+def test_every_model_quarantined_is_observe_with_its_exits_until_one_serves_again() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+
+    def predict(horizon: str, quarantined: bool, ts: int = T0 + 3 * S) -> list[Any]:
+        return core.on_event(stubs.prediction(horizon=horizon, ts=ts, quarantined=quarantined))
+
+    assert predict("5m", False) + predict("15m", False) == []  # nothing changes: no event
+    predict("5m", True)
+    assert core.mode == "LIVE"  # one model out: the others still serve
+    out = predict("15m", True)
+    assert core.mode == "OBSERVE" and core.mode_reason == "every fast-lane model quarantined (5m, 15m)"
+    (alert,) = [e for e in out if isinstance(e, Alert)]
+    assert alert.title == "risk mode LIVE -> OBSERVE: every fast-lane model quarantined (5m, 15m)"
+    entry = denied(core.on_intent(intent(qty=1, ts=T0 + 4 * S)), "MODE_OBSERVE")
+    assert entry.context["allowed"] == "exits"
+    # the position's exit passes: a quarantine must not strand it
+    assert isinstance(core.on_intent(intent("SELL", 50, ts=T0 + 4 * S)), OrderApproved)
+    # an operator's OBSERVE is another thing: nothing passes, exits included
+    observe = Control(
+        ts_event=T0 + 4 * S,
+        ts_init=0,
+        command_id="o",
+        command="set_mode",
+        issued_by="ops",
+        args={"mode": "OBSERVE"},
+    )
+    core.on_event(observe)
+    denied(core.on_intent(intent("SELL", 10, ts=T0 + 4 * S)), "MODE_OBSERVE")
+    live = Control(
+        ts_event=T0 + 4 * S,
+        ts_init=0,
+        command_id="l",
+        command="set_mode",
+        issued_by="ops",
+        args={"mode": "LIVE"},
+    )
+    core.on_event(live)
+    assert core.mode == "OBSERVE"  # still held by the quarantine
+    predict("15m", False, T0 + 5 * S)  # a promoted 15m model serves
+    assert core.mode == "LIVE"
+
+
 def test_kill_is_emergency_until_an_explicit_resume_and_set_mode() -> None:
     core = gate()
 
