@@ -5,6 +5,7 @@ headline, its score and a policy answer go through NATS into the real recorder a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 import uuid
@@ -28,6 +29,7 @@ from proto.subjects import subject_of
 from services.recorder.runtime import RecorderApp
 from tests.helpers import await_until
 from tradefleet.cli import app as cli
+from tradefleet.commands.audit import read_audit
 
 MS = 1_000_000
 
@@ -204,3 +206,11 @@ async def test_the_audit_trail_is_recorded_once_and_read_back_in_order(
     assert mine[1]["event"]["args"] == {"flatten": "true"} and mine[1]["event"]["type"] == "Control"
     assert mine[4]["event"]["seq"] == 2 and mine[4]["ref"] == f"r-{run}/2"
     assert [o["ts"] for o in mine] == sorted(o["ts"] for o in mine)
+
+    # A window that starts after the first state still knows the mode before it: the change is
+    # LIVE -> EMERGENCY, read from the account's last state before the window, not "start".
+    after_first = dt.datetime.fromisoformat(mine[0]["ts"]) + dt.timedelta(microseconds=1)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    rows, _ = read_audit(pg_dsn, after_first, until, ["mode"], 100)
+    (change,) = [r for r in rows if run in r.what]
+    assert change.what == f"LIVE -> EMERGENCY: operator kill (account DU{run})"

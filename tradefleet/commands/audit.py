@@ -35,8 +35,9 @@ class AuditKind(StrEnum):
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# audit_events holds every kind but mode, which is a view over every recorded RiskState (see
-# libs/common/storage/schema.py). The newest rows win a --limit; they are printed oldest first.
+# audit_events holds every kind but mode, which is the mode_changes view over every recorded
+# RiskState (see libs/common/storage/schema.py), computed here over the asked window only. The
+# newest rows win a --limit; they are printed oldest first.
 AUDIT_SQL = """
 SELECT ts, kind, subject, who, what, ref, event FROM (
     SELECT ts, kind, subject, who, what, ref, event
@@ -48,8 +49,27 @@ SELECT ts, kind, subject, who, what, ref, event FROM (
                || CASE WHEN mode_reason <> '' THEN ': ' || mode_reason ELSE '' END
                || CASE WHEN account <> '' THEN ' (account ' || account || ')' ELSE '' END,
            instance || '/' || seq, state
-    FROM mode_changes
-    WHERE ts >= %(since)s AND ts < %(until)s AND 'mode' = ANY(%(kinds)s)
+    FROM (
+        -- the mode_changes view, bounded: the window's states and, per account, the one before
+        -- it (its mode is the first change's previous), so a long history is not scanned
+        SELECT *, lag(mode) OVER (PARTITION BY account ORDER BY ts, seq) AS previous_mode
+        FROM (
+            SELECT * FROM risk_states
+            WHERE ts >= %(since)s AND ts < %(until)s AND 'mode' = ANY(%(kinds)s)
+            UNION ALL
+            SELECT before.* FROM (
+                SELECT DISTINCT account FROM risk_states
+                WHERE ts >= %(since)s AND ts < %(until)s AND 'mode' = ANY(%(kinds)s)
+            ) AS accounts
+            CROSS JOIN LATERAL (
+                SELECT * FROM risk_states AS r
+                WHERE r.account = accounts.account AND r.ts < %(since)s
+                ORDER BY r.ts DESC, r.seq DESC
+                LIMIT 1
+            ) AS before
+        ) AS states
+    ) AS changes
+    WHERE previous_mode IS DISTINCT FROM mode AND ts >= %(since)s
 ) AS trail
 ORDER BY ts DESC, kind DESC
 LIMIT %(limit)s
