@@ -20,6 +20,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api as js_api
+from opentelemetry import trace
 
 from libs.common import codec
 from libs.common.bus import (
@@ -37,7 +38,7 @@ from libs.common.bus import (
 )
 from libs.common.config import NatsSettings
 from libs.common.logging import get_logger
-from libs.common.telemetry import Tracing
+from libs.common.telemetry import TRACE_INDEX_HEADER, Tracing, traced_index
 from proto import SCHEMA_VERSION
 from proto.base import DurableEvent, Event
 from proto.events import Batch
@@ -84,6 +85,9 @@ class NatsBus(Bus):
         # batches would let a symbol's quotes run minutes of event time ahead of its trades.
         self._runs: list[tuple[str, list[Event]]] = []
         self._pending = 0
+        # Sampled records waiting in the runs (tracing on only): run index -> (index of the
+        # record in its run, its root span). One per run: its message's traceparent is that one's.
+        self._traced: dict[int, tuple[int, Any]] = {}
         self._flush_lock = asyncio.Lock()
         # subject -> catalog entry, for publishing and receiving alike (looked up per message)
         self._routes: dict[str, SubjectSpec] = {}
@@ -233,18 +237,70 @@ class NatsBus(Bus):
         self._pending += 1
         return self._pending >= self.settings.batch_max
 
+    def enqueue_traced(self, subject: str, event: Event) -> bool:
+        """``enqueue`` for a sampled record (md-gateway's TickSampler): it starts a trace of its
+        own, whose context its micro-batch carries (``traceparent`` and ``Tf-Trace-Index``). A
+        run already carrying one keeps it: this record then goes untraced."""
+        full = self.enqueue(subject, event)
+        run = len(self._runs) - 1
+        if run not in self._traced and self.tracing is not None and self.tracing.enabled:
+            index = len(self._runs[run][1]) - 1
+            self._traced[run] = (index, self.tracing.start_tick_span(subject, event))
+        return full
+
+    async def publish_traced(self, subject: str, event: Event) -> None:
+        """``publish`` for a sampled record: batched, as ``enqueue_traced``; else published in its
+        own root span, whose context the message's headers carry."""
+        if self.batching and self._route(subject, event).transport is Transport.CORE:
+            if self.enqueue_traced(subject, event):
+                await self.flush()
+            return
+        if self.tracing is None or not self.tracing.enabled:
+            await self.publish(subject, event)
+            return
+        span = self.tracing.start_tick_span(subject, event)
+        with trace.use_span(span, end_on_exit=True):
+            await self.publish(subject, event)
+
     async def _flush_runs(self) -> None:
         # One flush at a time: the linger loop and a full batch must not interleave their runs.
         async with self._flush_lock:
             runs, self._runs, self._pending = self._runs, [], 0
+            traced, self._traced = self._traced, {}
+            if traced:  # tracing on and a sampled record waits: a look per flush, none per record
+                await self._flush_traced(runs, traced)
+                return
             for subject, events in runs:
                 payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
                 await self._publish_core(subject, self._routes[subject].wildcard, payload, len(events))
 
-    async def _publish_core(self, subject: str, pattern: str, payload: bytes, count: int) -> None:
+    async def _flush_traced(
+        self, runs: list[tuple[str, list[Event]]], traced: dict[int, tuple[int, Any]]
+    ) -> None:
+        assert self.tracing is not None
+        for i, (subject, events) in enumerate(runs):
+            payload = codec.encode(events[0]) if len(events) == 1 else codec.encode_batch(events)
+            pattern = self._routes[subject].wildcard
+            sampled = traced.get(i)
+            if sampled is None:
+                await self._publish_core(subject, pattern, payload, len(events))
+                continue
+            index, span = sampled
+            headers = dict(self._base_headers)
+            self.tracing.inject_span(span, headers)
+            headers[TRACE_INDEX_HEADER] = str(index)
+            span.set_attribute("tf.batch_size", len(events))
+            try:
+                await self._publish_core(subject, pattern, payload, len(events), headers)
+            finally:
+                span.end()  # the root span lasts from the record's arrival until its batch is sent
+
+    async def _publish_core(
+        self, subject: str, pattern: str, payload: bytes, count: int, headers: dict[str, str] | None = None
+    ) -> None:
         assert self.nc is not None
         try:
-            await self.nc.publish(subject, payload, headers=self._headers())
+            await self.nc.publish(subject, payload, headers=headers or self._headers())
         except CORE_PUBLISH_FAILURES as exc:
             await self._dropped_while_down(subject, count, exc)
             return
@@ -500,9 +556,12 @@ class NatsBus(Bus):
             return
         subject, headers = msg.subject, msg.headers
         if self.tracing is not None and self.tracing.enabled:
-            for event in events:
+            # A consumer span where the message carries a trace: a lone event, or a micro-batch's
+            # sampled record (none for the rest of the batch, nor for an untraced message).
+            traced = traced_index(headers, len(events))
+            for i, event in enumerate(events):
                 if wanted is None or type(event) in wanted:
-                    await self._dispatch(handler, Delivery(subject, event, headers))
+                    await self._dispatch(handler, Delivery(subject, event, headers), i == traced)
             return
         for event in events:  # the hot path: no extra coroutine per event
             if wanted is not None and type(event) not in wanted:
@@ -534,7 +593,8 @@ class NatsBus(Bus):
         delivery = Delivery(
             msg.subject, events[0], msg.headers, stream, meta.sequence.stream, meta.num_delivered > 1, msg
         )
-        ok = await self._dispatch(handler, delivery)
+        traced = self.tracing is not None and self.tracing.enabled and traced_index(msg.headers, 1) == 0
+        ok = await self._dispatch(handler, delivery, traced)
         if ok and not manual_ack:
             await msg.ack()
         elif not ok:
@@ -570,9 +630,10 @@ class NatsBus(Bus):
         self.hooks.on_received(spec.wildcard, len(events), events[0].ts_init)
         return events, None
 
-    async def _dispatch(self, handler: Handler, delivery: Delivery) -> bool:
+    async def _dispatch(self, handler: Handler, delivery: Delivery, traced: bool) -> bool:
+        """``traced``: in a consumer span, child of the context the message carries."""
         try:
-            if self.tracing is not None and self.tracing.enabled:
+            if traced and self.tracing is not None:
                 with self.tracing.start_consumer_span(delivery.subject, delivery.headers):
                     await handler(delivery)
             else:

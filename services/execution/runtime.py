@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
@@ -51,6 +54,10 @@ class ExecutionApp(ServiceApp):
         self._lock = asyncio.Lock()  # one decision at a time: journal, send, publish
         self._panic: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        # Tracing on only: approved order -> the context its approval was handled in, so that
+        # its reports (acks and fills on later market data, or a broker's callbacks) continue
+        # that trace (back to a sampled tick, when the intent came from one) until it is over.
+        self._order_traces: dict[str, otel_context.Context] = {}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -136,7 +143,26 @@ class ExecutionApp(ServiceApp):
     async def _on_report(self, report: BrokerReport) -> None:
         """A report the broker made on its own time (a real venue's callbacks)."""
         async with self._lock:
+            await self._report(report)
+
+    async def _report(self, report: BrokerReport) -> None:
+        if not self._order_traces:  # tracing off (or nothing traced working): nothing added
             await self._handle(self.core.on_report(report))
+            return
+        parent = self.core.route.get(report.client_order_id, "")
+        context = self._order_traces.get(parent)
+        if context is None:
+            await self._handle(self.core.on_report(report))
+            return
+        with self.rt.tracing.tracer.start_as_current_span(
+            f"broker {report.kind}",
+            context=context,
+            attributes={"tf.client_order_id": report.client_order_id, "tf.report": report.kind},
+        ):
+            await self._handle(self.core.on_report(report))
+        order = self.core.orders.get(parent)
+        if order is None or order.terminal:
+            self._order_traces.pop(parent, None)
 
     async def _on_market(self, d: Delivery[Quote | Trade | FeedStatus]) -> None:
         e = d.event
@@ -147,10 +173,19 @@ class ExecutionApp(ServiceApp):
             return  # the common tick: nothing due, nothing to reprice, no lock taken
         async with self._lock:
             for report in reports:
-                await self._handle(self.core.on_report(report))  # a next slice is journaled and sent
+                await self._report(report)  # a next slice is journaled and sent
             await self._handle(self.core.on_time(self.broker.now_ns()))
 
     async def _on_approved(self, d: Delivery[OrderApproved]) -> None:
+        if self.rt.tracing.enabled and trace.get_current_span().is_recording():
+            cid = d.event.client_order_id
+            self._order_traces[cid] = otel_context.get_current()
+            async with self._lock:
+                await self._handle(self.core.on_approved(d.event))
+                order = self.core.orders.get(cid)
+                if order is None or order.terminal:  # refused, or over at once
+                    self._order_traces.pop(cid, None)
+            return
         async with self._lock:
             await self._handle(self.core.on_approved(d.event))
 
@@ -180,7 +215,7 @@ class ExecutionApp(ServiceApp):
         simulated venue whose data has ended rejects at once what can no longer trade)."""
         await self._act(out)
         for report in self.broker.due():
-            await self._handle(self.core.on_report(report))
+            await self._report(report)
 
     async def _act(self, out: Outcome) -> None:
         """Journal, then act: a crash between the two leaves a journaled order that restart marks
