@@ -14,6 +14,7 @@ NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]
 TimestampNs = Annotated[int, msgspec.Meta(ge=0)]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+SignedUnit = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]  # a signal in [-1, 1]
 Side = Literal["BUY", "SELL"]
 
 

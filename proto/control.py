@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -18,6 +18,8 @@ Command = Literal[
     # one order: args client_order_id; replace also quantity (only down) and/or limit_price
     "cancel",
     "replace",
+    # live parameters: not a Control but a ConfigChange (ctl.config.SECTION); its acks say this
+    "config",
 ]
 COMMANDS: tuple[Command, ...] = get_args(Command)
 MODES = ("LIVE", "DEGRADED", "OBSERVE")  # what set_mode may ask for (EMERGENCY only by kill)
@@ -42,6 +44,33 @@ class Control(DurableEvent, frozen=True, kw_only=True):
 
     def dedupe_key(self) -> str:
         return f"ctl:{self.command_id}"
+
+
+ConfigSection = Literal["risk", "qos", "exits"]
+CONFIG_SECTIONS: tuple[ConfigSection, ...] = get_args(ConfigSection)
+# Who applies each section's live parameters (and answers with a ControlAck, command "config").
+CONFIG_RESPONDERS: dict[ConfigSection, tuple[str, ...]] = {
+    "risk": ("risk",),
+    "qos": ("qos",),
+    "exits": ("qos",),
+}
+
+
+class ConfigChange(DurableEvent, frozen=True, kw_only=True):
+    """Live parameters of one section (risk, qos, or qos.exits as "exits"), as a whole after the
+    change: the services that own the section apply ``values`` without a restart, after
+    validating them with the same settings model (services read the section's last change again
+    when they start, so a restart keeps it). ``changed`` says what moved ({key: [old, new]}).
+    Sent by the control API; stored in CONTROL and in the audit trail like every ctl.*."""
+
+    change_id: Identifier
+    section: ConfigSection
+    values: dict[str, Any]
+    changed: dict[str, list[Any]] = {}
+    issued_by: str
+
+    def dedupe_key(self) -> str:
+        return f"config:{self.change_id}"
 
 
 class ControlAck(DurableEvent, frozen=True, kw_only=True):
@@ -116,6 +145,8 @@ def control_arg_problems(command: Command, args: dict[str, str]) -> list[str]:
         "cancel": {"client_order_id"},
         "replace": {"client_order_id", "quantity", "limit_price"},
     }.get(command, set())
+    if command == "config":
+        return ["config is not a command: live parameters go as a ConfigChange (PUT /api/params/SECTION)"]
     problems = [f"{command} takes no argument {k!r}" for k in sorted(set(args) - allowed)]
     if command == "kill" and args.get("flatten", "false") not in ("true", "false"):
         problems.append(f"flatten must be true or false, not {args['flatten']!r}")

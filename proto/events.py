@@ -8,13 +8,13 @@ import msgspec
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import DurableEvent, Event
-from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
+from proto.control import ConfigChange, Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import PolicySignal, Prediction, QosScore
+from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -49,6 +49,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SyncProbe,
     SyncReply,
     PolicySignal,
+    ConfigChange,
+    ExternalSignal,
 )
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
@@ -83,6 +85,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     SyncProbe,
     SyncReply,
     PolicySignal,
+    ConfigChange,
+    ExternalSignal,
 ]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from proto.base import Event, Symbol
+from proto.base import Event, SignedUnit, Symbol
 
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
@@ -41,6 +41,20 @@ class QosScore(Event, frozen=True, kw_only=True):
     weights: dict[str, float] = {}
     #: "propose": an entry QOS would make, waiting for the RL policy's answer (sig.policy.SYM)
     action: Literal["enter", "exit", "hold", "propose"] = "hold"
+
+
+class ExternalSignal(Event, frozen=True, kw_only=True):
+    """An outside model's prediction for a symbol (the control API's POST /api/signal): QOS takes
+    it as the input "external" when ``qos.weights`` gives it a weight, until ``qos.external_ttl_s``
+    after its time. ``source`` names the model; ``issued_by`` the API token that sent it."""
+
+    symbol: Symbol
+    source: str
+    #: the prediction as a trading signal in [-1, 1] (sign: direction; size: conviction)
+    signal: SignedUnit
+    horizon: str = ""
+    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
+    issued_by: str = ""
 
 
 class PolicySignal(Event, frozen=True, kw_only=True):

@@ -15,13 +15,13 @@ from enum import StrEnum
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck, Heartbeat, SyncProbe, SyncReply
+from proto.control import ConfigChange, Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import PolicySignal, Prediction, QosScore
+from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 
 
@@ -114,7 +114,9 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("TCA", ("tca.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("RISK", ("risk.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("ALERTS", ("alert.>",)),
-    StreamSpec("CONTROL", ("ctl.>",)),
+    # Kept without an age limit: a section's last ctl.config.SECTION is what a restarted service
+    # applies (live parameters survive any downtime), and operator commands are few.
+    StreamSpec("CONTROL", ("ctl.>",), max_age_s=0),
     StreamSpec("ACKS", ("ack.>",), max_age_s=30 * 24 * 3600),
     StreamSpec("DLQ", ("dlq.>",), max_age_s=30 * 24 * 3600),
 )
@@ -140,6 +142,13 @@ CATALOG: tuple[SubjectSpec, ...] = (
     ),
     SubjectSpec("feat.{timeframe}.{symbol}", (FeatureVector,), _C, "features", "feature vector on bar close"),
     SubjectSpec("sig.fast.{horizon}.{symbol}", (Prediction,), _C, "fastlane", "calibrated prediction"),
+    SubjectSpec(
+        "sig.ext.{symbol}",
+        (ExternalSignal,),
+        _C,
+        "control",
+        "an outside model's prediction (POST /api/signal): QOS input 'external'",
+    ),
     SubjectSpec(
         "sig.policy.{symbol}",
         (PolicySignal,),
@@ -184,6 +193,14 @@ CATALOG: tuple[SubjectSpec, ...] = (
         _J,
         ANY_SERVICE,
         "operator commands: tradefleet ctl, the Telegram desk, the panic file (and the control API)",
+        "CONTROL",
+    ),
+    SubjectSpec(
+        "ctl.config.{section}",
+        (ConfigChange,),
+        _J,
+        "control",
+        "live parameters of a section (risk, qos, exits), applied without a restart, read again at start",
         "CONTROL",
     ),
     SubjectSpec(

@@ -540,7 +540,36 @@ class QosSettings(Section):
     policy: Literal["off", "on"] = "off"
     # A proposal unanswered at the next score: "rules" enters at full size, "hold" never enters.
     policy_fallback: Literal["rules", "hold"] = "rules"
+    # An outside model's prediction (POST /api/signal, sig.ext.SYM) counts as the input "external"
+    # when weights gives it a weight, for this long after its time.
+    external_ttl_s: float = Field(300.0, gt=0)
+    # Symbols that take no new entries (exits go on); "*" for every symbol. The control API's
+    # strategy stop/start edits it live (PUT /api/params/qos does too).
+    entries_off: list[str] = Field(default_factory=list)
     exits: ExitSettings = ExitSettings()
+
+    @field_validator("weights")
+    @classmethod
+    def _known_inputs(cls, weights: dict[str, float]) -> dict[str, float]:
+        from libs.common.markettime import parse_duration_ns
+
+        for name, weight in weights.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of {name!r} must be a finite number >= 0, not {weight!r}")
+            if name in ("sentiment", "external"):
+                continue
+            try:
+                parse_duration_ns(name)
+            except ValueError:
+                raise ValueError(
+                    f"{name!r} is neither a horizon (5m, 1h) nor sentiment or external"
+                ) from None
+        return weights
+
+    @field_validator("entries_off")
+    @classmethod
+    def _symbols(cls, symbols: list[str]) -> list[str]:
+        return sorted({s.strip().upper() for s in symbols if s.strip()})
 
     def horizons(self) -> list[str]:
         """Weighted inputs that are fast-lane horizons, shortest first (others, such as

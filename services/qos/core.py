@@ -17,7 +17,10 @@ Decisions, per symbol, one position direction at a time (netting: never opposing
   after min_hold;
 - hysteresis: after an entry or exit the symbol re-arms only once |QOS| fell below rearm_threshold;
 - cool-down: no new entry within cooldown after an exit.
-Quarantined and stale predictions do not count. Pure: no I/O; time is the events' time.
+Quarantined and stale predictions do not count. An outside model's prediction (sig.ext.SYM, the
+control API's /api/signal) joins as the input "external" when it has a weight, for
+``external_ttl_s``. Symbols in ``entries_off`` ("*": all) take no new entries; exits go on.
+Pure: no I/O; time is the events' time.
 
 With the RL policy on (``policy="on"``), an entry QOS wants is first *proposed*: the score goes out
 with action "propose" and the policy answers it on sig.policy.SYM (matched by the score's time)
@@ -41,7 +44,7 @@ from libs.common.markettime import parse_duration_ns
 from proto.base import Event
 from proto.news import SentimentScore
 from proto.orders import OrderIntent
-from proto.signals import PolicySignal, Prediction, QosScore
+from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.units import SECOND_NS as NS
 
 Action = Literal["enter", "exit", "hold", "propose"]
@@ -79,6 +82,7 @@ class _Symbol:
         self.exited: tuple[int, float] = (0, 0.0)  # direction and quantity before the last exit
         self.sentiment = 0.0  # decayed polarity sum at sentiment_ts
         self.sentiment_ts = 0
+        self.external: ExternalSignal | None = None  # the latest outside model's prediction
         self.proposal: tuple[int, float, dict[str, float]] | None = None  # ts, QOS, components
         self.policy_silent = False  # a proposal went unanswered; cleared by the policy's next answer
 
@@ -95,6 +99,23 @@ class QosCore:
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
         self.symbols: dict[str, _Symbol] = {}
         self.stats: collections.Counter[str] = collections.Counter()
+
+    def reconfigure(self, config: QosSettings) -> str:
+        """Live parameters (a ConfigChange): applied from the next score on; "" when applied, else
+        why not. The horizons are the shape of every symbol's state: changing which ones carry a
+        weight needs a restart."""
+        if config.horizons() != self.horizon_names:
+            return (
+                f"the weighted horizons cannot change live ({', '.join(self.horizon_names)} -> "
+                f"{', '.join(config.horizons())}): restart qos with the new weights"
+            )
+        self.cfg = config
+        self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
+        return ""
+
+    def entries_off(self, symbol: str) -> bool:
+        off = self.cfg.entries_off
+        return bool(off) and ("*" in off or symbol in off)
 
     def on_prediction(self, p: Prediction) -> list[Event]:
         if p.horizon not in self.spans:
@@ -132,6 +153,24 @@ class QosCore:
         self.stats["rescored_on_headline"] += 1
         return self._evaluate(score.symbol, s, now)
 
+    def on_external(self, signal: ExternalSignal) -> list[Event]:
+        """An outside model's prediction: the symbol's input "external" until external_ttl_s after
+        its time; with a weight, the symbol is scored again now (as a headline does)."""
+        s = self.symbols.get(signal.symbol)
+        if s is None:
+            s = self.symbols[signal.symbol] = _Symbol(self.spans)
+        s.external = signal
+        self.stats["external_in"] += 1
+        if self.cfg.weights.get("external", 0.0) <= 0 or s.group_count:
+            return []
+        return self._evaluate(signal.symbol, s, max(signal.ts_event, s.group_ts, s.sentiment_ts))
+
+    def _external_at(self, s: _Symbol, now: int) -> float:
+        e = s.external
+        if e is None or now - e.ts_event > self.cfg.external_ttl_s * NS or now < e.ts_event:
+            return 0.0
+        return e.signal
+
     def _sentiment_at(self, s: _Symbol, now: int) -> float:
         if not s.sentiment_ts:
             return 0.0
@@ -163,7 +202,9 @@ class QosCore:
         ]
         sentiment = self.cfg.weights.get("sentiment", 0.0)
         news = sentiment > 0 and abs(self._sentiment_at(s, now)) >= 0.01
-        if not live and not news:
+        external = self.cfg.weights.get("external", 0.0)
+        outside = external > 0 and self._external_at(s, now) != 0.0
+        if not live and not news and not outside:
             return {}
         trend = s.regime.split("/")[0]
         tilt_sign = 1.0 if trend in ("up", "down") else -1.0 if trend == "range" else 0.0
@@ -176,6 +217,8 @@ class QosCore:
             raw[h] = self.cfg.weights[h] * regime_factor * hit_factor
         if news:
             raw["sentiment"] = sentiment
+        if outside:
+            raw["external"] = external
         total = sum(raw.values())
         return {h: w / total for h, w in raw.items()} if total > 0 else {}
 
@@ -190,9 +233,7 @@ class QosCore:
                 return []
             # Fail safe: a position whose every input went stale or quarantined is closed.
             return [self._exit(symbol, s, now, 0.0, {}, "exit: no live inputs (stale or quarantined)")]
-        signals = {
-            h: self._sentiment_at(s, now) if h == "sentiment" else s.horizons[h].signal() for h in weights
-        }
+        signals = {h: self._input_at(s, h, now) for h in weights}
         components = {h: w * signals[h] for h, w in weights.items()}
         agreement = abs(sum(w * _sign(signals[h]) for h, w in weights.items()))
         qos = sum(components.values()) * (0.5 + 0.5 * agreement)
@@ -213,6 +254,13 @@ class QosCore:
         self.stats["scores"] += 1
         return [score] if intent is None else [score, intent]
 
+    def _input_at(self, s: _Symbol, name: str, now: int) -> float:
+        if name == "sentiment":
+            return self._sentiment_at(s, now)
+        if name == "external":
+            return self._external_at(s, now)
+        return s.horizons[name].signal()
+
     # -- decisions ----------------------------------------------------------------------------
     def _decide(
         self, symbol: str, s: _Symbol, qos: float, now: int, components: dict[str, float]
@@ -224,9 +272,12 @@ class QosCore:
                 return "hold", None
             cooling = now - s.exit_ts < cfg.cooldown_s * NS
             wants = abs(qos) >= cfg.entry_threshold and (qos > 0 or cfg.allow_short)
-            if not wants or cooling or s.price <= 0:
+            stopped = wants and self.entries_off(symbol)
+            if not wants or cooling or stopped or s.price <= 0:
                 if wants and cooling:
                     self.stats["entries_in_cooldown"] += 1
+                elif stopped:
+                    self.stats["entries_stopped"] += 1  # stays armed: entries resume when started
                 return "hold", None
             if cfg.policy == "on" and not (s.policy_silent and cfg.policy_fallback == "rules"):
                 s.proposal = (now, qos, components)

@@ -1,23 +1,29 @@
-"""qos runtime: sig.fast.*.*, news.sentiment.* and sig.policy.* in; qos.SYM scores and
-order.intent.SYM intents out; the protective exits beside it (1-second prices, fills)."""
+"""qos runtime: sig.fast.*.*, news.sentiment.*, sig.ext.* and sig.policy.* in; qos.SYM scores and
+order.intent.SYM intents out; the protective exits beside it (1-second prices, fills). Live
+parameters of qos and exits (ctl.config.*) are applied without a restart and answered on ack.qos."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from libs.common import params
 from libs.common.bus import Delivery
 from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
-from libs.common.config import Settings
+from libs.common.config import ExitSettings, QosSettings, Settings
+from libs.common.logging import get_logger
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
+from proto.control import ConfigChange
 from proto.execution import Fill
 from proto.features import MICRO_TIMEFRAME, AtrReader, FeatureVector
 from proto.news import SentimentScore
 from proto.orders import OrderDenied
-from proto.signals import PolicySignal, Prediction
+from proto.signals import ExternalSignal, PolicySignal, Prediction
 from services.qos.core import QosCore
 from services.qos.exits import ExitManager
+
+log = get_logger(__name__)
 
 
 class QosApp(ServiceApp):
@@ -36,6 +42,10 @@ class QosApp(ServiceApp):
         self.atr_of = AtrReader(tuple(settings.features.timeframes))
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
+        self.external_in = 0
+        self.config_seq: dict[str, int] = {}  # section -> CONTROL stream seq of what is applied
+        self.config_applied = 0
+        self.config_refused = 0
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -59,6 +69,54 @@ class QosApp(ServiceApp):
             durable="qos-sentiment",
             new_only=True,
         )
+        await rt.subscribe("sig.ext.*", self._on_external, types=ExternalSignal)
+        # Live parameters of qos and exits; the last of each, read again after subscribing.
+        await rt.subscribe(
+            "ctl.config.>", self._on_config, types=ConfigChange, durable="qos-config", new_only=True
+        )
+        for section in ("qos", "exits"):
+            last = await rt.last(f"ctl.config.{section}", ConfigChange)
+            if last is not None and last[1] > self.config_seq.get(section, 0):
+                self.config_seq[section] = last[1]
+                self._apply(last[0])
+                log.warning("live parameters restored", section=section, change_id=last[0].change_id)
+
+    async def _on_config(self, d: Delivery[ConfigChange]) -> None:
+        change = d.event
+        if change.section not in ("qos", "exits"):
+            return
+        if d.seq and d.seq <= self.config_seq.get(change.section, 0):
+            return  # older than what is applied (restored at start)
+        self.config_seq[change.section] = max(self.config_seq.get(change.section, 0), d.seq or 0)
+        why = self._apply(change)
+        accepted = not why
+        await self.rt.emit(
+            params.ack(change, "qos", self.rt.now_ns(), accepted, why or params.summary(change))
+        )
+
+    def _apply(self, change: ConfigChange) -> str:
+        """Validate whole and apply; "" when applied, else why not (nothing is applied then)."""
+        base = self.exits.cfg if change.section == "exits" else self.core.cfg
+        model, why = params.receive(change, base)
+        if model is None:
+            self.config_refused += 1
+            return why
+        if isinstance(model, ExitSettings):
+            self.exits.cfg = model
+            self.core.cfg = self.core.cfg.model_copy(update={"exits": model})
+        elif isinstance(model, QosSettings):
+            refused = self.core.reconfigure(model.model_copy(update={"exits": self.exits.cfg}))
+            if refused:
+                self.config_refused += 1
+                return f"refused: {refused}"
+        self.config_applied += 1
+        return ""
+
+    async def _on_external(self, d: Delivery[ExternalSignal]) -> None:
+        if not self.owns(d.event.symbol):
+            return
+        self.external_in += 1
+        await self.rt.emit_all(self.core.on_external(d.event))
 
     async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
         v = d.event
@@ -117,4 +175,7 @@ class QosApp(ServiceApp):
             "stats": dict(self.core.stats),
             "positions": positions,
             "other_partition": self.other_partition,
+            "external_in": self.external_in,
+            "entries_off": self.core.cfg.entries_off,
+            "config": {"applied": self.config_applied, "refused": self.config_refused},
         }

@@ -27,13 +27,13 @@ from libs.common.storage.schema import PG_EPOCH_OFFSET_US
 from libs.common.storage.writer import jsonb
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck
+from proto.control import ConfigChange, Control, ControlAck
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import PolicySignal
+from proto.signals import ExternalSignal, PolicySignal
 from proto.subjects import stream_of_pattern, subject_matches, subject_of
 from proto.tca import TcaReport
 from proto.units import DAY_NS
@@ -215,7 +215,8 @@ def _tca(e: TcaReport) -> Row:
 # Recorded whatever recorder.durable_subjects / core_subjects say: "every action is audited" is a
 # rule of the fleet, not an option an edited config file could turn off.
 AUDIT_DURABLE_SUBJECTS = ("ctl.>", "ack.>", "alert.>", "risk.state", "dlq.>", "news.>")
-AUDIT_CORE_SUBJECTS = ("sig.policy.>",)  # the policy's answers ride core NATS
+# the policy's answers and the outside models' predictions ride core NATS
+AUDIT_CORE_SUBJECTS = ("sig.policy.>", "sig.ext.>")
 # Not worth keeping in an audit row: a sentiment score's embedding is hundreds of floats a model
 # derives again from the headline.
 AUDIT_JSON_DROPS: dict[type, frozenset[str]] = {SentimentScore: frozenset({"embedding"})}
@@ -324,7 +325,20 @@ def _describe_policy(e: PolicySignal) -> Described:
     return "policy", f"policy:{e.policy_version}", what, f"{e.symbol}:{e.score_ts}"
 
 
+def _describe_config(e: ConfigChange) -> Described:
+    moved = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(e.changed.items()))
+    return "param", e.issued_by, f"{e.section}: {moved or 'nothing changed'}", e.change_id
+
+
+def _describe_external(e: ExternalSignal) -> Described:
+    horizon = f" {e.horizon}" if e.horizon else ""
+    what = f"{e.symbol} {e.signal:+.2f}{horizon} from {e.source} (confidence {e.confidence:.2f})"
+    return "signal", e.issued_by or e.source, what, f"{e.source}:{e.symbol}:{e.ts_event}"
+
+
 DESCRIBE: dict[type, Callable[[Any], Described]] = {
+    ConfigChange: _describe_config,
+    ExternalSignal: _describe_external,
     Control: _describe_control,
     ControlAck: _describe_ack,
     Alert: _describe_alert,

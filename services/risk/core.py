@@ -24,6 +24,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
+from libs.common import params
 from libs.common.calendar import MarketCalendar
 from libs.common.clock import Clock
 from libs.common.config import RiskSettings
@@ -31,7 +32,7 @@ from libs.common.markettime import NEW_YORK, ny_day_ordinal
 from libs.common.positions import Position
 from proto.alerts import Alert, Severity
 from proto.base import Event
-from proto.control import Control, ControlAck, ack_of, refusal
+from proto.control import ConfigChange, Control, ControlAck, ack_of, refusal
 from proto.execution import TERMINAL_STATUSES, BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote
 from proto.orders import (
@@ -169,7 +170,26 @@ class RiskCore:
             return self.on_control(event)
         if isinstance(event, Prediction):
             return self.on_prediction(event)
+        if isinstance(event, ConfigChange):
+            return self.on_config(event)
         return []
+
+    def on_config(self, change: ConfigChange, restoring: bool = False) -> list[Event]:
+        """Live limits (ctl.config.risk): validated whole by the settings model, applied from the
+        next intent on, or refused with why; answered with a ControlAck. ``restoring``: the last
+        change, read again at start (applied silently: nobody waits for its answer now)."""
+        if change.section != "risk":
+            return []
+        limits, why = params.receive(change, self.limits)
+        now = self.clock.now_ns()
+        if limits is None:
+            self.stats["config_refused"] += 1
+            return [] if restoring else [params.ack(change, "risk", now, False, why)]
+        self.limits = limits  # type: ignore[assignment]
+        self.stats["config_applied"] += 1
+        if restoring:
+            return []
+        return [self.state(change.ts_event), params.ack(change, "risk", now, True, params.summary(change))]
 
     def on_quote(self, q: Quote) -> None:
         self.books.quotes[q.symbol] = _Quote(q.bid, q.ask, q.ts_event)

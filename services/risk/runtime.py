@@ -13,7 +13,7 @@ from libs.common.logging import get_logger
 from libs.common.metrics import Kpi
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
-from proto.control import Control
+from proto.control import ConfigChange, Control
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.market import FeedStatus, Quote
@@ -43,6 +43,7 @@ class RiskApp(ServiceApp):
             settings.risk, LiveClock(), market_calendar(settings.market), account=settings.execution.account
         )
         self.skip_exec_through = 0  # EXEC stream seq already in the restored snapshot
+        self.config_seq = 0  # CONTROL stream seq of the live limits applied
         self.atr_of = AtrReader(tuple(settings.features.timeframes))
 
     async def start(self, rt: Runtime) -> None:
@@ -63,11 +64,31 @@ class RiskApp(ServiceApp):
             durable="risk-exec",
             new_only=True,
         )
-        await rt.subscribe("ctl.>", self._on_event, types=Control, durable="risk-ctl", new_only=True)
+        await rt.subscribe(
+            "ctl.>", self._on_ctl, types=(Control, ConfigChange), durable="risk-ctl", new_only=True
+        )
         await rt.subscribe(
             "order.intent.>", self._on_intent, types=OrderIntent, durable="risk-intents", new_only=True
         )
+        await self._restore_config(rt)
         await self._publish([self.core.state(rt.now_ns())])
+
+    async def _restore_config(self, rt: Runtime) -> None:
+        """The live limits last set (ctl.config.risk), read after subscribing: a change sent
+        meanwhile is not missed, and the stream sequence keeps an older one from undoing it."""
+        last = await rt.last("ctl.config.risk", ConfigChange)
+        if last is None or last[1] <= self.config_seq:
+            return
+        self.config_seq = last[1]
+        self.core.on_config(last[0], restoring=True)
+        log.warning("live risk limits restored", change_id=last[0].change_id, by=last[0].issued_by)
+
+    async def _on_ctl(self, d: Delivery[Event]) -> None:
+        if isinstance(d.event, ConfigChange):
+            if d.seq and d.seq <= self.config_seq:
+                return  # older than what is applied (restored at start)
+            self.config_seq = max(self.config_seq, d.seq or 0)
+        await self._on_event(d)
 
     async def _restore(self, rt: Runtime) -> None:
         """A restarted gate starts from what is known, not from flat: the last position snapshot

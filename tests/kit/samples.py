@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
-from proto.control import Control, ControlAck, Heartbeat, Progress, SyncProbe, SyncReply
+from proto.control import ConfigChange, Control, ControlAck, Heartbeat, Progress, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
-from proto.signals import PolicySignal, Prediction, QosScore
+from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaFeedback, TcaReport
 from tests.kit.clocks import OPEN
 
@@ -108,6 +108,17 @@ def sample_events() -> list[Event]:
             latency_us=900,
         ),
         Control(**t, command_id="k-1", command="kill", issued_by="test"),
+        ConfigChange(
+            **t,
+            change_id="c-1",
+            section="risk",
+            values={"max_position_shares": 500, "deny_symbols": ["GME"]},
+            changed={"max_position_shares": [2000, 500]},
+            issued_by="token:alice",
+        ),
+        ExternalSignal(
+            **t, symbol="IBM", source="desk-model", signal=-0.4, horizon="15m", issued_by="token:bob"
+        ),
         Heartbeat(
             **t,
             service="md-gateway",

@@ -180,3 +180,46 @@ def test_headlines_add_up_and_saturate() -> None:
     assert core.symbols["IBM"].sentiment == 1.0  # clipped to [-1, 1]
     headline(core, 0.05, -0.5)
     assert 0.45 < core.symbols["IBM"].sentiment < 0.5
+
+
+def external(core: QosCore, at_minutes: float, signal: float) -> list[Event]:
+    from proto.signals import ExternalSignal
+
+    ts = T0 + int(at_minutes * MIN)
+    return core.on_external(
+        ExternalSignal(ts_event=ts, ts_init=ts, symbol="IBM", source="desk", signal=signal, issued_by="t")
+    )
+
+
+def test_an_outside_models_signal_is_an_input_of_its_own_weight_until_its_ttl() -> None:
+    weights = {"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "external": 1.0}
+    core = qos(weights=weights, external_ttl_s=120.0)
+    minute(core, 0, 0.2)
+    out = external(core, 0.5, 0.8)
+    (score,) = [e for e in out if isinstance(e, QosScore)]
+    assert abs(score.weights["external"] - 0.5) < 1e-9 and abs(score.components["external"] - 0.4) < 1e-9
+    assert score.action == "enter"  # the outside conviction lifted QOS past the threshold
+    later, _ = minute(core, 3, 0.2)  # 2.5 minutes on: past its ttl, it no longer counts
+    assert later is not None and "external" not in later.weights
+    unweighted = qos()
+    assert external(unweighted, 0, 0.9) == [] and unweighted.stats["external_in"] == 1
+
+
+def test_entries_off_stops_entries_per_symbol_or_all_and_exits_go_on() -> None:
+    from libs.common.config import QosSettings
+
+    core = qos()
+    minute(core, 0, 0.6)  # long IBM
+    assert core.reconfigure(core.cfg.model_copy(update={"entries_off": ["*"]})) == ""
+    _, exits = minute(core, 1, -0.6)  # the exit still goes out
+    assert [i.side for i in exits] == ["SELL"]
+    for m in range(2, 12):
+        _, intents = minute(core, m, [0.0, 0.7][m % 2])
+        assert not intents
+    assert core.stats["entries_stopped"] >= 1
+    assert core.reconfigure(core.cfg.model_copy(update={"entries_off": ["BAC"]})) == ""
+    entered = [i for m in range(12, 16) for i in minute(core, m, 0.7)[1]]
+    assert [i.side for i in entered] == ["BUY"]  # IBM is on again
+    # the horizons are the shape of the state: they cannot change live
+    refused = core.reconfigure(QosSettings(weights={"5m": 1.0}))
+    assert refused.startswith("the weighted horizons cannot change live")

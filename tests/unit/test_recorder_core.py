@@ -161,6 +161,20 @@ def test_audited_events_say_who_did_what() -> None:
             "IBM enter at scale 0.60 (QOS proposed +1)",
             f"IBM:{T0}",
         ),
+        "ConfigChange": (
+            "param",
+            "ctl.config.risk",
+            "token:alice",
+            "risk: max_position_shares 2000 -> 500",
+            "c-1",
+        ),
+        "ExternalSignal": (
+            "signal",
+            "sig.ext.IBM",
+            "token:bob",
+            "IBM -0.40 15m from desk-model (confidence 1.00)",
+            f"desk-model:IBM:{T0}",
+        ),
     }
     row = audited["DeadLetter"]
     assert len(row) == len(TABLES_BY_NAME["audit_events"].columns)

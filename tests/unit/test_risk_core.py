@@ -548,3 +548,27 @@ def test_a_replay_that_ends_before_the_close_still_summarizes_its_day() -> None:
     )
     (summary,) = core.take_alerts()
     assert summary.title.startswith("day summary: realized P&L -1.00 USD, open ")
+
+
+def test_live_limits_apply_whole_from_the_next_intent_or_not_at_all() -> None:
+    from proto.control import ConfigChange
+
+    core = gate()
+    quote(core)
+
+    def change(values: dict[str, Any]) -> list[Any]:
+        return core.on_event(
+            ConfigChange(
+                ts_event=T0 + S, ts_init=0, change_id=_id(), section="risk", values=values, issued_by="admin"
+            )
+        )
+
+    assert isinstance(core.on_intent(intent(qty=100, ts=T0 + S)), OrderApproved)
+    (ack,) = [
+        e for e in change({"max_position_shares": 150, "max_open_orders": -1}) if isinstance(e, ControlAck)
+    ]
+    assert not ack.accepted and "max_open_orders" in ack.summary and core.limits.max_position_shares != 150
+    out = change({"max_position_shares": 150})
+    (ack,) = [e for e in out if isinstance(e, ControlAck)]
+    assert ack.accepted and ack.command == "config" and core.limits.max_position_shares == 150
+    denied(core.on_intent(intent(qty=100, ts=T0 + 2 * S)), "POSITION_SHARES")  # 100 working + 100 > 150

@@ -1,8 +1,9 @@
 """`tradefleet audit`: the audit trail read back from the recorder's tables, in time order.
 
 Who did what to the fleet and what answered: operator commands (ctl) with the services' acks
-under them, alerts, risk mode changes, dead letters, headlines, sentiment scores and the policy's
-answers. Readable lines in New York time by default, one JSON object per line with --json.
+under them, live parameter changes (param: who, what, old and new), outside models' signals,
+alerts, risk mode changes, dead letters, headlines, sentiment scores and the policy's answers.
+Readable lines in New York time by default, one JSON object per line with --json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class AuditKind(StrEnum):
     NEWS = "news"
     SENTIMENT = "sentiment"
     POLICY = "policy"
+    PARAM = "param"
+    SIGNAL = "signal"
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
