@@ -24,6 +24,7 @@ from libs.common.localinfra import (
     NatsServer,
     PgCluster,
     free_port,
+    port_free,
     postgres_reachable,
     start_nats,
     start_postgres,
@@ -94,6 +95,9 @@ class Fleet:
         self.alerts: list[dict[str, Any]] = []
         self.storage_mode: str | None = None
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
+        self.control_port = 0
+        self.control_token = ""
+        self.control_token_file: Path | None = None
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -145,6 +149,8 @@ class Fleet:
         )
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
+        if name == "control":
+            env.update(self._control_env())
         if self.lockstep:
             env["TRADEFLEET_NATS__SYNC"] = "true"
             started = started_services(self.settings)
@@ -152,6 +158,32 @@ class Fleet:
             waits += ["tca"] if self.settings.execution.feedback else []
             env["TRADEFLEET_MD_GATEWAY__REPLAY__LOCKSTEP"] = json.dumps(waits)
         return env
+
+    def _control_env(self) -> dict[str, str]:
+        """The API on control.port (another free one when it is taken: a second fleet on this
+        machine), with this run's admin token when none is configured: written to the run's
+        folder (0600) and shown once, so a person can log in to the dashboard."""
+        cfg = self.settings.control
+        self.control_port = cfg.port if cfg.port and port_free(cfg.port, cfg.host) else free_port()
+        env = {"TRADEFLEET_CONTROL__PORT": str(self.control_port)}
+        if not cfg.tokens:
+            from services.control.auth import digest, new_token
+
+            self.control_token = new_token()
+            path = self.var / "runs" / self.run_id / "control-token"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.control_token + "\n")
+            path.chmod(0o600)
+            self.control_token_file = path
+            entry = {"name": "up", "role": "admin", "token_sha256": digest(self.control_token)}
+            env["TRADEFLEET_CONTROL__TOKENS"] = json.dumps([entry])
+        return env
+
+    def control_url(self) -> str | None:
+        if "control" not in self.procs:
+            return None
+        host = self.settings.control.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.control_port}/"
 
     def _spawn(self, name: str) -> None:
         """Start a service; ``_wait_ready`` waits until it has subscribed."""
@@ -216,6 +248,7 @@ class Fleet:
             self._start_infra()
             self._start_services()
             self._write_state()
+            self._say_dashboard()
             self.running_since_ns = time.time_ns()
             # --duration counts from here: a slow start-up does not eat the replay.
             error = self._watch(time.monotonic(), duration)
@@ -226,6 +259,16 @@ class Fleet:
         finally:
             self._stop_all()
         return self._summary(time.monotonic() - started, error)
+
+    def _say_dashboard(self) -> None:
+        url = self.control_url()
+        if url is None:
+            return
+        if self.control_token:
+            where = f" (this run's admin token; also in {self.control_token_file})"
+            self.console.print(f"dashboard: {url}  token: {self.control_token}{where}")
+        else:
+            self.console.print(f"dashboard: {url}  (log in with a token of control.tokens)")
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.interrupted = signal.Signals(signum).name
@@ -436,6 +479,10 @@ class Fleet:
             "produced": service.get("produced", {}),  # "source/severity": count, as it saw them
         }
 
+    def _control_summary(self) -> dict[str, Any]:
+        app = self._app("control")
+        return {k: app.get(k, 0) for k in ("actions", "ws_clients", "ws_dropped")}
+
     def _summary(self, elapsed: float, error: str | None) -> dict[str, Any]:
         gw, rec = self._app("md-gateway"), self._app("recorder")
         stats = gw.get("stats", {})
@@ -450,6 +497,7 @@ class Fleet:
             "market_time_end": ny_clock(gw.get("market_ns")) if gw.get("market_ns") else None,
             "quiet_skipped_s": gw.get("quiet_skipped_s", 0.0),
             "alerts": self._alerts_summary(),
+            "control": {"url": self.control_url(), **self._control_summary()},
             "elapsed_s": round(elapsed, 2),
             "replay_s": gw.get("elapsed_s"),
             "provider": gw.get("provider"),

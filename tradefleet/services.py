@@ -72,6 +72,12 @@ def _sentiment(settings: Settings) -> ServiceApp:
     return SentimentApp(settings)
 
 
+def _control(settings: Settings) -> ServiceApp:
+    from services.control.runtime import ControlApp
+
+    return ControlApp(settings)
+
+
 def _alerts(settings: Settings) -> ServiceApp:
     from services.alerts.runtime import AlertsApp
 
@@ -91,5 +97,6 @@ RUNNABLE: dict[str, Callable[[Settings], ServiceApp]] = {
     "tca": _tca,
     "sentiment": _sentiment,
     "alerts": _alerts,
+    "control": _control,
 }
 BATCHING = {"md-gateway"}

@@ -658,6 +658,49 @@ class AlertsSettings(Section):
         return floors
 
 
+Role = Literal["viewer", "operator", "admin"]
+
+
+class ApiToken(Section):
+    """One control API token: its name (what the audit trail and ctl.* carry as who acted), its
+    role, and the SHA-256 of the token (hex): the token itself is never stored."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Role
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ControlSettings(Section):
+    """The control service: REST under /api, a WebSocket at /api/ws, the dashboard at /.
+    ``tokens`` are made by `tradefleet control token --name N --role R`: viewer reads, operator
+    also acts (kill, resume, mode, orders, flatten, strategy), admin also changes parameters."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)  # 0: any free port
+    tokens: list[ApiToken] = Field(default_factory=list)
+    # Requests per token (or per address, before a token is known), over a moving minute.
+    read_per_minute: int = Field(600, ge=1)
+    act_per_minute: int = Field(30, ge=1)
+    # Origins allowed to call the API from a browser page of another origin; none by default.
+    cors_origins: list[str] = Field(default_factory=list)
+    # How long an action waits for the services' acks before it reports who stayed silent.
+    ack_wait_s: float = Field(5.0, gt=0, le=60)
+    # A WebSocket client this many messages behind is dropped: a slow client never slows the fleet.
+    ws_max_queue: int = Field(1000, ge=1)
+    # The built dashboard (web/dist); served at / when it exists.
+    web_dir: Path = Path("web/dist")
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: list[ApiToken]) -> list[ApiToken]:
+        names = [t.name for t in tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("token names must be unique (they are who acted in the audit trail)")
+        if len({t.token_sha256 for t in tokens}) != len(tokens):
+            raise ValueError("two tokens have the same hash")
+        return tokens
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -681,6 +724,7 @@ class Settings(BaseSettings):
     ib: IbSettings = IbSettings()
     tca: TcaSettings = TcaSettings()
     alerts: AlertsSettings = AlertsSettings()
+    control: ControlSettings = ControlSettings()
 
     @model_validator(mode="after")
     def _ack_wait_within_ttl(self) -> Settings:

@@ -18,6 +18,7 @@ from libs.common.bus import Delivery
 from libs.common.config import DbSettings, load_settings
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime
+from libs.common.storage.audit import read_audit
 from libs.common.storage.migrate import migrate
 from proto.alerts import Alert, DeadLetter
 from proto.base import Event
@@ -29,7 +30,6 @@ from proto.subjects import subject_of
 from services.recorder.runtime import RecorderApp
 from tests.helpers import await_until
 from tradefleet.cli import app as cli
-from tradefleet.commands.audit import read_audit
 
 MS = 1_000_000
 

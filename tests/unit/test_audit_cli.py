@@ -8,8 +8,9 @@ import datetime as dt
 from typer.testing import CliRunner, Result
 
 from libs.common.localinfra import free_port
+from libs.common.storage.audit import AuditRow
 from tradefleet.cli import app
-from tradefleet.commands.audit import AuditRow, readable_lines
+from tradefleet.commands.audit import readable_lines
 
 
 def _audit(*args: str) -> Result:
