@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
+.PHONY: venv browser web test-web run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
 
 # torch==2.13.0 (the CPU build) goes in first, alone: anything that depends on torch then finds it
 # installed instead of resolving a CUDA build. Every package is pinned through constraints.txt.
@@ -18,7 +18,27 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-run: $(STAMP)
+# --- the dashboard (web/): built with npm from its lock, served by the control service at / ---
+WEB_SRC := $(shell find web/src -type f) web/index.html web/package.json web/vite.config.ts web/tsconfig.json
+WEB_DIST := web/dist/index.html
+WEB_DEPS := web/node_modules/.package-lock.json
+
+$(WEB_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $(WEB_DEPS)
+
+# Rebuilt only when a source is newer than the build (or there is none).
+$(WEB_DIST): $(WEB_DEPS) $(WEB_SRC)
+	cd web && npm run build
+	@touch $(WEB_DIST)
+
+web: $(WEB_DIST)
+
+# The dashboard's own tests (vitest in jsdom) and its type check.
+test-web: $(WEB_DEPS)
+	cd web && npm run typecheck && npm test
+
+run: $(STAMP) web
 	@mkdir -p var
 	$(VENV)/bin/tradefleet up --speed 0 --summary var/run-summary.json
 
@@ -41,7 +61,7 @@ browser:
 # processes, NATS and PostgreSQL, so two share the 2-core machines without starving each other.
 TEST_WORKERS ?= 2
 
-test: lint browser
+test: lint browser web test-web
 	$(VENV)/bin/tradefleet schemas export --check
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
@@ -62,4 +82,4 @@ schemas: $(STAMP)
 	$(VENV)/bin/tradefleet schemas export
 
 clean:
-	rm -rf var .mypy_cache .ruff_cache
+	rm -rf var .mypy_cache .ruff_cache web/dist

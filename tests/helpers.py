@@ -78,6 +78,8 @@ SHARED_CACHES = {
 def service_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEFLEET_")}
     env["TRADEFLEET_TELEMETRY__LOG_FORMAT"] = "json"
+    # Fleets of tests run side by side: the control API on any free port, not each on 8600.
+    env["TRADEFLEET_CONTROL__PORT"] = "0"
     env.update(SHARED_CACHES)
     env.update(settings)
     return env

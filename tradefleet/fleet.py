@@ -266,9 +266,9 @@ class Fleet:
             return
         if self.control_token:
             where = f" (this run's admin token; also in {self.control_token_file})"
-            self.console.print(f"dashboard: {url}  token: {self.control_token}{where}")
+            self.console.print(f"dashboard: {url}  token: {self.control_token}{where}", soft_wrap=True)
         else:
-            self.console.print(f"dashboard: {url}  (log in with a token of control.tokens)")
+            self.console.print(f"dashboard: {url}  (log in with a token of control.tokens)", soft_wrap=True)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.interrupted = signal.Signals(signum).name
@@ -280,6 +280,7 @@ class Fleet:
             "db_url": self.db_url,
             "http_ports": self.ports,
             "pids": {n: p.pid for n, p in self.procs.items()},
+            "control_url": self.control_url(),
         }
         (self.var / "fleet.json").write_text(json.dumps(state, indent=2))
 

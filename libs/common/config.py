@@ -658,6 +658,17 @@ class AlertsSettings(Section):
         return floors
 
 
+class HotStateSettings(Section):
+    """Redis as hot state (libs/common/hotstate.py): risk, execution and qos keep their latest
+    state, positions and scores there for the control service's snapshots. Off when no URL."""
+
+    redis_url: str | None = None
+    flush_ms: int = Field(250, ge=10)
+    ttl_s: int = Field(86_400, ge=1)
+    refresh_s: float = Field(30.0, gt=0)  # everything written again this often: a flushed Redis fills
+    prefix: str = Field("tradefleet:hot", min_length=1)  # one per fleet sharing a Redis
+
+
 Role = Literal["viewer", "operator", "admin"]
 
 
@@ -725,6 +736,7 @@ class Settings(BaseSettings):
     tca: TcaSettings = TcaSettings()
     alerts: AlertsSettings = AlertsSettings()
     control: ControlSettings = ControlSettings()
+    hot_state: HotStateSettings = HotStateSettings()
 
     @model_validator(mode="after")
     def _ack_wait_within_ttl(self) -> Settings:

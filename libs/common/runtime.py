@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from libs.common.bus import Bus, Delivery, E, Handler, NullHooks, Responder, Subscription, Types
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
+from libs.common.hotstate import HotState
 from libs.common.ids import digest
 from libs.common.logging import LogOnce, get_logger
 from libs.common.metrics import Kpi, KpiCollector, RuntimeMetrics
@@ -111,6 +112,7 @@ class Runtime:
         self._http_runner: web.AppRunner | None = None
         self._dead_letters = 0
         self.app: ServiceApp | None = None
+        self.hot: HotState | None = None  # Redis hot state, for the services that keep some
         # At scrape time, never per message: the app's KPIs are read off its state then.
         self.metrics.registry.register(
             KpiCollector(service, lambda: self.app.kpis() if self.app is not None else [])
@@ -126,6 +128,8 @@ class Runtime:
         never formats a subject by hand. Returns the bus's own publish (no coroutine of its own:
         one level less per event on the hot paths)."""
         self.emitted[type(event).__name__] += 1
+        if self.hot is not None:
+            self.hot.put_event(event)
         return self.publish(subject_of(event), event)
 
     async def emit_all(self, events: Iterable[Event]) -> None:
@@ -267,6 +271,10 @@ class Runtime:
                 loop.add_signal_handler(sig, self._stop.set)
         await self._start_http()
         await self._connect()
+        hs = self.settings.hot_state
+        if hs.redis_url and isinstance(self.bus, NatsBus):  # never in the in-process backtest
+            self.hot = HotState(hs.redis_url, hs.flush_ms, hs.ttl_s, hs.refresh_s, hs.prefix)
+            self.hot.start()
         await app.start(self)
         if isinstance(self.bus, NatsBus):
             if self.settings.nats.sync:
@@ -368,6 +376,8 @@ class Runtime:
             except Exception as exc:
                 log.error("stop failed", error=repr(exc), exc_info=exc)
         await self.bus.close()
+        if self.hot is not None:
+            await self.hot.close()
         self.tracing.shutdown()
         if self._http_runner is not None:
             await self._http_runner.cleanup()

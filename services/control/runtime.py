@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from libs.common import params
@@ -113,6 +114,14 @@ class ControlApp(ServiceApp):
         await self._serve()
 
     async def _restore(self, rt: Runtime) -> None:
+        """Redis first (every symbol's latest score, the state and positions: fast), then the
+        bus's last word where it keeps one (newer or equal: it wins)."""
+        hs = self.settings.hot_state
+        if hs.redis_url:
+            from libs.common.hotstate import read_all
+
+            for event in await read_all(hs.redis_url, hs.prefix):
+                self.view.on_event(event)
         for subject, kind in (
             ("risk.state", RiskState),
             ("exec.position", PositionSnapshot),
@@ -129,7 +138,7 @@ class ControlApp(ServiceApp):
     async def _serve(self) -> None:
         import uvicorn
 
-        web = self.cfg.web_dir if self.cfg.web_dir.is_absolute() else self.cfg.web_dir.resolve()
+        web = _dashboard_dir(self.cfg.web_dir)
         api = build_api(self, self.cfg, self.tokens, web)
         config = uvicorn.Config(
             api,
@@ -355,3 +364,11 @@ def _live_error(field: str, value: Any, why: str) -> Exception:
 
     detail: InitErrorDetails = {"type": PydanticCustomError("live", why), "loc": (field,), "input": value}
     return ValidationError.from_exception_data("live", [detail])
+
+
+def _dashboard_dir(web: Path) -> Path:
+    """A relative web_dir: from where the service runs, else from the checkout it came from."""
+    if web.is_absolute():
+        return web
+    here, checkout = web.resolve(), Path(__file__).resolve().parents[2] / web
+    return here if here.exists() or not checkout.exists() else checkout

@@ -9,6 +9,8 @@ import hashlib
 import json
 import signal
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,15 @@ import httpx
 import pytest
 import websockets
 
+from libs.common.hotstate import HotState, read_all
 from libs.common.localinfra import free_port, start_nats
 from proto.orders import OrderDenied
+from proto.signals import QosScore
 from services.risk.core import client_order_id_for
 from tests.helpers import http_json, service_env, start_service, wait_until
 from tests.integration.test_order_path import Desk
 
+REDIS = "redis://127.0.0.1:6379/0"
 TOKENS = {"viewer": "tf_view_secret", "operator": "tf_op_secret", "admin": "tf_admin_secret"}
 READS = (
     "/api/whoami",
@@ -63,6 +68,7 @@ class Fleet:
         self.ports = {name: free_port() for name in ("risk", "execution", "qos", "control")}
         self.api_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.prefix = f"test-control-{uuid.uuid4().hex[:8]}"
 
     def start(self, name: str) -> None:
         env = service_env(
@@ -73,6 +79,8 @@ class Fleet:
             TRADEFLEET_CONTROL__TOKENS=token_config(),
             TRADEFLEET_CONTROL__ACK_WAIT_S="10",
             TRADEFLEET_QOS__WEIGHTS='{"5m": 0.4, "15m": 0.3, "30m": 0.2, "60m": 0.1, "external": 0.5}',
+            TRADEFLEET_HOT_STATE__REDIS_URL=REDIS,
+            TRADEFLEET_HOT_STATE__PREFIX=self.prefix,
         )
         self.procs[name] = start_service(name, env, self.tmp / f"{name}.log")
         wait_until(lambda: http_json(self.ports[name], "/readyz")[0] == 200, 60, what=f"{name} ready")
@@ -180,6 +188,23 @@ async def test_roles_reads_actions_live_parameters_and_the_live_stream(fleet: Fl
         with pytest.raises(websockets.exceptions.InvalidStatus):
             async with websockets.connect(f"ws://127.0.0.1:{fleet.api_port}/api/ws?token=nope"):
                 pass
+
+        # The services keep their latest in Redis (the gate its state); a restarted control
+        # service starts from it, with what no stream keeps (QOS scores) too.
+        hot = HotState(REDIS, prefix=fleet.prefix)
+        now = time.time_ns()
+        hot.put_event(
+            QosScore(ts_event=now, ts_init=now, symbol="BAC", score=0.42, peak=0.5, regime="up/mid")
+        )
+        await hot.flush()
+        await hot.close()
+        assert any(type(e).__name__ == "RiskState" for e in await read_all(REDIS, fleet.prefix))
+        fleet.kill("control")
+        fleet.start("control")
+        qos = (await api.get("/api/qos", headers=auth("viewer"))).json()
+        scores = {s["symbol"]: s["score"] for s in qos["symbols"]}
+        assert scores["BAC"] == 0.42  # only Redis had it
+        assert "IBM" in scores  # the score qos made of the outside signal, kept by qos itself
 
 
 def _filled(desk: Desk, intent_id: str) -> bool:

@@ -230,6 +230,9 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     assert md_stored == {k: v for k, v in s["events_published"].items() if v and k != "news"}
     assert s["md_rows_lost"] == 0 and s["ok"]
     assert (tmp_path / "var" / "pg" / "data" / "PG_VERSION").exists()
+    # The dashboard is served while the replay runs, its URL and this run's token said once.
+    url = s["control"]["url"]
+    assert url.startswith("http://127.0.0.1:") and f"dashboard: {url}  token: tf_" in output
     # Headlines interleaved with the day (data/sample/news): scored by the sentiment service once
     # per story (2b repeats 2; 6 names no ticker), every score taken by QOS, which re-scored
     # symbols on headlines and counted sentiment in its scores.
