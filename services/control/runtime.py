@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from services.control.auth import TokenBook
 from services.control.view import FleetView
 
 log = get_logger(__name__)
+BOOK_PUSH_S = 0.5  # a symbol's book on the WebSocket at most this often
 
 # What the view follows (core subscriptions: a cache, not a consumer that must see everything).
 FOLLOWED: tuple[tuple[str, tuple[type[Event], ...]], ...] = (
@@ -100,6 +102,7 @@ class ControlApp(ServiceApp):
         self.dropped_clients = 0
         self.actions = 0
         self._quote_watch: set[str] = set()
+        self._book_pushed: dict[str, float] = {}
         self._server: Any = None
         self._server_task: asyncio.Task[None] | None = None
         self.url = ""
@@ -175,6 +178,8 @@ class ControlApp(ServiceApp):
             self._take_config(event)
         for kind, data in self.view.on_event(event, self.rt.now_ns()):
             self._broadcast({"type": kind, "data": data})
+        if isinstance(event, DepthUpdate):
+            self._push_book(event.symbol)
 
     def _take_config(self, change: ConfigChange) -> None:
         """The live values of a section, as last sent (by this service or another replica)."""
@@ -190,6 +195,18 @@ class ControlApp(ServiceApp):
 
     async def _on_quote(self, d: Delivery[Quote]) -> None:
         self.view.on_event(d.event)
+        self._push_book(d.event.symbol)
+
+    def _push_book(self, symbol: str) -> None:
+        """A book changes with every quote: pushed at most every BOOK_PUSH_S per symbol."""
+        if not self.clients:
+            return
+        now = time.monotonic()
+        if now - self._book_pushed.get(symbol, 0.0) < BOOK_PUSH_S:
+            return
+        self._book_pushed[symbol] = now
+        if (body := self.view.book(symbol)) is not None:
+            self._broadcast({"type": "book", "data": body})
 
     # -- the WebSocket fan-out ---------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:

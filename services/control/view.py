@@ -58,6 +58,7 @@ class _Model:
     quarantined: bool
     last_ts: int
     predictions: int = 0
+    drift: dict[str, str] = field(default_factory=dict)  # the drift alert's worst feature, PSI
 
 
 class FleetView:
@@ -262,6 +263,10 @@ class FleetView:
             "labels": dict(e.labels),
         }
         self.alerts.appendleft(data)
+        horizon = e.labels.get("horizon", "")
+        if e.source == "fastlane" and horizon in self.models and "worst_feature" in e.labels:
+            keys = ("worst_feature", "max_psi")
+            self.models[horizon].drift = {k: e.labels[k] for k in keys if k in e.labels}
         return [("alert", data)]
 
     def _news(self, e: NewsItem) -> list[Message]:
@@ -417,6 +422,8 @@ class FleetView:
                     "quarantined": m.quarantined,
                     "last_ts": m.last_ts,
                     "predictions": m.predictions,
+                    "drift": m.drift or None,
+                    "max_psi": float(m.drift["max_psi"]) if "max_psi" in m.drift else None,
                 }
                 for h, m in sorted(self.models.items())
             ]

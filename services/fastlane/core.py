@@ -89,5 +89,10 @@ class FastlaneCore:
                 f"last {len(m.drift.bins)} vectors. QOS ignores this horizon until a new model is promoted."
             ),
             dedupe=f"drift:{m.horizon}:{m.version}",
-            labels={"horizon": m.horizon, "version": m.version, "worst_feature": worst},
+            labels={
+                "horizon": m.horizon,
+                "version": m.version,
+                "worst_feature": worst,
+                "max_psi": f"{max_psi:.3f}",
+            },
         )

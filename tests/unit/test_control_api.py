@@ -180,3 +180,20 @@ SCHEMA = schemathesis.openapi.from_asgi(
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_a_server_error(case: schemathesis.Case) -> None:
     case.call_and_validate(headers=auth("admin"), checks=[not_a_server_error])
+
+
+def test_a_models_drift_is_read_from_its_quarantine_alert() -> None:
+    from proto.alerts import Alert
+    from tests.kit import stubs
+
+    view = FleetView()
+    view.on_event(stubs.prediction(horizon="15m", quarantined=True))
+    ts = 1_381_240_800_000_000_000
+    labels = {"horizon": "15m", "version": "m-test", "worst_feature": "vwap_dist_bps", "max_psi": "0.412"}
+    drift = Alert(
+        ts_event=ts, ts_init=ts, alert_id="d", severity="warning", source="fastlane", title="x", labels=labels
+    )
+    view.on_event(drift)
+    (model,) = view.models_view()["models"]
+    assert model["quarantined"] and model["max_psi"] == 0.412
+    assert model["drift"] == {"worst_feature": "vwap_dist_bps", "max_psi": "0.412"}
