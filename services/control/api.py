@@ -345,8 +345,13 @@ def build_api(fleet: Fleet, cfg: ControlSettings, tokens: TokenBook, web_dir: Pa
     @api.websocket("/api/ws")
     async def ws(socket: WebSocket, token: str | None = None) -> None:
         ident = tokens.identify(token or bearer(socket.headers.get("authorization")))
+        address = socket.client.host if socket.client else "unknown"
         if ident is None:
+            limiter.hit(anonymous, "anon", address)  # guesses count here as on every route
             await socket.close(code=4401, reason="a valid token is needed")
+            return
+        if not limiter.hit(per_kind["read"], "read", ident.name):
+            await socket.close(code=4429, reason="rate limited: connect again later")
             return
         await socket.accept()
         queue = fleet.subscribe()

@@ -309,12 +309,15 @@ def test_the_cli_writes_the_report_and_it_renders_in_chromium(tmp_path: Path) ->
     ]
     assert all(traces > 0 for _, traces in rendered), rendered
     # the decision document: the warning up top, every round trip, the annualized rows flagged,
-    # where it came from, and the day's model quarantine marked on the exposure
+    # where it came from, and the day's model quarantine marked on the exposure, with the risk
+    # gate's move to OBSERVE it causes (every model quarantined: entries denied)
     assert shown["warning"].startswith("⚠ Small sample: 1 trading day")
     assert shown["trade_rows"] == len(data["trades"]) > 0
     assert shown["flagged_metrics"] == len(data["sample_warning"]["annualized"])
     assert data["provenance"]["commit"] in shown["provenance"] and "ib-tiered" in shown["provenance"]
-    assert {e["kind"] for e in data["exposure"]["events"]} == {"quarantine"}
+    assert {e["kind"] for e in data["exposure"]["events"]} == {"quarantine", "mode"}
+    (observe,) = [e for e in data["exposure"]["events"] if e["kind"] == "mode"]
+    assert "OBSERVE" in observe["detail"] and "every fast-lane model quarantined" in observe["detail"]
     assert any(m.startswith("quarantine") for m in shown["marks"]), shown["marks"]
 
 

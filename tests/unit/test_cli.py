@@ -199,11 +199,14 @@ def test_mask_secrets_by_type_by_name_and_in_urls() -> None:
         "flags": {"require_token": False},
         "db": {"url": "postgresql://u:pw@h/db", "root": Path("var/x"), "symbols": frozenset({"B", "A"})},
         "qos": {"weights": {"5m": 0.4}},
+        "control": {"tokens": [{"name": "ann", "role": "admin", "token_sha256": "ab" * 32}]},
     }
     assert mask_secrets(data) == {
         "sentiment": {"webhook_token": MASK, "unset": ""},
-        "api": {"password": MASK, "client_secret": MASK, "token_file": None, "Secret": ""},
+        # a list under a secret's name: each item masked, the list kept
+        "api": {"password": MASK, "client_secret": [MASK, MASK], "token_file": None, "Secret": ""},
         "flags": {"require_token": False},
         "db": {"url": "postgresql://u:***@h/db", "root": "var/x", "symbols": ["A", "B"]},
         "qos": {"weights": {"5m": 0.4}},
+        "control": {"tokens": [{"name": "ann", "role": "admin", "token_sha256": "ab" * 32}]},  # digests
     }

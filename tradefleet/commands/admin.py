@@ -116,8 +116,11 @@ def mask_secrets(value: Any, name: str = "") -> Any:
     as it is: whether one is configured is what an operator needs to see."""
     if isinstance(value, SecretStr | SecretBytes):
         return MASK if value.get_secret_value() else ""
-    # A flag such as require_token: false carries no secret, and masking it would hide the setting.
-    if SECRET_NAME.search(name) and value not in (None, "") and not isinstance(value, bool):
+    # A flag such as require_token: false carries no secret, and masking it would hide the setting;
+    # nor does a digest (control.tokens' token_sha256: what admits a token, not the token), and a
+    # list or mapping under such a name (control.tokens) is masked inside, not whole.
+    plain = isinstance(value, bool | list | tuple | dict) or name.endswith("_sha256")
+    if SECRET_NAME.search(name) and value not in (None, "") and not plain:
         return MASK
     if isinstance(value, dict):
         return {_plain(k): mask_secrets(v, str(k)) for k, v in value.items()}
