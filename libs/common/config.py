@@ -658,6 +658,26 @@ class AlertsSettings(Section):
         return floors
 
 
+class SigningSettings(Section):
+    """The risk gate signs every approval (HMAC-SHA256 over its fields, libs/common/signing.py)
+    and the execution gateway takes only approvals whose signature verifies: a forged approval on
+    a misconfigured bus is refused and dead-lettered. Both read the same key: ``approval_key`` or
+    the content of ``approval_key_file`` (a mounted secret). Without one, risk signs nothing and
+    execution refuses every approval (fail closed); `tradefleet up` and the backtest make a key
+    per run."""
+
+    approval_key: SecretStr = SecretStr("")
+    approval_key_file: Path | None = None
+
+    def key(self) -> bytes:
+        """The key's bytes; empty when none is configured (raises when the file cannot be read)."""
+        if self.approval_key.get_secret_value():
+            return self.approval_key.get_secret_value().encode()
+        if self.approval_key_file is not None:
+            return self.approval_key_file.read_bytes().strip()
+        return b""
+
+
 class HotStateSettings(Section):
     """Redis as hot state (libs/common/hotstate.py): risk, execution and qos keep their latest
     state, positions and scores there for the control service's snapshots. Off when no URL."""
@@ -737,6 +757,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = AlertsSettings()
     control: ControlSettings = ControlSettings()
     hot_state: HotStateSettings = HotStateSettings()
+    signing: SigningSettings = SigningSettings()
 
     @model_validator(mode="after")
     def _ack_wait_within_ttl(self) -> Settings:
