@@ -37,6 +37,10 @@ class StreamSpec:
     max_age_s: int = 7 * 24 * 3600
     duplicate_window_s: int = 120
     storage: str = "file"
+    max_bytes: int = -1  # -1: no limit but the age
+    # At a byte limit: "old" drops the oldest (a feed's status), "new" refuses a publish (what
+    # must not be lost silently); with no byte limit it never applies.
+    discard: str = "old"
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,54 @@ CATALOG: tuple[SubjectSpec, ...] = (
 )
 
 SPEC_BY_TEMPLATE = {s.template: s for s in CATALOG}
+
+# What each service subscribes to (NATS patterns): its bus user's subscribe allow-list
+# (libs/common/natsauth.py), and what Runtime.subscribe lets it ask for on a secured bus. The
+# recorder and the control service read everything in the catalog (their own subjects are
+# configurable); every service also answers sync.SERVICE (lockstep) and reads its _INBOX replies.
+READ_ALL: tuple[str, ...] = tuple(
+    sorted({f"{s.tokens[0]}.>" for s in CATALOG if s.tokens[0] not in ("sync", "broker")})  # requests
+)
+CONSUMES: dict[str, tuple[str, ...]] = {
+    "md-gateway": ("exec.order.>", "exec.position"),
+    "recorder": READ_ALL,
+    "features": ("md.>",),
+    "fastlane": ("feat.*.*",),
+    "policy": ("feat.*.*", "sig.fast.*.*", "exec.fill.>", "qos.*"),
+    "qos": (
+        "sig.fast.*.*",
+        "feat.*.*",
+        "exec.fill.>",
+        "order.denied.>",
+        "news.sentiment.>",
+        "sig.ext.*",
+        "ctl.config.>",
+        "sig.policy.*",
+    ),
+    "risk": (
+        "md.quote.>",
+        "md.status",
+        "feat.*.*",
+        "sig.fast.>",
+        "exec.>",
+        "ctl.>",
+        "order.intent.>",
+        "risk.state",
+        "broker.whatif",
+    ),
+    "execution": ("md.>", "ctl.>", "order.approved.>", "tca.feedback.>", "exec.position", "broker.whatif"),
+    "tca": ("md.quote.>", "md.status", "order.>", "exec.>"),
+    "sentiment": ("news.raw",),
+    "alerts": ("alert.>", "hb.>", "feat.*.*", "risk.state", "exec.position", "exec.order.*", "ack.*"),
+    "control": READ_ALL,
+}
+# Who may send operator commands (ctl.*): the control API, the Telegram desk, the CLI's operator
+# user, and execution for ctl.kill alone (the panic file's kill, so the risk gate hears it).
+CTL_PUBLISHERS: dict[str, tuple[str, ...]] = {
+    "control": ("ctl.>",),
+    "alerts": ("ctl.*",),
+    "execution": ("ctl.kill",),
+}
 
 
 class UnknownSubject(ValueError):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tradefleet.commands import admin, audit, backtest, control, data, fleet, ops, sentiment, train
+from tradefleet.commands import admin, audit, backtest, control, data, fleet, nats, ops, sentiment, train
 from tradefleet.commands.ops import run_service
 
 __all__ = ["app", "main", "run_service"]  # run_service: services/*/__main__.py start through it
@@ -56,6 +56,7 @@ app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.schemas_app, name="schemas")
 app.add_typer(admin.db_app, name="db")
 app.add_typer(control.app, name="control")
+app.add_typer(nats.app, name="nats")
 
 
 def main() -> None:

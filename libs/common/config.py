@@ -68,6 +68,12 @@ class NatsSettings(Section):
     publish_retries: int = Field(5, ge=0)
     # Answer a lockstep replay's "are you quiet?" on sync.SERVICE (tradefleet up --lockstep).
     sync: bool = False
+    # This service's nkey seed (`tradefleet nats config` writes one per service): its identity on
+    # a bus with users and permissions. Then streams are the provisioner's (`tradefleet nats
+    # provision`) and a service only checks that they exist; without a seed it creates them.
+    nkey_seed_file: Path | None = None
+    # How many servers keep each stream (a JetStream cluster: 3); `tradefleet nats provision`.
+    stream_replicas: int = Field(1, ge=1, le=5)
 
     @field_validator("url")
     @classmethod

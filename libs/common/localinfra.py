@@ -71,8 +71,11 @@ class NatsServer:
                 self.process.wait()
 
 
-def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None = None) -> NatsServer:
-    """A JetStream-enabled nats-server on loopback."""
+def start_nats(
+    store_dir: Path, port: int | None = None, log_file: Path | None = None, config: Path | None = None
+) -> NatsServer:
+    """A JetStream-enabled nats-server on loopback; ``config``: a file of users and permissions
+    (`tradefleet nats config`), the flags here on top of it."""
     port = port or free_port()
     monitor = free_port()
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +90,7 @@ def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None =
         "-js",
         "-sd",
         str(store_dir),
+        *(["-c", str(config)] if config is not None else []),
     ]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)

@@ -119,6 +119,7 @@ class NatsBus(Bus):
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
             drain_timeout=10,
+            nkeys_seed=str(self.settings.nkey_seed_file) if self.settings.nkey_seed_file else None,
         )
         self.js = self.nc.jetstream(timeout=5.0)
         self.connected.set()
@@ -156,6 +157,9 @@ class NatsBus(Bus):
                 name=st.name,
                 subjects=list(st.subjects),
                 max_age=float(st.max_age_s),
+                max_bytes=st.max_bytes,
+                discard=js_api.DiscardPolicy.NEW if st.discard == "new" else js_api.DiscardPolicy.OLD,
+                num_replicas=self.settings.stream_replicas,
                 duplicate_window=float(st.duplicate_window_s),
                 storage=js_api.StorageType.FILE if st.storage == "file" else js_api.StorageType.MEMORY,
                 retention=js_api.RetentionPolicy.LIMITS,
@@ -164,6 +168,16 @@ class NatsBus(Bus):
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
+
+    async def missing_streams(self, streams: tuple[StreamSpec, ...] = STREAMS) -> list[str]:
+        """The catalog's streams the server does not have (a secured service checks, never creates)."""
+        missing = []
+        for st in streams:
+            try:
+                await self.js.stream_info(st.name)
+            except nats.js.errors.NotFoundError:
+                missing.append(st.name)
+        return missing
 
     # -- publish ----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:

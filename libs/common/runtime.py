@@ -152,6 +152,12 @@ class Runtime:
         """``types``: the event types ``handler`` takes (a ``Delivery[T]``); see Bus.subscribe.
         ``handler`` may be a table, one typed handler per event type: one subscription (so one
         consumer keeps the stream's order across the types), each event to its type's handler."""
+        if self.settings.nats.nkey_seed_file is not None:
+            from libs.common.natsauth import may_subscribe
+
+            if not may_subscribe(self.service, pattern):  # the server would refuse it, quietly
+                why = "add it to CONSUMES in proto/subjects.py"
+                raise PermissionError(f"{self.service} may not subscribe to {pattern!r}: {why}")
         if isinstance(handler, Mapping):
             table = dict(handler)
             types = tuple(table)
@@ -359,7 +365,15 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
         self.metrics.connected.labels(self.service).set(1)
         self.bus.on_connection_change = self._on_connection_change
-        await self.bus.ensure_streams()
+        if self.settings.nats.nkey_seed_file is None:
+            await self.bus.ensure_streams()  # an open bus: anyone may, so the service does
+            return
+        # A secured bus: the streams are the provisioner's. Waits (and says why) until they exist.
+        delay = 0.5
+        while missing := await self.bus.missing_streams():
+            log.error("streams missing: run `tradefleet nats provision`", missing=missing, retry_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _on_connection_change(self, connected: bool) -> None:
         self.metrics.connected.labels(self.service).set(1 if connected else 0)
