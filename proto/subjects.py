@@ -274,12 +274,16 @@ CONSUMES: dict[str, tuple[str, ...]] = {
     "alerts": ("alert.>", "hb.>", "feat.*.*", "risk.state", "exec.position", "exec.order.*", "ack.*"),
     "control": READ_ALL,
 }
-# Who may send operator commands (ctl.*): the control API, the Telegram desk, the CLI's operator
-# user, and execution for ctl.kill alone (the panic file's kill, so the risk gate hears it).
-CTL_PUBLISHERS: dict[str, tuple[str, ...]] = {
+# Who may publish on the shared subjects beyond its own: operator commands (ctl.*) from the
+# control API, the Telegram desk (alerts) and the CLI's operator user, and from execution ctl.kill
+# alone (the panic file's kill, so the risk gate hears it); headlines (news.raw) from the
+# md-gateway's replays and IB news, and the sentiment service's webhook.
+SHARED_PUBLISHERS: dict[str, tuple[str, ...]] = {
     "control": ("ctl.>",),
     "alerts": ("ctl.*",),
     "execution": ("ctl.kill",),
+    "md-gateway": ("news.raw",),
+    "sentiment": ("news.raw",),
 }
 
 

@@ -47,7 +47,7 @@ class Answers:
 
 
 async def send(target: Target, command: Control, wait_s: float) -> Answers:
-    nc = await connect(target, "tradefleet-ctl")
+    nc = await connect(target, "tradefleet-ctl", user="operator")
     expected = set(RESPONDERS[command.command])
     answers = Answers()
     all_in = asyncio.Event()

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.live import Live
 
+from libs.common import natsauth
 from libs.common.config import Settings
 from libs.common.localinfra import (
     NatsServer,
@@ -29,10 +31,11 @@ from libs.common.localinfra import (
     start_nats,
     start_postgres,
 )
+from libs.common.nats_bus import NatsBus
 from libs.common.storage.migrate import migrate
 from proto.subjects import SERVICES
 from tradefleet.human import live_view, ny_clock, split_drops
-from tradefleet.reach import stored_since
+from tradefleet.reach import Target, stored_since
 
 STALL_LIMIT_S = 10.0
 KEEP_RUN_STORES = 2  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
@@ -95,7 +98,11 @@ class Fleet:
         self.alerts: list[dict[str, Any]] = []
         self.storage_mode: str | None = None
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
+        # The risk gate signs approvals with it, the execution gateway checks them: one per run,
+        # for those two only, unless one is configured (settings.signing).
+        self.approval_key = "" if settings.signing.key() else secrets.token_hex(32)
         self.control_port = 0
+        self.nats_auth: Path | None = None  # the users and seeds of the NATS it started
         self.control_token = ""
         self.control_token_file: Path | None = None
 
@@ -103,8 +110,15 @@ class Fleet:
     def _start_infra(self) -> None:
         (self.var / "logs").mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
-            self.nats = start_nats(self._nats_store(), log_file=self.var / "logs" / "nats-server.log")
+            # Secure by default: its own NATS with a user per service (permissions from the
+            # catalog), the streams made once here by the admin user; services only use them.
+            store = self._nats_store()
+            self.nats_auth = store.parent / "nats-auth"
+            natsauth.write(self.nats_auth)
+            log_file = self.var / "logs" / "nats-server.log"
+            self.nats = start_nats(store, log_file=log_file, config=self.nats_auth / "nats-server.conf")
             self.nats_url = self.nats.url
+            asyncio.run(self._provision())
         self.db_url = self.settings.db.url
         if self.db_url and not postgres_reachable(self.db_url):
             raise RuntimeError(f"TRADEFLEET_DB_URL={self.db_url} is not reachable")
@@ -114,6 +128,22 @@ class Fleet:
             self.db_url = self.pg.url
         mode, _ = migrate(self.db_url, self.settings.db)
         self.storage_mode = mode
+
+    async def _provision(self) -> None:
+        assert self.nats_auth is not None and self.nats_url
+        nats = self.settings.nats.model_copy(
+            update={"url": self.nats_url, "nkey_seed_file": self.nats_auth / "admin.nk"}
+        )
+        bus = NatsBus(nats, "tradefleet-provision")
+        await asyncio.wait_for(bus.connect(), 15)
+        try:
+            await bus.ensure_streams()
+        finally:
+            await bus.close()
+
+    def _reader(self) -> Target:
+        """How `up` itself reads the fleet's streams (its summary): as the tap user."""
+        return Target(self.nats_url or "", "the fleet", seed_dir=self.nats_auth)
 
     def _nats_store(self) -> Path:
         """A replay's JetStream state is the run's own: a second replay of the same day within
@@ -149,6 +179,10 @@ class Fleet:
         )
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
+        if self.nats_auth is not None:
+            env["TRADEFLEET_NATS__NKEY_SEED_FILE"] = str(self.nats_auth / f"{name}.nk")
+        if self.approval_key and name in ("risk", "execution"):
+            env["TRADEFLEET_SIGNING__APPROVAL_KEY"] = self.approval_key
         if name == "control":
             env.update(self._control_env())
         if self.lockstep:
@@ -281,6 +315,8 @@ class Fleet:
             "http_ports": self.ports,
             "pids": {n: p.pid for n, p in self.procs.items()},
             "control_url": self.control_url(),
+            # the seeds of a fleet secured by `up` (tap.nk to read, operator.nk for ctl)
+            "nats_auth": str(self.nats_auth) if self.nats_auth is not None else None,
         }
         (self.var / "fleet.json").write_text(json.dumps(state, indent=2))
 
@@ -459,7 +495,7 @@ class Fleet:
         if not self.nats_url or not self.running_since_ns:
             return
         try:
-            self.alerts = asyncio.run(stored_since(self.nats_url, "alert.>", self.running_since_ns))
+            self.alerts = asyncio.run(stored_since(self._reader(), "alert.>", self.running_since_ns))
         except Exception as exc:  # a summary without alerts beats no summary: say why
             self.alerts = [{"severity": "unknown", "source": "up", "title": f"alerts unreadable: {exc!r}"}]
 

@@ -37,6 +37,15 @@ class Unreachable(Exception):
 class Target:
     url: str
     source: str  # why this server: said before anything is sent
+    #: a secured fleet's seeds (`up` writes them: tap.nk for reading, operator.nk for ctl), or
+    #: one seed file (nats.nkey_seed_file); none for an open bus
+    seed_dir: Path | None = None
+    seed_file: Path | None = None
+
+    def seed_for(self, user: str) -> Path | None:
+        if self.seed_file is not None:
+            return self.seed_file
+        return self.seed_dir / f"{user}.nk" if self.seed_dir is not None else None
 
     def describe(self) -> str:
         return f"nats: {self.url} ({self.source})"
@@ -77,23 +86,32 @@ def _alive(pid: int) -> bool:
 
 def find(var_dir: Path | None, nats_url: str | None, settings: Settings) -> Target:
     """The server to use, by the rule in the module's docstring."""
+    seed = settings.nats.nkey_seed_file
     if var_dir is not None:
-        url = read_state(var_dir)["nats_url"]
+        state = read_state(var_dir)
+        url = state["nats_url"]
         if nats_url and nats_url != url:
             raise Unreachable(f"--nats-url {nats_url} is not the NATS of the fleet in {var_dir} ({url})")
-        return Target(url, f"the fleet in {var_dir}")
+        return _of_fleet(state, f"the fleet in {var_dir}")
     if nats_url:
-        return Target(nats_url, "--nats-url")  # an explicit flag beats the environment
+        return Target(nats_url, "--nats-url", seed_file=seed)  # an explicit flag beats the environment
     if env_dir := os.environ.get("TRADEFLEET_VAR_DIR"):
-        return Target(read_state(Path(env_dir))["nats_url"], f"the fleet in {env_dir} (TRADEFLEET_VAR_DIR)")
+        return _of_fleet(read_state(Path(env_dir)), f"the fleet in {env_dir} (TRADEFLEET_VAR_DIR)")
     if env := os.environ.get("TRADEFLEET_NATS_URL"):
-        return Target(env, "TRADEFLEET_NATS_URL")
+        return Target(env, "TRADEFLEET_NATS_URL", seed_file=seed)
     if (DEFAULT_VAR_DIR / STATE_FILE).exists():
-        return Target(read_state(DEFAULT_VAR_DIR)["nats_url"], f"the fleet in {DEFAULT_VAR_DIR}")
-    return Target(settings.nats.url, "nats.url from the config: no fleet state found")
+        return _of_fleet(read_state(DEFAULT_VAR_DIR), f"the fleet in {DEFAULT_VAR_DIR}")
+    return Target(settings.nats.url, "nats.url from the config: no fleet state found", seed_file=seed)
 
 
-async def connect(target: Target, name: str, on_closed: Callable[[], None] | None = None) -> NatsClient:
+def _of_fleet(state: dict[str, Any], source: str) -> Target:
+    auth = state.get("nats_auth")
+    return Target(state["nats_url"], source, seed_dir=Path(auth) if auth else None)
+
+
+async def connect(
+    target: Target, name: str, on_closed: Callable[[], None] | None = None, user: str = "tap"
+) -> NatsClient:
     """Connect once, briefly: an operator's command gives up on a dead server within seconds
     instead of retrying forever as a service does, and nats-py's error tracebacks stay quiet
     (a fleet shutting down under a tap is not an error of the tap)."""
@@ -120,6 +138,7 @@ async def connect(target: Target, name: str, on_closed: Callable[[], None] | Non
                 error_cb=quiet,
                 disconnected_cb=closed,
                 closed_cb=closed,
+                nkeys_seed=str(seed) if (seed := target.seed_for(user)) is not None else None,
             ),
             timeout=2 * CONNECT_TIMEOUT_S + 1,
         )
@@ -129,7 +148,9 @@ async def connect(target: Target, name: str, on_closed: Callable[[], None] | Non
         raise Unreachable(f"cannot reach NATS at {target.url} ({target.source}): {reason}") from None
 
 
-async def stored_since(url: str, subject: str, since_ns: int, idle_s: float = 0.5) -> list[dict[str, Any]]:
+async def stored_since(
+    target: Target, subject: str, since_ns: int, idle_s: float = 0.5
+) -> list[dict[str, Any]]:
     """Every event JetStream holds on ``subject`` from ``since_ns`` on, decoded (e.g. the alerts a
     run raised, for its summary); stops once nothing more arrives for ``idle_s``."""
     import datetime as dt
@@ -138,7 +159,7 @@ async def stored_since(url: str, subject: str, since_ns: int, idle_s: float = 0.
 
     from libs.common import codec
 
-    nc = await connect(Target(url, "the fleet"), "tradefleet-read")
+    nc = await connect(target, "tradefleet-read")
     found: list[dict[str, Any]] = []
     arrived = asyncio.Event()
 

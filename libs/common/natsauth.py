@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nkeys
 
-from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, CTL_PUBLISHERS, READ_ALL, SERVICES
+from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, READ_ALL, SERVICES, SHARED_PUBLISHERS
 
 INBOX = "_INBOX.>"
 # Using streams and consumers, never creating, changing or deleting streams.
@@ -59,7 +59,7 @@ def produced(service: str) -> tuple[str, ...]:
                 out.add(entry.wildcard)  # any service raises alerts
             elif head in ("dlq", "hb", "ack"):
                 out.add(f"{head}.{service}")  # its own dead letters, heartbeats, answers
-    out.update(CTL_PUBLISHERS.get(service, ()))
+    out.update(SHARED_PUBLISHERS.get(service, ()))
     return tuple(sorted(out))
 
 

@@ -49,9 +49,10 @@ def _status(url: str) -> dict[str, Any]:
         return dict(json.loads(answer.read()))
 
 
-async def _refused_after_the_kill(nats_url: str) -> OrderEvent:
-    """A well-formed approval straight onto the bus: a killed execution gateway refuses it."""
-    bus = NatsBus(NatsSettings(url=nats_url), "test-approver")
+async def _refused_after_the_kill(nats_url: str, risk_seed: Path) -> OrderEvent:
+    """A well-formed approval straight onto the bus, with the risk gate's identity (the only one
+    that may publish approvals on the fleet's secured NATS): a killed execution gateway refuses it."""
+    bus = NatsBus(NatsSettings(url=nats_url, nkey_seed_file=risk_seed), "test-approver")
     seen: list[OrderEvent] = []
 
     async def hear(d: Any) -> None:
@@ -141,7 +142,8 @@ def test_the_dashboard_shows_the_day_and_its_kill_switch_stops_the_fleet(tmp_pat
             page.get_by_test_id("panel-risk").screenshot(path=str(ARTIFACTS / "risk-after-kill.png"))
             browser.close()
         assert not errors, errors
-        refused = asyncio.run(_refused_after_the_kill(state["nats_url"]))
+        risk_seed = Path(state["nats_auth"]) / "risk.nk"
+        refused = asyncio.run(_refused_after_the_kill(state["nats_url"], risk_seed))
         assert refused.status == "REJECTED" and "kill switch engaged" in refused.reason
     finally:
         if up.poll() is None:
