@@ -113,7 +113,7 @@ class Fleet:
             # Secure by default: its own NATS with a user per service (permissions from the
             # catalog), the streams made once here by the admin user; services only use them.
             store = self._nats_store()
-            self.nats_auth = store.parent / "nats-auth"
+            self.nats_auth = (store.parent / "nats-auth").resolve()
             natsauth.write(self.nats_auth)
             log_file = self.var / "logs" / "nats-server.log"
             self.nats = start_nats(store, log_file=log_file, config=self.nats_auth / "nats-server.conf")

@@ -3,10 +3,13 @@ publish allow-list is what proto/subjects.py says it produces and whose subscrib
 what it consumes (CONSUMES), plus the JetStream API it needs to use (not to create) streams.
 
 Users beside the services: ``tap`` (reads anything, publishes only what its consumers need),
-``operator`` (the CLI's ctl: operator commands and their answers) and ``admin`` (creates and
-updates the streams: `tradefleet nats provision`). Only risk may publish order.approved.*, only
-execution exec.*, only control, the Telegram desk (alerts) and the operator ctl.* (execution
-ctl.kill alone, for the panic file).
+``operator`` (the CLI's ctl: operator commands and their answers), ``admin`` (creates and
+updates the streams: `tradefleet nats provision`) and ``leaf`` (the on-prem site's leaf node:
+what its services may do, connecting only as a leaf). The written file holds the
+``authorization`` block alone, so a site's server config can include it.
+
+Only risk may publish order.approved.*, only execution exec.*, only control, the Telegram desk
+(alerts) and the operator ctl.* (execution ctl.kill alone, for the panic file).
 
 `write(out_dir)` writes ``nats-server.conf`` (an ``authorization`` block to start a server with,
 or include) and one seed per user, ``USER.nk`` (0600). Services read theirs through
@@ -25,6 +28,7 @@ import nkeys
 from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, READ_ALL, SERVICES, SHARED_PUBLISHERS
 
 INBOX = "_INBOX.>"
+EDGE_SERVICES = ("md-gateway", "risk", "execution")  # the on-prem site, next to TWS / IB Gateway
 # Using streams and consumers, never creating, changing or deleting streams.
 JS_USE = (
     "$JS.API.INFO",
@@ -42,9 +46,19 @@ JS_USE = (
 class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    #: how the user may connect (the leaf: only as a leaf node); empty: as a client
+    connection_types: tuple[str, ...] = ()
 
     def conf(self) -> dict[str, dict[str, list[str]]]:
         return {"publish": {"allow": list(self.publish)}, "subscribe": {"allow": list(self.subscribe)}}
+
+    def entry(self, key: str) -> str:
+        types = (
+            f", allowed_connection_types: {json.dumps(list(self.connection_types))}"
+            if self.connection_types
+            else ""
+        )
+        return f"{{nkey: {key}, permissions: {json.dumps(self.conf())}{types}}}"
 
 
 def produced(service: str) -> tuple[str, ...]:
@@ -78,6 +92,14 @@ def users() -> dict[str, Permissions]:
     out["operator"] = Permissions(tuple(sorted({"ctl.>", *JS_USE, INBOX})), ("ack.*", INBOX, *READ_ALL))
     # Streams are made and updated by `tradefleet nats provision` alone.
     out["admin"] = Permissions((">",), (">",))
+    # The on-prem site's leaf node (md-gateway, risk, execution next to the broker): what crosses
+    # the link is what those services may do, and it connects only as a leaf.
+    edge = [out[s] for s in EDGE_SERVICES]
+    out["leaf"] = Permissions(
+        tuple(sorted({p for e in edge for p in e.publish})),
+        tuple(sorted({p for e in edge for p in e.subscribe})),
+        ("LEAFNODE",),
+    )
     return out
 
 
@@ -115,7 +137,7 @@ def write(out_dir: Path, seeds: dict[str, str] | None = None) -> dict[str, Path]
     ]
     for user, key, perms in entries:
         lines.append(f"    # {user}")
-        lines.append(f"    {{nkey: {key}, permissions: {json.dumps(perms.conf())}}}")
+        lines.append(f"    {perms.entry(key)}")
     lines += ["  ]", "}", ""]
     (out_dir / "nats-server.conf").write_text("\n".join(lines))
     return files

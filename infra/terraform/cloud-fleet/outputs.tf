@@ -1,0 +1,3 @@
+output "namespace" {
+  value = module.namespace.namespace
+}

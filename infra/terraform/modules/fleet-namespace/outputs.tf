@@ -1,0 +1,3 @@
+output "namespace" {
+  value = kubernetes_namespace_v1.this.metadata[0].name
+}
