@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot
@@ -18,6 +17,7 @@ from telegram import Message as TelegramMessage
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
 
+from libs.common.acks import Awaited
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import TelegramSettings
@@ -39,20 +39,6 @@ POLL_BACKOFF_MAX_S = 30.0
 STOP_CONFIRM_S = 3.0  # what a stopping service gives Telegram to learn which updates were handled
 
 
-@dataclass
-class _Awaited:
-    """A published command's answers, as they come in on ack.*."""
-
-    expected: frozenset[str]
-    acks: dict[str, ControlAck] = field(default_factory=dict)
-    all_in: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def take(self, ack: ControlAck) -> None:
-        self.acks[ack.service] = ack
-        if self.expected <= set(self.acks):
-            self.all_in.set()
-
-
 class CommandDesk:
     """Telegram commands: polls the bot's updates, has OperatorCommands decide, and does what it
     says (reply, publish a Control and report its acks, mute, audit a refusal)."""
@@ -63,7 +49,7 @@ class CommandDesk:
         self.mute = mute
         self.commands = OperatorCommands(settings.chat_ids, LiveClock())
         self.bot = _command_bot(settings, token)
-        self._awaited: dict[str, _Awaited] = {}  # command id -> its answers so far
+        self._awaited: dict[str, Awaited] = {}  # command id -> its answers so far
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None  # the next update to read; those before it are handled
 
@@ -154,7 +140,7 @@ class CommandDesk:
     async def _send(self, chat_id: int, control: Control) -> None:
         """Publish, wait for every responder's ack (listening since start: none is missed), and
         tell the chat what each said, or that it said nothing."""
-        awaited = self._awaited[control.command_id] = _Awaited(frozenset(RESPONDERS[control.command]))
+        awaited = self._awaited[control.command_id] = Awaited(frozenset(RESPONDERS[control.command]))
         try:
             await self.rt.emit(control)
             with contextlib.suppress(TimeoutError):

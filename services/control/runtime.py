@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from libs.common import params
+from libs.common.acks import Awaited
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.ids import new_id
@@ -73,18 +73,6 @@ FOLLOWED: tuple[tuple[str, tuple[type[Event], ...]], ...] = (
 )
 
 
-@dataclass
-class _Awaited:
-    expected: frozenset[str]
-    acks: dict[str, ControlAck] = field(default_factory=dict)
-    all_in: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def take(self, ack: ControlAck) -> None:
-        self.acks[ack.service] = ack
-        if self.expected <= set(self.acks):
-            self.all_in.set()
-
-
 class ControlApp(ServiceApp):
     name = "control"
 
@@ -97,7 +85,7 @@ class ControlApp(ServiceApp):
         self.sections: dict[ConfigSection, params.SectionModel] = {
             s: params.current(settings, s) for s in CONFIG_SECTIONS
         }
-        self._awaited: dict[str, _Awaited] = {}
+        self._awaited: dict[str, Awaited] = {}
         self.clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.dropped_clients = 0
         self.actions = 0
@@ -299,7 +287,7 @@ class ControlApp(ServiceApp):
     ) -> Answers:
         """Publish, wait (bounded) for every responder's ack, say what each said or that it was
         silent. Listening since start: no answer is missed."""
-        awaited = self._awaited[command_id] = _Awaited(frozenset(responders))
+        awaited = self._awaited[command_id] = Awaited(frozenset(responders))
         try:
             await self.rt.emit(event)
             with contextlib.suppress(TimeoutError):
