@@ -19,6 +19,7 @@ import bisect
 import collections
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from proto.market import Quote
 from proto.orders import OrderApproved, OrderDenied, OrderIntent
 
 T0 = 1_381_240_800_000_000_000  # 2013-10-08 10:00 New York: inside the risk gate's session
+APPROVAL_KEY = secrets.token_hex(32)
 
 
 def _spawn(name: str, url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
@@ -56,6 +58,8 @@ def _spawn(name: str, url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]
             "TRADEFLEET_EXECUTION__JOURNAL": str(tmp / "journal.msgpack"),
             "TRADEFLEET_EXECUTION__SIM__SUBMIT_LATENCY_MS": "0",
             "TRADEFLEET_EXECUTION__SIM__REPORT_LATENCY_MS": "0",
+            # the gate signs, the gateway checks: the same key for both (one per bench run)
+            "TRADEFLEET_SIGNING__APPROVAL_KEY": APPROVAL_KEY,
         },
         timeout_s=90,
     )

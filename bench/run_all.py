@@ -21,6 +21,7 @@ from bench import (
     sentiment,
     spine_latency,
     tca_feedback,
+    ws_fanout,
 )
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     bp = backtest_peers.run(rounds=ns.rounds)
     pl = policy.run(rounds=ns.rounds)
     al = alerts_latency.run(rounds=ns.rounds)
+    # Two pairs of whole fleet runs (~35 s each here): 3 would pass the 5 minutes a bench may take.
+    wf = ws_fanout.run(rounds=min(ns.rounds, 2))
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -151,6 +154,16 @@ def main() -> None:
         f" bare JetStream hop p50 {al['bare_p50_us'] / 1000:.2f} ms, p99 {al['bare_p99_us'] / 1000:.2f}"
         f" -> x{al['critical_p50_over_bare']:.1f} at p50, x{al['critical_p99_over_bare']:.1f} at p99;"
         f" warning p50 {al['warning_p50_us'] / 1e6:.2f} s (its 2 s burst hold, by design)"
+    )
+    print(
+        f"ws       {wf['clients']} WebSocket clients during the full-speed replay: delivered"
+        f" {wf['per_client_msgs_per_s']:,.0f} msgs/s per client, {wf['total_msgs_per_s']:,.0f} in total,"
+        f" dropped {wf['clients_dropped']:g}; QOS score -> client p50"
+        f" {wf['qos_to_client_p50_us'] / 1e6:.2f} s; tick -> intent p50"
+        f" {wf['intent_p50_us_clients'] / 1000:.1f} vs {wf['intent_p50_us_bare'] / 1000:.1f} ms without"
+        f" (x{wf['intent_p50_us_ratio']:.2f}), p99 {wf['intent_p99_us_clients'] / 1000:.1f} vs"
+        f" {wf['intent_p99_us_bare'] / 1000:.1f} (x{wf['intent_p99_us_ratio']:.2f}); tick -> QOS p50"
+        f" x{wf['qos_p50_us_ratio']:.2f}, p99 x{wf['qos_p99_us_ratio']:.2f}"
     )
 
 

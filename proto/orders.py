@@ -38,8 +38,9 @@ class OrderIntent(DurableEvent, frozen=True, kw_only=True):
 
 
 class OrderApproved(DurableEvent, frozen=True, kw_only=True):
-    """Only the risk gate publishes this; the execution gateway refuses one older than
-    ``valid_until_ns`` (if the risk gate is down, nothing trades)."""
+    """Only the risk gate publishes this, signed (``signature``); the execution gateway refuses
+    one whose signature does not verify, or older than ``valid_until_ns`` (if the risk gate is
+    down, nothing trades)."""
 
     intent_id: Identifier
     client_order_id: Identifier
@@ -55,6 +56,9 @@ class OrderApproved(DurableEvent, frozen=True, kw_only=True):
     stop_loss_price: float | None = None
     trail_amount: float | None = None
     trail_percent: float | None = None
+    #: the risk gate's HMAC-SHA256 over every other field (libs/common/signing.py); the
+    #: execution gateway refuses an approval without a valid one
+    signature: str = ""
 
     def dedupe_key(self) -> str:
         return f"approved:{self.client_order_id}"

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.kit.stubs import TEST_APPROVAL_KEY
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -80,6 +82,9 @@ def service_env(**settings: str) -> dict[str, str]:
     env["TRADEFLEET_TELEMETRY__LOG_FORMAT"] = "json"
     # Fleets of tests run side by side: the control API on any free port, not each on 8600.
     env["TRADEFLEET_CONTROL__PORT"] = "0"
+    # Every service process shares the tests' approval key: the risk gate signs with it, the
+    # execution gateway checks it, and tests.kit.stubs.approved signs with it too.
+    env["TRADEFLEET_SIGNING__APPROVAL_KEY"] = TEST_APPROVAL_KEY
     env.update(SHARED_CACHES)
     env.update(settings)
     return env

@@ -8,12 +8,14 @@ are worked), so two runs compare like with like.
 
 from __future__ import annotations
 
+import secrets
 import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from libs.common import signing
 from libs.common.clock import SimClock
 from libs.common.config import ExecutionSettings, SimSettings, TcaSettings
 from libs.common.markettime import ny_midnight_ns
@@ -119,7 +121,11 @@ class CostLab:
         self, feedback: bool, policy: TcaSettings | None = None, sim: SimSettings | None = None
     ) -> None:
         self.clock = SimClock(0)
-        self.execution = ExecutionCore(ExecutionSettings(feedback=feedback), self.clock)
+        # The lab approves its intents itself, as the risk gate would: signed, with its own key.
+        self.approval_key = secrets.token_bytes(32)
+        self.execution = ExecutionCore(
+            ExecutionSettings(feedback=feedback), self.clock, approval_key=self.approval_key
+        )
         self.broker = SimVenue(sim or SimSettings())
         self.tca = TcaCore(TcaSettings(), self.clock)
         self.book = CostBook(policy or TcaSettings())
@@ -152,7 +158,7 @@ class CostLab:
     def _intent(self, i: OrderIntent) -> None:
         self.clock.set(i.ts_event)
         self.tca.on_intent(i)
-        approval = OrderApproved(
+        unsigned = OrderApproved(
             ts_event=i.ts_event,
             ts_init=i.ts_event,
             intent_id=i.intent_id,
@@ -162,6 +168,7 @@ class CostLab:
             quantity=i.quantity,
             valid_until_ns=i.ts_event + NS,
         )
+        approval = signing.signed(unsigned, self.approval_key)
         self.tca.on_approved(approval)
         self._act(self.execution.on_approved(approval))
 

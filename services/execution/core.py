@@ -7,8 +7,12 @@ runtime replays the journal through ``restore``: an order journaled as sent is n
 (its outcome is UNRESOLVED until the broker's reports or a reconciliation settle it), and an
 approval that never reached the journal was never sent, so its redelivery sends it once.
 
-Fail closed: an approval older than its ``valid_until_ns`` is refused (if the risk gate is down,
-nothing trades); after a kill, every approval is refused until ``resume``.
+Fail closed: an approval is taken only with the risk gate's signature (an HMAC over its fields,
+libs/common/signing.py), checked before anything else is done with it: a forged one, or any one
+when no key is configured, is refused (REJECTED), never journaled or sent, comes back as a dead
+letter for the runtime to keep (``Outcome.dead_letter``) and raises a critical alert. An approval
+older than its ``valid_until_ns`` is refused (if the risk gate is down, nothing trades); after a
+kill, every approval is refused until ``resume``.
 
 How an approved order reaches the broker:
 - as approved (one broker order with the approval's client order id): every type, and market
@@ -34,6 +38,7 @@ from typing import Literal
 
 import msgspec
 
+from libs.common import signing
 from libs.common.clock import Clock
 from libs.common.config import ExecutionSettings
 from libs.common.positions import Position
@@ -104,14 +109,25 @@ class Tactic:
         return self.style == "MKT" and not self.slice_shares
 
 
+# An approval refused for its signature: the dead letter's reason, by what was wrong.
+SIGNATURE_REFUSALS = {
+    signing.MISSING: "signature_missing",
+    signing.INVALID: "signature_invalid",
+    signing.NO_KEY: "no_approval_key",
+}
+
+
 @dataclass
 class Outcome:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: (reason, detail): the input was refused as untrusted; the runtime keeps it as a dead letter
+    dead_letter: tuple[str, str] | None = None
 
     def __iadd__(self, other: Outcome) -> Outcome:
         self.actions += other.actions
         self.events += other.events
+        self.dead_letter = self.dead_letter or other.dead_letter
         return self
 
 
@@ -134,12 +150,16 @@ class Working:
 
 
 class ExecutionCore:
-    """``tick``: the price grid of the limits it makes (market.tick_size)."""
+    """``tick``: the price grid of the limits it makes (market.tick_size). ``approval_key``: the
+    risk gate's signing key (settings.signing); empty, every approval is refused."""
 
-    def __init__(self, config: ExecutionSettings, clock: Clock, tick: float = 0.01) -> None:
+    def __init__(
+        self, config: ExecutionSettings, clock: Clock, tick: float = 0.01, approval_key: bytes = b""
+    ) -> None:
         self.cfg = config
         self.clock = clock
         self.tick = tick
+        self.approval_key = approval_key
         self.default_tactic = Tactic(
             config.tactic_style, config.limit_offset_bps, config.chase_after_ms, config.slice_shares
         )
@@ -157,12 +177,15 @@ class ExecutionCore:
         self.instance = "exec"  # the runtime makes it unique per process (snapshot dedupe ids)
         self.stats: collections.Counter[str] = collections.Counter()
         self._flatten_seq = 0
+        self._untrusted_seq = 0
         # The commands already obeyed: the same one twice must not flatten twice.
         self._controls_seen: collections.deque[str] = collections.deque(maxlen=1024)
 
     # -- approvals ------------------------------------------------------------------------------
     def on_approved(self, a: OrderApproved) -> Outcome:
         now = self.clock.now_ns()
+        if why := signing.refusal(a, self.approval_key):  # first: nothing is done with a forgery
+            return self._untrusted(a, now, why)
         if a.client_order_id in self.orders:
             self.stats["duplicate_approvals"] += 1  # journaled already: never a second order
             return Outcome()
@@ -271,6 +294,49 @@ class ExecutionCore:
         if side == "BUY":
             return _on_grid(min(q.bid + offset, q.ask), tick, down=True)
         return _on_grid(max(q.ask - offset, q.bid), tick, down=False)
+
+    def _untrusted(self, a: OrderApproved, now: int, why: str) -> Outcome:
+        """An approval the risk gate did not sign (or none can be checked: no key). Refused,
+        never journaled nor sent, and not remembered as an order: a forgery that borrows a real
+        order's id neither blocks the genuine approval nor contradicts that order's lifecycle
+        (then no REJECTED event is published for it). Kept as a dead letter by the runtime, and
+        each one is a critical alert (one dedupe key: a flood folds into one message)."""
+        reason = SIGNATURE_REFUSALS[why]
+        self.stats["refused"] += 1
+        self.stats[f"refused_{reason}"] += 1
+        self._untrusted_seq += 1
+        events: list[Event] = []
+        if a.client_order_id not in self.orders:
+            order = Order(a.client_order_id, a.symbol, a.side, a.quantity)
+            order.move("REJECTED", why)
+            template = BrokerOrder(a.client_order_id, a.symbol, a.side, a.quantity)
+            events.append(self._event(Working(order, template, order_type=a.order_type), now, why))
+        if why == signing.NO_KEY:
+            title = "execution has no approval key: every approval is refused, nothing trades"
+            dedupe = "approval-key-missing"
+        else:
+            what = f"{a.side} {a.quantity:g} {a.symbol} ({a.client_order_id})"
+            title, dedupe = f"forged approval refused: {what}: {why}", "approval-signature"
+        events.append(
+            Alert(
+                ts_event=now,
+                ts_init=now,
+                alert_id=f"{self.instance}-untrusted-{self._untrusted_seq}",
+                severity="critical",
+                source="execution",
+                title=title,
+                body="kept on dlq.execution; only the risk gate may publish order.approved "
+                "(check the bus's permissions and who holds the approval key)",
+                dedupe=dedupe,
+                labels={
+                    "client_order_id": a.client_order_id,
+                    "intent_id": a.intent_id,
+                    "symbol": a.symbol,
+                    "reason": reason,
+                },
+            )
+        )
+        return Outcome(events=events, dead_letter=(reason, why))
 
     def _refuse(self, a: OrderApproved, now: int, reason: str) -> Outcome:
         self.stats["refused"] += 1

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
@@ -33,7 +34,15 @@ from proto.market import FeedStatus, Quote, Trade
 from proto.orders import MarginCheck, MarginReply, OrderApproved
 from proto.tca import TcaFeedback
 from services.execution.broker import Broker, BrokerOrder, BrokerReport, make_broker
-from services.execution.core import Cancel, ExecutionCore, JournalRecord, Outcome, Replace, Send
+from services.execution.core import (
+    SIGNATURE_REFUSALS,
+    Cancel,
+    ExecutionCore,
+    JournalRecord,
+    Outcome,
+    Replace,
+    Send,
+)
 from services.execution.health import BrokerHealth, BrokerWatch
 from services.execution.journal import Journal
 
@@ -48,7 +57,9 @@ class ExecutionApp(ServiceApp):
         super().__init__()
         x = settings.execution
         self.settings = settings
-        self.core = ExecutionCore(x, LiveClock(), settings.market.tick_size)
+        self.core = ExecutionCore(
+            x, LiveClock(), settings.market.tick_size, approval_key=settings.signing.key()
+        )
         self.broker: Broker = make_broker(settings, self._positions)
         self.journal = Journal(x.journal)
         self._lock = asyncio.Lock()  # one decision at a time: journal, send, publish
@@ -63,6 +74,11 @@ class ExecutionApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         self.core.instance = f"exec{rt.started_ns}"
+        if not self.core.approval_key:
+            log.error(
+                "no approval key (TRADEFLEET_SIGNING__APPROVAL_KEY or signing.approval_key_file): "
+                "every approval will be refused and dead-lettered; nothing trades"
+            )
         restored = self.core.restore(self.journal.read())
         if restored:
             log.warning("restored orders from the journal; outcomes unresolved", orders=len(restored))
@@ -177,17 +193,24 @@ class ExecutionApp(ServiceApp):
             await self._handle(self.core.on_time(self.broker.now_ns()))
 
     async def _on_approved(self, d: Delivery[OrderApproved]) -> None:
-        if self.rt.tracing.enabled and trace.get_current_span().is_recording():
-            cid = d.event.client_order_id
-            self._order_traces[cid] = otel_context.get_current()
-            async with self._lock:
-                await self._handle(self.core.on_approved(d.event))
+        a, cid = d.event, d.event.client_order_id
+        async with self._lock:
+            out = self.core.on_approved(a)  # the signature first: a forgery goes no further
+            if out.dead_letter is not None:
+                # Kept whole on dlq.execution (as decoded, re-encoded: the same fields and
+                # signature), counted in tf_events_dropped_total by its reason.
+                reason, detail = out.dead_letter
+                await self.rt.on_dropped(d.subject, reason, detail, codec.encode(a), d.headers)
+                await self._handle(out)
+                return
+            traced = self.rt.tracing.enabled and trace.get_current_span().is_recording()
+            if traced:  # its reports continue the trace its approval was handled in
+                self._order_traces[cid] = otel_context.get_current()
+            await self._handle(out)
+            if traced:
                 order = self.core.orders.get(cid)
                 if order is None or order.terminal:  # refused, or over at once
                     self._order_traces.pop(cid, None)
-            return
-        async with self._lock:
-            await self._handle(self.core.on_approved(d.event))
 
     async def _on_feedback(self, d: Delivery[TcaFeedback]) -> None:
         if self.core.on_feedback(d.event):
@@ -281,6 +304,12 @@ class ExecutionApp(ServiceApp):
                 sum(1 for o in core.orders.values() if not o.terminal),
             ),
             Kpi("tf_kill_switch", "1 while the kill switch holds", 1.0 if core.killed else 0.0),
+            Kpi(
+                "tf_approvals_untrusted_total",
+                "Approvals refused for their signature (missing, invalid, or no key to check it)",
+                sum(core.stats[f"refused_{r}"] for r in SIGNATURE_REFUSALS.values()),
+                kind="counter",
+            ),
             Kpi(
                 "tf_pnl_realized_usd",
                 "Realized P&L, commissions included (USD)",

@@ -24,7 +24,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from libs.common import params
+from libs.common import params, signing
 from libs.common.calendar import MarketCalendar
 from libs.common.clock import Clock
 from libs.common.config import RiskSettings
@@ -122,8 +122,12 @@ class RiskCore:
         calendar: MarketCalendar,
         instance: str = "risk",
         account: str = "SIM",
+        approval_key: bytes = b"",
     ) -> None:
         self.limits = limits
+        # Every approval is signed with it (libs/common/signing.py); empty: signed by nobody, and
+        # the execution gateway refuses them all (fail closed).
+        self.approval_key = approval_key
         self.clock = clock
         self.calendar = calendar
         self.instance = instance
@@ -629,7 +633,8 @@ class RiskCore:
         return self._approval(i, client_order_id)
 
     def _approval(self, i: OrderIntent, client_order_id: str) -> OrderApproved:
-        return OrderApproved(
+        """The approval, signed (its every field, libs/common/signing.py)."""
+        approval = OrderApproved(
             ts_event=i.ts_event,
             ts_init=self.clock.now_ns(),
             intent_id=i.intent_id,
@@ -647,6 +652,7 @@ class RiskCore:
             trail_amount=i.trail_amount,
             trail_percent=i.trail_percent,
         )
+        return signing.signed(approval, self.approval_key)
 
     # -- derived numbers --------------------------------------------------------------------------
     def _price_for(self, i: OrderIntent) -> float:

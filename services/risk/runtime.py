@@ -40,7 +40,11 @@ class RiskApp(ServiceApp):
         self.settings = settings
         # the runtime's clock in start(); the account is the execution gateway's (its snapshots)
         self.core = RiskCore(
-            settings.risk, LiveClock(), market_calendar(settings.market), account=settings.execution.account
+            settings.risk,
+            LiveClock(),
+            market_calendar(settings.market),
+            account=settings.execution.account,
+            approval_key=settings.signing.key(),
         )
         self.skip_exec_through = 0  # EXEC stream seq already in the restored snapshot
         self.config_seq = 0  # CONTROL stream seq of the live limits applied
@@ -50,6 +54,11 @@ class RiskApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         self.core.instance = f"risk-{rt.started_ns}"
+        if not self.core.approval_key:
+            log.error(
+                "no approval key (TRADEFLEET_SIGNING__APPROVAL_KEY or signing.approval_key_file): "
+                "approvals go out unsigned and the execution gateway refuses every one"
+            )
         await self._restore(rt)
         await rt.subscribe("md.quote.>", self._on_quote, types=Quote)
         await rt.subscribe("md.status", self._on_event, types=FeedStatus)

@@ -86,6 +86,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         None,
         nats={"url": server.url},
         execution={"journal": str(tmp_path / "journal.msgpack")},
+        signing={"approval_key": stubs.TEST_APPROVAL_KEY},
         alerts={"telegram": {"api_url": api.url, "token": TOKEN, "chat_ids": [DESK_CHAT]}},
     )
     bus = NatsBus(NatsSettings(url=server.url), "test-desk")

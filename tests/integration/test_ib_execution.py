@@ -23,7 +23,7 @@ from services.execution.broker import BrokerOrder, BrokerReport
 from services.execution.core import Cancel, ExecutionCore, JournalRecord, Outcome, Replace, Send
 from services.execution.ib import IbBroker, OrderIds
 from tests.helpers import await_until
-from tests.kit import cores
+from tests.kit import cores, stubs
 from tradefleet.faketws import FakeTws
 
 T = 1_381_240_800_000_000_000
@@ -67,7 +67,7 @@ class Desk:
             quantity=qty,
             **kw,
         )
-        await self.act(self.core.on_approved(a))
+        await self.act(self.core.on_approved(stubs.sign(a)))
 
     def statuses(self, cid: str) -> list[str]:
         return [e.status for e in self.events if isinstance(e, OrderEvent) and e.client_order_id == cid]

@@ -107,12 +107,13 @@ def test_permissions_follow_the_catalog() -> None:
     approvals = [
         u for u, p in users.items() if any(natsauth.covers(a, "order.approved.IBM") for a in p.publish)
     ]
-    assert sorted(approvals) == ["admin", "operator", "risk"] or sorted(approvals) == ["admin", "risk"]
+    assert sorted(approvals) == ["admin", "leaf", "risk"]  # the leaf carries the on-prem gate's
     execs = [u for u, p in users.items() if any(natsauth.covers(a, "exec.fill.IBM") for a in p.publish)]
-    assert sorted(execs) == ["admin", "execution"]
+    assert sorted(execs) == ["admin", "execution", "leaf"]
     ctl = [u for u, p in users.items() if any(natsauth.covers(a, "ctl.set_mode") for a in p.publish)]
     assert sorted(ctl) == ["admin", "alerts", "control", "operator"]
     assert any(natsauth.covers(a, "ctl.kill") for a in users["execution"].publish)  # the panic file
+    assert users["leaf"].connection_types == ("LEAFNODE",)
     assert not any(natsauth.covers(a, "$JS.API.STREAM.CREATE.ORDERS") for a in users["risk"].publish)
     assert users["tap"].subscribe == (">",) and not any(
         natsauth.covers(a, "order.approved.IBM") for a in users["tap"].publish

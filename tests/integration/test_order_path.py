@@ -1,6 +1,7 @@
 """risk -> execution as processes on a real NATS: an intent becomes an approved, journaled,
-filled order; with the risk gate dead nothing trades; a killed execution restarts from its journal
-without a duplicate; killed in the middle of a burst of approvals, it loses none of them."""
+filled order; with the risk gate dead nothing trades; an approval the gate did not sign is refused
+and dead-lettered; a killed execution restarts from its journal without a duplicate; killed in the
+middle of a burst of approvals, it loses none of them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from libs.common import codec, natsauth
 from libs.common.bus import Delivery
 from libs.common.config import NatsSettings
 from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
+from proto.alerts import Alert, DeadLetter
 from proto.base import Event
 from proto.control import Control
 from proto.execution import Fill, OrderEvent
@@ -34,8 +39,8 @@ MS = 1_000_000
 class Desk:
     """The test's own connection: publishes market data and intents, hears everything back."""
 
-    def __init__(self, url: str) -> None:
-        self.bus = NatsBus(NatsSettings(url=url), "test-desk")
+    def __init__(self, url: str, seed: Path | None = None) -> None:
+        self.bus = NatsBus(NatsSettings(url=url, nkey_seed_file=seed), "test-desk")
         self.seen: list[Event] = []
         self.market = T0
 
@@ -46,7 +51,7 @@ class Desk:
         async def hear(d: Delivery) -> None:
             self.seen.append(d.event)
 
-        for pattern in ("order.>", "exec.>"):
+        for pattern in ("order.>", "exec.>", "dlq.>", "alert.>"):
             await self.bus.subscribe(pattern, hear)
         await self.bus.barrier()
         return self
@@ -158,19 +163,22 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             now = time.time_ns()
             await desk.bus.publish(
                 "order.approved.IBM",
-                OrderApproved(
-                    ts_event=desk.market,
-                    ts_init=now - 5_000 * MS,
-                    intent_id="i-x",
-                    client_order_id="stale-1",
-                    symbol="IBM",
-                    side="BUY",
-                    quantity=100,
-                    valid_until_ns=now - 3_000 * MS,
+                stubs.sign(
+                    OrderApproved(
+                        ts_event=desk.market,
+                        ts_init=now - 5_000 * MS,
+                        intent_id="i-x",
+                        client_order_id="stale-1",
+                        symbol="IBM",
+                        side="BUY",
+                        quantity=100,
+                        valid_until_ns=now - 3_000 * MS,
+                    )
                 ),
             )
             await desk.until(lambda: desk.of(OrderEvent, "stale-1"), "stale approval refused")
-            assert [e.status for e in desk.of(OrderEvent, "stale-1")] == ["REJECTED"]
+            (stale,) = desk.of(OrderEvent, "stale-1")
+            assert stale.status == "REJECTED" and "expired" in stale.reason
             assert not desk.of(OrderEvent, client_order_id_for("i-2"))
             journaled = [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()]
             assert journaled == [cid]  # nothing else was ever sent
@@ -218,6 +226,116 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
                 return bool((http_json(ports["execution"], "/status")[1] or {}).get("app", {}).get("killed"))
 
             wait_until(killed, 20, what="execution killed by the ctl command")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        server.stop()
+
+
+async def test_approvals_the_gate_did_not_sign_are_refused_dead_lettered_and_never_sent(
+    tmp_path: Path,
+) -> None:
+    """The bus here is open (every client may publish anything: the misconfigured bus the
+    signature guards against). Forged approvals straight onto order.approved are refused before
+    anything else, kept on dlq.execution, alerted; the gate's own approvals still trade."""
+    with _risk_and_execution(tmp_path) as (url, ports, _):
+        async with Desk(url) as desk:
+            await desk.tick(3)
+            # A genuine order first: the gate approves, execution fills it.
+            await desk.intent("g-1")
+            genuine = client_order_id_for("g-1")
+            await desk.until(lambda: desk.of(Fill, genuine), "the genuine order filled")
+            (signed,) = desk.of(OrderApproved, genuine)
+            assert signed.signature
+
+            now = time.time_ns()
+            unsigned = stubs.approved("forged-1", ts=now, valid_ms=30_000, signed=False)
+            wrong_key = stubs.sign(
+                stubs.approved("forged-2", ts=now, valid_ms=30_000, signed=False), key="a-guessed-key"
+            )
+            # The gate's signature copied onto other terms (a new id, ten times the size).
+            copied = msgspec.structs.replace(signed, client_order_id="forged-3", quantity=1_000.0)
+            forged = {
+                "forged-1": "approval signature missing",
+                "forged-2": "approval signature invalid: not signed by the risk gate",
+                "forged-3": "approval signature invalid: not signed by the risk gate",
+            }
+            for approval in (unsigned, wrong_key, copied):
+                await desk.bus.publish("order.approved.IBM", approval)
+            await desk.bus.flush()
+
+            def letters() -> list[DeadLetter]:
+                return [e for e in desk.of(DeadLetter) if e.service == "execution"]
+
+            await desk.until(
+                lambda: all(desk.of(OrderEvent, c) for c in forged) and len(letters()) == 3, "refusals"
+            )
+            for cid, why in forged.items():
+                (event,) = desk.of(OrderEvent, cid)
+                assert (event.status, event.reason) == ("REJECTED", why)
+            # Each kept whole on dlq.execution: the approval as it came, and why.
+            kept = {}
+            for letter in letters():
+                approval = codec.decode(letter.payload)
+                assert isinstance(approval, OrderApproved) and letter.subject == "order.approved.IBM"
+                kept[approval.client_order_id] = (approval, letter.reason, letter.error)
+            assert kept["forged-1"] == (unsigned, "signature_missing", forged["forged-1"])
+            assert kept["forged-2"] == (wrong_key, "signature_invalid", forged["forged-2"])
+            assert kept["forged-3"] == (copied, "signature_invalid", forged["forged-3"])
+            # ... and a critical alert each (one dedupe key: a flood folds into one message).
+            await desk.until(
+                lambda: len([a for a in desk.of(Alert) if a.dedupe == "approval-signature"]) == 3, "alerts"
+            )
+            alerts = [a for a in desk.of(Alert) if a.dedupe == "approval-signature"]
+            assert {a.severity for a in alerts} == {"critical"}
+            assert {a.labels["client_order_id"] for a in alerts} == set(forged)
+
+            # Never sent: the journal holds the genuine order only, and no forged id traded.
+            assert [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()] == [genuine]
+            assert not [f for f in desk.of(Fill) if f.client_order_id in forged]
+            status = http_json(ports["execution"], "/status")[1] or {}
+            stats = status.get("app", {}).get("stats", {})
+            assert stats["refused_signature_missing"] == 1 and stats["refused_signature_invalid"] == 2
+            assert status["dead_letters"] == 3
+
+            # The gate's approvals still trade after the forgeries.
+            await desk.intent("g-2", side="SELL")
+            await desk.until(lambda: desk.of(Fill, client_order_id_for("g-2")), "the next genuine fill")
+
+
+async def test_on_a_secured_bus_an_unsigned_approval_from_a_user_allowed_to_publish_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The bus as `tradefleet up` secures it (a user per service, the streams provisioned), and a
+    forger holding a seed with rights to publish approvals (here admin's, as a leaked credential
+    or a too-broad user would): the permissions let the approval through, the signature does not."""
+    auth = tmp_path / "auth"
+    seeds = natsauth.write(auth)
+    assert {"risk", "execution", "admin"} <= set(seeds)
+    server = start_nats(tmp_path / "nats", config=auth / "nats-server.conf")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        async with Desk(server.url, seed=auth / "admin.nk") as desk:  # admin makes the streams
+            for name in ("risk", "execution"):
+                seed = {"TRADEFLEET_NATS__NKEY_SEED_FILE": str(auth / f"{name}.nk")}
+                procs[name] = _start(name, server.url, tmp_path, free_port(), **seed)
+            await desk.tick(3)
+            forged = stubs.approved("forged-admin", ts=time.time_ns(), valid_ms=30_000, signed=False)
+            await desk.bus.publish("order.approved.IBM", forged)
+            await desk.until(lambda: desk.of(OrderEvent, "forged-admin"), "the refusal")
+            (event,) = desk.of(OrderEvent, "forged-admin")
+            assert (event.status, event.reason) == ("REJECTED", "approval signature missing")
+            await desk.until(
+                lambda: [e for e in desk.of(DeadLetter) if e.service == "execution"], "the letter"
+            )
+            (letter,) = [e for e in desk.of(DeadLetter) if e.service == "execution"]
+            assert codec.decode(letter.payload) == forged and letter.reason == "signature_missing"
+            assert not Journal(tmp_path / "journal.msgpack").read()  # never sent
+            # The risk gate's own approval, on the same bus, trades.
+            await desk.intent("s-1")
+            await desk.until(lambda: desk.of(Fill, client_order_id_for("s-1")), "the genuine fill")
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -18,6 +18,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from services.features.runtime import FeaturesApp
 from tests.conftest import REPO, SAMPLE_LEAN
 from tests.helpers import SHARED_CACHES, await_until
+from tests.kit.stubs import TEST_APPROVAL_KEY
 from tradefleet.services import RUNNABLE
 
 # Consumers first, the gateway last (as `tradefleet up` starts them): nothing it sends goes unheard.
@@ -35,6 +36,7 @@ def _settings(nats_url: str, tmp: Path) -> Settings:
         execution={"journal": str(tmp / "journal.msgpack"), "account": f"SIM-{uuid.uuid4().hex[:6]}"},
         fastlane={"compile_cache": SHARED_CACHES["TRADEFLEET_FASTLANE__COMPILE_CACHE"]},
         market={"cache": SHARED_CACHES["TRADEFLEET_MARKET__CACHE"]},
+        signing={"approval_key": TEST_APPROVAL_KEY},
     )
 
 

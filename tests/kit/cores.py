@@ -21,6 +21,9 @@ from services.qos.core import QosCore
 from services.qos.exits import ExitManager
 from services.risk.core import RiskCore
 from tests.kit.clocks import T0
+from tests.kit.stubs import TEST_APPROVAL_KEY
+
+KEY = TEST_APPROVAL_KEY.encode()
 
 
 def calendar(**market: Any) -> MarketCalendar:
@@ -28,7 +31,8 @@ def calendar(**market: Any) -> MarketCalendar:
 
 
 def risk(clock: SimClock | None = None, market: MarketCalendar | None = None, **limits: Any) -> RiskCore:
-    return RiskCore(RiskSettings(**limits), clock or SimClock(T0), market or calendar())
+    """Signs its approvals with the tests' key, as ``execution`` verifies them."""
+    return RiskCore(RiskSettings(**limits), clock or SimClock(T0), market or calendar(), approval_key=KEY)
 
 
 def qos(clock: SimClock | None = None, **config: Any) -> QosCore:
@@ -39,8 +43,11 @@ def exits(clock: SimClock | None = None, market: MarketCalendar | None = None, *
     return ExitManager(ExitSettings(**config), clock or SimClock(T0), market or calendar())
 
 
-def execution(clock: SimClock | None = None, tick: float = 0.01, **config: Any) -> ExecutionCore:
-    return ExecutionCore(ExecutionSettings(**config), clock or SimClock(T0), tick)
+def execution(
+    clock: SimClock | None = None, tick: float = 0.01, approval_key: bytes = KEY, **config: Any
+) -> ExecutionCore:
+    """Takes the approvals ``stubs.approved`` signs (the tests' key unless told)."""
+    return ExecutionCore(ExecutionSettings(**config), clock or SimClock(T0), tick, approval_key=approval_key)
 
 
 def features(

@@ -36,7 +36,15 @@ def sample_events() -> list[Event]:
         OrderIntent(
             **t, intent_id="i-1", symbol="IBM", side="BUY", quantity=100, order_type="LMT", limit_price=182.07
         ),
-        OrderApproved(**t, intent_id="i-1", client_order_id="c-1", symbol="IBM", side="BUY", quantity=100),
+        OrderApproved(
+            **t,
+            intent_id="i-1",
+            client_order_id="c-1",
+            symbol="IBM",
+            side="BUY",
+            quantity=100,
+            signature="5f0c1a2e9b7d4c3a8e6f1b2d0c9a8e7f6d5c4b3a29180f7e6d5c4b3a2918f0e1",
+        ),
         OrderDenied(**t, intent_id="i-2", symbol="IBM", code="POSITION_LIMIT", context={"max": "500"}),
         RiskState(
             **t, instance="r-1", seq=3, mode="DEGRADED", mode_reason="feed stale", positions={"IBM": 100.0}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from libs.common import signing
 from proto.control import Control
 from proto.execution import Fill, OrderEvent, OrderStatus
 from proto.features import FeatureVector
@@ -17,6 +18,10 @@ from proto.signals import Prediction
 from tests.kit.clocks import MS, T0
 
 _ids = itertools.count(1)
+
+#: The approval key every test shares: service processes get it from tests.helpers.service_env,
+#: in-process cores and apps from tests.kit.cores / test settings, and ``approved`` signs with it.
+TEST_APPROVAL_KEY = "test-approval-key"
 
 
 def next_id(prefix: str) -> str:
@@ -67,13 +72,15 @@ def approved(
     quantity: float = 100,
     ts: int = T0,
     valid_ms: float | None = 2_000,
+    signed: bool = True,
     **kw: Any,
 ) -> OrderApproved:
-    """An approval valid for ``valid_ms`` from ``ts`` (None: no expiry)."""
+    """An approval valid for ``valid_ms`` from ``ts`` (None: no expiry), signed as the risk gate
+    signs it with the tests' key (``signed=False``: a forged one, without a signature)."""
     cid = client_order_id or next_id("c")
     kw.setdefault("intent_id", f"i-{cid}")
     kw.setdefault("ts_init", ts)
-    return OrderApproved(
+    approval = OrderApproved(
         ts_event=ts,
         client_order_id=cid,
         symbol=symbol,
@@ -82,6 +89,12 @@ def approved(
         valid_until_ns=0 if valid_ms is None else ts + int(valid_ms * MS),
         **kw,
     )
+    return sign(approval) if signed else approval
+
+
+def sign(approval: OrderApproved, key: str = TEST_APPROVAL_KEY) -> OrderApproved:
+    """``approval`` signed as the risk gate signs it (with the tests' key unless told)."""
+    return signing.signed(approval, key.encode())
 
 
 def fill(

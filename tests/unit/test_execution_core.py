@@ -3,15 +3,19 @@ approvals, duplicates, positions and P&L, the kill switch, and a restart that ne
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from libs.common import signing
 from libs.common.clock import SimClock
 from libs.common.config import SimSettings
+from proto.alerts import Alert
 from proto.control import Control, ControlAck
 from proto.execution import Fill, OrderEvent, PositionSnapshot
 from proto.orders import OrderApproved
 from services.execution.core import Cancel, JournalRecord, Outcome, Replace, Send, Tactic
 from services.execution.simbroker import SimVenue
+from services.risk.core import RiskCore
 from tests.kit import cores, stubs
 from tests.kit.clocks import MS
 from tests.kit.clocks import T0 as T
@@ -76,7 +80,7 @@ class Harness:
             valid_until_ns=now + int(valid_ms * MS),
             **kw,
         )  # type: ignore[arg-type]
-        self.run(self.core.on_approved(a))
+        self.run(self.core.on_approved(stubs.sign(a)))
 
     def statuses(self, cid: str) -> list[str]:
         return [e.status for e in self.events if isinstance(e, OrderEvent) and e.client_order_id == cid]
@@ -107,7 +111,7 @@ def test_stale_approvals_and_duplicates_never_become_orders() -> None:
         quantity=100,
         valid_until_ns=T + 5 * MS,
     )
-    h.run(h.core.on_approved(stale))
+    h.run(h.core.on_approved(stubs.sign(stale)))
     assert h.sent == [] and h.statuses("old") == ["REJECTED"]
     assert "expired" in next(e for e in h.events if isinstance(e, OrderEvent)).reason
     h.approve("br", order_type="BRACKET")  # no exit prices: refused, never sent as something else
@@ -177,7 +181,84 @@ def test_a_restart_restores_the_journal_and_never_resends() -> None:
         quantity=100,
         valid_until_ns=T + 10_000 * MS,
     )
-    assert fresh.on_approved(a).actions == []  # the redelivered approval is not a second order
+    assert fresh.on_approved(stubs.sign(a)).actions == []  # the redelivered one: not a second order
+
+
+def test_a_forged_approval_is_refused_first_journaled_never_and_kept_as_a_dead_letter() -> None:
+    h = Harness()
+    unsigned = stubs.approved("f1", signed=False, ts=T)
+    wrong_key = stubs.sign(stubs.approved("f2", signed=False, ts=T), key="not-the-gates-key")
+    tampered = msgspec.structs.replace(stubs.approved("f3", ts=T), quantity=10_000.0)
+    for forged, reason, why in (
+        (unsigned, "signature_missing", "approval signature missing"),
+        (wrong_key, "signature_invalid", "approval signature invalid: not signed by the risk gate"),
+        (tampered, "signature_invalid", "approval signature invalid: not signed by the risk gate"),
+    ):
+        out = h.core.on_approved(forged)
+        assert out.actions == []  # nothing journaled, nothing sent
+        assert out.dead_letter == (reason, why)
+        (event,) = [e for e in out.events if isinstance(e, OrderEvent)]
+        assert event.client_order_id == forged.client_order_id
+        assert (event.status, event.reason) == ("REJECTED", why)
+        (alert,) = [e for e in out.events if isinstance(e, Alert)]
+        assert alert.severity == "critical" and alert.dedupe == "approval-signature"
+        assert alert.labels["reason"] == reason and forged.client_order_id in alert.title
+        assert forged.client_order_id not in h.core.orders  # not an order: it may not block one
+        h.run(out)
+    assert h.journal == [] and h.sent == []
+    assert h.core.stats["refused_signature_missing"] == 1 and h.core.stats["refused_signature_invalid"] == 2
+    alerts = [e for e in h.events if isinstance(e, Alert)]
+    assert len({a.alert_id for a in alerts}) == 3  # one per occurrence; the dedupe key folds a flood
+    # The genuine approval of an id a forgery borrowed still goes through.
+    h.approve("f1")
+    assert h.sent == ["f1"] and h.statuses("f1")[-1] == "PENDING_SUBMIT"
+
+
+def test_a_forgery_of_a_working_orders_id_is_refused_without_touching_that_order() -> None:
+    h = Harness()
+    h.approve("c1", order_type="LMT", limit_price=99.0)  # rests
+    forged = stubs.approved("c1", signed=False, quantity=5_000, ts=T)
+    out = h.core.on_approved(forged)
+    assert out.actions == [] and out.dead_letter is not None
+    assert not [e for e in out.events if isinstance(e, OrderEvent)]  # no REJECTED for the real c1
+    assert [type(e).__name__ for e in out.events] == ["Alert"]
+    assert h.core.orders["c1"].status == "PENDING_SUBMIT" and h.core.orders["c1"].quantity == 100
+
+
+def test_a_forgery_is_refused_even_while_killed_and_before_the_expiry_check() -> None:
+    h = Harness()
+    h.core.killed = True
+    stale = stubs.approved("x1", signed=False, ts=T - 10_000 * MS)
+    out = h.core.on_approved(stale)
+    assert out.dead_letter == ("signature_missing", signing.MISSING)
+
+
+def test_without_a_key_every_approval_is_refused_however_it_is_signed() -> None:
+    core = cores.execution(SimClock(T), approval_key=b"")
+    for a in (stubs.approved("k1", ts=T), stubs.approved("k2", signed=False, ts=T)):
+        out = core.on_approved(a)
+        assert out.actions == [] and out.dead_letter == ("no_approval_key", signing.NO_KEY)
+        (alert,) = [e for e in out.events if isinstance(e, Alert)]
+        assert alert.severity == "critical" and alert.dedupe == "approval-key-missing"
+    assert core.stats["refused_no_approval_key"] == 2 and core.stats["sent"] == 0
+
+
+def test_the_risk_gates_approvals_are_the_ones_execution_takes() -> None:
+    clock = SimClock(T)
+    risk = cores.risk(clock)
+    risk.on_quote(stubs.quote(ts=T))
+    approval = risk.on_intent(stubs.intent(quantity=100, ts=T))
+    assert isinstance(approval, OrderApproved) and approval.signature
+    assert signing.verify(approval, stubs.TEST_APPROVAL_KEY.encode())
+    h = Harness()
+    h.run(h.core.on_approved(approval))
+    assert h.sent == [approval.client_order_id]
+    # A gate without a key signs nothing: its approvals are refused.
+    unkeyed = RiskCore(risk.limits, clock, cores.calendar())
+    unkeyed.on_quote(stubs.quote(ts=T))
+    plain = unkeyed.on_intent(stubs.intent(quantity=100, ts=T))
+    assert isinstance(plain, OrderApproved) and plain.signature == ""
+    assert h.core.on_approved(plain).dead_letter == ("signature_missing", signing.MISSING)
 
 
 def fills_of(h: Harness, cid: str) -> list[Fill]:

@@ -136,7 +136,11 @@ def test_risk_kpis_mode_pnl_positions_limit_usage_and_denials() -> None:
 
 
 def test_execution_kpis_fills_orders_positions_and_pnl(tmp_path: Path) -> None:
-    app = ExecutionApp(Settings(execution=ExecutionSettings(journal=tmp_path / "journal.msgpack")))
+    settings = Settings(
+        execution=ExecutionSettings(journal=tmp_path / "journal.msgpack"),
+        signing={"approval_key": stubs.TEST_APPROVAL_KEY},
+    )
+    app = ExecutionApp(settings)
     rt = runtime(app, "execution")
     core = app.core
     core.clock = SimClock(T0)
@@ -154,6 +158,7 @@ def test_execution_kpis_fills_orders_positions_and_pnl(tmp_path: Path) -> None:
     assert got[key("tf_position_shares", symbol="IBM")] == 100
     assert got[key("tf_orders_open")] == 0
     assert got[key("tf_kill_switch")] == 0
+    assert got[key("tf_approvals_untrusted_total")] == 0
     assert got[key("tf_orders_sent_total")] == 1
     assert got[key("tf_pnl_realized_usd")] == pytest.approx(sum(p.realized for p in core.positions.values()))
     app.journal.close()

@@ -214,7 +214,8 @@ def test_the_onprem_stack_makes_every_secret_the_onprem_overlay_needs() -> None:
     module = TERRAFORM / "modules" / "onprem"
     made = {f"tradefleet-nats-{u}" for u in _default(module, "services")} | {"tradefleet-nats-config"}
     leaf = _resources(module)[("kubernetes_secret_v1", "leaf")]
-    made.add(leaf["metadata"][0]["name"])
+    key = _resources(module)[("kubernetes_secret_v1", "approval_key")]  # the approval signing key
+    made |= {leaf["metadata"][0]["name"], key["metadata"][0]["name"]}
     assert _mounted_secrets("onprem") == made
     # The keys the leaf's pod reads are the ones the module writes.
     nats = _of(_render("onprem"), "StatefulSet", "nats")[0]["spec"]["template"]["spec"]

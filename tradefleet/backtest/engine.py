@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from libs.common.bus import Delivery, InProcessBus
 from libs.common.calendar import market_calendar
@@ -136,13 +139,18 @@ def load_sentiment_scorer(settings: Settings) -> tuple[Any, str]:
 def backtest_settings(settings: Settings, work: Path) -> Settings:
     """The run's settings: what is wall-clock or external in the fleet is switched off (Redis,
     wall-clock bar closes, model hot reload, IB, the panic file), the journal goes to this run's
-    own folder, and the SimBroker is the venue."""
+    own folder, the SimBroker is the venue, and approvals are signed with a key of the run's own
+    unless one is configured."""
 
     def section(name: str, **changes: Any) -> Any:
         return getattr(settings, name).model_copy(update=changes)
 
+    # The risk gate signs its approvals and execution checks them: a key for this run when none
+    # is configured (one without would trade nothing).
+    key = {} if settings.signing.key() else {"approval_key": SecretStr(secrets.token_hex(32))}
     return settings.model_copy(
         update={
+            "signing": section("signing", **key),
             "features": section("features", redis_url=None, close_on_wall_clock=False),
             "fastlane": section("fastlane", reload_interval_s=1e9),
             "policy": section("policy", reload_interval_s=1e9),

@@ -20,6 +20,18 @@ resource "kubernetes_secret_v1" "leaf" {
   }
 }
 
+# The risk gate's approval signing key (risk signs, execution checks: libs/common/signing.py),
+# from the same folder as the seeds (`tradefleet nats config` writes approval.key).
+resource "kubernetes_secret_v1" "approval_key" {
+  metadata {
+    name      = "tradefleet-approval-key"
+    namespace = module.namespace.namespace
+  }
+  data = {
+    key = trimspace(file("${var.nats_config_dir}/approval.key"))
+  }
+}
+
 resource "kubernetes_labels" "edge" {
   for_each    = toset(var.edge_nodes)
   api_version = "v1"
