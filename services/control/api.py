@@ -109,9 +109,9 @@ class Fleet(Protocol):
 
     async def watch_quotes(self, symbol: str) -> None: ...
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]: ...
+    def subscribe(self) -> asyncio.Queue[str | None]: ...
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None: ...
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None: ...
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def build_api(fleet: Fleet, cfg: ControlSettings, tokens: TokenBook, web_dir: Pa
                 if message is None:  # dropped: too far behind
                     await socket.close(code=1013, reason="too slow: reconnect for a fresh snapshot")
                     return
-                await socket.send_json(message)
+                await socket.send_text(message)  # JSON, encoded once for every client
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:

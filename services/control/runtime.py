@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from libs.common import params
 from libs.common.acks import Awaited
 from libs.common.bus import Delivery
@@ -50,6 +52,7 @@ from services.control.view import FleetView
 
 log = get_logger(__name__)
 BOOK_PUSH_S = 0.5  # a symbol's book on the WebSocket at most this often
+_JSON = msgspec.json.Encoder()
 
 # What the view follows (core subscriptions: a cache, not a consumer that must see everything).
 FOLLOWED: tuple[tuple[str, tuple[type[Event], ...]], ...] = (
@@ -86,7 +89,7 @@ class ControlApp(ServiceApp):
             s: params.current(settings, s) for s in CONFIG_SECTIONS
         }
         self._awaited: dict[str, Awaited] = {}
-        self.clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.clients: set[asyncio.Queue[str | None]] = set()
         self.dropped_clients = 0
         self.actions = 0
         self._quote_watch: set[str] = set()
@@ -138,6 +141,9 @@ class ControlApp(ServiceApp):
             log_level="warning",
             lifespan="off",
             ws="websockets-sansio",
+            # Compressing each frame for each client costs more CPU than the frames are worth on
+            # the links a dashboard uses; a fleet's CPU is the decisions'.
+            ws_per_message_deflate=False,
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the runtime owns the signals
@@ -197,22 +203,26 @@ class ControlApp(ServiceApp):
             self._broadcast({"type": "book", "data": body})
 
     # -- the WebSocket fan-out ---------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.cfg.ws_max_queue + 1)
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue(self.cfg.ws_max_queue + 1)
         self.clients.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         self.clients.discard(queue)
 
     def _broadcast(self, message: dict[str, Any]) -> None:
+        """Encoded once, for every client (not once per client: fifty clients, one encoding)."""
+        if not self.clients:
+            return
+        text = _JSON.encode(message).decode()
         for queue in list(self.clients):
             if queue.qsize() >= self.cfg.ws_max_queue:
                 self._drop(queue)
             else:
-                queue.put_nowait(message)
+                queue.put_nowait(text)
 
-    def _drop(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def _drop(self, queue: asyncio.Queue[str | None]) -> None:
         """Too far behind: emptied, told to go (None), forgotten."""
         self.clients.discard(queue)
         self.dropped_clients += 1

@@ -80,10 +80,10 @@ class StubFleet:
     async def watch_quotes(self, symbol: str) -> None:
         return None
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+    def subscribe(self) -> asyncio.Queue[str | None]:
         return asyncio.Queue()
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         return None
 
 
