@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser web test-web run test test-unit test-integration test-ib-smoke lint fmt bench schemas clean
+.PHONY: venv browser web test-web run test test-unit test-integration test-ib-smoke test-deploy lint fmt bench schemas clean
 
 # torch==2.13.0 (the CPU build) goes in first, alone: anything that depends on torch then finds it
 # installed instead of resolving a CUDA build. Every package is pinned through constraints.txt.
@@ -74,6 +74,13 @@ test-integration: $(STAMP)
 # Against a real paper TWS / IB Gateway (never in CI): TRADEFLEET_IB_SMOKE=127.0.0.1:4002 make test-ib-smoke
 test-ib-smoke: $(STAMP)
 	$(PY) -m pytest -q -rs tests/integration/test_ib_paper_smoke.py
+
+# The fleet as containers (tests/deploy/run.sh): the engine (installed and started if missing),
+# a local debootstrap base (once, cached), the image from the Dockerfile on that base, then the
+# compose stack with deploy/docker/compose.test.yml (tests only) replaying the sample day; all
+# removed afterwards. Skips, saying why, where no container engine can start.
+test-deploy:
+	tests/deploy/run.sh
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

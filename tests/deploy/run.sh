@@ -105,7 +105,6 @@ say "building $IMAGE on $BASE"
 rm -rf "$WORK/nats" && mkdir -p "$WORK/nats"
 docker run --rm --user "$(id -u):$(id -g)" -v "$WORK/nats:/out" "$IMAGE" nats config --out /out >/dev/null
 export TRADEFLEET_TEST_NATS_DIR=$WORK/nats
-export TRADEFLEET_TEST_APPROVAL_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 say "docker compose up --wait ($(${COMPOSE[@]} config --services | wc -l) services)"
 UP=1
 "${COMPOSE[@]}" up --detach --wait --wait-timeout 420 --no-build --quiet-pull
