@@ -32,6 +32,7 @@ from services.control.auth import Identity, TokenBook, bearer
 from services.control.view import FleetView
 
 ROLE_OF_KIND = {"read": "viewer", "act": "operator", "admin": "admin"}
+GOING_AWAY = "\x00going-away"  # told to a WebSocket client's queue when the service stops
 AUDIT_KINDS = ("ctl", "ack", "alert", "mode", "dlq", "news", "sentiment", "policy", "param", "signal")
 Responses = dict[int | str, dict[str, Any]]
 
@@ -366,6 +367,9 @@ def build_api(fleet: Fleet, cfg: ControlSettings, tokens: TokenBook, web_dir: Pa
                 message = getter.result()
                 if message is None:  # dropped: too far behind
                     await socket.close(code=1013, reason="too slow: reconnect for a fresh snapshot")
+                    return
+                if message == GOING_AWAY:
+                    await socket.close(code=1001, reason="the control service is stopping")
                     return
                 await socket.send_text(message)  # JSON, encoded once for every client
         except (WebSocketDisconnect, RuntimeError):

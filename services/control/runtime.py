@@ -46,7 +46,7 @@ from proto.news import NewsItem, SentimentScore
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import ExternalSignal, Prediction, QosScore
 from proto.tca import TcaAggregate, TcaReport
-from services.control.api import Answers, ParamsAnswer, SignalIn, build_api
+from services.control.api import GOING_AWAY, Answers, ParamsAnswer, SignalIn, build_api
 from services.control.auth import TokenBook
 from services.control.view import FleetView
 
@@ -158,7 +158,7 @@ class ControlApp(ServiceApp):
 
     async def stop(self) -> None:
         for queue in list(self.clients):
-            self._drop(queue)
+            self._drop(queue, GOING_AWAY)  # a stop, not a slow client: not counted as dropped
         if self._server is not None:
             self._server.should_exit = True
         if self._server_task is not None:
@@ -222,13 +222,15 @@ class ControlApp(ServiceApp):
             else:
                 queue.put_nowait(text)
 
-    def _drop(self, queue: asyncio.Queue[str | None]) -> None:
-        """Too far behind: emptied, told to go (None), forgotten."""
+    def _drop(self, queue: asyncio.Queue[str | None], why: str | None = None) -> None:
+        """Emptied, told to go, forgotten: too far behind (None: close 1013, counted), or the
+        service stopping (GOING_AWAY: close 1001)."""
         self.clients.discard(queue)
-        self.dropped_clients += 1
+        if why is None:
+            self.dropped_clients += 1
         while not queue.empty():
             queue.get_nowait()
-        queue.put_nowait(None)
+        queue.put_nowait(why)
 
     # -- what the API asks (the Fleet protocol) ---------------------------------------------------------
     def now_ns(self) -> int:

@@ -205,6 +205,13 @@ async def test_roles_reads_actions_live_parameters_and_the_live_stream(fleet: Fl
         scores = {s["symbol"]: s["score"] for s in qos["symbols"]}
         assert scores["BAC"] == 0.42  # only Redis had it
         assert "IBM" in scores  # the score qos made of the outside signal, kept by qos itself
+        # A clean stop tells the clients it is going away (1001), not that they were too slow.
+        async with websockets.connect(url) as socket:
+            await asyncio.sleep(0.2)
+            fleet.procs["control"].terminate()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await asyncio.wait_for(_until_message(socket, lambda m: False, 20), 25)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
 def _filled(desk: Desk, intent_id: str) -> bool:
