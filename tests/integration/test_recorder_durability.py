@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import psycopg
 
 from libs.common.config import DbSettings, load_settings
-from libs.common.localinfra import free_port
+from libs.common.localinfra import free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from libs.common.runtime import Runtime
 from libs.common.storage.migrate import migrate
@@ -110,9 +110,17 @@ async def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(
     await bus.close()
 
 
-async def test_crash_between_commit_and_ack_is_not_a_duplicate(
-    nats_url: str, pg_dsn: str, tmp_path: Path
-) -> None:
+async def test_crash_between_commit_and_ack_is_not_a_duplicate(pg_dsn: str, tmp_path: Path) -> None:
+    # A NATS of its own: on the shared one the first batch committed may hold other tests'
+    # stored events (commands, alerts) instead of this test's fills.
+    server = start_nats(tmp_path / "nats")
+    try:
+        await _crash_between_commit_and_ack(server.url, pg_dsn, tmp_path)
+    finally:
+        server.stop()
+
+
+async def _crash_between_commit_and_ack(nats_url: str, pg_dsn: str, tmp_path: Path) -> None:
     migrate(pg_dsn, DbSettings())
     run, total = uuid.uuid4().hex[:8], 200
     env, _ = _recorder_env(nats_url, pg_dsn, tmp_path)
