@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Target:
     #: one seed file (nats.nkey_seed_file); none for an open bus
     seed_dir: Path | None = None
     seed_file: Path | None = None
+    tls: ssl.SSLContext | None = None  # nats.tls_* from the config, for a server of the config's
 
     def seed_for(self, user: str) -> Path | None:
         if self.seed_file is not None:
@@ -86,7 +88,7 @@ def _alive(pid: int) -> bool:
 
 def find(var_dir: Path | None, nats_url: str | None, settings: Settings) -> Target:
     """The server to use, by the rule in the module's docstring."""
-    seed = settings.nats.nkey_seed_file
+    seed, tls = settings.nats.nkey_seed_file, settings.nats.tls_context()
     if var_dir is not None:
         state = read_state(var_dir)
         url = state["nats_url"]
@@ -94,14 +96,15 @@ def find(var_dir: Path | None, nats_url: str | None, settings: Settings) -> Targ
             raise Unreachable(f"--nats-url {nats_url} is not the NATS of the fleet in {var_dir} ({url})")
         return _of_fleet(state, f"the fleet in {var_dir}")
     if nats_url:
-        return Target(nats_url, "--nats-url", seed_file=seed)  # an explicit flag beats the environment
+        return Target(nats_url, "--nats-url", seed_file=seed, tls=tls)  # a flag beats the environment
     if env_dir := os.environ.get("TRADEFLEET_VAR_DIR"):
         return _of_fleet(read_state(Path(env_dir)), f"the fleet in {env_dir} (TRADEFLEET_VAR_DIR)")
     if env := os.environ.get("TRADEFLEET_NATS_URL"):
-        return Target(env, "TRADEFLEET_NATS_URL", seed_file=seed)
+        return Target(env, "TRADEFLEET_NATS_URL", seed_file=seed, tls=tls)
     if (DEFAULT_VAR_DIR / STATE_FILE).exists():
         return _of_fleet(read_state(DEFAULT_VAR_DIR), f"the fleet in {DEFAULT_VAR_DIR}")
-    return Target(settings.nats.url, "nats.url from the config: no fleet state found", seed_file=seed)
+    source = "nats.url from the config: no fleet state found"
+    return Target(settings.nats.url, source, seed_file=seed, tls=tls)
 
 
 def _of_fleet(state: dict[str, Any], source: str) -> Target:
@@ -139,6 +142,7 @@ async def connect(
                 disconnected_cb=closed,
                 closed_cb=closed,
                 nkeys_seed=str(seed) if (seed := target.seed_for(user)) is not None else None,
+                tls=target.tls,
             ),
             timeout=2 * CONNECT_TIMEOUT_S + 1,
         )

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import math
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -74,6 +75,21 @@ class NatsSettings(Section):
     nkey_seed_file: Path | None = None
     # How many servers keep each stream (a JetStream cluster: 3); `tradefleet nats provision`.
     stream_replicas: int = Field(1, ge=1, le=5)
+    # TLS to the server: the CA that signed its certificate (and this client's certificate and
+    # key when the server asks for one). Any of them turns TLS on (tls:// URLs do too).
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context, or None when no TLS file is configured."""
+        if not (self.tls_ca_file or self.tls_cert_file):
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+        if self.tls_cert_file:
+            key = str(self.tls_key_file) if self.tls_key_file else None
+            context.load_cert_chain(str(self.tls_cert_file), key)
+        return context
 
     @field_validator("url")
     @classmethod

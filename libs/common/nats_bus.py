@@ -120,6 +120,7 @@ class NatsBus(Bus):
             closed_cb=self._on_closed,
             drain_timeout=10,
             nkeys_seed=str(self.settings.nkey_seed_file) if self.settings.nkey_seed_file else None,
+            tls=self.settings.tls_context(),
         )
         self.js = self.nc.jetstream(timeout=5.0)
         self.connected.set()
