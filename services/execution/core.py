@@ -109,6 +109,7 @@ class Tactic:
         return self.style == "MKT" and not self.slice_shares
 
 
+UNTRUSTED_SEQ = -1  # the seq of a forged approval's REJECTED event: no order's lifecycle uses it
 # An approval refused for its signature: the dead letter's reason, by what was wrong.
 SIGNATURE_REFUSALS = {
     signing.MISSING: "signature_missing",
@@ -310,7 +311,11 @@ class ExecutionCore:
             order = Order(a.client_order_id, a.symbol, a.side, a.quantity)
             order.move("REJECTED", why)
             template = BrokerOrder(a.client_order_id, a.symbol, a.side, a.quantity)
-            events.append(self._event(Working(order, template, order_type=a.order_type), now, why))
+            rejected = self._event(Working(order, template, order_type=a.order_type), now, why)
+            # seq -1, outside any order's lifecycle (which counts from 0): a forgery that guessed
+            # a genuine order's id before the gate approved it must not share the stream's message
+            # id (order:ID:SEQ) with that order's first event, which JetStream would then drop.
+            events.append(msgspec.structs.replace(rejected, seq=UNTRUSTED_SEQ))
         if why == signing.NO_KEY:
             title = "execution has no approval key: every approval is refused, nothing trades"
             dedupe = "approval-key-missing"

@@ -209,9 +209,13 @@ def test_a_forged_approval_is_refused_first_journaled_never_and_kept_as_a_dead_l
     assert h.core.stats["refused_signature_missing"] == 1 and h.core.stats["refused_signature_invalid"] == 2
     alerts = [e for e in h.events if isinstance(e, Alert)]
     assert len({a.alert_id for a in alerts}) == 3  # one per occurrence; the dedupe key folds a flood
-    # The genuine approval of an id a forgery borrowed still goes through.
+    # The genuine approval of an id a forgery borrowed still goes through, and its events do
+    # not share a stream message id with the forgery's REJECTED (seq -1, outside any lifecycle).
     h.approve("f1")
     assert h.sent == ["f1"] and h.statuses("f1")[-1] == "PENDING_SUBMIT"
+    f1 = [e for e in h.events if isinstance(e, OrderEvent) and e.client_order_id == "f1"]
+    assert f1[0].seq == -1 and f1[0].status == "REJECTED" and all(e.seq >= 0 for e in f1[1:])
+    assert len({e.dedupe_key() for e in f1}) == len(f1)
 
 
 def test_a_forgery_of_a_working_orders_id_is_refused_without_touching_that_order() -> None:
