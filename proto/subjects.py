@@ -354,6 +354,20 @@ def types_on(pattern: str) -> frozenset[type[Event]]:
 
 
 @functools.lru_cache(maxsize=65536)
+def covers(broad: str, narrow: str) -> bool:
+    """Does every subject ``narrow`` can match also match ``broad``? (NATS wildcards: * one
+    token, > the rest)"""
+    b, n = broad.split("."), narrow.split(".")
+    for i, tok in enumerate(b):
+        if tok == ">":
+            return i < len(n)
+        if i >= len(n) or n[i] == ">":
+            return False
+        if tok != "*" and tok != n[i]:
+            return False
+    return len(b) == len(n)
+
+
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS wildcard semantics: '*' one token, '>' one or more trailing tokens."""
     p_tokens, s_tokens = pattern.split("."), subject.split(".")

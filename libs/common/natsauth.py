@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nkeys
 
-from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, READ_ALL, SERVICES, SHARED_PUBLISHERS
+from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, READ_ALL, SERVICES, SHARED_PUBLISHERS, covers
 
 INBOX = "_INBOX.>"
 EDGE_SERVICES = ("md-gateway", "risk", "execution")  # the on-prem site, next to TWS / IB Gateway
@@ -148,20 +148,6 @@ def write(out_dir: Path, seeds: dict[str, str] | None = None) -> dict[str, Path]
         approval.write_text(os.urandom(32).hex() + "\n")
     os.chmod(approval, 0o600)
     return files
-
-
-def covers(broad: str, narrow: str) -> bool:
-    """Does every subject ``narrow`` can match also match ``broad``? (NATS wildcards: * one
-    token, > the rest)"""
-    b, n = broad.split("."), narrow.split(".")
-    for i, tok in enumerate(b):
-        if tok == ">":
-            return i < len(n)
-        if i >= len(n) or n[i] == ">":
-            return False
-        if tok != "*" and tok != n[i]:
-            return False
-    return len(b) == len(n)
 
 
 def may_subscribe(service: str, pattern: str) -> bool:

@@ -34,7 +34,7 @@ from proto.market import Bar, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import ExternalSignal, PolicySignal
-from proto.subjects import stream_of_pattern, subject_matches, subject_of
+from proto.subjects import covers, stream_of_pattern, subject_of
 from proto.tca import TcaReport
 from proto.units import DAY_NS
 
@@ -222,12 +222,6 @@ AUDIT_CORE_SUBJECTS = ("sig.policy.>", "sig.ext.>")
 AUDIT_JSON_DROPS: dict[type, frozenset[str]] = {SentimentScore: frozenset({"embedding"})}
 
 
-def _covers(broad: str, narrow: str) -> bool:
-    """Does every subject ``narrow`` can match also match ``broad``? (enough for the catalog's
-    patterns: a wildcard in ``narrow`` is probed as one concrete token)"""
-    return subject_matches(broad, narrow.replace(">", "x").replace("*", "x"))
-
-
 def durable_patterns(configured: Iterable[str]) -> list[str]:
     """The configured durable subjects plus the audit trail's. One consumer per stream: the
     recorder's position in a stream is one committed sequence, which two consumers filtering the
@@ -241,7 +235,7 @@ def durable_patterns(configured: Iterable[str]) -> list[str]:
         if have is None:
             patterns.append(pattern)
             by_stream[stream] = pattern
-        elif not _covers(have, pattern):
+        elif not covers(have, pattern):
             raise ValueError(
                 f"recorder.durable_subjects has {have!r} on stream {stream}, which the audit trail "
                 f"reads as {pattern!r} (one consumer per stream): use {pattern!r} or a broader pattern"
@@ -254,7 +248,7 @@ def core_patterns(configured: Iterable[str]) -> list[str]:
     (two core subscriptions matching one subject would store its events twice)."""
     patterns = list(dict.fromkeys(configured))
     for pattern in AUDIT_CORE_SUBJECTS:
-        if not any(_covers(have, pattern) for have in patterns):
+        if not any(covers(have, pattern) for have in patterns):
             patterns.append(pattern)
     return patterns
 
