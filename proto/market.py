@@ -86,6 +86,11 @@ FeedState = Literal[
 ]
 
 
+# A finished replay's FeedStatus counts the ticks (quotes, trades, depth) it published per symbol
+# under "published.SYMBOL" (beside the totals per kind).
+PUBLISHED_PREFIX = "published."
+
+
 class FeedStatus(DurableEvent, frozen=True, kw_only=True):
     """Health of a market-data source; missing data is an event."""
 

@@ -267,6 +267,7 @@ CONSUMES: dict[str, tuple[str, ...]] = {
         "order.intent.>",
         "risk.state",
         "broker.whatif",
+        "hb.*",  # the on-prem gate hears the hub's services (risk.hub_services)
     ),
     "execution": ("md.>", "ctl.>", "order.approved.>", "tca.feedback.>", "exec.position", "broker.whatif"),
     "tca": ("md.quote.>", "md.status", "order.>", "exec.>"),
@@ -285,6 +286,106 @@ SHARED_PUBLISHERS: dict[str, tuple[str, ...]] = {
     "md-gateway": ("news.raw",),
     "sentiment": ("news.raw",),
 }
+
+
+# Scaling by subject partition on the server (docs/ARCHITECTURE.md, Scaling): with N > 1
+# partitions, NATS maps each of these symbol-keyed core subjects to one with the symbol's
+# partition after the first token: md.quote.IBM -> md.2.quote.IBM (``partition(N, symbol)``, the
+# hash of libs/common/partition.py). A replica of a partitioned service then subscribes to its
+# own partitions only (md.2.> is all of partition 2's market data on one subscription, so in the
+# publisher's order), and everyone else to every partition (NatsBus does both; handlers see the
+# catalog's subject). JetStream subjects (fills, denials, sentiment) are few and stay whole: a
+# replica filters them by symbol itself.
+PARTITION_KEYED: tuple[str, ...] = (
+    "md.quote.{symbol}",
+    "md.trade.{symbol}",
+    "md.depth.{symbol}",
+    "md.bar.{timeframe}.{symbol}",
+    "feat.{timeframe}.{symbol}",
+    "sig.fast.{horizon}.{symbol}",
+    "sig.ext.{symbol}",
+    "sig.policy.{symbol}",
+    "qos.{symbol}",
+)
+PARTITIONED_SERVICES: tuple[str, ...] = ("features", "fastlane", "qos", "policy")
+# How a client learns the server's partition count (NATS has no API for its mappings): the
+# server maps this subject to PARTITIONS_PROBE.N; without a mapping it arrives unchanged (N = 1).
+PARTITIONS_PROBE = "tf.partitions"
+
+
+def _with_partition(tokens: list[str] | tuple[str, ...], partition: str) -> str:
+    return ".".join([tokens[0], partition, *tokens[1:]])
+
+
+def partition_mappings(count: int) -> dict[str, str]:
+    """The server's ``mappings`` block for ``count`` partitions (with 1, only the probe's)."""
+    out = {PARTITIONS_PROBE: f"{PARTITIONS_PROBE}.{count}"}
+    if count <= 1:
+        return out
+    for template in PARTITION_KEYED:
+        entry = SPEC_BY_TEMPLATE[template]
+        wild = [i for i, t in enumerate(entry.tokens) if t.startswith("{")]
+        dest = list(entry.tokens)
+        for n, i in enumerate(wild, start=1):
+            dest[i] = f"{{{{wildcard({n})}}}}"
+        symbol_wildcard = wild.index(entry.tokens.index("{symbol}")) + 1
+        out[entry.wildcard] = _with_partition(dest, f"{{{{partition({count},{symbol_wildcard})}}}}")
+    return out
+
+
+def _keyed(entry: SubjectSpec) -> bool:
+    return entry.template in PARTITION_KEYED
+
+
+def _intersect(pattern: str, entry: SubjectSpec) -> list[str]:
+    """The subjects of ``entry`` that ``pattern`` matches, as pattern tokens (both may have
+    wildcards; the caller knows they overlap)."""
+    tokens = pattern.split(".")
+    out = []
+    for i, theirs in enumerate(entry.tokens):
+        mine = tokens[i] if i < len(tokens) else ">"
+        if mine == ">":
+            out += ["*" if t.startswith("{") else t for t in entry.tokens[i:]]
+            break
+        out.append("*" if mine == "*" and theirs.startswith("{") else (mine if mine != "*" else theirs))
+    return out
+
+
+def partitioned_patterns(pattern: str, partitions: int, owned: frozenset[int] | None) -> tuple[str, ...]:
+    """What to subscribe to for ``pattern`` on a server mapping ``partitions`` partitions.
+    ``owned``: a partitioned replica's own (None: every partition). A pattern that already
+    matches the mapped subjects (md.>) stays one subscription, so its order is kept; a replica's
+    ``HEAD.>`` becomes one ``HEAD.P.>`` per owned partition (and the head's unkeyed subjects)."""
+    if partitions <= 1:
+        return (pattern,)
+    entries = [e for e in CATALOG if overlaps(pattern, e)]
+    keyed = [e for e in entries if _keyed(e)]
+    if not keyed:
+        return (pattern,)
+    parts = ["*"] if owned is None else [str(p) for p in sorted(owned)]
+    if owned is None and all(covers(pattern, _with_partition(e.wildcard.split("."), "*")) for e in keyed):
+        return (pattern,)
+    out: list[str] = []
+    head = pattern.split(".")
+    if len(head) == 2 and head[1] == ">":
+        out += [f"{head[0]}.{p}.>" for p in parts]
+    else:
+        out += [_with_partition(_intersect(pattern, e), p) for e in keyed for p in parts]
+    out += [".".join(_intersect(pattern, e)) for e in entries if not _keyed(e)]
+    return tuple(dict.fromkeys(out))
+
+
+@functools.lru_cache(maxsize=65536)
+def unmapped(subject: str) -> str:
+    """The catalog's subject of one the server mapped to a partition (md.2.quote.IBM ->
+    md.quote.IBM); any other subject as it is."""
+    tokens = subject.split(".")
+    if len(tokens) > 2 and tokens[1].isdigit() and resolve(subject) is None:
+        plain = ".".join([tokens[0], *tokens[2:]])
+        found = resolve(plain)
+        if found is not None and _keyed(found):
+            return plain
+    return subject
 
 
 class UnknownSubject(ValueError):

@@ -21,7 +21,7 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from libs.common import natsauth
-from libs.common.config import Settings
+from libs.common.config import Settings, redacted_url
 from libs.common.localinfra import (
     NatsServer,
     PgCluster,
@@ -33,7 +33,7 @@ from libs.common.localinfra import (
 )
 from libs.common.nats_bus import NatsBus
 from libs.common.storage.migrate import migrate
-from proto.subjects import SERVICES
+from proto.subjects import PARTITIONED_SERVICES, SERVICES
 from tradefleet.human import live_view, ny_clock, split_drops
 from tradefleet.reach import Target, stored_since
 
@@ -62,6 +62,28 @@ def md_rows(counts: dict[str, int]) -> int:
     return int(counts.get("quotes", 0) + counts.get("trades", 0) + counts.get("bars", 0))
 
 
+def merged(apps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replicas' status sections as one: counts add up, maps merge key by key, ``finished`` holds
+    when every replica finished and another flag when any replica raised it (a quarantine);
+    anything else is the first replica's."""
+    out: dict[str, Any] = {}
+    for app in apps:
+        for key, value in app.items():
+            if key not in out:
+                out[key] = value
+            elif isinstance(value, bool):
+                out[key] = (out[key] and value) if key == "finished" else (out[key] or value)
+            elif isinstance(value, int | float) and isinstance(out[key], int | float):
+                out[key] = out[key] + value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = merged([out[key], value])
+            elif isinstance(value, list) and isinstance(out[key], list):
+                out[key] = out[key] + value
+    if any("finished" not in app for app in apps):
+        out.pop("finished", None)  # a replica that has not said it finished has not
+    return out
+
+
 def _alert_line(alert: dict[str, Any]) -> str:
     """When (New York time: the market's for replayed events), how bad, who, what."""
     when = ny_clock(alert.get("ts_event"))[11:19]
@@ -77,6 +99,9 @@ class Fleet:
         nats_url: str | None = None,
         live_table: bool = True,
         lockstep: bool = False,
+        replicas: int = 1,
+        nats_auth: Path | None = None,
+        edge_nats_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -102,7 +127,12 @@ class Fleet:
         # for those two only, unless one is configured (settings.signing).
         self.approval_key = "" if settings.signing.key() else secrets.token_hex(32)
         self.control_port = 0
-        self.nats_auth: Path | None = None  # the users and seeds of the NATS it started
+        # the users and seeds of the NATS it started (or of the one given, secured)
+        self.nats_auth: Path | None = nats_auth.resolve() if nats_auth is not None else None
+        # Replicas of each partitioned service: NAME-i owns partition i of ``replicas``.
+        self.replicas = replicas
+        # A hybrid site: the on-prem services (natsauth.EDGE_SERVICES) on this leaf node
+        self.edge_nats_url = edge_nats_url
         self.control_token = ""
         self.control_token_file: Path | None = None
 
@@ -114,14 +144,16 @@ class Fleet:
             # catalog), the streams made once here by the admin user; services only use them.
             store = self._nats_store()
             self.nats_auth = (store.parent / "nats-auth").resolve()
-            natsauth.write(self.nats_auth)
+            natsauth.write(self.nats_auth, partitions=self.replicas)
             log_file = self.var / "logs" / "nats-server.log"
             self.nats = start_nats(store, log_file=log_file, config=self.nats_auth / "nats-server.conf")
             self.nats_url = self.nats.url
             asyncio.run(self._provision())
+        elif self.nats_auth is not None:
+            asyncio.run(self._provision())  # a secured server of the caller's: streams as the catalog says
         self.db_url = self.settings.db.url
         if self.db_url and not postgres_reachable(self.db_url):
-            raise RuntimeError(f"TRADEFLEET_DB_URL={self.db_url} is not reachable")
+            raise RuntimeError(f"TRADEFLEET_DB_URL={redacted_url(self.db_url)} is not reachable")
         if not self.db_url:
             self.console.print(f"[dim]starting a private PostgreSQL under {self.var / 'pg'}[/dim]")
             self.pg = start_postgres(self.var / "pg")
@@ -158,7 +190,22 @@ class Fleet:
             shutil.rmtree(old, ignore_errors=True)
         return runs / self.run_id / "nats"
 
+    def _service(self, name: str) -> str:
+        """The service a process runs (features-2 is a replica of features)."""
+        base, _, index = name.rpartition("-")
+        return base if index.isdigit() and base in PARTITIONED_SERVICES else name
+
+    def _names(self, service: str) -> list[str]:
+        """The processes of a service: itself, or its replicas."""
+        if self.replicas > 1 and service in PARTITIONED_SERVICES:
+            return [f"{service}-{i}" for i in range(self.replicas)]
+        return [service]
+
+    def _has(self, service: str) -> bool:
+        return any(n in self.procs for n in self._names(service))
+
     def _env(self, name: str) -> dict[str, str]:
+        service = self._service(name)
         env = dict(os.environ)
         env.update(
             {
@@ -177,20 +224,27 @@ class Fleet:
                 "TRADEFLEET_EXECUTION__ACCOUNT": f"SIM-{self.run_id}",
             }
         )
+        if self.edge_nats_url and service in natsauth.EDGE_SERVICES:
+            env["TRADEFLEET_NATS_URL"] = self.edge_nats_url
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
         if self.nats_auth is not None:
-            env["TRADEFLEET_NATS__NKEY_SEED_FILE"] = str(self.nats_auth / f"{name}.nk")
-        if self.approval_key and name in ("risk", "execution"):
+            env["TRADEFLEET_NATS__NKEY_SEED_FILE"] = str(self.nats_auth / f"{service}.nk")
+        if self.approval_key and service in ("risk", "execution"):
             env["TRADEFLEET_SIGNING__APPROVAL_KEY"] = self.approval_key
-        if name == "control":
+        if service == "control":
             env.update(self._control_env())
+        if name != service:
+            env["TRADEFLEET_PARTITION__COUNT"] = str(self.replicas)
+            env["TRADEFLEET_PARTITION__OWNED"] = name.rpartition("-")[2]
         if self.lockstep:
             env["TRADEFLEET_NATS__SYNC"] = "true"
             started = started_services(self.settings)
             waits = [n for n in LOCKSTEP if n in started]
             waits += ["tca"] if self.settings.execution.feedback else []
             env["TRADEFLEET_MD_GATEWAY__REPLAY__LOCKSTEP"] = json.dumps(waits)
+            replicated = {n: self.replicas for n in waits if n in PARTITIONED_SERVICES and self.replicas > 1}
+            env["TRADEFLEET_MD_GATEWAY__REPLAY__LOCKSTEP_REPLICAS"] = json.dumps(replicated)
         return env
 
     def _control_env(self) -> dict[str, str]:
@@ -224,7 +278,7 @@ class Fleet:
         self.ports[name] = free_port()
         log = open(self._log(name), "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tradefleet", "service", name],
+            [sys.executable, "-m", "tradefleet", "service", self._service(name)],
             env=self._env(name),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -238,7 +292,7 @@ class Fleet:
         nothing it publishes goes unheard. Starting them together rather than one by one uses
         every core for the imports and model loads, which dominate a start."""
         names = started_services(self.settings)
-        consumers = [n for n in names if n != "md-gateway"]
+        consumers = [n for s in names if s != "md-gateway" for n in self._names(s)]
         for name in consumers:
             self._spawn(name)
         for name in consumers:
@@ -311,7 +365,7 @@ class Fleet:
         state = {
             "supervisor_pid": os.getpid(),  # readers tell a running fleet from a stale file
             "nats_url": self.nats_url,
-            "db_url": self.db_url,
+            "db_url": redacted_url(self.db_url or ""),
             "http_ports": self.ports,
             "pids": {n: p.pid for n, p in self.procs.items()},
             "control_url": self.control_url(),
@@ -330,6 +384,13 @@ class Fleet:
             self._poll(name)
 
     def _app(self, name: str) -> dict[str, Any]:
+        """A service's /status app section; a replicated one's replicas' together (merged)."""
+        names = self._names(name)
+        if len(names) == 1:
+            return dict(self.statuses.get(name, {}).get("app", {}))
+        return merged([dict(self.statuses.get(n, {}).get("app", {})) for n in names])
+
+    def _replica_app(self, name: str) -> dict[str, Any]:
         return dict(self.statuses.get(name, {}).get("app", {}))
 
     def _expected_rows(self) -> int:
@@ -348,7 +409,7 @@ class Fleet:
     def _spine_caught_up(self) -> bool:
         """Every vector the fast lane should score reached it, and every prediction reached QOS."""
         feats, fast, qos = self._app("features"), self._app("fastlane"), self._app("qos")
-        if "features" not in self.procs:
+        if not self._has("features"):
             return True
         source = self.settings.fastlane.source_timeframe
         return (
@@ -362,7 +423,7 @@ class Fleet:
 
     def _news_caught_up(self) -> bool:
         """Every headline the gateway sent was taken by sentiment, every score reached QOS."""
-        if "sentiment" not in self.procs:
+        if not self._has("sentiment"):
             return True
         counters = self._app("sentiment").get("counters", {})
         qos = self._app("qos")
@@ -372,7 +433,7 @@ class Fleet:
 
     def _orders_caught_up(self) -> bool:
         """Every intent decided by the risk gate, every approval taken by execution."""
-        if "risk" not in self.procs:
+        if not self._has("risk"):
             return True
         risk, execution, qos = self._app("risk"), self._app("execution"), self._app("qos")
         decided = risk.get("approved", 0) + risk.get("denied", 0)
@@ -562,6 +623,24 @@ class Fleet:
             "news": self._news_summary(),
             "trading": self._trading_summary(),
         }
+        if self.replicas > 1:
+            # what each replica owned, and what reached it that was not its own (0 where the
+            # server maps partitions)
+            keys = (
+                "owned_symbols",
+                "other_partition",
+                "finished",
+                "vectors",
+                "vectors_in",
+                "predictions",
+                "predictions_in",
+                "sentiment_in",
+            )
+            summary["replicas"] = {
+                n: {k: v for k, v in self._replica_app(n).items() if k in keys}
+                for n in self.procs
+                if n != self._service(n)
+            }
         if self.lockstep:
             summary["lockstep"] = gw.get("lockstep")
             summary["ok"] = summary["ok"] and not (gw.get("lockstep") or {}).get("timeouts")

@@ -23,7 +23,8 @@ from nats.js import api as js_api
 from libs.common import codec
 from libs.common.markettime import NEW_YORK as NY
 from libs.common.markettime import ny_datetime
-from proto.subjects import stream_of_pattern
+from libs.common.nats_bus import server_partitions
+from proto.subjects import partitioned_patterns, stream_of_pattern, unmapped
 from tradefleet.reach import Target, connect
 
 # Fields holding nanoseconds since the epoch (any *_ns field, the two every event has, score_ts).
@@ -143,7 +144,7 @@ async def run_tap(
             print(f"{msg.subject:<28} UNDECODABLE    {exc}", flush=True)
             return
         for event in getattr(obj, "events", None) or [obj]:
-            show(msg.subject, codec.to_builtins(event))
+            show(unmapped(msg.subject), codec.to_builtins(event))
             seen += 1
             if count is not None and seen >= count:
                 finished.set()
@@ -161,7 +162,9 @@ async def run_tap(
             except (nats.errors.TimeoutError, nats.js.errors.Error) as exc:
                 raise TapError(f"cannot replay {subject} from {since.isoformat()}: {exc!r}") from None
         else:
-            await nc.subscribe(subject, cb=on_msg)
+            # On a server that maps symbols to partitions, the catalog's subject is shown.
+            for pattern in partitioned_patterns(subject, await server_partitions(nc), None):
+                await nc.subscribe(pattern, cb=on_msg)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished.wait(), timeout=timeout)
         if nc.is_closed or not nc.is_connected:

@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -80,6 +81,10 @@ class NatsSettings(Section):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The JetStream domain of the server holding the streams (a hybrid site's cloud hub, whose
+    # nats.conf says `jetstream { domain: ... }`): a service on a leaf node without JetStream
+    # reaches the hub's streams through it ($JS.DOMAIN.API). None: the server's own.
+    js_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The client's TLS context, or None when no TLS file is configured."""
@@ -101,11 +106,68 @@ class NatsSettings(Section):
 
 
 class DbSettings(Section):
+    """``url`` names the server, the database and the user; the password comes from a secret file
+    (``password_file``, a Kubernetes or compose secret) and TLS from libpq's ``sslmode`` with the CA
+    (and a client certificate where the server asks for one). Both are folded into ``url`` once,
+    here, so every connection of every service and command uses them; ``redacted`` is what to
+    print."""
+
     url: str | None = None
+    password_file: Path | None = None
+    # verify-full: TLS, the server's certificate signed by ssl_ca_file and naming the host
+    sslmode: Literal["", "disable", "prefer", "require", "verify-ca", "verify-full"] = ""
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
     storage_mode: Literal["auto", "timescaledb", "native"] = "auto"
     connect_timeout_s: int = Field(3, ge=1)
     retention_days: int = Field(90, ge=1)
     compress_after_days: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _secrets_and_tls_into_the_url(self) -> DbSettings:
+        if self.sslmode.startswith("verify") and self.ssl_ca_file is None:
+            raise ValueError(f"sslmode {self.sslmode} checks the server's certificate: set ssl_ca_file")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together (a client certificate)")
+        params: dict[str, str] = {}
+        if self.password_file is not None:
+            try:
+                params["password"] = self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"password_file {self.password_file}: {exc.strerror}") from None
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        for key, path in (
+            ("sslrootcert", self.ssl_ca_file),
+            ("sslcert", self.ssl_cert_file),
+            ("sslkey", self.ssl_key_file),
+        ):
+            if path is not None:
+                params[key] = str(path)
+        if params and not self.url:
+            raise ValueError("password_file and ssl settings need db.url (the server and database)")
+        if params and self.url:
+            parts = urllib.parse.urlsplit(self.url)
+            query = dict(urllib.parse.parse_qsl(parts.query))
+            query.update(params)
+            url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+            object.__setattr__(self, "url", url)
+        return self
+
+    def redacted(self) -> str:
+        return redacted_url(self.url or "")
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit to print: no password, in the user part or the query."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+    query = [(k, "***" if k == "password" else v) for k, v in urllib.parse.parse_qsl(parts.query)]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=urllib.parse.urlencode(query)))
 
 
 class TelemetrySettings(Section):
@@ -178,6 +240,8 @@ class ReplaySettings(Section):
     # (sync.SERVICE). Slower, but a replay then gives the backtest's orders and fills. Every
     # process, this gateway included, needs nats.sync (tradefleet up --lockstep sets both).
     lockstep: list[str] = Field(default_factory=list)
+    # Replicas of a partitioned service in lockstep (service -> count): each answers, all wait.
+    lockstep_replicas: dict[str, int] = Field(default_factory=dict)
     lockstep_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("date", mode="before")
@@ -340,6 +404,11 @@ class RiskSettings(Section):
     # denies (MARGIN_UNKNOWN).
     broker_what_if: bool = False
     what_if_timeout_ms: float = Field(3_000.0, gt=0)
+    # The on-prem gate's link to the cloud hub (a NATS leaf node): when none of these services'
+    # heartbeats (hb.SERVICE) came for hub_silence_s, the hub is unreachable and the gate holds
+    # DEGRADED (exits only) until one is heard again. Empty: not watched (one site).
+    hub_services: list[str] = Field(default_factory=list)
+    hub_silence_s: float = Field(10.0, gt=0)
 
 
 class SimSettings(Section):

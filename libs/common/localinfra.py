@@ -72,10 +72,15 @@ class NatsServer:
 
 
 def start_nats(
-    store_dir: Path, port: int | None = None, log_file: Path | None = None, config: Path | None = None
+    store_dir: Path,
+    port: int | None = None,
+    log_file: Path | None = None,
+    config: Path | None = None,
+    jetstream: bool = True,
 ) -> NatsServer:
     """A JetStream-enabled nats-server on loopback; ``config``: a file of users and permissions
-    (`tradefleet nats config`), the flags here on top of it."""
+    (`tradefleet nats config`), the flags here on top of it. ``jetstream=False``: a leaf node
+    whose streams are its hub's."""
     port = port or free_port()
     monitor = free_port()
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -87,9 +92,7 @@ def start_nats(
         str(port),
         "-m",
         str(monitor),
-        "-js",
-        "-sd",
-        str(store_dir),
+        *(["-js", "-sd", str(store_dir)] if jetstream else []),
         *(["-c", str(config)] if config is not None else []),
     ]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
@@ -144,8 +147,9 @@ class PgCluster:
         )
 
 
-def start_postgres(base_dir: Path, port: int | None = None) -> PgCluster:
-    """initdb (once) and start a private cluster under base_dir, trust auth on loopback only."""
+def start_postgres(base_dir: Path, port: int | None = None, options: str = "") -> PgCluster:
+    """initdb (once) and start a private cluster under base_dir, trust auth on loopback only;
+    ``options``: more server settings (``-c name=value``)."""
     run_as = "postgres" if os.geteuid() == 0 else None
     base_dir.mkdir(parents=True, exist_ok=True)
     data_dir = base_dir / "data"
@@ -177,7 +181,7 @@ def start_postgres(base_dir: Path, port: int | None = None) -> PgCluster:
         )
     opts = (
         f"-p {cluster.port} -k {base_dir.resolve()} -c listen_addresses=127.0.0.1 "
-        "-c shared_buffers=256MB -c max_wal_size=2GB -c fsync=on"
+        f"-c shared_buffers=256MB -c max_wal_size=2GB -c fsync=on {options}"
     )
     proc = subprocess.run(
         cluster._cmd(

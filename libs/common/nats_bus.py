@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,17 @@ from libs.common.telemetry import TRACE_INDEX_HEADER, Tracing, traced_index
 from proto import SCHEMA_VERSION
 from proto.base import DurableEvent, Event
 from proto.events import Batch
-from proto.subjects import STREAMS, StreamSpec, SubjectSpec, Transport, resolve, stream_of_pattern
+from proto.subjects import (
+    PARTITIONS_PROBE,
+    STREAMS,
+    StreamSpec,
+    SubjectSpec,
+    Transport,
+    partitioned_patterns,
+    resolve,
+    stream_of_pattern,
+    unmapped,
+)
 
 log = get_logger(__name__)
 
@@ -56,6 +67,33 @@ CORE_PUBLISH_FAILURES = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.ConnectionClosedError,
 )
+
+
+async def server_partitions(nc: NatsClient) -> int:
+    """How many partitions the server maps symbol-keyed subjects to: it maps the probe subject
+    to PARTITIONS_PROBE.N (proto.subjects.partition_mappings); unmapped, the probe comes back as
+    it is. A client that hears nothing (a foreign server config, no permission) takes 1 and says
+    so; a partitioned replica then refuses to start (Runtime)."""
+    heard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    nonce = os.urandom(8).hex().encode()
+
+    async def on_probe(msg: Msg) -> None:
+        if msg.data == nonce and not heard.done():
+            heard.set_result(msg.subject)
+
+    subs = [await nc.subscribe(s, cb=on_probe) for s in (PARTITIONS_PROBE, f"{PARTITIONS_PROBE}.*")]
+    try:
+        await nc.publish(PARTITIONS_PROBE, nonce)
+        subject = await asyncio.wait_for(heard, 5.0)
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.warning("no answer to the partition probe: taking no partitions", error=repr(exc))
+        return 1
+    finally:
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+    count = subject.rpartition(".")[2]
+    return int(count) if subject != PARTITIONS_PROBE and count.isdigit() else 1
 
 
 class PublishFailed(RuntimeError):
@@ -104,6 +142,10 @@ class NatsBus(Bus):
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         self.connected = asyncio.Event()
         self.on_connection_change: Any = None
+        # The server's partition count (PARTITIONS_PROBE, asked at connect; 1: no mapping) and,
+        # for a replica of a partitioned service, the partitions it owns (None: all of them).
+        self.partitions = 1
+        self.owned: frozenset[int] | None = None
 
     # -- connection -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -122,7 +164,8 @@ class NatsBus(Bus):
             nkeys_seed=str(self.settings.nkey_seed_file) if self.settings.nkey_seed_file else None,
             tls=self.settings.tls_context(),
         )
-        self.js = self.nc.jetstream(timeout=5.0)
+        self.js = self.nc.jetstream(timeout=5.0, domain=self.settings.js_domain)
+        self.partitions = await server_partitions(self.nc)
         self.connected.set()
         if self.batching and self.settings.batch_linger_ms > 0:
             self._linger_task = asyncio.create_task(self._linger_loop(), name="bus-linger")
@@ -352,6 +395,33 @@ class NatsBus(Bus):
             return None
         return answer if isinstance(answer, Event) else None
 
+    async def gather(self, subject: str, event: Event, count: int, timeout_s: float) -> list[Event]:
+        """Ask every responder on ``subject`` at once (the replicas of a partitioned service each
+        answer) and wait for ``count`` answers or the timeout: what came, in arrival order."""
+        checked_spec(subject, event)
+        assert self.nc is not None
+        answers: list[Event] = []
+        enough = asyncio.Event()
+
+        async def on_answer(msg: Msg) -> None:
+            with contextlib.suppress(codec.DecodeFailure):
+                answer = codec.decode(msg.data)
+                if isinstance(answer, Event):
+                    answers.append(answer)
+            if len(answers) >= count:
+                enough.set()
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_answer)
+        try:
+            await self.nc.publish(subject, codec.encode(event), reply=inbox)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return answers
+
     async def serve(self, subject: str, responder: Responder) -> Subscription:
         checked_service_subject(subject)
         assert self.nc is not None
@@ -461,6 +531,7 @@ class NatsBus(Bus):
         start_seq: int | None = None,
         new_only: bool = False,
         ack_wait_s: float | None = None,
+        every_partition: bool = False,
     ) -> Subscription:
         """``types``: what the handler takes; other events the subjects carry are not delivered
         (a durable one is acked), and a type the catalog does not allow on its subject is
@@ -469,7 +540,8 @@ class NatsBus(Bus):
         it with its rows): the durable consumer is recreated to deliver in order from there, so
         nothing left unacked by a crash waits ``ack_wait`` to come back, out of order.
         ``ack_wait_s`` shortens that wait where a redelivery is harmless and a late one is not
-        (execution: approvals expire)."""
+        (execution: approvals expire). ``every_partition``: a partitioned replica's subscription
+        to subjects of any partition (features: the index symbol's market data)."""
         assert self.nc is not None
         wanted = wanted_types(pattern, types)
         if durable is None:
@@ -485,15 +557,20 @@ class NatsBus(Bus):
                     self.in_hand -= 1
                     self.handled += 1
 
-            sub = await self.nc.subscribe(
-                pattern,
-                queue=queue or "",
-                cb=on_msg_counted if self.settings.sync else on_msg,
-                pending_msgs_limit=CORE_PENDING_MSGS,
-                pending_bytes_limit=CORE_PENDING_BYTES,
-            )
-            self._core_subs.append(sub)
-            return sub
+            subs = [
+                await self.nc.subscribe(
+                    each,
+                    queue=queue or "",
+                    cb=on_msg_counted if self.settings.sync else on_msg,
+                    pending_msgs_limit=CORE_PENDING_MSGS,
+                    pending_bytes_limit=CORE_PENDING_BYTES,
+                )
+                for each in partitioned_patterns(
+                    pattern, self.partitions, None if every_partition else self.owned
+                )
+            ]
+            self._core_subs += subs
+            return subs[0] if len(subs) == 1 else _Subscriptions(subs)
         stream = stream_of_pattern(pattern)
         if stream is None:
             raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
@@ -565,11 +642,13 @@ class NatsBus(Bus):
                     self.handled += 1
 
     async def _on_core(self, msg: Msg, handler: Handler, wanted: frozenset[type[Event]] | None) -> None:
-        events, refused = self._decode(msg)
+        # Handlers see the catalog's subject, whichever partition the server mapped it to.
+        subject = msg.subject if self.partitions <= 1 else unmapped(msg.subject)
+        events, refused = self._decode(msg, subject)
         if refused is not None:
-            await self.hooks.on_dropped(msg.subject, refused.reason, refused.detail, msg.data, msg.headers)
+            await self.hooks.on_dropped(subject, refused.reason, refused.detail, msg.data, msg.headers)
             return
-        subject, headers = msg.subject, msg.headers
+        headers = msg.headers
         if self.tracing is not None and self.tracing.enabled:
             # A consumer span where the message carries a trace: a lone event, or a micro-batch's
             # sampled record (none for the rest of the batch, nor for an untraced message).
@@ -621,14 +700,16 @@ class NatsBus(Bus):
             else:
                 await msg.nak(delay=min(0.5 * meta.num_delivered, 5.0))
 
-    def _decode(self, msg: Msg) -> tuple[Sequence[Event], codec.DecodeFailure | None]:
+    def _decode(
+        self, msg: Msg, subject: str | None = None
+    ) -> tuple[Sequence[Event], codec.DecodeFailure | None]:
         """The events of a message, or why it is refused (synchronous: no coroutine per message)."""
         try:
             obj = codec.decode(msg.data)
         except codec.DecodeFailure as failure:
             return (), failure
         events: Sequence[Event] = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
-        subject = msg.subject
+        subject = subject or msg.subject
         spec = self._routes.get(subject)
         if spec is None:
             spec = resolve(subject)
@@ -682,6 +763,19 @@ class NatsBus(Bus):
 
 
 FETCH_MORE = 255  # what a pull takes beside its first message, when already waiting
+
+
+class _Subscriptions:
+    """One subscription of a caller's that took several on the server (a partitioned replica's
+    partitions)."""
+
+    def __init__(self, subs: list[Any]) -> None:
+        self.subs = subs
+
+    async def unsubscribe(self) -> None:
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class _PullSubscription:

@@ -6,13 +6,14 @@ Users beside the services: ``tap`` (reads anything, publishes only what its cons
 ``operator`` (the CLI's ctl: operator commands and their answers), ``admin`` (creates and
 updates the streams: `tradefleet nats provision`) and ``leaf`` (the on-prem site's leaf node:
 what its services may do, connecting only as a leaf). The written file holds the
-``authorization`` block alone, so a site's server config can include it.
+``authorization`` block and the partition ``mappings`` alone, so a site's server config can
+include it.
 
 Only risk may publish order.approved.*, only execution exec.*, only control, the Telegram desk
 (alerts) and the operator ctl.* (execution ctl.kill alone, for the panic file).
 
-`write(out_dir)` writes ``nats-server.conf`` (an ``authorization`` block to start a server with,
-or include), one seed per user, ``USER.nk`` (0600; services read theirs through
+`write(out_dir)` writes ``nats-server.conf`` (an ``authorization`` block and ``mappings`` to start a
+server with, or include), one seed per user, ``USER.nk`` (0600; services read theirs through
 ``nats.nkey_seed_file``), and ``approval.key``, the risk gate's approval signing key
 (``signing.approval_key_file`` of risk and execution).
 """
@@ -26,18 +27,36 @@ from pathlib import Path
 
 import nkeys
 
-from proto.subjects import ANY_SERVICE, CATALOG, CONSUMES, READ_ALL, SERVICES, SHARED_PUBLISHERS, covers
+from proto.subjects import (
+    ANY_SERVICE,
+    CATALOG,
+    CONSUMES,
+    PARTITIONS_PROBE,
+    READ_ALL,
+    SERVICES,
+    SHARED_PUBLISHERS,
+    covers,
+    partition_mappings,
+    partitioned_patterns,
+)
 
 INBOX = "_INBOX.>"
+# Every client asks the server its partition count at connect (NatsBus._server_partitions).
+PROBE = (PARTITIONS_PROBE, f"{PARTITIONS_PROBE}.*")
 EDGE_SERVICES = ("md-gateway", "risk", "execution")  # the on-prem site, next to TWS / IB Gateway
-# Using streams and consumers, never creating, changing or deleting streams.
+# Using streams and consumers, never creating, changing or deleting streams: on the server's own
+# JetStream, or a hub's through its domain ($JS.DOMAIN.API, nats.js_domain: a leaf node's).
+_JS_API = (
+    "API.INFO",
+    "API.STREAM.NAMES",
+    "API.STREAM.INFO.*",
+    "API.STREAM.MSG.GET.*",
+    "API.DIRECT.GET.>",
+    "API.CONSUMER.>",
+)
 JS_USE = (
-    "$JS.API.INFO",
-    "$JS.API.STREAM.NAMES",
-    "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.>",
+    *(f"$JS.{api}" for api in _JS_API),
+    *(f"$JS.*.{api}" for api in _JS_API),
     "$JS.ACK.>",
     "$JS.FC.>",
 )
@@ -78,9 +97,18 @@ def produced(service: str) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def mapped(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """The patterns with what they become on a server that maps partitions (the server checks
+    permissions on the mapped subject: md.quote.IBM is published as md.quote.IBM.2)."""
+    out = set(patterns)
+    for pattern in patterns:
+        out.update(partitioned_patterns(pattern, 2, None))
+    return tuple(sorted(out))
+
+
 def service_permissions(service: str) -> Permissions:
-    publish = (*produced(service), *JS_USE, INBOX)
-    subscribe = (*CONSUMES.get(service, ()), f"sync.{service}", INBOX)
+    publish = (*mapped(produced(service)), *JS_USE, *PROBE, INBOX)
+    subscribe = (*mapped(CONSUMES.get(service, ())), f"sync.{service}", *PROBE, INBOX)
     return Permissions(tuple(sorted(set(publish))), tuple(sorted(set(subscribe))))
 
 
@@ -88,9 +116,11 @@ def users() -> dict[str, Permissions]:
     """Every user of the bus and what it may do."""
     out = {s.name: service_permissions(s.name) for s in SERVICES}
     # A tap reads anything; it publishes only what its (ordered, ephemeral) consumers need.
-    out["tap"] = Permissions((*JS_USE, INBOX), (">",))
+    out["tap"] = Permissions((*JS_USE, *PROBE, INBOX), (">",))
     # The CLI's ctl: operator commands in, their answers out.
-    out["operator"] = Permissions(tuple(sorted({"ctl.>", *JS_USE, INBOX})), ("ack.*", INBOX, *READ_ALL))
+    out["operator"] = Permissions(
+        tuple(sorted({"ctl.>", *JS_USE, *PROBE, INBOX})), ("ack.*", INBOX, *PROBE, *READ_ALL)
+    )
     # Streams are made and updated by `tradefleet nats provision` alone.
     out["admin"] = Permissions((">",), (">",))
     # The on-prem site's leaf node (md-gateway, risk, execution next to the broker): what crosses
@@ -112,9 +142,11 @@ def public_key(seed: str) -> str:
     return str(nkeys.from_seed(seed.encode()).public_key.decode())
 
 
-def write(out_dir: Path, seeds: dict[str, str] | None = None) -> dict[str, Path]:
-    """Write the server's authorization and a seed per user (kept when already there, so a
-    re-run changes permissions without changing anyone's identity). Returns user -> seed file."""
+def write(out_dir: Path, seeds: dict[str, str] | None = None, partitions: int = 1) -> dict[str, Path]:
+    """Write the server's authorization, its partition mappings (``partitions`` of the
+    symbol-keyed subjects, proto.subjects.partition_mappings) and a seed per user (kept when
+    already there, so a re-run changes permissions or partitions without changing anyone's
+    identity). Returns user -> seed file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
     seeds = dict(seeds or {})
@@ -140,6 +172,13 @@ def write(out_dir: Path, seeds: dict[str, str] | None = None) -> dict[str, Path]
         lines.append(f"    # {user}")
         lines.append(f"    {perms.entry(key)}")
     lines += ["  ]", "}", ""]
+    # Scaling by partition: N replicas of features, fastlane, qos and policy each subscribe to
+    # their own partitions; every other client to all (1: nothing mapped but the probe).
+    lines.append(f"# {partitions} partition(s) of the symbol-keyed subjects (each replica's partition.count)")
+    lines.append("mappings = {")
+    maps = partition_mappings(partitions)
+    lines += [f"  {json.dumps(src)}: {json.dumps(dest)}" for src, dest in maps.items()]
+    lines += ["}", ""]
     (out_dir / "nats-server.conf").write_text("\n".join(lines))
     # Beside the bus's identities, the risk gate's approval signing key (signing.approval_key_file
     # of risk and execution alone): another secret of the fleet's, made once and kept.

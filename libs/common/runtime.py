@@ -27,9 +27,14 @@ from libs.common.telemetry import Tracing
 from proto.alerts import DeadLetter
 from proto.base import Event
 from proto.control import Heartbeat, Progress, SyncReply
-from proto.subjects import resolve, spec, subject_of
+from proto.subjects import PARTITIONED_SERVICES, resolve, spec, subject_of
 
 log = get_logger(__name__)
+
+
+class PartitionMismatch(RuntimeError):
+    """A replica's partition count is not its server's: it must not start."""
+
 
 DLQ, SYNC = spec("dlq.{service}"), spec("sync.{service}")
 # Drops with no message in hand to keep as a dead letter (counted only).
@@ -148,8 +153,10 @@ class Runtime:
         start_seq: int | None = None,
         new_only: bool = False,
         ack_wait_s: float | None = None,
+        every_partition: bool = False,
     ) -> Subscription:
         """``types``: the event types ``handler`` takes (a ``Delivery[T]``); see Bus.subscribe.
+        ``every_partition``: see NatsBus.subscribe (nothing on an in-process bus).
         ``handler`` may be a table, one typed handler per event type: one subscription (so one
         consumer keeps the stream's order across the types), each event to its type's handler."""
         if self.settings.nats.nkey_seed_file is not None:
@@ -158,6 +165,8 @@ class Runtime:
             if not may_subscribe(self.service, pattern):  # the server would refuse it, quietly
                 why = "add it to CONSUMES in proto/subjects.py"
                 raise PermissionError(f"{self.service} may not subscribe to {pattern!r}: {why}")
+        if durable is not None:
+            durable = self._replica_durable(durable)
         if isinstance(handler, Mapping):
             table = dict(handler)
             types = tuple(table)
@@ -166,6 +175,8 @@ class Runtime:
                 await table[type(d.event)](d)
 
             handler = dispatch
+        if every_partition and isinstance(self.bus, NatsBus):
+            return await self.bus.subscribe(pattern, handler, types=types, every_partition=True)
         return await self.bus.subscribe(
             pattern,
             handler,
@@ -301,6 +312,16 @@ class Runtime:
         await self.shutdown()
         return 0
 
+    def _replica_durable(self, durable: str) -> str:
+        """Replicas of a partitioned service each keep their own durable consumer: sharing one,
+        JetStream would hand each message (a fill, a denial, a headline's score, a live
+        parameter) to one replica only, whose symbol it may not be."""
+        p = self.settings.partition
+        if self.service not in PARTITIONED_SERVICES or p.count <= 1:
+            return durable
+        owned = "_".join(map(str, sorted(p.owned or range(p.count))))
+        return f"{durable}-p{owned}of{p.count}"
+
     def _replica(self) -> str:
         """Replicas of a partitioned service each say which: one dying is not hidden by another."""
         p = self.settings.partition
@@ -365,6 +386,7 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
         self.metrics.connected.labels(self.service).set(1)
         self.bus.on_connection_change = self._on_connection_change
+        self._bind_partitions(self.bus)
         if self.settings.nats.nkey_seed_file is None:
             await self.bus.ensure_streams()  # an open bus: anyone may, so the service does
             return
@@ -374,6 +396,27 @@ class Runtime:
             log.error("streams missing: run `tradefleet nats provision`", missing=missing, retry_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def _bind_partitions(self, bus: NatsBus) -> None:
+        """A replica of a partitioned service hears only its own partitions where the server
+        maps them (proto.subjects.PARTITION_KEYED); its partition.count must be the server's, or
+        some symbols would reach no replica, or two."""
+        p = self.settings.partition
+        if self.service not in PARTITIONED_SERVICES or p.count <= 1:
+            return
+        if bus.partitions == 1:
+            log.warning(
+                "the server does not map partitions: every replica receives every symbol and drops "
+                "the others' (serve them with `tradefleet nats config --partitions N`)",
+                count=p.count,
+            )
+            return
+        if bus.partitions != p.count:
+            raise PartitionMismatch(
+                f"partition.count is {p.count} but the NATS server maps {bus.partitions} partitions: "
+                "give every replica the server's count (docs/ARCHITECTURE.md, Scaling)"
+            )
+        bus.owned = frozenset(p.owned or range(p.count))
 
     def _on_connection_change(self, connected: bool) -> None:
         self.metrics.connected.labels(self.service).set(1 if connected else 0)

@@ -16,12 +16,14 @@ from libs.common.calendar import market_calendar
 from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import LogOnce, get_logger
+from libs.common.nats_bus import NatsBus
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.telemetry import TRACEPARENT
 from proto.control import Progress
 from proto.features import MICRO_FEATURE_SET, MICRO_TIMEFRAME, MICRO_VECTOR, FeatureVector
-from proto.market import DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import PUBLISHED_PREFIX, DepthUpdate, FeedStatus, Quote, Trade
+from proto.subjects import subject_token
 from services.features.core import FeatureCore
 
 log = get_logger(__name__)
@@ -100,6 +102,7 @@ class FeaturesApp(ServiceApp):
         self.owns = Partitioner(p.count, p.owned).owns
         self.index_symbol = settings.features.index_symbol
         self.other_partition = 0
+        self.kept = 0  # market-data events of its own symbols (and the index) taken
         self.last_vector_ns = 0  # the latest vector's event time: the heartbeat's progress
         # Tracing on only: symbol -> (end of the open bar a sampled tick fell in, its context).
         self._bar_traces: dict[str, tuple[int, otel_context.Context]] = {}
@@ -120,6 +123,14 @@ class FeaturesApp(ServiceApp):
         # delivered by separate tasks that can overtake each other.
         on_md = self._on_md_traced if rt.tracing.enabled else self._on_md  # off: nothing added
         await rt.subscribe("md.>", on_md, types=(Quote, Trade, DepthUpdate, FeedStatus))
+        if isinstance(rt.bus, NatsBus) and rt.bus.owned is not None and not self.owns(self.index_symbol):
+            # The server sends a replica its own partitions only; every replica needs the index's
+            # bars (relative strength), so those come on a subscription of their own. Its order
+            # against this replica's symbols is kept per message, not per tick: a bar of the
+            # index closes on its own ticks.
+            index = subject_token(self.index_symbol)
+            await rt.subscribe(f"md.quote.{index}", on_md, types=Quote, every_partition=True)
+            await rt.subscribe(f"md.trade.{index}", on_md, types=Trade, every_partition=True)
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
@@ -133,6 +144,7 @@ class FeaturesApp(ServiceApp):
             if not self.owns(symbol) and symbol != self.index_symbol:
                 self.other_partition += 1
                 return
+            self.kept += 1
             vectors = self.core.on_event(e)
             if vectors:
                 await self._publish(vectors)
@@ -218,20 +230,31 @@ class FeaturesApp(ServiceApp):
             return
         # The gateway flushes its ticks before it says finished, and one subscription keeps that
         # order; the bounded wait below only guards against a lost core message.
-        expected = sum(int(status.counters.get(k, 0)) for k in MD_KINDS)
+        expected, received = self._expected(status), lambda: self.kept
+        if expected is None:  # a gateway that does not count per symbol: every event, every kind
+            expected = sum(int(status.counters.get(k, 0)) for k in MD_KINDS)
+            received = lambda: sum(self.received.values())  # noqa: E731
         for _ in range(300):
-            if sum(self.received.values()) >= expected:
+            if received() >= expected:
                 break
             await asyncio.sleep(0.05)
         else:
-            log.warning(
-                "replay finished but ticks are missing",
-                expected=expected,
-                received=sum(self.received.values()),
-            )
+            log.warning("replay finished but ticks are missing", expected=expected, received=received())
         await self._publish(self.core.finish())
         self.finished = True
         log.info("replay features finished", vectors=dict(self.vectors))
+
+    def _expected(self, status: FeedStatus) -> int | None:
+        """What this replica keeps of what the replay published: its own symbols' events and the
+        index's (a replica on a partitioned server receives nothing else)."""
+        counts = {
+            k[len(PUBLISHED_PREFIX) :]: n
+            for k, n in status.counters.items()
+            if k.startswith(PUBLISHED_PREFIX)
+        }
+        if not counts:
+            return None
+        return sum(int(n) for s, n in counts.items() if self.owns(s) or s == self.index_symbol)
 
     async def _wall_clock(self) -> None:
         grace = self.settings.features.wall_clock_grace_ms * 1_000_000

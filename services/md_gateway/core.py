@@ -68,6 +68,9 @@ class MarketDataCore:
         self.books: dict[str, _Book] = {}
         self.bad: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
+        # Ticks (quotes, trades, depth) published per symbol: the finished status carries them,
+        # so a replica that receives only its partitions knows how many of its own to wait for.
+        self.published_by_symbol: collections.Counter[str] = collections.Counter()
         self._handlers = {"Q": self.on_quote, "T": self.on_trade, "B": self.on_bar, "D": self.on_depth}
 
     def on_record(self, rec: tuple[Any, ...]) -> Event | None:
@@ -157,6 +160,7 @@ class MarketDataCore:
             return None
         book.last_published = key
         self.stats["quotes"] += 1
+        self.published_by_symbol[symbol] += 1
         return Quote(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
@@ -200,6 +204,7 @@ class MarketDataCore:
             self.stats["outside_session"] += 1
             return None
         self.stats["trades"] += 1
+        self.published_by_symbol[symbol] += 1
         flags = FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0
         return Trade(
             ts_event=ts,
@@ -252,6 +257,7 @@ class MarketDataCore:
             self.stats["outside_session"] += 1
             return None
         self.stats["depth"] += 1
+        self.published_by_symbol[symbol] += 1
         return DepthUpdate(
             ts_event=ts,
             ts_init=self.clock.now_ns(),

@@ -23,7 +23,7 @@ from libs.common.telemetry import Enqueue, Publish, TickSampler
 from proto.alerts import Alert
 from proto.control import Progress, SyncProbe, SyncReply
 from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
-from proto.market import Bar, FeedState, FeedStatus
+from proto.market import PUBLISHED_PREFIX, Bar, FeedState, FeedStatus
 from proto.subjects import spec, subject_of
 from proto.units import DAY_NS, MINUTE_NS, SECOND_NS
 from services.md_gateway.core import MarketDataCore
@@ -250,6 +250,8 @@ class MdGatewayApp(ServiceApp):
         self._status_seq += 1
         now = self.rt.now_ns()
         counters = {**{f"bad.{k}": v for k, v in self.core.bad.items()}, **dict(self.core.stats)}
+        if state == "replay_finished":
+            counters.update({f"{PUBLISHED_PREFIX}{s}": n for s, n in self.core.published_by_symbol.items()})
         event = FeedStatus(
             ts_event=now,
             ts_init=now,
@@ -389,10 +391,8 @@ class MdGatewayApp(ServiceApp):
             rounds += 1
             now = self.rt.now_ns()
             probe = SyncProbe(ts_event=now, ts_init=now, round=rounds)
-            replies = await asyncio.gather(
-                *(self.rt.request(SYNC.subject(service=s), probe, 5.0, SyncReply) for s in rp.lockstep)
-            )
             assert isinstance(self.rt.bus, NatsBus)
+            replies = await asyncio.gather(*(self._ask_quiet(self.rt.bus, s, probe) for s in rp.lockstep))
             own, _ = await self.rt.bus.quiet()  # execution's news about orders is in too
             quiet = own and all(r is not None and r.quiet for r in replies)
             total = sum(r.handled + r.sent for r in replies if r is not None) if quiet else None
@@ -411,6 +411,27 @@ class MdGatewayApp(ServiceApp):
                 return
             if not quiet:
                 await asyncio.sleep(0.0005)
+
+    async def _ask_quiet(self, bus: NatsBus, service: str, probe: SyncProbe) -> SyncReply | None:
+        """One service's answer; a replicated one's (replay.lockstep_replicas) is every replica's
+        together: quiet only when all of them answered quiet (None: one did not answer)."""
+        subject = SYNC.subject(service=service)
+        replicas = self.settings.md_gateway.replay.lockstep_replicas.get(service, 1)
+        if replicas <= 1:
+            return await self.rt.request(subject, probe, 5.0, SyncReply)
+        answers = [a for a in await bus.gather(subject, probe, replicas, 5.0) if type(a) is SyncReply]
+        if len(answers) < replicas:
+            return None
+        busy = [a.detail for a in answers if not a.quiet]
+        return SyncReply(
+            ts_event=probe.ts_event,
+            ts_init=probe.ts_init,
+            service=service,
+            quiet=not busy,
+            handled=sum(a.handled for a in answers),
+            sent=sum(a.sent for a in answers),
+            detail="; ".join(busy),
+        )
 
     async def stop(self) -> None:
         self._stopping = True

@@ -318,6 +318,17 @@ class RiskCore:
             self.causes["broker-mismatch"] = ("EMERGENCY", f"reconciliation mismatch: {b.detail}")
         return self._settled(before, b.ts_event)
 
+    def on_hub(self, reachable: bool, detail: str, ts: int) -> list[Event]:
+        """The cloud hub (its services' heartbeats) unreachable from this on-prem gate: DEGRADED
+        until it is back. Intents and signals come from there, so an entry decided on what the
+        gate can no longer check is not taken; exits still pass."""
+        before = self.mode
+        if reachable:
+            self.causes.pop("hub", None)
+        else:
+            self.causes["hub"] = ("DEGRADED", f"hub unreachable: {detail}")
+        return self._settled(before, ts)
+
     def on_prediction(self, p: Prediction) -> list[Event]:
         """Every fast-lane model quarantined: OBSERVE, no entries, until one serves again. Its
         exits still pass (``_check``): the protective exits and the close's flatten are rules,

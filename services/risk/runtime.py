@@ -3,7 +3,12 @@ denials and risk.state out. Only this service publishes order.approved."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import time
 from typing import Any, get_args
+
+import nats.errors
 
 from libs.common.bus import Delivery
 from libs.common.calendar import market_calendar
@@ -11,9 +16,10 @@ from libs.common.clock import LiveClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.metrics import Kpi
+from libs.common.nats_bus import PublishFailed
 from libs.common.runtime import Runtime, ServiceApp
 from proto.base import Event
-from proto.control import ConfigChange, Control
+from proto.control import ConfigChange, Control, Heartbeat
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import AtrReader, FeatureVector
 from proto.market import FeedStatus, Quote
@@ -30,6 +36,11 @@ from proto.signals import Prediction
 from services.risk.core import RiskCore
 
 log = get_logger(__name__)
+
+# What a publish raises while the bus cannot take it (the hub behind a cut leaf link answers no
+# JetStream publish): the event is kept and sent, in order, once it can be.
+UNSENT_ERRORS = (PublishFailed, nats.errors.Error, TimeoutError, ConnectionError)
+UNSENT_MAX = 100_000
 
 
 class RiskApp(ServiceApp):
@@ -49,6 +60,13 @@ class RiskApp(ServiceApp):
         self.skip_exec_through = 0  # EXEC stream seq already in the restored snapshot
         self.config_seq = 0  # CONTROL stream seq of the live limits applied
         self.atr_of = AtrReader(tuple(settings.features.timeframes))
+        # Events the bus did not take yet, oldest first (sent before anything newer).
+        self.unsent: collections.deque[Event] = collections.deque()
+        self.unsent_dropped = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self.hub_heard: dict[str, float] = {}  # hub service -> monotonic time of its last heartbeat
+        self.hub_reachable = True
+        self._hub_watch: asyncio.Task[None] | None = None
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -81,6 +99,38 @@ class RiskApp(ServiceApp):
         )
         await self._restore_config(rt)
         await self._publish([self.core.state(rt.now_ns())])
+        await self._watch_the_hub(rt)
+
+    async def _watch_the_hub(self, rt: Runtime) -> None:
+        """On-prem, behind a leaf node: the hub's services' heartbeats say the link is up
+        (risk.hub_services). Not in a lockstep replay, where nobody beats."""
+        hub = self.settings.risk.hub_services
+        if not hub or self.settings.nats.sync or self.settings.telemetry.heartbeat_s <= 0:
+            return
+        started = time.monotonic()
+        self.hub_heard = dict.fromkeys(hub, started)  # a grace of hub_silence_s from the start
+        await rt.subscribe("hb.*", self._on_heartbeat, types=Heartbeat)
+        self._hub_watch = asyncio.create_task(self._hub_loop(), name="hub-watch")
+
+    async def _on_heartbeat(self, d: Delivery[Heartbeat]) -> None:
+        if d.event.service in self.hub_heard:
+            self.hub_heard[d.event.service] = time.monotonic()
+
+    async def _hub_loop(self) -> None:
+        silence = self.settings.risk.hub_silence_s
+        while True:
+            await asyncio.sleep(min(0.5, silence / 4))
+            now = time.monotonic()
+            reachable = any(now - heard <= silence for heard in self.hub_heard.values())
+            if reachable == self.hub_reachable:
+                continue
+            self.hub_reachable = reachable
+            names = ", ".join(sorted(self.hub_heard))
+            detail = f"no heartbeat from {names} for {silence:g} s" if not reachable else ""
+            log.warning("the hub is " + ("back" if reachable else "unreachable"), services=names)
+            await self._publish(
+                [*self.core.on_hub(reachable, detail, self.rt.now_ns()), *self.core.take_alerts()]
+            )
 
     async def _restore_config(self, rt: Runtime) -> None:
         """The live limits last set (ctl.config.risk), read after subscribing: a change sent
@@ -162,10 +212,53 @@ class RiskApp(ServiceApp):
         return await self.rt.request("broker.whatif", check, timeout_s, MarginReply)
 
     async def _publish(self, events: list[Event]) -> None:
+        """Publish in order; what the bus cannot take now (the hub unreachable) is kept and sent
+        in order once it can be, never dropped while there is room (approvals kept this way are
+        refused by execution once expired: late is safe, lost is not)."""
         for e in events:
             if type(e) is OrderDenied:
                 log.info("intent denied", intent_id=e.intent_id, denial=e.describe())
-            await self.rt.emit(e)
+            if self.unsent:
+                self._keep(e)
+                continue
+            try:
+                await self.rt.emit(e)
+            except UNSENT_ERRORS as exc:
+                log.warning(
+                    "publish failed: kept until the bus takes it", event=type(e).__name__, error=repr(exc)
+                )
+                self._keep(e)
+
+    def _keep(self, e: Event) -> None:
+        if len(self.unsent) >= UNSENT_MAX:
+            self.unsent_dropped += 1
+            return
+        self.unsent.append(e)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_unsent(), name="risk-unsent")
+
+    async def _flush_unsent(self) -> None:
+        delay = 0.2
+        while self.unsent:
+            try:
+                await self.rt.emit(self.unsent[0])
+            except UNSENT_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.unsent.popleft()
+            delay = 0.2
+        log.info("kept events sent")
+
+    def busy(self) -> bool:
+        return bool(self.unsent)
+
+    async def stop(self) -> None:
+        for task in (self._hub_watch, self._flusher):
+            if task is not None:
+                task.cancel()
+        if self.unsent:
+            log.error("stopped with events the bus never took", unsent=len(self.unsent))
 
     def status(self) -> dict[str, Any]:
         denials = {
@@ -174,6 +267,9 @@ class RiskApp(ServiceApp):
         return {
             "mode": self.core.mode,
             "mode_reason": self.core.mode_reason,
+            "hub_reachable": self.hub_reachable,
+            "unsent": len(self.unsent),
+            "unsent_dropped": self.unsent_dropped,
             "approved": self.emitted["OrderApproved"],
             "denied": self.emitted["OrderDenied"],
             "denials": denials,

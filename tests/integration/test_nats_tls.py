@@ -19,28 +19,13 @@ from libs.common.config import NatsSettings
 from libs.common.localinfra import free_port, nats_server_binary, wait_port
 from libs.common.nats_bus import NatsBus
 from tests.kit import stubs
-
-
-def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate for 127.0.0.1 it signed (openssl)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=tradefleet test CA")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")  # fmt: skip
-    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
-    return tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+from tests.kit.certs import certificates
 
 
 async def test_a_bus_with_the_ca_talks_tls_and_one_without_it_is_refused(tmp_path: Path) -> None:
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed: no certificates to test with")
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = certificates(tmp_path)
     port = free_port()
     conf = tmp_path / "tls.conf"
     conf.write_text(f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')

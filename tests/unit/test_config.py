@@ -48,3 +48,17 @@ def test_cli_refuses_to_start_with_bad_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["service", "md-gateway", "--config", str(bad)])
     assert result.exit_code == 2
     assert "recorder.batch_rows" in result.output and "http.port" in result.output
+
+
+def test_database_secrets_and_tls_are_checked_and_folded_into_the_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set ssl_ca_file"):
+        load_settings(None, db={"url": "postgresql://u@db/x", "sslmode": "verify-full"})
+    with pytest.raises(ConfigError, match="go together"):
+        load_settings(None, db={"url": "postgresql://u@db/x", "ssl_cert_file": tmp_path / "c.pem"})
+    with pytest.raises(ConfigError, match=r"password_file .*No such file"):
+        load_settings(None, db={"url": "postgresql://u@db/x", "password_file": tmp_path / "missing"})
+    secret = tmp_path / "pw"
+    secret.write_text("p&w\n")
+    db = load_settings(None, db={"url": "postgresql://u@db/x?application_name=t", "password_file": secret}).db
+    assert db.url == "postgresql://u@db/x?application_name=t&password=p%26w"
+    assert db.redacted() == "postgresql://u@db/x?application_name=t&password=%2A%2A%2A"

@@ -244,6 +244,19 @@ def test_feed_loss_degrades_to_exits_only_and_recovery_restores() -> None:
     assert core.mode == "LIVE"
 
 
+def test_the_hub_unreachable_degrades_to_exits_only_until_it_is_back() -> None:
+    core = gate()
+    fill(core, "BUY", 100, 100.0)
+    out = core.on_hub(False, "no heartbeat from qos for 10 s", T0 + 3 * S)
+    assert core.mode == "DEGRADED" and core.mode_reason == "hub unreachable: no heartbeat from qos for 10 s"
+    (alert,) = [e for e in out if isinstance(e, Alert)]
+    assert alert.title.startswith("risk mode LIVE -> DEGRADED: hub unreachable")
+    denied(core.on_intent(intent(qty=1, ts=T0 + 4 * S)), "MODE_DEGRADED")
+    assert isinstance(core.on_intent(intent("SELL", 50, ts=T0 + 4 * S)), OrderApproved)
+    core.on_hub(True, "", T0 + 5 * S)
+    assert core.mode == "LIVE"
+
+
 def test_every_model_quarantined_is_observe_with_its_exits_until_one_serves_again() -> None:
     core = gate()
     fill(core, "BUY", 100, 100.0)

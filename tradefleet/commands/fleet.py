@@ -61,6 +61,27 @@ def up(
         bool,
         typer.Option(help="replay in lockstep: slower, and the same orders and fills as tradefleet backtest"),
     ] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="replicas of features, fastlane, qos and policy, each owning one partition of the symbols",
+        ),
+    ] = 1,
+    edge_nats_url: Annotated[
+        str | None,
+        typer.Option(
+            help="with --nats-url (the cloud hub): the on-prem leaf node that md-gateway, risk and "
+            "execution use (a hybrid site)"
+        ),
+    ] = None,
+    nats_auth: Annotated[
+        Path | None,
+        typer.Option(
+            help="with --nats-url: the seeds of that server's users (tradefleet nats config --out DIR)"
+        ),
+    ] = None,
 ) -> None:
     """Start the local fleet, replay a recorded day (or trade through IB), then print a summary and
     stop what it started. Every flag is checked before anything starts."""
@@ -72,6 +93,12 @@ def up(
         env["TRADEFLEET_NATS_URL"] = nats_url
     if mode != "replay":
         env.update(_trade_through_ib(mode, ib_host, ib_port))
+    if edge_nats_url is not None and not nats_url:
+        fail("up: --edge-nats-url is the leaf of a hub given with --nats-url")
+    if nats_auth is not None and not nats_url:
+        fail("up: --nats-auth names the seeds of a server given with --nats-url")
+    if nats_auth is not None and not (nats_auth / "admin.nk").is_file():
+        fail(f"up: --nats-auth {nats_auth} holds no admin.nk: write it with tradefleet nats config --out")
     if duration is not None and not duration > 0:
         fail(f"up: --duration must be more than 0 seconds, not {duration:g}")
     settings = _validated(config, env)
@@ -79,12 +106,22 @@ def up(
         fail("up: --start keeps time from HH:MM in a paced replay; give --speed above 0 with it")
     _not_running_already(var_dir)
     if nats_url:
-        _reachable(nats_url)
+        _reachable(nats_url, nats_auth)
+    if edge_nats_url:
+        _reachable(edge_nats_url, nats_auth)
     if settings.md_gateway.provider == "replay" and mode == "replay":
         _replay_data_problem(settings)
     os.environ.update(env)  # what every service started below reads
     fleet: Fleet = Fleet(
-        settings, config, var_dir, nats_url=nats_url, live_table=live_table, lockstep=lockstep
+        settings,
+        config,
+        var_dir,
+        nats_url=nats_url,
+        live_table=live_table,
+        lockstep=lockstep,
+        replicas=replicas,
+        nats_auth=nats_auth,
+        edge_nats_url=edge_nats_url,
     )
     result = fleet.run(duration=duration)
     text = json.dumps(result, indent=2, sort_keys=True)
@@ -155,13 +192,13 @@ def _not_running_already(var_dir: Path) -> None:
     )
 
 
-def _reachable(url: str) -> None:
+def _reachable(url: str, seed_dir: Path | None) -> None:
     import asyncio
 
     from tradefleet.reach import Target, Unreachable, connect
 
     async def probe() -> None:
-        nc = await connect(Target(url, "--nats-url"), "tradefleet-up-probe")
+        nc = await connect(Target(url, "--nats-url", seed_dir=seed_dir), "tradefleet-up-probe")
         await nc.close()
 
     try:

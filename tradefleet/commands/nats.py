@@ -17,13 +17,24 @@ app = typer.Typer(no_args_is_help=True, help="the bus: users and permissions, st
 @app.command("config")
 def config(
     out: Annotated[Path, typer.Option("--out", help="where nats-server.conf and the USER.nk seeds go")],
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions",
+            min=1,
+            max=1024,
+            help="replicas of features, fastlane, qos and policy: the server maps symbols to that "
+            "many partitions (each replica's partition.count)",
+        ),
+    ] = 1,
 ) -> None:
     """Write nats-server.conf (one user per service, permissions from proto/subjects.py, plus tap,
-    operator and admin) and a seed per user, USER.nk (0600; kept when already there)."""
+    operator and admin; the partition mappings) and a seed per user, USER.nk (0600; kept when
+    already there, so re-running it with another --partitions changes only the mappings)."""
     from libs.common.natsauth import users, write
 
-    files = write(out)
-    typer.echo(f"wrote {out / 'nats-server.conf'} and {len(files)} seeds:")
+    files = write(out, partitions=partitions)
+    typer.echo(f"wrote {out / 'nats-server.conf'} ({partitions} partition(s)) and {len(files)} seeds:")
     for user, perms in users().items():
         counts = f"publish {len(perms.publish)}, subscribe {len(perms.subscribe)} subjects"
         typer.echo(f"  {files[user]}  {counts}")
