@@ -49,6 +49,8 @@ WORKDIR /app
 COPY models ./models
 COPY data/sample ./data/sample
 COPY data/sentiment ./data/sentiment
+# The dashboard the control service serves (control.web_dir): `make web` builds it first.
+COPY web/dist ./web/dist
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/var/lib/tradefleet \
     TRADEFLEET_HTTP__HOST=0.0.0.0 TRADEFLEET_HTTP__PORT=9100 TRADEFLEET_TELEMETRY__LOG_FORMAT=json \
     TRADEFLEET_EXECUTION__JOURNAL=/journal/execution-journal.msgpack \

@@ -79,7 +79,7 @@ test-ib-smoke: $(STAMP)
 # a local debootstrap base (once, cached), the image from the Dockerfile on that base, then the
 # compose stack with deploy/docker/compose.test.yml (tests only) replaying the sample day; all
 # removed afterwards. Skips, saying why, where no container engine can start.
-test-deploy:
+test-deploy: web
 	tests/deploy/run.sh
 
 bench: $(STAMP)

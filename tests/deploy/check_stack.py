@@ -25,6 +25,10 @@ GET = (
     "except urllib.error.HTTPError as e:\n"
     "    print(json.dumps({'code': e.code, 'body': None}))\n"
 )
+DASHBOARD = (
+    "import urllib.request\n"
+    "print(urllib.request.urlopen('http://127.0.0.1:8600/', timeout=3).read().decode())\n"
+)
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -117,6 +121,16 @@ def main() -> None:
                 f"denied={denied} taken={taken} fills={fills}"
             )
         time.sleep(3)
+    # Partitioned on the server (nats config --partitions 2): no replica was sent another's symbol.
+    replicas = [s for s in services if s.rpartition("-")[0] in ("features", "fastlane", "qos")]
+    if leaks := {s: n for s in replicas if (n := app(s).get("other_partition"))}:
+        fail(f"replicas received other partitions' symbols: {leaks}")
+    owners = {s: app(s).get("owned_symbols") for s in replicas if s.startswith("features")}
+    print(f"test-deploy: partitions served by the server: {owners}", flush=True)
+    page = sh(*COMPOSE, "exec", "-T", "control", "python", "-c", DASHBOARD, check=False)
+    if '<div id="root">' not in page:
+        fail(f"the control service does not serve the dashboard: {page[:300]!r}")
+    print("test-deploy: the dashboard is served from the image", flush=True)
     recorder = {k: v for k, v in app("recorder").items() if isinstance(v, int)}
     print(
         f"test-deploy: trading: intents={intents} approved={approved} denied={denied} "

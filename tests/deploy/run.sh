@@ -103,7 +103,7 @@ say "building $IMAGE on $BASE"
 # --- 4. the stack ------------------------------------------------------------------------------
 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true  # an earlier run's leftovers
 rm -rf "$WORK/nats" && mkdir -p "$WORK/nats"
-docker run --rm --user "$(id -u):$(id -g)" -v "$WORK/nats:/out" "$IMAGE" nats config --out /out >/dev/null
+docker run --rm --user "$(id -u):$(id -g)" -v "$WORK/nats:/out" "$IMAGE" nats config --out /out --partitions 2 >/dev/null
 export TRADEFLEET_TEST_NATS_DIR=$WORK/nats
 say "docker compose up --wait ($(${COMPOSE[@]} config --services | wc -l) services)"
 UP=1
