@@ -33,11 +33,19 @@ from libs.common.localinfra import (
 )
 from libs.common.nats_bus import NatsBus
 from libs.common.storage.migrate import migrate
+from proto.alerts import Alert
 from proto.subjects import PARTITIONED_SERVICES, SERVICES
 from tradefleet.human import live_view, ny_clock, split_drops
 from tradefleet.reach import Target, stored_since
 
 STALL_LIMIT_S = 10.0
+# Supervision: a dead service (or the NATS server) is restarted after a backoff that doubles with
+# each death in the crash window; more deaths than the limit in the window is a crash loop: an
+# alert, then a clear exit (a service that cannot stay up must not be retried forever).
+RESTART_FIRST_DELAY_S = 0.5
+RESTART_MAX_DELAY_S = 8.0
+CRASH_WINDOW_S = 60.0
+CRASH_LOOP_LIMIT = 5
 KEEP_RUN_STORES = 2  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
 
 
@@ -135,6 +143,14 @@ class Fleet:
         self.edge_nats_url = edge_nats_url
         self.control_token = ""
         self.control_token_file: Path | None = None
+        # Supervision: each process's environment (made once: a restart gets the same ports,
+        # token and partition), its deaths in the crash window, restarts pending and done.
+        self._envs: dict[str, dict[str, str]] = {}
+        self._deaths: dict[str, list[float]] = {}
+        self._restart_at: dict[str, float] = {}
+        self.restarts: collections.Counter[str] = collections.Counter()
+        self.exits: dict[str, list[int]] = {}  # the exit codes of the restarted
+        self._nats_store_dir: Path | None = None
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -142,7 +158,7 @@ class Fleet:
         if not self.nats_url:
             # Secure by default: its own NATS with a user per service (permissions from the
             # catalog), the streams made once here by the admin user; services only use them.
-            store = self._nats_store()
+            store = self._nats_store_dir = self._nats_store()
             self.nats_auth = (store.parent / "nats-auth").resolve()
             natsauth.write(self.nats_auth, partitions=self.replicas)
             log_file = self.var / "logs" / "nats-server.log"
@@ -274,16 +290,106 @@ class Fleet:
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.control_port}/"
 
     def _spawn(self, name: str) -> None:
-        """Start a service; ``_wait_ready`` waits until it has subscribed."""
-        self.ports[name] = free_port()
+        """Start a service; ``_wait_ready`` waits until it has subscribed. A restart runs it again
+        as it was first started (its port, environment and log)."""
+        if name not in self._envs:
+            self.ports[name] = free_port()
+            self._envs[name] = self._env(name)
         log = open(self._log(name), "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "tradefleet", "service", self._service(name)],
-            env=self._env(name),
+            env=self._envs[name],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _supervise(self, now: float | None = None) -> str | None:
+        """Restart what died, with backoff: the NATS server this fleet started (same port, store
+        and users: services reconnect by themselves) and every service. A crash loop (more than
+        CRASH_LOOP_LIMIT deaths in CRASH_WINDOW_S) ends the run with an alert and says why."""
+        now = time.monotonic() if now is None else now
+        if self.nats is not None and self.nats.process.poll() is not None:
+            code = self.nats.process.returncode
+            if why := self._died("nats-server", code, now):
+                return why
+            self.console.print(f"[yellow]nats-server exited with {code}: restarting it[/yellow]")
+            self._restart_nats()
+        for name, proc in self.procs.items():
+            if proc.poll() is None or name in self._restart_at:
+                continue
+            if why := self._died(name, proc.returncode, now):
+                return why
+            delay = min(RESTART_FIRST_DELAY_S * 2 ** (len(self._deaths[name]) - 1), RESTART_MAX_DELAY_S)
+            self._restart_at[name] = now + delay
+            self.console.print(
+                f"[yellow]{name} exited with {proc.returncode}: restarting in {delay:g} s "
+                f"({len(self._deaths[name])} in the last {CRASH_WINDOW_S:g} s; see {self._log(name)})"
+                "[/yellow]"
+            )
+        restarted = False
+        for name, at in list(self._restart_at.items()):
+            if now >= at:
+                del self._restart_at[name]
+                self._spawn(name)
+                self.restarts[name] += 1
+                restarted = True
+        if restarted:
+            self._write_state()  # its new pid, for taps, ctl and whoever watches
+        return None
+
+    def _died(self, name: str, code: int, now: float) -> str | None:
+        """Count a death; a crash loop: the alert and the run's error."""
+        deaths = [t for t in self._deaths.get(name, []) if now - t < CRASH_WINDOW_S] + [now]
+        self._deaths[name] = deaths
+        self.exits.setdefault(name, []).append(code)
+        if len(deaths) <= CRASH_LOOP_LIMIT:
+            return None
+        why = (
+            f"{name} is crash-looping: it exited {len(deaths)} times in {CRASH_WINDOW_S:g} s "
+            f"(last with {code}); see {self._log(name)}"
+        )
+        self._alert(f"{name} crash-looping: the fleet stops", why)
+        return why
+
+    def _restart_nats(self) -> None:
+        assert self.nats is not None and self.nats_auth is not None and self._nats_store_dir is not None
+        port = int(self.nats.url.rsplit(":", 1)[1])
+        log_file = self.var / "logs" / "nats-server.log"
+        config = self.nats_auth / "nats-server.conf"
+        self.nats = start_nats(self._nats_store_dir, port=port, log_file=log_file, config=config)
+        self.restarts["nats-server"] += 1
+
+    def _alert(self, title: str, detail: str) -> None:
+        """A critical alert from `up` itself (as the admin user on a fleet it secured): the
+        alerts service tells people, the summary lists it."""
+        now = time.time_ns()
+        alert = Alert(
+            ts_event=now,
+            ts_init=now,
+            alert_id=f"up-{self.run_id}-{now}",
+            severity="critical",
+            source="up",
+            title=title,
+            body=detail,
+            dedupe=f"up:{title}",
+        )
+        try:
+            asyncio.run(self._publish_alert(alert))
+        except Exception as exc:  # the run still ends with the reason; say the alert failed
+            self.console.print(f"[red]the alert could not be published: {exc!r}[/red]")
+
+    async def _publish_alert(self, alert: Alert) -> None:
+        seed = self.nats_auth / "admin.nk" if self.nats_auth is not None else None
+        nats = self.settings.nats.model_copy(
+            update={"url": self.nats_url, "nkey_seed_file": seed, "max_reconnect_attempts": 1}
+        )
+        bus = NatsBus(nats, "tradefleet-up")
+        await asyncio.wait_for(bus.connect(), 10)
+        try:
+            await bus.publish(f"alert.{alert.severity}", alert)
+        finally:
+            await bus.close()
 
     def _start_services(self) -> None:
         """Consumers before producers: every service but the md-gateway starts at once (none of
@@ -463,9 +569,8 @@ class Fleet:
         with live if live is not None else contextlib.nullcontext():
             while True:
                 time.sleep(0.25)
-                for name, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        return f"{name} exited with {proc.returncode}; see {self._log(name)}"
+                if crash_loop := self._supervise():
+                    return crash_loop
                 self._poll_all()
                 if live is not None:
                     live.update(self._table())
@@ -641,6 +746,10 @@ class Fleet:
                 for n in self.procs
                 if n != self._service(n)
             }
+        # Restarts, and the exit codes that caused them: a restarted service's counters start
+        # again from zero, so the counts above understate what it did before.
+        summary["restarts"] = dict(self.restarts)
+        summary["exit_codes"] = self.exits
         if self.lockstep:
             summary["lockstep"] = gw.get("lockstep")
             summary["ok"] = summary["ok"] and not (gw.get("lockstep") or {}).get("timeouts")

@@ -274,3 +274,48 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _fleet_state(tmp: Path) -> dict[str, object]:
+    path = tmp / "var" / "fleet.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def test_up_restarts_a_killed_service_and_its_nats_server_and_carries_on(tmp_path: Path) -> None:
+    """kill -9 of the alerts service, then of the NATS server, during a paced replay: each comes
+    back (the services reconnect to the restarted server), the replay carries on to the end of
+    its duration, and the summary counts the restarts."""
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        f"md_gateway:\n  replay: {{root: {REPO / 'data/sample/lean'}, news: [], symbols: [IBM]}}\n"
+    )
+    proc = _up(tmp_path, config, service_env(), "--speed", "10", "--duration", "45")
+    try:
+        wait_until(lambda: _fleet_state(tmp_path).get("pids"), 120, what="the fleet up")
+        state = _fleet_state(tmp_path)
+        alerts_pid = state["pids"]["alerts"]  # type: ignore[index]
+        os.kill(alerts_pid, signal.SIGKILL)
+        wait_until(
+            lambda: _fleet_state(tmp_path).get("pids", {}).get("alerts") not in (None, alerts_pid),  # type: ignore[union-attr]
+            30,
+            what="alerts restarted",
+        )
+        nats = subprocess.run(
+            ["pgrep", "-f", f"nats-server.*{tmp_path}"], capture_output=True, text=True, check=False
+        )
+        pids = [int(p) for p in nats.stdout.split()]
+        assert len(pids) == 1, nats.stdout
+        os.kill(pids[0], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "alerts exited with -9: restarting in 0.5 s" in output
+    assert "nats-server exited with -9: restarting it" in output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["restarts"] == {"alerts": 1, "nats-server": 1} and s["exit_codes"]["alerts"] == [-9]
+    assert s["ended"] == "duration" and s["error"] is None  # it carried on to the end
+    assert s["signals"]["feature_vectors"]["1m"] > 0
