@@ -560,11 +560,14 @@ class RecorderCore:
     def memory_durable_rows(self) -> int:
         return self.pending.n_durable + sum(b.n_durable for b in self.backlog)
 
-    def overflow(self) -> list[dict[str, list[Event]]]:
-        """Core events to spill to disk, oldest first, until memory is back under the bound."""
+    def overflow(self, keep_rows: int | None = None) -> list[dict[str, list[Event]]]:
+        """Core events to spill to disk, oldest first, until at most ``keep_rows`` stay in
+        memory (default: the buffer's bound; 0 with the database down: market data lives only
+        here, and a crash must not take it along)."""
+        keep = self.buffer_max_rows if keep_rows is None else keep_rows
         spilled = []
         for batch in self.backlog:
-            if self.memory_core_rows() <= self.buffer_max_rows:
+            if self.memory_core_rows() <= keep:
                 break
             if batch.n_core:
                 self.stats["rows_spilled"] += batch.n_core

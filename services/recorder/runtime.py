@@ -171,7 +171,7 @@ class RecorderApp(ServiceApp):
             # A wake-up means a full batch, an interval gone by, or a stop: write what is pending.
             self.core.cut()
             if not self.db_up and time.monotonic() < retry_at and not self._stopping:
-                await self._spill_overflow()
+                await self._spill_overflow(everything=True)
                 continue
             ok = await self._write_all()
             if ok:
@@ -179,7 +179,7 @@ class RecorderApp(ServiceApp):
                 backoff = 0.2
                 self._room.set()
             else:
-                await self._spill_overflow()
+                await self._spill_overflow(everything=True)
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, 5.0)
             if self._stopping:
@@ -187,11 +187,13 @@ class RecorderApp(ServiceApp):
                 if everything_written or (not ok and time.monotonic() > self._stop_deadline):
                     return
 
-    async def _spill_overflow(self) -> None:
+    async def _spill_overflow(self, everything: bool = False) -> None:
+        """With the database down, every cut batch's market data goes to disk at once (it is
+        nowhere else: core NATS keeps nothing); durable events stay unacked in JetStream."""
         assert self.core is not None
-        for events in self.core.overflow():
+        for events in self.core.overflow(0 if everything else None):
             path = await asyncio.to_thread(self.spill.write, events)
-            log.warning("buffer full: spilled to disk", file=str(path))
+            log.warning("database down: market data spilled to disk", file=str(path))
 
     async def _write_all(self) -> bool:
         """Spill files first (oldest data), then the in-memory backlog. False on a DB outage."""

@@ -19,7 +19,7 @@ from libs.common.runtime import Runtime
 from libs.common.storage.migrate import migrate
 from proto.execution import Fill
 from proto.market import Quote
-from services.recorder.runtime import FAULT_EXIT_AFTER_COMMIT, RecorderApp
+from services.recorder.runtime import FAULT_EXIT_AFTER_COMMIT, RecorderApp, SpillStore
 from tests.helpers import TcpProxy, await_until, http_json, service_env, start_service, wait_until
 from tests.kit import stubs
 from tests.kit.samples import T0
@@ -211,3 +211,64 @@ async def test_database_outage_buffers_spills_and_catches_up(
         await asyncio.wait_for(asyncio.shield(task), 30)
         await proxy.stop()
     assert os.listdir(tmp_path / "spill") == []
+
+
+def _spilled_quotes(spill_dir: Path) -> int:
+    store = SpillStore(spill_dir)
+    return sum(len(store.read(path).get("quotes", [])) for path in store.files())
+
+
+async def test_killed_during_a_database_outage_it_loses_no_market_data(
+    nats_url: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    """The database down and the recorder killed -9 meanwhile: the market data it had taken was
+    already on disk (spilled as soon as the database was gone, well under the memory bound), the
+    durable events still in JetStream; restarted with the database back, everything is stored
+    once."""
+    migrate(pg_dsn, DbSettings())
+    target = urlparse(pg_dsn)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    via_proxy = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+    env, port = _recorder_env(nats_url, via_proxy, tmp_path, TRADEFLEET_DB__CONNECT_TIMEOUT_S="1")
+    proc = start_service("recorder", env, tmp_path / "recorder.log")
+    try:
+        await asyncio.to_thread(wait_until, lambda: _ready(port), 30, what="recorder ready")
+        bus = await _publisher(nats_url)
+        run = uuid.uuid4().hex[:8]
+        sym = f"K{run[:4].upper()}"
+        proxy.cut()
+        for i in range(1000):
+            quote = Quote(
+                ts_event=T0 + i, ts_init=T0 + i, symbol=sym, bid=10.0, ask=10.01, bid_size=i + 1, ask_size=1
+            )
+            await bus.publish(f"md.quote.{sym}", quote)
+        for i in range(300):
+            await bus.publish("exec.fill.IBM", _fill(run, i))
+        await bus.flush()
+        # The default memory bound (buffer_max_rows) is far above 1000 rows: only the outage spills.
+        await await_until(
+            lambda: asyncio.to_thread(lambda: _spilled_quotes(tmp_path / "spill") == 1000),
+            timeout=30,
+            what="every quote on disk",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proxy.restore()
+        proc = start_service("recorder", env, tmp_path / "recorder.log")
+        await await_until(lambda: _at_least(pg_dsn, run, 300), timeout=60, what="fills after the outage")
+        await await_until(
+            lambda: asyncio.to_thread(lambda: _quote_counts(pg_dsn, sym)[0] >= 1000),
+            timeout=60,
+            what="quotes",
+        )
+        await asyncio.sleep(0.5)  # a duplicate would land by now
+        assert await asyncio.to_thread(_quote_counts, pg_dsn, sym) == (1000, 1000)
+        assert await _counts(pg_dsn, run) == (300, 300)
+        assert _spilled_quotes(tmp_path / "spill") == 0
+        await bus.close()
+    finally:
+        proxy.restore()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        await proxy.stop()
