@@ -212,6 +212,9 @@ class MarketSettings(Section):
 class CleaningSettings(Section):
     max_jump_pct: float = Field(10.0, gt=0)
     drop_suspicious: bool = True
+    # A record stamped more than this outside the market clock (a replay: the replayed day; live:
+    # ahead of the wall clock) is dropped as a bad tick (far_timestamp) before it touches a book.
+    max_clock_skew_s: float = Field(300.0, gt=0)
     session: Literal["regular", "extended"] = "regular"
 
 

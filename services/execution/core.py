@@ -11,8 +11,8 @@ Fail closed: an approval is taken only with the risk gate's signature (an HMAC o
 libs/common/signing.py), checked before anything else is done with it: a forged one, or any one
 when no key is configured, is refused (REJECTED), never journaled or sent, comes back as a dead
 letter for the runtime to keep (``Outcome.dead_letter``) and raises a critical alert. An approval
-older than its ``valid_until_ns`` is refused (if the risk gate is down, nothing trades); after a
-kill, every approval is refused until ``resume``.
+older than its ``valid_until_ns``, or without one (0), is refused (if the risk gate is down,
+nothing trades); after a kill, every approval is refused until ``resume``.
 
 How an approved order reaches the broker:
 - as approved (one broker order with the approval's client order id): every type, and market
@@ -192,7 +192,9 @@ class ExecutionCore:
             return Outcome()
         if self.killed:
             return self._refuse(a, now, "kill switch engaged")
-        if a.valid_until_ns and now > a.valid_until_ns:
+        if a.valid_until_ns <= 0:  # unset: an approval that never expires is refused as a stale one
+            return self._refuse(a, now, "approval without an expiry (valid_until_ns unset)")
+        if now > a.valid_until_ns:
             return self._refuse(a, now, f"approval expired {(now - a.valid_until_ns) / 1e6:.0f} ms ago")
         problem = shape_problem(a)
         if problem:  # never quietly turned into something else

@@ -8,6 +8,10 @@ those close, and indicators update only on bar closes.
 Time is event time: a bar [B - tf, B) closes when the first event at or after B arrives (from any
 symbol), before that event is applied, so a vector never sees data from after its close. Live
 runtimes also call ``on_time`` from a timer so a quiet market still closes its bars.
+
+The work of a jump in time is bounded, however far it goes (a night, a weekend, a tick stamped
+2100-01-01): the bars open when it starts close on their grid, then the empty rest, where the grid
+would give no vector, is crossed in one step.
 """
 
 from __future__ import annotations
@@ -216,6 +220,9 @@ class FeatureCore:
         self.feature_set = bar_feature_set(timeframes)
         self.micro_feature_set = MICRO_FEATURE_SET
         self.timeframe_ns, self.base_ns = config.timeframe_ns, config.base_ns
+        # A jump closes bars on the grid for this long past the first boundary it crosses (each
+        # timeframe closes once in its span); after that nothing is open: see _skip_idle.
+        self.settle_ns = max(self.timeframe_ns)
         # What every tick or second reads, as plain attributes: a pydantic model's attribute costs
         # about 2.5x a plain one, and this is the fleet's hottest loop.
         self.block_min_shares, self.block_min_notional = config.block_min_shares, config.block_min_notional
@@ -298,10 +305,14 @@ class FeatureCore:
             self.next_base = self._next_boundary(ts)
             return []
         out: list[FeatureVector] = []
+        settled = self.next_base + self.settle_ns
         # Seconds with activity close one by one (each is a sample for realized volatility);
-        # idle gaps are skipped in one step.
+        # idle gaps are skipped in one step, and so are idle bars once every open bar has closed.
         while self.next_second <= ts:
             boundary = self.next_second
+            if boundary > settled:
+                self._skip_idle(ts)
+                break
             out += self._close_second(boundary)  # the second's return belongs to the bar it ends
             if self.next_base <= boundary:
                 out += self._close_base(self.next_base)
@@ -313,6 +324,17 @@ class FeatureCore:
             self._start_day(ts)
             self.next_base = self._next_boundary(ts)
         return out
+
+    def _skip_idle(self, ts: int) -> None:
+        """Cross the seconds and bars from here to ``ts`` in one step, to where closing them one
+        by one would have left the grid. Called only when nothing is open: no second was touched,
+        every base bar and every timeframe's bar closed since the last event, so closing the rest
+        would give no vector and change nothing but these three marks."""
+        last = ts // NS * NS  # the last second boundary at or before ts
+        self.closed_until = last
+        self.next_second = last + NS
+        self.next_base = self._next_boundary(last)
+        self.stats["idle_skips"] += 1
 
     def _start_day(self, ts: int) -> None:
         self.day_start, self.day_end = ny_day_of(ts)

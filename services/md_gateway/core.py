@@ -8,6 +8,10 @@ crash. Providers hand in plain tuples (cheaper than objects at hundreds of thous
   ("T", ts_ns, symbol, price, size, venue, conditions, suspicious, aggressor)
   ("B", ts_close_ns, symbol, timeframe, open, high, low, close, volume)
   ("D", ts_ns, symbol, side, position, operation, price, size)
+
+Time sanity comes first: a record stamped implausibly far from the market clock (see ``far``) is
+dropped as "far_timestamp" before it touches a book, so one record stamped 2100-01-01 is never
+published (so never stored) and never makes a symbol's later records look out of order.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import math
 from typing import Any
 
 from libs.common.clock import Clock
+from libs.common.markettime import ny_day_of
 from proto.base import Event
 from proto.market import FLAG_ODD_LOT, Bar, DepthUpdate, Quote, Trade
+from proto.units import SECOND_NS
 
 LEAN_ODD_LOT = 0x80000000
 JUMP_RESET_STREAK = 5  # this many consecutive "jumps" to one level is a real move: re-anchor
+# The per-kind record counters: a record dropped for its time still counts as one of its kind.
+RECORD_KINDS = {"Q": "quote_records", "T": "trade_records", "B": "bar_records", "D": "depth_records"}
 
 
 class _Book:
@@ -54,17 +62,28 @@ class _Book:
 
 
 class MarketDataCore:
+    """``session``: the regular session [open, close) in ns, or None when every tick counts.
+    ``day``: the [start, end) in ns of the day a replay replays; None: the New York day of the
+    session when there is one, else a live feed's (see ``far``). ``max_clock_skew_s``: how far
+    outside the market clock a record may be stamped."""
+
     def __init__(
         self,
         clock: Clock,
         max_jump_pct: float = 10.0,
         drop_suspicious: bool = True,
         session: tuple[int, int] | None = None,
+        max_clock_skew_s: float = 300.0,
+        day: tuple[int, int] | None = None,
     ) -> None:
         self.clock = clock
         self.max_jump = max_jump_pct / 100.0
         self.drop_suspicious = drop_suspicious
-        self.session = session
+        self.skew_ns = int(max_clock_skew_s * SECOND_NS)
+        self.day = day
+        self.session: tuple[int, int] | None = None
+        self.plausible: tuple[int, int] | None = None  # a replay's bounds on a record's time
+        self.set_session(session)
         self.books: dict[str, _Book] = {}
         self.bad: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -75,10 +94,37 @@ class MarketDataCore:
 
     def on_record(self, rec: tuple[Any, ...]) -> Event | None:
         self.stats["records"] += 1
+        if self.far(rec[1]):
+            self.stats[RECORD_KINDS[rec[0]]] += 1
+            self._reject("far_timestamp")
+            return None
         return self._handlers[rec[0]](rec)
 
     def set_session(self, session: tuple[int, int] | None) -> None:
         self.session = session
+        day = self.day or (ny_day_of(session[0]) if session is not None else None)
+        self.plausible = None if day is None else (day[0] - self.skew_ns, day[1] + self.skew_ns)
+
+    def far(self, ts: int) -> bool:
+        """Is ``ts`` implausibly far from the market clock? A replay's market clock is the day it
+        replays: a record stamped outside that day by more than the skew is far, whichever way.
+        (The day, not the latest record's time: a real day has quiet stretches longer than any
+        sensible skew; the sample day's pre-market has one of 33 minutes.) Live, the market clock
+        is the core's clock: a record stamped more than the skew ahead of it is far; one behind it
+        is not (delayed data is late, not wrong; each book still refuses to go back in time).
+        With neither a day nor a running clock (a simulated clock nobody sets), the first record's
+        New York day is taken as the day replayed."""
+        bounds = self.plausible
+        if bounds is None:
+            now = self.clock.now_ns()
+            if now:
+                return ts > now + self.skew_ns
+            try:
+                day = ny_day_of(ts)
+            except (OverflowError, OSError, ValueError):  # beyond any calendar
+                return True
+            bounds = self.plausible = (day[0] - self.skew_ns, day[1] + self.skew_ns)
+        return not bounds[0] <= ts <= bounds[1]
 
     def _book(self, symbol: str) -> _Book:
         book = self.books.get(symbol)

@@ -15,7 +15,7 @@ from libs.common.bus import Delivery
 from libs.common.calendar import market_calendar
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import ny_midnight_ns, ny_time_ns
+from libs.common.markettime import ny_day_of, ny_midnight_ns, ny_time_ns
 from libs.common.nats_bus import NatsBus
 from libs.common.news_file import NewsFile, news_item
 from libs.common.runtime import Runtime, ServiceApp
@@ -91,7 +91,17 @@ class MdGatewayApp(ServiceApp):
         self.provider = make_provider(self.settings, rt.now_ns())
         calendar = market_calendar(self.settings.market)
         session = self.provider.session(calendar) if md.cleaning.session == "regular" else None
-        self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, session)
+        # A replay's market clock is the day it replays (rt.clock is the wall clock); live feeds
+        # and the synthetic one are stamped by the wall clock, which is then the market clock.
+        day = ny_day_of(ny_midnight_ns(md.replay.date)) if md.provider == "replay" else None
+        self.core = MarketDataCore(
+            rt.clock,
+            md.cleaning.max_jump_pct,
+            md.cleaning.drop_suspicious,
+            session,
+            md.cleaning.max_clock_skew_s,
+            day,
+        )
         if md.replay.lockstep:
             await rt.subscribe("exec.order.>", self._on_order, types=OrderEvent)
             await rt.subscribe("exec.position", self._on_position, types=PositionSnapshot)
@@ -117,7 +127,13 @@ class MdGatewayApp(ServiceApp):
             stale_after_s=ib.stale_after_s,
         )
         md = self.settings.md_gateway
-        self.core = MarketDataCore(rt.clock, md.cleaning.max_jump_pct, md.cleaning.drop_suspicious, None)
+        self.core = MarketDataCore(
+            rt.clock,
+            md.cleaning.max_jump_pct,
+            md.cleaning.drop_suspicious,
+            None,
+            md.cleaning.max_clock_skew_s,
+        )
         self._ib_tasks = [
             asyncio.create_task(session.run(), name="ib-session"),
             asyncio.create_task(self._watch_ib_outages(), name="ib-outages"),
@@ -296,8 +312,8 @@ class MdGatewayApp(ServiceApp):
         for rec in self._with_news(self.provider.records()):
             if self._stopping:
                 return
-            if until is not None and rec[1] >= until:
-                break
+            if until is not None and rec[1] >= until and not core.far(rec[1]):
+                break  # (a far stamp is md's to drop, not the end of the replay)
             last_ts = rec[1]  # a local per record; self.market_ns (for /status) at yields and waits
             if speed > 0 and rec[1] >= pace_from:
                 if first_ts is None:

@@ -65,7 +65,7 @@ class Desk:
             symbol="IBM",
             side=side,  # type: ignore[arg-type]
             quantity=qty,
-            **kw,
+            **{"valid_until_ns": T + 60 * 10**9, **kw},
         )
         await self.act(self.core.on_approved(stubs.sign(a)))
 

@@ -75,8 +75,9 @@ def approved(
     signed: bool = True,
     **kw: Any,
 ) -> OrderApproved:
-    """An approval valid for ``valid_ms`` from ``ts`` (None: no expiry), signed as the risk gate
-    signs it with the tests' key (``signed=False``: a forged one, without a signature)."""
+    """An approval valid for ``valid_ms`` from ``ts`` (None: none set, which execution refuses),
+    signed as the risk gate signs it with the tests' key (``signed=False``: a forged one, without
+    a signature)."""
     cid = client_order_id or next_id("c")
     kw.setdefault("intent_id", f"i-{cid}")
     kw.setdefault("ts_init", ts)

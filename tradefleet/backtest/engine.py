@@ -34,7 +34,7 @@ from libs.common.calendar import market_calendar
 from libs.common.clock import SimClock
 from libs.common.config import Settings
 from libs.common.logging import get_logger
-from libs.common.markettime import ny_midnight_ns, ny_time_ns
+from libs.common.markettime import ny_day_of, ny_midnight_ns, ny_time_ns
 from libs.common.news_file import news_item
 from libs.common.runtime import Runtime, ServiceApp
 from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
@@ -287,6 +287,8 @@ class Backtest:
             c.max_jump_pct,
             c.drop_suspicious,
             day.session(self.calendar) if c.session == "regular" else None,
+            c.max_clock_skew_s,
+            day=ny_day_of(ny_midnight_ns(day.date)),
         )
 
     async def _replay_day(self, day: DaySource, md: MarketDataCore, bar: Any) -> int:
@@ -296,7 +298,14 @@ class Backtest:
         until = self.settings.md_gateway.replay.until
         until_ns = ny_time_ns(day.date, until) if until else 1 << 62
         n = 0
+        # A record stamped outside the day (md drops it as far_timestamp) must not move the
+        # simulated clock, which never goes back: one 2100 stamp would end the day's time.
+        low, high = md.plausible or (0, 1 << 62)
         for rec in self._records(day):
+            if not low <= rec[1] <= high:  # first: a far stamp past `until` must not end the day
+                if rec[0] != "N":
+                    on_record(rec)  # counted as far_timestamp, nothing published
+                continue
             if rec[1] >= until_ns:
                 break
             clock_set(rec[1])
