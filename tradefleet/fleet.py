@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -17,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
 from rich.console import Console, Group
 from rich.live import Live
 
@@ -46,7 +49,16 @@ RESTART_FIRST_DELAY_S = 0.5
 RESTART_MAX_DELAY_S = 8.0
 CRASH_WINDOW_S = 60.0
 CRASH_LOOP_LIMIT = 5
-KEEP_RUN_STORES = 2  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
+KEEP_RUN_STORES = 2
+# What the summary counts in the database at the end (rows this run made: ts_init from its start)
+COUNTED_TABLES = (
+    "quotes",
+    "trades",
+    "bars",
+    "feature_vectors",
+    "order_intents",
+    "fills",
+)  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
 
 
 def start_order() -> tuple[str, ...]:
@@ -151,6 +163,8 @@ class Fleet:
         self.restarts: collections.Counter[str] = collections.Counter()
         self.exits: dict[str, list[int]] = {}  # the exit codes of the restarted
         self._nats_store_dir: Path | None = None
+        self.started_ns = time.time_ns()
+        self.db_rows: dict[str, int] | None = None  # counted in the database at the end
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -641,12 +655,37 @@ class Fleet:
                     proc.kill()
                     proc.wait()
         self._collect_alerts()
+        self.db_rows = self._count_in_database()
         if self.nats is not None:
             self.nats.stop()
         if self.pg is not None:
             self.pg.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.var / "fleet.json").unlink()
+
+    def _count_in_database(self) -> dict[str, int] | None:
+        """What this run stored, counted where it is (rows made since the run began), not read
+        from the recorder's counters, which a restart sets back to zero. None: not readable."""
+        if not self.db_url:
+            return None
+        since = dt.datetime.fromtimestamp(self.started_ns / 1e9, tz=dt.UTC)
+        try:
+            with psycopg.connect(self.db_url, connect_timeout=5) as conn:
+                counts = {}
+                for table in COUNTED_TABLES:
+                    query = sql.SQL("SELECT count(*) FROM {} WHERE ts_init >= %s").format(
+                        sql.Identifier(table)
+                    )
+                    row = conn.execute(query, (since,)).fetchone()
+                    counts[table] = int(row[0]) if row else 0
+                return counts
+        except Exception as exc:  # the summary says it could not count, and falls back
+            self.console.print(f"[red]rows could not be counted in the database: {exc!r}[/red]")
+            return None
+
+    def _stored_md_rows_at_end(self) -> int:
+        """Market-data rows stored: counted in the database when it could be, else the recorder's."""
+        return md_rows(self.db_rows) if self.db_rows is not None else self._stored_md_rows()
 
     def _ended_well(self, stored: int, expected: int) -> bool:
         """A finished replay stored exactly what the gateway published. One stopped at --duration
@@ -690,7 +729,7 @@ class Fleet:
         gw, rec = self._app("md-gateway"), self._app("recorder")
         stats = gw.get("stats", {})
         rows = rec.get("rows_stored", {})
-        expected, stored = self._expected_rows(), self._stored_md_rows()
+        expected, stored = self._expected_rows(), self._stored_md_rows_at_end()
         rp = self.settings.md_gateway.replay
         summary: dict[str, Any] = {
             "ok": error is None and self._ended_well(stored, expected),
@@ -721,7 +760,11 @@ class Fleet:
             "bad_ticks": gw.get("bad_ticks", {}),
             "bad_ticks_total": gw.get("bad_total", 0),
             "rows_stored": rows,
+            # counted in the database at the end (None: it could not be): what "lost" is made of
+            "rows_in_database": self.db_rows,
             "md_rows_lost": max(expected - stored, 0),
+            # (a run stopped at --duration: its gateway's last count lags, so no such claim)
+            "md_rows_duplicated": max(stored - expected, 0) if self.ended != "duration" else None,
             "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
             "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
             "signals": self._signals_summary(),

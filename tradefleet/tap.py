@@ -123,6 +123,7 @@ async def run_tap(
     finished = asyncio.Event()
     # The fleet going away ends the tap, quietly (no reconnect loop, no tracebacks).
     nc = await connect(target, "tradefleet-tap", on_closed=finished.set)
+    partitions = await server_partitions(nc) if since is None else 1
     print(f"tapping {subject} on {target.url} ({target.source})", file=sys.stderr, flush=True)
     seen = 0
     explained: set[str] = set()
@@ -163,7 +164,7 @@ async def run_tap(
                 raise TapError(f"cannot replay {subject} from {since.isoformat()}: {exc!r}") from None
         else:
             # On a server that maps symbols to partitions, the catalog's subject is shown.
-            for pattern in partitioned_patterns(subject, await server_partitions(nc), None):
+            for pattern in partitioned_patterns(subject, partitions, None):
                 await nc.subscribe(pattern, cb=on_msg)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished.wait(), timeout=timeout)

@@ -81,8 +81,9 @@ async def server_partitions(nc: NatsClient) -> int:
         if msg.data == nonce and not heard.done():
             heard.set_result(msg.subject)
 
-    subs = [await nc.subscribe(s, cb=on_probe) for s in (PARTITIONS_PROBE, f"{PARTITIONS_PROBE}.*")]
+    subs: list[Any] = []
     try:
+        subs += [await nc.subscribe(s, cb=on_probe) for s in (PARTITIONS_PROBE, f"{PARTITIONS_PROBE}.*")]
         await nc.publish(PARTITIONS_PROBE, nonce)
         subject = await asyncio.wait_for(heard, 5.0)
     except (TimeoutError, nats.errors.Error) as exc:

@@ -268,6 +268,8 @@ class RiskApp(ServiceApp):
             "mode": self.core.mode,
             "mode_reason": self.core.mode_reason,
             "hub_reachable": self.hub_reachable,
+            # seconds since each watched hub service's last heartbeat (risk.hub_services)
+            "hub_heard_ago_s": {s: round(time.monotonic() - t, 1) for s, t in self.hub_heard.items()},
             "unsent": len(self.unsent),
             "unsent_dropped": self.unsent_dropped,
             "approved": self.emitted["OrderApproved"],

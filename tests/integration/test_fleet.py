@@ -228,6 +228,9 @@ def test_make_run_path_replays_the_real_day_into_a_private_postgres(tmp_path: Pa
     assert s["bad_ticks"]["crossed"] > 0 and s["bad_ticks"]["locked"] > 0
     md_stored = {k: v for k, v in s["rows_stored"].items() if k in ("quotes", "trades", "bars")}
     assert md_stored == {k: v for k, v in s["events_published"].items() if v and k != "news"}
+    # ...counted again in the database itself at the end: stored once, nothing lost or doubled
+    assert {k: s["rows_in_database"][k] for k in md_stored} == md_stored
+    assert s["rows_in_database"]["fills"] == trading["fills"] and s["md_rows_duplicated"] == 0
     assert s["md_rows_lost"] == 0 and s["ok"]
     assert (tmp_path / "var" / "pg" / "data" / "PG_VERSION").exists()
     # The dashboard is served while the replay runs, its URL and this run's token said once.
