@@ -252,6 +252,10 @@ class Fleet:
                 # ... and a fresh simulated account: restarted services restore positions from
                 # their account's last snapshot, never from an earlier run's.
                 "TRADEFLEET_EXECUTION__ACCOUNT": f"SIM-{self.run_id}",
+                # A restarted md-gateway resumes this run's replay where it stopped.
+                "TRADEFLEET_MD_GATEWAY__REPLAY__CHECKPOINT": str(
+                    self.var / "runs" / self.run_id / "md-gateway.checkpoint"
+                ),
             }
         )
         if self.edge_nats_url and service in natsauth.EDGE_SERVICES:

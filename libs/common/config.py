@@ -236,6 +236,9 @@ class ReplaySettings(Section):
     # News files (CSV / JSON lines, libs/common/news_file.py) replayed on news.raw
     # in time order beside the market data; only the replayed day's headlines are sent.
     news: list[Path] = Field(default_factory=lambda: [Path("data/sample/news/20131008.jsonl")])
+    # Where the replay notes how far it has published (a restarted gateway resumes there instead
+    # of replaying the day again; tradefleet up gives each run its own). None: no resuming.
+    checkpoint: Path | None = None
     # Stop the replay at this New York time (HH:MM); the backtest cuts each day there too.
     until: WallTime | None = None
     # Lockstep: before and after each tick that starts a new second of market time (where bars

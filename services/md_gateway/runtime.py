@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
+import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from libs.common.bus import Delivery
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 SYNC = spec("sync.{service}")
+CHECKPOINT_EVERY_S = 0.5  # wall time between notes of how far a replay has published
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
 
@@ -51,6 +56,33 @@ def make_provider(settings: Settings, start_ns: int) -> Provider:
     if rp.format == "lobster":
         return LobsterReplay(rp.root, rp.date, rp.symbols, rp.lobster_level, rp.limit)
     return LeanReplay(rp.root, rp.date, rp.symbols, rp.bars, rp.limit)
+
+
+class Checkpoint:
+    """How far a replay has published, in a small file replaced atomically (a crash leaves the
+    last one whole). A restart resumes after it: what was published between the last note and
+    the crash is published again (at most CHECKPOINT_EVERY_S of it), nothing is lost."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self._last = time.monotonic()
+
+    def position(self) -> int:
+        try:
+            note = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(note.get("position", 0)) if note.get("key") == self.key else 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= CHECKPOINT_EVERY_S
+
+    def save(self, position: int) -> None:
+        self._last = time.monotonic()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "position": position}))
+        os.replace(tmp, self.path)
 
 
 class MdGatewayApp(ServiceApp):
@@ -309,11 +341,26 @@ class MdGatewayApp(ServiceApp):
         origin = self.started_at
         second = minute = 0
         n = 0
+        checkpoint = Checkpoint(rp.checkpoint, self._replay_key()) if replay and rp.checkpoint else None
+        resume = checkpoint.position() if checkpoint is not None else 0
+        if resume:
+            log.warning("resuming the replay where an earlier run of it stopped", position=resume)
+        position = 0  # records taken from the provider (news included): what a checkpoint says
         for rec in self._with_news(self.provider.records()):
             if self._stopping:
                 return
             if until is not None and rec[1] >= until and not core.far(rec[1]):
                 break  # (a far stamp is md's to drop, not the end of the replay)
+            position += 1
+            if position <= resume:
+                # Published before this restart: the core takes it again (its books, cleaning and
+                # counters are then what they were), nothing is sent again.
+                if rec[0] != "N":
+                    core.on_record(rec)
+                    n += 1
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # /readyz and the bus answer meanwhile
+                continue
             last_ts = rec[1]  # a local per record; self.market_ns (for /status) at yields and waits
             if speed > 0 and rec[1] >= pace_from:
                 if first_ts is None:
@@ -354,11 +401,16 @@ class MdGatewayApp(ServiceApp):
             n += 1
             if n % YIELD_EVERY == 0:
                 self.market_ns = last_ts
+                if checkpoint is not None and checkpoint.due():
+                    await bus.flush()  # what the checkpoint counts has left this process
+                    checkpoint.save(position)
                 await asyncio.sleep(0)
                 if n % PROGRESS_EVERY == 0 and not lockstep:
                     await self._status("replay_progress", detail=f"{n} records")
         self.market_ns = last_ts
         await bus.flush()
+        if checkpoint is not None:
+            checkpoint.save(position)
         if lockstep:
             await self._settle()
         self.finished_at = time.monotonic()
@@ -367,6 +419,19 @@ class MdGatewayApp(ServiceApp):
         log.info("replay finished", **core.counters(), seconds=round(self.finished_at - self.started_at, 3))
         if self.settings.md_gateway.exit_when_done:
             self.done.set()
+
+    def _replay_key(self) -> str:
+        """What a checkpoint is valid for: this replay's data, day, symbols, news and end."""
+        rp = self.settings.md_gateway.replay
+        parts = (
+            rp.format,
+            str(rp.root),
+            rp.date,
+            ",".join(rp.symbols),
+            ",".join(map(str, rp.news)),
+            str(rp.until),
+        )
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def _sampler(self) -> TickSampler | None:
         """With tracing on, 1 published record in every ``telemetry.trace_sample_every`` starts a
