@@ -67,6 +67,39 @@ async def collector(nats_url: str, subject: str) -> tuple[Any, list[Any]]:
     return nc, seen
 
 
+async def stored_events(nats_url: str, stream: str, seed: Path | None = None) -> list[Any]:
+    """Every event a JetStream stream holds, in order (``seed``: a secured bus's reader)."""
+    import nats
+
+    from libs.common import codec
+
+    nc = await nats.connect(nats_url, nkeys_seed=str(seed) if seed is not None else None)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        return [
+            codec.decode((await js.get_msg(stream, seq)).data or b"")
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+    finally:
+        await nc.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`tradefleet ARGS` from the checkout, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "tradefleet", *args],
+        cwd=REPO,
+        env=env if env is not None else service_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 # What a service builds once and only reads after (compiled trees, ONNX exports, the exchange's
 # schedule) is shared by every test's processes, wherever they run from, instead of rebuilt in each
 # test's folder (the sentiment export alone takes about 10 s). Writers rename into place.

@@ -15,17 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from libs.common import codec, natsauth
+from libs.common import natsauth
 from libs.common.config import NatsSettings
 from libs.common.localinfra import NatsServer, free_port, start_nats
 from libs.common.nats_bus import NatsBus
 from proto.alerts import Alert
 from proto.execution import Fill, OrderEvent
 from proto.orders import OrderApproved, OrderDenied, OrderIntent, RiskState
-from tests.helpers import REPO, http_json, service_env, start_service, wait_until
+from tests.helpers import REPO, http_json, run_cli, service_env, start_service, stored_events, wait_until
 from tests.kit import golden
 from tests.kit.golden import normalized
 
@@ -121,39 +120,8 @@ def _leaf_connected(leaf: NatsServer) -> bool:
     return code == 200 and bool(body and body.get("leafnodes"))
 
 
-async def _stored(url: str, seed: Path, stream: str) -> list[Any]:
-    nc = await nats.connect(url, nkeys_seed=str(seed))
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        return [
-            codec.decode((await js.get_msg(stream, seq)).data or b"")
-            for seq in range(info.state.first_seq, info.state.last_seq + 1)
-        ]
-    finally:
-        await nc.close()
-
-
 def _provision(url: str, auth: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tradefleet",
-            "nats",
-            "provision",
-            "--nats-url",
-            url,
-            "--seed-file",
-            str(auth / "admin.nk"),
-        ],
-        cwd=REPO,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("nats", "provision", "--nats-url", url, "--seed-file", str(auth / "admin.nk"))
     assert proc.returncode == 0, proc.stderr
 
 
@@ -179,8 +147,8 @@ def test_the_fleet_split_across_hub_and_leaf_trades_like_one_server(tmp_path: Pa
             up, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=850, check=False
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        orders_stream = asyncio.run(_stored(hub.url, auth / "tap.nk", "ORDERS"))
-        exec_stream = asyncio.run(_stored(hub.url, auth / "tap.nk", "EXEC"))
+        orders_stream = asyncio.run(stored_events(hub.url, "ORDERS", auth / "tap.nk"))
+        exec_stream = asyncio.run(stored_events(hub.url, "EXEC", auth / "tap.nk"))
         # The on-prem services were the leaf's clients, and only they.
         _, closed = http_json(leaf.monitor_port, "/connz?state=closed&limit=1024")
         on_leaf = {c.get("name") for c in (closed or {}).get("connections", [])}
@@ -281,12 +249,16 @@ def test_cutting_the_leaf_link_degrades_the_onprem_gate_and_restoring_it_loses_n
             what="risk back to its mode once the hub is heard, everything it kept sent",
         )
         states = [
-            e for e in asyncio.run(_stored(hub.url, auth / "tap.nk", "RISK")) if isinstance(e, RiskState)
+            e
+            for e in asyncio.run(stored_events(hub.url, "RISK", auth / "tap.nk"))
+            if isinstance(e, RiskState)
         ]
-        alerts = [e for e in asyncio.run(_stored(hub.url, auth / "tap.nk", "ALERTS")) if isinstance(e, Alert)]
+        alerts = [
+            e for e in asyncio.run(stored_events(hub.url, "ALERTS", auth / "tap.nk")) if isinstance(e, Alert)
+        ]
 
         def decided() -> list[Any]:
-            orders = asyncio.run(_stored(hub.url, auth / "tap.nk", "ORDERS"))
+            orders = asyncio.run(stored_events(hub.url, "ORDERS", auth / "tap.nk"))
             kinds = (OrderApproved, OrderDenied)
             return [e for e in orders if isinstance(e, kinds) and e.intent_id == intent.intent_id]
 

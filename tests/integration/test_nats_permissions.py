@@ -5,8 +5,6 @@ can; services cannot make streams, the provisioner does."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import nats
@@ -18,23 +16,11 @@ from nats.js import api as js_api
 from libs.common import natsauth
 from libs.common.localinfra import start_nats
 from proto.subjects import STREAMS
-from tests.helpers import REPO, service_env
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tradefleet", *args],
-        cwd=REPO,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.helpers import run_cli
 
 
 async def test_each_service_may_do_what_the_catalog_says_and_nothing_else(tmp_path: Path) -> None:
-    out = await asyncio.to_thread(_cli, "nats", "config", "--out", str(tmp_path / "auth"))
+    out = await asyncio.to_thread(run_cli, "nats", "config", "--out", str(tmp_path / "auth"))
     assert out.returncode == 0 and "nats-server.conf" in out.stdout, out.stderr
     seeds = {p.stem: p for p in (tmp_path / "auth").glob("*.nk")}
     assert {"qos", "risk", "execution", "tap", "operator", "admin"} <= set(seeds)
@@ -89,7 +75,7 @@ async def test_each_service_may_do_what_the_catalog_says_and_nothing_else(tmp_pa
         # The provisioner makes the catalog's streams; a service then uses them.
         admin = str(seeds["admin"])
         proc = await asyncio.to_thread(
-            _cli, "nats", "provision", "--nats-url", server.url, "--seed-file", admin
+            run_cli, "nats", "provision", "--nats-url", server.url, "--seed-file", admin
         )
         assert proc.returncode == 0, proc.stderr
         risk = await as_user("risk")

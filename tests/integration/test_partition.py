@@ -14,12 +14,12 @@ from typing import Any
 import nats
 import pytest
 
-from libs.common import codec, natsauth
+from libs.common import natsauth
 from libs.common.localinfra import free_port, nats_server_binary, start_nats, wait_port
 from libs.common.partition import Partitioner, nats_partition
 from proto.execution import Fill, OrderEvent
 from proto.orders import OrderIntent
-from tests.helpers import REPO, http_json, service_env, start_service, wait_until
+from tests.helpers import REPO, http_json, service_env, start_service, stored_events, wait_until
 from tests.kit import golden
 
 SYMBOLS = ["IBM", "BAC", "SPY", "AIG", "BRK_B", "AAPL", "MSFT", "GOOG", "TSLA", "X"]
@@ -106,20 +106,6 @@ def test_two_features_replicas_split_the_real_day(tmp_path: Path, nats_url: str)
             proc.wait(20)
 
 
-async def _stored(url: str, seed: Path, stream: str) -> list[Any]:
-    nc = await nats.connect(url, nkeys_seed=str(seed))
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        events = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            events.append(codec.decode(msg.data or b""))
-        return events
-    finally:
-        await nc.close()
-
-
 def _sides(fills: list[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
     """Per symbol, in time order, what was bought and sold: replicas' decisions on different
     symbols in the same second may reach the bus in either order, one symbol's never do."""
@@ -162,8 +148,8 @@ def test_three_replicas_on_a_partitioned_secured_server_trade_like_one(tmp_path:
             up, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=850, check=False
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        orders_stream = asyncio.run(_stored(server.url, auth / "tap.nk", "ORDERS"))
-        exec_stream = asyncio.run(_stored(server.url, auth / "tap.nk", "EXEC"))
+        orders_stream = asyncio.run(stored_events(server.url, "ORDERS", auth / "tap.nk"))
+        exec_stream = asyncio.run(stored_events(server.url, "EXEC", auth / "tap.nk"))
     finally:
         server.stop()
     summary = json.loads((tmp_path / "summary.json").read_text())
