@@ -58,7 +58,9 @@ from services.execution.orders import Order
 class JournalRecord(msgspec.Struct, frozen=True, tag=True):
     """One line of the write-ahead journal (msgpack, appended and fsynced before the action)."""
 
-    kind: Literal["send", "cancel", "replace"]
+    #: "done": an order's outcome (its terminal status in ``reason``), written after the fact, so a
+    #: restart does not hold what the broker already settled as unresolved
+    kind: Literal["send", "cancel", "replace", "done"]
     client_order_id: str
     ts: int
     symbol: str = ""
@@ -611,12 +613,17 @@ class ExecutionCore:
     # -- restart --------------------------------------------------------------------------------------
     def restore(self, records: list[JournalRecord]) -> list[Event]:
         """Rebuild from the journal after a restart: every order sent is known (and will not be sent
-        again); its outcome is UNRESOLVED until the broker's reports settle it."""
+        again); its outcome is UNRESOLVED until the broker's reports settle it, unless the journal
+        has its outcome already (a "done" record)."""
         events: list[Event] = []
         now = self.clock.now_ns()
+        settled = {rec.client_order_id for rec in records if rec.kind == "done"}
         for rec in records:
             parent = rec.parent or rec.client_order_id
             if rec.kind != "send":
+                continue
+            if parent in settled:  # its outcome was journaled: nothing to resolve
+                self.stats["settled_before_restart"] += 1
                 continue
             self.route[rec.client_order_id] = parent
             if parent in self.orders:

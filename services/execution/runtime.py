@@ -29,7 +29,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from proto.alerts import Alert
 from proto.base import Event
 from proto.control import Control
-from proto.execution import PositionSnapshot
+from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
 from proto.market import FeedStatus, Quote, Trade
 from proto.orders import MarginCheck, MarginReply, OrderApproved
 from proto.tca import TcaFeedback
@@ -255,6 +255,16 @@ class ExecutionApp(ServiceApp):
                     action.client_order_id, action.quantity, action.limit_price, action.stop_price
                 )
         await self.rt.emit_all(out.events)
+        # Outcomes too, once said: a restart then settles what the broker already settled instead
+        # of holding it UNRESOLVED (a crash before this line leaves it UNRESOLVED: the safe side).
+        # (Only orders that were sent: a refused approval never was, nothing to resolve.)
+        ended = [e for e in out.events if type(e) is OrderEvent and e.status in TERMINAL_STATUSES]
+        if ended:
+            sent = set(self.core.route.values())
+            for event in ended:
+                if event.client_order_id in sent:
+                    done = JournalRecord("done", event.client_order_id, event.ts_event, reason=event.status)
+                    await asyncio.to_thread(self.journal.append, done)
 
     async def _watch_panic(self, path: Path) -> None:
         # Polling is the point: a panic file works from any shell (`touch`), on any filesystem.

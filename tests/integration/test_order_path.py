@@ -180,19 +180,21 @@ async def test_intent_to_fill_then_no_trading_without_the_gate_then_a_clean_rest
             (stale,) = desk.of(OrderEvent, "stale-1")
             assert stale.status == "REJECTED" and "expired" in stale.reason
             assert not desk.of(OrderEvent, client_order_id_for("i-2"))
-            journaled = [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()]
-            assert journaled == [cid]  # nothing else was ever sent
+            journaled = [(r.kind, r.client_order_id) for r in Journal(tmp_path / "journal.msgpack").read()]
+            assert journaled == [("send", cid), ("done", cid)]  # nothing else was ever sent; it filled
 
-            # Execution is killed and restarted: its journal says what was sent; nothing is sent
-            # twice, and the redelivered approvals of the stream are recognised.
+            # Execution is killed and restarted: its journal says what was sent and how it ended;
+            # nothing is sent twice, the redelivered approvals of the stream are recognised, and
+            # the filled order is not held open as unresolved.
             procs["execution"].send_signal(signal.SIGKILL)
             procs["execution"].wait(10)
             procs["execution"] = _start("execution", nats_url, tmp_path, ports["execution"])
             await desk.tick(3)
             await asyncio.sleep(0.5)
             app = (http_json(ports["execution"], "/status")[1] or {}).get("app", {})
-            assert app["stats"].get("restored") == 1
-            assert [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()] == [cid]
+            assert app["stats"].get("restored", 0) == 0 and app["stats"]["settled_before_restart"] == 1
+            assert app["open_orders"] == 0
+            assert [r.kind for r in Journal(tmp_path / "journal.msgpack").read()] == ["send", "done"]
 
             # An operator's kill from a shell (`tradefleet ctl kill`): execution stops trading and
             # says so; the risk gate is not running here, and ctl says that too (exit 1).
@@ -293,7 +295,9 @@ async def test_approvals_the_gate_did_not_sign_are_refused_dead_lettered_and_nev
             assert {a.labels["client_order_id"] for a in alerts} == set(forged)
 
             # Never sent: the journal holds the genuine order only, and no forged id traded.
-            assert [r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read()] == [genuine]
+            assert [
+                r.client_order_id for r in Journal(tmp_path / "journal.msgpack").read() if r.kind == "send"
+            ] == [genuine]
             assert not [f for f in desk.of(Fill) if f.client_order_id in forged]
             status = http_json(ports["execution"], "/status")[1] or {}
             stats = status.get("app", {}).get("stats", {})

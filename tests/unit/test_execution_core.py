@@ -184,6 +184,19 @@ def test_a_restart_restores_the_journal_and_never_resends() -> None:
     assert fresh.on_approved(stubs.sign(a)).actions == []  # the redelivered one: not a second order
 
 
+def test_a_restart_does_not_hold_open_what_the_journal_says_ended() -> None:
+    h = Harness()
+    h.approve("c1")
+    h.approve("c2")
+    ended = JournalRecord("done", "c1", T + 50 * MS, reason="FILLED")
+    fresh = cores.execution(SimClock(T + 100 * MS))
+    events = fresh.restore([*h.journal, ended])
+    assert [(e.client_order_id, e.status) for e in events if isinstance(e, OrderEvent)] == [
+        ("c2", "UNRESOLVED")
+    ]
+    assert fresh.stats["settled_before_restart"] == 1 and "c1" not in fresh.working
+
+
 def test_a_forged_approval_is_refused_first_journaled_never_and_kept_as_a_dead_letter() -> None:
     h = Harness()
     unsigned = stubs.approved("f1", signed=False, ts=T)
