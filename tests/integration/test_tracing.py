@@ -105,7 +105,7 @@ async def test_a_sampled_tick_is_one_trace_through_every_service_to_its_fill(tmp
 
         # The replay runs to 10:20 in a few seconds; a fill traced to a tick comes within it.
         await await_until(lambda: features.finished, 150, what="features through the replay")
-        await await_until(whole_fill, 30, interval=0.5, what="a fill traced back to a tick")
+        await await_until(whole_fill, 120, interval=0.5, what="a fill traced back to a tick")
         by_id, spans = collect()
 
         # Sampling happened at the gateway; at features only the sampled records run in spans (none
