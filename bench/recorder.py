@@ -8,7 +8,11 @@ about 487k quote, trade and bar rows. Each round loads them into a fresh databas
   per table, offsets in the same transaction), overlapping as they do in production.
 Same batch size for both. Figures are medians over rounds, alternating the order.
 
-    python -m bench.recorder [--rounds 3] [--batch 20000]
+Each fresh database takes the storage mode the server offers (``--storage-mode auto``: TimescaleDB
+hypertables where the extension is preloaded and licensed, native partitions elsewhere) or the
+one asked for; the summary says which.
+
+    python -m bench.recorder [--rounds 3] [--batch 20000] [--storage-mode auto|native|timescaledb]
 """
 
 from __future__ import annotations
@@ -45,14 +49,15 @@ def real_day_events() -> list[Event]:
     return [e for rec in replay.records() if (e := core.on_record(rec)) is not None]
 
 
-def fresh_db(server: str) -> str:
+def fresh_db(server: str, storage_mode: str = "auto") -> tuple[str, str]:
+    """A new database, migrated: (its URL, the storage mode it got)."""
     url = urlparse(server)
     name = f"tf_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     dsn = url._replace(path=f"/{name}").geturl()
-    migrate(dsn, DbSettings())
-    return dsn
+    mode, _ = migrate(dsn, DbSettings(storage_mode=storage_mode))
+    return dsn, mode
 
 
 def drop_db(server: str, dsn: str) -> None:
@@ -61,18 +66,23 @@ def drop_db(server: str, dsn: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def bare_copy(dsn: str, rows_by_table: dict[str, list[tuple[Any, ...]]], batch: int) -> float:
+def bare_copy(
+    dsn: str, rows_by_table: dict[str, list[tuple[Any, ...]]], batch: int, mode: str = "native"
+) -> float:
     with psycopg.connect(dsn) as conn:
-        # Partitions exist beforehand so bare COPY does only the COPY.
-        for table in rows_by_table:
-            conn.execute("SELECT tf_ensure_day_partition(%s, date '2013-10-08')", (table,))
+        # Native: the day partitions exist beforehand so bare COPY does only the COPY (the
+        # recorder makes them once per day too). TimescaleDB makes its chunks inside the COPY,
+        # for both variants alike: there is nothing to prepare.
+        if mode == "native":
+            for table in rows_by_table:
+                conn.execute("SELECT tf_ensure_day_partition(%s, date '2013-10-08')", (table,))
         conn.commit()
         start = time.perf_counter()
         for table, rows in rows_by_table.items():
             spec = TABLES_BY_NAME[table]
             sql = f"COPY {table} ({', '.join(spec.column_names)}) FROM STDIN (FORMAT BINARY)"
             for i in range(0, len(rows), batch):
-                with conn.transaction(), conn.cursor().copy(sql) as copy:  # type: ignore[arg-type]
+                with conn.transaction(), conn.cursor().copy(sql) as copy:
                     copy.set_types(spec.copy_types)
                     for row in rows[i : i + batch]:
                         copy.write_row(row)
@@ -121,7 +131,7 @@ async def _recorder_path(dsn: str, events: list[Event], batch: int) -> float:
     return elapsed
 
 
-def run(rounds: int = 3, batch: int = 20_000) -> dict[str, Any]:
+def run(rounds: int = 3, batch: int = 20_000, storage_mode: str = "auto") -> dict[str, Any]:
     server = bench_db_url()
     events = real_day_events()
     rows_by_table: dict[str, list[tuple[Any, ...]]] = {}
@@ -129,13 +139,15 @@ def run(rounds: int = 3, batch: int = 20_000) -> dict[str, Any]:
         rows_by_table.setdefault(table_of(event) or "", []).extend(build_rows(event))
     n_rows = sum(len(r) for r in rows_by_table.values())
     runs: dict[str, list[float]] = {"bare": [], "recorder": []}
+    modes: set[str] = set()
     for i in range(rounds):
         order = ("bare", "recorder") if i % 2 == 0 else ("recorder", "bare")
         for variant in order:
-            dsn = fresh_db(server)
+            dsn, mode = fresh_db(server, storage_mode)
+            modes.add(mode)
             try:
                 seconds = (
-                    bare_copy(dsn, rows_by_table, batch)
+                    bare_copy(dsn, rows_by_table, batch, mode)
                     if variant == "bare"
                     else recorder_path(dsn, events, batch)
                 )
@@ -148,8 +160,9 @@ def run(rounds: int = 3, batch: int = 20_000) -> dict[str, Any]:
             finally:
                 drop_db(server, dsn)
             runs[variant].append(n_rows / seconds)
-    summary = {
+    summary: dict[str, Any] = {
         "rounds": rounds,
+        "storage_mode": "/".join(sorted(modes)),
         "rows": n_rows,
         "batch": batch,
         "runs_rows_per_s": runs,
@@ -166,8 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--storage-mode", choices=["auto", "native", "timescaledb"], default="auto")
     ns = parser.parse_args()
-    run(ns.rounds, ns.batch)
+    run(ns.rounds, ns.batch, ns.storage_mode)
 
 
 if __name__ == "__main__":

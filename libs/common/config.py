@@ -105,12 +105,29 @@ class NatsSettings(Section):
         return url
 
 
+class TableStorageSettings(Section):
+    """Retention and compression of one time-series table (``db.tables.NAME``), both measured
+    from when the data was written (a chunk's or day partition's creation), never from its event
+    time: a replayed 2013 day is kept as long as a live one. None: the table follows
+    ``db.retention_days`` / ``db.compress_after_days``; 0: off for this table (keep forever,
+    never compress) whatever those say."""
+
+    retention_days: int | None = Field(None, ge=0)
+    compress_after_days: int | None = Field(None, ge=0)
+
+
 class DbSettings(Section):
     """``url`` names the server, the database and the user; the password comes from a secret file
     (``password_file``, a Kubernetes or compose secret) and TLS from libpq's ``sslmode`` with the CA
     (and a client certificate where the server asks for one). Both are folded into ``url`` once,
     here, so every connection of every service and command uses them; ``redacted`` is what to
-    print."""
+    print.
+
+    Retention and compression are opt-in: by default nothing is ever dropped or compressed.
+    ``retention_days`` / ``compress_after_days`` set a default for every time-series table and
+    ``tables`` sets them per table (see TableStorageSettings); all count from write time. They
+    are applied by ``tradefleet db migrate`` (TimescaleDB policies; recorded in
+    tf_storage_policies for ``tradefleet db prune``)."""
 
     url: str | None = None
     password_file: Path | None = None
@@ -119,10 +136,42 @@ class DbSettings(Section):
     ssl_ca_file: Path | None = None
     ssl_cert_file: Path | None = None
     ssl_key_file: Path | None = None
+    # auto: TimescaleDB where the extension is installed, preloaded (shared_preload_libraries) and
+    # TSL-licensed, else native partitions with the reason logged; timescaledb: fail naming the
+    # reason instead. Chosen once per database (tf_meta); see libs/common/storage/migrate.py.
     storage_mode: Literal["auto", "timescaledb", "native"] = "auto"
     connect_timeout_s: int = Field(3, ge=1)
-    retention_days: int = Field(90, ge=1)
-    compress_after_days: int = Field(2, ge=1)
+    # Defaults for every time-series table, by write time; None or 0: off (the default: keep
+    # everything, compress nothing). Before migration 6 these were 90 and 2 and applied to every
+    # table by event time, so a replayed old day was dropped as soon as it was written.
+    retention_days: int | None = Field(None, ge=0)
+    compress_after_days: int | None = Field(None, ge=0)
+    # Per table (quotes, trades, ..., see libs/common/storage/schema.py), over the defaults.
+    tables: dict[str, TableStorageSettings] = Field(default_factory=dict)
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, tables: dict[str, TableStorageSettings]) -> dict[str, TableStorageSettings]:
+        from libs.common.storage.schema import TABLES_BY_NAME
+
+        unknown = sorted(set(tables) - set(TABLES_BY_NAME))
+        if unknown:
+            raise ValueError(
+                f"unknown time-series table(s) {', '.join(unknown)}; known: {', '.join(TABLES_BY_NAME)}"
+            )
+        return tables
+
+    def retention_for(self, table: str) -> int | None:
+        """Days a table's data is kept after it was written; None: kept forever."""
+        own = self.tables[table].retention_days if table in self.tables else None
+        days = own if own is not None else self.retention_days
+        return days or None
+
+    def compression_for(self, table: str) -> int | None:
+        """Days after it was written that a table's data is compressed; None: never."""
+        own = self.tables[table].compress_after_days if table in self.tables else None
+        days = own if own is not None else self.compress_after_days
+        return days or None
 
     @model_validator(mode="after")
     def _secrets_and_tls_into_the_url(self) -> DbSettings:

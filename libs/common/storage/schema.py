@@ -1,8 +1,10 @@
 """Tables of the time-series store, declared once and rendered for either storage mode.
 
-- ``timescaledb``: hypertables with compression and retention policies;
+- ``timescaledb``: hypertables chunked by day; compression and retention are not part of the
+  schema but policies that `db migrate` reconciles with the configuration (migrate.py);
 - ``native``: PostgreSQL declarative range partitioning by day (a DEFAULT partition catches
-  anything a day partition was not made for), used on plain PostgreSQL such as the dev machines.
+  anything a day partition was not made for), used on plain PostgreSQL such as the dev machines;
+  retention is `tradefleet db prune` (retention.py).
 """
 
 from __future__ import annotations
@@ -334,11 +336,18 @@ def _columns_sql(table: Table) -> str:
 
 def render_tables(
     mode: str,
-    retention_days: int,
-    compress_after_days: int,
     tables: tuple[Table, ...] = FIRST_TABLES,
     indexes: tuple[tuple[str, str], ...] = INDEXES,
+    *,
+    legacy_policies: tuple[int, int] | None = None,
 ) -> list[str]:
+    """The DDL of ``tables`` for a storage mode.
+
+    ``legacy_policies=(retention_days, compress_after_days)`` renders what migrations 1, 3 and 4
+    were in timescaledb mode before migration 6: compression switched on and event-time
+    retention and compression policies for every table. It is never applied any more; migrate.py
+    renders it only to recognise the checksum of a database migrated then. The native rendering
+    never changed (its checksums are pinned in tests/unit/test_storage_policies.py)."""
     statements: list[str] = []
     if mode == "native" and tables is FIRST_TABLES:
         statements.append(PARTITION_FUNCTION)
@@ -348,14 +357,16 @@ def render_tables(
                 f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {_columns_sql(table)}\n)",
                 f"SELECT create_hypertable('{table.name}', '{table.time_column}', "
                 "chunk_time_interval => INTERVAL '1 day', if_not_exists => TRUE)",
-                f"ALTER TABLE {table.name} SET (timescaledb.compress, "
-                f"timescaledb.compress_segmentby = '{table.segment_by}', "
-                f"timescaledb.compress_orderby = '{table.time_column} DESC')",
-                f"SELECT add_compression_policy('{table.name}', INTERVAL '{compress_after_days} days', "
-                "if_not_exists => TRUE)",
-                f"SELECT add_retention_policy('{table.name}', INTERVAL '{retention_days} days', "
-                "if_not_exists => TRUE)",
             ]
+            if legacy_policies is not None:
+                retention_days, compress_after_days = legacy_policies
+                statements += [
+                    compression_settings_sql(table),
+                    f"SELECT add_compression_policy('{table.name}', INTERVAL '{compress_after_days} days', "
+                    "if_not_exists => TRUE)",
+                    f"SELECT add_retention_policy('{table.name}', INTERVAL '{retention_days} days', "
+                    "if_not_exists => TRUE)",
+                ]
         elif mode == "native":
             statements += [
                 f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {_columns_sql(table)}\n) "
@@ -369,6 +380,87 @@ def render_tables(
         statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {table_name} ({cols})")
     return statements
 
+
+def compression_settings_sql(table: Table) -> str:
+    """TimescaleDB: switch compression on for a hypertable (segmented by symbol or the like, newest
+    first); a TSL feature, issued only for a table whose compression is configured."""
+    return (
+        f"ALTER TABLE {table.name} SET (timescaledb.compress, "
+        f"timescaledb.compress_segmentby = '{table.segment_by}', "
+        f"timescaledb.compress_orderby = '{table.time_column} DESC')"
+    )
+
+
+# Migration 6 (both modes): the retention and compression `db migrate` applied, as configured
+# (table_name '*': the defaults, db.retention_days and db.compress_after_days), so that
+# `tradefleet db prune` and an operator's SELECT see the policy in force. Days; NULL: not set, 0: off.
+STORAGE_POLICIES_TABLE = """
+CREATE TABLE IF NOT EXISTS tf_storage_policies (
+    table_name text PRIMARY KEY,
+    retention_days int,
+    compress_after_days int,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# Migration 6 (native): when each day partition was made, i.e. when its day was first written.
+# Retention counts from there, as TimescaleDB's drop_created_before counts from a chunk's
+# creation: a replayed 2013 day gets a partition made today and is kept like today's.
+PARTITIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS tf_partitions (
+    partition_name text PRIMARY KEY,
+    parent text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def partitions_backfill_sql(tables: tuple[Table, ...]) -> str:
+    """Day partitions that exist before migration 6 get its time as their creation: their real one
+    is not known, and taking it as now means nothing is dropped sooner than a full retention
+    period after the upgrade."""
+    names = ", ".join(f"'{t.name}'" for t in tables)
+    return (
+        "INSERT INTO tf_partitions (partition_name, parent) "
+        "SELECT child.relname, parent.relname FROM pg_inherits "
+        "JOIN pg_class child ON child.oid = pg_inherits.inhrelid "
+        "JOIN pg_class parent ON parent.oid = pg_inherits.inhparent "
+        f"WHERE parent.relname IN ({names}) AND child.relname ~ '_p[0-9]{{8}}$' "
+        "ON CONFLICT (partition_name) DO NOTHING"
+    )
+
+
+# Migration 6 (native): the same function (the writer's call is unchanged) that also records when
+# it made a partition. A savepoint rolled back (the day's rows already in DEFAULT) takes the row
+# back with the partition.
+PARTITION_FUNCTION_RECORDING = """
+CREATE OR REPLACE FUNCTION tf_ensure_day_partition(parent text, day date) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := format('%s_p%s', parent, to_char(day, 'YYYYMMDD'));
+BEGIN
+    IF to_regclass(part) IS NULL THEN
+        EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                       part, parent, (day::timestamp AT TIME ZONE 'UTC'),
+                       ((day + 1)::timestamp AT TIME ZONE 'UTC'));
+        INSERT INTO tf_partitions (partition_name, parent) VALUES (part, parent)
+        ON CONFLICT (partition_name) DO NOTHING;
+    END IF;
+END $$;
+"""
+
+
+# Which market-data ticks the database holds, per symbol, by their source's numbering
+# (services/recorder/sequence.py): written in the same transaction as the rows.
+SEQUENCES_TABLE = """
+CREATE TABLE IF NOT EXISTS md_sequences (
+    consumer text NOT NULL,
+    symbol text NOT NULL,
+    state jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, symbol)
+)
+"""
 
 OFFSETS_TABLE = """
 CREATE TABLE IF NOT EXISTS recorder_offsets (

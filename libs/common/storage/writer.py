@@ -52,14 +52,26 @@ class BatchWriter:
         except psycopg.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
+    def load_sequences(self, consumer: str) -> dict[str, dict[str, Any]]:
+        """The market-data sequence state stored with the rows (symbol -> state)."""
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT symbol, state FROM md_sequences WHERE consumer = %s", (consumer,)
+                ).fetchall()
+            return dict(rows)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
     def write(
         self,
         rows_by_table: Mapping[str, Iterable[Row]],
         offsets: Mapping[str, int],
         consumer: str,
         days_by_table: Mapping[str, set[int]] | None = None,
+        sequences: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Write every row and the offsets atomically.
+        """Write every row, the offsets and the market-data sequence state atomically.
 
         Rows may be a lazy iterable: they are then built inside the COPY loop, while the server
         ingests. ``days_by_table`` (UTC days since 1970) lets the native mode make day partitions
@@ -83,19 +95,76 @@ class BatchWriter:
                         copy.set_types(spec.copy_types)
                         # Consumed in C: no Python bytecode per row between building and writing it.
                         collections.deque(map(copy.write_row, rows), maxlen=0)
-                for stream, seq in offsets.items():
-                    cur.execute(
-                        "INSERT INTO recorder_offsets (stream, consumer, last_seq) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (stream, consumer) DO UPDATE SET last_seq = GREATEST("
-                        "recorder_offsets.last_seq, EXCLUDED.last_seq), updated_at = now()",
-                        (stream, consumer, seq),
-                    )
+                self._positions(cur, offsets, consumer, sequences)
             # Remember partitions only once they are committed.
             for table, day in new_partitions:
                 self._partitions.setdefault(table, set()).add(day)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise StorageUnavailable(str(exc)) from exc
+
+    def write_isolating(
+        self,
+        rows_by_table: Mapping[str, list[Row]],
+        offsets: Mapping[str, int],
+        consumer: str,
+        sequences: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[tuple[str, int, str]]:
+        """``write`` for a batch the database refused: still one transaction, but each row in a
+        savepoint of its own, so a row it cannot take (a value beyond its types) is left out and
+        the rest, the offsets and the sequence state commit together. Returns (table, index,
+        why) of each row left out. Slow (a COPY per row): only after a batch failed."""
+        refused: list[tuple[str, int, str]] = []
+        try:
+            conn = self._connection()
+            new_partitions: list[tuple[str, int]] = []
+            with conn.transaction():
+                cur = conn.cursor()
+                for table, rows in rows_by_table.items():
+                    spec = TABLES_BY_NAME[table]
+                    for i, row in enumerate(rows):
+                        try:
+                            with conn.transaction():
+                                if self.mode == "native":
+                                    day = (row[0] + PG_EPOCH_OFFSET_US) // DAY_US
+                                    new_partitions += self._ensure_partitions(conn, table, {day})
+                                with cur.copy(self._copy_sql[table]) as copy:
+                                    copy.set_types(spec.copy_types)
+                                    copy.write_row(row)
+                        except (psycopg.OperationalError, psycopg.InterfaceError):
+                            raise
+                        except (psycopg.Error, ValueError, TypeError, OverflowError) as exc:
+                            refused.append((table, i, f"{type(exc).__name__}: {exc}"[:500]))
+                self._positions(cur, offsets, consumer, sequences)
+            for table, day in new_partitions:
+                self._partitions.setdefault(table, set()).add(day)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise StorageUnavailable(str(exc)) from exc
+        return refused
+
+    @staticmethod
+    def _positions(
+        cur: psycopg.Cursor[Any],
+        offsets: Mapping[str, int],
+        consumer: str,
+        sequences: Mapping[str, Mapping[str, Any]] | None,
+    ) -> None:
+        """The stream offsets and the market-data sequence state, in the rows' transaction."""
+        for stream, seq in offsets.items():
+            cur.execute(
+                "INSERT INTO recorder_offsets (stream, consumer, last_seq) VALUES (%s, %s, %s) "
+                "ON CONFLICT (stream, consumer) DO UPDATE SET last_seq = GREATEST("
+                "recorder_offsets.last_seq, EXCLUDED.last_seq), updated_at = now()",
+                (stream, consumer, seq),
+            )
+        if sequences:
+            cur.executemany(
+                "INSERT INTO md_sequences (consumer, symbol, state) VALUES (%s, %s, %s) "
+                "ON CONFLICT (consumer, symbol) DO UPDATE SET state = EXCLUDED.state, "
+                "updated_at = now()",
+                [(consumer, symbol, Jsonb(state)) for symbol, state in sequences.items()],
+            )
 
     def _ensure_partitions(
         self, conn: psycopg.Connection, table: str, days: set[int]
