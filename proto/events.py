@@ -11,7 +11,7 @@ from proto.base import DurableEvent, Event
 from proto.control import ConfigChange, Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
-from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import Bar, DepthUpdate, FeedStatus, GapRequest, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
@@ -51,6 +51,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PolicySignal,
     ConfigChange,
     ExternalSignal,
+    GapRequest,
 )
 
 AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode into
@@ -87,6 +88,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime union object msgspec can decode int
     PolicySignal,
     ConfigChange,
     ExternalSignal,
+    GapRequest,
 ]
 
 

@@ -18,7 +18,7 @@ from proto.base import Event
 from proto.control import ConfigChange, Control, ControlAck, Heartbeat, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, PositionSnapshot
 from proto.features import FeatureVector
-from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import Bar, DepthUpdate, FeedStatus, GapRequest, Quote, Trade
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
@@ -63,6 +63,9 @@ class SubjectSpec:
     producer: str
     description: str
     stream: str | None = None
+    #: published on an explicit subject only, never chosen by subject_of (its types have a
+    #: subject of their own: gap.fill carries quotes and trades sent again)
+    by_subject_only: bool = False
     tokens: tuple[str, ...] = field(init=False)
     #: the NATS pattern matching every concrete subject of this entry (a metrics label on every
     #: message, so computed once here)
@@ -224,6 +227,21 @@ CATALOG: tuple[SubjectSpec, ...] = (
         "a service is alive (the alerts service raises a critical alert on silence)",
     ),
     SubjectSpec(
+        "gap.request.{symbol}",
+        (GapRequest,),
+        _C,
+        "recorder",
+        "ticks a consumer missed (a sequence gap): asked of the source again until filled",
+    ),
+    SubjectSpec(
+        "gap.fill.{symbol}",
+        (Quote, Trade, Bar),
+        _C,
+        "md-gateway",
+        "ticks sent again to fill a reported gap (a replay's); only the recorder reads them",
+        by_subject_only=True,
+    ),
+    SubjectSpec(
         "sync.{service}",
         (SyncProbe, SyncReply),
         _C,
@@ -242,7 +260,7 @@ READ_ALL: tuple[str, ...] = tuple(
     sorted({f"{s.tokens[0]}.>" for s in CATALOG if s.tokens[0] not in ("sync", "broker")})  # requests
 )
 CONSUMES: dict[str, tuple[str, ...]] = {
-    "md-gateway": ("exec.order.>", "exec.position"),
+    "md-gateway": ("exec.order.>", "exec.position", "gap.request.*"),
     "recorder": READ_ALL,
     "features": ("md.>",),
     "fastlane": ("feat.*.*",),
@@ -398,7 +416,7 @@ def _emitted_by_type() -> dict[type[Event], tuple[SubjectSpec, Callable[[Event],
     are published by subject only)."""
     entries: dict[type[Event], list[SubjectSpec]] = {}
     for entry in CATALOG:
-        for kind in entry.event_types:
+        for kind in entry.event_types if not entry.by_subject_only else ():
             entries.setdefault(kind, []).append(entry)
     out: dict[type[Event], tuple[SubjectSpec, Callable[[Event], tuple[str, ...]]]] = {}
     for kind, found in entries.items():

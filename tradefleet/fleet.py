@@ -57,6 +57,8 @@ COUNTED_TABLES = (
     "bars",
     "feature_vectors",
     "order_intents",
+    "orders",
+    "order_denials",
     "fills",
 )  # earlier replays' JetStream stores kept under var/runs/ (with this run's, 3)
 
@@ -165,6 +167,8 @@ class Fleet:
         self._nats_store_dir: Path | None = None
         self.started_ns = time.time_ns()
         self.db_rows: dict[str, int] | None = None  # counted in the database at the end
+        self._counted_at = 0.0  # a recent count (_count_in_database_now)
+        self._counted: dict[str, int] | None = None
 
     # -- infrastructure ---------------------------------------------------------------------
     def _start_infra(self) -> None:
@@ -526,9 +530,30 @@ class Fleet:
     def _recorder_caught_up(self) -> bool:
         rec = self._app("recorder")
         vectors = sum(self._app("features").get("vectors", {}).values())
-        stored_vectors = rec.get("rows_stored", {}).get("feature_vectors", 0)
         pending = rec.get("pending_rows", 1)
-        return self._stored_md_rows() >= self._expected_rows() and stored_vectors >= vectors and pending == 0
+        if rec.get("sequence", {}).get("ticks_missing_now", 0) or pending:
+            return False  # still asking for ticks it missed, or writing
+        if self.restarts.get("recorder"):
+            # Its counters started again from zero: the database says what it holds. Market data
+            # is numbered and asked for again; feature vectors published while it was down are
+            # not (derived data, the ticks make them again): the summary counts them instead.
+            counted = self._count_in_database_now()
+            return counted is not None and md_rows(counted) >= self._expected_rows()
+        stored_vectors = rec.get("rows_stored", {}).get("feature_vectors", 0)
+        return self._stored_md_rows() >= self._expected_rows() and stored_vectors >= vectors
+
+    def _vectors_not_stored(self) -> int | None:
+        if self.db_rows is None or self.restarts.get("features"):
+            return None  # a restarted features service counts from its restart only
+        published = sum(self._app("features").get("vectors", {}).values())
+        return max(published - self.db_rows.get("feature_vectors", 0), 0)
+
+    def _count_in_database_now(self) -> dict[str, int] | None:
+        """``_count_in_database`` at most every 2 s (the watch loop polls every 0.25 s)."""
+        now = time.monotonic()
+        if now - self._counted_at >= 2.0:
+            self._counted_at, self._counted = now, self._count_in_database()
+        return self._counted
 
     def _spine_caught_up(self) -> bool:
         """Every vector the fast lane should score reached it, and every prediction reached QOS."""
@@ -559,6 +584,13 @@ class Fleet:
         """Every intent decided by the risk gate, every approval taken by execution."""
         if not self._has("risk"):
             return True
+        if any(self.restarts.get(n) for n in ("risk", "execution", "qos")):
+            # their counters started again from zero: the database says what was decided, taken
+            counted = self._count_in_database_now()
+            if counted is None:
+                return False
+            decided_db = counted["orders"] + counted["order_denials"]
+            return decided_db >= counted["order_intents"] and counted["orders_taken"] >= counted["orders"]
         risk, execution, qos = self._app("risk"), self._app("execution"), self._app("qos")
         decided = risk.get("approved", 0) + risk.get("denied", 0)
         stats = execution.get("stats", {})
@@ -609,11 +641,19 @@ class Fleet:
                         self.ended = "finished"
                         return None
                     if time.monotonic() - progress_at > STALL_LIMIT_S:
-                        return (
-                            f"pipeline stalled: {self._stored_md_rows()} of {self._expected_rows()} "
-                            f"market-data rows stored, spine caught up={self._spine_caught_up()} "
-                            f"(db_up={self._app('recorder').get('db_up')})"
-                        )
+                        return self._stalled()
+
+    def _stalled(self) -> str:
+        """Which part is behind, with the counts it was judged by."""
+        rec = self._app("recorder")
+        counted = self._counted if self.restarts else None  # what a restart made it judge by
+        return (
+            f"pipeline stalled: {self._stored_md_rows()} of {self._expected_rows()} market-data rows "
+            f"stored by the recorder's counters, spine caught up={self._spine_caught_up()}, orders "
+            f"caught up={self._orders_caught_up()}, recorder caught up={self._recorder_caught_up()} "
+            f"(db_up={rec.get('db_up')}, pending={rec.get('pending_rows')}, "
+            f"missing={rec.get('sequence', {}).get('ticks_missing_now')}, in the database: {counted})"
+        )
 
     def _table(self) -> Group:
         return live_view(self.statuses, {n: p.pid for n, p in self.procs.items()})
@@ -682,6 +722,10 @@ class Fleet:
                     )
                     row = conn.execute(query, (since,)).fetchone()
                     counts[table] = int(row[0]) if row else 0
+                row = conn.execute(  # approvals execution took (sent, or refused: either says so)
+                    "SELECT count(DISTINCT client_order_id) FROM order_events WHERE ts_init >= %s", (since,)
+                ).fetchone()
+                counts["orders_taken"] = int(row[0]) if row else 0
                 return counts
         except Exception as exc:  # the summary says it could not count, and falls back
             self.console.print(f"[red]rows could not be counted in the database: {exc!r}[/red]")
@@ -697,7 +741,8 @@ class Fleet:
         more before its SIGTERM) and was still moving: a pipeline that had stalled is not ok."""
         if self.ended == "duration":
             return stored >= expected and self.idle_at_end_s <= STALL_LIMIT_S
-        return bool(self._app("md-gateway").get("finished")) and stored == expected
+        missing = self._app("recorder").get("sequence", {}).get("ticks_missing_now", 0)
+        return bool(self._app("md-gateway").get("finished")) and stored == expected and not missing
 
     def _collect_alerts(self) -> None:
         """The alerts this run raised, read back from their stream (alert.> on JetStream)."""
@@ -771,6 +816,12 @@ class Fleet:
             "md_rows_duplicated": max(stored - expected, 0) if self.ended != "duration" else None,
             "dropped_messages": {n: s.get("dropped", {}) for n, s in self.statuses.items()},
             "recorder": {k: rec.get(k) for k in ("outages", "spill_files", "batches", "duplicates_skipped")},
+            # the ticks' numbering (services/recorder/sequence.py): holes seen and asked for, ticks
+            # still missing, duplicates (a resumed replay's) not written again
+            "md_sequence": rec.get("sequence", {}),
+            # published by features but not in the database (a recorder down meanwhile; derived
+            # data: the stored ticks make them again), None: not countable
+            "feature_vectors_not_stored": self._vectors_not_stored(),
             "signals": self._signals_summary(),
             "news": self._news_summary(),
             "trading": self._trading_summary(),

@@ -22,7 +22,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from libs.common.telemetry import TRACEPARENT
 from proto.control import Progress
 from proto.features import MICRO_FEATURE_SET, MICRO_TIMEFRAME, MICRO_VECTOR, FeatureVector
-from proto.market import PUBLISHED_PREFIX, DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import PUBLISHED_PREFIX, SEQ_MASK, DepthUpdate, FeedStatus, Quote, Trade
 from proto.subjects import subject_token
 from services.features.core import FeatureCore
 
@@ -103,6 +103,9 @@ class FeaturesApp(ServiceApp):
         self.index_symbol = settings.features.index_symbol
         self.other_partition = 0
         self.kept = 0  # market-data events of its own symbols (and the index) taken
+        # Started after the replay had begun (a restart): what was published before can never
+        # come, so the end of the replay does not wait for the day's count.
+        self.joined_late = False
         self.last_vector_ns = 0  # the latest vector's event time: the heartbeat's progress
         # Tracing on only: symbol -> (end of the open bar a sampled tick fell in, its context).
         self._bar_traces: dict[str, tuple[int, otel_context.Context]] = {}
@@ -144,6 +147,8 @@ class FeaturesApp(ServiceApp):
             if not self.owns(symbol) and symbol != self.index_symbol:
                 self.other_partition += 1
                 return
+            if not self.kept and getattr(e, "seq", 0) & SEQ_MASK > 1:
+                self.joined_late = True  # its source had numbered ticks before this process began
             self.kept += 1
             vectors = self.core.on_event(e)
             if vectors:
@@ -231,7 +236,12 @@ class FeaturesApp(ServiceApp):
         # The gateway flushes its ticks before it says finished, and one subscription keeps that
         # order; the bounded wait below only guards against a lost core message.
         expected, received = self._expected(status), lambda: self.kept
-        if expected is None:  # a gateway that does not count per symbol: every event, every kind
+        if self.joined_late:
+            log.warning(
+                "replay finished; this process joined it late (a restart)", expected=expected, kept=self.kept
+            )
+            expected = 0
+        elif expected is None:  # a gateway that does not count per symbol: every event, every kind
             expected = sum(int(status.counters.get(k, 0)) for k in MD_KINDS)
             received = lambda: sum(self.received.values())  # noqa: E731
         for _ in range(300):

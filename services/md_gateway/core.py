@@ -23,7 +23,7 @@ from typing import Any
 from libs.common.clock import Clock
 from libs.common.markettime import ny_day_of
 from proto.base import Event
-from proto.market import FLAG_ODD_LOT, Bar, DepthUpdate, Quote, Trade
+from proto.market import FLAG_ODD_LOT, Bar, DepthUpdate, Quote, Trade, make_seq
 from proto.units import SECOND_NS
 
 LEAN_ODD_LOT = 0x80000000
@@ -90,6 +90,12 @@ class MarketDataCore:
         # Ticks (quotes, trades, depth) published per symbol: the finished status carries them,
         # so a replica that receives only its partitions knows how many of its own to wait for.
         self.published_by_symbol: collections.Counter[str] = collections.Counter()
+        # Each published quote, trade and bar is numbered per symbol within the source's session
+        # (proto.market.make_seq): consumers see what they missed. The runtime sets the tick session
+        # (a replay keeps its own across restarts); a core taking records again after a restart
+        # numbers them again the same way.
+        self.tick_session = 0
+        self.numbered: collections.Counter[str] = collections.Counter()
         self._handlers = {"Q": self.on_quote, "T": self.on_trade, "B": self.on_bar, "D": self.on_depth}
 
     def on_record(self, rec: tuple[Any, ...]) -> Event | None:
@@ -210,6 +216,7 @@ class MarketDataCore:
         book.last_published = key
         self.stats["quotes"] += 1
         self.published_by_symbol[symbol] += 1
+        self.numbered[symbol] += 1
         return Quote(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
@@ -219,6 +226,7 @@ class MarketDataCore:
             bid_size=book.bid_size,
             ask_size=book.ask_size,
             venue=venue,
+            seq=(self.tick_session << 32) | self.numbered[symbol],  # make_seq, inline (hot path)
         )
 
     # -- trades -----------------------------------------------------------------------------
@@ -254,6 +262,7 @@ class MarketDataCore:
             return None
         self.stats["trades"] += 1
         self.published_by_symbol[symbol] += 1
+        self.numbered[symbol] += 1
         flags = FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0
         return Trade(
             ts_event=ts,
@@ -265,6 +274,7 @@ class MarketDataCore:
             conditions=conditions,
             aggressor=aggressor,
             flags=flags,
+            seq=(self.tick_session << 32) | self.numbered[symbol],
         )
 
     # -- bars and depth ---------------------------------------------------------------------
@@ -282,6 +292,7 @@ class MarketDataCore:
             self.stats["outside_session"] += 1
             return None
         self.stats["bars"] += 1
+        self.numbered[symbol] += 1
         return Bar(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
@@ -292,6 +303,7 @@ class MarketDataCore:
             low=low,
             close=c,
             volume=volume,
+            seq=(self.tick_session << 32) | self.numbered[symbol],
         )
 
     def on_depth(self, rec: tuple[Any, ...]) -> DepthUpdate | None:
@@ -317,6 +329,10 @@ class MarketDataCore:
             price=price,
             size=size,
         )
+
+    def last_seqs(self) -> dict[str, int]:
+        """The ``seq`` of each symbol's last quote, trade or bar."""
+        return {symbol: make_seq(self.tick_session, n) for symbol, n in self.numbered.items()}
 
     def counters(self) -> dict[str, Any]:
         return {"stats": dict(self.stats), "bad_ticks": dict(self.bad), "bad_total": sum(self.bad.values())}

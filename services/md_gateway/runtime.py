@@ -5,11 +5,14 @@ this runtime keeps alive and watches."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import heapq
+import itertools
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +30,20 @@ from libs.common.telemetry import Enqueue, Publish, TickSampler
 from proto.alerts import Alert
 from proto.control import Progress, SyncProbe, SyncReply
 from proto.execution import TERMINAL_STATUSES, OrderEvent, PositionSnapshot
-from proto.market import PUBLISHED_PREFIX, Bar, FeedState, FeedStatus
-from proto.subjects import spec, subject_of
+from proto.market import (
+    LAST_SEQ_PREFIX,
+    PUBLISHED_PREFIX,
+    SEQ_MASK,
+    SESSION_MAX,
+    Bar,
+    DepthUpdate,
+    FeedState,
+    FeedStatus,
+    GapRequest,
+    Quote,
+    Trade,
+)
+from proto.subjects import spec, subject_of, subject_token
 from proto.units import DAY_NS, MINUTE_NS, SECOND_NS
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers import Provider
@@ -45,6 +60,38 @@ SYNC = spec("sync.{service}")
 CHECKPOINT_EVERY_S = 0.5  # wall time between notes of how far a replay has published
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
+
+
+RECENT_TICKS_PER_SYMBOL = 50_000  # a live feed's last ticks kept per symbol (minutes of a busy one)
+
+
+class RecentTicks:
+    """A live feed's last published quotes, trades and bars per symbol, by number: what a
+    consumer that missed some (a NATS restart, the recorder down) can be sent again."""
+
+    def __init__(self, per_symbol: int) -> None:
+        self.per_symbol = per_symbol
+        self.by_symbol: dict[str, collections.deque[Quote | Trade | Bar]] = {}
+
+    def add(self, event: Quote | Trade | Bar) -> None:
+        kept = self.by_symbol.get(event.symbol)
+        if kept is None:
+            kept = self.by_symbol[event.symbol] = collections.deque(maxlen=self.per_symbol)
+        kept.append(event)
+
+    def get(self, symbol: str, first: int, last: int) -> list[Quote | Trade | Bar]:
+        """Numbers ``first``..``last`` of ``symbol`` still held (numbers rise along the deque)."""
+        kept = self.by_symbol.get(symbol)
+        if not kept:
+            return []
+        oldest = kept[0].seq & SEQ_MASK
+        start = max(first - oldest, 0)
+        return [e for e in itertools.islice(kept, start, None) if first <= e.seq & SEQ_MASK <= last]
+
+
+def new_session() -> int:
+    """A tick session (proto.market.make_seq): random, so two runs never share one."""
+    return secrets.randbelow(SESSION_MAX) + 1
 
 
 def make_provider(settings: Settings, start_ns: int) -> Provider:
@@ -66,13 +113,18 @@ class Checkpoint:
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
         self._last = time.monotonic()
+        self.session = 0  # the replay's tick session (proto.market.make_seq), kept across restarts
 
     def position(self) -> int:
+        """Where to resume (0: from the start); reads the session too."""
         try:
             note = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return 0
-        return int(note.get("position", 0)) if note.get("key") == self.key else 0
+        if note.get("key") != self.key:
+            return 0
+        self.session = int(note.get("session", 0))
+        return int(note.get("position", 0))
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= CHECKPOINT_EVERY_S
@@ -81,7 +133,7 @@ class Checkpoint:
         self._last = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "position": position}))
+        tmp.write_text(json.dumps({"key": self.key, "position": position, "session": self.session}))
         os.replace(tmp, self.path)
 
 
@@ -113,6 +165,9 @@ class MdGatewayApp(ServiceApp):
         self._working: set[str] = set()
         self._holding = False
         self.sampler: TickSampler | None = None  # tracing on only: which records start a trace
+        self._refilling: set[str] = set()  # symbols whose missed ticks are being sent again
+        self.recent = RecentTicks(RECENT_TICKS_PER_SYMBOL)  # a live feed's, to send again
+        self.gap_stats: collections.Counter[str] = collections.Counter()
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -121,24 +176,108 @@ class MdGatewayApp(ServiceApp):
             await self._start_ib(rt)
             return
         self.provider = make_provider(self.settings, rt.now_ns())
+        self.core = self._replay_core(self.provider)
+        self.core.tick_session = new_session()  # a replay with a checkpoint resumes its own (_pump)
+        if md.provider == "replay":
+            # Ticks a consumer missed are sent again (numbered as before) when it asks.
+            await rt.subscribe("gap.request.*", self._on_gap_request, types=GapRequest)
+        if md.replay.lockstep:
+            await rt.subscribe("exec.order.>", self._on_order, types=OrderEvent)
+            await rt.subscribe("exec.position", self._on_position, types=PositionSnapshot)
+        self._task = asyncio.create_task(self._pump(), name="md-pump")
+        self._task.add_done_callback(self._pump_done)
+
+    def _replay_core(self, provider: Provider) -> MarketDataCore:
+        md = self.settings.md_gateway
         calendar = market_calendar(self.settings.market)
-        session = self.provider.session(calendar) if md.cleaning.session == "regular" else None
+        session = provider.session(calendar) if md.cleaning.session == "regular" else None
         # A replay's market clock is the day it replays (rt.clock is the wall clock); live feeds
         # and the synthetic one are stamped by the wall clock, which is then the market clock.
         day = ny_day_of(ny_midnight_ns(md.replay.date)) if md.provider == "replay" else None
-        self.core = MarketDataCore(
-            rt.clock,
+        return MarketDataCore(
+            self.rt.clock,
             md.cleaning.max_jump_pct,
             md.cleaning.drop_suspicious,
             session,
             md.cleaning.max_clock_skew_s,
             day,
         )
-        if md.replay.lockstep:
-            await rt.subscribe("exec.order.>", self._on_order, types=OrderEvent)
-            await rt.subscribe("exec.position", self._on_position, types=PositionSnapshot)
-        self._task = asyncio.create_task(self._pump(), name="md-pump")
-        self._task.add_done_callback(self._pump_done)
+
+    # -- gaps ------------------------------------------------------------------------------------
+    async def _on_gap_request(self, d: Delivery[GapRequest]) -> None:
+        """Send again the ticks a consumer missed: the symbol's day is replayed through a core of
+        its own (so cleaned and numbered exactly as before), and the asked numbers go out on
+        gap.fill.SYMBOL, which only the recorder reads (features or the simulated broker must not
+        see the past again). Another session's gap (an earlier run's) cannot be filled here."""
+        req, core = d.event, self.core
+        why = ""
+        if core is None or req.session != core.tick_session:
+            why = "another session's ticks"
+        elif self.ib_provider is not None:
+            await self._send_recent_again(req)
+            return
+        elif self.settings.md_gateway.replay.limit is not None:
+            why = "a replay with a record limit numbers a symbol alone differently"
+        elif req.symbol in self._refilling:
+            why = "already being sent"
+        if why:
+            self.gap_stats["requests_not_served"] += 1
+            log.info("gap request not served", symbol=req.symbol, first=req.first, last=req.last, why=why)
+            return
+        assert core is not None
+        last = min(req.last, core.numbered[req.symbol])  # not past what this run has published
+        self._refilling.add(req.symbol)
+        try:
+            ticks = await asyncio.to_thread(self._ticks_again, req.symbol, req.first, last)
+            subject = f"gap.fill.{subject_token(req.symbol)}"
+            for tick in ticks:
+                await self.rt.publish(subject, tick)
+            await self.rt.bus.flush()
+        finally:
+            self._refilling.discard(req.symbol)
+        self.gap_stats["requests_served"] += 1
+        self.gap_stats["ticks_sent_again"] += len(ticks)
+        log.warning("ticks sent again", symbol=req.symbol, first=req.first, last=last, sent=len(ticks))
+
+    async def _send_recent_again(self, req: GapRequest) -> None:
+        """A live feed cannot be asked again; what it published lately is still here (RecentTicks):
+        that much is sent again. Older ticks are lost for good (IB's historical ticks are whole
+        seconds, not the ticks that were streamed), and counted so."""
+        ticks = self.recent.get(req.symbol, req.first, req.last)
+        subject = f"gap.fill.{subject_token(req.symbol)}"
+        for tick in ticks:
+            await self.rt.publish(subject, tick)
+        await self.rt.bus.flush()
+        self.gap_stats["requests_served"] += 1
+        self.gap_stats["ticks_sent_again"] += len(ticks)
+        self.gap_stats["ticks_no_longer_held"] += req.last - req.first + 1 - len(ticks)
+        log.warning("ticks sent again", symbol=req.symbol, first=req.first, last=req.last, sent=len(ticks))
+
+    def _ticks_again(self, symbol: str, first: int, last: int) -> list[Quote | Trade | Bar]:
+        """Numbers ``first``..``last`` of ``symbol``'s quotes, trades and bars, from its day replayed
+        alone (in a worker thread: its own provider and core, nothing shared)."""
+        md = self.settings.md_gateway
+        alone = md.replay.model_copy(update={"symbols": [symbol], "news": []})
+        settings = self.settings.model_copy(update={"md_gateway": md.model_copy(update={"replay": alone})})
+        provider = make_provider(settings, 0)
+        core = self._replay_core(provider)
+        core.tick_session = self.core.tick_session if self.core is not None else 0
+        rp = settings.md_gateway.replay
+        until = ny_time_ns(rp.date, rp.until) if rp.until else None
+        out: list[Quote | Trade | Bar] = []
+        for rec in provider.records():
+            if until is not None and rec[1] >= until and not core.far(rec[1]):
+                break
+            if rec[0] == "N":
+                continue
+            event = core.on_record(rec)
+            if isinstance(event, Quote | Trade | Bar):
+                n = core.numbered[symbol]
+                if n > last:
+                    break
+                if n >= first:
+                    out.append(event)
+        return out
 
     async def _start_ib(self, rt: Runtime) -> None:
         # Imported here: ibapi is the ``ib`` extra, and replays must not need it.
@@ -166,6 +305,9 @@ class MdGatewayApp(ServiceApp):
             None,
             md.cleaning.max_clock_skew_s,
         )
+        # A live feed's ticks are numbered afresh per start: a gap is seen and reported (IB's
+        # historical ticks could fill it; not built yet), and a restart is a new session.
+        self.core.tick_session = new_session()
         self._ib_tasks = [
             asyncio.create_task(session.run(), name="ib-session"),
             asyncio.create_task(self._watch_ib_outages(), name="ib-outages"),
@@ -258,6 +400,8 @@ class MdGatewayApp(ServiceApp):
             event = core.on_record(rec)
             if event is not None:
                 await publish(subject_of(event), event)
+                if type(event) is not DepthUpdate:
+                    self.recent.add(event)  # type: ignore[arg-type]
 
     def _source_name(self) -> str | None:
         if self.ib_provider is not None:
@@ -300,6 +444,7 @@ class MdGatewayApp(ServiceApp):
         counters = {**{f"bad.{k}": v for k, v in self.core.bad.items()}, **dict(self.core.stats)}
         if state == "replay_finished":
             counters.update({f"{PUBLISHED_PREFIX}{s}": n for s, n in self.core.published_by_symbol.items()})
+            counters.update({f"{LAST_SEQ_PREFIX}{s}": seq for s, seq in self.core.last_seqs().items()})
         event = FeedStatus(
             ts_event=now,
             ts_init=now,
@@ -343,6 +488,11 @@ class MdGatewayApp(ServiceApp):
         n = 0
         checkpoint = Checkpoint(rp.checkpoint, self._replay_key()) if replay and rp.checkpoint else None
         resume = checkpoint.position() if checkpoint is not None else 0
+        if checkpoint is not None:
+            # The same session as the run resumed (its ticks keep their numbers), noted before
+            # anything is published: a kill before the first note still resumes this session.
+            core.tick_session = checkpoint.session = checkpoint.session or core.tick_session
+            checkpoint.save(resume)
         if resume:
             log.warning("resuming the replay where an earlier run of it stopped", position=resume)
         position = 0  # records taken from the provider (news included): what a checkpoint says
@@ -559,6 +709,8 @@ class MdGatewayApp(ServiceApp):
         }
         if self.core is not None:
             out.update(self.core.counters())
+            out["tick_session"] = self.core.tick_session
+        out["gaps"] = dict(self.gap_stats)
         if self.sampler is not None:
             out["traced_records"] = self.sampler.sampled
         if self.started_at is not None:

@@ -319,8 +319,16 @@ def _describe_policy(e: PolicySignal) -> Described:
     return "policy", f"policy:{e.policy_version}", what, f"{e.symbol}:{e.score_ts}"
 
 
+def _moved(change: object) -> str:
+    """``old -> new`` of a ConfigChange entry; as it is when it is not such a pair (bad input is
+    recorded, never a failed batch)."""
+    if isinstance(change, list | tuple) and len(change) == 2:
+        return f"{change[0]!r} -> {change[1]!r}"
+    return repr(change)
+
+
 def _describe_config(e: ConfigChange) -> Described:
-    moved = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(e.changed.items()))
+    moved = ", ".join(f"{k} {_moved(v)}" for k, v in sorted(e.changed.items()))
     return "param", e.issued_by, f"{e.section}: {moved or 'nothing changed'}", e.change_id
 
 

@@ -18,24 +18,32 @@ from libs.common import codec
 from libs.common.bus import Delivery
 from libs.common.config import Settings
 from libs.common.logging import get_logger
+from libs.common.nats_bus import routable
 from libs.common.runtime import Runtime, ServiceApp
 from libs.common.storage.writer import BatchWriter, StorageUnavailable
 from proto.base import Event
 from proto.control import Progress
-from proto.subjects import stream_of_pattern
+from proto.market import LAST_SEQ_PREFIX, FeedStatus, GapRequest
+from proto.subjects import UnknownSubject, stream_of_pattern, subject_of, subject_token
 from services.recorder.core import (
     RecorderCore,
+    build_rows,
     core_patterns,
     days_of,
     durable_patterns,
     rows_of,
     table_of,
 )
+from services.recorder.sequence import TickSequencer, keep_new_ticks
 
 log = get_logger(__name__)
 CONSUMER = "recorder"
 # Test-only fault point: exit right after a commit, before acking, to prove no duplicates.
 FAULT_EXIT_AFTER_COMMIT = "TRADEFLEET_FAULT_RECORDER_EXIT_AFTER_COMMIT"
+GAP_ASK_EVERY_S = 2.0  # between two requests for the same missing ticks
+GAP_ASKS = 10  # requests for one hole before it is left as lost (and counted so)
+GAP_REQUESTS_PER_ROUND = 100
+TAIL_GRACE_S = 1.0  # after a replay's end, before its last numbers count as expected
 
 
 class SpillStore:
@@ -68,6 +76,13 @@ class SpillStore:
         return out
 
 
+def _subject(event: Event) -> str:
+    try:
+        return subject_of(event)
+    except UnknownSubject:
+        return f"(a {type(event).__name__})"
+
+
 class RecorderApp(ServiceApp):
     name = "recorder"
 
@@ -89,6 +104,13 @@ class RecorderApp(ServiceApp):
         self.db_up = True
         self.outages = 0
         self.caught_up_at = time.monotonic()  # when it last had everything it received written
+        # The market-data numbers the database holds (services/recorder/sequence.py): loaded
+        # with the first write, then moved by each committed batch.
+        self.sequencer: TickSequencer | None = None
+        self.ticks_left_out: dict[str, int] = {}  # held already, so not written again
+        self.asked: dict[tuple[str, int, int, int], tuple[int, float]] = {}  # hole -> asks, when
+        self.gap_requests = 0
+        self.expected: list[tuple[float, dict[str, int]]] = []  # (due at, symbol -> last seq)
 
     async def start(self, rt: Runtime) -> None:
         cfg = self.settings.recorder
@@ -106,6 +128,12 @@ class RecorderApp(ServiceApp):
         )
         for pattern in self.core_subjects:
             await rt.subscribe(pattern, self._on_core)
+        # Ticks sent again to fill a hole, and the feed's end (its last number per symbol).
+        await rt.subscribe("gap.fill.*", self._on_core)
+        await rt.subscribe("md.status", self._on_feed, types=FeedStatus)
+        last_feed = await rt.last("md.status", FeedStatus)
+        if last_feed is not None:
+            self._note_the_end(last_feed[0], due=time.monotonic())
         self._flusher = asyncio.create_task(self._flush_loop(), name="recorder-flush")
         # Durable consumers start once the committed offsets are known (the DB may be down now).
         self._durable_starter = asyncio.create_task(self._start_durable(), name="recorder-durable")
@@ -138,6 +166,19 @@ class RecorderApp(ServiceApp):
         self.core.add(d.event)
         if self.core.pending.n_core >= self.core.batch_rows:
             self._wake.set()
+
+    async def _on_feed(self, d: Delivery[FeedStatus]) -> None:
+        self._note_the_end(d.event, due=time.monotonic() + TAIL_GRACE_S)
+
+    def _note_the_end(self, status: FeedStatus, due: float) -> None:
+        """A finished replay says its last number per symbol: a tail that never came is a hole.
+        Applied a moment later, once the last batch before it is written."""
+        if status.state != "replay_finished":
+            return
+        n = len(LAST_SEQ_PREFIX)
+        last = {k[n:]: v for k, v in status.counters.items() if k.startswith(LAST_SEQ_PREFIX)}
+        if last:
+            self.expected.append((due, last))
 
     async def _on_durable(self, d: Delivery) -> None:
         assert self.core is not None and d.stream is not None
@@ -173,8 +214,14 @@ class RecorderApp(ServiceApp):
             if not self.db_up and time.monotonic() < retry_at and not self._stopping:
                 await self._spill_overflow(everything=True)
                 continue
-            ok = await self._write_all()
+            try:
+                ok = await self._write_all()
+            except Exception as exc:  # never the end of the flush loop: say so, retry with backoff
+                self.core.stats["write_errors"] += 1
+                log.exception("writing failed; retrying", error=repr(exc)[:300])
+                ok = False
             if ok:
+                await self._ask_for_holes()
                 self.caught_up_at = time.monotonic()
                 backoff = 0.2
                 self._room.set()
@@ -201,19 +248,23 @@ class RecorderApp(ServiceApp):
         try:
             for path in self.spill.files():
                 events = await asyncio.to_thread(self.spill.read, path)
-                await asyncio.to_thread(self._write, events, {})
+                left_out = await self._write_batch(events, {})
                 path.unlink()
                 self.core.committed_spill(events)
+                self.core.committed_rows.subtract(left_out)
             while self.core.backlog:
                 batch = self.core.backlog[0]
-                await asyncio.to_thread(self._write, batch.events(), batch.offsets)
+                left_out = await self._write_batch(batch.events(), batch.offsets)
                 if batch.acks and os.environ.get(FAULT_EXIT_AFTER_COMMIT):
                     log.error("fault injection: exiting after commit, before ack")
                     os._exit(3)
                 self.core.backlog.popleft()
                 self.core.committed(batch)
+                self.core.committed_rows.subtract(left_out)
                 for delivery in batch.acks:
                     await delivery.ack()
+            if self.expected and self.expected[0][0] <= time.monotonic():
+                await asyncio.to_thread(self._write, {}, {})  # the expected tails, stored
         except StorageUnavailable as exc:
             if self.db_up:
                 self.outages += 1
@@ -229,11 +280,111 @@ class RecorderApp(ServiceApp):
         self.db_up = True
         return True
 
-    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> None:
-        """In the writer thread: rows are built inside the COPY loop (see core.rows_of)."""
+    async def _write_batch(self, events: dict[str, list[Event]], offsets: dict[str, int]) -> dict[str, int]:
+        """Write a batch; one the database refuses (a value beyond its types: an integer past
+        bigint, a NUL in a string) is written again row by row in one transaction, and what it
+        still refuses is dead-lettered (counted, kept in the DLQ stream): the rest is stored and
+        the recorder carries on. An outage (StorageUnavailable) is the caller's."""
+        try:
+            return await asyncio.to_thread(self._write, events, offsets)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            log.error("the database refused a batch: finding the rows it refuses", error=repr(exc)[:300])
+        left_out, refused = await asyncio.to_thread(self._write_isolating, events, offsets)
+        assert self.core is not None
+        for event, why in refused:
+            self.core.stats["rows_refused_by_database"] += 1
+            await self.rt.on_dropped(_subject(event), "refused_by_database", why, codec.encode(event), None)
+        return left_out
+
+    def _write_isolating(
+        self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]
+    ) -> tuple[dict[str, int], list[tuple[Event, str]]]:
+        """``_write`` one row at a time (BatchWriter.write_isolating): (left out as held already,
+        (event, why) of each refused)."""
+        assert self.sequencer is not None  # loaded by the _write that failed
+        trial = self.sequencer.copy()
+        now = time.monotonic()
+        while self.expected and self.expected[0][0] <= now:
+            for symbol, seq in self.expected.pop(0)[1].items():
+                trial.expect(symbol, seq)
+        events_by_table, left_out = keep_new_ticks(trial, events_by_table)
+        rows: dict[str, list[Any]] = {}
+        owner: dict[str, list[Event]] = {}
+        refused: list[tuple[Event, str]] = []
+        for table, events in events_by_table.items():
+            for event in events:
+                try:
+                    built = build_rows(event)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    refused.append((event, f"{type(exc).__name__}: {exc}"[:500]))
+                    continue
+                rows.setdefault(table, []).extend(built)
+                owner.setdefault(table, []).extend([event] * len(built))
+        at_db = self.writer.write_isolating(rows, offsets, CONSUMER, trial.take_changed())
+        self.sequencer = trial
+        refused += [(owner[table][i], why) for table, i, why in at_db]
+        for table, n in left_out.items():
+            self.ticks_left_out[table] = self.ticks_left_out.get(table, 0) + n
+        return left_out, refused
+
+    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> dict[str, int]:
+        """In the writer thread: rows are built inside the COPY loop (see core.rows_of). Ticks
+        held already are left out, and the numbers held are stored with the rows (a failed
+        write leaves the state as it was). Returns how many were left out per table."""
+        if self.sequencer is None:
+            self.sequencer = TickSequencer(self.writer.load_sequences(CONSUMER))
+        trial = self.sequencer.copy()
+        now = time.monotonic()
+        while self.expected and self.expected[0][0] <= now:
+            for symbol, seq in self.expected.pop(0)[1].items():
+                trial.expect(symbol, seq)
+        events_by_table, left_out = keep_new_ticks(trial, events_by_table)
         rows = {table: rows_of(events) for table, events in events_by_table.items()}
         days = {table: days_of(events) for table, events in events_by_table.items()}
-        self.writer.write(rows, offsets, CONSUMER, days)
+        self.writer.write(rows, offsets, CONSUMER, days, trial.take_changed())
+        self.sequencer = trial
+        for table, n in left_out.items():
+            self.ticks_left_out[table] = self.ticks_left_out.get(table, 0) + n
+        return left_out
+
+    async def _ask_for_holes(self) -> None:
+        """Ask the source for the ticks the database misses (it sends them on gap.fill.SYMBOL),
+        each hole every GAP_ASK_EVERY_S at most, GAP_ASKS times at most."""
+        if self.sequencer is None:
+            return
+        now = time.monotonic()
+        holes = self.sequencer.holes()
+        sent = 0
+        for hole in holes:
+            asks, at = self.asked.get(hole, (0, 0.0))
+            if asks >= GAP_ASKS or now - at < GAP_ASK_EVERY_S or sent >= GAP_REQUESTS_PER_ROUND:
+                continue
+            symbol, session, first, last = hole
+            subject = f"gap.request.{subject_token(symbol)}"
+            if not routable(subject):  # a symbol NATS cannot carry came from no real source
+                self.asked[hole] = (GAP_ASKS, now)
+                continue
+            ts = self.rt.now_ns()
+            request = GapRequest(
+                ts_event=ts,
+                ts_init=ts,
+                symbol=symbol,
+                session=session,
+                first=first,
+                last=last,
+                requester=CONSUMER,
+            )
+            await self.rt.publish(subject, request)
+            self.asked[hole] = (asks + 1, now)
+            self.gap_requests += 1
+            sent += 1
+            if not asks:
+                log.warning("ticks missing: asked of the source", symbol=symbol, first=first, last=last)
+        if len(self.asked) > 10 * len(holes) + 1000:  # forget the holes filled since
+            still = set(holes)
+            self.asked = {h: v for h, v in self.asked.items() if h in still}
 
     async def stop(self) -> None:
         """Write what is buffered (bounded wait); what cannot be written is spilled, never dropped."""
@@ -277,5 +428,26 @@ class RecorderApp(ServiceApp):
             "outages": self.outages,
             "spill_files": len(self.spill.files()),
             "ignored": dict(core.ignored),
+            "sequence": self.sequence_status(),
             **dict(core.stats),
+        }
+
+    def sequence_status(self) -> dict[str, Any]:
+        """What the numbering says: holes seen, ticks still missing, duplicates not written."""
+        seqr = self.sequencer
+        stats = dict(seqr.stats) if seqr is not None else {}
+        holes = seqr.holes() if seqr is not None else []
+        given_up = [h for h in holes if self.asked.get(h, (0, 0.0))[0] >= GAP_ASKS]
+        ticks_given_up = sum(last - first + 1 for _, _, first, last in given_up)
+        return {
+            "loaded": seqr is not None,
+            "holes_opened": stats.get("gaps", 0),
+            "ticks_missed": stats.get("gap_ticks", 0),
+            # still asked for; then given up on (the source could not send them: lost)
+            "ticks_missing_now": (seqr.missing() if seqr is not None else 0) - ticks_given_up,
+            "ticks_given_up": ticks_given_up,
+            # holes of sessions not heard from since this process began (an earlier run's)
+            "ticks_missing_earlier_sessions": (seqr.missing(False) - seqr.missing()) if seqr else 0,
+            "duplicates_not_written": dict(self.ticks_left_out),
+            "gap_requests": self.gap_requests,
         }

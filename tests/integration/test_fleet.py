@@ -321,4 +321,6 @@ def test_up_restarts_a_killed_service_and_its_nats_server_and_carries_on(tmp_pat
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["restarts"] == {"alerts": 1, "nats-server": 1} and s["exit_codes"]["alerts"] == [-9]
     assert s["ended"] == "duration" and s["error"] is None  # it carried on to the end
+    # what the dead server held never reached the recorder: asked for again by number and stored
+    assert s["md_sequence"]["ticks_missing_now"] == 0 and s["md_rows_lost"] == 0
     assert s["signals"]["feature_vectors"]["1m"] > 0

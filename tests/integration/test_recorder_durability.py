@@ -123,7 +123,7 @@ async def test_crash_between_commit_and_ack_is_not_a_duplicate(pg_dsn: str, tmp_
 async def _crash_between_commit_and_ack(nats_url: str, pg_dsn: str, tmp_path: Path) -> None:
     migrate(pg_dsn, DbSettings())
     run, total = uuid.uuid4().hex[:8], 200
-    env, _ = _recorder_env(nats_url, pg_dsn, tmp_path)
+    env, port = _recorder_env(nats_url, pg_dsn, tmp_path)
     bus = await _publisher(nats_url)
     crashing = start_service("recorder", {**env, FAULT_EXIT_AFTER_COMMIT: "1"}, tmp_path / "crash.log")
     for i in range(total):
@@ -133,6 +133,9 @@ async def _crash_between_commit_and_ack(nats_url: str, pg_dsn: str, tmp_path: Pa
         committed_before_restart = conn.execute("SELECT count(*) FROM fills").fetchone()[0]  # type: ignore[index]
     assert committed_before_restart > 0
     proc = start_service("recorder", env, tmp_path / "recorder.log")
+    # Ready first: the crashed batch may have held every fill, and a SIGTERM before the restarted
+    # recorder has its handlers would end it with -15.
+    await asyncio.to_thread(wait_until, lambda: _ready(port), 60, what="the restarted recorder ready")
     await await_until(lambda: _at_least(pg_dsn, run, total), timeout=60, what="all fills stored")
     await asyncio.sleep(0.5)
     with psycopg.connect(pg_dsn) as conn:  # the committed-but-unacked batch was not written twice

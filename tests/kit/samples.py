@@ -7,7 +7,7 @@ from proto.base import Event
 from proto.control import ConfigChange, Control, ControlAck, Heartbeat, Progress, SyncProbe, SyncReply
 from proto.execution import BrokerStatus, Fill, OrderEvent, Position, PositionSnapshot
 from proto.features import FeatureVector
-from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.market import Bar, DepthUpdate, FeedStatus, GapRequest, Quote, Trade, make_seq
 from proto.news import NewsItem, SentimentScore
 from proto.orders import MarginCheck, MarginReply, OrderApproved, OrderDenied, OrderIntent, RiskState
 from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
@@ -20,7 +20,16 @@ T0 = OPEN  # the sample day's open
 def sample_events() -> list[Event]:
     t = {"ts_event": T0, "ts_init": T0 + 1000}
     return [
-        Quote(**t, symbol="IBM", bid=182.05, ask=182.07, bid_size=300, ask_size=200, venue="P"),
+        Quote(
+            **t,
+            symbol="IBM",
+            bid=182.05,
+            ask=182.07,
+            bid_size=300,
+            ask_size=200,
+            venue="P",
+            seq=make_seq(7, 119),
+        ),
         Trade(**t, symbol="IBM", price=182.06, size=100, venue="D", conditions=1),
         DepthUpdate(**t, symbol="AAPL", side="BID", position=0, operation="INSERT", price=585.33, size=18),
         Bar(**t, symbol="IBM", timeframe="1m", open=182.0, high=182.2, low=181.9, close=182.1, volume=9000),
@@ -102,6 +111,7 @@ def sample_events() -> list[Event]:
         MarginCheck(**t, request_id="i-1", symbol="IBM", side="BUY", quantity=100),
         MarginReply(**t, request_id="i-1", known=True, init_margin_after=5000.0, equity_with_loan_after=1e5),
         SyncProbe(**t, round=1),
+        GapRequest(**t, symbol="IBM", session=7, first=120, last=131, requester="recorder"),
         SyncReply(**t, service="features", quiet=True, handled=10, sent=3),
         NewsItem(**t, news_id="ib:BRFG:1", source="ib:BRFG", headline="IBM beats", symbols=["IBM"]),
         SentimentScore(

@@ -83,6 +83,7 @@ def test_every_recordable_event_maps_to_rows() -> None:
         "SyncProbe",  # lockstep replay's request/reply
         "SyncReply",
         "BrokerStatus",  # audited by what it causes: the mode change (with its reason) and the alert
+        "GapRequest",  # the recorder's own asks; what they fill is stored, their count in /status
     }
 
 
