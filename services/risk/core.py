@@ -22,6 +22,7 @@ import collections
 import datetime as dt
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from libs.common import params, signing
@@ -33,7 +34,14 @@ from libs.common.positions import Position
 from proto.alerts import Alert, Severity
 from proto.base import Event
 from proto.control import ConfigChange, Control, ControlAck, ack_of, refusal
-from proto.execution import TERMINAL_STATUSES, BrokerStatus, Fill, OrderEvent, PositionSnapshot
+from proto.execution import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    BrokerStatus,
+    Fill,
+    OrderEvent,
+    PositionSnapshot,
+)
 from proto.market import FeedStatus, Quote
 from proto.orders import (
     MarginReply,
@@ -73,12 +81,13 @@ class _Order:
     symbol: str
     side: str
     quantity: float
-    filled: float = 0.0
+    filled: float = 0.0  # as its latest order event says
     price: float = 0.0  # for the pending notional in buying power
+    fills: float = 0.0  # the quantity of its fills seen (the gateway sends the event, then the fill)
 
     @property
     def signed_remaining(self) -> float:
-        left = max(self.quantity - self.filled, 0.0)
+        left = max(self.quantity - max(self.filled, self.fills), 0.0)
         return left if self.side == "BUY" else -left
 
 
@@ -238,51 +247,73 @@ class RiskCore:
     def on_order_event(self, e: OrderEvent) -> None:
         order = self.books.orders.get(e.client_order_id)
         if order is None:
+            if e.status in LIVE_STATUSES and e.quantity > 0:
+                # Still worked, yet not in these books: approved before a restart. It counts again
+                # (open orders, the position in flight, the buying power it holds).
+                self.books.orders[e.client_order_id] = _Order(
+                    e.symbol, e.side, e.quantity, e.filled_quantity, self._order_price(e)
+                )
+                self.stats["orders_adopted"] += 1
             return
         order.filled = max(order.filled, e.filled_quantity)
         if e.status in TERMINAL_STATUSES:
             del self.books.orders[e.client_order_id]
 
+    def _order_price(self, e: OrderEvent) -> float:
+        quote = self.books.quotes.get(e.symbol)
+        return e.limit_price or e.avg_fill_price or (quote.mid if quote else 0.0)
+
     def on_fill(self, f: Fill) -> list[Event]:
+        if not self._take_fill(f, counted=True):
+            return []
+        return [self.state(f.ts_event)]
+
+    def _take_fill(self, f: Fill, counted: bool) -> bool:
+        """The fill into the books (False: seen already). ``counted``: its closed round trip moves
+        the loss streak, the cool-down and the day trades (not when replayed after a restart from
+        a state that counted it already)."""
         b = self.books
         if f.exec_id in b.fills_seen:
             self.stats["duplicate_fills"] += 1
-            return []
+            return False
         b.fills_seen.add(f.exec_id)
         self._roll_day(f.ts_event)
         self._today["fills"] += 1
         self._commissions_today += f.commission or 0.0
         order = b.orders.get(f.client_order_id)
         if order is not None:
-            order.filled += f.quantity
+            order.fills += f.quantity
         pos = b.positions.setdefault(f.symbol, _Position())
         signed = f.quantity if f.side == "BUY" else -f.quantity
         self._totals_without(pos)
-        self._apply_fill(pos, signed, f.price, f.commission or 0.0, f.ts_event)
+        self._apply_fill(pos, signed, f.price, f.commission or 0.0, f.ts_event, counted)
         if not pos.mark:
             pos.mark = f.price
         self._totals_with(pos)
-        return [self.state(f.ts_event)]
+        return True
 
-    def _apply_fill(self, pos: _Position, signed: float, price: float, commission: float, ts: int) -> None:
+    def _apply_fill(
+        self, pos: _Position, signed: float, price: float, commission: float, ts: int, counted: bool
+    ) -> None:
         change = pos.apply(signed, price, commission)
         pos.trade_pnl += change.realized
         if change.closed:
-            self._round_trip_closed(pos, ts)
+            self._round_trip_closed(pos, ts, counted)
         if change.opened:
             pos.opened_day = ny_day_ordinal(ts)
 
-    def _round_trip_closed(self, pos: _Position, ts: int) -> None:
+    def _round_trip_closed(self, pos: _Position, ts: int, counted: bool) -> None:
         b, lim = self.books, self.limits
-        b.trade_results.append(pos.trade_pnl)
-        if pos.trade_pnl < 0:
-            b.consecutive_losses += 1
-            if b.consecutive_losses >= lim.max_consecutive_losses:
-                b.cooldown_until = ts + int(lim.loss_cooldown_s * NS)
-        else:
-            b.consecutive_losses = 0
-        if pos.opened_day == ny_day_ordinal(ts):
-            b.day_trades.append(pos.opened_day)
+        b.trade_results.append(pos.trade_pnl)  # not in risk.state: a replay always adds it
+        if counted:
+            if pos.trade_pnl < 0:
+                b.consecutive_losses += 1
+                if b.consecutive_losses >= lim.max_consecutive_losses:
+                    b.cooldown_until = ts + int(lim.loss_cooldown_s * NS)
+            else:
+                b.consecutive_losses = 0
+            if pos.opened_day == ny_day_ordinal(ts):
+                b.day_trades.append(pos.opened_day)
         pos.trade_pnl = 0.0
 
     def on_feed(self, s: FeedStatus) -> list[Event]:
@@ -436,6 +467,26 @@ class RiskCore:
                 context={k: _fmt(v) for k, v in context.items()},
             )
         return self._approve(intent, client_order_id)
+
+    def decide(self, intent: OrderIntent, margin: MarginReply | None = None) -> list[Event]:
+        """The decision, then the state when it changed what a restart resumes from: after an
+        approval (the order-rate window), or when the check moved the day's peak P&L (the
+        drawdown limit's reference). The runtime publishes both."""
+        peak = self.books.day_peak
+        decision = self.on_intent(intent, margin)
+        if isinstance(decision, OrderApproved) or self.books.day_peak != peak:
+            return [decision, self.state(self.clock.now_ns())]
+        return [decision]
+
+    def on_restore(self, failed: str, ts: int) -> list[Event]:
+        """The books could not be rebuilt at start (``failed`` says why): nothing is approved, not
+        even an exit (what is held is not known), until they are (``failed`` empty)."""
+        before = self.mode
+        if failed:
+            self.causes["restore"] = ("EMERGENCY", f"books not restored: {failed}")
+        else:
+            self.causes.pop("restore", None)
+        return self._settled(before, ts)
 
     def _first_hit_today(self, code: str, context: dict[str, object], intent: OrderIntent) -> None:
         """A limit that matters to people (the day's loss, drawdown, exposure, order rate) is an
@@ -781,6 +832,72 @@ class RiskCore:
             self._restore_mode(state, done)
         self._recompute_totals()
         return done
+
+    def rebuild(self, stream: Sequence[tuple[int, Event]], counted_after: int) -> list[str]:
+        """After ``restore``: the books again from the execution gateway's own record, the EXEC
+        stream's events (with their stream sequences, in order), from the start of the day or from
+        this account's last position snapshot when that is older (then first in ``stream``). Its
+        snapshots set the positions as they come (what they hold wins); its fills and order
+        events in between move them and the open orders, as they did live, and nothing is
+        published for them. ``counted_after``: the last sequence the restored state had counted
+        (the gate's executions consumer had acknowledged); the round trips that later fills close
+        move the loss streak, the cool-down and the day trades, earlier ones only the books.
+
+        The day's realized P&L is the walk's own: its baseline is the realized P&L when the walk
+        entered the day (a snapshot moves both by what it changes, as its P&L counts from further
+        back), not the one in the restored state, which was taken on another footing when the
+        gate before had started without a snapshot. Events up to another account's snapshot
+        after this account's last one were that account's (an earlier run on the same bus)."""
+        b = self.books
+        state_day, state_peak = b.day, b.day_peak
+        mine = [seq for seq, e in stream if isinstance(e, PositionSnapshot) and e.account == self.account]
+        others = [seq for seq, e in stream if isinstance(e, PositionSnapshot) and e.account != self.account]
+        start_after = max([s for s in others if s > max(mine, default=0)], default=0)
+        b.day = -1  # the first fill rolls the walk into its day
+        fills = counted = snapshots = 0
+        for seq, e in stream:
+            if seq <= start_after:
+                continue
+            if isinstance(e, Fill):
+                new = seq > counted_after
+                if self._take_fill(e, counted=new):
+                    fills += 1
+                    if new:  # live, its state would have moved the day's peak
+                        counted += 1
+                        self._day_pnl()
+            elif isinstance(e, OrderEvent):
+                self.on_order_event(e)
+            elif isinstance(e, PositionSnapshot) and e.account == self.account:
+                self._take_snapshot(e)
+                snapshots += 1
+        self._recompute_totals()
+        # The state's day when the walk ended in it; else the walk's (a later event rolls it on:
+        # the state's time may be the wall clock's, where the market's is replayed).
+        if b.day == state_day:
+            b.day_peak = max(b.day_peak, state_peak)
+        elif b.day == -1:  # no fill since the day began: its realized P&L is none so far
+            b.day, b.day_realized_start, b.day_peak = state_day, b.realized, state_peak
+        self._day_pnl()
+        last = stream[-1][0] if stream else 0
+        return [
+            f"the day's P&L, positions and open orders from {fills} fills ({counted} new to the "
+            f"loss streak) and {snapshots} snapshots, EXEC through seq {last}"
+        ]
+
+    def _take_snapshot(self, snap: PositionSnapshot) -> None:
+        """A snapshot in a replay: each of its positions as it says. A position the walk already
+        has with the same quantity keeps when it opened and its round trip's P&L so far; the
+        realized P&L it counts from further back moves the day's baseline too (not today's P&L)."""
+        b = self.books
+        before = sum(p.realized for p in b.positions.values())
+        for row in snap.positions:
+            pos = b.positions.get(row.symbol)
+            if pos is None or pos.quantity != row.quantity:
+                pos = b.positions[row.symbol] = _Position(row.quantity)
+            pos.avg_price, pos.realized = row.avg_price, row.realized_pnl
+            pos.mark = row.mark or pos.mark
+        b.day_realized_start += sum(p.realized for p in b.positions.values()) - before
+        self._recompute_totals()
 
 
 def client_order_id_for(intent_id: str) -> str:
