@@ -17,6 +17,7 @@ MALFORMED = "malformed"
 UNKNOWN_TYPE = "unknown_type"
 INVALID_VALUE = "invalid_value"
 WRONG_SUBJECT = "wrong_subject"
+FAR_TIMESTAMP = "far_timestamp"
 
 
 class DecodeFailure(Exception):
@@ -35,18 +36,23 @@ def encode_batch(events: Sequence[Event]) -> bytes:
 
 
 def decode(data: bytes) -> Event | Batch:
-    """One event or a micro-batch; raises DecodeFailure saying why not."""
+    """One event or a micro-batch; raises DecodeFailure saying why not, whatever the bytes: msgspec
+    raises more than its own errors on hostile input (UnicodeDecodeError for a string that is not
+    UTF-8, RecursionError for arrays nested thousands deep), and one of those escaping would end
+    the subscription that received it (a durable consumer's pull loop)."""
     try:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeFailure(_classify(data), str(exc)) from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DecodeFailure(MALFORMED, f"{type(exc).__name__}: {exc}") from None
 
 
 def _classify(data: bytes) -> str:
     """Only on the error path: tell apart garbage, an event type we do not know, and bad values."""
     try:
         raw = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError, RecursionError, MemoryError):
         return MALFORMED
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
         return MALFORMED

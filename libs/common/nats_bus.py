@@ -3,8 +3,10 @@
 - core: fire-and-forget, optional per-subject micro-batching (one message carries many events);
 - JetStream: ``Nats-Msg-Id`` from the event's dedupe key so a republish after a crash is dropped
   by the stream; pull consumers with durable names and explicit acks;
-- every received message is decoded here: what cannot be decoded goes to the runtime's
-  ``on_dropped`` hook (counted, logged once, dead-lettered) and the subscription keeps running.
+- every received message is decoded here: what cannot be decoded, what the catalog does not
+  carry on its subject, a batch on a durable subject and an event stamped far in the future go
+  to the runtime's ``on_dropped`` hook (counted, logged once, dead-lettered) and the subscription
+  keeps running; so does an event whose handler fails (a durable one after its retries).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
@@ -62,11 +66,34 @@ SCHEMA_HEADER = "Tf-Schema"
 CORE_PENDING_MSGS = 1_000_000
 CORE_PENDING_BYTES = 512 * 1024 * 1024
 MAX_HANDLER_ATTEMPTS = 5
+# An event stamped (ts_event or ts_init) more than this ahead of the wall clock is refused
+# (far_timestamp): nothing has happened in the future, and a stamp in 2100 or near 2**63 would
+# move a consumer's event-time clock (bars, ages, expiries) where nothing real ever follows.
+# Generous beyond any clock skew between hosts; a replay's stamps lie in the past. The past is
+# not checked here: replays and late reports are old on purpose, and each core judges an age.
+FAR_FUTURE_NS = 24 * 3600 * 10**9
+HANDLER_FAILED = "handler_failed"
 CORE_PUBLISH_FAILURES = (
     nats.errors.OutboundBufferLimitError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.ConnectionClosedError,
 )
+
+# An event whose fields make a subject NATS cannot carry (a symbol with a tab in it, or empty) is
+# refused at the publisher (counted, dead-lettered) and the publish returns: raising would fail
+# the handler that made it, and with it whatever else that handler had to send (a bar close's
+# other symbols), or hold it in a retry queue forever.
+UNROUTABLE = "unroutable"
+_NOT_IN_A_TOKEN = re.compile(r"[\s*>]")
+
+
+def routable(subject: str) -> bool:
+    """Can NATS carry a publish on ``subject``: no empty token, no whitespace, no wildcard?"""
+    return all(token and not _NOT_IN_A_TOKEN.search(token) for token in subject.split("."))
+
+
+class Unroutable(ValueError):
+    """A subject made of an event's fields that NATS cannot carry (see ``routable``)."""
 
 
 async def server_partitions(nc: NatsClient) -> int:
@@ -147,6 +174,11 @@ class NatsBus(Bus):
         # for a replica of a partitioned service, the partitions it owns (None: all of them).
         self.partitions = 1
         self.owned: frozenset[int] | None = None
+        # Enqueued events refused as unroutable (enqueue cannot await): reported at the flush.
+        self._unroutable: list[tuple[str, Event, str]] = []
+        # Stamps above this are checked against the wall clock (_far): one comparison per event
+        # on the hot path, and the clock read only when one exceeds it (it is then moved up).
+        self._ts_ceiling = time.time_ns() + FAR_FUTURE_NS
 
     # -- connection -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -170,6 +202,10 @@ class NatsBus(Bus):
         self.connected.set()
         if self.batching and self.settings.batch_linger_ms > 0:
             self._linger_task = asyncio.create_task(self._linger_loop(), name="bus-linger")
+
+    def max_payload(self) -> int:
+        """The largest message the server takes (its INFO; NATS's default before connecting)."""
+        return self.nc.max_payload if self.nc is not None else 1024 * 1024
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -233,15 +269,26 @@ class NatsBus(Bus):
         return headers
 
     def _route(self, subject: str, event: Event) -> SubjectSpec:
-        """The catalog entry for a publish, checked once per subject and event type."""
+        """The catalog entry for a publish, checked once per subject and event type (raises
+        Unroutable for a subject NATS cannot carry; UnknownSubject outside the catalog)."""
         route = self._routes.get(subject)
         if route is None or type(event) not in route.event_types:
-            route = self._routes[subject] = checked_spec(subject, event)
+            route = checked_spec(subject, event)
+            if not routable(subject):
+                raise Unroutable(f"{type(event).__name__} cannot be published on {subject!r}")
+            self._routes[subject] = route
         return route
+
+    async def _refuse(self, subject: str, event: Event, why: str) -> None:
+        await self.hooks.on_dropped(subject, UNROUTABLE, why, codec.encode(event), None)
 
     async def publish(self, subject: str, event: Event) -> None:
         # The core path stays one coroutine deep (each level costs ~0.4 us; bench/hop.py).
-        route = self._route(subject, event)
+        try:
+            route = self._route(subject, event)
+        except Unroutable as exc:
+            await self._refuse(subject, event, str(exc))
+            return
         if route.transport is Transport.JETSTREAM:
             assert isinstance(event, DurableEvent)
             await self._publish_durable(subject, route.stream, event)
@@ -285,8 +332,13 @@ class NatsBus(Bus):
     def enqueue(self, subject: str, event: Event) -> bool:
         """Batching fast path for core subjects, without a coroutine per event (the replay
         publishes hundreds of thousands per second). True when ``batch_max`` events wait: the
-        caller then awaits ``flush``."""
-        if self._route(subject, event).transport is not Transport.CORE:
+        caller then awaits ``flush`` (which also reports an event refused as unroutable)."""
+        try:
+            route = self._route(subject, event)
+        except Unroutable as exc:
+            self._unroutable.append((subject, event, str(exc)))
+            return True
+        if route.transport is not Transport.CORE:
             raise ValueError(f"enqueue is for core subjects; {subject} is durable")
         runs = self._runs
         if runs and runs[-1][0] == subject:
@@ -302,6 +354,8 @@ class NatsBus(Bus):
         run already carrying one keeps it: this record then goes untraced."""
         full = self.enqueue(subject, event)
         run = len(self._runs) - 1
+        if run < 0 or not self._runs[run][1] or self._runs[run][1][-1] is not event:
+            return full  # refused as unroutable: not in a run
         if run not in self._traced and self.tracing is not None and self.tracing.enabled:
             index = len(self._runs[run][1]) - 1
             self._traced[run] = (index, self.tracing.start_tick_span(subject, event))
@@ -310,7 +364,7 @@ class NatsBus(Bus):
     async def publish_traced(self, subject: str, event: Event) -> None:
         """``publish`` for a sampled record: batched, as ``enqueue_traced``; else published in its
         own root span, whose context the message's headers carry."""
-        if self.batching and self._route(subject, event).transport is Transport.CORE:
+        if self.batching and self._core(subject, event):
             if self.enqueue_traced(subject, event):
                 await self.flush()
             return
@@ -320,6 +374,12 @@ class NatsBus(Bus):
         span = self.tracing.start_tick_span(subject, event)
         with trace.use_span(span, end_on_exit=True):
             await self.publish(subject, event)
+
+    def _core(self, subject: str, event: Event) -> bool:
+        try:
+            return self._route(subject, event).transport is Transport.CORE
+        except Unroutable:
+            return True  # enqueue refuses it, flush reports it
 
     async def _flush_runs(self) -> None:
         # One flush at a time: the linger loop and a full batch must not interleave their runs.
@@ -428,14 +488,23 @@ class NatsBus(Bus):
         assert self.nc is not None
 
         async def on_msg(msg: Msg) -> None:
+            # A request is refused like any message (counted, dead-lettered) when it is not one
+            # event the catalog carries here, or has no reply subject to answer on.
+            events, refused = self._decode(msg, subject)
+            if refused is None and (len(events) != 1 or not msg.reply):
+                why = "no reply subject" if len(events) == 1 else f"a request of {len(events)} events"
+                refused = codec.DecodeFailure(codec.MALFORMED, why)
+            if refused is not None:
+                await self.hooks.on_dropped(subject, refused.reason, refused.detail, msg.data, msg.headers)
+                return
             try:
-                request = codec.decode(msg.data)
-                if not isinstance(request, Event):
-                    return
-                answer = await responder(request)
+                answer = await responder(events[0])
                 await msg.respond(codec.encode(answer))
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # a bad request never kills the responder
                 self.hooks.on_handler_error(subject, exc)
+                await self.hooks.on_dropped(subject, HANDLER_FAILED, repr(exc), msg.data, msg.headers)
 
         sub = await self.nc.subscribe(subject, cb=on_msg)
         await self.nc.flush()  # the server knows the responder before anyone is told to ask
@@ -459,6 +528,8 @@ class NatsBus(Bus):
 
     async def flush(self, roundtrip: bool = False) -> None:
         """Send waiting micro-batches; ``roundtrip`` also waits for the server's PONG."""
+        while self._unroutable:
+            await self._refuse(*self._unroutable.pop(0))
         if self._runs:
             await self._flush_runs()
         if roundtrip and self.nc is not None and self.nc.is_connected:
@@ -468,8 +539,8 @@ class NatsBus(Bus):
         linger = self.settings.batch_linger_ms / 1000
         while True:
             await asyncio.sleep(linger)
-            if self._runs:
-                await self._flush_runs()
+            if self._runs or self._unroutable:
+                await self.flush()
 
     async def barrier(self, timeout: float = 5.0) -> None:
         """Return once the server has processed everything this connection sent before (SUBs
@@ -638,6 +709,10 @@ class NatsBus(Bus):
             for msg in msgs:
                 try:
                     await self._on_durable(msg, stream, handler, manual_ack, wanted)
+                except Exception as exc:
+                    # Never the end of the loop (that would stop this consumer for good while the
+                    # service says ready): left unacked, the message comes back after ack_wait.
+                    log.error("durable message not handled", stream=stream, error=repr(exc), exc_info=exc)
                 finally:
                     self.in_hand -= 1
                     self.handled += 1
@@ -656,7 +731,9 @@ class NatsBus(Bus):
             traced = traced_index(headers, len(events))
             for i, event in enumerate(events):
                 if wanted is None or type(event) in wanted:
-                    await self._dispatch(handler, Delivery(subject, event, headers), i == traced)
+                    ok = await self._dispatch(handler, Delivery(subject, event, headers), i == traced)
+                    if not ok:
+                        await self._handler_failed(subject, event, headers)
             return
         for event in events:  # the hot path: no extra coroutine per event
             if wanted is not None and type(event) not in wanted:
@@ -667,6 +744,14 @@ class NatsBus(Bus):
                 raise
             except Exception as exc:
                 self.hooks.on_handler_error(subject, exc)
+                await self._handler_failed(subject, event, headers)
+
+    async def _handler_failed(self, subject: str, event: Event, headers: Mapping[str, str] | None) -> None:
+        """A core event whose handler raised is lost (no redelivery on core NATS): counted and
+        kept as a dead letter, that event alone (re-encoded as decoded, not its whole batch)."""
+        await self.hooks.on_dropped(
+            subject, HANDLER_FAILED, f"{type(event).__name__}: handler raised", codec.encode(event), headers
+        )
 
     async def _on_durable(
         self,
@@ -695,7 +780,7 @@ class NatsBus(Bus):
         elif not ok:
             if meta.num_delivered >= MAX_HANDLER_ATTEMPTS:
                 await self.hooks.on_dropped(
-                    msg.subject, "handler_failed", "gave up after retries", msg.data, msg.headers
+                    msg.subject, HANDLER_FAILED, "gave up after retries", msg.data, msg.headers
                 )
                 await msg.term()
             else:
@@ -709,7 +794,8 @@ class NatsBus(Bus):
             obj = codec.decode(msg.data)
         except codec.DecodeFailure as failure:
             return (), failure
-        events: Sequence[Event] = obj.events if type(obj) is Batch else (obj,)  # type: ignore[assignment]
+        batch = type(obj) is Batch
+        events: Sequence[Event] = obj.events if batch else (obj,)  # type: ignore[assignment, union-attr]
         subject = subject or msg.subject
         spec = self._routes.get(subject)
         if spec is None:
@@ -717,15 +803,35 @@ class NatsBus(Bus):
             if spec is not None:
                 self._routes[subject] = spec
         allowed = spec.event_types if spec is not None else ()
+        ceiling, suspect = self._ts_ceiling, False
         for event in events:
             if type(event) not in allowed:
                 return (), codec.DecodeFailure(
                     codec.WRONG_SUBJECT, f"{type(event).__name__} on {msg.subject}"
                 )
+            if event.ts_event > ceiling or event.ts_init > ceiling:
+                suspect = True
         if not events or spec is None:
             return (), codec.DecodeFailure(codec.MALFORMED, "empty batch")
+        if batch and spec.transport is Transport.JETSTREAM:
+            # Durable events travel one per message (each its own Nats-Msg-Id and ack).
+            return (), codec.DecodeFailure(codec.MALFORMED, f"a batch on durable {msg.subject}")
+        if suspect and (far := self._far(events)):
+            return (), codec.DecodeFailure(codec.FAR_TIMESTAMP, far)
         self.hooks.on_received(spec.wildcard, len(events), events[0].ts_init)
         return events, None
+
+    def _far(self, events: Sequence[Event]) -> str:
+        """Why one of ``events`` is stamped far in the future ("" when none is, against the wall
+        clock now; the ceiling moves up with it)."""
+        self._ts_ceiling = ceiling = time.time_ns() + FAR_FUTURE_NS
+        for event in events:
+            for name in ("ts_event", "ts_init"):
+                stamp = getattr(event, name)
+                if stamp > ceiling:
+                    ahead = (stamp - ceiling + FAR_FUTURE_NS) / 1e9 / 86_400
+                    return f"{type(event).__name__} {name}={stamp}: {ahead:.0f} days ahead of the clock"
+        return ""
 
     async def _dispatch(self, handler: Handler, delivery: Delivery, traced: bool) -> bool:
         """``traced``: in a consumer span, child of the context the message carries."""

@@ -93,7 +93,17 @@ def receive(change: ConfigChange, base: SectionModel) -> tuple[SectionModel | No
 
 
 def summary(change: ConfigChange) -> str:
+    """What an applied change moved, from its ``changed`` ({key: [old, new]}): the sender's word,
+    said as it came (an entry that is not such a pair must not fail the change it describes,
+    which the receiver has applied by now)."""
     if not change.changed:
         return f"{change.section}: nothing changed"
-    moved = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(change.changed.items()))
+    moved = ", ".join(f"{k} {_move(v)}" for k, v in sorted(change.changed.items()))
     return f"{change.section} applied: {moved}"
+
+
+def _move(entry: list[Any]) -> str:
+    if len(entry) == 2:
+        old, new = entry
+        return f"{old!r} -> {new!r}"
+    return repr(entry)

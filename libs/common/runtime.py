@@ -39,6 +39,9 @@ class PartitionMismatch(RuntimeError):
 DLQ, SYNC = spec("dlq.{service}"), spec("sync.{service}")
 # Drops with no message in hand to keep as a dead letter (counted only).
 NOTHING_IN_HAND = frozenset({"slow_consumer", "bus_unavailable"})
+# A dead letter's room besides the payload it keeps: its other fields (the error at most 2000
+# characters) and the message's headers, all within the server's max_payload.
+DEAD_LETTER_OVERHEAD = 16 * 1024
 
 
 class ServiceApp(abc.ABC):
@@ -238,13 +241,22 @@ class Runtime:
         # Unique per receipt: the same bad bytes received twice are two dead letters, while a
         # retried publish of this one letter is still deduplicated by JetStream.
         key = f"{digest(subject.encode() + payload)}-{self.started_ns}-{self._dead_letters}"
+        error = detail[:2000]
+        room = (
+            self.bus.max_payload() - DEAD_LETTER_OVERHEAD if isinstance(self.bus, NatsBus) else len(payload)
+        )
+        if len(payload) > room:
+            # Refused bytes near the server's limit do not fit in a letter with them: their head
+            # is kept (the digest is of them whole), and the letter says so.
+            error = f"payload cut to its first {room} of {len(payload)} bytes; {error}"
+            payload = payload[: max(room, 0)]
         letter = DeadLetter(
             ts_event=now,
             ts_init=now,
             service=self.service,
             subject=subject,
             reason=reason,
-            error=detail[:2000],
+            error=error,
             payload=payload,
             digest=key,
         )

@@ -321,7 +321,12 @@ class FleetView:
         return []  # quotes are many: clients read books at their own pace (GET /api/book)
 
     def _depth(self, e: DepthUpdate) -> list[Message]:
-        """IB's updateMktDepth semantics: an insert shifts the levels below down, a delete up."""
+        """IB's updateMktDepth semantics: an insert shifts the levels below down, a delete up. A
+        negative position (IB sends none) is counted and left out: as a list index it would
+        address the levels from the other end, or fail."""
+        if e.position < 0:
+            self.stats["depth_bad_position"] += 1
+            return []
         book = self.books.setdefault(e.symbol, _Book())
         if not book.depth:
             book.bids, book.asks, book.depth = [], [], True

@@ -135,9 +135,13 @@ class _Book:
         self.bids: list[list[float]] = []
         self.asks: list[list[float]] = []
 
-    def apply(self, d: DepthUpdate) -> None:
+    def apply(self, d: DepthUpdate) -> bool:
+        """IB's updateMktDepth semantics; False (nothing applied) for a negative position, which
+        IB never sends and which as a list index would address the other end, or fail."""
         side = self.bids if d.side == "BID" else self.asks
         pos = d.position
+        if pos < 0:
+            return False
         if d.operation == "INSERT":
             side.insert(min(pos, len(side)), [d.price, float(d.size)])
         elif d.operation == "UPDATE":
@@ -147,6 +151,7 @@ class _Book:
                 side.append([d.price, float(d.size)])
         elif pos < len(side):
             del side[pos]
+        return True
 
     def imbalance(self, levels: int) -> float:
         bid = sum(size for _, size in self.bids[:levels])
@@ -277,7 +282,8 @@ class FeatureCore:
         s = self.symbols.get(d.symbol) or self._add_symbol(d.symbol)
         if s.book is None:
             s.book = _Book()
-        s.book.apply(d)
+        if not s.book.apply(d):
+            self.stats["depth_bad_position"] += 1
         return out
 
     def on_time(self, now_ns: int) -> list[FeatureVector]:
