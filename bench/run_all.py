@@ -19,6 +19,7 @@ from bench import (
     recorder,
     risk,
     sentiment,
+    soak,
     spine_latency,
     tca_feedback,
     ws_fanout,
@@ -28,6 +29,8 @@ from bench import (
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    # The soak is the one long bench: an hour of the whole fleet on a paced replay (0: skip it).
+    parser.add_argument("--soak-minutes", type=float, default=60.0)
     ns = parser.parse_args()
     h = hop.run(rounds=ns.rounds, rate=5_000, name="hop_5k")
     h20 = hop.run(rounds=ns.rounds, count=50_000, rate=20_000, name="hop_20k")
@@ -44,6 +47,7 @@ def main() -> None:
     al = alerts_latency.run(rounds=ns.rounds)
     # Two pairs of whole fleet runs (~35 s each here): 3 would pass the 5 minutes a bench may take.
     wf = ws_fanout.run(rounds=min(ns.rounds, 2))
+    sk = soak.run(minutes=ns.soak_minutes, on_sample=None) if ns.soak_minutes > 0 else None
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
         f"hop      runtime {h['runtime_cpu_us_per_msg']:.1f} us CPU/msg"
@@ -164,6 +168,30 @@ def main() -> None:
         f" (x{wf['intent_p50_us_ratio']:.2f}), p99 {wf['intent_p99_us_clients'] / 1000:.1f} vs"
         f" {wf['intent_p99_us_bare'] / 1000:.1f} (x{wf['intent_p99_us_ratio']:.2f}); tick -> QOS p50"
         f" x{wf['qos_p50_us_ratio']:.2f}, p99 x{wf['qos_p99_us_ratio']:.2f}"
+    )
+    if sk is not None:
+        print(soak_line(sk))
+
+
+def soak_line(sk: dict) -> str:
+    """RSS start -> end per process (and any that kept rising), the spine's stages p50/p99 first
+    vs last sample, the worst event-loop lag."""
+    procs = sk["processes"]
+    rss = ", ".join(
+        f"{n} {p['rss_start_mib']:.0f}->{p['rss_end_mib']:.0f}"
+        for n, p in procs.items()
+        if n in ("md-gateway", "features", "fastlane", "qos", "risk", "execution", "recorder")
+    )
+    stages = "; ".join(
+        f"{st} {v['first']['p50_us'] / 1000:.2f}/{v['first']['p99_us'] / 1000:.2f} ->"
+        f" {v['last']['p50_us'] / 1000:.2f}/{v['last']['p99_us'] / 1000:.2f} ms"
+        for st, v in soak.spine_stages(sk["stages"]).items()
+    )
+    lag = max((v["p99_median_of_samples"] for v in sk["loop_lag_ms"].values()), default=float("nan"))
+    return (
+        f"soak     {sk['minutes']:g} min at {sk['speed']:g}x: RSS MiB start->end {rss};"
+        f" rising: {', '.join(sk['rising']) or 'none'}; stages p50/p99 first -> last: {stages};"
+        f" worst loop lag p99 (median of samples) {lag:.1f} ms"
     )
 
 
