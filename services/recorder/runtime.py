@@ -7,6 +7,7 @@ keeps receiving while a batch is written).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import sys
@@ -303,13 +304,7 @@ class RecorderApp(ServiceApp):
     ) -> tuple[dict[str, int], list[tuple[Event, str]]]:
         """``_write`` one row at a time (BatchWriter.write_isolating): (left out as held already,
         (event, why) of each refused)."""
-        assert self.sequencer is not None  # loaded by the _write that failed
-        trial = self.sequencer.copy()
-        now = time.monotonic()
-        while self.expected and self.expected[0][0] <= now:
-            for symbol, seq in self.expected.pop(0)[1].items():
-                trial.expect(symbol, seq)
-        events_by_table, left_out = keep_new_ticks(trial, events_by_table)
+        trial, events_by_table, left_out = self._trial(events_by_table)
         rows: dict[str, list[Any]] = {}
         owner: dict[str, list[Event]] = {}
         refused: list[tuple[Event, str]] = []
@@ -329,10 +324,12 @@ class RecorderApp(ServiceApp):
             self.ticks_left_out[table] = self.ticks_left_out.get(table, 0) + n
         return left_out, refused
 
-    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> dict[str, int]:
-        """In the writer thread: rows are built inside the COPY loop (see core.rows_of). Ticks
-        held already are left out, and the numbers held are stored with the rows (a failed
-        write leaves the state as it was). Returns how many were left out per table."""
+    def _trial(
+        self, events_by_table: dict[str, list[Event]]
+    ) -> tuple[TickSequencer, dict[str, list[Event]], collections.Counter[str]]:
+        """A copy of the numbers held (loaded with the first write) moved by the tails now
+        expected and by this batch's ticks, the batch without the ticks held already, and how
+        many those were per table. Adopted only once the batch commits."""
         if self.sequencer is None:
             self.sequencer = TickSequencer(self.writer.load_sequences(CONSUMER))
         trial = self.sequencer.copy()
@@ -340,7 +337,14 @@ class RecorderApp(ServiceApp):
         while self.expected and self.expected[0][0] <= now:
             for symbol, seq in self.expected.pop(0)[1].items():
                 trial.expect(symbol, seq)
-        events_by_table, left_out = keep_new_ticks(trial, events_by_table)
+        kept, left_out = keep_new_ticks(trial, events_by_table)
+        return trial, kept, left_out
+
+    def _write(self, events_by_table: dict[str, list[Event]], offsets: dict[str, int]) -> dict[str, int]:
+        """In the writer thread: rows are built inside the COPY loop (see core.rows_of). Ticks
+        held already are left out, and the numbers held are stored with the rows (a failed
+        write leaves the state as it was). Returns how many were left out per table."""
+        trial, events_by_table, left_out = self._trial(events_by_table)
         rows = {table: rows_of(events) for table, events in events_by_table.items()}
         days = {table: days_of(events) for table, events in events_by_table.items()}
         self.writer.write(rows, offsets, CONSUMER, days, trial.take_changed())

@@ -206,7 +206,21 @@ def keep_new_ticks(
         return events_by_table, collections.Counter()
     ticks.sort(key=_by_seq)
     admit = sequencer.admit
-    held = {id(e) for e in ticks if not admit(e.symbol, e.seq)}
+    held: set[int] = set()
+    # The hot path inlined (this runs for every tick the recorder writes): a symbol's next number
+    # in the session it last took extends the top range in place. Anything else goes to admit,
+    # after which the symbol's top is looked up again.
+    tops: dict[str, tuple[int, list[int]]] = {}  # symbol -> (session, the range holding its last)
+    for e in ticks:
+        seq, symbol = e.seq, e.symbol
+        top = tops.get(symbol)
+        if top is not None and seq >> SEQ_BITS == top[0] and (seq & SEQ_MASK) == top[1][1] + 1:
+            top[1][1] += 1
+            continue
+        if not admit(symbol, seq):
+            held.add(id(e))
+        if seq:  # admit may have merged ranges: the session's last one, looked up again
+            tops[symbol] = (seq >> SEQ_BITS, sequencer.symbols[symbol][seq >> SEQ_BITS].ranges[-1])
     if not held:
         return events_by_table, collections.Counter()
     out = dict(events_by_table)

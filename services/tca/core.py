@@ -14,6 +14,7 @@ Per order, once it has ended and the market has moved on by ``realized_after``:
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ from proto.units import SECOND_NS as NS
 
 @dataclass
 class _Mids:
-    """A symbol's mid over time (bounded), to look up the mid at or before a moment."""
+    """A symbol's mid over time (bounded), to look up the mid at or before a moment. Typed arrays:
+    8 bytes a value instead of a Python object each (a full symbol holds 24 bytes per quote,
+    about 5 MB, not about 20)."""
 
-    ts: list[int] = field(default_factory=list)
-    mid: list[float] = field(default_factory=list)
-    spread_bps: list[float] = field(default_factory=list)
+    ts: array.array[int] = field(default_factory=lambda: array.array("q"))
+    mid: array.array[float] = field(default_factory=lambda: array.array("d"))
+    spread_bps: array.array[float] = field(default_factory=lambda: array.array("d"))
     keep: int = 200_000
 
     def add(self, ts: int, bid: float, ask: float) -> None:

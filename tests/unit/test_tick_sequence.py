@@ -149,3 +149,23 @@ def test_only_the_sessions_heard_from_now_are_asked_for() -> None:
     assert restarted.missing(live_only=False) == 2
     restarted.admit("IBM", make_seq(S, 6))  # ...unless it is still sending
     assert restarted.holes() == [("IBM", S, 3, 4)]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.integers(1, 120), max_size=80), min_size=1, max_size=5))
+def test_batches_through_keep_new_ticks_keep_each_number_once(batches: list[list[int]]) -> None:
+    """The batch path (its inlined fast path included) agrees with a plain set, batch by batch."""
+    seqr, seen = TickSequencer(), set()
+    for numbers in batches:
+        batch = {
+            "quotes": [_quote(n) for n in numbers if n % 2],
+            "trades": [_trade(n) for n in numbers if n % 2 == 0],
+        }
+        kept, _ = keep_new_ticks(seqr, batch)
+        got = sorted(split_seq(e.seq)[1] for table in kept.values() for e in table)
+        want = sorted(set(numbers) - seen)
+        assert got == want
+        seen |= set(numbers)
+        top = max(seen, default=0)
+        holes = {n for _, _, a, b in seqr.holes() for n in range(a, b + 1)}
+        assert holes == set(range(1, top + 1)) - seen

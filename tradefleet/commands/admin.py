@@ -64,11 +64,15 @@ def db_migrate(url: DbUrlOpt = None, config: ConfigOpt = None) -> None:
 @db_app.command("prune")
 def db_prune(
     url: DbUrlOpt = None,
-    days: Annotated[int | None, typer.Option(help="keep this many days (default db.retention_days)")] = None,
+    days: Annotated[
+        int | None, typer.Option(help="keep this many days where a table has no retention of its own")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="only list what would be dropped")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Native storage mode: drop day partitions past the retention window."""
+    """Drop what is past each table's retention (opt-in: db.retention_days, db.tables.NAME),
+    counted from when it was written: native day partitions, or TimescaleDB chunks where the
+    licence has no retention policies (Apache); a no-op where TimescaleDB's policies do it."""
     from libs.common.storage.retention import prune
 
     settings = load(config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -43,23 +43,16 @@ class BatchWriter:
     def load_offsets(self, consumer: str) -> dict[str, int]:
         """Committed stream positions. Uses its own connection: the batch connection belongs to
         the writer thread, and sharing it across threads could commit inside a batch."""
-        try:
-            with psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s, autocommit=True) as conn:
-                rows = conn.execute(
-                    "SELECT stream, last_seq FROM recorder_offsets WHERE consumer = %s", (consumer,)
-                ).fetchall()
-            return dict(rows)
-        except psycopg.OperationalError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+        return self._pairs("SELECT stream, last_seq FROM recorder_offsets WHERE consumer = %s", consumer)
 
     def load_sequences(self, consumer: str) -> dict[str, dict[str, Any]]:
         """The market-data sequence state stored with the rows (symbol -> state)."""
+        return self._pairs("SELECT symbol, state FROM md_sequences WHERE consumer = %s", consumer)
+
+    def _pairs(self, query: LiteralString, consumer: str) -> dict[Any, Any]:
         try:
             with psycopg.connect(self.dsn, connect_timeout=self.connect_timeout_s, autocommit=True) as conn:
-                rows = conn.execute(
-                    "SELECT symbol, state FROM md_sequences WHERE consumer = %s", (consumer,)
-                ).fetchall()
-            return dict(rows)
+                return dict(conn.execute(query, (consumer,)).fetchall())
         except psycopg.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
