@@ -561,13 +561,17 @@ class Fleet:
         if not self._has("features"):
             return True
         source = self.settings.fastlane.source_timeframe
+        # A consumer restarted in this run counts from its restart only: what reached its earlier
+        # life is not in its counters, so its "in" cannot be held against what was sent (core
+        # NATS keeps nothing to count again); the summary's restarts say so.
+        fast_restarted, qos_restarted = bool(self.restarts["fastlane"]), bool(self.restarts["qos"])
         return (
             self._news_caught_up()
             and bool(feats.get("finished"))
-            and fast.get("vectors_in", -1) >= feats.get("vectors", {}).get(source, 0)
-            and qos.get("predictions_in", -1) >= fast.get("predictions", 0)
+            and (fast_restarted or fast.get("vectors_in", -1) >= feats.get("vectors", {}).get(source, 0))
+            and (qos_restarted or qos.get("predictions_in", -1) >= fast.get("predictions", 0))
             # ...and every vector reached QOS's protective exits (they may still make intents)
-            and qos.get("vectors_in", -1) >= sum(feats.get("vectors", {}).values())
+            and (qos_restarted or qos.get("vectors_in", -1) >= sum(feats.get("vectors", {}).values()))
         )
 
     def _news_caught_up(self) -> bool:

@@ -1,8 +1,9 @@
-"""Chaos: during a paced replay of the sample day under `tradefleet up`, kill -9 the md-gateway,
-features, risk, execution and the recorder in turn, then cut PostgreSQL for 10 s and kill the
-recorder meanwhile. Bounded (one replay, loopback only) and it stops by itself. (The NATS
-server's kill -9 is test_fleet's: core NATS loses what the server held, spine events included,
-so that run is judged by what it stored, not by a spine that caught up.)
+"""Chaos: during a paced replay of the sample day under `tradefleet up`, kill -9 each service in
+turn (the md-gateway, features, risk, execution, the recorder, the fast lane, QOS, TCA, sentiment,
+alerts, control), then cut PostgreSQL for 10 s and kill the recorder meanwhile. Bounded (one
+replay, loopback only) and it stops by itself. (The NATS server's kill -9 is test_fleet's: core
+NATS loses what the server held, spine events included, so that run is judged by what it stored,
+not by a spine that caught up.)
 
 Invariants, checked against what was stored and what the services say at the end:
 - the run ends ``ok``: the replay finished and every quote and trade it published is stored once
@@ -34,7 +35,19 @@ from tests.helpers import REPO, TcpProxy, http_json, service_env
 
 READY_WITHIN_S = 5.0
 UP = (sys.executable, "-m", "tradefleet", "up")
-KILLED_IN_TURN = ("md-gateway", "features", "risk", "execution", "recorder")
+KILLED_IN_TURN = (
+    "md-gateway",
+    "features",
+    "risk",
+    "execution",
+    "recorder",
+    "fastlane",
+    "qos",
+    "tca",
+    "sentiment",
+    "alerts",
+    "control",
+)
 
 
 def _state(var: Path) -> dict[str, object]:
