@@ -262,6 +262,10 @@ class Fleet:
                 ),
             }
         )
+        if service == "features":  # a restarted one resumes its bars (each replica its own file)
+            env["TRADEFLEET_FEATURES__CHECKPOINT"] = str(
+                self.var / "runs" / self.run_id / f"{name}.checkpoint"
+            )
         if self.edge_nats_url and service in natsauth.EDGE_SERVICES:
             env["TRADEFLEET_NATS_URL"] = self.edge_nats_url
         if self.config:

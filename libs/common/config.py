@@ -544,6 +544,10 @@ class PartitionSettings(Section):
 
 class FeaturesSettings(Section):
     timeframes: list[str] = Field(default_factory=lambda: ["1m", "5m", "15m", "30m", "60m"], min_length=1)
+    # Where the service notes its state (bars, VWAP, windows) every few seconds, so a restart
+    # resumes the day instead of starting its bars afresh (None: it starts afresh). The file is
+    # loaded with pickle: it must be this service's own (`up` puts one per run in its state dir).
+    checkpoint: Path | None = None
     index_symbol: str = "SPY"
     block_min_shares: int = Field(10_000, ge=1)
     block_min_notional: float = Field(500_000.0, gt=0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
+import pickle
+import time
 from typing import Any
 
 import msgspec
@@ -27,6 +30,9 @@ from proto.subjects import subject_token
 from services.features.core import FeatureCore
 
 log = get_logger(__name__)
+# features.checkpoint: how often the state is noted (wall time), and the note's layout version.
+CHECKPOINT_EVERY_S = 2.0
+CHECKPOINT_VERSION = 1
 KIND_OF: dict[type, str] = {Quote: "quotes", Trade: "trades", DepthUpdate: "depth"}
 MD_KINDS = tuple(KIND_OF.values())
 REDIS_PREFIX = "tradefleet:feat"
@@ -107,11 +113,15 @@ class FeaturesApp(ServiceApp):
         # come, so the end of the replay does not wait for the day's count.
         self.joined_late = False
         self.last_vector_ns = 0  # the latest vector's event time: the heartbeat's progress
+        self._noted_at = time.monotonic()  # the last checkpoint (features.checkpoint)
+        self.checkpoints = 0
+        self.resumed_from_ns = 0  # market time of the checkpoint a restart resumed from
         # Tracing on only: symbol -> (end of the open bar a sampled tick fell in, its context).
         self._bar_traces: dict[str, tuple[int, otel_context.Context]] = {}
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
+        self._resume()
         self.core.clock = rt.clock
         f = self.settings.features
         if f.redis_url:
@@ -137,6 +147,54 @@ class FeaturesApp(ServiceApp):
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
+    # -- checkpoint --------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """The state noted by an earlier run of this process (features.checkpoint), if any: its
+        bars, VWAP and windows go on from there; only the ticks published between that note and
+        this start are missing (the joined_late path still applies)."""
+        path = self.settings.features.checkpoint
+        if path is None or not path.exists():
+            return
+        try:
+            note = pickle.loads(path.read_bytes())  # this service's own state file (see features.checkpoint)
+            if note.get("version") != CHECKPOINT_VERSION or note["feature_set"] != self.core.feature_set:
+                log.warning("features checkpoint of another build or feature set: starting afresh")
+                return
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, KeyError, TypeError) as exc:
+            log.error("features checkpoint unreadable: starting afresh", error=repr(exc)[:300])
+            return
+        self.core = note["core"]
+        self.vectors.update(note["vectors"])
+        self.resumed_from_ns = note["market_ns"]
+        log.warning("features resumed from its checkpoint", market_ns=note["market_ns"])
+
+    def _note(self, market_ns: int) -> None:
+        """The state, noted at most every CHECKPOINT_EVERY_S (a pickle of the core: a few ms at a
+        day's size), in a file replaced atomically."""
+        path = self.settings.features.checkpoint
+        now = time.monotonic()
+        if path is None or now - self._noted_at < CHECKPOINT_EVERY_S:
+            return
+        self._noted_at = now
+        clock, self.core.clock = self.core.clock, LiveClock()  # the runtime's is not ours to save
+        try:
+            note = {
+                "version": CHECKPOINT_VERSION,
+                "feature_set": self.core.feature_set,
+                "core": self.core,
+                "vectors": dict(self.vectors),
+                "market_ns": market_ns,
+                "saved_at": time.time(),
+            }
+            blob = pickle.dumps(note, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            self.core.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+        self.checkpoints += 1
+
     async def _on_md(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
         e = d.event
         if type(e) is not FeedStatus:
@@ -153,6 +211,7 @@ class FeaturesApp(ServiceApp):
             vectors = self.core.on_event(e)
             if vectors:
                 await self._publish(vectors)
+                self._note(e.ts_event)  # at a bar's close: the state is whole there
         else:
             await self._on_status(e)
 

@@ -86,6 +86,15 @@ async def _kill_and_time_the_restart(var: Path, name: str) -> float:
     return await _until(lambda: _ready(var, name), 30, f"{name} ready")
 
 
+def _replay_position(var: Path) -> int:
+    for path in var.glob("runs/*/md-gateway.checkpoint"):
+        try:
+            return int(json.loads(path.read_text())["position"])
+        except (OSError, ValueError, KeyError):
+            return 0
+    return 0
+
+
 def _up(tmp: Path, config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*UP, "--config", str(config), "--summary", "summary.json", "--no-live", "--speed", "200"],
@@ -144,6 +153,10 @@ async def test_the_fleet_survives_kill_9_of_each_service_nats_and_a_database_out
             proc.send_signal(signal.SIGINT)
             raise AssertionError((await asyncio.to_thread(proc.communicate, timeout=60))[0][-4000:]) from None
         for name in KILLED_IN_TURN:
+            if name == "features":  # it resumes from its checkpoint: one noted first
+                await _until(lambda: any(var.glob("runs/*/features.checkpoint")), 60, "a features checkpoint")
+            if name == "md-gateway":  # ...and so does the replay, once it has noted a position
+                await _until(lambda: _replay_position(var) > 0, 60, "a replay checkpoint")
             ready_s[name] = await _kill_and_time_the_restart(var, name)
         proxy.cut()  # PostgreSQL unreachable for 10 s, the recorder killed meanwhile
         await asyncio.sleep(3)
@@ -172,5 +185,10 @@ async def test_the_fleet_survives_kill_9_of_each_service_nats_and_a_database_out
     assert trading["open_orders_at_end"] == 0
     held = {k: float(v) for k, v in (trading["positions_at_end"] or {}).items() if abs(float(v)) > 1e-9}
     assert held == checks["net_by_symbol"], (held, checks)
+    assert "features resumed from its checkpoint" in (var / "logs" / "features.log").read_text()
+    assert (
+        "resuming the replay where an earlier run of it stopped"
+        in (var / "logs" / "md-gateway.log").read_text()
+    )
     slow = {k: v for k, v in ready_s.items() if v > READY_WITHIN_S}
     assert not slow, f"ready later than {READY_WITHIN_S:g} s after a restart: {slow}"

@@ -208,3 +208,45 @@ def test_a_trade_for_a_closed_bar_is_counted_late_not_lost() -> None:
     assert core.stats["late_trades"] == 1
     bar = next(v for v in out if v.timeframe == "1m" and v.ts_event == T0 + 120 * S)
     assert bar.values[0] == pytest.approx(math.log(10.2 / 10.0) * 1e4)  # the late trade closed minute 2
+
+
+def test_a_restarted_service_resumes_its_bars_from_its_checkpoint(
+    day_events: list[Event], tmp_path: Path
+) -> None:
+    """features.checkpoint: the state noted mid-day, loaded by a new process's app, makes exactly
+    the vectors the uninterrupted core makes from there (no bars afresh, no VWAP from zero)."""
+    from libs.common.config import load_settings
+    from services.features.runtime import FeaturesApp
+
+    settings = load_settings(None, features={"checkpoint": str(tmp_path / "features.checkpoint")})
+    first = FeaturesApp(settings)
+    half = len(day_events) // 2
+    for e in day_events[:half]:
+        first.core.on_event(e)
+    first._noted_at = -1e9  # due now
+    first._note(day_events[half - 1].ts_event)
+    assert first.checkpoints == 1
+    restarted = FeaturesApp(settings)
+    restarted._resume()
+    assert restarted.resumed_from_ns == day_events[half - 1].ts_event
+    rest = day_events[half:]
+    want = [v for e in rest for v in first.core.on_event(e)] + first.core.finish()
+    got = [v for e in rest for v in restarted.core.on_event(e)] + restarted.core.finish()
+    assert len(got) == len(want) > 1000
+    unstamped = [
+        (msgspec.structs.replace(a, ts_init=0), msgspec.structs.replace(b, ts_init=0))
+        for a, b in zip(got, want, strict=True)
+    ]
+    assert all(same(a, b) for a, b in unstamped)  # ts_init: each core's wall clock
+    # a note of another feature set is not taken
+    other = load_settings(
+        None,
+        features={
+            "checkpoint": str(tmp_path / "features.checkpoint"),
+            "timeframes": ["1m", "5m", "15m", "30m"],
+        },
+    )
+    assert FeaturesApp(other).core.feature_set != first.core.feature_set
+    fresh = FeaturesApp(other)
+    fresh._resume()
+    assert fresh.resumed_from_ns == 0
