@@ -32,7 +32,10 @@ def _settings(nats_url: str, tmp: Path) -> Settings:
         nats={"url": nats_url},
         http={"port": -1},
         telemetry={"tracing": "memory", "trace_sample_every": SAMPLE_EVERY, "heartbeat_s": 0},
-        md_gateway={"replay": {"root": str(SAMPLE_LEAN), "news": [], "until": "10:20"}},
+        # Paced: every service here shares one event loop with the gateway, so an unpaced replay
+        # reaches its end before the orders it causes reach the simulated venue (each approval
+        # waits for the stream to take the gate's state first).
+        md_gateway={"replay": {"root": str(SAMPLE_LEAN), "news": [], "until": "10:20", "speed": 300}},
         execution={"journal": str(tmp / "journal.msgpack"), "account": f"SIM-{uuid.uuid4().hex[:6]}"},
         fastlane={"compile_cache": SHARED_CACHES["TRADEFLEET_FASTLANE__COMPILE_CACHE"]},
         market={"cache": SHARED_CACHES["TRADEFLEET_MARKET__CACHE"]},
