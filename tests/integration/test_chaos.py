@@ -129,7 +129,7 @@ def _db_checks(dsn: str) -> dict[str, object]:
 
 
 @pytest.mark.timeout(600)
-async def test_the_fleet_survives_kill_9_of_each_service_nats_and_a_database_outage(
+async def test_the_fleet_survives_kill_9_of_each_service_and_a_database_outage(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     migrate(pg_dsn, DbSettings())
