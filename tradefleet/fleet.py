@@ -24,11 +24,12 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from libs.common import natsauth
-from libs.common.config import Settings, redacted_url
+from libs.common.config import GROUP_SEPARATOR, Settings, group_members, redacted_url
 from libs.common.localinfra import (
     NatsServer,
     PgCluster,
     free_port,
+    free_ports,
     port_free,
     postgres_reachable,
     start_nats,
@@ -162,7 +163,12 @@ class Fleet:
         self._envs: dict[str, dict[str, str]] = {}
         self._deaths: dict[str, list[float]] = {}
         self._restart_at: dict[str, float] = {}
-        self.restarts: collections.Counter[str] = collections.Counter()
+        self.restarts: collections.Counter[str] = collections.Counter()  # by process
+        self.restarted: collections.Counter[str] = collections.Counter()  # by service it runs
+        # What each process runs: its member instances (a service's own process: itself; a
+        # process group, fleet.groups: several), and the process of each member.
+        self.layout: dict[str, list[str]] = {}
+        self.process_of: dict[str, str] = {}
         self.exits: dict[str, list[int]] = {}  # the exit codes of the restarted
         self._nats_store_dir: Path | None = None
         self.started_ns = time.time_ns()
@@ -178,7 +184,7 @@ class Fleet:
             # catalog), the streams made once here by the admin user; services only use them.
             store = self._nats_store_dir = self._nats_store()
             self.nats_auth = (store.parent / "nats-auth").resolve()
-            natsauth.write(self.nats_auth, partitions=self.replicas)
+            natsauth.write(self.nats_auth, partitions=self.replicas, groups=self._group_users())
             log_file = self.var / "logs" / "nats-server.log"
             self.nats = start_nats(store, log_file=log_file, config=self.nats_auth / "nats-server.conf")
             self.nats_url = self.nats.url
@@ -236,16 +242,65 @@ class Fleet:
         return [service]
 
     def _has(self, service: str) -> bool:
-        return any(n in self.procs for n in self._names(service))
+        return any(n in self.process_of for n in self._names(service))
+
+    def _plan(self) -> None:
+        """Which processes run which members: a group of fleet.groups (its started services)
+        is one process, replicated per partition when all its members are partitioned."""
+        self.layout.clear()
+        started = started_services(self.settings)
+        grouped: set[str] = set()
+        for group in self.settings.fleet.groups:
+            members = [m for m in group_members(group) if m in started]
+            grouped.update(members)
+            spec = GROUP_SEPARATOR.join(members)
+            if len(members) == 1:
+                self.layout.update({n: [n] for n in self._names(members[0])})
+                continue
+            edge = {m in natsauth.EDGE_SERVICES for m in members}
+            if self.edge_nats_url and len(edge) > 1:
+                raise RuntimeError(f"group {spec} spans the hub and the on-prem site: group within one")
+            partitioned = {m in PARTITIONED_SERVICES for m in members}
+            if self.replicas > 1 and True in partitioned:
+                if False in partitioned:
+                    raise RuntimeError(
+                        f"group {spec}: with --replicas only groups of partitioned services "
+                        f"({', '.join(PARTITIONED_SERVICES)}) are replicated"
+                    )
+                for i in range(self.replicas):
+                    self.layout[f"{spec}-{i}"] = [f"{m}-{i}" for m in members]
+            else:
+                self.layout[spec] = members
+        for service in started:
+            if service not in grouped:
+                self.layout.update({n: [n] for n in self._names(service)})
+        self.process_of = {m: p for p, members in self.layout.items() for m in members}
+
+    def _group_users(self) -> list[str]:
+        """The process groups' NATS users to write (one per group as laid out)."""
+        if not self.layout:
+            self._plan()
+        return list(dict.fromkeys(self._command(p) for p, ms in self.layout.items() if len(ms) > 1))
+
+    def _services_of(self, process: str) -> list[str]:
+        return [self._service(m) for m in self.layout.get(process, [process])]
+
+    def _command(self, process: str) -> str:
+        """What `tradefleet service` runs for a process: a service, or a group's services."""
+        return GROUP_SEPARATOR.join(self._services_of(process))
 
     def _env(self, name: str) -> dict[str, str]:
-        service = self._service(name)
+        """A process's environment (``name``: a service, a replica, or a process group, whose
+        members listen on consecutive ports from the first's)."""
+        members = self.layout.get(name, [name])
+        services = self._services_of(name)
+        service = self._command(name)
         env = dict(os.environ)
         env.update(
             {
                 "TRADEFLEET_NATS_URL": self.nats_url or "",
                 "TRADEFLEET_DB_URL": self.db_url or "",
-                "TRADEFLEET_HTTP__PORT": str(self.ports[name]),
+                "TRADEFLEET_HTTP__PORT": str(self.ports[members[0]]),
                 "TRADEFLEET_TELEMETRY__LOG_FORMAT": "json",
                 "TRADEFLEET_RECORDER__SPILL_DIR": str(self.var / "recorder-spill"),
                 # A fresh journal per run: the run's NATS is fresh too, and the same replay
@@ -262,23 +317,31 @@ class Fleet:
                 ),
             }
         )
-        if service == "features":  # a restarted one resumes its bars (each replica its own file)
+        if "features" in services:  # a restarted one resumes its bars (each replica its own file)
             env["TRADEFLEET_FEATURES__CHECKPOINT"] = str(
                 self.var / "runs" / self.run_id / f"{name}.checkpoint"
             )
-        if self.edge_nats_url and service in natsauth.EDGE_SERVICES:
+        if self.edge_nats_url and all(s in natsauth.EDGE_SERVICES for s in services):
             env["TRADEFLEET_NATS_URL"] = self.edge_nats_url
         if self.config:
             env["TRADEFLEET_CONFIG"] = str(self.config)
-        if self.nats_auth is not None:
-            env["TRADEFLEET_NATS__NKEY_SEED_FILE"] = str(self.nats_auth / f"{service}.nk")
-        if self.approval_key and service in ("risk", "execution"):
+        if self.nats_auth is not None:  # a group's user may do what its members may
+            seed = self.nats_auth / f"{service}.nk"
+            if not seed.exists():
+                raise RuntimeError(
+                    f"no NATS user for {service} in {self.nats_auth}: `tradefleet nats config` "
+                    "writes one per group of fleet.groups"
+                )
+            env["TRADEFLEET_NATS__NKEY_SEED_FILE"] = str(seed)
+        if self.approval_key and {"risk", "execution"} & set(services):
             env["TRADEFLEET_SIGNING__APPROVAL_KEY"] = self.approval_key
-        if service == "control":
+        if "control" in services:
             env.update(self._control_env())
-        if name != service:
+        # The groups as laid out here (of their started services): what `service` checks against.
+        env["TRADEFLEET_FLEET__GROUPS"] = json.dumps(self._group_users())
+        if members[0] != services[0]:
             env["TRADEFLEET_PARTITION__COUNT"] = str(self.replicas)
-            env["TRADEFLEET_PARTITION__OWNED"] = name.rpartition("-")[2]
+            env["TRADEFLEET_PARTITION__OWNED"] = members[0].rpartition("-")[2]
         if self.lockstep:
             env["TRADEFLEET_NATS__SYNC"] = "true"
             started = started_services(self.settings)
@@ -310,7 +373,7 @@ class Fleet:
         return env
 
     def control_url(self) -> str | None:
-        if "control" not in self.procs:
+        if "control" not in self.process_of:
             return None
         host = self.settings.control.host
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.control_port}/"
@@ -319,11 +382,13 @@ class Fleet:
         """Start a service; ``_wait_ready`` waits until it has subscribed. A restart runs it again
         as it was first started (its port, environment and log)."""
         if name not in self._envs:
-            self.ports[name] = free_port()
+            members = self.layout.get(name, [name])
+            first = free_ports(len(members))
+            self.ports.update({m: first + i for i, m in enumerate(members)})
             self._envs[name] = self._env(name)
         log = open(self._log(name), "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tradefleet", "service", self._service(name)],
+            [sys.executable, "-m", "tradefleet", "service", self._command(name)],
             env=self._envs[name],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -359,6 +424,8 @@ class Fleet:
                 del self._restart_at[name]
                 self._spawn(name)
                 self.restarts[name] += 1
+                for member in self.layout.get(name, [name]):
+                    self.restarted[self._service(member)] += 1
                 restarted = True
         if restarted:
             self._write_state()  # its new pid, for taps, ctl and whoever watches
@@ -423,15 +490,18 @@ class Fleet:
         consumers take what comes from now on), and the gateway only once all are ready, so
         nothing it publishes goes unheard. Starting them together rather than one by one uses
         every core for the imports and model loads, which dominate a start."""
-        names = started_services(self.settings)
-        consumers = [n for s in names if s != "md-gateway" for n in self._names(s)]
+        self._plan()
+        consumers = [p for p in self.layout if "md-gateway" not in self._services_of(p)]
         for name in consumers:
             self._spawn(name)
         for name in consumers:
-            self._wait_ready(name, timeout=120.0)
-        if "md-gateway" in names:
-            self._spawn("md-gateway")
-            self._wait_ready("md-gateway")
+            for member in self.layout[name]:
+                self._wait_ready(member, timeout=120.0)
+        if "md-gateway" in self.process_of:
+            producer = self.process_of["md-gateway"]  # alone, or in a group (which starts it last)
+            self._spawn(producer)
+            for member in self.layout[producer]:
+                self._wait_ready(member, timeout=120.0)
 
     def _get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.ports[name]}{path}"
@@ -444,10 +514,13 @@ class Fleet:
             return 0, None
 
     def _wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Until the member ``name`` answers /readyz (a group's: once all its members are)."""
         deadline = time.monotonic() + timeout
+        process = self.process_of.get(name, name)
         while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see {self._log(name)}")
+            proc = self.procs[process]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{process} exited with {proc.returncode}; see {self._log(process)}")
             code, _ = self._get(name, "/readyz")
             if code == 200:
                 return
@@ -500,6 +573,8 @@ class Fleet:
             "db_url": redacted_url(self.db_url or ""),
             "http_ports": self.ports,
             "pids": {n: p.pid for n, p in self.procs.items()},
+            # a process group's members (fleet.groups): their endpoints are in http_ports
+            "groups": {n: ms for n, ms in self.layout.items() if len(ms) > 1},
             "control_url": self.control_url(),
             # the seeds of a fleet secured by `up` (tap.nk to read, operator.nk for ctl)
             "nats_auth": str(self.nats_auth) if self.nats_auth is not None else None,
@@ -512,7 +587,7 @@ class Fleet:
             self.statuses[name] = body
 
     def _poll_all(self) -> None:
-        for name in self.procs:
+        for name in self.process_of:
             self._poll(name)
 
     def _app(self, name: str) -> dict[str, Any]:
@@ -537,7 +612,7 @@ class Fleet:
         pending = rec.get("pending_rows", 1)
         if rec.get("sequence", {}).get("ticks_missing_now", 0) or pending:
             return False  # still asking for ticks it missed, or writing
-        if self.restarts.get("recorder"):
+        if self.restarted["recorder"]:
             # Its counters started again from zero: the database says what it holds. Market data
             # is numbered and asked for again; feature vectors published while it was down are
             # not (derived data, the ticks make them again): the summary counts them instead.
@@ -547,7 +622,7 @@ class Fleet:
         return self._stored_md_rows() >= self._expected_rows() and stored_vectors >= vectors
 
     def _vectors_not_stored(self) -> int | None:
-        if self.db_rows is None or self.restarts.get("features"):
+        if self.db_rows is None or self.restarted["features"]:
             return None  # a restarted features service counts from its restart only
         published = sum(self._app("features").get("vectors", {}).values())
         return max(published - self.db_rows.get("feature_vectors", 0), 0)
@@ -568,7 +643,7 @@ class Fleet:
         # A consumer restarted in this run counts from its restart only: what reached its earlier
         # life is not in its counters, so its "in" cannot be held against what was sent (core
         # NATS keeps nothing to count again); the summary's restarts say so.
-        fast_restarted, qos_restarted = bool(self.restarts["fastlane"]), bool(self.restarts["qos"])
+        fast_restarted, qos_restarted = bool(self.restarted["fastlane"]), bool(self.restarted["qos"])
         return (
             self._news_caught_up()
             and bool(feats.get("finished"))
@@ -592,7 +667,7 @@ class Fleet:
         """Every intent decided by the risk gate, every approval taken by execution."""
         if not self._has("risk"):
             return True
-        if any(self.restarts.get(n) for n in ("risk", "execution", "qos")):
+        if any(self.restarted[n] for n in ("risk", "execution", "qos")):
             # their counters started again from zero: the database says what was decided, taken
             counted = self._count_in_database_now()
             if counted is None:
@@ -664,7 +739,10 @@ class Fleet:
         )
 
     def _table(self) -> Group:
-        return live_view(self.statuses, {n: p.pid for n, p in self.procs.items()})
+        return live_view(self.statuses, self._member_pids())
+
+    def _member_pids(self) -> dict[str, int]:
+        return {m: self.procs[p].pid for m, p in self.process_of.items() if p in self.procs}
 
     def _one_line(self) -> str:
         gw, rec, risk = self._app("md-gateway"), self._app("recorder"), self._app("risk")
@@ -689,16 +767,18 @@ class Fleet:
     def _stop_order(self) -> list[str]:
         """Producers first, then consumers; the alerts service after every service that may
         still raise an alert, and the recorder last of all."""
-        order = [n for n in reversed(list(self.procs)) if n not in ("alerts", "recorder")]
-        return order + [n for n in ("alerts", "recorder") if n in self.procs]
+        last = [self.process_of[s] for s in ("alerts", "recorder") if s in self.process_of]
+        order = [n for n in reversed(list(self.procs)) if n not in last]
+        return order + [n for n in dict.fromkeys(last) if n in self.procs]
 
     def _stop_all(self) -> None:
         """Producers first, then consumers once they settled; final statuses read before each stop."""
         for name in self._stop_order():
             proc = self.procs[name]
-            if name == "recorder" and proc.poll() is None:
+            if "recorder" in self.layout.get(name, [name]) and proc.poll() is None:
                 self._settle()
-            self._poll(name)
+            for member in self.layout.get(name, [name]):
+                self._poll(member)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -849,7 +929,7 @@ class Fleet:
             )
             summary["replicas"] = {
                 n: {k: v for k, v in self._replica_app(n).items() if k in keys}
-                for n in self.procs
+                for n in self.process_of
                 if n != self._service(n)
             }
         # Restarts, and the exit codes that caused them: a restarted service's counters start

@@ -233,7 +233,53 @@ class TelemetrySettings(Section):
 
 class HttpSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(0, ge=-1, le=65535)  # 0: any free port; -1: no HTTP endpoint
+    # 0: any free port; -1: no HTTP endpoint. In a process group (fleet.groups) each member has
+    # its own endpoint: the group's Nth member (from 0) listens on port + N (0: each any free one).
+    port: int = Field(0, ge=-1, le=65535)
+
+
+GROUP_SEPARATOR = "+"
+
+
+def group_members(name: str) -> list[str]:
+    """The services of a process group's name ("features+fastlane+qos"), in its order."""
+    return [m.strip() for m in name.split(GROUP_SEPARATOR)]
+
+
+class FleetSettings(Section):
+    """How the services are laid out in processes. ``groups``: sets of services that run in one
+    process each, on the in-process bus among themselves and NATS for everything that leaves the
+    group ("features+fastlane+qos+risk"; docs/ARCHITECTURE.md, Process groups). `up` starts each
+    group as one process; `tradefleet service NAME` refuses a service that belongs to one."""
+
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups: list[str]) -> list[str]:
+        from proto.subjects import SERVICES
+
+        known = {s.name for s in SERVICES}
+        seen: dict[str, str] = {}
+        out = []
+        for group in groups:
+            members = group_members(group)
+            if len(members) < 2:
+                raise ValueError(f"{group!r}: a group has two services or more, joined by '+'")
+            if unknown := [m for m in members if m not in known]:
+                raise ValueError(f"{group!r}: no such service {', '.join(unknown)} (one of {sorted(known)})")
+            if len(set(members)) != len(members):
+                raise ValueError(f"{group!r} names a service twice")
+            for m in members:
+                if m in seen:
+                    raise ValueError(f"{m} is in two groups: {seen[m]!r} and {group!r}")
+                seen[m] = group
+            out.append(GROUP_SEPARATOR.join(members))
+        return out
+
+    def group_of(self, service: str) -> str | None:
+        """The group a service runs in (None: its own process)."""
+        return next((g for g in self.groups if service in group_members(g)), None)
 
 
 class MarketSettings(Section):
@@ -891,6 +937,7 @@ class Settings(BaseSettings):
     db: DbSettings = DbSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
+    fleet: FleetSettings = FleetSettings()
     market: MarketSettings = MarketSettings()
     md_gateway: MdGatewaySettings = MdGatewaySettings()
     recorder: RecorderSettings = RecorderSettings()

@@ -25,6 +25,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a process group's members listen on them)."""
+    for _ in range(200):
+        first = free_port()
+        if first + count <= 65535 and all(port_free(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Can a server listen on this port now? (a bind and a release: racy, but a taken port is
     then a clear bind error at the server's start, never a silent clash)"""

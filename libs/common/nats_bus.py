@@ -42,6 +42,7 @@ from libs.common.bus import (
     wanted_types,
 )
 from libs.common.config import NatsSettings
+from libs.common.group import ORIGIN_HEADER, LocalSubscription, ProcessGroup
 from libs.common.logging import get_logger
 from libs.common.telemetry import TRACE_INDEX_HEADER, Tracing, traced_index
 from proto import SCHEMA_VERSION
@@ -124,6 +125,26 @@ async def server_partitions(nc: NatsClient) -> int:
     return int(count) if subject != PARTITIONS_PROBE and count.isdigit() else 1
 
 
+def connect_options(settings: NatsSettings, name: str, callbacks: Any) -> dict[str, Any]:
+    """nats.connect's arguments for a client named ``name``, whose ``callbacks`` (a NatsBus, or a
+    process group that tells its members) hear of errors, disconnects and reconnects."""
+    return {
+        "servers": [s.strip() for s in settings.url.split(",")],
+        "name": name,
+        "connect_timeout": settings.connect_timeout_s,
+        "reconnect_time_wait": settings.reconnect_wait_s,
+        "max_reconnect_attempts": settings.max_reconnect_attempts,
+        "allow_reconnect": True,
+        "error_cb": callbacks._on_error,
+        "disconnected_cb": callbacks._on_disconnected,
+        "reconnected_cb": callbacks._on_reconnected,
+        "closed_cb": callbacks._on_closed,
+        "drain_timeout": 10,
+        "nkeys_seed": str(settings.nkey_seed_file) if settings.nkey_seed_file else None,
+        "tls": settings.tls_context(),
+    }
+
+
 class PublishFailed(RuntimeError):
     """A durable publish that JetStream did not acknowledge after every retry: the outcome is
     unknown (it may still be stored), so callers treat it as unresolved, never as 'not sent'."""
@@ -137,12 +158,16 @@ class NatsBus(Bus):
         hooks: BusHooks | None = None,
         tracing: Tracing | None = None,
         batching: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self.hooks: BusHooks = hooks or NullHooks()
         self.tracing = tracing
-        self.batching = batching
+        # In a process group, each event is published at once (its members take it in-process
+        # as it is published, not a micro-batch later).
+        self.batching = batching and group is None
+        self.group = group
         self.nc: NatsClient | None = None
         self.js: Any = None
         # Micro-batches as runs of consecutive events on one subject, in publish order: a
@@ -168,6 +193,8 @@ class NatsBus(Bus):
         self._durables: list[tuple[str, str]] = []
         self._closing = False
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
+        if group is not None:  # its members drop their own group's copies coming back
+            self._base_headers[ORIGIN_HEADER] = group.origin
         self.connected = asyncio.Event()
         self.on_connection_change: Any = None
         # The server's partition count (PARTITIONS_PROBE, asked at connect; 1: no mapping) and,
@@ -182,23 +209,17 @@ class NatsBus(Bus):
 
     # -- connection -------------------------------------------------------------------------
     async def connect(self) -> None:
-        self.nc = await nats.connect(
-            servers=[s.strip() for s in self.settings.url.split(",")],
-            name=self.service,
-            connect_timeout=self.settings.connect_timeout_s,
-            reconnect_time_wait=self.settings.reconnect_wait_s,
-            max_reconnect_attempts=self.settings.max_reconnect_attempts,
-            allow_reconnect=True,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            closed_cb=self._on_closed,
-            drain_timeout=10,
-            nkeys_seed=str(self.settings.nkey_seed_file) if self.settings.nkey_seed_file else None,
-            tls=self.settings.tls_context(),
-        )
-        self.js = self.nc.jetstream(timeout=5.0, domain=self.settings.js_domain)
-        self.partitions = await server_partitions(self.nc)
+        if self.group is not None:
+            await self.group.join(self)  # the group's one connection (libs/common/group.py)
+            return
+        nc = await nats.connect(**connect_options(self.settings, self.service, self))
+        await self.connected_on(nc, await server_partitions(nc))
+
+    async def connected_on(self, nc: NatsClient, partitions: int) -> None:
+        """Use ``nc`` (this bus's own, or its process group's shared one)."""
+        self.nc = nc
+        self.js = nc.jetstream(timeout=5.0, domain=self.settings.js_domain)
+        self.partitions = partitions
         self.connected.set()
         if self.batching and self.settings.batch_linger_ms > 0:
             self._linger_task = asyncio.create_task(self._linger_loop(), name="bus-linger")
@@ -289,11 +310,11 @@ class NatsBus(Bus):
         except Unroutable as exc:
             await self._refuse(subject, event, str(exc))
             return
-        if route.transport is Transport.JETSTREAM:
+        if self.group is not None:
+            await self.group.publish(self, subject, event, route)
+        elif route.transport is Transport.JETSTREAM:
             assert isinstance(event, DurableEvent)
-            await self._publish_durable(subject, route.stream, event)
-            self.sent += 1
-            self.hooks.on_published(route.wildcard, 1)
+            await self.publish_durable_now(subject, route.stream, event)
         elif self.batching:
             if self.enqueue(subject, event):
                 await self.flush()
@@ -306,6 +327,34 @@ class NatsBus(Bus):
                 return
             self.sent += 1
             self.hooks.on_published(route.wildcard, 1)
+
+    async def publish_durable_now(self, subject: str, stream: str | None, event: DurableEvent) -> None:
+        """Publish and wait for the stream's acknowledgement (retried; PublishFailed without)."""
+        await self._publish_durable(subject, stream, event)
+        self.sent += 1
+        self.hooks.on_published(self._routes[subject].wildcard, 1)
+
+    async def publish_durable_deferred(
+        self, subject: str, stream: str | None, event: DurableEvent
+    ) -> asyncio.Future[Any]:
+        """Write a durable publish on the connection now; its acknowledgement is the returned
+        future's (a process group awaits it before acking what caused it: libs/common/group.py)."""
+        headers = dict(self._headers())
+        headers["Nats-Msg-Id"] = event.dedupe_key()
+        try:
+            ack: asyncio.Future[Any] = await self.js.publish_async(
+                subject, codec.encode(event), stream=stream, headers=headers
+            )
+        except CORE_PUBLISH_FAILURES as exc:  # not written: the group publishes it again
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_exception(exc)
+        self.sent += 1
+        self.hooks.on_published(self._routes[subject].wildcard, 1)
+        return ack
+
+    async def publish_core_now(self, subject: str, pattern: str, event: Event) -> None:
+        """One core event, unbatched (a process group's members take each as it is published)."""
+        await self._publish_core(subject, pattern, codec.encode(event))
 
     async def _publish_durable(self, subject: str, stream: str | None, event: DurableEvent) -> None:
         payload = codec.encode(event)
@@ -415,7 +464,12 @@ class NatsBus(Bus):
                 span.end()  # the root span lasts from the record's arrival until its batch is sent
 
     async def _publish_core(
-        self, subject: str, pattern: str, payload: bytes, count: int, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        pattern: str,
+        payload: bytes,
+        count: int = 1,
+        headers: dict[str, str] | None = None,
     ) -> None:
         assert self.nc is not None
         try:
@@ -616,12 +670,18 @@ class NatsBus(Bus):
         to subjects of any partition (features: the index symbol's market data)."""
         assert self.nc is not None
         wanted = wanted_types(pattern, types)
+        local = self._local(pattern, handler, wanted, durable, queue, manual_ack, start_seq, every_partition)
+        origin = self.group.origin if local is not None and self.group is not None else None
         if durable is None:
 
             async def on_msg(msg: Msg) -> None:
+                if origin is not None and msg.headers and msg.headers.get(ORIGIN_HEADER) == origin:
+                    return  # its group's own: delivered in-process when it was published
                 await self._on_core(msg, handler, wanted)
 
             async def on_msg_counted(msg: Msg) -> None:  # lockstep replays (quiet()) only
+                if origin is not None and msg.headers and msg.headers.get(ORIGIN_HEADER) == origin:
+                    return
                 self.in_hand += 1
                 try:
                     await self._on_core(msg, handler, wanted)
@@ -642,7 +702,7 @@ class NatsBus(Bus):
                 )
             ]
             self._core_subs += subs
-            return subs[0] if len(subs) == 1 else _Subscriptions(subs)
+            return _Subscriptions(subs, self.group, local)
         stream = stream_of_pattern(pattern)
         if stream is None:
             raise ValueError(f"durable subscription {pattern!r} matches no JetStream stream of the catalog")
@@ -665,12 +725,34 @@ class NatsBus(Bus):
                 await self.js.delete_consumer(stream, durable)
         psub = await self.js.pull_subscribe(pattern, durable=durable, stream=stream, config=config)
         task = asyncio.create_task(
-            self._pull_loop(psub, stream, handler, manual_ack, wanted), name=f"pull-{durable}"
+            self._pull_loop(psub, stream, handler, manual_ack, wanted, local), name=f"pull-{durable}"
         )
         self._pull_tasks.append(task)
         self._pull_subs.append(psub)
         self._durables.append((stream, durable))
-        return _PullSubscription(psub, task)
+        return _PullSubscription(psub, task, self.group, local)
+
+    def _local(
+        self,
+        pattern: str,
+        handler: Handler,
+        wanted: frozenset[type[Event]] | None,
+        durable: str | None,
+        queue: str | None,
+        manual_ack: bool,
+        start_seq: int | None,
+        every_partition: bool,
+    ) -> LocalSubscription | None:
+        """In a process group, the subscription as its members' publishes reach it in-process;
+        None where it takes NATS only: a queue group (NATS may pick another process of it) and a
+        consumer owning its position (start_seq: the recorder commits stream sequences)."""
+        if self.group is None or queue or start_seq is not None:
+            return None
+        local = LocalSubscription(
+            self, pattern, handler, wanted, durable is not None, manual_ack, every_partition
+        )
+        self.group.add(local)
+        return local
 
     async def _pull_loop(
         self,
@@ -679,8 +761,10 @@ class NatsBus(Bus):
         handler: Handler,
         manual_ack: bool,
         wanted: frozenset[type[Event]] | None,
+        local: LocalSubscription | None = None,
     ) -> None:
         backoff = 0.1
+        origin = self.group.origin if local is not None and self.group is not None else None
         while not self._closing:
             try:
                 # One message first: nats-py's fetch(n > 1) can hold the first message until n
@@ -708,6 +792,16 @@ class NatsBus(Bus):
             self.in_hand += len(msgs)
             for msg in msgs:
                 try:
+                    if (
+                        origin is not None
+                        and msg.headers
+                        and msg.headers.get(ORIGIN_HEADER) == origin
+                        and self.group is not None
+                        and local is not None
+                        and await self.group.copy_handled(local, msg.headers)
+                    ):
+                        await msg.ack()  # handled in-process when it was published
+                        continue
                     await self._on_durable(msg, stream, handler, manual_ack, wanted)
                 except Exception as exc:
                     # Never the end of the loop (that would stop this consumer for good while the
@@ -733,7 +827,7 @@ class NatsBus(Bus):
                 if wanted is None or type(event) in wanted:
                     ok = await self._dispatch(handler, Delivery(subject, event, headers), i == traced)
                     if not ok:
-                        await self._handler_failed(subject, event, headers)
+                        await self.handler_failed(subject, event, headers)
             return
         for event in events:  # the hot path: no extra coroutine per event
             if wanted is not None and type(event) not in wanted:
@@ -744,9 +838,9 @@ class NatsBus(Bus):
                 raise
             except Exception as exc:
                 self.hooks.on_handler_error(subject, exc)
-                await self._handler_failed(subject, event, headers)
+                await self.handler_failed(subject, event, headers)
 
-    async def _handler_failed(self, subject: str, event: Event, headers: Mapping[str, str] | None) -> None:
+    async def handler_failed(self, subject: str, event: Event, headers: Mapping[str, str] | None) -> None:
         """A core event whose handler raised is lost (no redelivery on core NATS): counted and
         kept as a dead letter, that event alone (re-encoded as decoded, not its whole batch)."""
         await self.hooks.on_dropped(
@@ -850,7 +944,8 @@ class NatsBus(Bus):
 
     # -- shutdown ---------------------------------------------------------------------------
     async def close(self) -> None:
-        """Drain: stop pulling, finish what is in hand, send what is buffered, then close."""
+        """Drain: stop pulling, finish what is in hand, send what is buffered, then close (a
+        process group's member leaves the shared connection to the group)."""
         self._closing = True
         if self._linger_task is not None:
             self._linger_task.cancel()
@@ -865,6 +960,12 @@ class NatsBus(Bus):
             return
         with contextlib.suppress(Exception):
             await self.flush()
+        if self.group is not None:
+            self.group.leave(self)
+            for sub in self._core_subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            return
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
@@ -873,23 +974,35 @@ FETCH_MORE = 255  # what a pull takes beside its first message, when already wai
 
 
 class _Subscriptions:
-    """One subscription of a caller's that took several on the server (a partitioned replica's
-    partitions)."""
+    """A caller's core subscription: one or several on the server (a partitioned replica's
+    partitions), and in a process group its in-process twin."""
 
-    def __init__(self, subs: list[Any]) -> None:
-        self.subs = subs
+    def __init__(
+        self, subs: list[Any], group: ProcessGroup | None = None, local: LocalSubscription | None = None
+    ) -> None:
+        self.subs, self.group, self.local = subs, group, local
 
     async def unsubscribe(self) -> None:
+        if self.group is not None and self.local is not None:
+            self.group.remove(self.local)
         for sub in self.subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
 
 class _PullSubscription:
-    def __init__(self, psub: Any, task: asyncio.Task[None]) -> None:
-        self.psub, self.task = psub, task
+    def __init__(
+        self,
+        psub: Any,
+        task: asyncio.Task[None],
+        group: ProcessGroup | None = None,
+        local: LocalSubscription | None = None,
+    ) -> None:
+        self.psub, self.task, self.group, self.local = psub, task, group, local
 
     async def unsubscribe(self) -> None:
+        if self.group is not None and self.local is not None:
+            self.group.remove(self.local)
         self.task.cancel()
         with contextlib.suppress(Exception):
             await self.psub.unsubscribe()

@@ -112,9 +112,21 @@ def service_permissions(service: str) -> Permissions:
     return Permissions(tuple(sorted(set(publish))), tuple(sorted(set(subscribe))))
 
 
-def users() -> dict[str, Permissions]:
-    """Every user of the bus and what it may do."""
+def group_permissions(group: str) -> Permissions:
+    """A process group's user (fleet.groups: one connection for its services): what its members
+    may do, together. The process holds each member's rights either way; one identity means one
+    connection, which writes their messages in order (libs/common/group.py)."""
+    members = [service_permissions(m) for m in group.split("+")]
+    return Permissions(
+        tuple(sorted({p for m in members for p in m.publish})),
+        tuple(sorted({p for m in members for p in m.subscribe})),
+    )
+
+
+def users(groups: tuple[str, ...] | list[str] = ()) -> dict[str, Permissions]:
+    """Every user of the bus and what it may do (``groups``: fleet.groups, a user each)."""
     out = {s.name: service_permissions(s.name) for s in SERVICES}
+    out.update({g: group_permissions(g) for g in groups})
     # A tap reads anything; it publishes only what its (ordered, ephemeral) consumers need.
     out["tap"] = Permissions((*JS_USE, *PROBE, INBOX), (">",))
     # The CLI's ctl: operator commands in, their answers out.
@@ -142,17 +154,22 @@ def public_key(seed: str) -> str:
     return str(nkeys.from_seed(seed.encode()).public_key.decode())
 
 
-def write(out_dir: Path, seeds: dict[str, str] | None = None, partitions: int = 1) -> dict[str, Path]:
+def write(
+    out_dir: Path,
+    seeds: dict[str, str] | None = None,
+    partitions: int = 1,
+    groups: tuple[str, ...] | list[str] = (),
+) -> dict[str, Path]:
     """Write the server's authorization, its partition mappings (``partitions`` of the
     symbol-keyed subjects, proto.subjects.partition_mappings) and a seed per user (kept when
     already there, so a re-run changes permissions or partitions without changing anyone's
-    identity). Returns user -> seed file."""
+    identity); ``groups``: a user per process group too (GROUP.nk). Returns user -> seed file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
     seeds = dict(seeds or {})
     files: dict[str, Path] = {}
     entries = []
-    for user, perms in users().items():
+    for user, perms in users(groups).items():
         path = out_dir / f"{user}.nk"
         if user not in seeds:
             seeds[user] = path.read_text().strip() if path.exists() else new_seed()

@@ -9,7 +9,7 @@ import asyncio
 import collections
 import signal
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from libs.common.bus import Bus, Delivery, E, Handler, NullHooks, Responder, Subscription, Types
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
+from libs.common.group import ProcessGroup
 from libs.common.hotstate import HotState
 from libs.common.ids import digest
 from libs.common.logging import LogOnce, get_logger
@@ -94,6 +95,7 @@ class Runtime:
         bus: Bus | None = None,
         clock: Clock | None = None,
         batching: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
@@ -101,9 +103,12 @@ class Runtime:
         self.metrics = RuntimeMetrics(service)
         tel = settings.telemetry
         self.tracing = Tracing(service, tel.tracing, tel.otlp_endpoint)
+        self.group = group
         self.bus: Bus = bus or NatsBus(
-            settings.nats, service, hooks=self, tracing=self.tracing, batching=batching
+            settings.nats, service, hooks=self, tracing=self.tracing, batching=batching, group=group
         )
+        # In a process group, ready only when every member is (what a container's probe asks).
+        self.also_ready: Callable[[], bool] | None = None
         if bus is not None and isinstance(getattr(bus, "hooks", None), NullHooks):
             bus.hooks = self  # type: ignore[attr-defined]  # an in-process bus reports here too
         self.publish = self.bus.publish  # type: ignore[method-assign]
@@ -112,6 +117,7 @@ class Runtime:
         self.on_received = self.metrics.on_received  # type: ignore[method-assign]
         self.on_published = self.metrics.on_published  # type: ignore[method-assign]
         self.ready = False
+        self.became_ready = asyncio.Event()
         self.started_ns = time.time_ns()
         self._heartbeats = 0
         self.http_port: int | None = None
@@ -310,6 +316,7 @@ class Runtime:
                 await self.bus.serve(SYNC.subject(service=self.service), self._sync)
             await self.bus.barrier()  # subscriptions live on the server before we say ready
         self.ready = True
+        self.became_ready.set()
         self.metrics.ready.labels(self.service).set(1)
         log.info("service ready", http_port=self.http_port)
         beating = self._start_heartbeat()
@@ -475,8 +482,12 @@ class Runtime:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         connected = not isinstance(self.bus, NatsBus) or self.bus.connected.is_set()
-        ok = self.ready and connected
-        return web.json_response({"ready": ok, "bus_connected": connected}, status=200 if ok else 503)
+        group_ready = self.also_ready() if self.also_ready is not None else True
+        ok = self.ready and connected and group_ready
+        body = {"ready": ok, "bus_connected": connected}
+        if self.group is not None:
+            body["group_ready"] = group_ready
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -493,4 +504,5 @@ class Runtime:
             "dropped": self.metrics.dropped_by_reason(),
             "dead_letters": self._dead_letters,
             "app": self.app.status() if self.app else {},
+            **({"group": self.group.status()} if self.group is not None else {}),
         }

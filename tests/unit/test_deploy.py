@@ -31,7 +31,7 @@ from tradefleet.services import RUNNABLE
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-OVERLAYS = ("cloud", "onprem")
+OVERLAYS = ("cloud", "onprem", "cloud-grouped")
 KUBERNETES_VERSION = "1.30"
 
 # The hybrid split: beside TWS / IB Gateway on-prem, everything else in the cloud.
@@ -289,6 +289,45 @@ def test_the_overlays_run_every_runnable_service_once() -> None:
         assert doc["kind"] == (
             "StatefulSet" if name in PARTITIONED | {"execution", "recorder"} else "Deployment"
         )
+
+
+def test_the_grouped_overlay_runs_the_spine_as_one_process_per_partition() -> None:
+    """fleet.groups on Kubernetes: features, fastlane and qos of a partition in one pod."""
+    cloud, grouped = _fleet(_render("cloud")), _render("cloud-grouped")
+    workloads = {d["metadata"]["name"]: d for d in _workloads(grouped)}
+    assert "fastlane" not in workloads and "qos" not in workloads
+    assert not _of(grouped, "Service", "qos") and not _of(grouped, "PodDisruptionBudget", "fastlane")
+    spine = workloads["features"]
+    container = _pod_template(spine)["spec"]["containers"][0]
+    assert container["args"] == ["service", "features+fastlane+qos"]
+    env = _env(container)
+    assert env["TRADEFLEET_FLEET__GROUPS"]["value"] == '["features+fastlane+qos"]'
+    assert env["TRADEFLEET_PARTITION__COUNT"]["value"] == str(spine["spec"]["replicas"])
+    assert [p["containerPort"] for p in container["ports"]] == [9100, 9101, 9102]
+    seed = next(v for v in _pod_template(spine)["spec"]["volumes"] if v["name"] == "nats-seed")
+    assert seed["secret"]["secretName"] == "tradefleet-nats-features-fastlane-qos"
+    # every other service of the cloud site runs as before
+    assert set(_fleet(grouped)) == set(cloud) - {"features", "fastlane", "qos"} | {"features+fastlane+qos"}
+
+
+def test_the_grouped_compose_runs_the_spine_as_one_process_per_partition() -> None:
+    import jsonschema
+
+    override = yaml.safe_load((DEPLOY / "compose" / "grouped.yml").read_text())
+    validator = jsonschema.Draft202012Validator(_compose_schema())
+    assert not [e.message for e in validator.iter_errors(override)]
+    services = override["services"]
+    separate = [f"{s}-{i}" for s in ("features", "fastlane", "qos") for i in range(2)]
+    assert all(services[n]["profiles"] == ["separate"] for n in separate)  # defined, not started
+    base = _compose()["services"]
+    for i in range(2):
+        spine = services[f"spine-{i}"]
+        assert spine["extends"] == {"file": "docker-compose.yml", "service": "features-0"}
+        assert spine["command"] == ["service", "features+fastlane+qos"]
+        env = {**base["features-0"]["environment"], **spine["environment"]}
+        assert env["TRADEFLEET_PARTITION__OWNED"] == str(i) and env["TRADEFLEET_PARTITION__COUNT"] == "2"
+        assert env["TRADEFLEET_NATS__NKEY_SEED_FILE"].endswith("/features+fastlane+qos.nk")
+        assert set(spine["networks"]["default"]["aliases"]) == {"features", "fastlane", "qos"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -607,7 +646,8 @@ def test_every_fleet_service_connects_as_its_own_nats_user(overlay: str) -> None
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/run/secrets/nats")
         assert mount["readOnly"] is True
         volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
-        assert volume["secret"]["secretName"] == f"tradefleet-nats-{name}"
+        # a process group's user: its name with '-' for '+' (a Secret's name has no '+')
+        assert volume["secret"]["secretName"] == f"tradefleet-nats-{name.replace('+', '-')}"
         assert volume["secret"]["defaultMode"] == 0o440  # the pod's group (fsGroup) reads it
 
 
@@ -677,7 +717,7 @@ def test_network_policies_allow_each_service_only_what_it_needs(overlay: str) ->
     assert "ingress" not in deny and "egress" not in deny
     for name, doc in _fleet(docs).items():
         labels = _pod_template(doc)["metadata"]["labels"]
-        needs = NEEDS.get(name, set())
+        needs = set().union(*(NEEDS.get(member, set()) for member in name.split("+")))  # a group's
         assert {
             k.split("/")[1] for k, v in labels.items() if k.startswith("tradefleet.io/") and v == "client"
         } == ({"nats"} | needs), name
@@ -690,9 +730,9 @@ def test_network_policies_allow_each_service_only_what_it_needs(overlay: str) ->
             assert _allowed(policies, labels, "Egress") == EGRESS["dns"] | EGRESS[reaches], job
             assert _allowed(policies, labels, "Ingress") == set(), job
     nats = _pod_template(_of(docs, "StatefulSet", "nats")[0])["metadata"]["labels"]
-    hub = {("TCP", 6222), ("TCP", 7422)} if overlay == "cloud" else set()
+    hub = {("TCP", 6222), ("TCP", 7422)} if overlay.startswith("cloud") else set()
     assert _allowed(policies, nats, "Ingress") == {("TCP", 4222), ("TCP", 7777)} | hub
-    leaf = {("TCP", 6222)} if overlay == "cloud" else {("TCP", 7422)}
+    leaf = {("TCP", 6222)} if overlay.startswith("cloud") else {("TCP", 7422)}
     assert _allowed(policies, nats, "Egress") == EGRESS["dns"] | leaf
 
 

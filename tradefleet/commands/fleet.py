@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "--date": "md_gateway.replay.date",
     "--symbols": "md_gateway.replay.symbols",
     "--nats-url": "nats.url",
+    "--group": "fleet.groups",
 }
 
 
@@ -82,6 +83,13 @@ def up(
             help="with --nats-url: the seeds of that server's users (tradefleet nats config --out DIR)"
         ),
     ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="run these services in one process, joined by '+' (features+fastlane+qos+risk); "
+            "repeatable; instead of fleet.groups"
+        ),
+    ] = None,
 ) -> None:
     """Start the local fleet, replay a recorded day (or trade through IB), then print a summary and
     stop what it started. Every flag is checked before anything starts."""
@@ -89,6 +97,8 @@ def up(
     from tradefleet.human import fleet_summary_lines
 
     env = _replay_env(speed, start, date, symbols)
+    if group:
+        env["TRADEFLEET_FLEET__GROUPS"] = json.dumps(group)
     if nats_url:
         env["TRADEFLEET_NATS_URL"] = nats_url
     if mode != "replay":

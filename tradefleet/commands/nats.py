@@ -27,15 +27,23 @@ def config(
             "many partitions (each replica's partition.count)",
         ),
     ] = 1,
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="a process group's user too (features+fastlane+qos); repeatable"),
+    ] = None,
+    config_file: ConfigOpt = None,
 ) -> None:
     """Write nats-server.conf (one user per service, permissions from proto/subjects.py, plus tap,
-    operator and admin; the partition mappings) and a seed per user, USER.nk (0600; kept when
-    already there, so re-running it with another --partitions changes only the mappings)."""
+    operator and admin, and one per process group of fleet.groups; the partition mappings) and a
+    seed per user, USER.nk (0600; kept when already there, so re-running it with another
+    --partitions changes only the mappings)."""
     from libs.common.natsauth import users, write
 
-    files = write(out, partitions=partitions)
+    overrides = {"fleet": {"groups": group}} if group else {}
+    groups = load(config_file, **overrides).fleet.groups  # validated: known services, none twice
+    files = write(out, partitions=partitions, groups=groups)
     typer.echo(f"wrote {out / 'nats-server.conf'} ({partitions} partition(s)) and {len(files)} seeds:")
-    for user, perms in users().items():
+    for user, perms in users(groups).items():
         counts = f"publish {len(perms.publish)}, subscribe {len(perms.subscribe)} subjects"
         typer.echo(f"  {files[user]}  {counts}")
     typer.echo("Start nats-server with -c that file (or include it); give each service its seed as")
