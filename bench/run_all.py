@@ -21,6 +21,7 @@ from bench import (
     sentiment,
     soak,
     spine_latency,
+    sustained,
     tca_feedback,
     ws_fanout,
 )
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     # The soak is the one long bench: an hour of the whole fleet on a paced replay (0: skip it).
     parser.add_argument("--soak-minutes", type=float, default=60.0)
+    # Sustained load: the whole fleet on a replay paced at 10k events/s for 5 minutes (0: skip).
+    parser.add_argument("--sustained-minutes", type=float, default=5.0)
     ns = parser.parse_args()
     h = hop.run(rounds=ns.rounds, rate=5_000, name="hop_5k")
     h20 = hop.run(rounds=ns.rounds, count=50_000, rate=20_000, name="hop_20k")
@@ -47,6 +50,7 @@ def main() -> None:
     al = alerts_latency.run(rounds=ns.rounds)
     # Two pairs of whole fleet runs (~35 s each here): 3 would pass the 5 minutes a bench may take.
     wf = ws_fanout.run(rounds=min(ns.rounds, 2))
+    su = sustained.run(rate=10_000.0, minutes=ns.sustained_minutes) if ns.sustained_minutes > 0 else None
     sk = soak.run(minutes=ns.soak_minutes, on_sample=None) if ns.soak_minutes > 0 else None
     print(f"\n== tradefleet bench ({platform.node()}, {ns.rounds} rounds, medians) ==")
     print(
@@ -88,10 +92,11 @@ def main() -> None:
         f" -> lleaves x{f['lleaves_speedup_p99']:.1f} at p99 (target p99 < 20 us and >= x3)"
     )
     print(
-        f"spine    tick -> QOS p50 {sl['qos_p50_us'] / 1000:.1f} ms, p99 {sl['qos_p99_us'] / 1000:.1f} ms;"
-        f" tick -> intent p50 {sl['intent_p50_us'] / 1000:.1f} ms at {sl['rate_events_per_s']:,.0f} ticks/s;"
-        f" bare 3-hop nats-py chain p50 {sl['bare_p50_us'] / 1000:.2f} ms"
-        f" -> x{sl['qos_p50_over_bare_p50']:.1f}"
+        f"spine    tick -> decision p99 grouped {sl['grouped']['md_to_decision_p99_us']:.0f} us"
+        f" (in-process {sl['grouped']['in_process_p99_us']:.0f} us), separate"
+        f" {sl['separate']['md_to_decision_p99_us']:.0f} us,"
+        f" one bare hop {sl['bare']['bare_hop_p99_us']:.0f} us"
+        f" at {sl['rate_ticks_per_s']:,.0f} ticks/s -> grouped x{sl['grouped_md_p99_over_bare_p99']:.2f}"
     )
     print(
         f"risk     every rule per intent p50 {rk['p50_us']:.1f} us, p99 {rk['p99_us']:.1f} us"
@@ -169,6 +174,8 @@ def main() -> None:
         f" {wf['intent_p99_us_bare'] / 1000:.1f} (x{wf['intent_p99_us_ratio']:.2f}); tick -> QOS p50"
         f" x{wf['qos_p50_us_ratio']:.2f}, p99 x{wf['qos_p99_us_ratio']:.2f}"
     )
+    if su is not None:
+        print(sustained.report(su))
     if sk is not None:
         print(soak_line(sk))
 

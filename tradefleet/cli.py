@@ -39,7 +39,11 @@ def _service_help() -> str:
     from tradefleet.services import RUNNABLE
 
     lines = [f"{s.name}: {s.role}" for s in SERVICES if s.name in RUNNABLE]
-    return "Run one service (what a container runs).\n\n" + "\n\n".join(lines)
+    group = (
+        "A process group, NAME+NAME+... (features+fastlane+qos+risk), runs them in one process: "
+        "in-process among themselves, NATS for the rest (fleet.groups)."
+    )
+    return "Run one service (what a container runs).\n\n" + "\n\n".join([*lines, group])
 
 
 app.command()(fleet.up)

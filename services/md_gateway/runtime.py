@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import hashlib
 import heapq
 import itertools
@@ -60,6 +61,11 @@ SYNC = spec("sync.{service}")
 CHECKPOINT_EVERY_S = 0.5  # wall time between notes of how far a replay has published
 YIELD_EVERY = 2048  # records between yields to the event loop (lets HTTP and the bus breathe)
 PROGRESS_EVERY = 250_000
+# A replay paced by tick rate (replay.ticks_per_s) checks its schedule every this much of it (the
+# bus's default linger) and yields to the loop each time; it lets the schedule slip (counted)
+# rather than burst when it is more than PACE_MAX_BEHIND_S behind.
+PACE_SLICE_S = 0.002
+PACE_MAX_BEHIND_S = 1.0
 
 
 RECENT_TICKS_PER_SYMBOL = 50_000  # a live feed's last ticks kept per symbol (minutes of a busy one)
@@ -152,6 +158,8 @@ class MdGatewayApp(ServiceApp):
         self.started_at: float | None = None
         self.market_ns = 0  # the replay's clock: the last record's market time
         self.quiet_skipped_s = 0.0  # market seconds a fast paced replay did not wait out
+        # A replay paced by tick rate or replayed in passes: its rate, pass and schedule slips.
+        self.pace: dict[str, Any] = {}
         self._alerts: list[tuple[str, str]] = []
         self.news_published = 0
         self._ib_tasks: list[asyncio.Task[None]] = []
@@ -218,6 +226,8 @@ class MdGatewayApp(ServiceApp):
             return
         elif self.settings.md_gateway.replay.limit is not None:
             why = "a replay with a record limit numbers a symbol alone differently"
+        elif self.settings.md_gateway.replay.passes > 1:
+            why = "a replay in passes moves each pass's ticks to another day"
         elif req.symbol in self._refilling:
             why = "already being sent"
         if why:
@@ -477,6 +487,17 @@ class MdGatewayApp(ServiceApp):
                 enqueue = sampler.enqueue(enqueue, bus.enqueue_traced)
         speed = rp.speed if replay else 1.0
         pace_from = self._pace_from() if replay and speed > 0 else 0
+        # Paced by tick rate (ticks_per_s): published events against a steady schedule, checked
+        # every PACE_SLICE_S of it; market time plays no part (speed is 0, validated).
+        rate = rp.ticks_per_s if replay else 0.0
+        passes = rp.passes if replay else 1
+        pace_step = max(1, int(rate * PACE_SLICE_S)) if rate > 0 else 0
+        paced = 0  # events published under the schedule
+        next_check = pace_step
+        pace_origin = 0.0  # when the first paced event went out
+        if rate > 0 or passes > 1:
+            self.pace = {"ticks_per_s": rate, "passes": passes, "pass": 0, "published": 0}
+            self.pace.update(behind_s=0.0, behind_max_s=0.0, slipped_s=0.0, slips=0)
         # Above real time, a gap longer than this much wall time is skipped, not waited out.
         max_quiet = rp.max_quiet_s if speed > 1 else float("inf")
         await self._status("replay_started", detail=self.provider.name)
@@ -496,69 +517,91 @@ class MdGatewayApp(ServiceApp):
         if resume:
             log.warning("resuming the replay where an earlier run of it stopped", position=resume)
         position = 0  # records taken from the provider (news included): what a checkpoint says
-        for rec in self._with_news(self.provider.records()):
-            if self._stopping:
-                return
-            if until is not None and rec[1] >= until and not core.far(rec[1]):
-                break  # (a far stamp is md's to drop, not the end of the replay)
-            position += 1
-            if position <= resume:
-                # Published before this restart: the core takes it again (its books, cleaning and
-                # counters are then what they were), nothing is sent again.
-                if rec[0] != "N":
-                    core.on_record(rec)
-                    n += 1
-                    if n % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # /readyz and the bus answer meanwhile
-                continue
-            last_ts = rec[1]  # a local per record; self.market_ns (for /status) at yields and waits
-            if speed > 0 and rec[1] >= pace_from:
-                if first_ts is None:
-                    first_ts, origin = rec[1], time.monotonic()  # time is kept from here
-                due = origin + (rec[1] - first_ts) / 1e9 / speed
-                wait = due - time.monotonic()
-                if wait > max_quiet:
-                    origin -= wait  # a quiet stretch: skipped, later gaps kept as recorded
-                    self.quiet_skipped_s += wait * speed
-                    wait = 0.0
-                if wait > 0.001:
-                    self.market_ns = last_ts
-                    await bus.flush()
-                    await asyncio.sleep(wait)
-            if rec[0] == "N":  # a headline: after every market event before it, on JetStream
-                await bus.flush()
-                if lockstep:
-                    await self._settle()
-                await self._news(rec)
-                if lockstep:
-                    await self._settle()
-                continue
-            event = core.on_record(rec)
-            if event is not None:
-                subject = subject_of(event)
-                if enqueue is not None:
-                    if enqueue(subject, event):
+        base_session = core.tick_session
+        for k in range(passes):
+            shift = 0
+            records: Iterator[tuple[Any, ...]] = self._with_news(self.provider.records())
+            if k:
+                # Pass k: the day's market data (no headlines) on the k-th next trading day, in a
+                # tick session of its own; the core's books, bounds and numbering start afresh,
+                # its counters go on. A resumed run takes the same passes, numbered the same.
+                shift = self._next_pass(core, k, (base_session - 1 + k) % SESSION_MAX + 1)
+                records = ((r[0], r[1] + shift, *r[2:]) for r in self.provider.records())
+                self.pace["pass"] = k
+                log.info("replay pass", number=k + 1, of=passes, shift_days=round(shift / DAY_NS, 2))
+            pass_until = until + shift if until is not None else None
+            for rec in records:
+                if self._stopping:
+                    return
+                if pass_until is not None and rec[1] >= pass_until and not core.far(rec[1]):
+                    break  # (a far stamp is md's to drop, not the end of the replay)
+                position += 1
+                if position <= resume:
+                    # Published before this restart: the core takes it again (its books, cleaning and
+                    # counters are then what they were), nothing is sent again.
+                    if rec[0] != "N":
+                        core.on_record(rec)
+                        n += 1
+                        if n % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # /readyz and the bus answer meanwhile
+                    continue
+                last_ts = rec[1]  # a local per record; self.market_ns (for /status) at yields and waits
+                if speed > 0 and rec[1] >= pace_from:
+                    if first_ts is None:
+                        first_ts, origin = rec[1], time.monotonic()  # time is kept from here
+                    due = origin + (rec[1] - first_ts) / 1e9 / speed
+                    wait = due - time.monotonic()
+                    if wait > max_quiet:
+                        origin -= wait  # a quiet stretch: skipped, later gaps kept as recorded
+                        self.quiet_skipped_s += wait * speed
+                        wait = 0.0
+                    if wait > 0.001:
+                        self.market_ns = last_ts
                         await bus.flush()
-                elif lockstep and type(event) is not Bar and self._decides(rec[1], second, minute):
-                    # Bars close on this event and decisions may follow: everything before it
-                    # settles first, then everything it causes, as on the backtest's bus.
-                    second, minute = rec[1] // SECOND_NS, rec[1] // MINUTE_NS
-                    await self._settle()
-                    await publish(subject, event)
-                    await self._settle()
-                else:
-                    await publish(subject, event)
-            n += 1
-            if n % YIELD_EVERY == 0:
-                self.market_ns = last_ts
-                if checkpoint is not None and checkpoint.due():
-                    await bus.flush()  # what the checkpoint counts has left this process
-                    checkpoint.save(position)
-                await asyncio.sleep(0)
-                if n % PROGRESS_EVERY == 0 and not lockstep:
-                    await self._status("replay_progress", detail=f"{n} records")
+                        await asyncio.sleep(wait)
+                if rec[0] == "N":  # a headline: after every market event before it, on JetStream
+                    await bus.flush()
+                    if lockstep:
+                        await self._settle()
+                    await self._news(rec)
+                    if lockstep:
+                        await self._settle()
+                    continue
+                event = core.on_record(rec)
+                if event is not None:
+                    subject = subject_of(event)
+                    if enqueue is not None:
+                        if enqueue(subject, event):
+                            await bus.flush()
+                    elif lockstep and type(event) is not Bar and self._decides(rec[1], second, minute):
+                        # Bars close on this event and decisions may follow: everything before it
+                        # settles first, then everything it causes, as on the backtest's bus.
+                        second, minute = rec[1] // SECOND_NS, rec[1] // MINUTE_NS
+                        await self._settle()
+                        await publish(subject, event)
+                        await self._settle()
+                    else:
+                        await publish(subject, event)
+                    if pace_step:
+                        if not paced:
+                            pace_origin = time.monotonic()  # the schedule starts at the first event
+                        paced += 1
+                        if paced >= next_check:
+                            next_check += pace_step
+                            pace_origin = await self._keep_pace(bus, pace_origin, paced, rate)
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    self.market_ns = last_ts
+                    if checkpoint is not None and checkpoint.due():
+                        await bus.flush()  # what the checkpoint counts has left this process
+                        checkpoint.save(position)
+                    await asyncio.sleep(0)
+                    if n % PROGRESS_EVERY == 0 and not lockstep:
+                        await self._status("replay_progress", detail=f"{n} records")
         self.market_ns = last_ts
         await bus.flush()
+        if pace_step:
+            self.pace["published"] = paced
         if checkpoint is not None:
             checkpoint.save(position)
         if lockstep:
@@ -569,6 +612,55 @@ class MdGatewayApp(ServiceApp):
         log.info("replay finished", **core.counters(), seconds=round(self.finished_at - self.started_at, 3))
         if self.settings.md_gateway.exit_when_done:
             self.done.set()
+
+    async def _keep_pace(self, bus: Any, origin: float, published: int, rate: float) -> float:
+        """A replay paced by tick rate: wait (sending what is batched first) until ``published``
+        events are due; more than PACE_MAX_BEHIND_S behind, the schedule slips (counted) instead
+        of bursting to catch up. Returns the schedule's origin, moved by any slip."""
+        pace = self.pace
+        pace["published"] = published
+        late = time.monotonic() - (origin + published / rate)
+        if late > PACE_MAX_BEHIND_S:
+            origin += late
+            pace["slipped_s"] += late
+            pace["slips"] += 1
+            late = 0.0
+        pace["behind_s"] = max(late, 0.0)
+        pace["behind_max_s"] = max(pace["behind_max_s"], late)
+        if late < -0.001:  # ahead: what is batched goes out (a slice is the bus's linger), then wait
+            await bus.flush()
+            await asyncio.sleep(-late)
+        else:  # behind: batches fill up (fewer, larger messages), but the loop still gets a turn
+            await asyncio.sleep(0)  # (heartbeats, HTTP, the socket's writes wait on nothing else)
+        return origin
+
+    def _next_pass(self, core: MarketDataCore, k: int, session: int) -> int:
+        """Set the core up for pass ``k`` of a replay in passes: the replayed day's records moved to
+        the k-th next trading day (by the distance between the two days' opens: each pass's
+        session lines up with that day's, an early close cleans away its tail), tick session
+        ``session`` numbered from 1, fresh books (a pass does not go back in time on the last
+        one's), bounds and session of the new day. Returns the shift (ns) of its records."""
+        rp, md = self.settings.md_gateway.replay, self.settings.md_gateway
+        calendar = market_calendar(self.settings.market)
+        first = dt.datetime.strptime(rp.date, "%Y%m%d").date().toordinal()
+        day, found = first, 0
+        while found < k:
+            day += 1
+            found += calendar.session(day) is not None
+        date = dt.date.fromordinal(day).strftime("%Y%m%d")
+        was, now = calendar.session(first), calendar.session(day)
+        assert now is not None
+        if was is not None:
+            shift = now.open_ns - was.open_ns
+        else:  # a replayed day without a session: whole days
+            shift = ny_midnight_ns(date) - ny_midnight_ns(rp.date)
+        core.books = {}
+        core.day = ny_day_of(ny_midnight_ns(date))
+        core.set_session((now.open_ns, now.close_ns) if md.cleaning.session == "regular" else None)
+        core.tick_session = session
+        core.numbered = collections.Counter()
+        self.pace["day"] = date
+        return shift
 
     def _replay_key(self) -> str:
         """What a checkpoint is valid for: this replay's data, day, symbols, news and end."""
@@ -707,6 +799,8 @@ class MdGatewayApp(ServiceApp):
             "market_ns": self.market_ns,
             "quiet_skipped_s": round(self.quiet_skipped_s, 1),
         }
+        if self.pace:
+            out["pace"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.pace.items()}
         if self.core is not None:
             out.update(self.core.counters())
             out["tick_session"] = self.core.tick_session

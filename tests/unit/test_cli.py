@@ -54,7 +54,7 @@ def flat(text: str) -> str:
         (["backtest"], ["<gate|force>", "<on|off|both>"]),
         (["sentiment", "score"], ["<auto|onnx-int8|onnx|torch>"]),
         (["ctl"], ["<" + "|".join(get_args(Command)) + ">"]),
-        (["service"], ["<" + "|".join(RUNNABLE) + ">"]),
+        (["service"], [*(f"{name}:" for name in RUNNABLE), "features+fastlane+qos+risk"]),
     ],
 )
 def test_help_lists_the_choices(command: list[str], choices: list[str]) -> None:

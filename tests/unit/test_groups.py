@@ -78,4 +78,4 @@ def test_a_service_that_runs_in_a_group_is_not_started_alone(monkeypatch: pytest
     assert alone.exit_code == 2
     assert "fastlane runs in the process group features+fastlane+qos" in alone.output
     unknown = CliRunner().invoke(app, ["service", "features+nosuch"])
-    assert unknown.exit_code == 2 and "no such service nosuch" in unknown.output
+    assert unknown.exit_code == 2 and "'nosuch' is not one of" in unknown.output

@@ -29,7 +29,7 @@ def run_service(name: str, config: Path | None = None) -> None:
 
     members = group_members(name)
     if unknown := [m for m in members if m not in RUNNABLE]:
-        fail(f"service: no such service {', '.join(unknown)} (one of {', '.join(RUNNABLE)})")
+        fail(f"service: {unknown[0]!r} is not one of {'|'.join(RUNNABLE)} (a group joins them with '+')")
     if len(set(members)) != len(members):
         fail(f"service: {name} names a service twice")
     settings = load(config)
