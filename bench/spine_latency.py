@@ -1,14 +1,31 @@
-"""Replay tick -> QOS score -> intent latency through the fleet (features, fastlane and qos as
-separate processes on a private NATS), with a bare baseline in the same run: the same tick taking
-three bare nats-py relay hops (the spine's hop count) in separate processes.
+"""The decision path's latency: the bar-closing tick -> the risk gate's decision, through
+features, fastlane, qos and risk deployed two ways on a private NATS, beside one bare NATS hop, in
+the same run:
 
-The source publishes the real sample day (through the md-gateway core, in order) at a paced rate
-and notes the wall time of the first tick at or after each minute boundary: that tick closes the
-bar. Latency = receipt of the QosScore (or OrderIntent) for that boundary - that publish time.
+- separate: each service its own process (four process hops);
+- grouped: `tradefleet service features+fastlane+qos+risk`, one process (libs/common/group.py):
+  in-process among the four, NATS for what leaves the group (its events still go to NATS).
+
+The source publishes the real sample day (cleaned by the md-gateway core, in order) at a paced
+rate, stamping each tick's ``ts_init`` with its publish time (as the md-gateway does), and notes
+the first tick at or after each minute boundary: it closes the bars. QOS is set to decide often
+(low thresholds, no cooldown) so that most bars end in an intent and a decision. Clocks: every
+figure is a difference of wall-clock stamps (``time.time_ns``) taken on this one host.
+
+- md publish -> decision: the decision's ``ts_init`` (made by risk just before it is published)
+  minus the closing tick's publish time;
+- in the process: the decision's ``ts_init`` minus that of the first feature vector of the bar
+  (made by features on the closing tick, after decoding it and closing the bar): the part that
+  crosses no process in the grouped deployment and three in the separate one;
+- one bare hop: the same paced ticks, received by a bare nats-py subscriber in another process
+  (closing ticks only): receipt - publish.
+
+``python -m bench.spine_latency --rounds 3 --rate 10000`` writes bench/results/spine_latency.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -27,14 +44,27 @@ import nats
 from bench.common import median, percentile, save
 from bench.features import sample_events
 from libs.common import codec
-from libs.common.localinfra import free_port, start_nats
-from proto.market import Quote
-from proto.orders import OrderIntent
-from proto.signals import QosScore
+from libs.common.localinfra import free_ports, start_nats
+from proto.features import FeatureVector
+from proto.market import Quote, Trade
+from proto.orders import OrderApproved, OrderDenied
 from proto.subjects import spec
 
 MINUTE = 60_000_000_000
 QUOTE, TRADE = spec("md.quote.{symbol}"), spec("md.trade.{symbol}")
+SPINE = ("features", "fastlane", "qos", "risk")
+SINK_SUBJECTS = ("feat.>", "order.approved.>", "order.denied.>")
+# Decide often: an entry as soon as QOS leans (re-armed at once), an exit as soon as it eases,
+# no waiting between.
+DECIDE_OFTEN = {
+    "TRADEFLEET_QOS__ENTRY_THRESHOLD": "0.01",
+    "TRADEFLEET_QOS__REARM_THRESHOLD": "1.0",
+    "TRADEFLEET_QOS__EXIT_DECAY": "0.01",
+    "TRADEFLEET_QOS__COOLDOWN_S": "0",
+    "TRADEFLEET_QOS__MIN_HOLD_S": "0",
+    "TRADEFLEET_RISK__MAX_ORDERS_PER_MINUTE": "100000",
+    "TRADEFLEET_RISK__MAX_OPEN_ORDERS": "100000",
+}
 
 
 def _spawn_service(name: str, url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -42,6 +72,7 @@ def _spawn_service(name: str, url: str, port: int, log: Path) -> subprocess.Pope
     env.update(
         TRADEFLEET_NATS_URL=url, TRADEFLEET_HTTP__PORT=str(port), TRADEFLEET_TELEMETRY__LOG_FORMAT="json"
     )
+    env.update(DECIDE_OFTEN)
     return subprocess.Popen(
         [sys.executable, "-m", "tradefleet", "service", name],
         env=env,
@@ -58,6 +89,19 @@ def _ready(port: int) -> bool:
         return False
 
 
+def closing_ticks(events: list[Any]) -> dict[int, int]:
+    """Index in ``events`` of each bar-closing tick -> the boundary it closes (its minute)."""
+    out: dict[int, int] = {}
+    next_boundary = 0
+    for i, e in enumerate(events):
+        if e.ts_event >= next_boundary:
+            boundary = e.ts_event // MINUTE * MINUTE
+            if next_boundary:
+                out[i] = boundary
+            next_boundary = boundary + MINUTE
+    return out
+
+
 async def drive(url: str, events: list[Any], rate: float, sink_subjects: tuple[str, ...]) -> dict[str, Any]:
     """Publish the day paced; collect (boundary -> publish wall ns) and what the sink received."""
     nc = await nats.connect(url)
@@ -69,8 +113,8 @@ async def drive(url: str, events: list[Any], rate: float, sink_subjects: tuple[s
     for subject in sink_subjects:
         await nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000)
     await nc.flush()
+    closes = closing_ticks(events)
     closing: dict[int, int] = {}
-    next_boundary = 0
     gap = 1.0 / rate
     start = time.perf_counter()
     for i, e in enumerate(events):
@@ -79,141 +123,165 @@ async def drive(url: str, events: list[Any], rate: float, sink_subjects: tuple[s
             await asyncio.sleep(delay)
         subject = (QUOTE if isinstance(e, Quote) else TRADE).subject(symbol=e.symbol)
         now = time.time_ns()
-        if e.ts_event >= next_boundary:
-            boundary = e.ts_event // MINUTE * MINUTE
-            if next_boundary:
-                closing.setdefault(boundary, now)
-            next_boundary = boundary + MINUTE
+        if i in closes:
+            closing.setdefault(closes[i], now)
         await nc.publish(subject, codec.encode(msgspec.structs.replace(e, ts_init=now)))
     await asyncio.sleep(2.0)
     await nc.close()
     return {"closing": closing, "received": received}
 
 
-def spine_round(url: str, events: list[Any], rate: float, logs: Path) -> dict[str, Any]:
-    procs = {}
+def _start(procs: dict[str, subprocess.Popen[bytes]], name: str, port: int, url: str, logs: Path) -> None:
+    procs[name] = _spawn_service(name, url, port, logs / f"{name}.log")
+    deadline = time.monotonic() + 120
+    while not _ready(port):  # a group's first member answers ready once all its members are
+        if time.monotonic() > deadline or procs[name].poll() is not None:
+            raise RuntimeError(f"{name} did not start; see {logs}/{name}.log")
+        time.sleep(0.1)
+
+
+def deployment_round(grouped: bool, url: str, events: list[Any], rate: float, logs: Path) -> dict[str, Any]:
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name in ("qos", "fastlane", "features"):
-            port = free_port()
-            procs[name] = _spawn_service(name, url, port, logs / f"{name}.log")
-            deadline = time.monotonic() + 90
-            while not _ready(port):
-                if time.monotonic() > deadline or procs[name].poll() is not None:
-                    raise RuntimeError(f"{name} did not start; see {logs}/{name}.log")
-                time.sleep(0.1)
-        got = asyncio.run(drive(url, events, rate, ("qos.*", "order.intent.>")))
+        if grouped:
+            _start(procs, "+".join(SPINE), free_ports(len(SPINE)), url, logs)
+        else:
+            for name in reversed(SPINE):  # consumers first
+                _start(procs, name, free_ports(1), url, logs)
+        got = asyncio.run(drive(url, events, rate, SINK_SUBJECTS))
     finally:
         for p in procs.values():
             p.terminate()
         for p in procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(20)
-    closing = got["closing"]
-    qos_lat = [
-        (t - closing[ev.ts_event]) / 1000
-        for t, ev in got["received"]
-        if isinstance(ev, QosScore) and ev.ts_event in closing
-    ]
-    intent_lat = [
-        (t - closing[ev.ts_event]) / 1000
-        for t, ev in got["received"]
-        if isinstance(ev, OrderIntent) and ev.ts_event in closing
-    ]
+    return decision_latency(got["closing"], got["received"])
+
+
+def decision_latency(closing: dict[int, int], received: list[tuple[int, Any]]) -> dict[str, Any]:
+    first_vector: dict[tuple[str, int], int] = {}
+    for _, ev in received:
+        if isinstance(ev, FeatureVector) and ev.ts_event % MINUTE == 0:  # made at a minute's close
+            key = (ev.symbol, ev.ts_event)
+            first_vector[key] = min(first_vector.get(key, ev.ts_init), ev.ts_init)
+    from_md, in_process = [], []
+    approved = denied = 0
+    for _, ev in received:
+        if not isinstance(ev, OrderApproved | OrderDenied):
+            continue
+        boundary = ev.ts_event // MINUTE * MINUTE
+        if boundary not in closing:
+            continue
+        approved += isinstance(ev, OrderApproved)
+        denied += isinstance(ev, OrderDenied)
+        from_md.append((ev.ts_init - closing[boundary]) / 1000)
+        if (made := first_vector.get((ev.symbol, ev.ts_event))) is not None:
+            in_process.append((ev.ts_init - made) / 1000)
     return {
-        "qos_scores": len(qos_lat),
-        "intents": len(intent_lat),
-        "qos_p50_us": percentile(qos_lat, 0.5),
-        "qos_p99_us": percentile(qos_lat, 0.99),
-        "intent_p50_us": percentile(intent_lat, 0.5),
-        "intent_max_us": max(intent_lat) if intent_lat else float("nan"),
+        "decisions": len(from_md),
+        "approved": approved,
+        "denied": denied,
+        "md_to_decision_p50_us": percentile(from_md, 0.5),
+        "md_to_decision_p99_us": percentile(from_md, 0.99),
+        "in_process_p50_us": percentile(in_process, 0.5),
+        "in_process_p99_us": percentile(in_process, 0.99),
     }
 
 
-async def _relay(url: str, src: str, dst: str) -> None:
-    nc = await nats.connect(url)
-
-    async def on_msg(msg: Any) -> None:
-        await nc.publish(dst, msg.data)
-
-    await nc.subscribe(src, cb=on_msg, pending_msgs_limit=1_000_000)
-    await nc.flush()
-    print("ready", flush=True)
-    await asyncio.sleep(3600)
-
-
-async def _bare_chain_source(url: str, count: int, rate: float) -> dict[str, Any]:
+async def _sink(url: str) -> None:
+    """A bare subscriber in its own process: each closing tick's receipt - publish (us)."""
     nc = await nats.connect(url)
     lat: list[float] = []
+    next_boundary = 0
     done = asyncio.Event()
 
     async def on_msg(msg: Any) -> None:
-        lat.append((time.time_ns() - int(msg.data)) / 1000)
-        if len(lat) >= count:
+        nonlocal next_boundary
+        if msg.subject == "bench.done":
             done.set()
+            return
+        now = time.time_ns()
+        ev = codec.decode(msg.data)
+        assert isinstance(ev, Quote | Trade)  # one tick a message: the source does not batch
+        if ev.ts_event >= next_boundary:
+            boundary = ev.ts_event // MINUTE * MINUTE
+            if next_boundary:
+                lat.append((now - ev.ts_init) / 1000)
+            next_boundary = boundary + MINUTE
 
-    await nc.subscribe("bench.hop3", cb=on_msg)
+    await nc.subscribe("md.>", cb=on_msg, pending_msgs_limit=1_000_000)
+    await nc.subscribe("bench.done", cb=on_msg)
     await nc.flush()
-    start = time.perf_counter()
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0.0005:
-            await asyncio.sleep(delay)
-        await nc.publish("bench.hop0", str(time.time_ns()).encode())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), 30)
+    print("ready", flush=True)
+    await done.wait()
+    print(json.dumps(lat), flush=True)
     await nc.close()
-    warm = lat[len(lat) // 10 :]
-    return {"bare_p50_us": percentile(warm, 0.5), "bare_p99_us": percentile(warm, 0.99)}
 
 
-def bare_round(url: str, count: int = 2000, rate: float = 200.0) -> dict[str, Any]:
-    relays = []
+def bare_round(url: str, events: list[Any], rate: float) -> dict[str, Any]:
+    """One bare hop under the same paced stream: closing ticks' receipt - publish."""
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.spine_latency", "sink", url], stdout=subprocess.PIPE, text=True
+    )
     try:
-        for i in range(3):
-            p = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.spine_latency",
-                    "relay",
-                    url,
-                    f"bench.hop{i}",
-                    f"bench.hop{i + 1}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-            relays.append(p)
-        return asyncio.run(_bare_chain_source(url, count, rate))
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        asyncio.run(drive(url, events, rate, ()))
+
+        async def done() -> None:
+            nc = await nats.connect(url)
+            await nc.publish("bench.done", b"")
+            await nc.close()
+
+        asyncio.run(done())
+        lat = json.loads(sink.stdout.readline())
     finally:
-        for p in relays:
-            p.terminate()
-            p.wait(10)
+        sink.terminate()
+        sink.wait(10)
+    return {
+        "bare_hop_p50_us": percentile(lat, 0.5),
+        "bare_hop_p99_us": percentile(lat, 0.99),
+        "ticks": len(lat),
+    }
 
 
-def run(rounds: int = 3, rate: float = 25_000.0) -> dict[str, Any]:
-    events = sample_events()
+def run(rounds: int = 3, rate: float = 10_000.0, limit: int = 150_000) -> dict[str, Any]:
+    events = sample_events()[:limit]
     per_round = []
     with tempfile.TemporaryDirectory() as tmp:
         server = start_nats(Path(tmp) / "nats")
         try:
             for _ in range(rounds):
-                spine = spine_round(server.url, events, rate, Path(tmp))
-                bare = bare_round(server.url)
-                per_round.append({**spine, **bare})
+                bare = bare_round(server.url, events, rate)
+                separate = deployment_round(False, server.url, events, rate, Path(tmp))
+                grouped = deployment_round(True, server.url, events, rate, Path(tmp))
+                one: dict[str, Any] = {"bare": bare, "separate": separate, "grouped": grouped}
+                one["grouped_md_p99_over_bare_p99"] = (
+                    grouped["md_to_decision_p99_us"] / bare["bare_hop_p99_us"]
+                )
+                one["separate_md_p99_over_bare_p99"] = (
+                    separate["md_to_decision_p99_us"] / bare["bare_hop_p99_us"]
+                )
+                per_round.append(one)
+                print(json.dumps(one), file=sys.stderr, flush=True)
         finally:
             server.stop()
-    result: dict[str, Any] = {"rate_events_per_s": rate, "rounds": per_round}
-    for key in ("qos_p50_us", "qos_p99_us", "intent_p50_us", "bare_p50_us", "bare_p99_us"):
-        result[key] = median([r[key] for r in per_round])
-    result["qos_p50_over_bare_p50"] = median([r["qos_p50_us"] / r["bare_p50_us"] for r in per_round])
+    result: dict[str, Any] = {"rate_ticks_per_s": rate, "ticks": len(events), "rounds": per_round}
+    for kind in ("bare", "separate", "grouped"):
+        keys = per_round[0][kind]
+        result[kind] = {k: median([r[kind][k] for r in per_round]) for k in keys}
+    for key in ("grouped_md_p99_over_bare_p99", "separate_md_p99_over_bare_p99"):
+        result[key] = median([float(r[key]) for r in per_round])
     save("spine_latency", result)
     return result
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "relay":
-        asyncio.run(_relay(*sys.argv[2:5]))
+    if len(sys.argv) > 1 and sys.argv[1] == "sink":
+        asyncio.run(_sink(sys.argv[2]))
     else:
-        print(json.dumps(run(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 3), indent=1))
+        parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--rate", type=float, default=10_000.0, help="ticks per second, paced")
+        parser.add_argument("--limit", type=int, default=150_000, help="the day's first N ticks")
+        args = parser.parse_args()
+        print(json.dumps(run(args.rounds, args.rate, args.limit), indent=1))
