@@ -9,12 +9,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from libs.common import codec
+from libs.common.counts import Counts
 from proto.base import Event
 from proto.subjects import CATALOG, SubjectSpec, UnknownSubject, overlaps, resolve, subject_matches, types_on
 
@@ -158,12 +159,41 @@ def checked_spec(subject: str, event: Event) -> SubjectSpec:
 
 class _InProcessSubscription:
     def __init__(
-        self, bus: InProcessBus, pattern: str, handler: Handler, types: frozenset[type[Event]] | None
+        self,
+        bus: InProcessBus,
+        pattern: str,
+        handler: Callable[[Delivery[Any]], Any],
+        types: frozenset[type[Event]] | None,
+        sync: bool = False,
     ) -> None:
-        self.bus, self.pattern, self.handler, self.types = bus, pattern, handler, types
+        self.bus, self.pattern, self.handler, self.types, self.sync = bus, pattern, handler, types, sync
 
     async def unsubscribe(self) -> None:
         self.bus._remove(self)
+
+
+#: One subject's subscribers for one event type, in subscription order: (handler, is it sync).
+_Targets = tuple[tuple[Callable[[Delivery[Any]], Any], bool], ...]
+
+
+class _Route:
+    """A subject's catalog entry and its subscribers, by event type (what ``publish`` reads per
+    event: built once per subject and type, dropped when the subscriptions change)."""
+
+    __slots__ = ("by_type", "durable", "spec", "subs", "types", "wildcard")
+
+    def __init__(self, spec: SubjectSpec, subs: list[_InProcessSubscription]) -> None:
+        self.spec, self.subs, self.types = spec, subs, spec.event_types
+        self.wildcard, self.durable = spec.wildcard, spec.stream is not None
+        self.by_type: dict[type[Event], _Targets] = {}
+
+    def targets(self, kind: type[Event]) -> _Targets:
+        found = self.by_type.get(kind)
+        if found is None:
+            found = self.by_type[kind] = tuple(
+                (s.handler, s.sync) for s in self.subs if s.types is None or kind in s.types
+            )
+        return found
 
 
 class _InProcessResponder:
@@ -194,10 +224,10 @@ class InProcessBus(Bus):
         self.hooks: BusHooks = hooks or NullHooks()
         self.roundtrip = roundtrip
         self._subs: list[_InProcessSubscription] = []
-        self._routes: dict[str, list[_InProcessSubscription]] = {}
+        self._routes: dict[str, _Route] = {}
         self._queue: collections.deque[tuple[str, Event]] = collections.deque()
         self._dispatching = False
-        self.published: collections.Counter[str] = collections.Counter()
+        self.published: collections.Counter[str] = Counts()  # one count per event: see Counts
         self._last: dict[str, tuple[Event, int]] = {}
         self._responders: dict[str, Responder] = {}
 
@@ -219,38 +249,127 @@ class InProcessBus(Bus):
         except TimeoutError:
             return None
 
-    async def publish(self, subject: str, event: Event) -> None:
-        spec = checked_spec(subject, event)
-        if spec.stream is not None:
+    # The per-event path (a backtest publishes every tick here): the subject's route is cached
+    # (its catalog entry and, per event type, its subscribers), one Delivery is shared by every
+    # subscriber of the event (none changes it), and a sync subscriber (the backtest's ledger) is
+    # called without a coroutine.
+    def _accept(self, subject: str, event: Event) -> tuple[_Route, Event]:
+        """What a publish does before dispatching: the catalog's checks, the counts, the last
+        event of a durable subject, the optional round trip. The route and the event to deliver."""
+        route = self._routes.get(subject) or self._route(subject)
+        if type(event) not in route.types:
+            checked_spec(subject, event)  # raises, saying why
+        if route.durable:
             self._last[subject] = (event, sum(self.published.values()) + 1)
         if self.roundtrip:
             decoded = codec.decode(codec.encode(event))
             assert isinstance(decoded, Event)
             event = decoded
-        self.published[spec.wildcard] += 1
-        self.hooks.on_published(spec.wildcard, 1)
-        self._queue.append((subject, event))
-        if self._dispatching:
-            return
+        self.published[route.wildcard] += 1
+        self.hooks.on_published(route.wildcard, 1)
+        return route, event
+
+    async def publish(self, subject: str, event: Event) -> None:
+        route, event = self._accept(subject, event)
+        if self._dispatching or self._queue:
+            # Behind the event being dispatched (FIFO over all subjects); or behind what a
+            # handler error that escaped (NullHooks raises) left queued.
+            self._queue.append((subject, event))
+            if self._dispatching:
+                return
+            subject, event = self._queue.popleft()
+            route = self._routes.get(subject) or self._route(subject)
         self._dispatching = True
         try:
-            while self._queue:
-                subj, ev = self._queue.popleft()
-                for sub in self._route(subj):
-                    if sub.types is not None and type(ev) not in sub.types:
-                        continue  # carried here, but not what this subscription asked for
-                    try:
-                        await sub.handler(Delivery(subj, ev))
-                    except Exception as exc:
-                        self.hooks.on_handler_error(subj, exc)
+            await self._dispatch(subject, event, route)
         finally:
             self._dispatching = False
 
-    def _route(self, subject: str) -> list[_InProcessSubscription]:
-        route = self._routes.get(subject)
-        if route is None:
-            route = self._routes[subject] = [s for s in self._subs if subject_matches(s.pattern, subject)]
+    async def _dispatch(self, subject: str, event: Event, route: _Route) -> None:
+        """The event to its subscribers, then every event queued meanwhile, until none is left."""
+        queue, on_error = self._queue, self.hooks.on_handler_error
+        while True:
+            kind = type(event)
+            targets = route.by_type.get(kind) or route.targets(kind)
+            if targets:
+                delivery = Delivery(subject, event)
+                for handler, sync in targets:
+                    try:
+                        if sync:
+                            handler(delivery)
+                        else:
+                            await handler(delivery)
+                    except Exception as exc:
+                        on_error(subject, exc)
+            if not queue:
+                return
+            subject, event = queue.popleft()
+            route = self._routes.get(subject) or self._route(subject)
+
+    async def publish_all(self, items: Iterable[tuple[str, Event]]) -> None:
+        """``publish`` of each (subject, event) in turn: each event, and everything it causes, is
+        dispatched before the next item is taken from ``items`` (which may read what those
+        consequences changed: the backtest's replay sets its clock there). One coroutine for the
+        whole stream instead of one per event (the dispatch below is ``_dispatch``, inline)."""
+        if self._dispatching:  # from a handler: each queued behind the current event
+            for subject, event in items:
+                await self.publish(subject, event)
+            return
+        accept, queue, routes, published = self._accept, self._queue, self._routes, self.published
+        for item in items:
+            subject, event = item
+            route = routes.get(subject)
+            if route is None or route.durable or self.roundtrip or type(event) not in route.types:
+                route, event = accept(subject, event)
+            else:  # ``_accept``'s common case, inline: a core subject, a type it carries
+                published[route.wildcard] += 1
+                self.hooks.on_published(route.wildcard, 1)
+            if queue:  # what an escaped handler error left: first, in order
+                queue.append((subject, event))
+                subject, event = queue.popleft()
+                route = routes.get(subject) or self._route(subject)
+            self._dispatching = True
+            try:
+                on_error = self.hooks.on_handler_error
+                while True:
+                    kind = type(event)
+                    targets = route.by_type.get(kind) or route.targets(kind)
+                    if targets:
+                        delivery = Delivery(subject, event)
+                        for handler, sync in targets:
+                            try:
+                                if sync:
+                                    handler(delivery)
+                                else:
+                                    await handler(delivery)
+                            except Exception as exc:
+                                on_error(subject, exc)
+                    if not queue:
+                        break
+                    subject, event = queue.popleft()
+                    route = routes.get(subject) or self._route(subject)
+            finally:
+                self._dispatching = False
+
+    def _route(self, subject: str) -> _Route:
+        """The subject's route (built on its first event, and again after a (un)subscribe)."""
+        spec = resolve(subject)
+        if spec is None:
+            raise UnknownSubject(f"subject {subject!r} is not in the catalog (proto/subjects.py)")
+        route = self._routes[subject] = _Route(
+            spec, [s for s in self._subs if subject_matches(s.pattern, subject)]
+        )
         return route
+
+    def subscribe_sync(
+        self, pattern: str, handler: Callable[[Delivery[Any]], None], *, types: Types = None
+    ) -> Subscription:
+        """A subscriber that does its work without awaiting anything (the backtest's ledger):
+        called as it is, no coroutine per event. Delivery order is as ``subscribe``'s."""
+        sub = _InProcessSubscription(self, pattern, handler, wanted_types(pattern, types), sync=True)
+        self._subs.append(sub)
+        self._routes.clear()
+        return sub
 
     async def subscribe(
         self,

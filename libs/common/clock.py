@@ -27,7 +27,8 @@ class SimClock:
         return self._now
 
     def set(self, ts_ns: int) -> None:
-        self._now = max(self._now, ts_ns)
+        if ts_ns > self._now:  # noqa: PLR1730 - max() costs a call, and a replay sets this per record
+            self._now = ts_ns
 
     def advance(self, delta_ns: int) -> None:
         if delta_ns < 0:

@@ -164,7 +164,9 @@ class SimVenue:
         self, symbol: str, ts: int, bid: float, ask: float, bid_size: float, ask_size: float
     ) -> list[BrokerReport]:
         self._until(ts)
-        book = self.books.setdefault(symbol, _Book())
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = _Book()
         book.bid, book.ask, book.bid_size, book.ask_size = bid, ask, bid_size, ask_size
         # The market moved through a resting limit: the orders at its price were taken on the way,
         # so it fills whole, at its own price, as the maker (never at the better new touch).
@@ -456,6 +458,25 @@ class SimBroker:
         return self.venue.idle()
 
     def on_market(self, event: Event) -> list[BrokerReport]:
+        # The common tick first: nothing at the venue or on its way and no report in flight, so a
+        # quote only sets the touch and a trade only moves time (what SimVenue.on_quote/on_trade
+        # then do, without the sweep; every tick of a replay passes here).
+        kind = type(event)
+        if kind is Quote or kind is Trade:
+            venue = self.venue
+            if not (venue.orders or venue._arrivals or venue._reports) and venue.session_end_ns is None:
+                ts = event.ts_event
+                if ts > self.market_ns:  # noqa: PLR1730 - max() costs a call, per tick
+                    self.market_ns = ts
+                if ts > venue.now:  # noqa: PLR1730
+                    venue.now = ts
+                if kind is Quote:
+                    q: Quote = event  # type: ignore[assignment]
+                    book = venue.books.get(q.symbol)
+                    if book is None:
+                        book = venue.books[q.symbol] = _Book()
+                    book.bid, book.ask, book.bid_size, book.ask_size = q.bid, q.ask, q.bid_size, q.ask_size
+                return []
         if isinstance(event, Quote):
             self.market_ns = max(self.market_ns, event.ts_event)
             reports = self.venue.on_quote(

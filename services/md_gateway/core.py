@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 from libs.common.clock import Clock
+from libs.common.counts import Counts
 from libs.common.markettime import ny_day_of
 from proto.base import Event
 from proto.market import FLAG_ODD_LOT, Bar, DepthUpdate, Quote, Trade, make_seq
@@ -30,6 +31,10 @@ LEAN_ODD_LOT = 0x80000000
 JUMP_RESET_STREAK = 5  # this many consecutive "jumps" to one level is a real move: re-anchor
 # The per-kind record counters: a record dropped for its time still counts as one of its kind.
 RECORD_KINDS = {"Q": "quote_records", "T": "trade_records", "B": "bar_records", "D": "depth_records"}
+INF = math.inf
+# The counts made per record, kept as int attributes (``_n_KEY``) and folded into ``stats`` when it
+# is read: an item assignment per count on the per-record path cost more than the checks.
+HOT_STATS = ("records", "quote_records", "trade_records", "quotes", "trades", "unchanged", "outside_session")
 
 
 class _Book:
@@ -85,28 +90,60 @@ class MarketDataCore:
         self.plausible: tuple[int, int] | None = None  # a replay's bounds on a record's time
         self.set_session(session)
         self.books: dict[str, _Book] = {}
-        self.bad: collections.Counter[str] = collections.Counter()
-        self.stats: collections.Counter[str] = collections.Counter()
+        self.bad: collections.Counter[str] = Counts()  # Counts: see libs/common/counts.py
+        self._stats: collections.Counter[str] = Counts()
+        self._n_records = self._n_quote_records = self._n_trade_records = 0
+        self._n_quotes = self._n_trades = self._n_unchanged = self._n_outside_session = 0
         # Ticks (quotes, trades, depth) published per symbol: the finished status carries them,
         # so a replica that receives only its partitions knows how many of its own to wait for.
-        self.published_by_symbol: collections.Counter[str] = collections.Counter()
+        self.published_by_symbol: collections.Counter[str] = Counts()
         # Each published quote, trade and bar is numbered per symbol within the source's session
         # (proto.market.make_seq): consumers see what they missed. The runtime sets the tick session
         # (a replay keeps its own across restarts); a core taking records again after a restart
         # numbers them again the same way.
         self.tick_session = 0
-        self.numbered: collections.Counter[str] = collections.Counter()
+        self.numbered: collections.Counter[str] = Counts()
         self._handlers = {"Q": self.on_quote, "T": self.on_trade, "B": self.on_bar, "D": self.on_depth}
 
+    @property
+    def stats(self) -> collections.Counter[str]:
+        """What the core counted, by key, in the order each key was first counted."""
+        stats = self._stats
+        for key in HOT_STATS:
+            n = getattr(self, f"_n_{key}")
+            if n:
+                stats[key] = n
+        return stats
+
+    def _count(self, key: str) -> None:
+        """One more ``key`` (off the per-record path)."""
+        if key in HOT_STATS:
+            n = getattr(self, f"_n_{key}") + 1
+            setattr(self, f"_n_{key}", n)
+            if n == 1:
+                self._stats.setdefault(key, 0)  # its place in the order
+        else:
+            self._stats[key] += 1
+
     def on_record(self, rec: tuple[Any, ...]) -> Event | None:
-        self.stats["records"] += 1
+        n = self._n_records = self._n_records + 1
+        if n == 1:
+            self._stats.setdefault("records", 0)
         # The replay's bounds compared inline (``far``'s first case): a call per record is a
         # measurable share of this hot path; ``far`` only where there are no bounds yet.
         ts, bounds = rec[1], self.plausible
         if not bounds[0] <= ts <= bounds[1] if bounds is not None else self.far(ts):
-            self.stats[RECORD_KINDS[rec[0]]] += 1
+            self._count(RECORD_KINDS[rec[0]])
             self._reject("far_timestamp")
             return None
+        return self._handlers[rec[0]](rec)
+
+    def on_plausible(self, rec: tuple[Any, ...]) -> Event | None:
+        """``on_record`` for a record the caller found within ``plausible`` already (the
+        backtest's replay checks that first: its clock must not move for a far record)."""
+        n = self._n_records = self._n_records + 1
+        if n == 1:
+            self._stats.setdefault("records", 0)
         return self._handlers[rec[0]](rec)
 
     def set_session(self, session: tuple[int, int] | None) -> None:
@@ -165,90 +202,120 @@ class MarketDataCore:
         return False
 
     # -- quotes -----------------------------------------------------------------------------
+    # on_quote and on_trade are the gateway's (and every backtest's) per-record path: the checks
+    # of _price_problem, _book, _out_of_order and _in_session are made inline there, with the
+    # same outcomes in the same order (a price outside [0, inf) goes to _price_problem for its
+    # reason: NaN and infinities are "nan_price", a negative one "negative_price").
     def on_quote(self, rec: tuple[Any, ...]) -> Quote | None:
         _, ts, symbol, bid, bid_size, ask, ask_size, venue, suspicious = rec
-        self.stats["quote_records"] += 1
+        n = self._n_quote_records = self._n_quote_records + 1
+        if n == 1:
+            self._stats.setdefault("quote_records", 0)
         if suspicious and self.drop_suspicious:
             self._reject("suspicious")
             return None
-        problem = self._price_problem(bid, ask)
-        if problem:
-            self._reject(problem)
-            return None
+        if not (0.0 <= bid < INF and 0.0 <= ask < INF):
+            problem = self._price_problem(bid, ask)
+            if problem:
+                self._reject(problem)
+                return None
         if bid == 0 and ask == 0:
             self._reject("zero_price")
             return None
         if bid_size < 0 or ask_size < 0:
             self._reject("negative_size")
             return None
-        book = self._book(symbol)
-        if self._out_of_order(book, ts):
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = _Book()
+        if ts < book.last_ts:
+            self._reject("out_of_order")
             return None
-        old = (book.bid, book.bid_size, book.ask, book.ask_size)
+        book.last_ts = ts
+        old = old_bid, old_bid_size, old_ask, old_ask_size = book.bid, book.bid_size, book.ask, book.ask_size
         if bid > 0:
             book.bid, book.bid_size = bid, bid_size
+        else:
+            bid, bid_size = old_bid, old_bid_size
         if ask > 0:
             book.ask, book.ask_size = ask, ask_size
-        if book.bid <= 0 or book.ask <= 0:
+        else:
+            ask, ask_size = old_ask, old_ask_size
+        if bid <= 0 or ask <= 0:
             return None  # one side still unknown
-        mid = (book.bid + book.ask) * 0.5
-        if book.last_mid and abs(mid - book.last_mid) > self.max_jump * book.last_mid:
+        mid = (bid + ask) * 0.5
+        last_mid = book.last_mid
+        if last_mid and abs(mid - last_mid) > self.max_jump * last_mid:
             book.jump_streak += 1
             if book.jump_streak < JUMP_RESET_STREAK:
                 book.bid, book.bid_size, book.ask, book.ask_size = old
                 self._reject("price_jump")
                 return None
         book.jump_streak = 0
-        if book.bid > book.ask:
+        if bid > ask:
             self._reject("crossed")
             return None
-        if book.bid == book.ask:
+        if bid == ask:
             self._reject("locked")
             return None
         book.last_mid = mid
-        if not self._in_session(ts):
-            self.stats["outside_session"] += 1
+        session = self.session
+        if session is not None and not session[0] <= ts < session[1]:
+            self._count("outside_session")
             return None
-        key = (book.bid, book.ask, book.bid_size, book.ask_size)
+        key = (bid, ask, bid_size, ask_size)
         if key == book.last_published:
-            self.stats["unchanged"] += 1
+            n = self._n_unchanged = self._n_unchanged + 1
+            if n == 1:
+                self._stats.setdefault("unchanged", 0)
             return None
         book.last_published = key
-        self.stats["quotes"] += 1
+        n = self._n_quotes = self._n_quotes + 1
+        if n == 1:
+            self._stats.setdefault("quotes", 0)
         self.published_by_symbol[symbol] += 1
-        self.numbered[symbol] += 1
+        numbered = self.numbered
+        number = numbered[symbol] + 1
+        numbered[symbol] = number
         return Quote(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
             symbol=symbol,
-            bid=book.bid,
-            ask=book.ask,
-            bid_size=book.bid_size,
-            ask_size=book.ask_size,
+            bid=bid,
+            ask=ask,
+            bid_size=bid_size,
+            ask_size=ask_size,
             venue=venue,
-            seq=(self.tick_session << 32) | self.numbered[symbol],  # make_seq, inline (hot path)
+            seq=(self.tick_session << 32) | number,  # make_seq, inline (hot path)
         )
 
     # -- trades -----------------------------------------------------------------------------
     def on_trade(self, rec: tuple[Any, ...]) -> Trade | None:
         _, ts, symbol, price, size, venue, conditions, suspicious, aggressor = rec
-        self.stats["trade_records"] += 1
+        n = self._n_trade_records = self._n_trade_records + 1
+        if n == 1:
+            self._stats.setdefault("trade_records", 0)
         if suspicious and self.drop_suspicious:
             self._reject("suspicious")
             return None
-        problem = self._price_problem(price)
-        if problem:
-            self._reject(problem)
-            return None
+        if not 0.0 <= price < INF:
+            problem = self._price_problem(price)
+            if problem:
+                self._reject(problem)
+                return None
         if price == 0:
             self._reject("zero_price")
             return None
         if size <= 0:
             self._reject("bad_size")
             return None
-        book = self._book(symbol)
-        if self._out_of_order(book, ts):
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = _Book()
+        if ts < book.last_ts:
+            self._reject("out_of_order")
             return None
+        book.last_ts = ts
         reference = book.last_trade or book.last_mid
         if reference and abs(price - reference) > self.max_jump * reference:
             book.trade_streak += 1
@@ -257,13 +324,17 @@ class MarketDataCore:
                 return None
         book.trade_streak = 0
         book.last_trade = price
-        if not self._in_session(ts):
-            self.stats["outside_session"] += 1
+        session = self.session
+        if session is not None and not session[0] <= ts < session[1]:
+            self._count("outside_session")
             return None
-        self.stats["trades"] += 1
+        n = self._n_trades = self._n_trades + 1
+        if n == 1:
+            self._stats.setdefault("trades", 0)
         self.published_by_symbol[symbol] += 1
-        self.numbered[symbol] += 1
-        flags = FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0
+        numbered = self.numbered
+        number = numbered[symbol] + 1
+        numbered[symbol] = number
         return Trade(
             ts_event=ts,
             ts_init=self.clock.now_ns(),
@@ -273,14 +344,14 @@ class MarketDataCore:
             venue=venue,
             conditions=conditions,
             aggressor=aggressor,
-            flags=flags,
-            seq=(self.tick_session << 32) | self.numbered[symbol],
+            flags=FLAG_ODD_LOT if conditions & LEAN_ODD_LOT else 0,
+            seq=(self.tick_session << 32) | number,
         )
 
     # -- bars and depth ---------------------------------------------------------------------
     def on_bar(self, rec: tuple[Any, ...]) -> Bar | None:
         _, ts, symbol, timeframe, o, h, low, c, volume = rec
-        self.stats["bar_records"] += 1
+        self._count("bar_records")
         problem = self._price_problem(o, h, low, c)
         if problem or min(o, h, low, c) <= 0:
             self._reject(problem or "zero_price")
@@ -289,9 +360,9 @@ class MarketDataCore:
             self._reject("inconsistent_bar")
             return None
         if not self._in_session(ts - 1):
-            self.stats["outside_session"] += 1
+            self._count("outside_session")
             return None
-        self.stats["bars"] += 1
+        self._count("bars")
         self.numbered[symbol] += 1
         return Bar(
             ts_event=ts,
@@ -308,16 +379,16 @@ class MarketDataCore:
 
     def on_depth(self, rec: tuple[Any, ...]) -> DepthUpdate | None:
         _, ts, symbol, side, position, operation, price, size = rec
-        self.stats["depth_records"] += 1
+        self._count("depth_records")
         if operation != "DELETE":
             problem = self._price_problem(price)
             if problem or price <= 0:
                 self._reject(problem or "zero_price")
                 return None
         if not self._in_session(ts):
-            self.stats["outside_session"] += 1
+            self._count("outside_session")
             return None
-        self.stats["depth"] += 1
+        self._count("depth")
         self.published_by_symbol[symbol] += 1
         return DepthUpdate(
             ts_event=ts,

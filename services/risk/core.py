@@ -205,9 +205,15 @@ class RiskCore:
         return [self.state(change.ts_event), params.ack(change, "risk", now, True, params.summary(change))]
 
     def on_quote(self, q: Quote) -> None:
-        self.books.quotes[q.symbol] = _Quote(q.bid, q.ask, q.ts_event)
+        # Per quote: the symbol's _Quote updated in place (nothing keeps one past a decision).
+        books, symbol = self.books, q.symbol
+        quote = books.quotes.get(symbol)
+        if quote is None:
+            books.quotes[symbol] = _Quote(q.bid, q.ask, q.ts_event)
+        else:
+            quote.bid, quote.ask, quote.ts = q.bid, q.ask, q.ts_event
         self._last_market_ns = q.ts_event
-        pos = self.books.positions.get(q.symbol)
+        pos = books.positions.get(symbol)
         if pos is not None and pos.quantity:
             self._totals_without(pos)
             pos.mark = (q.bid + q.ask) / 2

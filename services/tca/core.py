@@ -129,6 +129,8 @@ class TcaCore:
             cost.fills.append(f)
 
     def _due(self, symbol: str, now: int) -> list[TcaReport]:
+        if not self.waiting:
+            return []  # the common quote: no order waiting for its report
         out, still = [], []
         for cost in self.waiting:
             last_fill = max((f.ts_event for f in cost.fills), default=cost.ended_ts)

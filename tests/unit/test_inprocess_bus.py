@@ -100,3 +100,57 @@ def test_sim_clock_never_goes_backwards() -> None:
     assert clock.now_ns() == 105
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+async def test_publish_all_settles_each_event_before_taking_the_next() -> None:
+    # The backtest's replay: one stream of events, each dispatched with what it causes (FIFO,
+    # breadth first, as publish) before the iterator is asked for the next one.
+    bus = InProcessBus()
+    seen: list[str] = []
+
+    async def first(d: Delivery) -> None:
+        seen.append(f"first:{d.subject}")
+        if d.subject == "md.quote.A":
+            await bus.publish("md.trade.A", Trade(ts_event=T0, ts_init=T0, symbol="A", price=10.0, size=1))
+
+    def ledger(d: Delivery) -> None:  # a sync subscriber: called in its place, no coroutine
+        seen.append(f"sync:{d.subject}")
+
+    await bus.subscribe("md.>", first)
+    bus.subscribe_sync("md.quote.*", ledger, types=Quote)
+
+    def stream():  # type: ignore[no-untyped-def]
+        for symbol in "AB":
+            seen.append(f"next:{symbol}")
+            yield f"md.quote.{symbol}", _quote(symbol)
+
+    await bus.publish_all(stream())
+    assert seen == [
+        "next:A",
+        "first:md.quote.A",
+        "sync:md.quote.A",
+        "first:md.trade.A",
+        "next:B",
+        "first:md.quote.B",
+        "sync:md.quote.B",
+    ]
+    assert bus.published == {"md.quote.*": 2, "md.trade.*": 1}
+    with pytest.raises(UnknownSubject):
+        await bus.publish_all([("md.trade.IBM", _quote("IBM"))])
+
+
+async def test_a_subscription_made_during_dispatch_gets_the_events_after() -> None:
+    bus = InProcessBus()
+    late: list[int] = []
+
+    async def late_one(d: Delivery) -> None:
+        late.append(d.event.ts_event)
+
+    async def subscriber(d: Delivery) -> None:
+        if d.event.ts_event == T0:
+            await bus.subscribe("md.quote.*", late_one)
+            await bus.publish("md.quote.X", _quote("X", 1))  # queued: the new subscriber sees it
+
+    await bus.subscribe("md.quote.*", subscriber)
+    await bus.publish_all([("md.quote.X", _quote("X", 0)), ("md.quote.X", _quote("X", 2))])
+    assert late == [T0 + 1, T0 + 2]

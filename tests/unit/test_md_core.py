@@ -109,3 +109,40 @@ def test_a_persistent_new_level_is_accepted_after_the_jump_streak() -> None:
     results = [core.on_record(_t(2 + i, 20.0)) for i in range(6)]
     assert results[:4] == [None] * 4
     assert all(isinstance(r, Trade) for r in results[4:])
+
+
+def test_the_counts_read_as_a_counter_in_the_order_first_counted() -> None:
+    # The per-record counts are ints folded into ``stats`` when it is read: the same numbers and
+    # the same key order as one Counter incremented in place (what the feed's status carries).
+    core = MarketDataCore(SimClock(0), max_jump_pct=10, session=(1_000, 2_000))
+    feed = [_q(10, 10.00, 10.02), _t(11, 10.01), _q(1_000, 10.00, 10.02), _q(1_001, 10.00, 10.02)]
+    feed += [_t(1_002, 10.01), _q(1_003, 10.01, 10.02), _t(1_004, math.nan)]
+    for rec in feed:
+        core.on_record(rec)
+    assert list(core.stats.items()) == [
+        ("records", 7),
+        ("quote_records", 4),
+        ("outside_session", 2),
+        ("trade_records", 3),
+        ("quotes", 2),
+        ("unchanged", 1),
+        ("trades", 1),
+    ]
+    assert core.stats["depth"] == 0 and core.counters()["stats"] == dict(core.stats)
+    # the backtest's entry for records it checked against ``plausible`` itself counts the same
+    one, other = (MarketDataCore(SimClock(0), max_jump_pct=10, session=(1_000, 2_000)) for _ in "ab")
+    assert [one.on_record(r) for r in feed] == [other.on_plausible(r) for r in feed]
+    assert list(other.stats.items()) == list(core.stats.items())
+
+
+def test_counts_is_a_counter_with_dicts_item_assignment() -> None:
+    from collections import Counter
+
+    from libs.common.counts import Counts
+
+    counts: Counts[str] = Counts()
+    counts["a"] += 1
+    counts["b"] += 2
+    counts["a"] += 1
+    assert counts == Counter(a=2, b=2) and counts["missing"] == 0 and list(counts) == ["a", "b"]
+    assert isinstance(counts, Counter) and counts.most_common(1) == [("a", 2)]

@@ -37,7 +37,8 @@ from libs.common.logging import get_logger
 from libs.common.markettime import ny_day_of, ny_midnight_ns, ny_time_ns
 from libs.common.news_file import news_item
 from libs.common.runtime import Runtime, ServiceApp
-from proto.market import Bar, DepthUpdate, FeedStatus, Quote, Trade
+from proto.base import Event
+from proto.market import DepthUpdate, FeedStatus, Quote, Trade
 from proto.news import NewsItem
 from proto.subjects import SERVICES, spec
 from services.md_gateway.core import MarketDataCore
@@ -292,9 +293,23 @@ class Backtest:
         )
 
     async def _replay_day(self, day: DaySource, md: MarketDataCore, bar: Any) -> int:
-        """The hot loop: a record in, its consequences settled, the next record."""
-        clock_set, on_record, publish = self.clock.set, md.on_record, self.bus.publish
-        subjects: dict[tuple[type, str], str] = {}
+        """The hot loop: a record in, its consequences settled, the next record. The bus takes
+        the day's events as one stream (``publish_all``): it settles each event before it takes
+        the next, which is when ``_day_events`` sets the clock to the next record's time."""
+        counted = [0]
+        await self.bus.publish_all(self._day_events(day, md, bar, counted))
+        return counted[0]
+
+    def _day_events(
+        self, day: DaySource, md: MarketDataCore, bar: Any, counted: list[int]
+    ) -> Iterator[tuple[str, Event]]:
+        """The day's records cleaned by the md-gateway core, as (subject, event) to publish,
+        each with the clock set to its record's time; ``counted[0]``: the records replayed."""
+        clock_set, on_record = self.clock.set, md.on_record
+        # Within the bounds checked here, the core need not check them again.
+        on_plausible = md.on_plausible if md.plausible is not None else on_record
+        subjects: dict[type, dict[str, str]] = {kind: {} for kind in SUBJECT_OF}
+        news_subject = NEWS.subject()
         until = self.settings.md_gateway.replay.until
         until_ns = ny_time_ns(day.date, until) if until else 1 << 62
         n = 0
@@ -302,36 +317,37 @@ class Backtest:
         # simulated clock, which never goes back: one 2100 stamp would end the day's time.
         low, high = md.plausible or (0, 1 << 62)
         for rec in self._records(day):
-            if not low <= rec[1] <= high:  # first: a far stamp past `until` must not end the day
+            ts = rec[1]
+            if not low <= ts <= high:  # first: a far stamp past `until` must not end the day
                 if rec[0] != "N":
                     on_record(rec)  # counted as far_timestamp, nothing published
                 continue
-            if rec[1] >= until_ns:
+            if ts >= until_ns:
                 break
-            clock_set(rec[1])
+            clock_set(ts)
             if rec[0] == "N":
-                await self._news(rec)
+                yield news_subject, news_item(rec, ts)
                 continue
-            event = on_record(rec)
+            event = on_plausible(rec)
             n += 1
-            if n % PROGRESS_EVERY == 0 and bar is not None:
+            if bar is not None and n % PROGRESS_EVERY == 0:
                 bar.update(PROGRESS_EVERY)
-            if event is None or type(event) is Bar:
+            if event is None:
                 continue
-            key = (type(event), event.symbol)  # type: ignore[attr-defined]
-            subject = subjects.get(key)
+            by_symbol = subjects.get(type(event))
+            if by_symbol is None:
+                continue  # a Bar: the replay publishes ticks only
+            symbol: str = event.symbol  # type: ignore[attr-defined]
+            subject = by_symbol.get(symbol)
             if subject is None:
-                subject = subjects[key] = SUBJECT_OF[key[0]].subject(symbol=key[1])
-            await publish(subject, event)
+                subject = by_symbol[symbol] = SUBJECT_OF[type(event)].subject(symbol=symbol)
+            yield subject, event
+        counted[0] = n
         if bar is not None:
             bar.update(n % PROGRESS_EVERY)
-        return n
 
     def _records(self, day: DaySource) -> Iterator[tuple[Any, ...]]:
         return with_news(day.records(), self.news, day.date) if self.news else day.records()
-
-    async def _news(self, rec: tuple[Any, ...]) -> None:
-        await self.bus.publish(NEWS.subject(), news_item(rec, rec[1]))
 
     async def _publish_status(
         self, state: Any, counters: collections.Counter[str], bad: collections.Counter[str], n: int

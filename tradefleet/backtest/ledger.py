@@ -65,24 +65,28 @@ class Ledger:
     mode_changes: list[RiskState] = field(default_factory=list)
     day_symbols: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _minute: int = 0
+    #: [start, end) of ``_minute`` in ns (minute 0: the state before the first tick)
+    _minute_span: tuple[int, int] = (0, MINUTE_NS)
 
     def __post_init__(self) -> None:
         self.capital = self.cash = self.settings.risk.account_equity
 
     async def start(self, bus: InProcessBus) -> None:
-        # Subscribed after every service: it sees each event after they all have.
-        await bus.subscribe("md.quote.>", self._on_quote)
-        await bus.subscribe("md.trade.>", self._on_trade)
-        await bus.subscribe("order.>", self._on_order)
-        await bus.subscribe("exec.order.>", self._on_order_event)
-        await bus.subscribe("exec.fill.>", self._on_fill)
-        await bus.subscribe("qos.*", self._on_qos)
-        await bus.subscribe("tca.report.>", self._on_tca)
-        await bus.subscribe("news.raw", self._on_news)
-        await bus.subscribe("news.sentiment.>", self._on_sentiment)
-        await bus.subscribe("alert.>", self._on_alert)
-        await bus.subscribe("ctl.>", self._on_control)
-        await bus.subscribe("risk.state", self._on_risk_state)
+        # Subscribed after every service: it sees each event after they all have. Its handlers
+        # await nothing, so they are sync subscribers (no coroutine per tick).
+        sub = bus.subscribe_sync
+        sub("md.quote.>", self._on_quote, types=Quote)
+        sub("md.trade.>", self._on_trade, types=Trade)
+        sub("order.>", self._on_order)
+        sub("exec.order.>", self._on_order_event)
+        sub("exec.fill.>", self._on_fill)
+        sub("qos.*", self._on_qos)
+        sub("tca.report.>", self._on_tca)
+        sub("news.raw", self._on_news)
+        sub("news.sentiment.>", self._on_sentiment)
+        sub("alert.>", self._on_alert)
+        sub("ctl.>", self._on_control)
+        sub("risk.state", self._on_risk_state)
 
     def on_day(self, date: str, symbols: tuple[str, ...]) -> None:
         self.day_symbols[date] = symbols
@@ -94,6 +98,7 @@ class Ledger:
             if self._minute and self.mids:
                 self._sample((self._minute + 1) * MINUTE_NS)
             self._minute = minute
+            self._minute_span = (minute * MINUTE_NS, (minute + 1) * MINUTE_NS)
 
     def _sample(self, ts: int) -> None:
         held = {s: q for s, q in self.positions.items() if q}
@@ -103,17 +108,21 @@ class Ledger:
             MinuteRow(ts, self.cash + value, self.cash, gross, dict(self.mids), dict(self.spreads), held)
         )
 
-    async def _on_quote(self, d: Delivery) -> None:
+    # Per tick: the minute's span compared inline (``_tick`` only when a minute ends).
+    def _on_quote(self, d: Delivery[Quote]) -> None:
         q = d.event
-        assert isinstance(q, Quote)
-        self._tick(q.ts_event)
-        self.mids[q.symbol] = (q.bid + q.ask) * 0.5
-        self.spreads[q.symbol] = q.ask - q.bid
+        ts, span = q.ts_event, self._minute_span
+        if not span[0] <= ts < span[1]:
+            self._tick(ts)
+        bid, ask = q.bid, q.ask
+        self.mids[q.symbol] = (bid + ask) * 0.5
+        self.spreads[q.symbol] = ask - bid
 
-    async def _on_trade(self, d: Delivery) -> None:
+    def _on_trade(self, d: Delivery[Trade]) -> None:
         t = d.event
-        assert isinstance(t, Trade)
-        self._tick(t.ts_event)
+        ts, span = t.ts_event, self._minute_span
+        if not span[0] <= ts < span[1]:
+            self._tick(ts)
         self.last_trade[t.symbol] = t.price
 
     def finish(self) -> None:
@@ -121,7 +130,7 @@ class Ledger:
             self._sample((self._minute + 1) * MINUTE_NS)
 
     # -- the trading record ---------------------------------------------------------------------
-    async def _on_order(self, d: Delivery) -> None:
+    def _on_order(self, d: Delivery) -> None:
         e = d.event
         if isinstance(e, OrderIntent):
             self.intents.append(e)
@@ -131,11 +140,11 @@ class Ledger:
         elif isinstance(e, OrderDenied):
             self.denials[e.code] += 1
 
-    async def _on_order_event(self, d: Delivery) -> None:
+    def _on_order_event(self, d: Delivery) -> None:
         if isinstance(d.event, OrderEvent):
             self.orders.append(d.event)
 
-    async def _on_fill(self, d: Delivery) -> None:
+    def _on_fill(self, d: Delivery) -> None:
         f = d.event
         if not isinstance(f, Fill):
             return
@@ -146,31 +155,31 @@ class Ledger:
         self.commissions += fee
         self.positions[f.symbol] = self.positions.get(f.symbol, 0.0) + sign * f.quantity
 
-    async def _on_qos(self, d: Delivery) -> None:
+    def _on_qos(self, d: Delivery) -> None:
         if isinstance(d.event, QosScore):
             self.qos.append(d.event)
 
-    async def _on_tca(self, d: Delivery) -> None:
+    def _on_tca(self, d: Delivery) -> None:
         if isinstance(d.event, TcaReport):
             self.tca.append(d.event)
 
-    async def _on_news(self, d: Delivery) -> None:
+    def _on_news(self, d: Delivery) -> None:
         if isinstance(d.event, NewsItem):
             self.news += 1
 
-    async def _on_sentiment(self, d: Delivery) -> None:
+    def _on_sentiment(self, d: Delivery) -> None:
         if isinstance(d.event, SentimentScore):
             self.sentiment.append(d.event)
 
-    async def _on_alert(self, d: Delivery) -> None:
+    def _on_alert(self, d: Delivery) -> None:
         if isinstance(d.event, Alert):
             self.alerts.append(d.event)
 
-    async def _on_control(self, d: Delivery) -> None:
+    def _on_control(self, d: Delivery) -> None:
         if isinstance(d.event, Control):
             self.controls.append(d.event)
 
-    async def _on_risk_state(self, d: Delivery) -> None:
+    def _on_risk_state(self, d: Delivery) -> None:
         state = d.event
         if not isinstance(state, RiskState):
             return
