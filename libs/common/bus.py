@@ -330,24 +330,7 @@ class InProcessBus(Bus):
                 route = routes.get(subject) or self._route(subject)
             self._dispatching = True
             try:
-                on_error = self.hooks.on_handler_error
-                while True:
-                    kind = type(event)
-                    targets = route.by_type.get(kind) or route.targets(kind)
-                    if targets:
-                        delivery = Delivery(subject, event)
-                        for handler, sync in targets:
-                            try:
-                                if sync:
-                                    handler(delivery)
-                                else:
-                                    await handler(delivery)
-                            except Exception as exc:
-                                on_error(subject, exc)
-                    if not queue:
-                        break
-                    subject, event = queue.popleft()
-                    route = routes.get(subject) or self._route(subject)
+                await self._dispatch(subject, event, route)
             finally:
                 self._dispatching = False
 
