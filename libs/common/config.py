@@ -530,6 +530,29 @@ class RiskSettings(Section):
     # DEGRADED (exits only) until one is heard again. Empty: not watched (one site).
     hub_services: list[str] = Field(default_factory=list)
     hub_silence_s: float = Field(10.0, gt=0)
+    # Portfolio risk from the gate's own minute closes (services/risk/portfolio.py); each limit
+    # is off until set. Statistics use the last returns_window one-minute returns; a symbol
+    # with fewer than returns_min_samples is unknown, and an unknown fails closed (below).
+    returns_window: int = Field(120, ge=10)
+    returns_min_samples: int = Field(30, ge=5)
+    # Circuit breaker: a symbol that moved more than circuit_sigma of its own standard
+    # deviations (one-minute returns, scaled by the square root of the span) within the last
+    # circuit_minutes halts entries on it for circuit_halt_s (exits still pass). An alert says so.
+    circuit_sigma: float | None = Field(None, gt=0)
+    circuit_minutes: int = Field(5, ge=1)
+    circuit_halt_s: float = Field(900.0, gt=0)
+    # Correlated exposure: an entry's notional plus the net notional of every position whose
+    # returns correlate with it by correlation_threshold or more (sign-adjusted: a negatively
+    # correlated long counts as short) may not exceed this. A pair without enough common
+    # history counts as fully correlated.
+    max_correlated_exposure: float | None = Field(None, gt=0)
+    correlation_threshold: float = Field(0.7, gt=0, le=1)
+    # Value at risk of the book after an entry: the larger of parametric (normal, from the
+    # covariance) and historical (the window's own returns) at var_confidence over
+    # var_horizon_minutes (square root of time). Too little history denies (VAR_UNKNOWN).
+    max_var: float | None = Field(None, gt=0)
+    var_confidence: float = Field(0.99, gt=0.5, lt=1)
+    var_horizon_minutes: int = Field(30, ge=1)
 
 
 class SimSettings(Section):

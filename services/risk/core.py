@@ -55,6 +55,7 @@ from proto.orders import (
 from proto.signals import Prediction
 from proto.units import BPS
 from proto.units import SECOND_NS as NS
+from services.risk.portfolio import MinuteCloses, Move
 
 # The limits whose first denial of the day is an alert, with what people call them.
 LIMIT_ALERTS = {
@@ -63,6 +64,8 @@ LIMIT_ALERTS = {
     "EXPOSURE_GROSS": "gross exposure limit",
     "EXPOSURE_NET": "net exposure limit",
     "ORDERS_RATE": "order rate limit",
+    "EXPOSURE_CORRELATED": "correlated exposure limit",
+    "EXPOSURE_VAR": "value-at-risk limit",
 }
 MODE_RANK: dict[str, int] = {"LIVE": 0, "DEGRADED": 1, "OBSERVE": 2, "EMERGENCY": 3}
 FEED_DOWN = frozenset({"stale", "disconnected"})
@@ -158,6 +161,11 @@ class RiskCore:
         self._commissions_today = 0.0
         self._limits_hit: set[tuple[str, int]] = set()  # (code, NY day) already alerted
         self.books = _Books()
+        # Minute closes for the portfolio limits (risk.circuit_*, max_correlated_exposure,
+        # max_var): not in risk.state, so a restarted gate learns them again (and until it has,
+        # VaR is unknown and denies, a correlation unknown counts as one).
+        self.closes = MinuteCloses(limits.returns_window, limits.returns_min_samples)
+        self.halted: dict[str, tuple[int, Move]] = {}  # symbol -> (entries halted until, the move)
         self.seq = 0
         self.stats: collections.Counter[str] = collections.Counter()
         self._margin: MarginReply | None = None
@@ -199,6 +207,7 @@ class RiskCore:
             self.stats["config_refused"] += 1
             return [] if restoring else [params.ack(change, "risk", now, False, why)]
         self.limits = limits  # type: ignore[assignment]
+        self.closes.resize(self.limits.returns_window, self.limits.returns_min_samples)
         self.stats["config_applied"] += 1
         if restoring:
             return []
@@ -249,6 +258,41 @@ class RiskCore:
         """ATR in price units (the runtime takes it from the features' 1m vectors)."""
         if atr > 0 and math.isfinite(atr):
             self.books.atr[symbol] = atr
+
+    def on_minute_close(self, symbol: str, ts: int, price: float) -> None:
+        """A symbol's close for the minute of ``ts`` (the runtime takes it from the features' 1m
+        vectors): the portfolio statistics' input, and the circuit breaker's moment."""
+        if not self.closes.add(symbol, ts, price):
+            self.stats["closes_refused"] += 1  # not finite, not positive, or out of order
+            return
+        lim = self.limits
+        if lim.circuit_sigma is None:
+            return
+        move = self.closes.move(symbol, lim.circuit_minutes)
+        if move is None or move.sigmas <= lim.circuit_sigma:
+            return
+        held = self.halted.get(symbol)
+        until = ts + int(lim.circuit_halt_s * NS)
+        self.halted[symbol] = (until, move)  # a new extreme move extends the halt
+        if held is not None and held[0] > ts:
+            return
+        self.stats["circuit_trips"] += 1
+        self.pending_alerts.append(
+            Alert(
+                ts_event=ts,
+                ts_init=self.clock.now_ns(),
+                alert_id=f"{self.instance}-circuit-{symbol}-{ts}",
+                severity="warning",
+                source="risk",
+                title=(
+                    f"circuit breaker: {symbol} moved {math.expm1(move.log_return):+.2%} in "
+                    f"{move.minutes} min ({move.sigmas:.1f} sigma): entries on it halted until "
+                    f"{_ny_time(until)}"
+                ),
+                dedupe=f"risk-circuit:{symbol}",
+                labels={"symbol": symbol, "sigmas": f"{move.sigmas:.1f}", "minutes": str(move.minutes)},
+            )
+        )
 
     def on_order_event(self, e: OrderEvent) -> None:
         order = self.books.orders.get(e.client_order_id)
@@ -626,6 +670,14 @@ class RiskCore:
         if i.ts_event < b.cooldown_until:
             left = (b.cooldown_until - i.ts_event) / NS
             return "LOSS_COOLDOWN", {"losses": b.consecutive_losses, "seconds_left": round(left)}
+        halt = self.halted.get(i.symbol)
+        if halt is not None and i.ts_event < halt[0]:
+            until, move = halt
+            return "CIRCUIT_HALTED", {
+                "sigmas": round(move.sigmas, 1),
+                "minutes": move.minutes,
+                "until": _ny_time(until),
+            }
         if lim.pdt_enabled and lim.account_equity < lim.pdt_min_equity:
             recent = self._day_trades_5d(i.ts_event)
             if recent >= lim.pdt_max_day_trades:
@@ -650,6 +702,14 @@ class RiskCore:
             return "EXPOSURE_GROSS", {"would_be": round(gross + notional), "max": lim.max_gross_exposure}
         if abs(net + signed * price) > lim.max_net_exposure:
             return "EXPOSURE_NET", {"would_be": round(net + signed * price), "max": lim.max_net_exposure}
+        if lim.max_correlated_exposure is not None:
+            denial = self._correlated_exposure(i.symbol, signed * price, lim.max_correlated_exposure)
+            if denial is not None:
+                return denial
+        if lim.max_var is not None:
+            denial = self._value_at_risk(i.symbol, signed * price, lim.max_var)
+            if denial is not None:
+                return denial
         power = lim.account_equity * lim.margin_multiplier - gross - self._pending_notional()
         if notional > power:
             return "MARGIN_BUYING_POWER", {"needed": round(notional), "available": round(power)}
@@ -661,6 +721,59 @@ class RiskCore:
         if cap is not None and abs(signed) > cap[0]:
             return f"SIZE_{cap[1]}", {"quantity": abs(signed), "max": cap[0]}
         return None
+
+    def _held_notionals(self) -> dict[str, float]:
+        return {
+            s: p.quantity * (p.mark or p.avg_price) for s, p in self.books.positions.items() if p.quantity
+        }
+
+    def _correlated_exposure(
+        self, symbol: str, notional: float, limit: float
+    ) -> tuple[str, dict[str, object]] | None:
+        """The entry's notional plus every held position correlated with it by the threshold or
+        more, sign-adjusted. A pair whose correlation is not known yet adds its whole notional on
+        the entry's side (fail closed)."""
+        threshold = self.limits.correlation_threshold
+        total, partners = notional, []
+        for other, value in self._held_notionals().items():
+            if other == symbol:
+                continue
+            rho = self.closes.correlation(symbol, other)
+            if rho is None:
+                total += math.copysign(abs(value), notional)
+            elif abs(rho) >= threshold:
+                total += math.copysign(value, rho)
+            else:
+                continue
+            partners.append(other if rho is None else f"{other}:{rho:.2f}")
+        if abs(total) <= limit:
+            return None
+        return "EXPOSURE_CORRELATED", {
+            "would_be": round(total),
+            "max": limit,
+            "with": " ".join(sorted(partners)),
+        }
+
+    def _value_at_risk(
+        self, symbol: str, notional: float, limit: float
+    ) -> tuple[str, dict[str, object]] | None:
+        lim = self.limits
+        book = self._held_notionals()
+        book[symbol] = book.get(symbol, 0.0) + notional
+        var = self.closes.var(book, lim.var_confidence, lim.var_horizon_minutes)
+        if var is None:
+            return "EXPOSURE_VAR_UNKNOWN", {
+                "min_samples": lim.returns_min_samples,
+                "symbols": " ".join(sorted(book)),
+            }
+        if var.value <= limit:
+            return None
+        return "EXPOSURE_VAR", {
+            "var": round(var.value),
+            "parametric": round(var.parametric),
+            "historical": round(var.historical),
+            "max": limit,
+        }
 
     def _broker_margin(self) -> tuple[str, dict[str, object]] | None:
         m = self._margin

@@ -367,6 +367,8 @@ class RiskApp(ServiceApp):
         v = d.event
         if (atr := self.atr_of(v)) is not None:
             self.core.on_volatility(v.symbol, atr)
+        if v.price > 0:  # 0.0: no price known yet
+            self.core.on_minute_close(v.symbol, v.ts_event, v.price)  # the portfolio limits' input
         self.core.on_clock(v.ts_event)  # a bar at the close: the day's summary
         if alerts := self.core.take_alerts():
             await self._publish(list(alerts))
@@ -467,6 +469,8 @@ class RiskApp(ServiceApp):
             "approved": self.emitted["OrderApproved"],
             "denied": self.emitted["OrderDenied"],
             "denials": denials,
+            # symbols whose entries a circuit breaker halts, and until when (market time, ns)
+            "circuit_halted": {s: until for s, (until, _) in self.core.halted.items()},
             "book": self._book(),
             "day_pnl": round(
                 self.core.books.realized - self.core.books.day_realized_start + self.core.books.unrealized, 2

@@ -464,3 +464,19 @@ def test_the_backtest_runs_with_the_policy_on_and_off_and_reports_both(tmp_path:
         [*args, "--policy", "on"], check=False, cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 2 and "no active policy" in refused.stderr
+
+
+def test_the_gates_portfolio_limits_read_the_days_own_closes() -> None:
+    """VaR held at 1 USD: every entry is denied, by the closes the gate took from the features'
+    1m vectors (EXPOSURE_VAR once it has enough of them, EXPOSURE_VAR_UNKNOWN before)."""
+    days = find_days(str(SAMPLE_LEAN), ["IBM", "BAC"], DAY, DAY)
+    settings = load_settings(
+        None, sentiment=golden.GOLDEN_SENTIMENT, risk={"max_var": 1.0, "returns_min_samples": 10}
+    )
+    result = asyncio.run(Backtest(settings, days, news=[NEWS]).run())
+    denials = dict(result.ledger.denials)
+    assert result.ledger.intents and not result.ledger.fills, denials
+    assert denials.get("EXPOSURE_VAR", 0) >= 1, denials
+    # (the afternoon's quarantine of the models puts the gate in OBSERVE before the VaR check)
+    assert set(denials) <= {"EXPOSURE_VAR", "EXPOSURE_VAR_UNKNOWN", "MODE_OBSERVE"}, denials
+    assert result.statuses["risk"]["circuit_halted"] == {}
