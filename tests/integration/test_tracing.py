@@ -114,7 +114,9 @@ async def test_a_sampled_tick_is_one_trace_through_every_service_to_its_fill(tmp
         try:
             await await_until(whole_fill, 120, interval=0.5, what="a fill traced back to a tick")
         except AssertionError as e:  # say why: the gate's and the venue's own account
-            raise AssertionError(f"{e}; risk: {started[3][1].status()}; execution: {started[4][1].status()}") from e
+            raise AssertionError(
+                f"{e}; risk: {started[3][1].status()}; execution: {started[4][1].status()}"
+            ) from e
         by_id, spans = collect()
 
         # Sampling happened at the gateway; at features only the sampled records run in spans (none

@@ -297,6 +297,7 @@ def run(
         log.info("ablation: training fold", fold=k, days=[d.date for d in train])
         training.append({"fold": k, **train_fold(train, settings, registry, promote)})
         registries.append(registry)
+
     # Each row's intervals from the same draws: rows of equal runs show equal intervals.
     def draws() -> np.random.Generator:
         return np.random.default_rng(seed)
