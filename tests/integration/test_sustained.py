@@ -151,7 +151,9 @@ def test_a_short_paced_run_of_the_fleet_loses_nothing_and_keeps_the_pace(tmp_pat
     # records, the pre-market's, publish fewer), so within 10% of 15,000
     assert v["published"] >= 13_500, v
     assert v["no_loss"], json.dumps(v, indent=1)
-    assert v["features_received"] == v["features_expected"] and v["recorded_in_db"] == v["published"]
+    # features' own count at the replay's end (the sampled features_received may be read just
+    # before the last events land: a loaded CI run saw 14,292 of 14,296 there, none lost)
+    assert v["features_lost"] == 0 and v["recorded_in_db"] == v["published"], v
     # the pace: the replay took published / rate seconds, within 10%, never ahead of it
     assert v["rate_achieved"] == pytest.approx(rate, rel=0.10), v
     assert v["rate_achieved"] <= rate * 1.02 and v["pace"]["ticks_per_s"] == rate, v["pace"]
