@@ -706,6 +706,15 @@ class FastlaneSettings(Section):
     drift_psi_limit: float = Field(0.25, gt=0)
     drift_ks_limit: float = Field(0.3, gt=0, le=1)
     drift_min_samples: int = Field(500, ge=20)  # judge only a full window (intraday seasonality)
+    # Like with like (models/fastlane/drift.py): a feature is judged only with this many
+    # independent samples in the window (its autocorrelation measured in training), the first
+    # drift_warmup vectors of each symbol after a start are left out, and the score drifts only
+    # when it also moved this much in probability (KS alone flags a model whose scores barely move).
+    drift_min_effective: float = Field(10.0, gt=0)
+    drift_warmup: int = Field(30, ge=0)
+    drift_min_score_shift: float = Field(0.01, ge=0)
+    # A quarantined model is released (with an alert) after this many clean checks in a row.
+    drift_release_checks: int = Field(3, ge=1)
 
 
 class SentimentSettings(Section):

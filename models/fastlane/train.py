@@ -263,6 +263,16 @@ def train_horizon(
     all_p, all_rows = np.concatenate(oof_p), np.concatenate(oof_rows)
     signal_center = float(np.median(all_p))
     signal_scale = max(float(np.quantile(np.abs(all_p - signal_center), 0.9)), 0.005)
+    # The drift reference: every vector the model would have scored over its span (not only
+    # the labelled rows: those lean to the volatile minutes), with its own scores.
+    population = np.array([v.values for v in vectors], dtype=float)
+    reference = drift.reference(
+        population,
+        final.predict(population),
+        names,
+        np.array([v.symbol for v in vectors]),
+        sorted({ny_iso(v.ts_event)[:10] for v in vectors}),
+    )
     version, verdict = _register(
         ds,
         names,
@@ -275,6 +285,7 @@ def train_horizon(
         summary,
         active_losses,
         (signal_center, signal_scale),
+        reference,
     )
     return {
         "horizon": horizon,
@@ -337,6 +348,7 @@ def _register(
     summary: dict[str, Any],
     active_losses: list[float],
     signal: tuple[float, float],
+    reference: dict[str, Any],
 ) -> tuple[str, dict[str, Any]]:
     staging = Path(tempfile.mkdtemp(prefix="fastlane-"))
     final.booster.save_model(str(staging / "model.txt"), num_iteration=final.best_iteration)
@@ -344,7 +356,6 @@ def _register(
     digest = hashlib.sha256((staging / "model.txt").read_bytes()).hexdigest()[:8]
     version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{digest}"
     timings = _time_engines(staging, ds.X[-min(len(ds), 2000) :], root)
-    train_scores = final.predict(ds.X)
     verdict = _gate(cfg, summary, active_losses, registry.active_version(root, horizon))
     meta = {
         "kind": "fastlane",
@@ -373,7 +384,7 @@ def _register(
         "cv": {"folds": folds, "summary": summary, "embargo": cfg.embargo},
         "engines": timings,
         "engine_order": sorted(timings, key=lambda e: timings[e]["p99_us"]),
-        "drift_reference": drift.reference(ds.X, train_scores, names),
+        "drift_reference": reference,
         "params": asdict(cfg),
         "code_version": registry.code_version(),
         "promotion": verdict,

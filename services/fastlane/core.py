@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 
 from libs.common.clock import Clock
+from models.fastlane.drift import DriftReport
 from models.fastlane.serving import ServedModel
 from proto.alerts import Alert
 from proto.features import FeatureVector
@@ -17,8 +18,12 @@ from proto.signals import Prediction
 
 
 class FastlaneCore:
-    def __init__(self, clock: Clock, horizons: list[str], source_timeframe: str = "1m") -> None:
+    def __init__(
+        self, clock: Clock, horizons: list[str], source_timeframe: str = "1m", release_checks: int = 3
+    ) -> None:
         self.clock = clock
+        self.release_checks = release_checks
+        self.clean_checks: collections.Counter[str] = collections.Counter()  # horizon -> in a row
         self.horizons = horizons
         self.source_timeframe = source_timeframe
         self.models: dict[str, ServedModel] = {}
@@ -51,10 +56,11 @@ class FastlaneCore:
             p, expected = m.scorer.score(v.values)
             m.scored += 1
             signal = max(-1.0, min(1.0, (p - m.signal_center) / m.signal_scale))
-            report = m.drift.add(v.values, p)
-            if report is not None and report.drifted and not m.quarantined:
-                m.quarantined = True
-                alerts.append(self._drift_alert(m, v, report.max_psi, report.worst_feature, report.ks))
+            report = m.drift.add(v.values, p, v.symbol)
+            if report is not None:
+                alert = self._judged(m, v, report)
+                if alert is not None:
+                    alerts.append(alert)
             preds.append(
                 Prediction(
                     ts_event=v.ts_event,
@@ -75,6 +81,41 @@ class FastlaneCore:
         self.predictions += len(preds)
         return preds, alerts
 
+    def _judged(self, m: ServedModel, v: FeatureVector, report: DriftReport) -> Alert | None:
+        """Quarantine on drift; release after ``release_checks`` clean checks in a row (the inputs
+        came back: a new day like the training days, a feed fixed). Each is an alert."""
+        if report.drifted:
+            self.clean_checks[m.horizon] = 0
+            if not m.quarantined:
+                m.quarantined = True
+                return self._drift_alert(m, v, report.max_psi, report.worst_feature, report.ks)
+            return None
+        if not m.quarantined:
+            return None
+        self.clean_checks[m.horizon] += 1
+        if self.clean_checks[m.horizon] < self.release_checks:
+            return None
+        m.quarantined = False
+        self.clean_checks[m.horizon] = 0
+        return self._release_alert(m, v, report)
+
+    def _release_alert(self, m: ServedModel, v: FeatureVector, report: DriftReport) -> Alert:
+        return Alert(
+            ts_event=v.ts_event,
+            ts_init=self.clock.now_ns(),
+            alert_id=f"drift-released-{m.horizon}-{m.version}-{v.ts_event}",
+            severity="warning",
+            source="fastlane",
+            title=f"fast-lane model {m.horizon} {m.version} released: its inputs are back",
+            body=(
+                f"{self.release_checks} drift checks in a row found nothing (worst feature "
+                f"{report.worst_feature or 'none'} at PSI {report.max_psi:.3f}, KS on the score "
+                f"{report.ks:.3f}). QOS weighs this horizon again."
+            ),
+            dedupe=f"drift-released:{m.horizon}:{m.version}",
+            labels={"horizon": m.horizon, "version": m.version},
+        )
+
     def _drift_alert(self, m: ServedModel, v: FeatureVector, max_psi: float, worst: str, ks: float) -> Alert:
         now = self.clock.now_ns()
         return Alert(
@@ -86,7 +127,8 @@ class FastlaneCore:
             title=f"fast-lane model {m.horizon} {m.version} quarantined: input drift",
             body=(
                 f"rolling PSI {max_psi:.3f} (worst feature {worst}), KS on the score {ks:.3f}, over the "
-                f"last {len(m.drift.bins)} vectors. QOS ignores this horizon until a new model is promoted."
+                f"last {len(m.drift.bins)} vectors. QOS ignores this horizon until its inputs come back "
+                "(released after clean checks) or a new model is promoted."
             ),
             dedupe=f"drift:{m.horizon}:{m.version}",
             labels={

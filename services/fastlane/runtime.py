@@ -42,6 +42,9 @@ class FastlaneApp(ServiceApp):
             "psi_limit": c.drift_psi_limit,
             "ks_limit": c.drift_ks_limit,
             "min_samples": c.drift_min_samples,
+            "min_effective": c.drift_min_effective,
+            "warmup": c.drift_warmup,
+            "min_score_shift": c.drift_min_score_shift,
         }
 
     def _load(self, horizon: str) -> ServedModel | None:
@@ -51,7 +54,9 @@ class FastlaneApp(ServiceApp):
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
-        self.core = FastlaneCore(rt.clock, list(self.cfg.horizons), self.cfg.source_timeframe)
+        self.core = FastlaneCore(
+            rt.clock, list(self.cfg.horizons), self.cfg.source_timeframe, self.cfg.drift_release_checks
+        )
         for horizon in self.cfg.horizons:
             model = await asyncio.to_thread(self._load, horizon)
             if model is None:

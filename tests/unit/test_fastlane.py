@@ -77,10 +77,10 @@ def test_drift_monitor_flags_a_shifted_distribution_only(meta: dict) -> None:  #
     assert all(r is None or r.max_psi < 0.25 for r in reports)
     shifted = DriftMonitor(ref, **DRIFT)
     rows = _rows(600, names, seed=3)
-    k = names.index("spread_bps")
-    rows[:, k] = rows[:, k] * 3 + 5  # spreads widen: a different market
+    k = names.index("quote_imbalance")
+    rows[:, k] = rows[:, k] * 0.2 + 0.8  # the book leans one way all day: a different market
     last = [r for r in (shifted.add(list(row), 0.5) for row in rows) if r is not None][-1]
-    assert last.drifted and last.worst_feature == "spread_bps" and last.max_psi > 0.25
+    assert last.drifted and last.worst_feature == "quote_imbalance" and last.excess_psi > 0.25
 
 
 def test_warm_up_nans_are_not_drift() -> None:
@@ -117,14 +117,14 @@ def test_core_scores_every_horizon_quarantines_on_drift_and_refuses_other_featur
     assert core.dropped["feature_set_mismatch"] == 1
     assert core.on_vector(_vector(list(rows[0])[:-1], meta["feature_set"])) == ([], [])
     assert core.dropped["malformed_vector"] == 1
-    k = meta["names"].index("spread_bps")
+    k = meta["names"].index("quote_imbalance")
     alerts_seen = []
     for r in rows[1:]:
-        r[k] = r[k] * 3 + 5
+        r[k] = r[k] * 0.2 + 0.8
         preds, alerts = core.on_vector(_vector(list(r), meta["feature_set"]))
         alerts_seen += alerts
     assert len(alerts_seen) == 1 and alerts_seen[0].severity == "warning"
-    assert "spread_bps" in alerts_seen[0].body and preds[0].quarantined
+    assert "quote_imbalance" in alerts_seen[0].body and preds[0].quarantined
 
 
 def test_promotion_swaps_the_active_version_atomically(tmp_path: Path) -> None:
