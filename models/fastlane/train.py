@@ -405,14 +405,22 @@ def _gate(
     ``reasons`` say why the model was not promoted (empty when it was)."""
     mode, gain = cfg.promote, cfg.min_gain
     new_loss = summary["mean_log_loss"]
-    skill = new_loss < summary["mean_base_log_loss"] - gain
+    beats_base = new_loss < summary["mean_base_log_loss"] - gain
+    # Skill is also ranking better than chance with confidence: the base rate's log loss is that
+    # of the training days' up-share, and a test fold whose up-share differs penalizes it, so a
+    # model of noise that says about 0.5 can "beat" it (the honesty test on synthetic noise did).
+    auc_low = float(summary["auc_interval"]["low"])
+    ranks = not math.isnan(auc_low) and auc_low > 0.5  # one fold: no interval, no evidence
+    skill = beats_base and ranks
     beats_active = not active_losses or new_loss < float(np.mean(active_losses)) - gain
     failures = []
-    if not skill:
+    if not beats_base:
         failures.append(
             f"log loss {new_loss:.5f} is not {gain} better than the base rate's "
             f"{summary['mean_base_log_loss']:.5f}"
         )
+    if not ranks:
+        failures.append(f"AUC's 95% interval over the folds reaches {auc_low:.3f}: no better than chance")
     if not beats_active:
         failures.append(
             f"log loss {new_loss:.5f} is not {gain} better than the active model's "
