@@ -331,8 +331,10 @@ def run(
         "reproduced": reproduced,
         "rows": rows,
         "note": (
-            f"{sum(len(te) for _, te in folds)} test day(s): intervals this wide are the honest answer "
-            "on a few days; a verdict other than 'no evidence' needs many more."
+            f"{sum(len(te) for _, te in folds)} test day(s), {len(available)} component(s) each judged at "
+            f"{CONFIDENCE:.0%}: about {len(available) * (1 - CONFIDENCE):.2f} verdicts other than 'no "
+            "evidence' come from chance alone on average; on a few days, take one as a reason to test "
+            "more days, not as evidence of an edge."
         ),
     }
     report_dir.mkdir(parents=True, exist_ok=True)
