@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from libs.common.config import FastlaneSettings
 from models.fastlane import registry
 from models.fastlane.drift import DriftMonitor
 from models.fastlane.engines import Scorer, load_best_engine
@@ -24,6 +25,20 @@ class ServedModel:
     quarantined: bool = False
     scored: int = 0
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def drift_arguments(cfg: FastlaneSettings) -> dict[str, Any]:
+    """The drift monitor's settings (fastlane.drift_*) as DriftMonitor's arguments."""
+    return {
+        "window": cfg.drift_window,
+        "check_every": cfg.drift_check_every,
+        "psi_limit": cfg.drift_psi_limit,
+        "ks_limit": cfg.drift_ks_limit,
+        "min_samples": cfg.drift_min_samples,
+        "min_effective": cfg.drift_min_effective,
+        "warmup": cfg.drift_warmup,
+        "min_score_shift": cfg.drift_min_score_shift,
+    }
 
 
 def load_active(

@@ -12,7 +12,7 @@ from libs.common.metrics import Kpi
 from libs.common.partition import Partitioner
 from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
-from models.fastlane.serving import ServedModel, load_active
+from models.fastlane.serving import ServedModel, drift_arguments, load_active
 from proto.alerts import Alert
 from proto.features import FeatureVector
 from services.fastlane.core import FastlaneCore
@@ -34,22 +34,9 @@ class FastlaneApp(ServiceApp):
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
 
-    def _drift_args(self) -> dict[str, Any]:
-        c = self.cfg
-        return {
-            "window": c.drift_window,
-            "check_every": c.drift_check_every,
-            "psi_limit": c.drift_psi_limit,
-            "ks_limit": c.drift_ks_limit,
-            "min_samples": c.drift_min_samples,
-            "min_effective": c.drift_min_effective,
-            "warmup": c.drift_warmup,
-            "min_score_shift": c.drift_min_score_shift,
-        }
-
     def _load(self, horizon: str) -> ServedModel | None:
         return load_active(
-            self.cfg.registry, horizon, self.cfg.engine, self.cfg.compile_cache, self._drift_args()
+            self.cfg.registry, horizon, self.cfg.engine, self.cfg.compile_cache, drift_arguments(self.cfg)
         )
 
     async def start(self, rt: Runtime) -> None:

@@ -17,7 +17,7 @@ from libs.common.clock import SimClock
 from libs.common.config import load_settings
 from models.fastlane.dataset import vectors_of_days
 from models.fastlane.drift import DriftMonitor, reference
-from models.fastlane.serving import load_active
+from models.fastlane.serving import drift_arguments, load_active
 from proto.features import FeatureVector
 from services.fastlane.core import FastlaneCore
 from tests.conftest import SAMPLE_LEAN, SHARED_DATA
@@ -40,17 +40,7 @@ def day_vectors(root: str, date: str) -> tuple[FeatureVector, ...]:
 
 
 def drift_args() -> dict[str, Any]:
-    c = SETTINGS.fastlane
-    return {
-        "window": c.drift_window,
-        "check_every": c.drift_check_every,
-        "psi_limit": c.drift_psi_limit,
-        "ks_limit": c.drift_ks_limit,
-        "min_samples": c.drift_min_samples,
-        "min_effective": c.drift_min_effective,
-        "warmup": c.drift_warmup,
-        "min_score_shift": c.drift_min_score_shift,
-    }
+    return drift_arguments(SETTINGS.fastlane)
 
 
 def shipped_core() -> FastlaneCore:

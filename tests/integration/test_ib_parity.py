@@ -12,7 +12,7 @@ import msgspec
 from libs.common.clock import SimClock
 from libs.common.config import IbSettings, load_settings
 from libs.common.ib.session import IbSession
-from models.fastlane.serving import load_active
+from models.fastlane.serving import drift_arguments, load_active
 from proto.base import Event
 from proto.features import FeatureVector
 from proto.orders import OrderIntent
@@ -84,12 +84,7 @@ def decide(events: list[Event]) -> tuple[list[FeatureVector], list[Any], list[Or
     features = cores.features(SimClock(0))
     cfg = settings.fastlane
     fastlane = FastlaneCore(SimClock(0), list(cfg.horizons), cfg.source_timeframe)
-    drift = {
-        "window": cfg.drift_window,
-        "check_every": cfg.drift_check_every,
-        "psi_limit": cfg.drift_psi_limit,
-    }
-    drift |= {"ks_limit": cfg.drift_ks_limit, "min_samples": cfg.drift_min_samples}
+    drift = drift_arguments(cfg)
     for horizon in cfg.horizons:
         model = load_active(REPO / cfg.registry, horizon, "lightgbm", Path("/tmp/tf-parity-cache"), drift)
         assert model is not None

@@ -18,28 +18,29 @@ if TYPE_CHECKING:
 PolicyMode = Literal["on", "off", "both"]
 WalkForwardPromote = Literal["gate", "force"]  # a fold that never promotes would test nothing new
 SUMMARY_KEYS = ("total_return", "sharpe", "max_drawdown", "trades", "hit_rate")
+# The options `backtest` and `ablate` share: the same days from the same data.
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="LEAN data folder, or a PostgreSQL/TimescaleDB URL (recorded or backfilled ticks)"),
+]
+SymbolsOpt = Annotated[str | None, typer.Option(help="comma-separated (default: the replay's symbols)")]
+StartOpt = Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's date)")]
+EndOpt = Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")]
+NewsOpt = Annotated[
+    list[Path] | None, typer.Option(help="headline files replayed beside the ticks (default: the replay's)")
+]
 
 
 def backtest(
     config: ConfigOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="LEAN data folder, or a PostgreSQL/TimescaleDB URL (recorded or backfilled ticks)"),
-    ] = None,
-    symbols: Annotated[
-        str | None, typer.Option(help="comma-separated (default: the replay's symbols)")
-    ] = None,
-    start: Annotated[
-        str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's date)")
-    ] = None,
-    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    data: DataOpt = None,
+    symbols: SymbolsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     report: Annotated[Path, typer.Option(help="folder for report.json and report.html")] = Path(
         "var/backtest"
     ),
-    news: Annotated[
-        list[Path] | None,
-        typer.Option(help="headline files replayed beside the ticks (default: the replay's)"),
-    ] = None,
+    news: NewsOpt = None,
     sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment", help="score replayed news")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     record: Annotated[
@@ -73,11 +74,7 @@ def backtest(
 
     settings = load(config)
     setup_logging("backtest", settings.telemetry.log_level)
-    rp = settings.md_gateway.replay
-    data = data or str(rp.root)
-    wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
-    days = _days(data, wanted, start or rp.date, end or start or rp.date)
-    headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+    data, wanted, days, headlines = _inputs(settings, data, symbols, start, end, news)
     if walk_forward:
         _walk_forward(
             settings, data, wanted, days, report, train_days, test_days, headlines, promote, sentiment
@@ -104,6 +101,23 @@ def backtest(
         from tradefleet.human import backtest_summary_lines
 
         typer.echo("\n".join(backtest_summary_lines(summary)))
+
+
+def _inputs(
+    settings: Settings,
+    data: str | None,
+    symbols: str | None,
+    start: str | None,
+    end: str | None,
+    news: list[Path] | None,
+) -> tuple[str, list[str], list[Any], list[Path]]:
+    """The data, symbols, days and headlines asked for, the replay's where not."""
+    rp = settings.md_gateway.replay
+    source = data or str(rp.root)
+    wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
+    days = _days(source, wanted, start or rp.date, end or start or rp.date)
+    headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+    return source, wanted, days, headlines
 
 
 def _days(data: str, symbols: list[str], start: str, end: str) -> list[Any]:
@@ -222,22 +236,12 @@ def _policy_problem(settings: Settings) -> str:
 
 def ablate(
     config: ConfigOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="LEAN data folder, or a PostgreSQL/TimescaleDB URL (recorded or backfilled ticks)"),
-    ] = None,
-    symbols: Annotated[
-        str | None, typer.Option(help="comma-separated (default: the replay's symbols)")
-    ] = None,
-    start: Annotated[
-        str | None, typer.Option(help="first day, YYYY-MM-DD (default: the replay's date)")
-    ] = None,
-    end: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD (default: --start)")] = None,
+    data: DataOpt = None,
+    symbols: SymbolsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     report: Annotated[Path, typer.Option(help="folder for report.json and report.html")] = Path("var/ablate"),
-    news: Annotated[
-        list[Path] | None,
-        typer.Option(help="headline files replayed beside the ticks (default: the replay's)"),
-    ] = None,
+    news: NewsOpt = None,
     components: Annotated[
         str | None,
         typer.Option(help="comma-separated components to remove one at a time (default: every one on)"),
@@ -261,11 +265,7 @@ def ablate(
 
     settings = load(config)
     setup_logging("ablate", settings.telemetry.log_level)
-    rp = settings.md_gateway.replay
-    data = data or str(rp.root)
-    wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
-    days = _days(data, wanted, start or rp.date, end or start or rp.date)
-    headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
+    data, wanted, days, headlines = _inputs(settings, data, symbols, start, end, news)
     only = csv_list(components) if components else None
     try:
         out = ablation.run(
