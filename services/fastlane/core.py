@@ -34,6 +34,7 @@ class FastlaneCore:
         """Swap in a (newly promoted) model; returns the one it replaces."""
         previous = self.models.get(model.horizon)
         self.models[model.horizon] = model
+        self.clean_checks.pop(model.horizon, None)
         return previous
 
     def on_vector(self, v: FeatureVector) -> tuple[list[Prediction], list[Alert]]:
@@ -103,7 +104,7 @@ class FastlaneCore:
         return Alert(
             ts_event=v.ts_event,
             ts_init=self.clock.now_ns(),
-            alert_id=f"drift-released-{m.horizon}-{m.version}-{v.ts_event}",
+            alert_id=f"release-{m.horizon}-{m.version}-{v.ts_event}",
             severity="warning",
             source="fastlane",
             title=f"fast-lane model {m.horizon} {m.version} released: its inputs are back",
@@ -121,7 +122,7 @@ class FastlaneCore:
         return Alert(
             ts_event=v.ts_event,
             ts_init=now,
-            alert_id=f"drift-{m.horizon}-{m.version}",
+            alert_id=f"drift-{m.horizon}-{m.version}-{v.ts_event}",  # one per episode: a release may end it
             severity="warning",
             source="fastlane",
             title=f"fast-lane model {m.horizon} {m.version} quarantined: input drift",

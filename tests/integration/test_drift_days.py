@@ -119,7 +119,8 @@ def test_a_quarantined_model_is_released_when_its_inputs_come_back() -> None:
     assert model is not None
     core.install(model)
     k = list(SETTINGS.features.names).index("quote_imbalance")
-    titles = []
+    titles: list[tuple[int, str]] = []
+    ids: list[str] = []
     for n, real in enumerate(vectors):
         vector = real
         if 300 <= n < 500:  # a broken feed: the book leans one way for 200 vectors
@@ -128,8 +129,11 @@ def test_a_quarantined_model_is_released_when_its_inputs_come_back() -> None:
             vector = msgspec.structs.replace(real, values=values)
         preds, alerts = core.on_vector(vector)
         titles += [(n, a.title) for a in alerts]
+        ids += [a.alert_id for a in alerts]
     assert len(titles) == 2, titles
     (n_in, quarantined), (n_out, released) = titles
     assert 300 < n_in < 500 and "quarantined" in quarantined
     assert n_out > 500 and "released: its inputs are back" in released
     assert not core.models["15m"].quarantined and not preds[0].quarantined
+    # the backtest's report tells a quarantine (drift-...) from a release (release-...)
+    assert ids[0].startswith("drift-15m-") and ids[1].startswith("release-15m-")

@@ -320,10 +320,16 @@ def quarantines(ledger: Ledger) -> list[dict[str, Any]]:
 
 
 def events(ledger: Ledger) -> list[dict[str, Any]]:
-    """Kills, risk mode changes and model quarantines, in time order: the exposure plot's marks."""
+    """Kills, risk mode changes, model quarantines and releases, in time order: the exposure
+    plot's marks."""
     out = [
         {"ts": q["ts"], "time": q["time"], "kind": "quarantine", "detail": q["detail"]}
         for q in quarantines(ledger)
+    ]
+    out += [
+        {"ts": a.ts_event, "time": ny_time(a.ts_event), "kind": "release", "detail": a.title}
+        for a in ledger.alerts
+        if a.source == "fastlane" and a.alert_id.startswith("release-")
     ]
     for c in ledger.controls:
         if c.command in ("kill", "flatten", "resume"):

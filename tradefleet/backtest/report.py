@@ -313,6 +313,7 @@ table.trades tr.loss td:nth-child(9) { color: #b3261e; }
 """
 EVENT_COLORS = {
     "quarantine": "#b35c00",
+    "release": "#137333",
     "kill": "#b3261e",
     "flatten": "#b3261e",
     "resume": "#137333",
