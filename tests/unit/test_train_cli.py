@@ -122,8 +122,10 @@ def test_too_many_folds_for_the_data_is_an_error_not_fewer_folds(labelled: dict[
         walk_forward_folds(ds, 20, EMBARGO_NS)
 
 
-SKILLED = {"mean_log_loss": 0.68, "mean_base_log_loss": 0.70}
-UNSKILLED = {"mean_log_loss": 0.70, "mean_base_log_loss": 0.70}
+SKILLED = {"mean_log_loss": 0.68, "mean_base_log_loss": 0.70, "auc_interval": {"low": 0.55}}
+UNSKILLED = {"mean_log_loss": 0.70, "mean_base_log_loss": 0.70, "auc_interval": {"low": 0.55}}
+# beats the base rate's log loss, ranks no better than chance (a noise model on shifted days)
+LUCKY = {"mean_log_loss": 0.68, "mean_base_log_loss": 0.70, "auc_interval": {"low": 0.44}}
 
 
 def test_never_says_so_and_lists_what_the_gate_found() -> None:
@@ -142,6 +144,16 @@ def test_the_gate_lists_each_failure() -> None:
     )
     passed = _gate(TrainConfig(promote="gate"), SKILLED, [0.69], "v1")
     assert passed["promoted"] and passed["reasons"] == [] and passed["gate_failures"] == []
+
+
+def test_a_model_that_ranks_no_better_than_chance_has_no_skill() -> None:
+    verdict = _gate(TrainConfig(promote="gate"), LUCKY, [], None)
+    assert not verdict["promoted"] and not verdict["skill"]
+    assert verdict["reasons"] == ["AUC's 95% interval over the folds reaches 0.440: no better than chance"]
+    one_fold = _gate(
+        TrainConfig(promote="gate"), {**SKILLED, "auc_interval": {"low": float("nan")}}, [], None
+    )
+    assert not one_fold["promoted"]  # no interval: no evidence
 
 
 def test_force_promotes_and_keeps_the_gates_objections() -> None:
