@@ -759,6 +759,20 @@ class ExitSettings(Section):
     default_atr_bps: float = Field(20.0, gt=0)  # while no ATR is known for the symbol yet
 
 
+# Rule strategies QOS can weigh beside the horizons (services/qos/strategies.py).
+STRATEGY_INPUTS = ("rsi_reversion", "breakout")
+
+
+class StrategySettings(Section):
+    """The rule strategies' parameters (each counts only with a weight in qos.weights)."""
+
+    rsi_oversold: float = Field(30.0, gt=0, lt=50)
+    rsi_overbought: float = Field(70.0, gt=50, lt=100)
+    orb_minutes: float = Field(30.0, gt=0, le=390)  # the opening range
+    orb_buffer_bps: float = Field(5.0, gt=0)  # a close this far beyond it is a breakout
+    orb_min_volume_z: float = Field(0.5)  # ...on volume this far above its norm
+
+
 class QosSettings(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -795,6 +809,7 @@ class QosSettings(Section):
     # strategy stop/start edits it live (PUT /api/params/qos does too).
     entries_off: list[str] = Field(default_factory=list)
     exits: ExitSettings = ExitSettings()
+    strategies: StrategySettings = StrategySettings()
 
     @field_validator("weights")
     @classmethod
@@ -804,13 +819,14 @@ class QosSettings(Section):
         for name, weight in weights.items():
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"weight of {name!r} must be a finite number >= 0, not {weight!r}")
-            if name in ("sentiment", "external"):
+            if name in ("sentiment", "external", *STRATEGY_INPUTS):
                 continue
             try:
                 parse_duration_ns(name)
             except ValueError:
                 raise ValueError(
-                    f"{name!r} is neither a horizon (5m, 1h) nor sentiment or external"
+                    f"{name!r} is neither a horizon (5m, 1h) nor sentiment, external or a strategy "
+                    f"({', '.join(STRATEGY_INPUTS)})"
                 ) from None
         return weights
 

@@ -39,13 +39,15 @@ import math
 from typing import Literal
 
 from libs.common.clock import Clock
-from libs.common.config import QosSettings
+from libs.common.config import STRATEGY_INPUTS, FeaturesSettings, QosSettings
 from libs.common.markettime import parse_duration_ns
 from proto.base import Event
+from proto.features import FeatureVector
 from proto.news import SentimentScore
 from proto.orders import OrderIntent
 from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.units import SECOND_NS as NS
+from services.qos.strategies import MADE_FOR, Strategies
 
 Action = Literal["enter", "exit", "hold", "propose"]
 
@@ -83,13 +85,22 @@ class _Symbol:
         self.sentiment = 0.0  # decayed polarity sum at sentiment_ts
         self.sentiment_ts = 0
         self.external: ExternalSignal | None = None  # the latest outside model's prediction
+        self.sources: dict[str, tuple[int, float]] = {}  # rule strategy -> (its vector's time, signal)
         self.proposal: tuple[int, float, dict[str, float]] | None = None  # ts, QOS, components
         self.policy_silent = False  # a proposal went unanswered; cleared by the policy's next answer
 
 
 class QosCore:
-    def __init__(self, config: QosSettings, clock: Clock, namespace: str = "qos") -> None:
+    def __init__(
+        self,
+        config: QosSettings,
+        clock: Clock,
+        namespace: str = "qos",
+        feature_names: list[str] | None = None,
+    ) -> None:
         self.cfg = config
+        # the rule strategies read the 1m vectors by feature name
+        self.strategies = Strategies(config.strategies, feature_names or list(FeaturesSettings().names))
         self.clock = clock
         # Intent ids are deterministic within a run (a replay makes the same ones) and distinct
         # across runs: JetStream deduplicates by them, so a second run must not reuse the first's.
@@ -110,6 +121,7 @@ class QosCore:
                 f"{', '.join(config.horizons())}): restart qos with the new weights"
             )
         self.cfg = config
+        self.strategies.config = config.strategies
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
         return ""
 
@@ -137,6 +149,22 @@ class QosCore:
             s.group_count = 0
             out += self._evaluate(p.symbol, s, p.ts_event)
         return out
+
+    def on_vector(self, v: FeatureVector) -> list[Event]:
+        """A 1m vector: the weighted rule strategies' signals for its symbol. With no weighted
+        horizon, the vector itself is the moment to score (no predictions will come)."""
+        if v.timeframe != "1m" or not any(self.cfg.weights.get(n, 0.0) > 0 for n in STRATEGY_INPUTS):
+            return []
+        s = self.symbols.get(v.symbol)
+        if s is None:
+            s = self.symbols[v.symbol] = _Symbol(self.spans)
+        for name, signal in self.strategies.signals(v).items():
+            s.sources[name] = (v.ts_event, signal)
+        self.stats["strategy_vectors"] += 1
+        if self.spans:
+            return []  # the vector's predictions score it
+        s.regime, s.price = v.regime, v.price if v.price > 0 else s.price
+        return self._evaluate(v.symbol, s, v.ts_event)
 
     def on_sentiment(self, score: SentimentScore) -> list[Event]:
         """A headline's polarity joins the symbol's decayed sentiment; with a weight, the symbol is
@@ -204,7 +232,12 @@ class QosCore:
         news = sentiment > 0 and abs(self._sentiment_at(s, now)) >= 0.01
         external = self.cfg.weights.get("external", 0.0)
         outside = external > 0 and self._external_at(s, now) != 0.0
-        if not live and not news and not outside:
+        rules = [
+            name
+            for name, (ts, _) in s.sources.items()
+            if self.cfg.weights.get(name, 0.0) > 0 and 0 <= now - ts <= stale
+        ]
+        if not live and not news and not outside and not rules:
             return {}
         trend = s.regime.split("/")[0]
         tilt_sign = 1.0 if trend in ("up", "down") else -1.0 if trend == "range" else 0.0
@@ -219,6 +252,16 @@ class QosCore:
             raw["sentiment"] = sentiment
         if outside:
             raw["external"] = external
+        regime = "trend" if trend in ("up", "down") else "range" if trend == "range" else ""
+        for name in rules:  # made for this regime: tilted up; for the other: down
+            tilt = (
+                0.0
+                if not regime
+                else self.cfg.regime_tilt
+                if MADE_FOR[name] == regime
+                else -self.cfg.regime_tilt
+            )
+            raw[name] = self.cfg.weights[name] * (1 + tilt)
         total = sum(raw.values())
         return {h: w / total for h, w in raw.items()} if total > 0 else {}
 
@@ -259,6 +302,8 @@ class QosCore:
             return self._sentiment_at(s, now)
         if name == "external":
             return self._external_at(s, now)
+        if name in s.sources:
+            return s.sources[name][1]
         return s.horizons[name].signal()
 
     # -- decisions ----------------------------------------------------------------------------

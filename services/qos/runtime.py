@@ -32,7 +32,7 @@ class QosApp(ServiceApp):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         # The runtime's clock replaces these in start().
-        self.core = QosCore(settings.qos, LiveClock())
+        self.core = QosCore(settings.qos, LiveClock(), feature_names=list(settings.features.names))
         self.exits = ExitManager(settings.qos.exits, LiveClock(), market_calendar(settings.market))
         self.predictions_in = 0
         self.sentiment_in = 0
@@ -127,6 +127,8 @@ class QosApp(ServiceApp):
             atr = self.atr_of(v)
             if atr is not None:
                 self.exits.on_volatility(v.symbol, atr)
+            if out := self.core.on_vector(v):  # the rule strategies, when weighted
+                await self.rt.emit_all(out)
         elif v.timeframe == MICRO_TIMEFRAME:
             intent = self.exits.on_price(v.symbol, v.ts_event, v.price)
             if intent is not None:

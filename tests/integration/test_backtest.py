@@ -500,3 +500,23 @@ def test_the_gates_portfolio_limits_read_the_days_own_closes() -> None:
     assert denials.get("EXPOSURE_VAR", 0) >= 1, denials
     assert set(denials) <= {"EXPOSURE_VAR", "EXPOSURE_VAR_UNKNOWN"}, denials
     assert result.statuses["risk"]["circuit_halted"] == {}
+
+
+def test_rule_strategies_trade_the_day_through_the_gate() -> None:
+    """QOS on the two rule strategies alone (no model): entries and exits made of their signals,
+    decided by the risk gate and filled; ablation names each as a component."""
+    from tradefleet.backtest.ablation import components_of
+
+    days = find_days(str(SAMPLE_LEAN), ["IBM", "BAC"], DAY, DAY)
+    weights = {"rsi_reversion": 1.0, "breakout": 1.0}
+    settings = load_settings(None, sentiment=golden.GOLDEN_SENTIMENT, qos={"weights": weights})
+    result = asyncio.run(Backtest(settings, days, news=[NEWS]).run())
+    ledger = result.ledger
+    entries = [i for i in ledger.intents if i.intent_id.endswith("-enter")]
+    assert entries and len(ledger.fills) >= 2, (len(ledger.intents), dict(ledger.denials))
+    assert all(set(i.components) - {"qos"} <= set(weights) for i in entries)
+    assert {k for i in entries for k in i.components} >= {"rsi_reversion"}
+    assert ledger.approvals == len(ledger.intents) - sum(ledger.denials.values())
+    assert result.statuses["qos"]["stats"]["strategy_vectors"] == 780
+    names = [c.name for c in components_of(settings)]
+    assert names == ["strategy:rsi_reversion", "strategy:breakout"]

@@ -3,7 +3,8 @@ reproduce the full run: the check that the rows below compare like with like), a
 named component removed, on the same folds and the same trained models.
 
 A component is whatever the full system's configuration turns on and a user could turn off: a
-fast-lane horizon QOS weighs, headline sentiment, the RL policy, TCA feedback on execution. Each
+fast-lane horizon QOS weighs, a rule strategy (RSI reversion, the opening-range breakout),
+headline sentiment, the RL policy, TCA feedback on execution. Each
 row gives P&L, profit factor, Sharpe, hit rate, trades and cost with a bootstrap confidence
 interval, and a verdict from the paired difference with the full run, minute by minute:
 
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from libs.common.config import Settings
+from libs.common.config import STRATEGY_INPUTS, Settings
 from libs.common.logging import get_logger
 from libs.common.secrets import mask_url
 from tradefleet.backtest.engine import Backtest, BacktestResult
@@ -75,6 +76,15 @@ def components_of(settings: Settings) -> list[Component]:
         )
         for h in settings.qos.horizons()
         if settings.qos.weights.get(h, 0) > 0
+    ]
+    out += [
+        Component(
+            f"strategy:{name}",
+            f"the {name} rule strategy in QOS",
+            functools.partial(_without_weight, key=name),
+        )
+        for name in STRATEGY_INPUTS
+        if settings.qos.weights.get(name, 0) > 0
     ]
     if settings.qos.weights.get("sentiment", 0) > 0:
         out.append(
