@@ -100,7 +100,9 @@ def main() -> None:
     )
     print(
         f"risk     every rule per intent p50 {rk['p50_us']:.1f} us, p99 {rk['p99_us']:.1f} us"
-        f" (50 positions, quotes and ATR held; bare event construction {rk['bare_p50_us']:.2f} us)"
+        f" (50 positions, quotes and ATR held; bare event construction {rk['bare_p50_us']:.2f} us);"
+        f" with correlation and VaR limits p50 {rk['portfolio_p50_us']:.0f} us between closes,"
+        f" {rk['portfolio_after_close_p50_us'] / 1000:.2f} ms on the first intent after a close"
     )
     print(
         f"orders   intent -> approved p50 {op['approved_p50_us'] / 1000:.2f} ms, p99"

@@ -735,10 +735,10 @@ class RiskCore:
         the entry's side (fail closed)."""
         threshold = self.limits.correlation_threshold
         total, partners = notional, []
-        for other, value in self._held_notionals().items():
-            if other == symbol:
-                continue
-            rho = self.closes.correlation(symbol, other)
+        held = {s: v for s, v in self._held_notionals().items() if s != symbol}
+        rhos = self.closes.correlations(symbol, list(held))
+        for other, value in held.items():
+            rho = rhos[other]
             if rho is None:
                 total += math.copysign(abs(value), notional)
             elif abs(rho) >= threshold:

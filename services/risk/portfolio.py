@@ -55,10 +55,11 @@ class MinuteCloses:
         self.window, self.min_samples, self.max_gap = window, min_samples, max_gap_min
         self.closes: dict[str, collections.deque[tuple[int, float]]] = {}
         self.version = 0  # moves with each close: cached matrices are rebuilt after it moved
-        # Aligned returns per set of symbols, until the next close (intents between two minutes'
-        # closes reuse them: each costs ~0.1 ms to build, a decision several).
-        self._matrices: dict[tuple[str, ...], np.ndarray] = {}
+        # The aligned returns and the pairs' correlations, until the next close (intents between
+        # two closes reuse them; bench/risk.py measures both cases).
+        self._built: tuple[dict[str, int], np.ndarray, np.ndarray] | None = None
         self._correlations: dict[tuple[str, str], float | None] = {}
+        self._covariances: dict[tuple[str, ...], np.ndarray] = {}
         self._matrices_version = -1
 
     def resize(self, window: int, min_samples: int) -> None:
@@ -130,45 +131,93 @@ class MinuteCloses:
     def _fresh(self) -> None:
         """Drop what was cached before the latest close."""
         if self._matrices_version != self.version:
-            self._matrices.clear()
+            self._built = None
             self._correlations.clear()
+            self._covariances.clear()
             self._matrices_version = self.version
 
-    def returns_matrix(self, symbols: tuple[str, ...]) -> np.ndarray:
-        """Aligned one-minute returns (rows: minutes any of them printed, columns: ``symbols``),
-        a symbol without a close in a minute carrying its last; rows where one is unknown, or
-        that span a gap, are left out. Cached until the next close."""
+    def _grid(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """Every symbol's one-minute returns on the union of the last ``window`` + 1 minutes any
+        symbol printed, each close carried forward over the minutes its symbol did not print:
+        (column of each symbol, returns with NaN before a symbol's first close, each column's
+        first known row). Steps longer than max_gap are dropped for all. Built once per close,
+        with numpy (an entry against 50 held positions asks for 50 pairs of it)."""
         self._fresh()
-        cached = self._matrices.get(symbols)
-        if cached is not None:
-            return cached
-        minutes = sorted({m for s in symbols for m, _ in self.closes.get(s, ())})[-(self.window + 1) :]
+        if self._built is not None:
+            return self._built
+        symbols = sorted(self.closes)
+        columns = {s: k for k, s in enumerate(symbols)}
+        series = [
+            (np.fromiter((m for m, _ in q), np.int64), np.fromiter((p for _, p in q), float))
+            for q in (self.closes[s] for s in symbols)
+        ]
+        minutes = np.unique(np.concatenate([m for m, _ in series])) if series else np.zeros(0, np.int64)
+        minutes = minutes[-(self.window + 1) :]
         grid = np.full((len(minutes), len(symbols)), np.nan)
-        index = {m: k for k, m in enumerate(minutes)}
-        for col, s in enumerate(symbols):
-            for m, logp in self.closes.get(s, ()):
-                if m in index:
-                    grid[index[m], col] = logp
-            # carry each close forward over the minutes this symbol did not print
-            column = grid[:, col]
-            seen = ~np.isnan(column)
-            if seen.any():
-                last = np.maximum.accumulate(np.where(seen, np.arange(len(column)), -1))
-                filled = np.where(last >= 0, column[np.maximum(last, 0)], np.nan)
-                grid[:, col] = filled
+        for col, (m, logp) in enumerate(series):
+            # the last close at or before each grid minute (none before the symbol's first)
+            at = np.searchsorted(m, minutes, side="right") - 1
+            grid[:, col] = np.where(at >= 0, logp[np.maximum(at, 0)], np.nan)
         if len(minutes) < 2:
-            out = np.empty((0, len(symbols)))
+            rets = np.empty((0, len(symbols)))
         else:
-            gaps = np.diff(np.asarray(minutes, dtype=float))
-            rets = np.diff(grid, axis=0) / np.sqrt(gaps)[:, None]
-            keep = (gaps <= self.max_gap) & ~np.isnan(rets).any(axis=1)
-            out = rets[keep]
-        self._matrices[symbols] = out
+            gaps = np.diff(minutes).astype(float)
+            rets = (np.diff(grid, axis=0) / np.sqrt(gaps)[:, None])[gaps <= self.max_gap]
+        known = ~np.isnan(rets)
+        first = np.where(known.any(axis=0), known.argmax(axis=0), len(rets))
+        self._built = (columns, rets, first)
+        return self._built
+
+    def returns_matrix(self, symbols: tuple[str, ...]) -> np.ndarray:
+        """Aligned one-minute returns of ``symbols`` (columns, in that order) over the rows all of
+        them know. Cached until the next close."""
+        columns, rets, first = self._grid()
+        if any(s not in columns for s in symbols):
+            return np.empty((0, len(symbols)))
+        cols = [columns[s] for s in symbols]
+        start = int(max((first[c] for c in cols), default=0))
+        return rets[start:, cols]
+
+    def correlations(self, symbol: str, others: list[str]) -> dict[str, float | None]:
+        """``correlation(symbol, other)`` for each of ``others``, computed together: one numpy
+        pass per distinct start of the rows known to both (one, once every symbol has history)."""
+        self._fresh()
+        out: dict[str, float | None] = {}
+        todo = []
+        for other in others:
+            pair = (symbol, other) if symbol <= other else (other, symbol)
+            if pair in self._correlations:
+                out[other] = self._correlations[pair]
+            else:
+                todo.append(other)
+        columns, rets, first = self._grid()
+        if symbol not in columns:
+            return {**out, **dict.fromkeys(todo)}
+        col = columns[symbol]
+        groups: dict[int, list[str]] = collections.defaultdict(list)
+        for other in todo:
+            if other not in columns:
+                out[other] = None
+                continue
+            groups[int(max(first[col], first[columns[other]]))].append(other)
+        for start, names in groups.items():
+            x = rets[start:, col]
+            y = rets[start:, [columns[n] for n in names]]
+            rhos: list[float | None] = [None] * len(names)
+            if len(x) >= self.min_samples:
+                xc, yc = x - x.mean(), y - y.mean(axis=0)
+                sx, sy = np.sqrt((xc**2).sum()), np.sqrt((yc**2).sum(axis=0))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = (xc @ yc) / (sx * sy)
+                rhos = [float(v) if sx > 0 and s_y > 0 else None for v, s_y in zip(r, sy, strict=True)]
+            for name, rho in zip(names, rhos, strict=True):
+                pair = (symbol, name) if symbol <= name else (name, symbol)
+                self._correlations[pair] = out[name] = rho
         return out
 
     def correlation(self, a: str, b: str) -> float | None:
-        """Correlation of two symbols' one-minute returns over their common minutes; None with
-        fewer than min_samples common returns or a flat one. Cached until the next close."""
+        """Correlation of two symbols' one-minute returns over the minutes both know; None with
+        fewer than min_samples of them or a flat one. Cached until the next close."""
         self._fresh()
         pair = (a, b) if a <= b else (b, a)
         if pair in self._correlations:
@@ -197,10 +246,10 @@ class MinuteCloses:
         weights = np.asarray([held[s] for s in symbols])
         pnl = rets @ weights  # log returns as simple ones: minutes are small moves
         scale = math.sqrt(horizon_minutes)
-        if len(symbols) == 1:
-            variance = float(np.var(rets[:, 0], ddof=1)) * weights[0] ** 2
-        else:
-            variance = float(weights @ np.cov(rets, rowvar=False) @ weights)
+        cov = self._covariances.get(symbols)
+        if cov is None:
+            cov = self._covariances[symbols] = np.atleast_2d(np.cov(rets, rowvar=False))
+        variance = float(weights @ cov @ weights)
         parametric = NormalDist().inv_cdf(confidence) * math.sqrt(max(variance, 0.0)) * scale
         historical = max(-float(np.quantile(pnl, 1.0 - confidence)), 0.0) * scale
         return Var(parametric, historical)

@@ -79,6 +79,14 @@ def test_the_days_statistics_are_what_the_market_did() -> None:
     spy_ibm, spy_bac = book.correlation("SPY", "IBM"), book.correlation("SPY", "BAC")
     assert spy_ibm is not None and spy_bac is not None
     assert spy_ibm > 0.6 and 0.3 < spy_bac < spy_ibm
+    # all of a symbol's correlations at once (one numpy pass) are the pairwise ones
+    together, pairwise = MinuteCloses(window=120, min_samples=30), MinuteCloses(window=120, min_samples=30)
+    for t, sym, close in real_closes():
+        together.add(sym, t, close)
+        pairwise.add(sym, t, close)
+    at_once = together.correlations("SPY", ["IBM", "BAC", "XYZ"])
+    assert at_once["XYZ"] is None and at_once["IBM"] == pytest.approx(spy_ibm, rel=1e-9)
+    assert at_once["BAC"] == pytest.approx(pairwise.correlation("BAC", "SPY"), rel=1e-9)
     # parametric VaR of one position is z * sigma * notional * sqrt(horizon), by hand
     rets = book.returns_matrix(("SPY",))[:, 0]
     var = book.var({"SPY": 50_000.0}, 0.99, 30)
