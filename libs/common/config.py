@@ -773,6 +773,27 @@ class StrategySettings(Section):
     orb_min_volume_z: float = Field(0.5)  # ...on volume this far above its norm
 
 
+class PairSettings(Section):
+    """A pair traded on its spread (services/qos/pairs.py): legs A and B, log A regressed on log B."""
+
+    legs: tuple[str, str]
+    lookback: int = Field(120, ge=20)  # minutes both legs printed
+    entry_z: float = Field(2.0, gt=0)
+    exit_z: float = Field(0.5, ge=0)
+    max_hold_min: float = Field(60.0, gt=0)
+    notional: float = Field(10_000.0, gt=0)  # of leg A; leg B is beta times it
+    # Engle-Granger at 5% for two series (MacKinnon): the spread's ADF t-statistic must be below
+    adf_critical: float = Field(-3.34, lt=0)
+
+    @field_validator("legs")
+    @classmethod
+    def _two_symbols(cls, legs: tuple[str, str]) -> tuple[str, str]:
+        a, b = (x.strip().upper() for x in legs)
+        if not a or not b or a == b:
+            raise ValueError(f"a pair needs two different symbols, not {legs!r}")
+        return a, b
+
+
 class QosSettings(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -810,6 +831,10 @@ class QosSettings(Section):
     entries_off: list[str] = Field(default_factory=list)
     exits: ExitSettings = ExitSettings()
     strategies: StrategySettings = StrategySettings()
+    # Pairs traded on their spread, both legs through the gate. A leg of a pair takes no entry
+    # from the other inputs and no protective stop of its own (the pair exits both legs); the
+    # session-end flatten still applies. With partitions, the replica owning the first leg trades it.
+    pairs: list[PairSettings] = Field(default_factory=list)
 
     @field_validator("weights")
     @classmethod

@@ -127,6 +127,8 @@ class QosCore:
 
     def entries_off(self, symbol: str) -> bool:
         off = self.cfg.entries_off
+        if any(symbol in p.legs for p in self.cfg.pairs):
+            return True  # a pair's leg: its pair enters it
         return bool(off) and ("*" in off or symbol in off)
 
     def on_prediction(self, p: Prediction) -> list[Event]:

@@ -36,8 +36,15 @@ class _Held:
 
 class ExitManager:
     def __init__(
-        self, config: ExitSettings, clock: Clock, calendar: MarketCalendar, namespace: str = "exit"
+        self,
+        config: ExitSettings,
+        clock: Clock,
+        calendar: MarketCalendar,
+        namespace: str = "exit",
+        hedged: set[str] | None = None,
     ) -> None:
+        # legs of a pair: hedged by the other leg, so no stop of their own; flattened at the end
+        self.hedged = hedged or set()
         self.cfg = config
         self.clock = clock
         self.calendar = calendar
@@ -82,7 +89,9 @@ class ExitManager:
                 if (trailed - h.stop) * side > 0:
                     h.stop = trailed
         reason = None
-        if (price - h.stop) * side <= 0:
+        if symbol in self.hedged:
+            reason = "exit: session end" if self._closing(ts) else None
+        elif (price - h.stop) * side <= 0:
             kind = "trailing stop" if (h.stop - h.entry) * side > -h.r + 1e-12 else "stop-loss"
             reason = f"exit: {kind} at {h.stop:.4f}"
         elif (price - h.target) * side >= 0:

@@ -22,6 +22,7 @@ from proto.orders import OrderDenied
 from proto.signals import ExternalSignal, PolicySignal, Prediction
 from services.qos.core import QosCore
 from services.qos.exits import ExitManager
+from services.qos.pairs import PairTrader
 
 log = get_logger(__name__)
 
@@ -33,7 +34,12 @@ class QosApp(ServiceApp):
         super().__init__()
         # The runtime's clock replaces these in start().
         self.core = QosCore(settings.qos, LiveClock(), feature_names=list(settings.features.names))
-        self.exits = ExitManager(settings.qos.exits, LiveClock(), market_calendar(settings.market))
+        self.pairs = [PairTrader(p) for p in settings.qos.pairs]
+        self.pair_of = {leg: trader for trader in self.pairs for leg in trader.cfg.legs}
+        # a pair's legs: no stop of their own (the pair exits both), the session-end flatten only
+        self.exits = ExitManager(
+            settings.qos.exits, LiveClock(), market_calendar(settings.market), hedged=set(self.pair_of)
+        )
         self.predictions_in = 0
         self.sentiment_in = 0
         self.policy_in = 0
@@ -52,6 +58,8 @@ class QosApp(ServiceApp):
         self.core.clock = rt.clock
         self.exits.clock = rt.clock
         self.core.namespace = f"qos{rt.started_ns}"
+        for trader in self.pairs:
+            trader.namespace = self.core.namespace
         self.exits.namespace = f"exit{rt.started_ns}"
         await rt.subscribe("sig.fast.*.*", self._on_prediction, types=Prediction)
         if self.core.cfg.policy == "on":
@@ -121,6 +129,10 @@ class QosApp(ServiceApp):
     async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
         v = d.event
         self.vectors_in += 1
+        pair = self.pair_of.get(v.symbol)
+        traded = pair is not None and v.timeframe == "1m" and self.owns(pair.cfg.legs[0])
+        if traded and pair is not None and (legs := pair.on_price(v.symbol, v.ts_event, v.price)):
+            await self.rt.emit_all(legs)
         if v.price <= 0 or not self.owns(v.symbol):
             return
         if v.timeframe == "1m":
@@ -137,11 +149,20 @@ class QosApp(ServiceApp):
                 await self.rt.emit(intent)
 
     async def _on_fill(self, d: Delivery[Fill]) -> None:
-        if self.owns(d.event.symbol):
-            self.exits.on_fill(d.event)
+        f = d.event
+        pair = self.pair_of.get(f.symbol)
+        if pair is not None and self.owns(pair.cfg.legs[0]):
+            pair.on_fill(f.exec_id, f.symbol, f.quantity if f.side == "BUY" else -f.quantity)
+        if self.owns(f.symbol):
+            self.exits.on_fill(f)
 
     async def _on_denied(self, d: Delivery[OrderDenied]) -> None:
         e = d.event
+        pair = self.pair_of.get(e.symbol)
+        if pair is not None and "-pair-" in e.intent_id:
+            if self.owns(pair.cfg.legs[0]):
+                pair.on_denied(e.intent_id)
+            return
         if self.owns(e.symbol):
             self.core.on_denied(e.symbol, e.intent_id, e.ts_event)
 
@@ -179,5 +200,14 @@ class QosApp(ServiceApp):
             "other_partition": self.other_partition,
             "external_in": self.external_in,
             "entries_off": self.core.cfg.entries_off,
+            "pairs": {
+                p.name: {
+                    "direction": p.direction,
+                    "legs": {leg.symbol: leg.filled for leg in p.legs},
+                    "spread": None if p.last is None else p.last.__dict__,
+                    "stats": dict(p.stats),
+                }
+                for p in self.pairs
+            },
             "config": {"applied": self.config_applied, "refused": self.config_refused},
         }

@@ -50,7 +50,14 @@ def write_day(
             if m + k < minutes:
                 per_second[(m + k) * 60 : (m + k + 1) * 60] += flow * edge_bps / 60
     log_mid = math.log(start_price) + np.cumsum((per_second + noise) / 1e4)
-    mids = np.exp(log_mid)
+    _write_ticks(root, date, symbol, np.exp(log_mid), flows, rng)
+
+
+def _write_ticks(
+    root: Path, date: str, symbol: str, mids: np.ndarray, flows: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Quotes a cent wide around each second's mid; a trade every other second, lifting the ask
+    or hitting the bid as that minute's flow says (FLOW_SHARE of them)."""
     quotes, trades = [], []
     for s, mid in enumerate(mids):
         ms = OPEN_MS + s * 1000 + int(rng.integers(0, 900))
@@ -68,6 +75,32 @@ def write_day(
     base = root / "equity" / "usa" / "tick" / symbol.lower()
     _write_zip(base / f"{day}_quote.zip", f"{day}_{symbol.lower()}_Tick_Quote.csv", quotes)
     _write_zip(base / f"{day}_trade.zip", f"{day}_{symbol.lower()}_Tick_Trade.csv", trades)
+
+
+def write_pair_day(
+    root: Path,
+    date: str,
+    seed: int,
+    beta: float = 1.0,
+    half_life_min: float = 5.0,
+    spread_bps: float = 15.0,
+    walk_bps_per_min: float = 10.0,
+) -> None:
+    """A cointegrated pair: LEGB's log price is a random walk, LEGA's is beta times it plus a
+    mean-reverting spread (an Ornstein-Uhlenbeck process of ``half_life_min`` and stationary
+    standard deviation ``spread_bps``). The order flow predicts nothing."""
+    rng = np.random.default_rng(seed)
+    seconds = (CLOSE_MS - OPEN_MS) // 1000
+    log_b = math.log(40.0) + np.cumsum(rng.normal(0, walk_bps_per_min / math.sqrt(60), size=seconds) / 1e4)
+    theta = math.log(2) / (half_life_min * 60)  # per second
+    sigma = spread_bps / 1e4 * math.sqrt(2 * theta)
+    u = np.zeros(seconds)
+    for t in range(1, seconds):
+        u[t] = u[t - 1] * (1 - theta) + sigma * rng.normal()
+    log_a = math.log(60.0) - beta * math.log(40.0) + beta * log_b + u
+    flows = rng.choice([-1, 1], size=seconds // 60 + 1)
+    _write_ticks(root, date, "LEGA", np.exp(log_a), flows, rng)
+    _write_ticks(root, date, "LEGB", np.exp(log_b), flows, rng)
 
 
 def write_days(root: Path, dates: list[str], edge_bps: float, seed: int = 1) -> None:

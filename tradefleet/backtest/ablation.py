@@ -86,6 +86,14 @@ def components_of(settings: Settings) -> list[Component]:
         for name in STRATEGY_INPUTS
         if settings.qos.weights.get(name, 0) > 0
     ]
+    if settings.qos.pairs:
+        out.append(
+            Component(
+                "strategy:pairs",
+                "pairs trading (" + ", ".join("/".join(p.legs) for p in settings.qos.pairs) + ")",
+                lambda s: s.model_copy(update={"qos": s.qos.model_copy(update={"pairs": []})}),
+            )
+        )
     if settings.qos.weights.get("sentiment", 0) > 0:
         out.append(
             Component(
