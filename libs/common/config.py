@@ -760,7 +760,7 @@ class ExitSettings(Section):
 
 
 # Rule strategies QOS can weigh beside the horizons (services/qos/strategies.py).
-STRATEGY_INPUTS = ("rsi_reversion", "breakout")
+STRATEGY_INPUTS = ("rsi_reversion", "breakout", "news_event")
 
 
 class StrategySettings(Section):
@@ -771,6 +771,13 @@ class StrategySettings(Section):
     orb_minutes: float = Field(30.0, gt=0, le=390)  # the opening range
     orb_buffer_bps: float = Field(5.0, gt=0)  # a close this far beyond it is a breakout
     orb_min_volume_z: float = Field(0.5)  # ...on volume this far above its norm
+    # news_event: a headline about an event (its tags, services/sentiment/tagging.py) with at
+    # least this polarity is an entry trigger in its direction, live for news_hold_s
+    news_min_polarity: float = Field(0.5, gt=0, le=1)
+    news_events: list[str] = Field(
+        default_factory=lambda: ["earnings", "guidance", "upgrade", "downgrade", "m&a", "fda"]
+    )
+    news_hold_s: float = Field(1800.0, gt=0)
 
 
 class PairSettings(Section):

@@ -178,7 +178,13 @@ class QosCore:
         s.sentiment = max(-1.0, min(1.0, self._sentiment_at(s, now) + score.polarity))
         s.sentiment_ts = now
         self.stats["sentiment_in"] += 1
-        if self.cfg.weights.get("sentiment", 0.0) <= 0 or s.group_count:
+        triggered = 0.0
+        if self.cfg.weights.get("news_event", 0.0) > 0:
+            triggered = self.strategies.news_signal(score.polarity, score.events)
+            if triggered:
+                s.sources["news_event"] = (now, triggered)
+                self.stats["news_triggers"] += 1
+        if (self.cfg.weights.get("sentiment", 0.0) <= 0 and not triggered) or s.group_count:
             return []  # unweighted; or mid-group: the group's last prediction scores it
         self.stats["rescored_on_headline"] += 1
         return self._evaluate(score.symbol, s, now)
@@ -234,10 +240,12 @@ class QosCore:
         news = sentiment > 0 and abs(self._sentiment_at(s, now)) >= 0.01
         external = self.cfg.weights.get("external", 0.0)
         outside = external > 0 and self._external_at(s, now) != 0.0
+        news_hold = self.cfg.strategies.news_hold_s * NS
         rules = [
             name
             for name, (ts, _) in s.sources.items()
-            if self.cfg.weights.get(name, 0.0) > 0 and 0 <= now - ts <= stale
+            if self.cfg.weights.get(name, 0.0) > 0
+            and 0 <= now - ts <= (news_hold if name == "news_event" else stale)
         ]
         if not live and not news and not outside and not rules:
             return {}
@@ -256,11 +264,12 @@ class QosCore:
             raw["external"] = external
         regime = "trend" if trend in ("up", "down") else "range" if trend == "range" else ""
         for name in rules:  # made for this regime: tilted up; for the other: down
+            made_for = MADE_FOR[name]
             tilt = (
                 0.0
-                if not regime
+                if not (regime and made_for)
                 else self.cfg.regime_tilt
-                if MADE_FOR[name] == regime
+                if made_for == regime
                 else -self.cfg.regime_tilt
             )
             raw[name] = self.cfg.weights[name] * (1 + tilt)

@@ -8,6 +8,9 @@ trend). Pure: vectors in, signals out.
 - ``breakout``: the opening range is the high and low of the first ``orb_minutes`` of the
   session; a close beyond it by ``orb_buffer_bps`` on volume above ``orb_min_volume_z`` leans
   that way, for as long as the price stays beyond the range.
+- ``news_event``: a headline tagged with one of ``news_events`` (earnings, an upgrade, ...) whose
+  polarity reaches ``news_min_polarity`` leans its way for ``news_hold_s`` (``news_signal``; QOS
+  takes it from the sentiment service's scores, not from the vectors).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from libs.common.config import STRATEGY_INPUTS, StrategySettings
 from proto.features import FeatureVector
 
 NAMES = STRATEGY_INPUTS
-# The regime each strategy is made for: its weight is tilted up there and down in the other.
-MADE_FOR = {"rsi_reversion": "range", "breakout": "trend"}
+# The regime each strategy is made for: its weight is tilted up there and down in the other
+# (news_event: made for none).
+MADE_FOR = {"rsi_reversion": "range", "breakout": "trend", "news_event": ""}
 
 
 @dataclass
@@ -41,6 +45,13 @@ class Strategies:
         self.rsi = index.get("rsi14")
         self.minutes = index.get("minutes_since_open")
         self.volume_z = index.get("volume_z")
+
+    def news_signal(self, polarity: float, events: list[str]) -> float:
+        """A scored headline's trigger: its polarity, when it is about an event and strong enough."""
+        c = self.config
+        if abs(polarity) < c.news_min_polarity or not set(events) & set(c.news_events):
+            return 0.0
+        return max(-1.0, min(1.0, polarity))
 
     def _value(self, v: FeatureVector, k: int | None) -> float:
         return v.values[k] if k is not None and k < len(v.values) else math.nan

@@ -10,6 +10,7 @@ from typing import Any
 from libs.common.clock import SimClock
 from libs.common.config import FeaturesSettings, StrategySettings
 from proto.features import FeatureVector
+from proto.news import SentimentScore
 from proto.orders import OrderIntent
 from proto.signals import QosScore
 from services.qos.strategies import Strategies
@@ -70,3 +71,34 @@ def test_qos_enters_on_a_strategy_alone_and_tilts_it_by_regime() -> None:
 def test_unweighted_strategies_change_nothing() -> None:
     core = cores.qos(SimClock(OPEN))  # the default weights: horizons and sentiment only
     assert core.on_vector(vec(45, rsi=5)) == [] and not core.stats["strategy_vectors"]
+
+
+def headline(minute: float, polarity: float, events: list[str]) -> SentimentScore:
+    ts = OPEN + int(minute * MIN)
+    p = max(polarity, 0.0)
+    return SentimentScore(
+        ts_event=ts,
+        ts_init=ts,
+        news_id=f"n{minute}",
+        symbol="IBM",
+        polarity=polarity,
+        label="positive" if polarity > 0 else "negative",
+        probabilities=[max(-polarity, 0.0), 1 - abs(polarity), p],
+        events=events,
+    )
+
+
+def test_a_strong_headline_about_an_event_triggers_an_entry_until_it_is_old() -> None:
+    core = cores.qos(SimClock(OPEN), weights={"news_event": 1.0})
+    assert core.on_vector(vec(39)) == []  # a price to size by; nothing to say yet
+    assert core.on_sentiment(headline(40, 0.9, [])) == []  # strong, but about no event
+    assert core.on_sentiment(headline(41, 0.3, ["earnings"])) == []  # an event, but lukewarm
+    out = core.on_sentiment(headline(42, 0.9, ["upgrade"]))
+    (intent,) = [e for e in out if isinstance(e, OrderIntent)]
+    assert intent.side == "BUY" and set(intent.components) == {"news_event", "qos"}
+    assert core.stats["news_triggers"] == 1
+    # still live 29 minutes on (the vector scores it: no horizon weighed); gone after 30
+    held = core.on_vector(vec(42 + 29, rsi=50))
+    assert not [e for e in held if isinstance(e, OrderIntent)]
+    (out_,) = [e for e in core.on_vector(vec(42 + 31, rsi=50)) if isinstance(e, OrderIntent)]
+    assert out_.side == "SELL" and out_.target_position == 0
