@@ -28,6 +28,8 @@ class Prediction(Event, frozen=True, kw_only=True):
     batch: int = 1
     #: the vector's regime label (e.g. "up/high"): QOS tilts its timeframe weights by it
     regime: str = ""
+    #: the universe prefilter found nothing happening: no model ran, the signal is 0 (no view)
+    prefiltered: bool = False
 
 
 class QosScore(Event, frozen=True, kw_only=True):

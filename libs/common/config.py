@@ -715,6 +715,14 @@ class FastlaneSettings(Section):
     drift_min_score_shift: float = Field(0.01, ge=0)
     # A quarantined model is released (with an alert) after this many clean checks in a row.
     drift_release_checks: int = Field(3, ge=1)
+    # Universe prefilter: a vector whose cheap proxies say nothing is happening (a one-minute
+    # move of at most prefilter_max_abs_ret_bps, volume at most prefilter_max_volume_z from its
+    # norm, volatility in the lowest prefilter_max_vol_pctile of its own history) is not scored:
+    # each horizon publishes "no view" (signal 0, flagged prefiltered) without running its model.
+    prefilter: bool = False
+    prefilter_max_abs_ret_bps: float = Field(2.0, ge=0)
+    prefilter_max_volume_z: float = 0.0
+    prefilter_max_vol_pctile: float = Field(0.5, ge=0, le=1)
 
 
 class SentimentSettings(Section):

@@ -8,6 +8,8 @@ the drift monitor quarantines keeps publishing, flagged, so QOS can ignore it an
 from __future__ import annotations
 
 import collections
+import math
+from dataclasses import dataclass
 
 from libs.common.clock import Clock
 from models.fastlane.drift import DriftReport
@@ -17,11 +19,38 @@ from proto.features import FeatureVector
 from proto.signals import Prediction
 
 
+@dataclass(frozen=True)
+class Prefilter:
+    """Cheap proxies, read by feature name, that say nothing is happening on a vector."""
+
+    max_abs_ret_bps: float
+    max_volume_z: float
+    max_vol_pctile: float
+
+    def quiet(self, v: FeatureVector, names: list[str]) -> bool:
+        index = {n: k for k, n in enumerate(names)}
+
+        def value(name: str) -> float:
+            k = index.get(name)
+            return v.values[k] if k is not None and k < len(v.values) else math.nan
+
+        ret, volume, vol = value("ret_bps"), value("volume_z"), value("vol_pctile")
+        if math.isnan(ret) or math.isnan(volume) or math.isnan(vol):
+            return False  # unknown is not quiet: score it
+        return abs(ret) <= self.max_abs_ret_bps and volume <= self.max_volume_z and vol <= self.max_vol_pctile
+
+
 class FastlaneCore:
     def __init__(
-        self, clock: Clock, horizons: list[str], source_timeframe: str = "1m", release_checks: int = 3
+        self,
+        clock: Clock,
+        horizons: list[str],
+        source_timeframe: str = "1m",
+        release_checks: int = 3,
+        prefilter: Prefilter | None = None,
     ) -> None:
         self.clock = clock
+        self.prefilter = prefilter
         self.release_checks = release_checks
         self.clean_checks: collections.Counter[str] = collections.Counter()  # horizon -> in a row
         self.horizons = horizons
@@ -53,6 +82,11 @@ class FastlaneCore:
             self.dropped["malformed_vector"] += 1  # its set's name, the wrong number of values
             return [], []
         now = self.clock.now_ns()
+        if self.prefilter is not None and matching and self.prefilter.quiet(v, matching[0].meta["names"]):
+            self.dropped["prefiltered"] += 1  # not dropped: answered without inference
+            preds = [self._no_view(m, v, now, len(matching)) for m in matching]
+            self.predictions += len(preds)
+            return preds, alerts
         for m in matching:
             p, expected = m.scorer.score(v.values)
             m.scored += 1
@@ -81,6 +115,24 @@ class FastlaneCore:
             )
         self.predictions += len(preds)
         return preds, alerts
+
+    def _no_view(self, m: ServedModel, v: FeatureVector, now: int, batch: int) -> Prediction:
+        return Prediction(
+            ts_event=v.ts_event,
+            ts_init=now,
+            symbol=v.symbol,
+            horizon=m.horizon,
+            model_version=m.version,
+            probability=m.signal_center,
+            expected_return=0.0,
+            feature_set=v.feature_set,
+            signal=0.0,
+            price=v.price,
+            quarantined=m.quarantined,
+            batch=batch,
+            regime=v.regime,
+            prefiltered=True,
+        )
 
     def _judged(self, m: ServedModel, v: FeatureVector, report: DriftReport) -> Alert | None:
         """Quarantine on drift; release after ``release_checks`` clean checks in a row (the inputs

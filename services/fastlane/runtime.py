@@ -15,7 +15,7 @@ from models.fastlane import registry
 from models.fastlane.serving import ServedModel, drift_arguments, load_active
 from proto.alerts import Alert
 from proto.features import FeatureVector
-from services.fastlane.core import FastlaneCore
+from services.fastlane.core import FastlaneCore, Prefilter
 
 log = get_logger(__name__)
 
@@ -41,8 +41,14 @@ class FastlaneApp(ServiceApp):
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
+        c = self.cfg
+        prefilter = (
+            Prefilter(c.prefilter_max_abs_ret_bps, c.prefilter_max_volume_z, c.prefilter_max_vol_pctile)
+            if c.prefilter
+            else None
+        )
         self.core = FastlaneCore(
-            rt.clock, list(self.cfg.horizons), self.cfg.source_timeframe, self.cfg.drift_release_checks
+            rt.clock, list(c.horizons), c.source_timeframe, c.drift_release_checks, prefilter
         )
         for horizon in self.cfg.horizons:
             model = await asyncio.to_thread(self._load, horizon)

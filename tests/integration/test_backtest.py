@@ -520,3 +520,19 @@ def test_rule_strategies_trade_the_day_through_the_gate() -> None:
     assert result.statuses["qos"]["stats"]["strategy_vectors"] == 780
     names = [c.name for c in components_of(settings)]
     assert names == ["strategy:rsi_reversion", "strategy:breakout"]
+
+
+def test_the_prefilter_skips_quiet_minutes_and_the_day_still_trades() -> None:
+    """fastlane.prefilter on the sample day: the quiet minutes are answered without a model
+    (counted), every vector still gets its four predictions, and QOS still decides."""
+    from tradefleet.backtest.ablation import components_of
+
+    days = find_days(str(SAMPLE_LEAN), ["IBM", "BAC"], DAY, DAY)
+    settings = load_settings(None, sentiment=golden.GOLDEN_SENTIMENT, fastlane={"prefilter": True})
+    result = asyncio.run(Backtest(settings, days, news=[NEWS]).run())
+    fastlane = result.statuses["fastlane"]
+    quiet = fastlane["dropped"]["prefiltered"]
+    assert 0 < quiet < 780 and fastlane["predictions"] == 4 * 780
+    assert all(m["scored"] == 780 - quiet for m in fastlane["models"].values())
+    assert result.statuses["qos"]["predictions_in"] == 4 * 780 and result.ledger.intents
+    assert "prefilter" in [c.name for c in components_of(settings)]

@@ -155,3 +155,33 @@ def test_a_promoted_version_is_an_alert_that_says_what_it_replaced_and_releases(
         == "fast-lane model 60m v2 promoted and serving (replaces v1): the quarantined model is released"
     )
     assert promoted_alert("5m", None, "v1", 1).title.endswith("(replaces none)")
+
+
+def test_the_prefilter_answers_a_quiet_vector_without_running_a_model(
+    meta: dict,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    from services.fastlane.core import Prefilter
+
+    names = meta["names"]
+    core = FastlaneCore(SimClock(5), ["15m"], prefilter=Prefilter(2.0, 0.0, 0.5))
+    model = load_active(SHIPPED, "15m", "auto", tmp_path, DRIFT)
+    assert model is not None
+    core.install(model)
+    quiet = list(_rows(1, names, seed=5)[0])
+    quiet[names.index("ret_bps")], quiet[names.index("volume_z")], quiet[names.index("vol_pctile")] = (
+        0.5,
+        -1.0,
+        0.2,
+    )
+    (p,), _ = core.on_vector(_vector(quiet, meta["feature_set"]))
+    assert p.prefiltered and p.signal == 0.0 and p.probability == model.signal_center
+    assert model.scored == 0 and core.dropped["prefiltered"] == 1 and not model.drift.seen_by_symbol
+    busy = list(quiet)
+    busy[names.index("ret_bps")] = 12.0  # a 12 bps minute: something is happening
+    (q,), _ = core.on_vector(_vector(busy, meta["feature_set"]))
+    assert not q.prefiltered and model.scored == 1
+    unknown = list(quiet)
+    unknown[names.index("vol_pctile")] = math.nan  # unknown is not quiet
+    (r,), _ = core.on_vector(_vector(unknown, meta["feature_set"]))
+    assert not r.prefiltered and model.scored == 2

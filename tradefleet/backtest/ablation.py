@@ -3,8 +3,9 @@ reproduce the full run: the check that the rows below compare like with like), a
 named component removed, on the same folds and the same trained models.
 
 A component is whatever the full system's configuration turns on and a user could turn off: a
-fast-lane horizon QOS weighs, a rule strategy (RSI reversion, the opening-range breakout),
-headline sentiment, the RL policy, TCA feedback on execution. Each
+fast-lane horizon QOS weighs, a rule strategy (RSI reversion, the opening-range breakout, the news
+trigger, pairs), the universe prefilter, headline sentiment, the RL policy, TCA feedback on
+execution. Each
 row gives P&L, profit factor, Sharpe, hit rate, trades and cost with a bootstrap confidence
 interval, and a verdict from the paired difference with the full run, minute by minute:
 
@@ -86,6 +87,16 @@ def components_of(settings: Settings) -> list[Component]:
         for name in STRATEGY_INPUTS
         if settings.qos.weights.get(name, 0) > 0
     ]
+    if settings.fastlane.prefilter:
+        out.append(
+            Component(
+                "prefilter",
+                "the universe prefilter (every vector scored)",
+                lambda s: s.model_copy(
+                    update={"fastlane": s.fastlane.model_copy(update={"prefilter": False})}
+                ),
+            )
+        )
     if settings.qos.pairs:
         out.append(
             Component(
