@@ -11,6 +11,7 @@ import platform
 from bench import (
     alerts_latency,
     backtest_peers,
+    drift,
     features,
     hop,
     md_path,
@@ -42,6 +43,7 @@ def main() -> None:
     f = features.run(rounds=ns.rounds)
     sl = spine_latency.run(rounds=ns.rounds)
     rk = risk.run(rounds=ns.rounds)
+    dr = drift.run(rounds=max(ns.rounds, 5))
     op = order_path.run(rounds=ns.rounds)
     tf = tca_feedback.run()
     st = sentiment.run(rounds=ns.rounds)
@@ -103,6 +105,11 @@ def main() -> None:
         f" (50 positions, quotes and ATR held; bare event construction {rk['bare_p50_us']:.2f} us);"
         f" with correlation and VaR limits p50 {rk['portfolio_p50_us']:.0f} us between closes,"
         f" {rk['portfolio_after_close_p50_us'] / 1000:.2f} ms on the first intent after a close"
+    )
+    print(
+        f"drift    per scored vector {dr['like_with_like_us']:.1f} us like with like vs"
+        f" {dr['whole_day_us']:.1f} us whole-day ({dr['like_with_like_over_whole_day']:.2f}x),"
+        f" bare binning {dr['bare_binning_us']:.1f} us"
     )
     print(
         f"orders   intent -> approved p50 {op['approved_p50_us'] / 1000:.2f} ms, p99"
