@@ -90,28 +90,46 @@ def start_nats(
     """A JetStream-enabled nats-server on loopback; ``config``: a file of users and permissions
     (`tradefleet nats config`), the flags here on top of it. ``jetstream=False``: a leaf node
     whose streams are its hub's."""
-    port = port or free_port()
-    monitor = free_port()
     store_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        nats_server_binary(),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-m",
-        str(monitor),
-        *(["-js", "-sd", str(store_dir)] if jetstream else []),
-        *(["-c", str(config)] if config is not None else []),
-    ]
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_port(port)
-    except TimeoutError:
-        proc.kill()
-        raise
-    return NatsServer(f"nats://127.0.0.1:{port}", monitor, proc)
+    # A port picked free here may be taken before the server binds it (tests start servers side
+    # by side): the server then exits at once, and a port of our choosing is picked again.
+    attempts = 1 if port else 3
+    exits = []
+    for _ in range(attempts):
+        chosen, monitor = port or free_port(), free_port()
+        args = [
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(chosen),
+            "-m",
+            str(monitor),
+            *(["-js", "-sd", str(store_dir)] if jetstream else []),
+            *(["-c", str(config)] if config is not None else []),
+        ]
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        if _listening(proc, chosen, timeout=30.0):
+            return NatsServer(f"nats://127.0.0.1:{chosen}", monitor, proc)
+        if proc.poll() is None:  # alive and still not listening after 30 s: not a port race
+            proc.kill()
+            proc.wait()
+            raise TimeoutError(f"nats-server did not listen on 127.0.0.1:{chosen} within 30 s")
+        exits.append(f"port {chosen}: exit code {proc.returncode}")
+    raise RuntimeError(f"nats-server exited at start ({'; '.join(exits)}): a port taken, or a bad config")
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """True once something listens on the port; False as soon as the process has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return proc.poll() is None  # not another server on a port ours failed to take
+        time.sleep(0.05)
+    return False
 
 
 def pg_bin_dir() -> Path:
