@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from libs.common.clock import Clock, SimClock
 from libs.common.config import PairSettings
 from proto.orders import OrderIntent
 
@@ -48,6 +49,8 @@ class _Leg:
 class PairTrader:
     cfg: PairSettings
     namespace: str = "qos"
+    # when an intent is made (its ts_init: the gate judges an intent's age by it); the runtime's
+    clock: Clock = field(default_factory=SimClock)
     prices: dict[str, dict[int, float]] = field(default_factory=dict)  # symbol -> minute -> log price
     minutes: collections.deque[int] = field(default_factory=collections.deque)  # both printed
     legs: tuple[_Leg, _Leg] = field(init=False)
@@ -163,7 +166,7 @@ class PairTrader:
             leg.entry_intent = intent_id
         return OrderIntent(
             ts_event=ts,
-            ts_init=ts,
+            ts_init=self.clock.now_ns(),
             intent_id=intent_id,
             symbol=leg.symbol,
             side="BUY" if signed > 0 else "SELL",

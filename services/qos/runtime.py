@@ -59,7 +59,7 @@ class QosApp(ServiceApp):
         self.exits.clock = rt.clock
         self.core.namespace = f"qos{rt.started_ns}"
         for trader in self.pairs:
-            trader.namespace = self.core.namespace
+            trader.namespace, trader.clock = self.core.namespace, rt.clock
         self.exits.namespace = f"exit{rt.started_ns}"
         await rt.subscribe("sig.fast.*.*", self._on_prediction, types=Prediction)
         if self.core.cfg.policy == "on":

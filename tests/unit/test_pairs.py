@@ -9,11 +9,13 @@ import math
 import numpy as np
 import pytest
 
+from libs.common.clock import SimClock
 from libs.common.config import PairSettings
 from proto.orders import OrderIntent
 from services.qos.pairs import MINUTE_NS, PairTrader
 from tests.kit.clocks import OPEN
 
+NOW = OPEN + 7_000_000_000_000  # the runtime's clock: wall time in the fleet, market time in a backtest
 BUMP = 0.0015  # about three of the spread's standard deviations
 CFG = PairSettings(legs=("AAA", "BBB"), lookback=60, entry_z=2.0, exit_z=0.5, notional=10_000)
 
@@ -26,7 +28,7 @@ def feed(trader: PairTrader, minute: int, a: float, b: float) -> list[OrderInten
 def warmed(seed: int = 1) -> tuple[PairTrader, int, float]:
     """60 minutes of a cointegrated pair (A = 1.5 x B in logs, plus a small stationary spread)."""
     rng = np.random.default_rng(seed)
-    trader = PairTrader(CFG, namespace="t")
+    trader = PairTrader(CFG, namespace="t", clock=SimClock(NOW))
     log_b, spread = math.log(40.0), 0.0
     for m in range(60):
         log_b += rng.normal(0, 0.002)
@@ -44,6 +46,7 @@ def test_a_rich_spread_opens_both_legs_and_its_return_closes_them() -> None:
     legs = feed(trader, m, math.exp(1.5 * log_b + BUMP), math.exp(log_b))  # A rich by 15 bps
     assert trader.last is not None and trader.last.cointegrated and trader.last.z > 2
     assert [(i.symbol, i.side) for i in legs] == [("AAA", "SELL"), ("BBB", "BUY")]
+    assert all(i.ts_init == NOW for i in legs)  # made now (the gate judges an intent's age by it)
     a, b = legs
     assert a.quantity == math.floor(10_000 / math.exp(1.5 * log_b + BUMP))
     assert b.quantity * math.exp(log_b) == pytest.approx(trader.last.beta * 10_000, rel=0.02)
