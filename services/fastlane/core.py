@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from libs.common.clock import Clock
 from models.fastlane.drift import DriftReport
@@ -26,15 +26,16 @@ class Prefilter:
     max_abs_ret_bps: float
     max_volume_z: float
     max_vol_pctile: float
+    # the proxies' positions per feature set's names, found once (this runs on every vector)
+    positions: dict[tuple[str, ...], tuple[int | None, ...]] = field(default_factory=dict, compare=False)
 
     def quiet(self, v: FeatureVector, names: list[str]) -> bool:
-        index = {n: k for k, n in enumerate(names)}
-
-        def value(name: str) -> float:
-            k = index.get(name)
-            return v.values[k] if k is not None and k < len(v.values) else math.nan
-
-        ret, volume, vol = value("ret_bps"), value("volume_z"), value("vol_pctile")
+        key = tuple(names)
+        at = self.positions.get(key)
+        if at is None:
+            index = {n: k for k, n in enumerate(names)}
+            at = self.positions[key] = tuple(index.get(n) for n in ("ret_bps", "volume_z", "vol_pctile"))
+        ret, volume, vol = (v.values[k] if k is not None and k < len(v.values) else math.nan for k in at)
         if math.isnan(ret) or math.isnan(volume) or math.isnan(vol):
             return False  # unknown is not quiet: score it
         return abs(ret) <= self.max_abs_ret_bps and volume <= self.max_volume_z and vol <= self.max_vol_pctile

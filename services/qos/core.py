@@ -99,6 +99,7 @@ class QosCore:
         feature_names: list[str] | None = None,
     ) -> None:
         self.cfg = config
+        self.pair_legs = {leg for p in config.pairs for leg in p.legs}
         # the rule strategies read the 1m vectors by feature name
         self.strategies = Strategies(config.strategies, feature_names or list(FeaturesSettings().names))
         self.clock = clock
@@ -121,13 +122,14 @@ class QosCore:
                 f"{', '.join(config.horizons())}): restart qos with the new weights"
             )
         self.cfg = config
+        self.pair_legs = {leg for p in config.pairs for leg in p.legs}
         self.strategies.config = config.strategies
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
         return ""
 
     def entries_off(self, symbol: str) -> bool:
         off = self.cfg.entries_off
-        if any(symbol in p.legs for p in self.cfg.pairs):
+        if symbol in self.pair_legs:
             return True  # a pair's leg: its pair enters it
         return bool(off) and ("*" in off or symbol in off)
 
