@@ -164,7 +164,12 @@ class MinuteCloses:
             gaps = np.diff(minutes).astype(float)
             rets = (np.diff(grid, axis=0) / np.sqrt(gaps)[:, None])[gaps <= self.max_gap]
         known = ~np.isnan(rets)
-        first = np.where(known.any(axis=0), known.argmax(axis=0), len(rets))
+        # each column's first known row (none known, or no rows at all: past the end)
+        first = (
+            np.where(known.any(axis=0), known.argmax(axis=0), len(rets))
+            if len(rets)
+            else np.zeros(len(symbols), int)
+        )
         self._built = (columns, rets, first)
         return self._built
 

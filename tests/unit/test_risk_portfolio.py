@@ -177,6 +177,24 @@ def test_value_at_risk_denies_an_entry_that_adds_risk_and_passes_a_hedge() -> No
     assert isinstance(unknown, OrderDenied) and unknown.code == "EXPOSURE_VAR_UNKNOWN"  # fails closed
 
 
+def test_a_restarted_gate_knows_no_closes_and_fails_closed() -> None:
+    """Killed and started again, the gate has no minute closes (they are not in risk.state):
+    VaR is unknown and an entry is denied as such (not by an error), a correlation unknown
+    counts as one; exits still pass."""
+    ts = AT_3PM + S
+    core = cores.risk(SimClock(ts), max_var=10_000.0, max_correlated_exposure=30_000.0)
+    for sym in ("IBM", "SPY"):
+        close = closes_until(AT_3PM)[sym]
+        core.on_event(stubs.quote(sym, ts, round(close - 0.01, 2), round(close + 0.01, 2)))
+    hold(core, "SPY", 20_000, AT_3PM)
+    d = decide(core, "IBM", "BUY", 20_000, ts)
+    assert isinstance(d, OrderDenied) and d.code == "EXPOSURE_CORRELATED", d  # 40k, fully correlated
+    core.limits = core.limits.model_copy(update={"max_correlated_exposure": None})
+    d = decide(core, "IBM", "BUY", 5_000, ts + 1)
+    assert isinstance(d, OrderDenied) and d.code == "EXPOSURE_VAR_UNKNOWN", d
+    assert isinstance(decide(core, "SPY", "SELL", 10_000, ts + 2), OrderApproved)  # an exit
+
+
 def test_limits_off_by_default_leave_decisions_alone() -> None:
     core = gate_at(AT_3PM)
     hold(core, "SPY", 45_000, AT_3PM)
