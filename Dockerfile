@@ -7,7 +7,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897
 # the project itself, without its dependencies (already there).
 FROM ${BASE_IMAGE} AS build
 ARG EXTRAS="ml,ib"
-# Where torch comes from (sentiment only): PyTorch's CPU index unless overridden (a mirror).
+# Where torch comes from (sentiment and rl only): PyTorch's CPU index unless overridden (a mirror).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
@@ -15,9 +15,9 @@ RUN python3 -m venv /opt/venv && pip install --upgrade "pip>=24" "setuptools>=69
 WORKDIR /src
 COPY pyproject.toml constraints.txt ./
 # torch comes from PyTorch's CPU index first (PyPI's default Linux wheel pulls CUDA); only images
-# with the sentiment extra need it. The rest: the project's dependencies and its EXTRAS' as
+# with the sentiment or rl extra need it. The rest: the project's dependencies and its EXTRAS' as
 # pyproject.toml lists them, each pinned by constraints.txt.
-RUN case ",${EXTRAS}," in *,sentiment,*) pip install \
+RUN case ",${EXTRAS}," in *,sentiment,*|*,rl,*) pip install \
         --index-url "${TORCH_INDEX_URL}" torch==2.13.0 ;; esac \
     && python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 extras = [e for e in sys.argv[1].split(",") if e]; \

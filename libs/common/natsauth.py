@@ -4,7 +4,8 @@ what it consumes (CONSUMES), plus the JetStream API it needs to use (not to crea
 
 Users beside the services: ``tap`` (reads anything, publishes only what its consumers need),
 ``operator`` (the CLI's ctl: operator commands and their answers), ``admin`` (creates and
-updates the streams: `tradefleet nats provision`) and ``leaf`` (the on-prem site's leaf node:
+updates the streams: `tradefleet nats provision`), ``trainer`` (the scheduled retrain's
+alert: `tradefleet train ... --alert`) and ``leaf`` (the on-prem site's leaf node:
 what its services may do, connecting only as a leaf). The written file holds the
 ``authorization`` block and the partition ``mappings`` alone, so a site's server config can
 include it.
@@ -132,6 +133,11 @@ def users(groups: tuple[str, ...] | list[str] = ()) -> dict[str, Permissions]:
     # The CLI's ctl: operator commands in, their answers out.
     out["operator"] = Permissions(
         tuple(sorted({"ctl.>", *JS_USE, *PROBE, INBOX})), ("ack.*", INBOX, *PROBE, *READ_ALL)
+    )
+    # The scheduled retrain (`tradefleet train ... --alert`): it tells people what the promotion
+    # gate did, and nothing else.
+    out["trainer"] = Permissions(
+        tuple(sorted({*mapped(("alert.*",)), *JS_USE, *PROBE, INBOX})), (INBOX, *PROBE)
     )
     # Streams are made and updated by `tradefleet nats provision` alone.
     out["admin"] = Permissions((">",), (">",))

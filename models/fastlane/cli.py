@@ -12,7 +12,7 @@ from libs.common.calendar import MarketCalendar
 from libs.common.config import FeaturesSettings
 from libs.common.secrets import mask_url
 from models.fastlane import registry, report
-from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, vectors_from_db
+from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, store_days, vectors_from_db
 from models.fastlane.train import TrainConfig, train_horizon
 
 
@@ -34,18 +34,31 @@ def run(
     dates: list[str] | None = None,
     progress: bool = True,
     calendar: MarketCalendar | None = None,
+    last_days: int | None = None,
 ) -> dict[str, Any]:
+    """``dates`` keeps only those days (YYYYMMDD); ``last_days`` then only the latest N of the
+    days found (a rolling window: the scheduled retrain's)."""
     from tqdm import tqdm
 
     started = time.monotonic()
     if data.startswith(("postgresql://", "postgres://")):
-        vectors = vectors_from_db(data, features.feature_set)
-        source: dict[str, Any] = {"source": "feature store", "dsn": mask_url(data)}
+        held = store_days(data, features.feature_set)
+        chosen = _window([d for d in held if not dates or d in dates], last_days)
+        if not chosen:
+            wanted = f"days {dates}" if dates else "any day"
+            raise ValueError(
+                f"the feature store {mask_url(data)} holds no {features.feature_set} vectors for {wanted}"
+            )
+        vectors = vectors_from_db(data, features.feature_set, days=chosen)
+        if symbols:
+            vectors = [v for v in vectors if v.symbol in symbols]
+        source: dict[str, Any] = {"source": "feature store", "dsn": mask_url(data), "days": chosen}
     else:
         root = resolve_lean_root(Path(data))
         days = lean_tick_dates(root, symbols or lean_symbols(root))
         if dates:
             days = {d: s for d, s in days.items() if d in dates}
+        days = {d: days[d] for d in _window(list(days), last_days)}
         if not days:
             raise ValueError(f"no tick data for dates {dates} under {root}")
         vectors = list(replay_vectors(root, days, features, progress=progress, calendar=calendar))
@@ -76,3 +89,9 @@ def run(
         for path in (json_path, html_path):
             shutil.copy2(path, version_dir / path.name)
     return {"report_json": str(json_path), "report_html": str(html_path), "results": results, **context}
+
+
+def _window(days: list[str], last: int | None) -> list[str]:
+    """The latest ``last`` of the sorted ``days`` (all of them when ``last`` is None)."""
+    ordered = sorted(days)
+    return ordered if last is None else ordered[-last:]

@@ -95,16 +95,37 @@ def vectors_of_days(
     bar.close()
 
 
-def vectors_from_db(dsn: str, feature_set: str, timeframe: str = "1m") -> list[FeatureVector]:
-    """The recorded vectors of one feature set, in time order (the point-in-time store)."""
+def store_days(dsn: str, feature_set: str, timeframe: str = "1m") -> list[str]:
+    """The New York days (YYYYMMDD) the feature store holds vectors of this feature set for."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT (extract(epoch FROM ts) * 1e9)::int8, symbol, timeframe, feature_set, vals, "
-            "regime, price, (extract(epoch FROM ts_init) * 1e9)::int8 FROM feature_vectors "
-            "WHERE feature_set = %s AND timeframe = %s ORDER BY ts, symbol",
+            "SELECT DISTINCT (ts AT TIME ZONE 'America/New_York')::date FROM feature_vectors "
+            "WHERE feature_set = %s AND timeframe = %s ORDER BY 1",
             (feature_set, timeframe),
+        ).fetchall()
+    return [r[0].strftime("%Y%m%d") for r in rows]
+
+
+def vectors_from_db(
+    dsn: str, feature_set: str, timeframe: str = "1m", days: list[str] | None = None
+) -> list[FeatureVector]:
+    """The recorded vectors of one feature set, in time order (the point-in-time store); only
+    those of ``days`` (YYYYMMDD, New York) when given."""
+    import psycopg
+
+    where = "WHERE feature_set = %s AND timeframe = %s"
+    params: list[Any] = [feature_set, timeframe]
+    if days is not None:
+        where += " AND to_char(ts AT TIME ZONE 'America/New_York', 'YYYYMMDD') = ANY(%s)"
+        params.append(list(days))
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM ts) * 1e9)::int8, symbol, timeframe, feature_set, vals, "
+            f"regime, price, (extract(epoch FROM ts_init) * 1e9)::int8 FROM feature_vectors {where} "
+            "ORDER BY ts, symbol",
+            params,
         ).fetchall()
     return [
         FeatureVector(

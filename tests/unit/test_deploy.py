@@ -841,3 +841,50 @@ def test_the_clusters_grafana_ships_the_compose_dashboards() -> None:
         if d["metadata"]["name"].startswith("grafana-dashboards")
     ]
     assert set(config_map[0]["data"]) == set(compose)
+
+
+def test_the_cloud_retrains_on_a_schedule_through_the_gate_into_the_served_registry() -> None:
+    """Weekly fast lane, monthly policy (seed 000), from the store, never forced past the gate,
+    as the trainer user, writing the registry volume that fastlane and policy serve from."""
+    docs = _render("cloud")
+    claim = _of(docs, "PersistentVolumeClaim", "model-registry")[0]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"] == "azurefile-csi-premium"
+    schedules = {}
+    for job in _of(docs, "CronJob"):
+        if not job["metadata"]["name"].startswith("tradefleet-retrain-"):
+            continue
+        pod = _pod_template(job)["spec"]
+        (container,) = _containers(pod)
+        kind = container["args"][1]
+        schedules[kind] = job["spec"]["schedule"]
+        assert container["args"][:2] == ["train", kind] and "--from-store" in container["args"]
+        assert "--alert" in container["args"] and "--promote" not in container["args"]
+        env = _env(container)
+        assert env[f"TRADEFLEET_{kind.upper()}__REGISTRY"]["value"] == "/registry"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["registry"]["persistentVolumeClaim"]["claimName"] == "model-registry"
+        assert volumes["nats-seed"]["secret"]["secretName"] == "tradefleet-nats-trainer"
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert schedules == {"fastlane": "0 6 * * 6", "policy": "0 8 1 * *"}
+    for name in ("fastlane", "policy"):
+        pod = _pod_template(_of(docs, "StatefulSet", name)[0])["spec"]
+        (seed,) = pod["initContainers"]
+        assert seed["command"] == ["cp", "-Rn", "/app/models/registry/.", "/registry/"]  # never over
+        served = next(c for c in _containers(pod) if c["name"] == name)
+        assert _env(served)[f"TRADEFLEET_{name.upper()}__REGISTRY"]["value"] == "/registry"
+        assert {"name": "registry", "mountPath": "/registry", "readOnly": True} in served["volumeMounts"]
+
+
+def test_compose_retrains_in_a_profile_into_the_volume_the_fleet_serves_from() -> None:
+    services = _compose()["services"]
+    for kind in ("fastlane", "policy"):
+        job = services[f"retrain-{kind}"]
+        assert job["profiles"] == ["retrain"] and job["restart"] == "no"
+        assert job["command"][:3] == ["train", kind, "--from-store"] and "--alert" in job["command"]
+        assert job["environment"]["TRADEFLEET_NATS__NKEY_SEED_FILE"] == "/run/secrets/nats/trainer.nk"
+        assert "model-registry:/registry" in job["volumes"]
+        for replica in _compose_fleet()[kind]:
+            assert "model-registry:/registry:ro" in services[replica]["volumes"]
+            assert services[replica]["environment"][f"TRADEFLEET_{kind.upper()}__REGISTRY"] == "/registry"
+    assert "cp -Rn /app/models/registry/. /registry/" in services["registry-init"]["entrypoint"][-1]

@@ -201,13 +201,13 @@ def _mounted_secrets(overlay: str) -> set[str]:
 
 def test_the_cloud_stack_makes_every_secret_the_cloud_overlay_needs() -> None:
     stack = TERRAFORM / "cloud-fleet"
-    users = [*_default(stack, "services"), "admin"]
+    users = [*_default(stack, "services"), "admin", "trainer"]
     made = {f"tradefleet-nats-{u}" for u in users} | {"tradefleet-nats-config"}
     made |= {body["metadata"][0]["name"] for body in _resources(stack).values()}
     optional = {"tradefleet-alerts", "tradefleet-control"}  # the operator's, when wanted
     assert _mounted_secrets("cloud") - optional == made
     (call,) = _blocks(stack, "module").values()
-    assert call["users"] == '${concat(var.services, ["admin"])}'
+    assert call["users"] == '${concat(var.services, ["admin", "trainer"])}'
 
 
 def test_the_onprem_stack_makes_every_secret_the_onprem_overlay_needs() -> None:

@@ -118,6 +118,24 @@ def _merge_few(records: Iterator[Record], few: list[Record]) -> Iterator[Record]
         yield from pending
 
 
+def recorded_days(data: str, symbols: list[str]) -> list[str]:
+    """Every day (YYYYMMDD, in order) with data for at least one of ``symbols``: the recorded
+    trades of a database, or a LEAN folder's tick files."""
+    if is_database(data):
+        import psycopg
+
+        with psycopg.connect(data) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT (ts AT TIME ZONE 'America/New_York')::date FROM trades "
+                "WHERE symbol = ANY(%s) ORDER BY 1",
+                (symbols,),
+            ).fetchall()
+        return [r[0].strftime("%Y%m%d") for r in rows]
+    base = Path(data) / "equity" / "usa" / "tick"
+    found = {p.name[:8] for s in symbols for p in (base / s.lower()).glob("*_trade.zip")}
+    return sorted(found)
+
+
 def _db_days(url: str, symbols: list[str], wanted: list[str]) -> list[DaySource]:
     import psycopg
 

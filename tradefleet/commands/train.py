@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -20,8 +20,18 @@ Algorithm = Literal["ppo", "sac", "ddpg"]  # models.policy.train.ALGORITHMS (tha
 @app.command("fastlane")
 def fastlane(
     data: Annotated[
-        str, typer.Option(help="LEAN data folder (e.g. ../shared/data) or a postgresql:// feature store")
-    ],
+        str | None,
+        typer.Option(help="LEAN data folder (e.g. ../shared/data) or a postgresql:// feature store"),
+    ] = None,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="the recorded feature store at db.url (TRADEFLEET_DB_URL)")
+    ] = False,
+    last_days: Annotated[
+        int | None, typer.Option(help="only the latest N days found (a rolling window)", min=1)
+    ] = None,
+    alert: Annotated[
+        bool, typer.Option("--alert", help="publish what was promoted or refused, and why, as an alert")
+    ] = False,
     horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,15m,30m,60m",
     symbols: Annotated[str | None, typer.Option(help="comma-separated; default: every symbol found")] = None,
     dates: Annotated[
@@ -59,6 +69,7 @@ def fastlane(
         fail(str(exc))
     days = [day(d, "--dates") for d in csv_list(dates)] if dates else None
     settings = load(config)
+    source = _source(data, from_store, settings.db.url)
     cfg = TrainConfig(
         horizons=wanted,
         folds=folds,
@@ -68,19 +79,61 @@ def fastlane(
         seed=seed,
         min_gain=min_gain,
     )
-    result = run(
-        data,
-        cfg,
-        settings.features,
-        registry or settings.fastlane.registry,
-        report,
-        csv_list(symbols, upper=True) if symbols else None,
-        days,
-        calendar=market_calendar(settings.market),
-    )
+    try:
+        result = run(
+            source,
+            cfg,
+            settings.features,
+            registry or settings.fastlane.registry,
+            report,
+            csv_list(symbols, upper=True) if symbols else None,
+            days,
+            calendar=market_calendar(settings.market),
+            last_days=last_days,
+            progress=sys.stderr.isatty(),
+        )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _failed("fastlane", f"train fastlane: {exc}", settings if alert else None)
     for r in result["results"]:
         typer.echo(_fastlane_line(r))
     typer.echo(f"report: {result['report_html']}")
+    if alert:
+        from tradefleet import retrain
+
+        _tell(settings, retrain.fastlane_alert(result))
+
+
+def _source(data: str | None, from_store: bool, db_url: str | None) -> str:
+    """--data, or with --from-store the database of db.url: exactly one of them."""
+    if from_store and data:
+        fail("--data and --from-store both name the training data: give one")
+    if from_store:
+        return db_url or fail("--from-store reads db.url: set TRADEFLEET_DB_URL (or db.url in the config)")
+    return data or fail("no training data: give --data or --from-store")
+
+
+def _tell(settings: Any, alert: Any) -> None:
+    """Publish the retrain's alert; a bus that cannot take it fails the command (exit 3) so the
+    scheduler shows the run as failed: its training and promotion stand."""
+    from tradefleet import retrain
+
+    try:
+        retrain.publish(settings.nats, alert)
+    except Exception as exc:
+        typer.echo(f"the alert could not be published ({settings.nats.url}): {exc!r}", err=True)
+        raise typer.Exit(3) from None
+    typer.echo(f"alert.{alert.severity}: {alert.title}")
+
+
+def _failed(kind: str, error: str, settings: Any | None) -> NoReturn:
+    """A retrain that could not run: said on stderr, and as an alert when asked for one."""
+    if settings is not None:
+        from tradefleet import retrain
+
+        typer.echo(error, err=True)
+        _tell(settings, retrain.failure_alert(kind, error))
+        raise typer.Exit(1)
+    fail(error)
 
 
 def _fastlane_line(r: dict[str, Any]) -> str:
@@ -111,8 +164,21 @@ def policy(
     ] = None,
     hold_out: Annotated[
         str,
-        typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD or YYYYMMDD (required)"),
+        typer.Option(help="comma-separated days held back for evaluation, YYYY-MM-DD or YYYYMMDD"),
     ] = "",
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="the recorded ticks at db.url (TRADEFLEET_DB_URL)")
+    ] = False,
+    last_days: Annotated[
+        int | None,
+        typer.Option(help="the latest N recorded days of the symbols (instead of --start/--end)", min=2),
+    ] = None,
+    hold_out_last: Annotated[
+        int | None, typer.Option(help="hold back the latest K of the days (instead of --hold-out)", min=1)
+    ] = None,
+    alert: Annotated[
+        bool, typer.Option("--alert", help="publish what was promoted or refused, and why, as an alert")
+    ] = False,
     news: Annotated[list[Path] | None, typer.Option(help="headline files (default: the replay's)")] = None,
     sentiment: Annotated[bool, typer.Option("--sentiment/--no-sentiment")] = True,
     algorithm: Annotated[Algorithm, typer.Option(help="the stable-baselines3 learner")] = "ppo",
@@ -130,21 +196,41 @@ def policy(
 ) -> None:
     """Train the RL sizing and timing policy on the backtest's cores; evaluate on held-out days."""
     from libs.common.logging import setup_logging
+    from libs.common.secrets import mask_url
     from models.policy.cli import run
     from models.policy.train import PolicyTrainConfig
-    from tradefleet.backtest.sources import find_days
+    from tradefleet.backtest.sources import find_days, recorded_days
 
     first = day(start, "--start") if start else None
     last = day(end, "--end") if end else first
     held = {day(d, "--hold-out") for d in csv_list(hold_out)}
-    if not held:
-        fail("train policy: --hold-out names no day: evaluation needs days the policy never trained on")
+    if held and hold_out_last:
+        fail("train policy: --hold-out and --hold-out-last both choose the held-out days: give one")
+    if not held and not hold_out_last:
+        fail(
+            "train policy: no held-out day (--hold-out or --hold-out-last): "
+            "evaluation needs days the policy never trained on"
+        )
+    if last_days and (start or end):
+        fail("train policy: --last-days and --start/--end both choose the days: give one")
     settings = load(config)
     setup_logging("train-policy", "WARNING")
     rp = settings.md_gateway.replay
-    source = data or str(rp.root)
+    source = _source(data, from_store, settings.db.url) if (data or from_store) else str(rp.root)
     wanted = csv_list(symbols, upper=True) if symbols else [s.upper() for s in rp.symbols]
     try:
+        if last_days:
+            recent = recorded_days(source, wanted)[-last_days:]
+            if not recent:
+                raise ValueError(f"no recorded day of {', '.join(wanted)} in {mask_url(source)}")
+            first, last = recent[0], recent[-1]
+        if hold_out_last:
+            span = find_days(source, wanted, first or rp.date, last or rp.date)
+            if len(span) <= hold_out_last:
+                raise ValueError(
+                    f"{len(span)} day(s) found and {hold_out_last} held out: none left to train on"
+                )
+            held = {d.date for d in span[-hold_out_last:]}
         cfg = PolicyTrainConfig(
             algorithm=algorithm,
             timesteps=timesteps,
@@ -158,8 +244,8 @@ def policy(
         headlines = list(news) if news is not None else [p for p in rp.news if p.exists()]
         registry_root = registry or settings.policy.registry
         result = run(settings, days, held, headlines, sentiment, cfg, registry_root, report, progress)
-    except (ValueError, FileNotFoundError) as exc:
-        fail(f"train policy: {exc}")
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _failed("policy", f"train policy: {exc}", settings if alert else None)
     ev = result["evaluation"]
     summary = {
         "version": result["version"],
@@ -169,6 +255,10 @@ def policy(
         "inference_us": result["inference_us"],
     }
     typer.echo(json.dumps(summary, indent=2))
+    if alert:
+        from tradefleet import retrain
+
+        _tell(settings, retrain.policy_alert(result))
 
 
 @app.command("sentiment")

@@ -1,6 +1,6 @@
-# The fleet's secrets in the cloud cluster: the namespace, the NATS users (the services', and
-# admin's for the job that makes the streams), the database URL and the certificate the on-prem
-# leaf nodes connect to. Everything here ends up in the Terraform state: keep it encrypted.
+# The fleet's secrets in the cloud cluster: the namespace, the NATS users (the services', admin's
+# for the job that makes the streams, trainer's for the scheduled retrains' alerts), the database
+# URL and the certificate the on-prem leaf nodes connect to. Everything here ends up in the Terraform state: keep it encrypted.
 provider "kubernetes" {
   config_path    = var.kubeconfig_path
   config_context = var.kube_context
@@ -9,7 +9,7 @@ provider "kubernetes" {
 module "namespace" {
   source          = "../modules/fleet-namespace"
   namespace       = var.namespace
-  users           = concat(var.services, ["admin"])
+  users           = concat(var.services, ["admin", "trainer"])
   nats_config_dir = var.nats_config_dir
 }
 
