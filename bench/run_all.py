@@ -25,6 +25,7 @@ from bench import (
     sustained,
     tca_feedback,
     ws_fanout,
+    zoo,
 )
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     sl = spine_latency.run(rounds=ns.rounds)
     rk = risk.run(rounds=ns.rounds)
     dr = drift.run(rounds=max(ns.rounds, 5))
+    zo = zoo.run(rounds=max(ns.rounds, 5))
     op = order_path.run(rounds=ns.rounds)
     tf = tca_feedback.run()
     st = sentiment.run(rounds=ns.rounds)
@@ -110,6 +112,12 @@ def main() -> None:
         f"drift    per scored vector {dr['like_with_like_us']:.1f} us like with like vs"
         f" {dr['whole_day_us']:.1f} us whole-day ({dr['like_with_like_over_whole_day']:.2f}x),"
         f" bare binning {dr['bare_binning_us']:.1f} us"
+    )
+    print(
+        f"zoo      one row p99: lleaves {zo['lightgbm_lleaves']['p99_us']:.1f} us, logistic ONNX"
+        f" {zo['logistic_onnx']['p99_us']:.1f}, MLP ONNX {zo['mlp_onnx']['p99_us']:.1f}; the horizon's"
+        f" blend {zo['zoo_blend']['p99_us']:.1f} us vs one model {zo['single_model_scorer']['p99_us']:.1f}"
+        f" (x{zo['blend_over_single_p99']:.2f}; {zo['blend_p99_share_of_budget']:.0%} of the 100 us budget)"
     )
     print(
         f"orders   intent -> approved p50 {op['approved_p50_us'] / 1000:.2f} ms, p99"

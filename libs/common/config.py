@@ -698,6 +698,10 @@ class FastlaneSettings(Section):
     registry: Path = SHIPPED_REGISTRY
     horizons: list[str] = Field(default_factory=lambda: ["5m", "15m", "30m", "60m"], min_length=1)
     source_timeframe: str = "1m"  # every horizon scores the vectors of this timeframe
+    # The model families each horizon trains (models/fastlane/zoo.py; several are blended by the
+    # ZooBalancer): what `train fastlane` (without --families), the walk-forward and ablation
+    # train. Serving serves whatever the active version holds.
+    families: list[str] = Field(default_factory=lambda: ["lightgbm"], min_length=1)
     engine: Literal["auto", "lleaves", "onnx", "lightgbm"] = "auto"  # auto: the faster one measured
     compile_cache: Path = Path("var/lleaves-cache")  # compiled trees, per CPU and model version
     reload_interval_s: float = Field(5.0, gt=0)
@@ -723,6 +727,15 @@ class FastlaneSettings(Section):
     prefilter_max_abs_ret_bps: float = Field(2.0, ge=0)
     prefilter_max_volume_z: float = 0.0
     prefilter_max_vol_pctile: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str]) -> list[str]:
+        known = ("lightgbm", "logistic", "mlp")  # models.fastlane.zoo.FAMILIES (kept import-free)
+        unknown = [f for f in families if f not in known]
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}: known {', '.join(known)}")
+        return list(dict.fromkeys(families))
 
 
 class SentimentSettings(Section):
@@ -830,6 +843,17 @@ class QosSettings(Section):
     stale_after_s: float = Field(180.0, gt=0)  # a prediction older than this no longer counts
     hit_rate_halflife: int = Field(50, ge=1)  # predictions; trailing hit rate moves each weight
     regime_tilt: float = Field(0.5, ge=0, le=1)  # how far trend/range regimes tilt long vs short horizons
+    # HorizonArbiter (services/qos/arbiter.py): a horizon whose |expected return| is below this many
+    # round trips (the symbol's quoted spread_bps + 2 x arbiter_commission_bps) contributes nothing
+    # (weight 0 in the score's weights). 0: off.
+    arbiter_cost_multiple: float = Field(0.0, ge=0)
+    arbiter_commission_bps: float = Field(0.5, ge=0)
+    # How realized outcomes move the horizons' weights: "hit_rate" (a trailing hit rate scales each
+    # within [0.5, 1.5]) or "exp3ix" (Exp3-IX exponential weights: exp3_eta the learning rate per
+    # missed prediction, exp3_gamma the implicit exploration).
+    online_weighting: Literal["hit_rate", "exp3ix"] = "hit_rate"
+    exp3_eta: float = Field(0.05, gt=0, le=5)
+    exp3_gamma: float = Field(0.05, ge=0, le=1)
     # Headline sentiment (news.sentiment.SYM) as the weighted input "sentiment": per symbol, the sum
     # of polarities decayed with this half-life in event time, clipped to [-1, 1].
     sentiment_half_life_s: float = Field(900.0, gt=0)

@@ -143,6 +143,32 @@ class Scorer:
         return p, p * self.up_mean + (1.0 - p) * self.down_mean
 
 
+class ZooScorer:
+    """A horizon's zoo: each family's calibrated probability, blended by the ZooBalancer's
+    weights and temperature (models/fastlane/zoo.py), and the expected return of the blend."""
+
+    def __init__(
+        self,
+        members: dict[str, Scorer],
+        weights: dict[str, float],
+        temperature: float,
+        up_mean: float,
+        down_mean: float,
+    ) -> None:
+        self.members = list(members.items())
+        self.weights = weights
+        self.temperature = temperature
+        self.up_mean, self.down_mean = up_mean, down_mean
+
+    def score(self, values: Sequence[float]) -> tuple[float, float]:
+        z = 0.0
+        for family, member in self.members:
+            p = min(max(member.score(values)[0], 1e-6), 1 - 1e-6)
+            z += self.weights[family] * math.log(p / (1 - p))
+        p = 1.0 / (1.0 + math.exp(-z / self.temperature))
+        return p, p * self.up_mean + (1.0 - p) * self.down_mean
+
+
 def time_engine(engine: Engine, rows: np.ndarray, repeats: int = 3) -> dict[str, float]:
     """Single-row latency in microseconds: p50 and p99 over every row, best of ``repeats``."""
     best: dict[str, float] | None = None

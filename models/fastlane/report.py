@@ -111,10 +111,42 @@ def _horizon_section(h: dict[str, Any]) -> str:
         f"<p><b>{html.escape(verdict_text(h['promotion']))}</b> (--promote "
         f"{html.escape(h['promotion']['mode'])})</p>"
         + _fold_table(h)
+        + _zoo_section(h)
         + f'<img alt="per-fold metrics" src="{_fold_plot(h)}">'
         + _calibration_section(h)
         + _decile_section(h)
         + f'<h3>Feature importance</h3><img alt="importance" src="{_importance_plot(h)}">'
+    )
+
+
+def _zoo_section(h: dict[str, Any]) -> str:
+    """A zoo's families, each out of fold on its own, and the blend's weights fold by fold (each
+    fitted on the earlier folds only: the fold table above judges the blend)."""
+    families = h.get("families") or {}
+    if not families:
+        return ""
+    rows = "".join(
+        f"<tr><td class=text>{html.escape(f)}</td><td>{_interval(s, 'auc')}</td>"
+        f"<td>{_interval(s, 'log_loss')}</td><td>{_interval(s, 'base_log_loss')}</td>"
+        f"<td>{_interval(s, 'hit_rate')}</td><td>{_interval(s, 'ic')}</td></tr>"
+        for f, s in families.items()
+    )
+    names = list(families)
+    weights = "".join(
+        f"<tr><td>{fold['fold']}</td><td class=text>{html.escape(fold['blend']['method'])}</td>"
+        + "".join(f"<td>{fold['blend']['weights'].get(n, 0.0):.3f}</td>" for n in names)
+        + f"<td>{fold['blend']['temperature']:.2f}</td></tr>"
+        for fold in h["folds"]
+    )
+    return (
+        "<h3>Model families</h3><p>Each family on the same folds, means with their 95% t-interval. "
+        "The ZooBalancer blends their calibrated logits with correlation-penalised ridge weights "
+        "and a temperature of at least 1, fitted on earlier folds' out-of-fold rows only.</p>"
+        "<table><tr><th>family</th><th>AUC</th><th>log loss</th><th>base log loss</th>"
+        f"<th>hit rate</th><th>IC</th></tr>{rows}</table>"
+        "<table><tr><th>fold</th><th>blend</th>"
+        + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        + f"<th>temperature</th></tr>{weights}</table>"
     )
 
 

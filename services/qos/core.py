@@ -47,6 +47,7 @@ from proto.news import SentimentScore
 from proto.orders import OrderIntent
 from proto.signals import ExternalSignal, PolicySignal, Prediction, QosScore
 from proto.units import SECOND_NS as NS
+from services.qos.arbiter import Exp3IX, HorizonArbiter
 from services.qos.strategies import MADE_FOR, Strategies
 
 Action = Literal["enter", "exit", "hold", "propose"]
@@ -58,7 +59,8 @@ class _Horizon:
     def __init__(self, span_ns: int) -> None:
         self.span_ns = span_ns
         self.latest: Prediction | None = None
-        self.pending: collections.deque[tuple[int, float, float]] = collections.deque()
+        # (time, signal, price, the horizon's Exp3-IX probability then) of predictions to score
+        self.pending: collections.deque[tuple[int, float, float, float]] = collections.deque()
         self.hit_rate = 0.5
 
     def signal(self) -> float:
@@ -66,8 +68,10 @@ class _Horizon:
 
 
 class _Symbol:
-    def __init__(self, horizons: dict[str, int]) -> None:
+    def __init__(self, horizons: dict[str, int], exp3: tuple[float, float]) -> None:
         self.horizons = {h: _Horizon(span) for h, span in horizons.items()}
+        self.exp3 = Exp3IX(horizons, *exp3)
+        self.spread_bps = math.nan  # the latest 1m vector's quoted spread (the arbiter's cost)
         self.group_ts = -1
         self.group_count = 0
         self.group_batch = 1
@@ -109,6 +113,8 @@ class QosCore:
         self.horizon_names = config.horizons()
         self.spans = {h: parse_duration_ns(h) for h in self.horizon_names}
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
+        self.arbiter = HorizonArbiter(config.arbiter_cost_multiple, config.arbiter_commission_bps)
+        self.spread_at = (feature_names or list(FeaturesSettings().names)).index("spread_bps")
         self.symbols: dict[str, _Symbol] = {}
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -125,7 +131,13 @@ class QosCore:
         self.pair_legs = {leg for p in config.pairs for leg in p.legs}
         self.strategies.config = config.strategies
         self.alpha = 1 - 0.5 ** (1 / config.hit_rate_halflife)
+        self.arbiter = HorizonArbiter(config.arbiter_cost_multiple, config.arbiter_commission_bps)
+        for s in self.symbols.values():
+            s.exp3.eta, s.exp3.gamma = config.exp3_eta, config.exp3_gamma
         return ""
+
+    def _new_symbol(self) -> _Symbol:
+        return _Symbol(self.spans, (self.cfg.exp3_eta, self.cfg.exp3_gamma))
 
     def entries_off(self, symbol: str) -> bool:
         off = self.cfg.entries_off
@@ -139,14 +151,14 @@ class QosCore:
             return []
         s = self.symbols.get(p.symbol)
         if s is None:
-            s = self.symbols[p.symbol] = _Symbol(self.spans)
+            s = self.symbols[p.symbol] = self._new_symbol()
         out: list[Event] = []
         if p.ts_event != s.group_ts:
             if s.group_count:  # the previous vector's predictions did not all arrive
                 self.stats["incomplete_groups"] += 1
                 out += self._evaluate(p.symbol, s, s.group_ts)
             s.group_ts, s.group_count, s.group_batch = p.ts_event, 0, p.batch
-        self._observe(s.horizons[p.horizon], p)
+        self._observe(s, p.horizon, p)
         s.regime, s.price = p.regime, p.price if p.price > 0 else s.price
         s.group_count += 1
         if s.group_count >= s.group_batch:
@@ -157,11 +169,19 @@ class QosCore:
     def on_vector(self, v: FeatureVector) -> list[Event]:
         """A 1m vector: the weighted rule strategies' signals for its symbol. With no weighted
         horizon, the vector itself is the moment to score (no predictions will come)."""
-        if v.timeframe != "1m" or not any(self.cfg.weights.get(n, 0.0) > 0 for n in STRATEGY_INPUTS):
+        if v.timeframe != "1m":
+            return []
+        if self.arbiter.on:
+            s = self.symbols.get(v.symbol)
+            if s is None:
+                s = self.symbols[v.symbol] = self._new_symbol()
+            if self.spread_at < len(v.values):
+                s.spread_bps = v.values[self.spread_at]
+        if not any(self.cfg.weights.get(n, 0.0) > 0 for n in STRATEGY_INPUTS):
             return []
         s = self.symbols.get(v.symbol)
         if s is None:
-            s = self.symbols[v.symbol] = _Symbol(self.spans)
+            s = self.symbols[v.symbol] = self._new_symbol()
         for name, signal in self.strategies.signals(v).items():
             s.sources[name] = (v.ts_event, signal)
         self.stats["strategy_vectors"] += 1
@@ -175,7 +195,7 @@ class QosCore:
         scored again now (the latest of the headline's time and the last prediction's)."""
         s = self.symbols.get(score.symbol)
         if s is None:
-            s = self.symbols[score.symbol] = _Symbol(self.spans)
+            s = self.symbols[score.symbol] = self._new_symbol()
         now = max(score.ts_event, s.group_ts, s.sentiment_ts)
         s.sentiment = max(-1.0, min(1.0, self._sentiment_at(s, now) + score.polarity))
         s.sentiment_ts = now
@@ -196,7 +216,7 @@ class QosCore:
         its time; with a weight, the symbol is scored again now (as a headline does)."""
         s = self.symbols.get(signal.symbol)
         if s is None:
-            s = self.symbols[signal.symbol] = _Symbol(self.spans)
+            s = self.symbols[signal.symbol] = self._new_symbol()
         s.external = signal
         self.stats["external_in"] += 1
         if self.cfg.weights.get("external", 0.0) <= 0 or s.group_count:
@@ -215,17 +235,25 @@ class QosCore:
         age_s = max(0, now - s.sentiment_ts) / NS
         return s.sentiment * 0.5 ** (age_s / self.cfg.sentiment_half_life_s)
 
-    def _observe(self, h: _Horizon, p: Prediction) -> None:
-        """Score matured predictions of this horizon against today's price, then queue this one."""
+    def _observe(self, s: _Symbol, name: str, p: Prediction) -> None:
+        """Score matured predictions of this horizon against today's price (its trailing hit rate
+        and its Exp3-IX loss), then queue this one."""
+        h = s.horizons[name]
         while h.pending and h.pending[0][0] + h.span_ns <= p.ts_event:
-            _, signal, price = h.pending.popleft()
+            _, signal, price, played = h.pending.popleft()
             move = p.price - price
             if signal and move and p.price > 0:
                 hit = 1.0 if (signal > 0) == (move > 0) else 0.0
                 h.hit_rate += self.alpha * (hit - h.hit_rate)
+                s.exp3.update(name, 1.0 - hit, played)
         if not p.quarantined and p.price > 0:
-            h.pending.append((p.ts_event, p.signal, p.price))
+            played = s.exp3.probabilities(self.cfg.weights).get(name, 0.0) if self._exp3 else 0.0
+            h.pending.append((p.ts_event, p.signal, p.price, played))
         h.latest = p
+
+    @property
+    def _exp3(self) -> bool:
+        return self.cfg.online_weighting == "exp3ix"
 
     # -- the score ----------------------------------------------------------------------------
     def _weights(self, s: _Symbol, now: int) -> dict[str, float]:
@@ -255,11 +283,18 @@ class QosCore:
         tilt_sign = 1.0 if trend in ("up", "down") else -1.0 if trend == "range" else 0.0
         n = len(self.horizon_names)
         raw = {}
+        online = s.exp3.factors() if self._exp3 else {}
         for h in live:
+            p = s.horizons[h].latest
+            if self.arbiter.on and p is not None and not self.arbiter.clears(p.expected_return, s.spread_bps):
+                raw[h] = 0.0  # its expected move does not pay its round trip: said, weighed nothing
+                self.stats["arbiter_cut"] += 1
+                continue
             position = self.horizon_names.index(h) / (n - 1) if n > 1 else 0.5
             regime_factor = 1 + tilt_sign * self.cfg.regime_tilt * (2 * position - 1)
             hit_factor = min(1.5, max(0.5, s.horizons[h].hit_rate / 0.5))
-            raw[h] = self.cfg.weights[h] * regime_factor * hit_factor
+            outcome_factor = online[h] if self._exp3 else hit_factor
+            raw[h] = self.cfg.weights[h] * regime_factor * outcome_factor
         if news:
             raw["sentiment"] = sentiment
         if outside:
@@ -276,7 +311,11 @@ class QosCore:
             )
             raw[name] = self.cfg.weights[name] * (1 + tilt)
         total = sum(raw.values())
-        return {h: w / total for h, w in raw.items()} if total > 0 else {}
+        if total > 0:
+            return {h: w / total for h, w in raw.items()}
+        # Every live input was cut by the arbiter: a score of 0 with the reason in its weights
+        # (not "no live inputs", which closes a position as a fail-safe).
+        return dict.fromkeys(raw, 0.0) if self.arbiter.on and raw else {}
 
     def _evaluate(self, symbol: str, s: _Symbol, now: int) -> list[Event]:
         if s.proposal is not None and s.proposal[0] != now:

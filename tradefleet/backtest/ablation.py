@@ -3,7 +3,8 @@ reproduce the full run: the check that the rows below compare like with like), a
 named component removed, on the same folds and the same trained models.
 
 A component is whatever the full system's configuration turns on and a user could turn off: a
-fast-lane horizon QOS weighs, a rule strategy (RSI reversion, the opening-range breakout, the news
+fast-lane horizon QOS weighs, a model family of the zoo (``fastlane.families``: the folds are
+trained again without it), a rule strategy (RSI reversion, the opening-range breakout, the news
 trigger, pairs), the universe prefilter, headline sentiment, the RL policy, TCA feedback on
 execution. Each
 row gives P&L, profit factor, Sharpe, hit rate, trades and cost with a bootstrap confidence
@@ -54,6 +55,7 @@ class Component:
     what: str
     remove: Callable[[Settings], Settings]
     sentiment: bool = True  # does the run without it still score headlines
+    retrain: bool = False  # the models themselves change without it (a model family): train again
 
 
 def _without_weight(settings: Settings, key: str) -> Settings:
@@ -69,6 +71,12 @@ def _without_weight(settings: Settings, key: str) -> Settings:
     )
 
 
+def _without_family(settings: Settings, family: str) -> Settings:
+    fastlane = settings.fastlane
+    families = [f for f in fastlane.families if f != family]
+    return settings.model_copy(update={"fastlane": fastlane.model_copy(update={"families": families})})
+
+
 def components_of(settings: Settings) -> list[Component]:
     """What the full system has on, each with the settings that take it out."""
     out = [
@@ -78,6 +86,17 @@ def components_of(settings: Settings) -> list[Component]:
         for h in settings.qos.horizons()
         if settings.qos.weights.get(h, 0) > 0
     ]
+    families = settings.fastlane.families
+    if len(families) > 1:
+        out += [
+            Component(
+                f"family:{f}",
+                f"the {f} model family in every horizon's zoo (the zoo trained again without it)",
+                functools.partial(_without_family, family=f),
+                retrain=True,
+            )
+            for f in families
+        ]
     out += [
         Component(
             f"strategy:{name}",
@@ -334,12 +353,24 @@ def run(
     log.info("ablation: the full system")
     full = _variant(settings, folds, registries, news, sentiment=True)
     rows = [{"component": FULL, "removed": "nothing (the reference)", **_metrics(full, draws(), resamples)}]
-    variants: list[tuple[str, str, Settings, bool]] = [(NOTHING, "nothing (a second run)", settings, True)]
-    variants += [(c.name, c.what, c.remove(settings), c.sentiment) for c in available]
+    variants: list[tuple[str, str, Settings, bool, list[Path]]] = [
+        (NOTHING, "nothing (a second run)", settings, True, registries)
+    ]
+    for c in available:
+        without_settings = c.remove(settings)
+        own = registries
+        if c.retrain:  # the same folds, models trained without it
+            own = []
+            for k, (train, _) in enumerate(folds, start=1):
+                registry = report_dir / f"fold-{k}-without-{c.name.replace(':', '-')}" / "registry"
+                log.info("ablation: training fold without", fold=k, component=c.name)
+                train_fold(train, without_settings, registry, promote)
+                own.append(registry)
+        variants.append((c.name, c.what, without_settings, c.sentiment, own))
     reproduced = None
-    for name, what, variant_settings, sentiment in variants:
+    for name, what, variant_settings, sentiment, variant_registries in variants:
         log.info("ablation: without", component=name)
-        without = _variant(variant_settings, folds, registries, news, sentiment)
+        without = _variant(variant_settings, folds, variant_registries, news, sentiment)
         row = {"component": name, "removed": what, **_metrics(without, draws(), resamples)}
         row.update(_verdict(full, without, draws(), resamples))
         if name == NOTHING:

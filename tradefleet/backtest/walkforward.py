@@ -37,7 +37,7 @@ def train_fold(days: list[DaySource], settings: Settings, registry: Path, promot
     sessions = ((d.session(calendar), d.records()) for d in days)
     vectors = list(vectors_of_days(sessions, features, fl.source_timeframe, calendar=calendar))
     names = list(features.names)
-    cfg = TrainConfig(horizons=list(fl.horizons), promote=promote)
+    cfg = TrainConfig(horizons=list(fl.horizons), families=list(fl.families), promote=promote)
     out: dict[str, Any] = {"vectors": len(vectors)}
     for horizon in fl.horizons:
         try:

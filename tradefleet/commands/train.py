@@ -32,7 +32,14 @@ def fastlane(
     alert: Annotated[
         bool, typer.Option("--alert", help="publish what was promoted or refused, and why, as an alert")
     ] = False,
-    horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,15m,30m,60m",
+    horizons: Annotated[str, typer.Option(help="comma-separated horizons")] = "5m,10m,15m,30m,60m",
+    families: Annotated[
+        str | None,
+        typer.Option(
+            help="model families per horizon (lightgbm, logistic, mlp), blended when several "
+            "(default fastlane.families)"
+        ),
+    ] = None,
     symbols: Annotated[str | None, typer.Option(help="comma-separated; default: every symbol found")] = None,
     dates: Annotated[
         str | None,
@@ -55,11 +62,12 @@ def fastlane(
     seed: Annotated[int, typer.Option()] = 7,
     config: ConfigOpt = None,
 ) -> None:
-    """Label, cross-validate, calibrate and register one LightGBM model per horizon."""
+    """Label, cross-validate, calibrate and register one model (or a blended zoo) per horizon."""
     from libs.common.calendar import market_calendar
     from libs.common.markettime import parse_duration_ns
     from models.fastlane.cli import run
     from models.fastlane.train import TrainConfig
+    from models.fastlane.zoo import check_families
 
     wanted = csv_list(horizons)
     try:
@@ -69,9 +77,14 @@ def fastlane(
         fail(str(exc))
     days = [day(d, "--dates") for d in csv_list(dates)] if dates else None
     settings = load(config)
+    try:
+        zoo = check_families(csv_list(families) if families else settings.fastlane.families)
+    except ValueError as exc:
+        fail(str(exc))
     source = _source(data, from_store, settings.db.url)
     cfg = TrainConfig(
         horizons=wanted,
+        families=zoo,
         folds=folds,
         embargo=embargo,
         labels=labels,
