@@ -115,8 +115,10 @@ def main() -> None:
     )
     print(
         f"zoo      one row p99: lleaves {zo['lightgbm_lleaves']['p99_us']:.1f} us, logistic ONNX"
-        f" {zo['logistic_onnx']['p99_us']:.1f}, MLP ONNX {zo['mlp_onnx']['p99_us']:.1f}; the horizon's"
-        f" blend {zo['zoo_blend']['p99_us']:.1f} us vs one model {zo['single_model_scorer']['p99_us']:.1f}"
+        f" {zo['logistic_onnx']['p99_us']:.1f}, MLP ONNX {zo['mlp_onnx']['p99_us']:.1f}, sequence ONNX"
+        f" with its window {zo['sequence_onnx_with_window']['p99_us']:.1f}; the horizon's"
+        f" blend {zo['zoo_blend']['p99_us']:.1f} us ({zo['zoo_blend_without_sequence']['p99_us']:.1f} without"
+        f" the sequence model) vs one model {zo['single_model_scorer']['p99_us']:.1f}"
         f" (x{zo['blend_over_single_p99']:.2f}; {zo['blend_p99_share_of_budget']:.0%} of the 100 us budget)"
     )
     print(

@@ -731,7 +731,7 @@ class FastlaneSettings(Section):
     @field_validator("families")
     @classmethod
     def _known_families(cls, families: list[str]) -> list[str]:
-        known = ("lightgbm", "logistic", "mlp")  # models.fastlane.zoo.FAMILIES (kept import-free)
+        known = ("lightgbm", "logistic", "mlp", "sequence")  # models.fastlane.zoo.FAMILIES
         unknown = [f for f in families if f not in known]
         if unknown:
             raise ValueError(f"unknown model families {unknown}: known {', '.join(known)}")

@@ -13,7 +13,10 @@ from libs.common.config import FeaturesSettings
 from libs.common.secrets import mask_url
 from models.fastlane import registry, report
 from models.fastlane.dataset import lean_symbols, lean_tick_dates, replay_vectors, store_days, vectors_from_db
+from models.fastlane.sequence import SequenceWindows
 from models.fastlane.train import TrainConfig, train_horizon
+from models.fastlane.zoo import WINDOWED
+from proto.features import MICRO_FEATURE_SET, MICRO_TIMEFRAME, FeatureVector
 
 
 def resolve_lean_root(data: Path) -> Path:
@@ -41,6 +44,7 @@ def run(
     from tqdm import tqdm
 
     started = time.monotonic()
+    windows = SequenceWindows() if any(f in WINDOWED for f in cfg.families) else None
     if data.startswith(("postgresql://", "postgres://")):
         held = store_days(data, features.feature_set)
         chosen = _window([d for d in held if not dates or d in dates], last_days)
@@ -52,6 +56,8 @@ def run(
         vectors = vectors_from_db(data, features.feature_set, days=chosen)
         if symbols:
             vectors = [v for v in vectors if v.symbol in symbols]
+        if windows is not None:
+            feed_windows(windows, vectors, vectors_from_db(data, MICRO_FEATURE_SET, MICRO_TIMEFRAME, chosen))
         source: dict[str, Any] = {"source": "feature store", "dsn": mask_url(data), "days": chosen}
     else:
         root = resolve_lean_root(Path(data))
@@ -61,7 +67,9 @@ def run(
         days = {d: days[d] for d in _window(list(days), last_days)}
         if not days:
             raise ValueError(f"no tick data for dates {dates} under {root}")
-        vectors = list(replay_vectors(root, days, features, progress=progress, calendar=calendar))
+        vectors = list(
+            replay_vectors(root, days, features, progress=progress, calendar=calendar, windows=windows)
+        )
         source = {"source": "lean replay", "root": str(root), "days": days}
     if not vectors:
         raise ValueError("no feature vectors: nothing to train on")
@@ -70,7 +78,9 @@ def run(
     bar = tqdm(total=len(cfg.horizons) * cfg.folds, desc="training folds", unit="fold", disable=not progress)
     for horizon in cfg.horizons:
         bar.set_postfix(horizon=horizon)
-        results.append(train_horizon(vectors, names, features.feature_set, horizon, cfg, registry_root, bar))
+        results.append(
+            train_horizon(vectors, names, features.feature_set, horizon, cfg, registry_root, bar, windows)
+        )
     bar.close()
     context = {
         **source,
@@ -89,6 +99,14 @@ def run(
         for path in (json_path, html_path):
             shutil.copy2(path, version_dir / path.name)
     return {"report_json": str(json_path), "report_html": str(html_path), "results": results, **context}
+
+
+def feed_windows(windows: SequenceWindows, bars: list[FeatureVector], seconds: list[FeatureVector]) -> None:
+    """The recorded bar and one-second vectors into ``windows`` in the order features emitted them:
+    by time, a second's vector before the bar it closes."""
+    merged = sorted([*bars, *seconds], key=lambda v: (v.ts_event, v.timeframe != MICRO_TIMEFRAME))
+    for v in merged:
+        windows.see(v)
 
 
 def _window(days: list[str], last: int | None) -> list[str]:

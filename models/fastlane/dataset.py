@@ -26,6 +26,7 @@ from libs.common.calendar import MarketCalendar, market_calendar
 from libs.common.clock import SimClock
 from libs.common.config import FeaturesSettings
 from libs.common.markettime import ny_day_of
+from models.fastlane.sequence import SequenceWindows
 from proto.features import FeatureVector
 from proto.units import BPS
 from services.features.core import FeatureCore
@@ -55,12 +56,16 @@ def replay_vectors(
     timeframe: str = "1m",
     progress: bool = True,
     calendar: MarketCalendar | None = None,
+    windows: SequenceWindows | None = None,
 ) -> Iterator[FeatureVector]:
-    """Replay each LEAN day through the md-gateway and features cores."""
+    """Replay each LEAN day through the md-gateway and features cores (``windows``: also keep
+    each bar vector's one-second window, for the sequence family)."""
     calendar = calendar or market_calendar()
     providers = (LeanReplay(Path(root), date, symbols, "none") for date, symbols in days.items())
     sessions = ((p.session(calendar), p.records()) for p in providers)
-    return vectors_of_days(sessions, config, timeframe, progress, total=len(days), calendar=calendar)
+    return vectors_of_days(
+        sessions, config, timeframe, progress, total=len(days), calendar=calendar, windows=windows
+    )
 
 
 def vectors_of_days(
@@ -70,6 +75,7 @@ def vectors_of_days(
     progress: bool = False,
     total: int | None = None,
     calendar: MarketCalendar | None = None,
+    windows: SequenceWindows | None = None,
 ) -> Iterator[FeatureVector]:
     """Days of records (each with its regular session) through the md-gateway and features cores,
     one features core across days, as a long-running service keeps its indicator state. The
@@ -86,10 +92,14 @@ def vectors_of_days(
             if event is None:
                 continue
             for vector in features.on_event(event):
+                if windows is not None:
+                    windows.see(vector)
                 if vector.timeframe == timeframe:
                     yield vector
         bar.update(1)
     for vector in features.finish():
+        if windows is not None:
+            windows.see(vector)
         if vector.timeframe == timeframe:
             yield vector
     bar.close()
@@ -167,6 +177,9 @@ class Dataset:
     end_ts: np.ndarray  # when the label became known (for purging)
     symbols: np.ndarray
     neutral: int  # rows left out as smaller than their cost
+    # each row's one-second window [rows, seconds, width + 1] (models/fastlane/sequence.py), when
+    # the sequence family trains
+    S: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -179,6 +192,7 @@ def label(
     method: str = "fixed",
     barrier_atr: float = 1.0,
     atr_index: int = -1,
+    windows: SequenceWindows | None = None,
 ) -> Dataset:
     by_symbol: dict[str, list[FeatureVector]] = {}
     for v in vectors:
@@ -207,6 +221,9 @@ def label(
             ends.append(series[j].ts_event)
             syms.append(symbol)
     order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
+    seq = None
+    if windows is not None:
+        seq = np.stack([windows.of(sym, t) for sym, t in zip(syms, ts, strict=True)])[order] if ts else None
     return Dataset(
         X=np.array(rows, dtype=np.float64).reshape(len(rows), -1)[order],
         y=np.array(ys, dtype=np.int8)[order],
@@ -216,6 +233,7 @@ def label(
         end_ts=np.array(ends, dtype=np.int64)[order],
         symbols=np.array(syms)[order],
         neutral=neutral,
+        S=seq,
     )
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -84,24 +84,75 @@ class LleavesEngine:
         return float(self._out[0])
 
 
-class OnnxEngine:
-    name = "onnx"
+class _BoundSession:
+    """An ONNX Runtime session run on buffers bound once (IO binding): the input array is
+    written in place and the session reads it where it lies, which saves about 2.5 us a call
+    against ``run`` (its per-call input and output conversion) on a single row."""
 
-    def __init__(self, onnx_file: Path) -> None:
+    def __init__(self, onnx_file: Path, shape: tuple[int, ...]) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.n = int(self.session.get_inputs()[0].shape[1])
-        self._row = np.zeros((1, self.n), dtype=np.float32)
-        self._outputs = [self.session.get_outputs()[1].name]
+        self.input = np.zeros(shape, dtype=np.float32)
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input(
+            self.session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(self.input)
+        )
+        # The (down, up) probabilities: "probabilities" in the torch exports (their only output),
+        # the second output (after the label) of the LightGBM and scikit-learn conversions.
+        wanted = "probabilities" if "probabilities" in outputs else outputs[1]
+        self.probabilities = ort.OrtValue.ortvalue_from_shape_and_type([shape[0], 2], np.float32)
+        self.binding.bind_ortvalue_output(wanted, self.probabilities)
+        for other in outputs:
+            if other != wanted:
+                self.binding.bind_output(other)
+
+    def up(self) -> float:
+        self.session.run_with_iobinding(self.binding)
+        return float(self.probabilities.numpy()[0, 1])
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def __init__(self, onnx_file: Path) -> None:
+        import onnxruntime as ort
+
+        probe = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+        self.n = int(probe.get_inputs()[0].shape[1])
+        self.bound = _BoundSession(onnx_file, (1, self.n))
+        self._row = self.bound.input
 
     def raw_probability(self, values: Sequence[float]) -> float:
         self._row[0, :] = values
-        return float(self.session.run(self._outputs, {self.input: self._row})[0][0, 1])
+        return self.bound.up()
+
+
+class OnnxWindowEngine:
+    """The sequence family's ONNX model: one one-second window [seconds, width + 1] a call
+    (models/fastlane/sequence.py), no window at all scored as an empty one."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_file: Path) -> None:
+        import onnxruntime as ort
+
+        probe = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+        shape = probe.get_inputs()[0].shape
+        self.seconds, self.width = int(shape[1]), int(shape[2])
+        self.bound = _BoundSession(onnx_file, (1, self.seconds, self.width))
+
+    def raw_probability(self, window: Any) -> float:
+        if window is None:
+            from models.fastlane.sequence import empty_window
+
+            window = empty_window(self.seconds)
+        self.bound.input[0] = window
+        return self.bound.up()
 
 
 def load_engine(name: str, version_dir: Path, cache_dir: Path) -> Engine:
@@ -136,9 +187,11 @@ class Scorer:
         self.engine = engine
         self.a, self.b = platt_a, platt_b
         self.up_mean, self.down_mean = up_mean, down_mean
+        self.windowed = isinstance(engine, OnnxWindowEngine)
 
-    def score(self, values: Sequence[float]) -> tuple[float, float]:
-        raw = self.engine.raw_probability(values)
+    def score(self, values: Sequence[float], window: Any = None) -> tuple[float, float]:
+        """``window``: the one-second window, read by a windowed engine only."""
+        raw = self.engine.raw_probability(window if self.windowed else values)
         p = 1.0 / (1.0 + math.exp(-(self.a * logit(raw) + self.b)))
         return p, p * self.up_mean + (1.0 - p) * self.down_mean
 
@@ -157,13 +210,15 @@ class ZooScorer:
     ) -> None:
         self.members = list(members.items())
         self.weights = weights
+        # fastlane builds a one-second window for a vector only when a member reads it
+        self.windowed = any(m.windowed for m in members.values())
         self.temperature = temperature
         self.up_mean, self.down_mean = up_mean, down_mean
 
-    def score(self, values: Sequence[float]) -> tuple[float, float]:
+    def score(self, values: Sequence[float], window: Any = None) -> tuple[float, float]:
         z = 0.0
         for family, member in self.members:
-            p = min(max(member.score(values)[0], 1e-6), 1 - 1e-6)
+            p = min(max(member.score(values, window)[0], 1e-6), 1 - 1e-6)
             z += self.weights[family] * math.log(p / (1 - p))
         p = 1.0 / (1.0 + math.exp(-z / self.temperature))
         return p, p * self.up_mean + (1.0 - p) * self.down_mean

@@ -10,7 +10,8 @@ from typing import Any
 from libs.common.config import FastlaneSettings
 from models.fastlane import registry
 from models.fastlane.drift import DriftMonitor
-from models.fastlane.engines import Engine, OnnxEngine, Scorer, ZooScorer, load_best_engine
+from models.fastlane.engines import Engine, OnnxEngine, OnnxWindowEngine, Scorer, ZooScorer, load_best_engine
+from models.fastlane.zoo import WINDOWED
 
 
 @dataclass
@@ -89,6 +90,8 @@ def build_scorer(
         member: Engine
         if family == "lightgbm":
             member = _lightgbm_engine(m, folder, engine, cache_dir)
+        elif family in WINDOWED:
+            member = OnnxWindowEngine(folder / m["file"])
         else:
             member = OnnxEngine(folder / m["file"])
         members[family] = Scorer(member, m["calibration"]["platt_a"], m["calibration"]["platt_b"], 0.0, 0.0)

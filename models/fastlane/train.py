@@ -36,6 +36,7 @@ from models.fastlane import drift, registry, zoo
 from models.fastlane.dataset import CostModel, Dataset, label
 from models.fastlane.engines import ENGINES, load_engine, logit, time_engine
 from models.fastlane.evaluation import auc_interval, ny_iso, t_interval
+from models.fastlane.sequence import SequenceWindows
 
 log = get_logger(__name__)
 VALIDATION_SHARE = 0.2
@@ -103,11 +104,11 @@ class Fitted:
     def booster(self) -> Any:
         return self.model
 
-    def raw(self, X: np.ndarray) -> np.ndarray:
-        return zoo.raw_probability(self.family, self.model, X, self.best_iteration)
+    def raw(self, X: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
+        return zoo.raw_probability(self.family, self.model, X, self.best_iteration, S)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        raw = self.raw(X)
+    def predict(self, X: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
+        raw = self.raw(X, S)
         z = self.platt_a * np.log(np.clip(raw, 1e-12, 1 - 1e-12) / np.clip(1 - raw, 1e-12, 1)) + self.platt_b
         return 1.0 / (1.0 + np.exp(-z))
 
@@ -133,11 +134,11 @@ class ZooFit:
     def down_mean(self) -> float:
         return self.lead.down_mean
 
-    def family_predictions(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        return {f: m.predict(X) for f, m in self.members.items()}
+    def family_predictions(self, X: np.ndarray, S: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return {f: m.predict(X, S) for f, m in self.members.items()}
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.blend.combine(self.family_predictions(X))
+    def predict(self, X: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
+        return self.blend.combine(self.family_predictions(X, S))
 
 
 def walk_forward_folds(ds: Dataset, folds: int, embargo_ns: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -182,13 +183,18 @@ def fit(ds: Dataset, rows: np.ndarray, cfg: TrainConfig, family: str = "lightgbm
     fit_rows, val_rows = rows[:cut], rows[cut:]
     fit_rows = fit_rows[ds.end_ts[fit_rows] < ds.ts[val_rows[0]]]  # purge into the validation tail
     X_fit, y_fit, X_val, y_val = ds.X[fit_rows], ds.y[fit_rows], ds.X[val_rows], ds.y[val_rows]
+    S_val = ds.S[val_rows] if ds.S is not None else None
     if family == "lightgbm":
         model, best = zoo.train_lightgbm(X_fit, y_fit, X_val, y_val, cfg)
     elif family == "logistic":
         model, best = zoo.train_logistic(X_fit, y_fit, cfg), 0
-    else:
+    elif family == "mlp":
         model, best = zoo.train_mlp(X_fit, y_fit, X_val, y_val, cfg)
-    raw = zoo.raw_probability(family, model, X_val, best)
+    else:
+        if ds.S is None or S_val is None:
+            raise ValueError("the sequence family needs the one-second windows (features.emit_micro)")
+        model, best = zoo.train_sequence(ds.S[fit_rows], y_fit, S_val, y_val, cfg)
+    raw = zoo.raw_probability(family, model, X_val, best, S_val)
     z = np.array([logit(float(p)) for p in raw]).reshape(-1, 1)
     if len(set(y_val.tolist())) == 2:
         # Strongly regularized: the slope shrinks toward "no information" unless the validation
@@ -230,7 +236,28 @@ def metrics(y: np.ndarray, p: np.ndarray, forward: np.ndarray, base_rate: float)
     }
 
 
-def _score_with_active(root: Path, horizon: str, feature_set: str, X: np.ndarray) -> np.ndarray | None:
+def _rows(S: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return S[rows] if S is not None else None
+
+
+def _population_scores(
+    final: ZooFit, vectors: list[Any], population: np.ndarray, windows: SequenceWindows | None
+) -> np.ndarray:
+    """The final zoo's probability of every vector (in chunks: a window per vector is large)."""
+    if not any(f in zoo.WINDOWED for f in final.members):
+        return final.predict(population)
+    assert windows is not None
+    out = []
+    for start in range(0, len(vectors), 4096):
+        chunk = vectors[start : start + 4096]
+        S = np.stack([windows.of(v.symbol, v.ts_event) for v in chunk])
+        out.append(final.predict(population[start : start + 4096], S))
+    return np.concatenate(out)
+
+
+def _score_with_active(
+    root: Path, horizon: str, feature_set: str, X: np.ndarray, S: np.ndarray | None = None
+) -> np.ndarray | None:
     """The active version's probabilities on ``X`` (its reference engines: the gate compares the
     models, not the compilers); None when there is none or it reads another feature set."""
     from models.fastlane.serving import build_scorer
@@ -242,7 +269,9 @@ def _score_with_active(root: Path, horizon: str, feature_set: str, X: np.ndarray
     if meta["feature_set"] != feature_set:
         return None
     scorer, _ = build_scorer(meta, registry.horizon_dir(root, horizon) / version, "reference", None)
-    return np.array([scorer.score(list(map(float, row)))[0] for row in X])
+    if S is None:
+        return np.array([scorer.score(list(map(float, row)))[0] for row in X])
+    return np.array([scorer.score(list(map(float, row)), w)[0] for row, w in zip(X, S, strict=True)])
 
 
 def train_horizon(
@@ -253,8 +282,14 @@ def train_horizon(
     cfg: TrainConfig,
     root: Path,
     progress: Any = None,
+    windows: SequenceWindows | None = None,
 ) -> dict[str, Any]:
+    """One horizon's zoo: labelled, cross-validated, calibrated, blended, registered and judged.
+    ``windows``: the one-second windows of the vectors (needed by the sequence family)."""
     from sklearn.metrics import log_loss
+
+    if any(f in zoo.WINDOWED for f in cfg.families) and windows is None:
+        raise ValueError(f"horizon {horizon}: the sequence family needs the replay's one-second windows")
 
     cost = CostModel(cfg.commission_bps, spread_index=names.index("spread_bps"))
     ds = label(
@@ -264,6 +299,7 @@ def train_horizon(
         cfg.labels,
         cfg.barrier_atr,
         atr_index=names.index("atr14_bps"),
+        windows=windows if any(f in zoo.WINDOWED for f in cfg.families) else None,
     )
     if len(ds) < 200:
         raise ValueError(f"horizon {horizon}: only {len(ds)} labelled rows; more data is needed")
@@ -284,7 +320,7 @@ def train_horizon(
             {f: np.concatenate(v) if v else np.array([]) for f, v in oof_family.items()}, ds.y[earlier]
         )
         model = fit_zoo(ds, train_rows, cfg, blend)
-        by_family = model.family_predictions(ds.X[test_rows])
+        by_family = model.family_predictions(ds.X[test_rows], _rows(ds.S, test_rows))
         p = blend.combine(by_family)
         base = float(np.mean(ds.y[train_rows]))
         report: dict[str, Any] = metrics(ds.y[test_rows], p, ds.forward[test_rows], base)
@@ -300,7 +336,7 @@ def train_horizon(
                 f: metrics(ds.y[test_rows], q, ds.forward[test_rows], base) for f, q in by_family.items()
             }
             report["blend"] = blend.to_meta()
-        active_p = _score_with_active(root, horizon, feature_set, ds.X[test_rows])
+        active_p = _score_with_active(root, horizon, feature_set, ds.X[test_rows], _rows(ds.S, test_rows))
         if active_p is not None:
             report["active_log_loss"] = float(
                 log_loss(ds.y[test_rows], np.clip(active_p, 1e-6, 1 - 1e-6), labels=[0, 1])
@@ -329,7 +365,7 @@ def train_horizon(
     population = np.array([v.values for v in vectors], dtype=float)
     reference = drift.reference(
         population,
-        final.predict(population),
+        _population_scores(final, vectors, population, windows),
         names,
         np.array([v.symbol for v in vectors]),
         sorted({ny_iso(v.ts_event)[:10] for v in vectors}),
@@ -467,7 +503,8 @@ def _register(
         "promotion": verdict,
     }
     if cfg.families != ["lightgbm"]:
-        meta["zoo"] = _zoo_meta(final, families, staging, timing_rows, timings)
+        timing_windows = ds.S[-min(len(ds), 2000) :] if ds.S is not None else None
+        meta["zoo"] = _zoo_meta(final, families, staging, timing_rows, timings, timing_windows)
         if not timings:  # no lightgbm: the blend's own timing is what "auto" serves
             meta["engines"] = {"zoo": meta["zoo"]["blend"]["serving"]}
             meta["engine_order"] = ["zoo"]
@@ -540,16 +577,25 @@ def verdict_text(verdict: dict[str, Any]) -> str:
 
 
 def _zoo_meta(
-    final: ZooFit, families: dict[str, Any], folder: Path, rows: np.ndarray, lightgbm_timings: dict[str, Any]
+    final: ZooFit,
+    families: dict[str, Any],
+    folder: Path,
+    rows: np.ndarray,
+    lightgbm_timings: dict[str, Any],
+    windows: np.ndarray | None,
 ) -> dict[str, Any]:
     """Each family's file, calibration, out-of-fold summary and serving p50/p99, and the blend's
-    weights, temperature and serving p50/p99 (every member scored and blended, one row)."""
-    from models.fastlane.engines import OnnxEngine
+    weights, temperature and serving p50/p99 (every member scored and blended, one row; the
+    sequence family's window given, as fastlane builds it before scoring)."""
+    from models.fastlane.engines import OnnxEngine, OnnxWindowEngine, Scorer
 
     members: dict[str, Any] = {}
     for family, m in final.members.items():
         if family == "lightgbm":
             engines = lightgbm_timings
+        elif family in zoo.WINDOWED:
+            window_scorer = Scorer(OnnxWindowEngine(folder / zoo.ARTIFACT[family]), 1.0, 0.0, 0.0, 0.0)
+            engines = {"onnx": time_scorer(window_scorer, rows, windows)}
         else:
             engines = {"onnx": time_engine(OnnxEngine(folder / zoo.ARTIFACT[family]), rows)}
         members[family] = {
@@ -566,21 +612,24 @@ def _zoo_meta(
     scorer, engine = build_scorer(
         {"zoo": meta, "calibration": {"up_mean": 0.0, "down_mean": 0.0}}, folder, "auto", None
     )
-    meta["blend"]["serving"] = {**time_scorer(scorer, rows), "engine": engine}
+    meta["blend"]["serving"] = {**time_scorer(scorer, rows, windows), "engine": engine}
     return meta
 
 
-def time_scorer(scorer: Any, rows: np.ndarray, repeats: int = 3) -> dict[str, float]:
+def time_scorer(
+    scorer: Any, rows: np.ndarray, windows: np.ndarray | None = None, repeats: int = 3
+) -> dict[str, float]:
     """Single-row latency of a whole scorer (every engine, calibration and blend), as time_engine."""
     import time
 
     best: dict[str, float] | None = None
     lists = [list(map(float, r)) for r in rows]
+    given = list(windows) if windows is not None else [None] * len(lists)
     for _ in range(repeats):
         samples = []
-        for values in lists:
+        for values, window in zip(lists, given, strict=True):
             t0 = time.perf_counter_ns()
-            scorer.score(values)
+            scorer.score(values, window)
             samples.append(time.perf_counter_ns() - t0)
         arr = np.array(samples) / 1000.0
         got = {"p50_us": float(np.percentile(arr, 50)), "p99_us": float(np.percentile(arr, 99))}

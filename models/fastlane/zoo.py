@@ -6,16 +6,20 @@ Families (``tradefleet train fastlane --families ...``):
 - ``lightgbm``: gradient-boosted trees (the reference; compiled by lleaves for serving);
 - ``logistic``: an L2-regularised logistic regression on median-imputed, standardised features;
 - ``mlp``: a small torch MLP (the same imputation and scaling inside the network), early-stopped on
-  the validation tail and exported to ONNX.
+  the validation tail and exported to ONNX;
+- ``sequence``: a temporal convolution network over the last 60 one-second microstructure vectors
+  before the bar (models/fastlane/sequence.py), in torch, exported to ONNX.
 
 Each is fitted by the same recipe (train.py ``fit``): the last 20% of its training rows in time
 drive early stopping where the family has it and then a regularised Platt calibration.
 
 The ZooBalancer works in logit space on the calibrated probabilities. Its weights come from a
-ridge regression of the centred label on the standardised family logits whose penalty grows with
-the families' correlation, lambda * (I + rho * C): two families that say the same thing share a
-weight rather than doubling it. Negative weights are cut to zero and the rest normalised to one
-(an ensemble that bets against a member is fitting noise). A temperature T, fitted by log loss
+ridge regression of the centred label on the standardised family logits, each member's penalty
+growing with its mean absolute correlation with the others, lambda * (1 + rho * mean|c|): a
+member that repeats the others is shrunk more than one that adds something, and near-twins
+share a weight rather than doubling it. The weights are non-negative (a member that would get a
+negative one leaves and the rest are fitted again: an ensemble that bets against a member is
+fitting noise) and normalised to sum to one. A temperature T, fitted by log loss
 within [0.5, 5], then rescales the blended logit: above 1 it compresses the overconfidence of
 averaging correlated, separately calibrated members; below 1 it gives back the confidence that a
 convex average of independent members dilutes. Weights and T are fitted on out-of-fold rows only.
@@ -32,9 +36,16 @@ from typing import Any
 
 import numpy as np
 
-FAMILIES = ("lightgbm", "logistic", "mlp")
+FAMILIES = ("lightgbm", "logistic", "mlp", "sequence")
 # the file each family's serving artifact is kept in, within a registry version
-ARTIFACT = {"lightgbm": "model.txt", "logistic": "logistic.onnx", "mlp": "mlp.onnx"}
+ARTIFACT = {
+    "lightgbm": "model.txt",
+    "logistic": "logistic.onnx",
+    "mlp": "mlp.onnx",
+    "sequence": "sequence.onnx",
+}
+# families whose input is the one-second window (models/fastlane/sequence.py), not the bar vector
+WINDOWED = frozenset({"sequence"})
 RIDGE_LAMBDA = 0.5
 CORRELATION_PENALTY = 2.0
 # Fewer out-of-fold rows than this give no weights worth fitting: the members are blended equally.
@@ -101,16 +112,27 @@ def fit_blend(probabilities: dict[str, np.ndarray], y: np.ndarray) -> Blend:
     scale = Z.std(axis=0)
     scale[scale < 1e-9] = 1.0  # a constant member carries nothing; its weight goes to zero below
     Zs = (Z - Z.mean(axis=0)) / scale
-    C = np.corrcoef(Zs, rowvar=False) if len(families) > 1 else np.ones((1, 1))
-    C = np.nan_to_num(C, nan=0.0)
+    C = np.nan_to_num(np.corrcoef(Zs, rowvar=False), nan=0.0)
     np.fill_diagonal(C, 0.0)
-    penalty = RIDGE_LAMBDA * (np.eye(len(families)) + CORRELATION_PENALTY * np.abs(C))
+    # Each member's ridge penalty grows with how much the others already say what it says (its
+    # mean absolute correlation with them): a redundant member is shrunk more than a unique one.
+    redundancy = np.abs(C).sum(axis=1) / max(len(families) - 1, 1)
+    penalty = RIDGE_LAMBDA * np.diag(1.0 + CORRELATION_PENALTY * redundancy)
     target = y - y.mean()
-    # On the correlation scale (Zs'Zs/n is the members' correlation matrix) the penalty is a real
-    # shrinkage whatever the row count: twins share a weight instead of cancelling each other.
-    beta = np.linalg.solve(Zs.T @ Zs / len(y) + penalty, Zs.T @ target / len(y))
-    # back to the members' own logit units, then cut to a convex combination
-    raw = np.clip(beta / scale, 0.0, None)
+    gram, moment = Zs.T @ Zs / len(y), Zs.T @ target / len(y)
+    # Non-negative: a member whose weight comes out below zero leaves, and the rest are fitted
+    # again without it (an active set; at most one pass per member).
+    active = list(range(len(families)))
+    beta = np.zeros(len(families))
+    while active:
+        sub = np.ix_(active, active)
+        solved = np.linalg.solve(gram[sub] + penalty[sub], moment[active])
+        if (solved > 0).all():
+            beta[active] = solved
+            break
+        active = [k for k, b in zip(active, solved, strict=True) if b > 0]
+    # back to the members' own logit units (the blend is applied to their logits)
+    raw = beta / scale
     if raw.sum() <= 0:
         return Blend(dict.fromkeys(families, 1.0 / len(families)), 1.0, "equal")
     weights = raw / raw.sum()
@@ -198,12 +220,12 @@ class MlpNet:
                 self.register_buffer("mean", mean)
                 self.register_buffer("std", std)
 
-            def forward(self, x: Any) -> tuple[Any, Any]:
+            def forward(self, x: Any) -> Any:
                 x = torch.where(torch.isnan(x), self.median, x)
                 x = torch.clamp((x - self.mean) / self.std, -5.0, 5.0)
                 p = torch.sigmoid(self.body(x))
-                # the layout of the other ONNX models: a label and (down, up) probabilities
-                return (p > 0.5).long().squeeze(1), torch.cat([1 - p, p], dim=1)
+                # (down, up) probabilities, as the other exports' "probabilities" output
+                return torch.cat([1 - p, p], dim=1)
 
         return Served().eval()
 
@@ -211,25 +233,35 @@ class MlpNet:
 def train_mlp(
     X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg: Any
 ) -> tuple[Any, int]:
-    """Adam on binary cross-entropy with weight decay; the epoch with the best validation loss is
-    kept (early stopping, ``cfg.early_stopping`` epochs of patience scaled down to 5)."""
-    try:
-        import torch
-    except ImportError:  # the ml extra alone has no torch
-        raise ValueError("the mlp family needs torch: install the rl or sentiment extra") from None
-    torch.set_num_threads(1)
+    torch = _torch()
     net = MlpNet(X_fit.shape[1], cfg.mlp_hidden, cfg.seed)
-    with warnings.catch_warnings():  # a feature missing on every row: its median is 0 below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(np.where(np.isfinite(X_fit), X_fit, np.nan), axis=0)
-    median = np.nan_to_num(median, nan=0.0)
-    filled = np.where(np.isnan(X_fit), median, X_fit)
-    mean, std = filled.mean(axis=0), filled.std(axis=0)
-    std[std < 1e-9] = 1.0
+    median, mean, std = _impute_stats(X_fit)
     net.median = torch.tensor(median, dtype=torch.float32)
     net.mean = torch.tensor(mean, dtype=torch.float32)
     net.std = torch.tensor(std, dtype=torch.float32)
-    served = net.module()
+    return _fit_torch(net.module(), X_fit, y_fit, X_val, y_val, cfg)
+
+
+def _impute_stats(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature (last axis): the median, and the mean and spread once medians fill the gaps."""
+    flat = rows.reshape(-1, rows.shape[-1])
+    with warnings.catch_warnings():  # a feature missing on every row: its median is 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+    median = np.nan_to_num(median, nan=0.0)
+    filled = np.where(np.isnan(flat), median, flat)
+    mean, std = filled.mean(axis=0), filled.std(axis=0)
+    std[std < 1e-9] = 1.0
+    return median, mean, std
+
+
+def _fit_torch(
+    served: Any, X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg: Any
+) -> tuple[Any, int]:
+    """Adam on binary cross-entropy with weight decay, batches of 128; the epoch with the best
+    validation loss is kept (five epochs of patience)."""
+    import torch
+
     served.train()
     optimiser = torch.optim.Adam(served.body.parameters(), lr=1e-3, weight_decay=1e-3)
     loss_of = torch.nn.BCELoss()
@@ -245,12 +277,12 @@ def train_mlp(
         for start in range(0, len(xf), 128):
             batch = order[start : start + 128]
             optimiser.zero_grad()
-            loss = loss_of(served(xf[batch])[1][:, 1:], yf[batch])
+            loss = loss_of(served(xf[batch])[:, 1:], yf[batch])
             loss.backward()
             optimiser.step()
         served.eval()
         with torch.no_grad():
-            val_loss = float(loss_of(served(xv)[1][:, 1:].clamp(1e-6, 1 - 1e-6), yv))
+            val_loss = float(loss_of(served(xv)[:, 1:].clamp(1e-6, 1 - 1e-6), yv))
         if val_loss < best_loss - 1e-5:
             best_loss, best_epoch = val_loss, epoch + 1
             best_state = {k: v.clone() for k, v in served.state_dict().items()}
@@ -262,16 +294,94 @@ def train_mlp(
     return served, best_epoch
 
 
-def raw_probability(family: str, model: Any, X: np.ndarray, best_iteration: int) -> np.ndarray:
-    """The uncalibrated up-probability of ``model`` (of ``family``) for each row of ``X``."""
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:  # the ml extra alone has no torch
+        raise ValueError(
+            "the mlp and sequence families need torch: install the rl or sentiment extra"
+        ) from None
+    torch.set_num_threads(1)
+    return torch
+
+
+def sequence_net(
+    seconds: int, width: int, median: np.ndarray, mean: np.ndarray, std: np.ndarray, seed: int
+) -> Any:
+    """A temporal convolution network over a [seconds, width] window: gaps filled with the
+    training median, standardised, two dilated convolutions over time, then their mean over the
+    window and their last step side by side into a logistic output."""
+    _torch()
+    import torch
+
+    torch.manual_seed(seed)
+
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = torch.nn.Conv1d(width, 12, kernel_size=5, dilation=1)
+            self.conv2 = torch.nn.Conv1d(12, 12, kernel_size=5, dilation=2)
+            self.drop = torch.nn.Dropout(0.1)
+            self.out = torch.nn.Linear(24, 1)
+
+        def forward(self, x: Any) -> Any:  # x: [n, width, seconds]
+            # Valid convolutions, no padding: the output's last step sees the window's last
+            # 13 seconds, and an exported Pad costs more than the convolutions themselves.
+            h = torch.relu(self.conv1(x))
+            h = torch.relu(self.conv2(h))
+            pooled = torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1)
+            return self.out(self.drop(pooled))
+
+    body = Body()
+
+    class Served(torch.nn.Module):
+        input_shape = (seconds, width)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+            self.register_buffer("median", torch.tensor(median, dtype=torch.float32))
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+        def forward(self, x: Any) -> Any:  # x: [n, seconds, width]
+            x = torch.where(torch.isnan(x), self.median, x)
+            x = torch.clamp((x - self.mean) / self.std, -5.0, 5.0)
+            p = torch.sigmoid(self.body(x.transpose(1, 2)))
+            return torch.cat([1 - p, p], dim=1)
+
+    return Served().eval()
+
+
+def train_sequence(
+    S_fit: np.ndarray, y_fit: np.ndarray, S_val: np.ndarray, y_val: np.ndarray, cfg: Any
+) -> tuple[Any, int]:
+    _torch()
+    median, mean, std = _impute_stats(S_fit)
+    net = sequence_net(S_fit.shape[1], S_fit.shape[2], median, mean, std, cfg.seed)
+    return _fit_torch(net, S_fit, y_fit, S_val, y_val, cfg)
+
+
+def raw_probability(
+    family: str, model: Any, X: np.ndarray, best_iteration: int, S: np.ndarray | None = None
+) -> np.ndarray:
+    """The uncalibrated up-probability of ``model`` (of ``family``) for each row of ``X`` (or of
+    ``S``, the rows' one-second windows, for the sequence family)."""
     if family == "lightgbm":
         return np.asarray(model.predict(X, num_iteration=best_iteration))
     if family == "logistic":
         return np.asarray(model.predict_proba(X)[:, 1])
     import torch
 
+    rows = S if family in WINDOWED else X
+    if rows is None:
+        raise ValueError(f"the {family} family scores one-second windows and none were given")
+    out = []
     with torch.no_grad():
-        return np.asarray(model(torch.tensor(X, dtype=torch.float32))[1][:, 1].numpy(), dtype=float)
+        for start in range(0, len(rows), 4096):  # windows are large: score them in chunks
+            chunk = torch.tensor(np.asarray(rows[start : start + 4096]), dtype=torch.float32)
+            out.append(model(chunk)[:, 1].numpy())
+    return np.concatenate(out).astype(float) if out else np.zeros(0)
 
 
 def export(family: str, model: Any, folder: Path, n_features: int, best_iteration: int) -> None:
@@ -294,14 +404,15 @@ def export(family: str, model: Any, folder: Path, n_features: int, best_iteratio
     else:
         import torch
 
+        example = torch.zeros(1, *model.input_shape) if family in WINDOWED else torch.zeros(1, n_features)
         with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript dependency
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
-                (torch.zeros(1, n_features),),
+                (example,),
                 str(folder / ARTIFACT[family]),
                 input_names=["x"],
-                output_names=["label", "probabilities"],
+                output_names=["probabilities"],
                 dynamic_axes={"x": {0: "n"}},
                 opset_version=17,
                 dynamo=False,

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from libs.common.clock import Clock
 from models.fastlane.drift import DriftReport
+from models.fastlane.sequence import SecondsBuffer
 from models.fastlane.serving import ServedModel
 from proto.alerts import Alert
-from proto.features import FeatureVector
+from proto.features import MICRO_TIMEFRAME, FeatureVector
 from proto.signals import Prediction
 
 
@@ -57,6 +58,9 @@ class FastlaneCore:
         self.horizons = horizons
         self.source_timeframe = source_timeframe
         self.models: dict[str, ServedModel] = {}
+        # each symbol's last seconds, kept while a served zoo reads them (its sequence family)
+        self.seconds = SecondsBuffer()
+        self.windowed = False
         self.dropped: collections.Counter[str] = collections.Counter()
         self.predictions = 0
 
@@ -65,10 +69,13 @@ class FastlaneCore:
         previous = self.models.get(model.horizon)
         self.models[model.horizon] = model
         self.clean_checks.pop(model.horizon, None)
+        self.windowed = any(getattr(m.scorer, "windowed", False) for m in self.models.values())
         return previous
 
     def on_vector(self, v: FeatureVector) -> tuple[list[Prediction], list[Alert]]:
         if v.timeframe != self.source_timeframe:
+            if v.timeframe == MICRO_TIMEFRAME and self.windowed:
+                self.seconds.add(v)
             return [], []
         usable = [m for h in self.horizons if (m := self.models.get(h)) is not None]
         if not usable:
@@ -88,8 +95,9 @@ class FastlaneCore:
             preds = [self._no_view(m, v, now, len(matching)) for m in matching]
             self.predictions += len(preds)
             return preds, alerts
+        window = self.seconds.window(v.symbol, v.ts_event) if self.windowed else None
         for m in matching:
-            p, expected = m.scorer.score(v.values)
+            p, expected = m.scorer.score(v.values, window)
             m.scored += 1
             signal = max(-1.0, min(1.0, (p - m.signal_center) / m.signal_scale))
             report = m.drift.add(v.values, p, v.symbol)

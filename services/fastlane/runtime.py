@@ -14,7 +14,7 @@ from libs.common.runtime import Runtime, ServiceApp
 from models.fastlane import registry
 from models.fastlane.serving import ServedModel, drift_arguments, load_active
 from proto.alerts import Alert
-from proto.features import FeatureVector
+from proto.features import MICRO_TIMEFRAME, FeatureVector
 from services.fastlane.core import FastlaneCore, Prefilter
 
 log = get_logger(__name__)
@@ -33,6 +33,8 @@ class FastlaneApp(ServiceApp):
         self._reloader: asyncio.Task[None] | None = None
         self.owns = Partitioner(settings.partition.count, settings.partition.owned).owns
         self.other_partition = 0
+        self._seconds_subscribed = False
+        self.seconds_in = 0
 
     def _load(self, horizon: str) -> ServedModel | None:
         return load_active(
@@ -58,10 +60,16 @@ class FastlaneApp(ServiceApp):
             self.core.install(model)
             log.info("model loaded", horizon=horizon, version=model.version, engine=model.engine)
         await rt.subscribe(f"feat.{self.cfg.source_timeframe}.*", self._on_vector, types=FeatureVector)
+        await self._seconds_if_needed()
         self._reloader = asyncio.create_task(self._watch_registry(), name="model-reload")
 
     async def _on_vector(self, d: Delivery[FeatureVector]) -> None:
         assert self.core is not None
+        if d.event.timeframe == MICRO_TIMEFRAME:  # a second for the windows, not a vector to score
+            if self.owns(d.event.symbol):
+                self.seconds_in += 1
+                self.core.on_vector(d.event)
+            return
         self.vectors_in += 1
         if not self.owns(d.event.symbol):
             self.other_partition += 1
@@ -72,6 +80,15 @@ class FastlaneApp(ServiceApp):
         for alert in alerts:
             log.warning(alert.title, **alert.labels)
             await self.rt.emit(alert)
+
+    async def _seconds_if_needed(self) -> None:
+        """The one-second vectors, from the first served zoo whose sequence family reads them (a
+        fleet without one never takes them)."""
+        assert self.core is not None
+        if self.core.windowed and not self._seconds_subscribed:
+            self._seconds_subscribed = True
+            await self.rt.subscribe(f"feat.{MICRO_TIMEFRAME}.*", self._on_vector, types=FeatureVector)
+            log.info("one-second vectors subscribed: a served model reads them")
 
     async def _watch_registry(self) -> None:
         """Hot reload: a newly promoted version is loaded off the event loop, then swapped in."""
@@ -94,6 +111,7 @@ class FastlaneApp(ServiceApp):
                     continue
                 if model is not None:
                     self.core.install(model)
+                    await self._seconds_if_needed()
                     self.reloads += 1
                     log.info("model reloaded", horizon=horizon, version=model.version, engine=model.engine)
                     await self.rt.emit(promoted_alert(horizon, current, model.version, self.rt.now_ns()))
@@ -160,6 +178,8 @@ class FastlaneApp(ServiceApp):
             "models": models,
             "reloads": self.reloads,
             "other_partition": self.other_partition,
+            # a served zoo's sequence family reads the one-second vectors
+            "seconds_in": self.seconds_in,
         }
 
 

@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from libs.common.clock import SimClock
 from libs.common.config import FeaturesSettings
 from libs.common.markettime import parse_duration_ns
 from models.fastlane import registry, zoo
 from models.fastlane.dataset import CostModel, label, lean_tick_dates, replay_vectors
+from models.fastlane.sequence import NS_PER_S, WIDTH, SecondsBuffer, SequenceWindows, window
 from models.fastlane.serving import build_scorer, load_active
 from models.fastlane.train import TrainConfig, fit_zoo, train_horizon
+from proto.features import FeatureVector
+from services.fastlane.core import FastlaneCore
 from tests.helpers import REPO
 
 SAMPLE = REPO / "data" / "sample" / "lean"
@@ -86,23 +90,73 @@ def test_unknown_families_are_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_vectors() -> list:  # type: ignore[type-arg]
+def replayed() -> tuple[list[FeatureVector], list[FeatureVector], SequenceWindows]:
+    """The sample day: its 1m vectors, every vector in the order features emitted them, and the
+    one-second windows training keeps."""
     days = lean_tick_dates(SAMPLE, ["IBM", "BAC"])
-    return list(replay_vectors(SAMPLE, days, FeaturesSettings(), progress=False))
+    everything: list[FeatureVector] = []
+    windows = SequenceWindows()
+    bars = list(
+        replay_vectors(SAMPLE, days, FeaturesSettings(), progress=False, windows=_Tee(windows, everything))
+    )  # type: ignore[arg-type]
+    return bars, everything, windows
 
 
-def test_the_served_zoo_reproduces_the_trained_one(sample_vectors: list, tmp_path: Path) -> None:  # type: ignore[type-arg]
+class _Tee:
+    """Feeds the windows and keeps every vector seen, in order."""
+
+    def __init__(self, windows: SequenceWindows, seen: list[FeatureVector]) -> None:
+        self.windows, self.seen = windows, seen
+
+    def see(self, v: FeatureVector) -> None:
+        self.seen.append(v)
+        self.windows.see(v)
+
+
+@pytest.fixture(scope="module")
+def sample_vectors(
+    replayed: tuple[list[FeatureVector], list[FeatureVector], SequenceWindows],
+) -> list[FeatureVector]:
+    return replayed[0]
+
+
+def test_a_window_is_the_last_seconds_by_slot_with_presence() -> None:
+    t = 1_000 * NS_PER_S
+    seen = [(t - 70 * NS_PER_S, [9.0] * WIDTH), (t - 59 * NS_PER_S, [1.0] * WIDTH), (t, [2.0] * WIDTH)]
+    w = window(seen, t, 60)
+    assert w.shape == (60, WIDTH + 1) and w.dtype == np.float32
+    assert w[0, 0] == 1.0 and w[0, WIDTH] == 1.0  # 59 s before: the first slot
+    assert w[-1, 0] == 2.0 and w[-1, WIDTH] == 1.0  # the bar's own last second: the last slot
+    assert np.isnan(w[1:-1, :WIDTH]).all() and not w[1:-1, WIDTH].any()  # nothing happened
+    assert 9.0 not in w  # older than the window
+    buffer = SecondsBuffer(60)
+    for ts, values in seen:
+        buffer.add(
+            FeatureVector(
+                ts_event=ts, ts_init=ts, symbol="IBM", timeframe="1s", feature_set="", values=values
+            )
+        )
+    np.testing.assert_array_equal(buffer.window("IBM", t), w)  # the serving ring: the same window
+    np.testing.assert_array_equal(buffer.window("BAC", t), window((), t, 60))
+
+
+def test_the_served_zoo_reproduces_the_trained_one(
+    replayed: tuple[list[FeatureVector], list[FeatureVector], SequenceWindows], tmp_path: Path
+) -> None:
     """Every family exported (trees as text and compiled, the others as ONNX) and blended at
     serving gives the probabilities the trained zoo gives, to float32 precision."""
+    sample_vectors, _, windows = replayed
     names = list(FeaturesSettings().names)
     ds = label(
         sample_vectors,
         parse_duration_ns("15m"),
         CostModel(0.5, spread_index=names.index("spread_bps")),
         atr_index=names.index("atr14_bps"),
+        windows=windows,
     )
-    cfg = TrainConfig(families=["lightgbm", "logistic", "mlp"])
-    blend = zoo.Blend({"lightgbm": 0.5, "logistic": 0.2, "mlp": 0.3}, 1.4)
+    assert ds.S is not None and ds.S.shape == (len(ds), 60, WIDTH + 1)
+    cfg = TrainConfig(families=["lightgbm", "logistic", "mlp", "sequence"], mlp_epochs=8)
+    blend = zoo.Blend({"lightgbm": 0.4, "logistic": 0.2, "mlp": 0.2, "sequence": 0.2}, 1.4)
     fitted = fit_zoo(ds, np.arange(len(ds)), cfg, blend)
     for family, member in fitted.members.items():
         zoo.export(family, member.model, tmp_path, len(names), member.best_iteration)
@@ -120,14 +174,48 @@ def test_the_served_zoo_reproduces_the_trained_one(sample_vectors: list, tmp_pat
             "blend": blend.to_meta(),
         },
     }
-    expected = fitted.predict(ds.X[:300])
+    expected = fitted.predict(ds.X[:300], ds.S[:300])
     for engine in ("auto", "reference", "onnx"):
         scorer, served_by = build_scorer(meta, tmp_path, engine, tmp_path / "cache")
-        got = np.array([scorer.score(list(map(float, row)))[0] for row in ds.X[:300]])
+        got = np.array(
+            [scorer.score(list(map(float, row)), w)[0] for row, w in zip(ds.X[:300], ds.S[:300], strict=True)]
+        )
         assert np.max(np.abs(got - expected)) < 2e-4, (engine, served_by)
-    assert served_by == "zoo(lightgbm:onnx+logistic:onnx+mlp:onnx)"
-    # the member each family's own predictions came from is a real model, not a constant
-    assert all(np.std(m.predict(ds.X)) > 1e-3 for m in fitted.members.values())
+    assert served_by == "zoo(lightgbm:onnx+logistic:onnx+mlp:onnx+sequence:onnx)"
+    # each member is a real model, not a constant (its raw scores vary; the calibration may
+    # shrink an uninformative one to about its base rate)
+    assert all(np.std(m.raw(ds.X, ds.S)) > 1e-4 for m in fitted.members.values())
+
+
+def test_fastlane_serves_the_sequence_family_the_windows_it_was_trained_on(
+    replayed: tuple[list[FeatureVector], list[FeatureVector], SequenceWindows], tmp_path: Path
+) -> None:
+    """The fast-lane core, fed the day as features published it (seconds and bars), builds each
+    bar's window as training did: its predictions are the registered zoo's on the training
+    windows, exactly."""
+    bars, everything, windows = replayed
+    names = list(FeaturesSettings().names)
+    cfg = TrainConfig(
+        horizons=["15m"], families=["lightgbm", "sequence"], folds=3, promote="force", mlp_epochs=8
+    )
+    out = train_horizon(bars, names, FeaturesSettings().feature_set, "15m", cfg, tmp_path, None, windows)
+    folder = registry.horizon_dir(tmp_path, "15m") / out["version"]
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["zoo"]["blend"]["weights"] = {"lightgbm": 0.5, "sequence": 0.5}  # both served, whatever was fitted
+    (folder / "meta.json").write_text(json.dumps(meta))
+    served = load_active(tmp_path, "15m", "auto", tmp_path / "cache", {})
+    assert served is not None and served.scorer.windowed  # type: ignore[union-attr]
+    core = FastlaneCore(SimClock(0), ["15m"])
+    core.install(served)
+    predictions = [p for v in everything for p in core.on_vector(v)[0]]
+    assert len(predictions) == len(bars) == 780
+    reference, _ = build_scorer(meta, folder, "auto", tmp_path / "cache")
+    for p, v in zip(predictions[::37], bars[::37], strict=True):
+        assert p.probability == reference.score(v.values, windows.of(v.symbol, v.ts_event))[0]
+    # without the seconds (a zoo without the sequence family) nothing is buffered
+    assert len(core.seconds) > 0
+    plain = FastlaneCore(SimClock(0), ["15m"])
+    assert not plain.windowed
 
 
 def test_a_zoo_is_trained_reported_registered_and_served(sample_vectors: list, tmp_path: Path) -> None:  # type: ignore[type-arg]

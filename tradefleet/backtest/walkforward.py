@@ -21,7 +21,9 @@ from libs.common.config import Settings
 from libs.common.logging import get_logger
 from libs.common.secrets import mask_url
 from models.fastlane.dataset import vectors_of_days
+from models.fastlane.sequence import SequenceWindows
 from models.fastlane.train import TrainConfig, train_horizon
+from models.fastlane.zoo import WINDOWED
 from tradefleet.backtest import report as tearsheet
 from tradefleet.backtest.engine import Backtest
 from tradefleet.backtest.metrics import Trade, performance
@@ -35,13 +37,18 @@ def train_fold(days: list[DaySource], settings: Settings, registry: Path, promot
     fl, features = settings.fastlane, settings.features
     calendar = market_calendar(settings.market)
     sessions = ((d.session(calendar), d.records()) for d in days)
-    vectors = list(vectors_of_days(sessions, features, fl.source_timeframe, calendar=calendar))
+    windows = SequenceWindows(fl.source_timeframe) if any(f in WINDOWED for f in fl.families) else None
+    vectors = list(
+        vectors_of_days(sessions, features, fl.source_timeframe, calendar=calendar, windows=windows)
+    )
     names = list(features.names)
     cfg = TrainConfig(horizons=list(fl.horizons), families=list(fl.families), promote=promote)
     out: dict[str, Any] = {"vectors": len(vectors)}
     for horizon in fl.horizons:
         try:
-            result = train_horizon(vectors, names, features.feature_set, horizon, cfg, registry)
+            result = train_horizon(
+                vectors, names, features.feature_set, horizon, cfg, registry, None, windows
+            )
         except ValueError as exc:  # too little data for this horizon: said, not hidden
             out[horizon] = {"version": None, "error": str(exc)}
             continue
