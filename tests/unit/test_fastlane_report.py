@@ -140,7 +140,8 @@ def test_an_interval_over_few_folds_stays_inside_the_metrics_range() -> None:
 
 def test_every_shipped_model_has_its_training_report_beside_it() -> None:
     root = Path(__file__).resolve().parents[2] / "models" / "registry" / "fastlane"
-    for horizon in ("5m", "15m", "30m", "60m"):
+    assert sorted(p.name for p in root.iterdir()) == ["10m", "15m", "30m", "5m", "60m"]
+    for horizon in ("5m", "10m", "15m", "30m", "60m"):
         version = (root / horizon / "ACTIVE").read_text().strip()
         report = json.loads((root / horizon / version / "report.json").read_text())
         assert version in json.dumps(report)
