@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser web test-web run test test-unit test-integration test-ib-smoke test-deploy lint fmt bench schemas clean
+.PHONY: venv browser qemu web test-web run test test-unit test-integration test-ib-smoke test-deploy lint fmt bench schemas clean
 
 # torch==2.13.0 (the CPU build) goes in first, alone: anything that depends on torch then finds it
 # installed instead of resolving a CUDA build. Every package is pinned through constraints.txt.
@@ -57,11 +57,17 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium could not be installed: the report rendering test will skip"
 
+# The int8 sentiment model's AVX2 check runs it under qemu's Haswell CPU (qemu-user); without
+# root or apt the test skips locally and fails under CI.
+qemu:
+	@command -v qemu-x86_64 >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; } \
+		|| echo "qemu-user could not be installed: the AVX2 int8 test will skip"
+
 # Two workers (pytest-xdist), each test to whichever is free: most integration tests wait on
 # processes, NATS and PostgreSQL, so two share the 2-core machines without starving each other.
 TEST_WORKERS ?= 2
 
-test: lint browser web test-web
+test: lint browser qemu web test-web
 	$(VENV)/bin/tradefleet schemas export --check
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 

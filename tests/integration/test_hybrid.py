@@ -248,11 +248,23 @@ def test_cutting_the_leaf_link_degrades_the_onprem_gate_and_restoring_it_loses_n
             30,
             what="risk back to its mode once the hub is heard, everything it kept sent",
         )
-        states = [
-            e
-            for e in asyncio.run(stored_events(hub.url, "RISK", auth / "tap.nk"))
-            if isinstance(e, RiskState)
-        ]
+
+        def stored_states() -> list[RiskState]:
+            return [
+                e
+                for e in asyncio.run(stored_events(hub.url, "RISK", auth / "tap.nk"))
+                if isinstance(e, RiskState)
+            ]
+
+        # Its status says the mode is back before the state saying so is stored in the hub
+        # (published, not yet acknowledged): wait for the store, not only for the status.
+        wait_until(
+            lambda: bool(got := stored_states()) and got[-1].mode == mode_before,
+            30,
+            interval=0.2,
+            what="the state saying risk is back stored in the hub",
+        )
+        states = stored_states()
         alerts = [
             e for e in asyncio.run(stored_events(hub.url, "ALERTS", auth / "tap.nk")) if isinstance(e, Alert)
         ]
