@@ -127,7 +127,8 @@ table.confusion td{{text-align:center;min-width:7em}}</style></head><body>
 <p>Base {html.escape(meta["base"]["model"])}, LoRA rank {meta["lora_rank"]},
 temperature {meta["temperature"]:.2f}; trained on {meta["data"]["train"]} tweets,
 validated on {meta["data"]["valid"]}, held out {meta["data"]["test"]}.
-Served engine: <b>{html.escape(engine)}</b>. Promoted: {meta.get("promoted")}.</p>
+Served engine: <b>{html.escape(engine)}</b>. Promoted: {meta.get("promoted")}
+({html.escape(str(meta.get("promotion", {}).get("why", "")))}).</p>
 <table><tr><th></th><th>accuracy</th><th>macro-F1</th><th>log loss</th><th>ECE</th></tr>
 <tr><td>this model (held out)</td><td>{held["accuracy"]:.4f}</td><td>{held["macro_f1"]:.4f}</td>
 <td>{held["log_loss"]:.4f}</td><td>{held["ece"]:.4f}</td></tr>

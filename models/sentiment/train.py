@@ -319,8 +319,8 @@ def train(
     }
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     _measure_engines(root, version, cfg, test_texts, labels[test_rows], meta)
-    promoted = _promote(root, version, held_out["accuracy"], cfg.promote)
-    meta["promoted"] = promoted
+    verdict = _promote(root, version, held_out["accuracy"], cfg.promote, test_texts, labels[test_rows])
+    meta["promoted"], meta["promotion"] = verdict["promoted"], verdict
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     from models.sentiment.report import write_report
 
@@ -398,16 +398,41 @@ def _engines(
     return out, probes
 
 
-def _promote(root: Path, version: str, accuracy: float, how: str) -> bool:
-    if how == "never":
-        return False
+def _promote(
+    root: Path, version: str, accuracy: float, how: str, texts: list[str], labels: np.ndarray
+) -> dict[str, Any]:
+    """The promotion verdict, and why. The gate scores the active version on the candidate's own
+    held-out rows (the same engine, torch, that measured the candidate) and promotes only a
+    candidate that beats it there: a tie keeps the model that is serving."""
+    import tempfile
+
     active = serving.active_version(root)
+    verdict: dict[str, Any] = {"mode": how, "previous_active": active, "rows": len(labels)}
+    if how == "never":
+        return {**verdict, "promoted": False, "why": "--promote never"}
     if how == "gate" and active is not None:
-        ours, theirs = serving.read_meta(root, version), serving.read_meta(root, active)
-        same_split = all(
-            ours["config"].get(k) == theirs.get("config", {}).get(k) for k in ("seed", "limit", "test_size")
-        ) and ours["data"]["rows"] == theirs.get("data", {}).get("rows")
-        if not same_split or accuracy < theirs.get("held_out", {}).get("accuracy", 0.0):
-            return False  # not better, or not measured on the same held-out rows: a person decides
+        try:
+            with tempfile.TemporaryDirectory() as cache:
+                theirs_scorer = serving.load_version(root, active, "torch", Path(cache))
+                probs = np.concatenate(
+                    [theirs_scorer.predict(texts[k : k + 256])[0] for k in range(0, len(texts), 256)]
+                )
+        except Exception as exc:  # the active one cannot be scored here: a person decides
+            return {**verdict, "promoted": False, "why": f"the active {active} could not be scored: {exc!r}"}
+        theirs = float((probs.argmax(1) == labels).mean())
+        verdict["active_accuracy"] = theirs
+        if accuracy <= theirs:
+            why = (
+                f"held-out accuracy {accuracy:.4f} does not beat the active {active}'s {theirs:.4f} "
+                f"on the same {len(labels)} rows"
+            )
+            return {**verdict, "promoted": False, "why": why}
+        verdict["why"] = (
+            f"beats the active {active} on the same {len(labels)} rows: {accuracy:.4f} > {theirs:.4f}"
+        )
+    elif how == "force":
+        verdict["why"] = "--promote force"
+    else:
+        verdict["why"] = "no active version"
     serving.activate(root, version)
-    return True
+    return {**verdict, "promoted": True}

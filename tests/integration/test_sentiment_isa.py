@@ -39,8 +39,9 @@ CHECK = textwrap.dedent(
 
 
 def _under_haswell(onnx: Path, version: str) -> float:
+    qemu = [QEMU or "qemu-x86_64", "-cpu", "Haswell"]
     out = subprocess.run(
-        [QEMU or "qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", CHECK, str(REGISTRY), version, str(onnx)],
+        [*qemu, sys.executable, "-c", CHECK, str(REGISTRY), version, str(onnx)],
         cwd=REPO,
         capture_output=True,
         text=True,

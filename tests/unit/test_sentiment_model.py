@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,22 +70,37 @@ def test_a_short_training_run_registers_a_model_with_its_report(tmp_path: Path) 
     probs, pooled = scorer.predict(["$IBM beats", "$BAC misses"])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1) and pooled is not None
 
-    # The gate: a version must be at least as accurate on the same held-out rows.
-    def candidate(name: str, accuracy: float, limit: int | None = 160) -> str:
+    # The gate scores the active version on the candidate's own held-out rows and promotes only
+    # a candidate that beats it there. The candidates below are the same weights (so the active
+    # scores exactly ``best`` on those rows) claiming other accuracies.
+    texts, labels = load_tweets(DEFAULT_DATA)
+    keep = np.random.default_rng(cfg.seed).permutation(len(texts))[: cfg.limit]
+    texts, labels = [texts[i] for i in keep], labels[keep]
+    _, _, test = split(labels, cfg)
+    rows_texts, rows_labels = [texts[i] for i in test], labels[test]
+
+    def candidate(name: str, accuracy: float) -> str:
         shutil.copytree(folder, folder.parent / name)
         m = json.loads((folder.parent / name / "meta.json").read_text())
-        m["held_out"]["accuracy"], m["config"]["limit"] = accuracy, limit
+        m["held_out"]["accuracy"] = accuracy
         (folder.parent / name / "meta.json").write_text(json.dumps(m))
         return name
 
+    def gate(name: str, accuracy: float, how: str = "gate") -> dict[str, Any]:
+        return _promote(tmp_path, name, accuracy, how, rows_texts, rows_labels)
+
     best = held["accuracy"]
-    assert not _promote(tmp_path, candidate("worse", best - 0.01), best - 0.01, "gate")
-    assert not _promote(tmp_path, candidate("other-split", best + 0.1, None), best + 0.1, "gate")
+    worse = gate(candidate("worse", best - 0.01), best - 0.01)
+    assert not worse["promoted"] and worse["active_accuracy"] == pytest.approx(best)
+    assert f"does not beat the active {version}" in worse["why"] and "same 32 rows" in worse["why"]
+    tie = gate(candidate("tie", best), best)
+    assert not tie["promoted"]  # a tie keeps the model that is serving
     assert serving.active_version(tmp_path) == version
-    assert _promote(tmp_path, candidate("better", best + 0.01), best + 0.01, "gate")
+    better = gate(candidate("better", best + 0.01), best + 0.01)
+    assert better["promoted"] and better["previous_active"] == version and "beats the active" in better["why"]
     assert serving.active_version(tmp_path) == "better"
-    assert not _promote(tmp_path, candidate("forced", 0.0), 0.0, "never")
-    assert _promote(tmp_path, "forced", 0.0, "force") and serving.active_version(tmp_path) == "forced"
+    assert not gate(candidate("forced", 0.0), 0.0, "never")["promoted"]
+    assert gate("forced", 0.0, "force")["promoted"] and serving.active_version(tmp_path) == "forced"
 
 
 def test_a_model_that_does_not_reproduce_its_probes_is_refused(tmp_path: Path) -> None:

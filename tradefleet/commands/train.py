@@ -284,7 +284,8 @@ def sentiment(
     lr: Annotated[float, typer.Option(help="adapter learning rate", min=0)] = 1e-3,
     limit: Annotated[int | None, typer.Option(help="rows used (a quick run)", min=30)] = None,
     promote: Annotated[
-        Promote, typer.Option(help="gate: only a version at least as accurate on the same held-out rows")
+        Promote,
+        typer.Option(help="gate: only a version more accurate than the active one on its held-out rows"),
     ] = "gate",
     registry: Annotated[Path | None, typer.Option(help="registry root (default sentiment.registry)")] = None,
     report: Annotated[Path | None, typer.Option(help="also write the report here")] = None,
@@ -312,5 +313,6 @@ def sentiment(
     typer.echo(
         f"{meta['version']} held-out accuracy {held['accuracy']:.4f} macro-F1 {held['macro_f1']:.4f} "
         f"ECE {held['ece']:.4f} (TF-IDF+LR {ref['accuracy']:.4f} / {ref['macro_f1']:.4f}); "
-        f"engine {meta['serving']['engine']}; {'PROMOTED' if meta['promoted'] else 'not promoted'}"
+        f"engine {meta['serving']['engine']}; {'PROMOTED' if meta['promoted'] else 'not promoted'}: "
+        f"{meta.get('promotion', {}).get('why', '')}"
     )
