@@ -232,3 +232,20 @@ def train_fastlane(
         check=False,
         cwd=REPO,
     )
+
+
+def record_vectors(dsn: str, vectors: list[Any]) -> None:
+    """Feature vectors into a migrated store's feature_vectors, as the recorder writes them."""
+    from libs.common.storage.writer import BatchWriter
+    from proto.features import FeatureVector
+    from services.recorder.core import SINGLE_ROW, days_of
+
+    writer = BatchWriter(dsn)
+    to_row = SINGLE_ROW[FeatureVector][1]
+    writer.write(
+        {"feature_vectors": [to_row(v) for v in vectors]},
+        {},
+        "recorder",
+        {"feature_vectors": days_of(vectors)},
+    )
+    writer.close()

@@ -34,7 +34,7 @@ from libs.common.logging import get_logger
 from libs.common.markettime import parse_duration_ns
 from models.fastlane import drift, registry, zoo
 from models.fastlane.dataset import CostModel, Dataset, label
-from models.fastlane.engines import ENGINES, load_engine, logit, time_engine
+from models.fastlane.engines import ENGINES, load_engine, logit, time_calls, time_engine
 from models.fastlane.evaluation import auc_interval, ny_iso, t_interval
 from models.fastlane.sequence import SequenceWindows
 
@@ -609,10 +609,11 @@ def _zoo_meta(
     meta: dict[str, Any] = {"families": members, "blend": final.blend.to_meta()}
     from models.fastlane.serving import build_scorer
 
-    scorer, engine = build_scorer(
-        {"zoo": meta, "calibration": {"up_mean": 0.0, "down_mean": 0.0}}, folder, "auto", None
-    )
-    meta["blend"]["serving"] = {**time_scorer(scorer, rows, windows), "engine": engine}
+    with tempfile.TemporaryDirectory(prefix="lleaves-") as cache:
+        scorer, engine = build_scorer(
+            {"zoo": meta, "calibration": {"up_mean": 0.0, "down_mean": 0.0}}, folder, "auto", Path(cache)
+        )
+        meta["blend"]["serving"] = {**time_scorer(scorer, rows, windows), "engine": engine}
     return meta
 
 
@@ -620,23 +621,9 @@ def time_scorer(
     scorer: Any, rows: np.ndarray, windows: np.ndarray | None = None, repeats: int = 3
 ) -> dict[str, float]:
     """Single-row latency of a whole scorer (every engine, calibration and blend), as time_engine."""
-    import time
-
-    best: dict[str, float] | None = None
     lists = [list(map(float, r)) for r in rows]
     given = list(windows) if windows is not None else [None] * len(lists)
-    for _ in range(repeats):
-        samples = []
-        for values, window in zip(lists, given, strict=True):
-            t0 = time.perf_counter_ns()
-            scorer.score(values, window)
-            samples.append(time.perf_counter_ns() - t0)
-        arr = np.array(samples) / 1000.0
-        got = {"p50_us": float(np.percentile(arr, 50)), "p99_us": float(np.percentile(arr, 99))}
-        if best is None or got["p99_us"] < best["p99_us"]:
-            best = got
-    assert best is not None
-    return best
+    return time_calls(scorer.score, list(zip(lists, given, strict=True)), repeats)
 
 
 def _time_engines(version_dir: Path, rows: np.ndarray, root: Path) -> dict[str, dict[str, float]]:

@@ -9,12 +9,10 @@ import msgspec
 
 from libs.common.config import DbSettings, FeaturesSettings
 from libs.common.storage.migrate import migrate
-from libs.common.storage.writer import BatchWriter
 from models.fastlane import registry
 from models.fastlane.dataset import lean_tick_dates, replay_vectors, vectors_from_db
 from proto.features import FeatureVector
-from services.recorder.core import SINGLE_ROW, days_of
-from tests.helpers import REPO, train_fastlane
+from tests.helpers import REPO, record_vectors, train_fastlane
 
 SAMPLE = REPO / "data" / "sample" / "lean"
 
@@ -34,15 +32,7 @@ def test_vectors_round_trip_and_train_the_same_model(pg_dsn: str, tmp_path: Path
         replay_vectors(SAMPLE, lean_tick_dates(SAMPLE, ["IBM", "BAC"]), cfg, timeframe="1m", progress=False)
     )
     assert len(vectors) == 780
-    writer = BatchWriter(pg_dsn)
-    to_row = SINGLE_ROW[FeatureVector][1]
-    writer.write(
-        {"feature_vectors": [to_row(v) for v in vectors]},
-        {},
-        "recorder",
-        {"feature_vectors": days_of(vectors)},  # type: ignore[arg-type]
-    )
-    writer.close()
+    record_vectors(pg_dsn, vectors)
     stored = vectors_from_db(pg_dsn, cfg.feature_set)
     key = lambda v: (v.ts_event, v.symbol)  # noqa: E731
     assert [msgspec.json.encode(v) for v in sorted(stored, key=key)] == [

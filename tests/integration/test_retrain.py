@@ -17,13 +17,11 @@ from libs.common import codec
 from libs.common.config import DbSettings, FeaturesSettings
 from libs.common.localinfra import start_nats
 from libs.common.storage.migrate import migrate
-from libs.common.storage.writer import BatchWriter
 from models.fastlane import registry
 from models.fastlane.dataset import lean_tick_dates, replay_vectors, store_days
 from proto.alerts import Alert
 from proto.features import FeatureVector
-from services.recorder.core import SINGLE_ROW, days_of
-from tests.helpers import run_cli, service_env
+from tests.helpers import record_vectors, run_cli, service_env
 from tests.kit.synthetic import write_days
 from tradefleet.backtest.sources import recorded_days
 
@@ -36,15 +34,7 @@ def _record_vectors(data: Path, dsn: str) -> None:
     vectors: list[FeatureVector] = list(
         replay_vectors(data, lean_tick_dates(data, ["AAA", "BBB"]), FeaturesSettings(), progress=False)
     )
-    writer = BatchWriter(dsn)
-    to_row = SINGLE_ROW[FeatureVector][1]
-    writer.write(
-        {"feature_vectors": [to_row(v) for v in vectors]},
-        {},
-        "recorder",
-        {"feature_vectors": days_of(vectors)},  # type: ignore[arg-type]
-    )
-    writer.close()
+    record_vectors(dsn, vectors)
 
 
 async def test_a_scheduled_retrain_trains_on_the_latest_days_and_says_what_the_gate_did(
