@@ -36,7 +36,7 @@ def fastlane(
     families: Annotated[
         str | None,
         typer.Option(
-            help="model families per horizon (lightgbm, logistic, mlp), blended when several "
+            help="model families per horizon (lightgbm, logistic, mlp, sequence), blended when several "
             "(default fastlane.families)"
         ),
     ] = None,
