@@ -9,6 +9,7 @@ Layout under the registry root (``models/registry`` by default):
     fastlane/<horizon>/<version>/report.html  the training run's report (and report.json): every
                                               horizon it trained, this one among them
     fastlane/<horizon>/ACTIVE                 the active version (replaced atomically)
+    fastlane/<horizon>/.staging-*             a version being written (renamed into place whole)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from models.shared import activate_in, active_in, code_version, read_meta_in
 __all__ = ["activate", "active_version", "code_version", "horizon_dir", "read_meta", "versions"]
 
 KIND = "fastlane"
+# a version being written (train.py stages it here and renames it into place): not a version yet
+STAGING_PREFIX = ".staging-"
 
 
 def horizon_dir(root: Path, horizon: str) -> Path:
@@ -29,7 +32,13 @@ def horizon_dir(root: Path, horizon: str) -> Path:
 
 def versions(root: Path, horizon: str) -> list[str]:
     folder = horizon_dir(root, horizon)
-    return sorted(p.name for p in folder.iterdir() if (p / "meta.json").exists()) if folder.exists() else []
+    if not folder.exists():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if not p.name.startswith(STAGING_PREFIX) and (p / "meta.json").exists()
+    )
 
 
 def active_version(root: Path, horizon: str) -> str | None:

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -99,10 +100,6 @@ class Fitted:
     down_mean: float
     best_iteration: int
     family: str = "lightgbm"
-
-    @property
-    def booster(self) -> Any:
-        return self.model
 
     def raw(self, X: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
         return zoo.raw_probability(self.family, self.model, X, self.best_iteration, S)
@@ -440,7 +437,7 @@ def _importance(model: ZooFit, names: list[str]) -> list[tuple[str, float]]:
     """LightGBM's gain per feature (a zoo without lightgbm: none)."""
     if "lightgbm" not in model.members:
         return []
-    gains = model.members["lightgbm"].booster.feature_importance(importance_type="gain")
+    gains = model.members["lightgbm"].model.feature_importance(importance_type="gain")
     ranked = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])
     return [(n, round(g, 3)) for n, g in ranked if g > 0][:25]
 
@@ -460,7 +457,12 @@ def _register(
     reference: dict[str, Any],
     families: dict[str, Any],
 ) -> tuple[str, dict[str, Any]]:
-    staging = Path(tempfile.mkdtemp(prefix="fastlane-"))
+    # Staged beside the versions, on the registry's own filesystem, so that the version appears
+    # by one rename, whole: a run killed before it leaves a hidden staging folder, never a half
+    # version (the registry may be a volume of its own: a move from /tmp would be a copy).
+    folder = registry.horizon_dir(root, horizon)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=registry.STAGING_PREFIX, dir=folder))
     digest = hashlib.sha256()
     for family, member in final.members.items():
         zoo.export(family, member.model, staging, len(names), member.best_iteration)
@@ -509,9 +511,8 @@ def _register(
             meta["engines"] = {"zoo": meta["zoo"]["blend"]["serving"]}
             meta["engine_order"] = ["zoo"]
     (staging / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
-    target = registry.horizon_dir(root, horizon) / version
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging), target)
+    staging.chmod(0o755)  # mkdtemp makes it private; other users (the services) read versions
+    os.rename(staging, folder / version)
     if verdict["promoted"]:
         registry.activate(root, horizon, version)
     return version, verdict
