@@ -40,7 +40,7 @@ from libs.common.storage.migrate import migrate
 from proto.alerts import Alert
 from proto.subjects import PARTITIONED_SERVICES, SERVICES
 from tradefleet.human import live_view, ny_clock, split_drops
-from tradefleet.reach import Target, stored_since
+from tradefleet.reach import Target, publish_alert, stored_since
 
 STALL_LIMIT_S = 10.0
 # Supervision: a dead service (or the NATS server) is restarted after a backoff that doubles with
@@ -467,22 +467,12 @@ class Fleet:
             body=detail,
             dedupe=f"up:{title}",
         )
+        seed = self.nats_auth / "admin.nk" if self.nats_auth is not None else None
+        nats = self.settings.nats.model_copy(update={"url": self.nats_url, "nkey_seed_file": seed})
         try:
-            asyncio.run(self._publish_alert(alert))
+            publish_alert(nats, alert, "tradefleet-up", timeout_s=10.0)
         except Exception as exc:  # the run still ends with the reason; say the alert failed
             self.console.print(f"[red]the alert could not be published: {exc!r}[/red]")
-
-    async def _publish_alert(self, alert: Alert) -> None:
-        seed = self.nats_auth / "admin.nk" if self.nats_auth is not None else None
-        nats = self.settings.nats.model_copy(
-            update={"url": self.nats_url, "nkey_seed_file": seed, "max_reconnect_attempts": 1}
-        )
-        bus = NatsBus(nats, "tradefleet-up")
-        await asyncio.wait_for(bus.connect(), 10)
-        try:
-            await bus.publish(f"alert.{alert.severity}", alert)
-        finally:
-            await bus.close()
 
     def _start_services(self) -> None:
         """Consumers before producers: every service but the md-gateway starts at once (none of

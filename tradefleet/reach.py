@@ -23,7 +23,8 @@ import nats
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from libs.common.config import Settings
+from libs.common.config import NatsSettings, Settings
+from proto.alerts import Alert
 
 STATE_FILE = "fleet.json"  # written by `tradefleet up` in its --var-dir while it runs
 DEFAULT_VAR_DIR = Path("var")
@@ -190,3 +191,20 @@ async def stored_since(
     finally:
         await nc.close()
     return found
+
+
+def publish_alert(settings: NatsSettings, alert: Alert, client: str, timeout_s: float = 15.0) -> None:
+    """One alert on alert.<severity>, waiting for the stream's acknowledgement (a durable subject:
+    the bus retries, then raises), from a command that is not a service (`up` itself, the
+    scheduled retrain). Raises when the bus cannot be reached or refuses it: the caller says so."""
+    from libs.common.nats_bus import NatsBus
+
+    async def send() -> None:
+        bus = NatsBus(settings.model_copy(update={"max_reconnect_attempts": 1}), client)
+        await asyncio.wait_for(bus.connect(), timeout_s)
+        try:
+            await asyncio.wait_for(bus.publish(f"alert.{alert.severity}", alert), timeout_s)
+        finally:
+            await bus.close()
+
+    asyncio.run(send())

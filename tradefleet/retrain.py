@@ -10,15 +10,10 @@ failed is a ``warning`` naming the error. The alert is published as the ``traine
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-from libs.common.config import NatsSettings
-from libs.common.nats_bus import NatsBus
 from proto.alerts import Alert, Severity
-
-PUBLISH_TIMEOUT_S = 15.0
 
 
 def _alert(kind: str, severity: Severity, title: str, body: str, labels: dict[str, str]) -> Alert:
@@ -100,19 +95,3 @@ def _counted(promoted: list[str], refused: list[str]) -> str:
     if refused:
         parts.append("refused " + ", ".join(refused))
     return "; ".join(parts) or "nothing trained"
-
-
-def publish(settings: NatsSettings, alert: Alert) -> None:
-    """Publish ``alert`` on alert.<severity> and wait for the stream's acknowledgement (a durable
-    subject: the bus retries, then raises); raises
-    when the bus cannot be reached or refuses it (the caller says so and exits non-zero)."""
-
-    async def send() -> None:
-        bus = NatsBus(settings.model_copy(update={"max_reconnect_attempts": 1}), "tradefleet-train")
-        await asyncio.wait_for(bus.connect(), PUBLISH_TIMEOUT_S)
-        try:
-            await asyncio.wait_for(bus.publish(f"alert.{alert.severity}", alert), PUBLISH_TIMEOUT_S)
-        finally:
-            await bus.close()
-
-    asyncio.run(send())

@@ -188,58 +188,53 @@ def train_logistic(X_fit: np.ndarray, y_fit: np.ndarray, cfg: Any) -> Any:
     return model
 
 
-class MlpNet:
-    """A torch MLP with the imputation and scaling inside (so its ONNX export needs nothing
-    around it): median for a missing value, then (x - mean) / std, clipped at +-5."""
+def _served(body: Any, median: np.ndarray, mean: np.ndarray, std: np.ndarray, over_time: bool) -> Any:
+    """``body`` with the imputation and scaling inside, so its ONNX export needs nothing around
+    it: the training median for a missing value, then (x - mean) / std clipped at +-5, then
+    ``body`` (over [n, width, seconds] when ``over_time``: a window), then (down, up)
+    probabilities, as the other exports' "probabilities" output."""
+    import torch
 
-    def __init__(self, n_features: int, hidden: Sequence[int], seed: int) -> None:
-        import torch
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+            self.register_buffer("median", torch.tensor(median, dtype=torch.float32))
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
-        torch.manual_seed(seed)
-        layers: list[Any] = []
-        width = n_features
-        for h in hidden:
-            layers += [torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Dropout(0.1)]
-            width = h
-        layers.append(torch.nn.Linear(width, 1))
-        self.body = torch.nn.Sequential(*layers)
-        self.median = torch.zeros(n_features)
-        self.mean = torch.zeros(n_features)
-        self.std = torch.ones(n_features)
+        def forward(self, x: Any) -> Any:
+            x = torch.where(torch.isnan(x), self.median, x)
+            x = torch.clamp((x - self.mean) / self.std, -5.0, 5.0)
+            p = torch.sigmoid(self.body(x.transpose(1, 2) if over_time else x))
+            return torch.cat([1 - p, p], dim=1)
 
-    def module(self) -> Any:
-        import torch
+    return Served().eval()
 
-        body, median, mean, std = self.body, self.median, self.mean, self.std
 
-        class Served(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.body = body
-                self.register_buffer("median", median)
-                self.register_buffer("mean", mean)
-                self.register_buffer("std", std)
+def mlp_net(
+    n_features: int, hidden: Sequence[int], median: np.ndarray, mean: np.ndarray, std: np.ndarray, seed: int
+) -> Any:
+    """A torch MLP (ReLU, dropout 0.1) over the bar vector."""
+    _torch()
+    import torch
 
-            def forward(self, x: Any) -> Any:
-                x = torch.where(torch.isnan(x), self.median, x)
-                x = torch.clamp((x - self.mean) / self.std, -5.0, 5.0)
-                p = torch.sigmoid(self.body(x))
-                # (down, up) probabilities, as the other exports' "probabilities" output
-                return torch.cat([1 - p, p], dim=1)
-
-        return Served().eval()
+    torch.manual_seed(seed)
+    layers: list[Any] = []
+    width = n_features
+    for h in hidden:
+        layers += [torch.nn.Linear(width, h), torch.nn.ReLU(), torch.nn.Dropout(0.1)]
+        width = h
+    layers.append(torch.nn.Linear(width, 1))
+    return _served(torch.nn.Sequential(*layers), median, mean, std, over_time=False)
 
 
 def train_mlp(
     X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg: Any
 ) -> tuple[Any, int]:
-    torch = _torch()
-    net = MlpNet(X_fit.shape[1], cfg.mlp_hidden, cfg.seed)
     median, mean, std = _impute_stats(X_fit)
-    net.median = torch.tensor(median, dtype=torch.float32)
-    net.mean = torch.tensor(mean, dtype=torch.float32)
-    net.std = torch.tensor(std, dtype=torch.float32)
-    return _fit_torch(net.module(), X_fit, y_fit, X_val, y_val, cfg)
+    net = mlp_net(X_fit.shape[1], cfg.mlp_hidden, median, mean, std, cfg.seed)
+    return _fit_torch(net, X_fit, y_fit, X_val, y_val, cfg)
 
 
 def _impute_stats(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -332,31 +327,14 @@ def sequence_net(
             pooled = torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1)
             return self.out(self.drop(pooled))
 
-    body = Body()
-
-    class Served(torch.nn.Module):
-        input_shape = (seconds, width)
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = body
-            self.register_buffer("median", torch.tensor(median, dtype=torch.float32))
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-        def forward(self, x: Any) -> Any:  # x: [n, seconds, width]
-            x = torch.where(torch.isnan(x), self.median, x)
-            x = torch.clamp((x - self.mean) / self.std, -5.0, 5.0)
-            p = torch.sigmoid(self.body(x.transpose(1, 2)))
-            return torch.cat([1 - p, p], dim=1)
-
-    return Served().eval()
+    served = _served(Body(), median, mean, std, over_time=True)
+    served.input_shape = (seconds, width)  # the export's example input
+    return served
 
 
 def train_sequence(
     S_fit: np.ndarray, y_fit: np.ndarray, S_val: np.ndarray, y_val: np.ndarray, cfg: Any
 ) -> tuple[Any, int]:
-    _torch()
     median, mean, std = _impute_stats(S_fit)
     net = sequence_net(S_fit.shape[1], S_fit.shape[2], median, mean, std, cfg.seed)
     return _fit_torch(net, S_fit, y_fit, S_val, y_val, cfg)

@@ -171,17 +171,16 @@ class QosCore:
         horizon, the vector itself is the moment to score (no predictions will come)."""
         if v.timeframe != "1m":
             return []
-        if self.arbiter.on:
-            s = self.symbols.get(v.symbol)
-            if s is None:
-                s = self.symbols[v.symbol] = self._new_symbol()
-            if self.spread_at < len(v.values):
-                s.spread_bps = v.values[self.spread_at]
-        if not any(self.cfg.weights.get(n, 0.0) > 0 for n in STRATEGY_INPUTS):
+        rules = any(self.cfg.weights.get(n, 0.0) > 0 for n in STRATEGY_INPUTS)
+        if not rules and not self.arbiter.on:
             return []
         s = self.symbols.get(v.symbol)
         if s is None:
             s = self.symbols[v.symbol] = self._new_symbol()
+        if self.arbiter.on and self.spread_at < len(v.values):
+            s.spread_bps = v.values[self.spread_at]  # the arbiter's round-trip cost
+        if not rules:
+            return []
         for name, signal in self.strategies.signals(v).items():
             s.sources[name] = (v.ts_event, signal)
         self.stats["strategy_vectors"] += 1

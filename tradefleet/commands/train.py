@@ -128,10 +128,10 @@ def _source(data: str | None, from_store: bool, db_url: str | None) -> str:
 def _tell(settings: Any, alert: Any) -> None:
     """Publish the retrain's alert; a bus that cannot take it fails the command (exit 3) so the
     scheduler shows the run as failed: its training and promotion stand."""
-    from tradefleet import retrain
+    from tradefleet.reach import publish_alert
 
     try:
-        retrain.publish(settings.nats, alert)
+        publish_alert(settings.nats, alert, "tradefleet-train")
     except Exception as exc:
         typer.echo(f"the alert could not be published ({settings.nats.url}): {exc!r}", err=True)
         raise typer.Exit(3) from None
