@@ -1,8 +1,9 @@
 """The drift monitor per scored vector (models/fastlane/drift.py), same run: comparing like with
 like (the shipped reference: the session's parts, independent samples, warm-up per symbol)
 against the whole-day comparison it replaced (the same reference stripped to its old form), and
-the bare cost of binning one vector (what any monitor must do). Rows: random vectors of the
-shipped feature set, a check every 50 as in the service.
+the bare cost of binning one vector value by value (what any monitor must do), and one check
+alone (what the vector that triggers it pays, on the decision path, per horizon). Rows: random
+vectors of the shipped feature set, a check every 50 as in the service.
 
 ``python -m bench.drift`` writes bench/results/drift.json.
 """
@@ -20,6 +21,7 @@ from models.fastlane import registry
 from models.fastlane.drift import DriftMonitor, _bin
 
 ROWS = 3000
+CHECKS = 200
 
 
 def _setup() -> tuple[dict[str, Any], dict[str, Any], list[list[float]]]:
@@ -56,6 +58,13 @@ def one_round(ref: dict[str, Any], old: dict[str, Any], rows: list[list[float]])
     for row in rows:
         [_bin(f["edges"], v) for f, v in zip(features, row, strict=True)]
     out["bare_binning_us"] = (time.perf_counter() - t) / len(rows) * 1e6
+    monitor = DriftMonitor(ref, window=500, check_every=50, min_samples=500, warmup=30)
+    for k, row in enumerate(rows):
+        monitor.add(row, 0.5, "IBM" if k % 2 else "BAC")
+    t = time.perf_counter()
+    for _ in range(CHECKS):
+        monitor.check()
+    out["check_us"] = (time.perf_counter() - t) / CHECKS * 1e6
     return out
 
 

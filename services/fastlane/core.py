@@ -11,8 +11,10 @@ import collections
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from libs.common.clock import Clock
-from models.fastlane.drift import DriftReport
+from models.fastlane.drift import Binner, DriftReport
 from models.fastlane.sequence import SecondsBuffer
 from models.fastlane.serving import ServedModel
 from proto.alerts import Alert
@@ -96,11 +98,12 @@ class FastlaneCore:
             self.predictions += len(preds)
             return preds, alerts
         window = self.seconds.window(v.symbol, v.ts_event) if self.windowed else None
+        binned: dict[Binner, np.ndarray] = {}  # the vector's drift bins, once for the horizons
         for m in matching:
             p, expected = m.scorer.score(v.values, window)
             m.scored += 1
             signal = max(-1.0, min(1.0, (p - m.signal_center) / m.signal_scale))
-            report = m.drift.add(v.values, p, v.symbol)
+            report = m.drift.add(v.values, p, v.symbol, binned)
             if report is not None:
                 alert = self._judged(m, v, report)
                 if alert is not None:
@@ -189,7 +192,7 @@ class FastlaneCore:
             title=f"fast-lane model {m.horizon} {m.version} quarantined: input drift",
             body=(
                 f"rolling PSI {max_psi:.3f} (worst feature {worst}), KS on the score {ks:.3f}, over the "
-                f"last {len(m.drift.bins)} vectors. QOS ignores this horizon until its inputs come back "
+                f"last {m.drift.filled} vectors. QOS ignores this horizon until its inputs come back "
                 "(released after clean checks) or a new model is promoted."
             ),
             dedupe=f"drift:{m.horizon}:{m.version}",

@@ -9,6 +9,7 @@ on exactly the bar where TA-Lib's output starts.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 
@@ -371,17 +372,22 @@ class RollingStats:
 
 
 class PercentileRank:
-    """Fraction of the last n values below x (O(n) per bar close, never per tick)."""
+    """Fraction of the last n values below x, once per bar close. The window is also kept
+    sorted: the rank is a bisection instead of a pass over the window (on the decision path)."""
 
-    __slots__ = ("window",)
+    __slots__ = ("ordered", "window")
 
     def __init__(self, n: int) -> None:
         self.window: collections.deque[float] = collections.deque(maxlen=n)
+        self.ordered: list[float] = []
 
     def rank_then_add(self, x: float, min_count: int = 10) -> float:
         if math.isnan(x):
             return NAN
-        window = self.window
-        rank = sum(1 for v in window if v < x) / len(window) if len(window) >= min_count else NAN
+        window, ordered = self.window, self.ordered
+        rank = bisect.bisect_left(ordered, x) / len(window) if len(window) >= min_count else NAN
+        if len(window) == window.maxlen:  # the oldest leaves with this append
+            del ordered[bisect.bisect_left(ordered, window[0])]
         window.append(x)
+        bisect.insort(ordered, x)
         return rank
