@@ -101,6 +101,27 @@ def _learning_curve(ax: Any, curve: list[dict[str, Any]]) -> None:
     ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
 
 
+def _news_section(news: dict[str, Any] | None) -> str:
+    """News-style sentences (models/sentiment/news_eval.py): what labelled them, the figures."""
+    if not news:
+        return ""
+    classes = "".join(
+        f"<tr><td>{n}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
+        f"<td>{c['support']}</td></tr>"
+        for n, c in news["per_class"].items()
+    )
+    return f"""<h2>News headlines (another domain)</h2>
+<p>{news["n"]} headlines labelled by the analyst action they report ({html.escape(news["source"])}),
+scored by the served engine ({html.escape(news["engine"])}), after the tweets' temperature.
+No neutral class: a neutral answer counts as a miss.</p>
+<table><tr><th>accuracy</th><th>answered neutral</th><th>directional accuracy</th><th>macro-F1</th>
+<th>log loss</th><th>ECE</th></tr>
+<tr><td>{news["accuracy"]:.4f}</td><td>{news["answered_neutral"]:.3f}</td>
+<td>{news["directional_accuracy"]:.4f}</td><td>{news["macro_f1"]:.4f}</td><td>{news["log_loss"]:.4f}</td>
+<td>{news["ece"]:.4f}</td></tr></table>
+<table><tr><th></th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{classes}</table>"""
+
+
 def write_report(meta: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(meta, indent=2))
@@ -139,6 +160,7 @@ Served engine: <b>{html.escape(engine)}</b>. Promoted: {meta.get("promoted")}
 <h2>Engines (held-out accuracy; latency per headline, ms)</h2>
 <table><tr><th></th><th>accuracy</th><th>p50</th><th>p99</th><th>batch of 16</th></tr>{rows}</table>
 {_confusion_table(held["confusion"])}
+{_news_section(meta.get("news"))}
 {_plots(meta)}
 </body></html>"""
     (folder / "report.html").write_text(page)

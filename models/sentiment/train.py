@@ -215,8 +215,15 @@ def _latency(scorer: serving.Scorer, texts: list[str], n: int = 300) -> dict[str
 
 
 def train(
-    data: Path, root: Path, cfg: SentimentTrainConfig, report_dir: Path | None = None, progress: bool = True
+    data: Path,
+    root: Path,
+    cfg: SentimentTrainConfig,
+    report_dir: Path | None = None,
+    progress: bool = True,
+    news_eval: Path | None = None,
 ) -> dict[str, Any]:
+    """Train, register, measure the engines (and, with ``news_eval``, the served engine on the
+    analyst-action headlines there: models/sentiment/news_eval.py), then the promotion gate."""
     import torch
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -319,6 +326,8 @@ def train(
     }
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     _measure_engines(root, version, cfg, test_texts, labels[test_rows], meta)
+    if news_eval is not None:
+        meta["news"] = evaluate_news(root, version, meta, news_eval)
     verdict = _promote(root, version, held_out["accuracy"], cfg.promote, test_texts, labels[test_rows])
     meta["promoted"], meta["promotion"] = verdict["promoted"], verdict
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -350,9 +359,10 @@ def _measure_engines(
     (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def remeasure(root: Path, version: str, progress: bool = False) -> dict[str, Any]:
+def remeasure(root: Path, version: str, news_eval: Path | None = None) -> dict[str, Any]:
     """A registered version's engines measured again (after a change to an engine, such as how
-    int8 is quantized), on its own held-out split; the weights are not touched."""
+    int8 is quantized), on its own held-out split, and with ``news_eval`` on the news headlines
+    there too; the weights are not touched."""
     from models.sentiment.report import write_report
 
     meta = serving.read_meta(root, version)
@@ -366,8 +376,27 @@ def remeasure(root: Path, version: str, progress: bool = False) -> dict[str, Any
     meta.pop("probes", None)  # recorded again below, by the engines as they are now
     (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
     _measure_engines(root, version, cfg, [texts[i] for i in test], labels[test], meta)
+    if news_eval is not None:
+        meta["news"] = evaluate_news(root, version, meta, news_eval)
+        (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
     write_report(meta, kind_dir(root) / version)
     return meta
+
+
+def evaluate_news(root: Path, version: str, meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The engine this version serves, on the analyst-action headlines at ``path``."""
+    import tempfile
+
+    from models.sentiment import news_eval
+
+    texts, labels = news_eval.load_analyst_headlines(path)
+    engine = meta["serving"]["engine"]
+    with tempfile.TemporaryDirectory(prefix="tf-sentiment-") as cache:
+        scorer = serving.load_version(root, version, engine, Path(cache))
+        result = news_eval.evaluate(scorer, texts, labels)
+    result["engine"] = engine
+    result["data"] = str(path)
+    return result
 
 
 def _engines(

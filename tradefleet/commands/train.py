@@ -293,6 +293,14 @@ def sentiment(
     remeasure: Annotated[
         str | None, typer.Option(help="only measure the engines of this registered version again")
     ] = None,
+    news_eval: Annotated[
+        Path | None,
+        typer.Option(
+            help="also score the served engine on the analyst-action headlines of this Benzinga CSV "
+            "(or its folder, e.g. ../shared/data/news/benzinga_headlines): news-style sentences "
+            "labelled by the action they report"
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune the shipped sentiment model (MiniLM + LoRA) and register it, with its report."""
@@ -302,17 +310,33 @@ def sentiment(
     settings = load(config)
     root = registry or settings.sentiment.registry
     if remeasure is not None:
-        meta = training.remeasure(root, remeasure)
+        try:
+            meta = training.remeasure(root, remeasure, news_eval)
+        except (ValueError, OSError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
         for name, e in meta["engines"].items():
             typer.echo(f"{name}: {json.dumps(e)}")
         typer.echo(f"serving engine: {meta['serving']['engine']}")
+        if "news" in meta:
+            typer.echo(f"news headlines: {_news_line(meta['news'])}")
         return
     cfg = SentimentTrainConfig(epochs=epochs, lora_rank=rank, lr=lr, limit=limit, promote=promote, seed=seed)
-    meta = training.train(data, root, cfg, report, progress=sys.stderr.isatty())
+    meta = training.train(data, root, cfg, report, progress=sys.stderr.isatty(), news_eval=news_eval)
     held, ref = meta["held_out"], meta["reference_tfidf_logreg"]
     typer.echo(
         f"{meta['version']} held-out accuracy {held['accuracy']:.4f} macro-F1 {held['macro_f1']:.4f} "
         f"ECE {held['ece']:.4f} (TF-IDF+LR {ref['accuracy']:.4f} / {ref['macro_f1']:.4f}); "
         f"engine {meta['serving']['engine']}; {'PROMOTED' if meta['promoted'] else 'not promoted'}: "
         f"{meta.get('promotion', {}).get('why', '')}"
+    )
+    if "news" in meta:
+        typer.echo(f"news headlines: {_news_line(meta['news'])}")
+
+
+def _news_line(news: dict[str, Any]) -> str:
+    return (
+        f"{news['n']} analyst actions ({news['positive']} up, {news['negative']} down), engine "
+        f"{news['engine']}: accuracy {news['accuracy']:.4f} (neutral counted as a miss), answered "
+        f"neutral {news['answered_neutral']:.3f}, directional accuracy {news['directional_accuracy']:.4f}, "
+        f"macro-F1 {news['macro_f1']:.4f}, ECE {news['ece']:.4f}"
     )
