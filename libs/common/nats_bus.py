@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 from opentelemetry import trace
 
-from libs.common import codec
+from libs.common import codec, natspub
 from libs.common.bus import (
     Bus,
     BusHooks,
@@ -195,6 +195,7 @@ class NatsBus(Bus):
         self._base_headers = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
         if group is not None:  # its members drop their own group's copies coming back
             self._base_headers[ORIGIN_HEADER] = group.origin
+        self._header_block: bytes | None = None  # set at connect
         self.connected = asyncio.Event()
         self.on_connection_change: Any = None
         # The server's partition count (PARTITIONS_PROBE, asked at connect; 1: no mapping) and,
@@ -218,6 +219,13 @@ class NatsBus(Bus):
     async def connected_on(self, nc: NatsClient, partitions: int) -> None:
         """Use ``nc`` (this bus's own, or its process group's shared one)."""
         self.nc = nc
+        # The header block, encoded once (libs/common/natspub.py): only while every message
+        # carries the same headers (tracing adds a context per message) and the client is one
+        # whose internals natspub drives.
+        tracing = self.tracing is not None and self.tracing.enabled
+        self._header_block = (
+            natspub.encode_headers(self._base_headers) if natspub.supported(nc) and not tracing else None
+        )
         self.js = nc.jetstream(timeout=5.0, domain=self.settings.js_domain)
         self.partitions = partitions
         self.connected.set()
@@ -321,7 +329,10 @@ class NatsBus(Bus):
         else:
             assert self.nc is not None
             try:
-                await self.nc.publish(subject, codec.encode(event), headers=self._headers())
+                if self._header_block is not None:
+                    await natspub.publish_encoded(self.nc, subject, codec.encode(event), self._header_block)
+                else:
+                    await self.nc.publish(subject, codec.encode(event), headers=self._headers())
             except CORE_PUBLISH_FAILURES as exc:
                 await self._dropped_while_down(subject, 1, exc)
                 return
@@ -473,7 +484,10 @@ class NatsBus(Bus):
     ) -> None:
         assert self.nc is not None
         try:
-            await self.nc.publish(subject, payload, headers=headers or self._headers())
+            if headers is None and self._header_block is not None:
+                await natspub.publish_encoded(self.nc, subject, payload, self._header_block)
+            else:
+                await self.nc.publish(subject, payload, headers=headers or self._headers())
         except CORE_PUBLISH_FAILURES as exc:
             await self._dropped_while_down(subject, count, exc)
             return
