@@ -18,7 +18,10 @@ figure is a difference of wall-clock stamps (``time.time_ns``) taken on this one
   (made by features on the closing tick, after decoding it and closing the bar): the part that
   crosses no process in the grouped deployment and three in the separate one;
 - one bare hop: the same paced ticks, received by a bare nats-py subscriber in another process
-  (closing ticks only): receipt - publish.
+  (closing ticks only): receipt - publish;
+- the cores alone (``cores``): the same cores on the backtest's in-process bus over the whole
+  day (some 260 decisions, not 8): the closing tick's dispatch -> the decision's publish, by
+  ``time.perf_counter_ns`` in one thread. No NATS and no process: the floor under both.
 
 ``python -m bench.spine_latency --rounds 3 --rate 10000`` writes bench/results/spine_latency.json.
 """
@@ -244,6 +247,59 @@ def bare_round(url: str, events: list[Any], rate: float) -> dict[str, Any]:
     }
 
 
+# -- the cores alone: no NATS, no process ------------------------------------------------------
+def _decide_often_settings() -> Any:
+    from libs.common.config import load_settings
+
+    sections: dict[str, dict[str, str]] = {}
+    for key, value in DECIDE_OFTEN.items():
+        section, field = key.removeprefix("TRADEFLEET_").lower().split("__")
+        sections.setdefault(section, {})[field] = value
+    return load_settings(None, **sections)
+
+
+def cores_round() -> dict[str, Any]:
+    """The same four cores (and execution's SimBroker after them) on the backtest's in-process
+    bus over the whole sample day: the bar-closing tick's dispatch -> the decision's publish, in
+    one thread, nothing between the cores but the bus's FIFO. The floor under both deployments:
+    what the cores' own work on a close costs."""
+    from tradefleet.backtest.engine import Backtest, BacktestHooks
+    from tradefleet.backtest.sources import find_days
+
+    class DecisionHooks(BacktestHooks):
+        closing_ns = 0  # the closing tick being dispatched (0: another record)
+        latencies: list[float] = []
+
+        def on_published(self, pattern: str, count: int) -> None:
+            if self.closing_ns and pattern.startswith(("order.approved", "order.denied")):
+                self.latencies.append((time.perf_counter_ns() - self.closing_ns) / 1000)
+            super().on_published(pattern, count)
+
+    class Timed(Backtest):
+        def _day_events(self, *args: Any) -> Any:
+            hooks = self.hooks
+            assert isinstance(hooks, DecisionHooks)
+            next_boundary = 0
+            for subject, event in super()._day_events(*args):
+                ts = getattr(event, "ts_event", 0)
+                hooks.closing_ns = 0
+                if subject.startswith("md.") and ts >= next_boundary:
+                    if next_boundary:
+                        hooks.closing_ns = time.perf_counter_ns()
+                    next_boundary = ts // MINUTE * MINUTE + MINUTE
+                yield subject, event
+
+    repo = Path(__file__).resolve().parents[1]
+    days = find_days(str(repo / "data" / "sample" / "lean"), ["IBM", "BAC"], "20131008", "20131008")
+    backtest = Timed(_decide_often_settings(), days)
+    hooks = DecisionHooks()
+    hooks.latencies = []
+    backtest.hooks = backtest.bus.hooks = hooks
+    asyncio.run(backtest.run())
+    lat = hooks.latencies
+    return {"decisions": len(lat), "p50_us": percentile(lat, 0.5), "p99_us": percentile(lat, 0.99)}
+
+
 def run(rounds: int = 3, rate: float = 10_000.0, limit: int = 150_000) -> dict[str, Any]:
     events = sample_events()[:limit]
     per_round = []
@@ -254,7 +310,8 @@ def run(rounds: int = 3, rate: float = 10_000.0, limit: int = 150_000) -> dict[s
                 bare = bare_round(server.url, events, rate)
                 separate = deployment_round(False, server.url, events, rate, Path(tmp))
                 grouped = deployment_round(True, server.url, events, rate, Path(tmp))
-                one: dict[str, Any] = {"bare": bare, "separate": separate, "grouped": grouped}
+                cores = cores_round()
+                one: dict[str, Any] = {"bare": bare, "separate": separate, "grouped": grouped, "cores": cores}
                 one["grouped_md_p99_over_bare_p99"] = (
                     grouped["md_to_decision_p99_us"] / bare["bare_hop_p99_us"]
                 )
@@ -266,7 +323,7 @@ def run(rounds: int = 3, rate: float = 10_000.0, limit: int = 150_000) -> dict[s
         finally:
             server.stop()
     result: dict[str, Any] = {"rate_ticks_per_s": rate, "ticks": len(events), "rounds": per_round}
-    for kind in ("bare", "separate", "grouped"):
+    for kind in ("bare", "separate", "grouped", "cores"):
         keys = per_round[0][kind]
         result[kind] = {k: median([r[kind][k] for r in per_round]) for k in keys}
     for key in ("grouped_md_p99_over_bare_p99", "separate_md_p99_over_bare_p99"):
