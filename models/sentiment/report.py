@@ -101,15 +101,19 @@ def _learning_curve(ax: Any, curve: list[dict[str, Any]]) -> None:
     ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
 
 
+def _class_rows(per_class: dict[str, dict[str, Any]]) -> str:
+    return "".join(
+        f"<tr><td>{n}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
+        f"<td>{c['support']}</td></tr>"
+        for n, c in per_class.items()
+    )
+
+
 def _news_section(news: dict[str, Any] | None) -> str:
     """News-style sentences (models/sentiment/news_eval.py): what labelled them, the figures."""
     if not news:
         return ""
-    classes = "".join(
-        f"<tr><td>{n}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
-        f"<td>{c['support']}</td></tr>"
-        for n, c in news["per_class"].items()
-    )
+    classes = _class_rows(news["per_class"])
     return f"""<h2>News headlines (another domain)</h2>
 <p>{news["n"]} headlines labelled by the analyst action they report ({html.escape(news["source"])}),
 scored by the served engine ({html.escape(news["engine"])}), after the tweets' temperature.
@@ -134,11 +138,7 @@ def write_report(meta: dict[str, Any], folder: Path) -> None:
         else f"<tr><td>{html.escape(name)}</td><td colspan=4>{html.escape(e['error'])}</td></tr>"
         for name, e in meta.get("engines", {}).items()
     )
-    classes = "".join(
-        f"<tr><td>{n}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
-        f"<td>{c['support']}</td></tr>"
-        for n, c in held["per_class"].items()
-    )
+    classes = _class_rows(held["per_class"])
     engine = meta.get("serving", {}).get("engine", "?")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>sentiment {meta["version"]}</title>
 <style>body{{font-family:sans-serif;margin:2em}}

@@ -232,6 +232,10 @@ def train(
     from models.shared import code_version
 
     started = time.monotonic()
+    if news_eval is not None:  # a wrong path fails now, not after the training
+        from models.sentiment.news_eval import load_analyst_headlines
+
+        load_analyst_headlines(news_eval)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -363,8 +367,11 @@ def remeasure(root: Path, version: str, news_eval: Path | None = None) -> dict[s
     """A registered version's engines measured again (after a change to an engine, such as how
     int8 is quantized), on its own held-out split, and with ``news_eval`` on the news headlines
     there too; the weights are not touched."""
+    from models.sentiment.news_eval import load_analyst_headlines
     from models.sentiment.report import write_report
 
+    if news_eval is not None:  # a wrong path fails now, before anything is measured
+        load_analyst_headlines(news_eval)
     meta = serving.read_meta(root, version)
     keys = ("seed", "test_size", "valid_size", "limit", "engines", "latency_samples")
     cfg = SentimentTrainConfig(**{k: meta["config"][k] for k in keys if k in meta["config"]})

@@ -10,12 +10,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from libs.common.config import load_settings
 from models.sentiment import news_eval, serving
 from models.sentiment import train as training
 from models.sentiment.report import write_report
 from tests.conftest import shared_path
+from tradefleet.cli import app as cli
 
 BENZINGA = shared_path("news", "benzinga_headlines")
 POSITIVE, NEGATIVE = news_eval.POSITIVE, news_eval.NEGATIVE
@@ -50,6 +52,18 @@ def test_a_file_without_analyst_actions_is_refused(tmp_path: Path) -> None:
         news_eval.load_analyst_headlines(tmp_path)
     with pytest.raises(FileNotFoundError):
         news_eval.load_analyst_headlines(tmp_path / "missing")
+    # the command says so before it trains or measures anything
+    root = load_settings(None).sentiment.registry
+    version = serving.active_version(root) or ""
+    registry = tmp_path / "registry"
+    shutil.copytree(root, registry)
+    meta = serving.kind_dir(registry) / version / "meta.json"
+    before = meta.read_bytes()
+    for news, said in ((tmp_path / "missing", "does not exist"), (tmp_path, "no headline reports")):
+        args = ["train", "sentiment", "--registry", str(registry), "--remeasure", version]
+        result = CliRunner().invoke(cli, [*args, "--news-eval", str(news)], env={"COLUMNS": "240"})
+        assert result.exit_code == 2 and said in result.output, result.output
+    assert meta.read_bytes() == before  # nothing was measured again
 
 
 @pytest.mark.skipif(not BENZINGA.exists(), reason="../shared/data/news is not here (not shipped)")

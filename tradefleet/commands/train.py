@@ -296,9 +296,10 @@ def sentiment(
     news_eval: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
             help="also score the served engine on the analyst-action headlines of this Benzinga CSV "
             "(or its folder, e.g. ../shared/data/news/benzinga_headlines): news-style sentences "
-            "labelled by the action they report"
+            "labelled by the action they report",
         ),
     ] = None,
     config: ConfigOpt = None,
