@@ -265,9 +265,20 @@ def test_cutting_the_leaf_link_degrades_the_onprem_gate_and_restoring_it_loses_n
             what="the state saying risk is back stored in the hub",
         )
         states = stored_states()
-        alerts = [
-            e for e in asyncio.run(stored_events(hub.url, "ALERTS", auth / "tap.nk")) if isinstance(e, Alert)
-        ]
+
+        def risk_alerts() -> list[str]:
+            stored = asyncio.run(stored_events(hub.url, "ALERTS", auth / "tap.nk"))
+            return [e.title for e in stored if isinstance(e, Alert) and e.source == "risk"]
+
+        # The mode alert follows the state it goes with, each kept and sent in order once the hub
+        # is back: wait for it to be stored too, not only the state.
+        wait_until(
+            lambda: any(t.startswith(f"risk mode DEGRADED -> {mode_before}") for t in risk_alerts()),
+            30,
+            interval=0.2,
+            what="the alert saying risk is back stored in the hub",
+        )
+        titles = risk_alerts()
 
         def decided() -> list[Any]:
             orders = asyncio.run(stored_events(hub.url, "ORDERS", auth / "tap.nk"))
@@ -290,7 +301,6 @@ def test_cutting_the_leaf_link_degrades_the_onprem_gate_and_restoring_it_loses_n
     modes = [s.mode for s in states]
     degraded = modes.index("DEGRADED")
     assert "hub unreachable" in states[degraded].mode_reason and modes[-1] == mode_before
-    titles = [a.title for a in alerts if a.source == "risk"]
     assert any(t.startswith(f"risk mode {mode_before} -> DEGRADED: hub unreachable") for t in titles), titles
     assert any(t.startswith(f"risk mode DEGRADED -> {mode_before}") for t in titles), titles
     assert len(decisions) == 1
