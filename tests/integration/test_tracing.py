@@ -34,13 +34,15 @@ def _settings(nats_url: str, tmp: Path) -> Settings:
         telemetry={"tracing": "memory", "trace_sample_every": SAMPLE_EVERY, "heartbeat_s": 0},
         # Paced: every service here shares one event loop with the gateway, so an unpaced replay
         # reaches its end before the orders it causes reach the simulated venue (each approval
-        # waits for the stream to take the gate's state first).
-        md_gateway={"replay": {"root": str(SAMPLE_LEAN), "news": [], "until": "10:20", "speed": 300}},
+        # waits for the stream to take the gate's state first), which then rejects them. At 300x
+        # (10 s for the 50 minutes) a loaded CI run's approvals all came after the end; at 100x
+        # the replay lasts 30 s.
+        md_gateway={"replay": {"root": str(SAMPLE_LEAN), "news": [], "until": "10:20", "speed": 100}},
         execution={"journal": str(tmp / "journal.msgpack"), "account": f"SIM-{uuid.uuid4().hex[:6]}"},
         fastlane={"compile_cache": SHARED_CACHES["TRADEFLEET_FASTLANE__COMPILE_CACHE"]},
         market={"cache": SHARED_CACHES["TRADEFLEET_MARKET__CACHE"]},
         signing={"approval_key": TEST_APPROVAL_KEY},
-        # Quote age is judged in market time: at 300x a quote the gate heard 20 ms (wall) before
+        # Quote age is judged in market time: at 100x a quote the gate heard 60 ms (wall) before
         # the intent is 6 s old, and a loaded CI run lags that much. This test is about traces.
         risk={"max_quote_age_ms": 120000},
     )
@@ -109,7 +111,7 @@ async def test_a_sampled_tick_is_one_trace_through_every_service_to_its_fill(tmp
             fills = [s for s in spans["execution"] if s.name == "broker fill"]
             return any(_services(_path_to_root(f, by_id)) == ["md-gateway", *CHAIN] for f in fills)
 
-        # The replay runs to 10:20 in a few seconds; a fill traced to a tick comes within it.
+        # The replay runs to 10:20 in 30 s; a fill traced to a tick comes within it.
         await await_until(lambda: features.finished, 150, what="features through the replay")
         try:
             await await_until(whole_fill, 120, interval=0.5, what="a fill traced back to a tick")
