@@ -264,10 +264,12 @@ class FakeTws:
         self._news_seq = 0
         self._exec = 0
         self._server: asyncio.AbstractServer | None = None
+        self._stopping = False
         self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeTws:
+        self._stopping = False
         self._server = await asyncio.start_server(self._serve, host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -276,6 +278,9 @@ class FakeTws:
         # Stop listening first: a client that reconnects while its old socket is being closed
         # must be refused, not accepted by a fake that is going away (the outage test saw that
         # reconnect succeed, stay up, and no page go out).
+        # A connection the kernel accepted just before the close is served after it: _serve
+        # refuses it, so nothing connects to a fake that has stopped.
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         await self.drop()
@@ -415,6 +420,9 @@ class FakeTws:
 
     # -- the socket --------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            writer.close()
+            return
         client = _Client(reader, writer)
         self.clients.append(client)
         try:

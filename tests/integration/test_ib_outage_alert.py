@@ -59,7 +59,10 @@ async def gateway_without_tws(nats_url: str, windows: list[str], watch_s: float)
     app = MdGatewayApp(settings)
     task = asyncio.create_task(rt.run(app, install_signals=False))
     try:
-        await await_until(lambda: app.ib_session is not None and app.ib_session.ready, 15, what="ib ready")
+        # ``ready`` is an Event, always truthy: the session must have connected before TWS goes away
+        await await_until(
+            lambda: app.ib_session is not None and app.ib_session.ready.is_set(), 15, what="ib ready"
+        )
         assert app.ib_session is not None
         await fake.stop()  # TWS is gone: every reconnect is refused
         await await_until(lambda: app.ib_session.connectivity != "up", 10, what="outage seen")
