@@ -232,10 +232,7 @@ def train(
     from models.shared import code_version
 
     started = time.monotonic()
-    if news_eval is not None:  # a wrong path fails now, not after the training
-        from models.sentiment.news_eval import load_analyst_headlines
-
-        load_analyst_headlines(news_eval)
+    headlines = _headlines(news_eval)  # a wrong path fails now, not after the training
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -330,8 +327,8 @@ def train(
     }
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     _measure_engines(root, version, cfg, test_texts, labels[test_rows], meta)
-    if news_eval is not None:
-        meta["news"] = evaluate_news(root, version, meta, news_eval)
+    if news_eval is not None and headlines is not None:
+        meta["news"] = evaluate_news(root, version, meta, news_eval, headlines)
     verdict = _promote(root, version, held_out["accuracy"], cfg.promote, test_texts, labels[test_rows])
     meta["promoted"], meta["promotion"] = verdict["promoted"], verdict
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -367,11 +364,9 @@ def remeasure(root: Path, version: str, news_eval: Path | None = None) -> dict[s
     """A registered version's engines measured again (after a change to an engine, such as how
     int8 is quantized), on its own held-out split, and with ``news_eval`` on the news headlines
     there too; the weights are not touched."""
-    from models.sentiment.news_eval import load_analyst_headlines
     from models.sentiment.report import write_report
 
-    if news_eval is not None:  # a wrong path fails now, before anything is measured
-        load_analyst_headlines(news_eval)
+    headlines = _headlines(news_eval)  # a wrong path fails now, before anything is measured
     meta = serving.read_meta(root, version)
     keys = ("seed", "test_size", "valid_size", "limit", "engines", "latency_samples")
     cfg = SentimentTrainConfig(**{k: meta["config"][k] for k in keys if k in meta["config"]})
@@ -383,20 +378,32 @@ def remeasure(root: Path, version: str, news_eval: Path | None = None) -> dict[s
     meta.pop("probes", None)  # recorded again below, by the engines as they are now
     (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
     _measure_engines(root, version, cfg, [texts[i] for i in test], labels[test], meta)
-    if news_eval is not None:
-        meta["news"] = evaluate_news(root, version, meta, news_eval)
+    if news_eval is not None and headlines is not None:
+        meta["news"] = evaluate_news(root, version, meta, news_eval, headlines)
         (kind_dir(root) / version / "meta.json").write_text(json.dumps(meta, indent=2))
     write_report(meta, kind_dir(root) / version)
     return meta
 
 
-def evaluate_news(root: Path, version: str, meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The engine this version serves, on the analyst-action headlines at ``path``."""
+def _headlines(path: Path | None) -> tuple[list[str], np.ndarray] | None:
+    """The analyst-action headlines at ``path`` (None: no news evaluation); raises at once for a
+    path that does not exist or holds none, before anything is trained or measured."""
+    if path is None:
+        return None
+    from models.sentiment.news_eval import load_analyst_headlines
+
+    return load_analyst_headlines(path)
+
+
+def evaluate_news(
+    root: Path, version: str, meta: dict[str, Any], path: Path, headlines: tuple[list[str], np.ndarray]
+) -> dict[str, Any]:
+    """The engine this version serves, on the analyst-action ``headlines`` read from ``path``."""
     import tempfile
 
     from models.sentiment import news_eval
 
-    texts, labels = news_eval.load_analyst_headlines(path)
+    texts, labels = headlines
     engine = meta["serving"]["engine"]
     with tempfile.TemporaryDirectory(prefix="tf-sentiment-") as cache:
         scorer = serving.load_version(root, version, engine, Path(cache))

@@ -72,7 +72,7 @@ def test_the_served_model_reads_analyst_headlines_right(tmp_path: Path) -> None:
     version = serving.active_version(root)
     assert version is not None
     meta = serving.read_meta(root, version)
-    news = training.evaluate_news(root, version, meta, BENZINGA)
+    news = training.evaluate_news(root, version, meta, BENZINGA, news_eval.load_analyst_headlines(BENZINGA))
     assert news["n"] >= 900 and news["positive"] >= 400 and news["negative"] >= 400
     assert news["engine"] == meta["serving"]["engine"]
     # Direction is what the tweets taught; an analyst action is not neutral, so a neutral answer
