@@ -10,12 +10,23 @@ import collections
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from libs.common.bus import Bus, Delivery, E, Handler, NullHooks, Responder, Subscription, Types
+from libs.common.bus import (
+    Bus,
+    Delivery,
+    E,
+    Handler,
+    InProcessBus,
+    NullHooks,
+    Responder,
+    Subscription,
+    SyncHandler,
+    Types,
+)
 from libs.common.clock import Clock, LiveClock
 from libs.common.config import Settings
 from libs.common.group import ProcessGroup
@@ -87,6 +98,17 @@ class ServiceApp(abc.ABC):
         return None
 
 
+def _awaiting(handler: SyncHandler) -> Handler:
+    """A SyncHandler as a Handler: for buses that await every handler (NATS, process groups)."""
+
+    async def run(d: Delivery[Any]) -> None:
+        pending = handler(d)
+        if pending is not None:
+            await pending
+
+    return run
+
+
 class Runtime:
     def __init__(
         self,
@@ -153,8 +175,9 @@ class Runtime:
     async def subscribe(
         self,
         pattern: str,
-        handler: Handler | Mapping[type[Event], Handler],
+        handler: Handler | SyncHandler | Mapping[type[Event], Handler],
         *,
+        sync: bool = False,
         types: Types = None,
         durable: str | None = None,
         queue: str | None = None,
@@ -167,7 +190,11 @@ class Runtime:
         """``types``: the event types ``handler`` takes (a ``Delivery[T]``); see Bus.subscribe.
         ``every_partition``: see NatsBus.subscribe (nothing on an in-process bus).
         ``handler`` may be a table, one typed handler per event type: one subscription (so one
-        consumer keeps the stream's order across the types), each event to its type's handler."""
+        consumer keeps the stream's order across the types), each event to its type's handler.
+        ``sync``: ``handler`` is a plain function that returns None, or an awaitable when it has
+        something to wait for (a SyncHandler). The per-tick handlers are: on the in-process bus
+        (the backtest, the RL environment) they are then called without a coroutine per event,
+        which was a tenth of a backtest's time per tick; on NATS they run wrapped as usual."""
         if self.settings.nats.nkey_seed_file is not None:
             from libs.common.natsauth import may_subscribe
 
@@ -176,19 +203,27 @@ class Runtime:
                 raise PermissionError(f"{self.service} may not subscribe to {pattern!r}: {why}")
         if durable is not None:
             durable = self._replica_durable(durable)
-        if isinstance(handler, Mapping):
+        run: Handler
+        if sync:
+            assert not isinstance(handler, Mapping), "a sync subscription takes one handler"
+            if isinstance(self.bus, InProcessBus):
+                return self.bus.subscribe_sync(pattern, handler, types=types)
+            run = _awaiting(handler)
+        elif isinstance(handler, Mapping):
             table = dict(handler)
             types = tuple(table)
 
             async def dispatch(d: Delivery[Any]) -> None:
                 await table[type(d.event)](d)
 
-            handler = dispatch
+            run = dispatch
+        else:
+            run = cast(Handler, handler)  # an async handler: ``sync`` says which it is
         if every_partition and isinstance(self.bus, NatsBus):
-            return await self.bus.subscribe(pattern, handler, types=types, every_partition=True)
+            return await self.bus.subscribe(pattern, run, types=types, every_partition=True)
         return await self.bus.subscribe(
             pattern,
-            handler,
+            run,
             types=types,
             durable=durable,
             queue=queue,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,21 +222,10 @@ class _Episode:
         await self.bus.publish(STATUS.subject(), status)
 
     async def _play(self) -> None:
-        publish, set_clock, idle = self.bus.publish, self.clock.set, self.broker.idle
         await self._status("replay_started", 1)
-        # While the broker is idle, only the latest quote (the touch) and the latest trade (the
-        # broker's and the gateway's clock) matter; held back until the next other event.
-        held: dict[type, tuple[int, str, Event, int]] = {}
-        for n, (subject, event, clock_ns) in enumerate(self.tape.events):
-            kind = type(event)
-            if (kind is Quote or kind is Trade) and idle():
-                held[kind] = (n, subject, event, clock_ns)
-                continue
-            if held:
-                await self._deliver(held)
-            set_clock(clock_ns)
-            await publish(subject, event)
-        await self._deliver(held)
+        # One stream (publish_all): each event settled before the next is taken, which is when
+        # the broker's idleness below is read; one coroutine for the tape, not one per event.
+        await self.bus.publish_all(self._stream())
         await self._status("replay_finished", 2)
         for app in self.apps:
             await app.stop()
@@ -245,11 +235,28 @@ class _Episode:
                 f"handlers failed in the policy environment: {dict(self.hooks.errors)}"
             ) from first
 
-    async def _deliver(self, held: dict[type, tuple[int, str, Event, int]]) -> None:
+    def _stream(self) -> Iterator[tuple[str, Event]]:
+        """The tape's events, each with the clock set to its own. While the broker is idle, only
+        the latest quote (the touch) and the latest trade (the broker's and the gateway's clock)
+        matter; held back until the next other event."""
+        set_clock, idle = self.clock.set, self.broker.idle
+        held: dict[type, tuple[int, str, Event, int]] = {}
+        for n, (subject, event, clock_ns) in enumerate(self.tape.events):
+            kind = type(event)
+            if (kind is Quote or kind is Trade) and idle():
+                held[kind] = (n, subject, event, clock_ns)
+                continue
+            if held:
+                yield from self._held(held)
+            set_clock(clock_ns)
+            yield subject, event
+        yield from self._held(held)
+
+    def _held(self, held: dict[type, tuple[int, str, Event, int]]) -> Iterator[tuple[str, Event]]:
         """The held market data, in tape order, each at its own clock."""
         for _, subject, event, clock_ns in sorted(held.values(), key=lambda h: h[0]):
             self.clock.set(clock_ns)
-            await self.bus.publish(subject, event)
+            yield subject, event
         held.clear()
 
     async def until_decision(self) -> bool:

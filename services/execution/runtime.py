@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ class ExecutionApp(ServiceApp):
         last = await rt.last("exec.position", PositionSnapshot)
         if last is not None and self.core.restore_positions(last[0]):
             log.warning("positions restored from the last snapshot", positions=len(last[0].positions))
-        await rt.subscribe("md.>", self._on_market, types=(Quote, Trade, FeedStatus))
+        await rt.subscribe("md.>", self._on_market, sync=True, types=(Quote, Trade, FeedStatus))
         await rt.subscribe("ctl.>", self._on_control, types=Control, durable="execution-ctl", new_only=True)
         # An approval fetched but not journaled when the process died comes back after the ack
         # wait: no longer than the approval's TTL (a later one could only be refused as expired).
@@ -180,13 +180,17 @@ class ExecutionApp(ServiceApp):
         if order is None or order.terminal:
             self._order_traces.pop(parent, None)
 
-    async def _on_market(self, d: Delivery[Quote | Trade | FeedStatus]) -> None:
+    def _on_market(self, d: Delivery[Quote | Trade | FeedStatus]) -> Awaitable[None] | None:
+        """Per tick (sync): a coroutine only when the broker reports or a child is chased."""
         e = d.event
         if type(e) is Quote:
             self.core.on_quote(e)  # marks positions; limit children are priced from it
         reports = self.broker.on_market(e)
         if not reports and not self.core.chasing:
-            return  # the common tick: nothing due, nothing to reprice, no lock taken
+            return None  # the common tick: nothing due, nothing to reprice, no lock taken
+        return self._on_market_due(reports)
+
+    async def _on_market_due(self, reports: list[BrokerReport]) -> None:
         async with self._lock:
             for report in reports:
                 await self._report(report)  # a next slice is journaled and sent

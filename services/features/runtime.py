@@ -8,6 +8,7 @@ import contextlib
 import os
 import pickle
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -134,15 +135,16 @@ class FeaturesApp(ServiceApp):
         # One subscription for every md subject: NATS keeps one subscription's messages in the
         # publisher's order, and bars close on event time, so quotes and trades must not be
         # delivered by separate tasks that can overtake each other.
-        on_md = self._on_md_traced if rt.tracing.enabled else self._on_md  # off: nothing added
-        await rt.subscribe("md.>", on_md, types=(Quote, Trade, DepthUpdate, FeedStatus))
+        traced = rt.tracing.enabled
+        on_md = self._on_md_traced if traced else self._on_md  # off: nothing added
+        await rt.subscribe("md.>", on_md, sync=not traced, types=(Quote, Trade, DepthUpdate, FeedStatus))
         if isinstance(rt.bus, NatsBus) and rt.bus.owned is not None and not self.owns(self.index_symbol):
             # The server sends a replica its own partitions only; every replica needs the index's
             # bars (relative strength), so those come on a subscription of their own. Its order
             # against this replica's symbols is kept per message, not per tick: a bar of the
             # index closes on its own ticks.
             index = subject_token(self.index_symbol)
-            await rt.subscribe(f"md.quote.{index}", on_md, types=Quote, every_partition=True)
+            await rt.subscribe(f"md.quote.{index}", on_md, sync=not traced, types=Quote, every_partition=True)
             await rt.subscribe(f"md.trade.{index}", on_md, types=Trade, every_partition=True)
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
@@ -195,7 +197,8 @@ class FeaturesApp(ServiceApp):
         os.replace(tmp, path)
         self.checkpoints += 1
 
-    async def _on_md(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
+    def _on_md(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> Awaitable[None] | None:
+        """Per tick (sync): a coroutine only when the tick closes bars (or for a status)."""
         e = d.event
         if type(e) is not FeedStatus:
             self.received[KIND_OF[type(e)]] += 1
@@ -204,16 +207,22 @@ class FeaturesApp(ServiceApp):
             # for relative strength (its vectors are published by its owner only).
             if not self.owns(symbol) and symbol != self.index_symbol:
                 self.other_partition += 1
-                return
+                return None
             if not self.kept and getattr(e, "seq", 0) & SEQ_MASK > 1:
                 self.joined_late = True  # its source had numbered ticks before this process began
             self.kept += 1
             vectors = self.core.on_event(e)
-            if vectors:
-                await self._publish(vectors)
-                self._note(e.ts_event)  # at a bar's close: the state is whole there
-        else:
-            await self._on_status(e)
+            return self._publish_closed(vectors, e.ts_event) if vectors else None
+        return self._on_status(e)
+
+    async def _publish_closed(self, vectors: list[FeatureVector], market_ns: int) -> None:
+        await self._publish(vectors)
+        self._note(market_ns)  # at a bar's close: the state is whole there
+
+    async def _on_md_awaited(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
+        pending = self._on_md(d)
+        if pending is not None:
+            await pending
 
     async def _on_md_traced(self, d: Delivery[Quote | Trade | DepthUpdate | FeedStatus]) -> None:
         """``_on_md`` with tracing on. What a trace means here: the record the md-gateway sampled
@@ -229,11 +238,11 @@ class FeaturesApp(ServiceApp):
         e = d.event
         span = trace.get_current_span()
         if type(e) is FeedStatus or not span.is_recording() or TRACEPARENT not in (d.headers or {}):
-            await self._on_md(d)  # not a sampled record
+            await self._on_md_awaited(d)  # not a sampled record
             return
         token = otel_context.attach(otel_context.Context())  # its own closes: outside its trace
         try:
-            await self._on_md(d)
+            await self._on_md_awaited(d)
         finally:
             otel_context.detach(token)
         bar_end = self.core.next_base

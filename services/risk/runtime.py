@@ -142,7 +142,7 @@ class RiskApp(ServiceApp):
             new_only=True,
         )
         await self._restore(rt)
-        await rt.subscribe("md.quote.>", self._on_quote, types=Quote)
+        await rt.subscribe("md.quote.>", self._on_quote, sync=True, types=Quote)
         await rt.subscribe("md.status", self._on_event, types=FeedStatus)
         await rt.subscribe("feat.1m.*", self._on_vector, types=FeatureVector)
         # The quarantine flags: every model out of service holds the gate in OBSERVE.
@@ -360,7 +360,7 @@ class RiskApp(ServiceApp):
             return
         await self._on_event(d)
 
-    async def _on_quote(self, d: Delivery[Quote]) -> None:
+    def _on_quote(self, d: Delivery[Quote]) -> None:  # sync: per tick, never awaits
         self.core.on_quote(d.event)
 
     async def _on_vector(self, d: Delivery[FeatureVector]) -> None:

@@ -3,6 +3,7 @@ tca.aggregate.SYM, tca.feedback.SYM and slippage alerts out."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from libs.common.bus import Delivery
@@ -31,7 +32,7 @@ class TcaApp(ServiceApp):
         self.rt = rt
         self.core.clock = rt.clock
         self.book.namespace = f"tca{rt.started_ns}"
-        await rt.subscribe("md.quote.>", self._on_quote, types=Quote)
+        await rt.subscribe("md.quote.>", self._on_quote, sync=True, types=Quote)
         await rt.subscribe("md.status", self._on_status, types=FeedStatus)
         # One consumer over order.> keeps each intent ahead of its approval (the stream's order).
         await rt.subscribe(
@@ -47,8 +48,10 @@ class TcaApp(ServiceApp):
             new_only=True,
         )
 
-    async def _on_quote(self, d: Delivery[Quote]) -> None:
-        await self._report(self.core.on_quote(d.event))
+    def _on_quote(self, d: Delivery[Quote]) -> Awaitable[None] | None:
+        """Per tick (sync): a coroutine only when the quote makes reports due."""
+        reports = self.core.on_quote(d.event)
+        return self._report(reports) if reports else None
 
     async def _on_status(self, d: Delivery[FeedStatus]) -> None:
         if d.event.state == "replay_finished":

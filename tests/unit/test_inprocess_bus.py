@@ -139,6 +139,38 @@ async def test_publish_all_settles_each_event_before_taking_the_next() -> None:
         await bus.publish_all([("md.trade.IBM", _quote("IBM"))])
 
 
+async def test_a_sync_subscriber_s_awaitable_is_awaited_before_the_next_subscriber() -> None:
+    # Runtime.subscribe(..., sync=True): a per-tick handler returns None on the common tick and a
+    # coroutine when it has something to wait for; the bus awaits it in the subscriber's place.
+    import asyncio
+
+    bus = InProcessBus()
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(symbol: str) -> None:
+        await gate.wait()  # really suspends: the next subscriber must still wait for it
+        seen.append(f"awaited:{symbol}")
+        await bus.publish("md.trade.A", Trade(ts_event=T0, ts_init=T0, symbol="A", price=10.0, size=1))
+
+    def per_tick(d: Delivery):  # type: ignore[no-untyped-def]
+        seen.append(f"sync:{d.subject}")
+        return slow(d.event.symbol) if d.event.symbol == "B" else None
+
+    async def after(d: Delivery) -> None:
+        seen.append(f"after:{d.subject}")
+
+    bus.subscribe_sync("md.quote.*", per_tick, types=Quote)
+    await bus.subscribe("md.>", after)
+    task = asyncio.ensure_future(bus.publish_all([(f"md.quote.{s}", _quote(s)) for s in "AB"]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert seen == ["sync:md.quote.A", "after:md.quote.A", "sync:md.quote.B"]
+    gate.set()
+    await task
+    assert seen[3:] == ["awaited:B", "after:md.quote.B", "after:md.trade.A"]
+
+
 async def test_a_subscription_made_during_dispatch_gets_the_events_after() -> None:
     bus = InProcessBus()
     late: list[int] = []
