@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from libs.common.config import load_settings
+from libs.common.config import Settings, load_settings
 from libs.common.markettime import NEW_YORK
 from tests.conftest import REPO, SAMPLE_LEAN, SHARED_DATA
 from tests.kit import golden
 from tradefleet.backtest import report as tearsheet
-from tradefleet.backtest.engine import Backtest, BacktestResult
+from tradefleet.backtest.engine import Backtest, BacktestResult, clean_day
 from tradefleet.backtest.metrics import MINUTES_PER_YEAR, NS_PER_MIN
 from tradefleet.backtest.provenance import settings_digest
 from tradefleet.backtest.sources import find_days
@@ -50,8 +50,7 @@ METRICS = {
 
 def _run(symbols: list[str], until: str | None = None) -> BacktestResult:
     days = find_days(str(SAMPLE_LEAN), symbols, DAY, DAY)
-    settings = load_settings(None, md_gateway={"replay": {"until": until}}, sentiment=golden.GOLDEN_SENTIMENT)
-    return asyncio.run(Backtest(settings, days, news=[NEWS]).run())
+    return asyncio.run(Backtest(_settings(until), days, news=[NEWS]).run())
 
 
 @functools.cache
@@ -93,6 +92,37 @@ def test_two_runs_give_byte_identical_orders_and_fills() -> None:
     realized = first.statuses["execution"]["realized_pnl"]
     flat = not any(first.ledger.positions.values())
     assert flat and abs(first.ledger.cash - first.ledger.capital - realized) < 0.05
+
+
+def _settings(until: str | None = None) -> Settings:
+    return load_settings(None, md_gateway={"replay": {"until": until}}, sentiment=golden.GOLDEN_SENTIMENT)
+
+
+def test_a_day_cleaned_once_replays_as_its_records_do_run_after_run() -> None:
+    # clean_day: the md-gateway core cleans the day once; runs over the events it kept give what
+    # runs over the records give (ids, counts and the headlines merged in included), run after run.
+    full = _full_day()
+    raw_day = find_days(str(SAMPLE_LEAN), ["IBM", "BAC"], DAY, DAY)[0]
+    cleaned = clean_day(_settings(), raw_day)
+    assert cleaned.record_count == full.records == 861_099
+    again = asyncio.run(Backtest(_settings(), [cleaned], news=[NEWS]).run())
+    record = json.dumps(full.ledger.trading_record(), sort_keys=True)
+    assert json.dumps(again.ledger.trading_record(), sort_keys=True) == record
+    assert (again.records, again.events, again.bad_ticks) == (full.records, full.events, full.bad_ticks)
+    assert again.statuses["qos"] == full.statuses["qos"] and again.events["news"] == 10
+    # a morning: the replay's `until` is part of the cleaning; two runs over one cleaned morning
+    morning = clean_day(_settings("10:30"), raw_day)
+    runs = [asyncio.run(Backtest(_settings("10:30"), [morning], news=[NEWS]).run()) for _ in range(2)]
+    raw = _run(["IBM", "BAC"], "10:30")
+    want = json.dumps(raw.ledger.trading_record(), sort_keys=True)
+    assert [json.dumps(r.ledger.trading_record(), sort_keys=True) for r in runs] == [want, want]
+    assert len(raw.ledger.fills) >= 2 and runs[1].events == raw.events
+    # a day cleaned under other cleaning settings is refused, not replayed as if it were clean
+    other = load_settings(None, md_gateway={"cleaning": {"max_jump_pct": 1.0}})
+    with pytest.raises(ValueError, match="cleaned under other"):
+        asyncio.run(Backtest(other, [cleaned]).run())
+    with pytest.raises(ValueError, match="cleaned under other"):
+        asyncio.run(Backtest(_settings(), [morning]).run())
 
 
 def _day_report() -> dict:

@@ -43,7 +43,7 @@ from proto.news import NewsItem
 from proto.subjects import SERVICES, spec
 from services.md_gateway.core import MarketDataCore
 from tradefleet.backtest.ledger import Ledger
-from tradefleet.backtest.sources import DaySource, with_news
+from tradefleet.backtest.sources import CleanedDay, DaySource, day_news, merge_few, with_news
 
 log = get_logger(__name__)
 STATUS, NEWS, SCORE = spec("md.status"), spec("news.raw"), spec("news.sentiment.{symbol}")
@@ -257,8 +257,8 @@ class Backtest:
                 self.ledger.on_day(day.date, day.symbols)
                 md = self._md_core(day)
                 n += await self._replay_day(day, md, bar)
-                counters.update(md.stats)
-                bad.update(md.bad)
+                counters.update(day.stats if isinstance(day, CleanedDay) else md.stats)
+                bad.update(day.bad if isinstance(day, CleanedDay) else md.bad)
             await self._publish_status("replay_finished", counters, bad, n)
         for app in self.apps:
             try:
@@ -282,15 +282,7 @@ class Backtest:
         )
 
     def _md_core(self, day: DaySource) -> MarketDataCore:
-        c = self.settings.md_gateway.cleaning
-        return MarketDataCore(
-            self.clock,
-            c.max_jump_pct,
-            c.drop_suspicious,
-            day.session(self.calendar) if c.session == "regular" else None,
-            c.max_clock_skew_s,
-            day=ny_day_of(ny_midnight_ns(day.date)),
-        )
+        return md_core_for(self.settings, day, self.calendar, self.clock)
 
     async def _replay_day(self, day: DaySource, md: MarketDataCore, bar: Any) -> int:
         """The hot loop: a record in, its consequences settled, the next record. The bus takes
@@ -303,48 +295,43 @@ class Backtest:
     def _day_events(
         self, day: DaySource, md: MarketDataCore, bar: Any, counted: list[int]
     ) -> Iterator[tuple[str, Event]]:
-        """The day's records cleaned by the md-gateway core, as (subject, event) to publish,
-        each with the clock set to its record's time; ``counted[0]``: the records replayed."""
-        clock_set, on_record = self.clock.set, md.on_record
-        # Within the bounds checked here, the core need not check them again.
-        on_plausible = md.on_plausible if md.plausible is not None else on_record
-        subjects: dict[type, dict[str, str]] = {kind: {} for kind in SUBJECT_OF}
-        news_subject = NEWS.subject()
-        until = self.settings.md_gateway.replay.until
-        until_ns = ny_time_ns(day.date, until) if until else 1 << 62
-        n = 0
-        # A record stamped outside the day (md drops it as far_timestamp) must not move the
-        # simulated clock, which never goes back: one 2100 stamp would end the day's time.
-        low, high = md.plausible or (0, 1 << 62)
-        for rec in self._records(day):
-            ts = rec[1]
-            if not low <= ts <= high:  # first: a far stamp past `until` must not end the day
-                if rec[0] != "N":
-                    on_record(rec)  # counted as far_timestamp, nothing published
+        """The day's events as (subject, event) to publish, each with the clock set to its
+        record's time; ``counted[0]``: the records replayed. A CleanedDay's as they are; another
+        day's records cleaned by the md-gateway core."""
+        if isinstance(day, CleanedDay):
+            if day.cleaning != cleaning_of(self.settings):
+                raise ValueError(
+                    f"{day.date} was cleaned under other md_gateway.cleaning/replay or market "
+                    "settings than this run's: clean it again under these (clean_day)"
+                )
+            return self._cleaned_events(day, bar, counted)
+        until_ns = _until_ns(self.settings, day)
+        return _cleaned_records(self._records(day), md, self.clock, until_ns, bar, counted)
+
+    def _cleaned_events(self, day: CleanedDay, bar: Any, counted: list[int]) -> Iterator[tuple[str, Event]]:
+        """A day cleaned before (``clean_day``), with this run's headlines merged in by time as
+        ``_records`` merges them into records (at equal times the tick first), and held to the
+        same bounds (the core's plausible times, the replay's ``until``)."""
+        clock_set, news_subject = self.clock.set, NEWS.subject()
+        news = day_news(self.news, day.date) if self.news else []
+        items: Iterator[tuple[Any, ...]] = merge_few(iter(day.events), news) if news else iter(day.events)
+        low, high = day.plausible
+        until_ns = _until_ns(self.settings, day)
+        for item in items:
+            ts = item[1]
+            if item[0] == "N":
+                if not low <= ts <= high:
+                    continue
+                if ts >= until_ns:
+                    break
+                clock_set(ts)
+                yield news_subject, news_item(item, ts)
                 continue
-            if ts >= until_ns:
-                break
             clock_set(ts)
-            if rec[0] == "N":
-                yield news_subject, news_item(rec, ts)
-                continue
-            event = on_plausible(rec)
-            n += 1
-            if bar is not None and n % PROGRESS_EVERY == 0:
-                bar.update(PROGRESS_EVERY)
-            if event is None:
-                continue
-            by_symbol = subjects.get(type(event))
-            if by_symbol is None:
-                continue  # a Bar: the replay publishes ticks only
-            symbol: str = event.symbol  # type: ignore[attr-defined]
-            subject = by_symbol.get(symbol)
-            if subject is None:
-                subject = by_symbol[symbol] = SUBJECT_OF[type(event)].subject(symbol=symbol)
-            yield subject, event
-        counted[0] = n
+            yield item[2], item[3]
+        counted[0] = day.record_count
         if bar is not None:
-            bar.update(n % PROGRESS_EVERY)
+            bar.update(day.record_count)
 
     def _records(self, day: DaySource) -> Iterator[tuple[Any, ...]]:
         return with_news(day.records(), self.news, day.date) if self.news else day.records()
@@ -364,6 +351,107 @@ class Backtest:
             counters={**{f"bad.{k}": v for k, v in bad.items()}, **dict(counters)},
         )
         await self.bus.publish(STATUS.subject(), status)
+
+
+def md_core_for(settings: Settings, day: DaySource, calendar: Any, clock: SimClock) -> MarketDataCore:
+    """The md-gateway core a backtest cleans ``day``'s records with."""
+    c = settings.md_gateway.cleaning
+    return MarketDataCore(
+        clock,
+        c.max_jump_pct,
+        c.drop_suspicious,
+        day.session(calendar) if c.session == "regular" else None,
+        c.max_clock_skew_s,
+        day=ny_day_of(ny_midnight_ns(day.date)),
+    )
+
+
+def cleaning_of(settings: Settings) -> str:
+    """What a day's cleaning depends on: the cleaning and replay settings and the market."""
+    md = settings.md_gateway
+    return f"{md.cleaning.model_dump_json()}|{md.replay.until}|{settings.market.model_dump_json()}"
+
+
+def _until_ns(settings: Settings, day: DaySource) -> int:
+    until = settings.md_gateway.replay.until
+    return ny_time_ns(day.date, until) if until else 1 << 62
+
+
+def _cleaned_records(
+    records: Iterator[tuple[Any, ...]],
+    md: MarketDataCore,
+    clock: SimClock,
+    until_ns: int,
+    bar: Any,
+    counted: list[int],
+) -> Iterator[tuple[str, Event]]:
+    """Records cleaned by the md-gateway core, as (subject, event) to publish, each with the
+    clock set to its record's time; ``counted[0]``: the records replayed."""
+    clock_set, on_record = clock.set, md.on_record
+    # Within the bounds checked here, the core need not check them again.
+    on_plausible = md.on_plausible if md.plausible is not None else on_record
+    subjects: dict[type, dict[str, str]] = {kind: {} for kind in SUBJECT_OF}
+    news_subject = NEWS.subject()
+    n = 0
+    # A record stamped outside the day (md drops it as far_timestamp) must not move the
+    # simulated clock, which never goes back: one 2100 stamp would end the day's time.
+    low, high = md.plausible or (0, 1 << 62)
+    for rec in records:
+        ts = rec[1]
+        if not low <= ts <= high:  # first: a far stamp past `until` must not end the day
+            if rec[0] != "N":
+                on_record(rec)  # counted as far_timestamp, nothing published
+            continue
+        if ts >= until_ns:
+            break
+        clock_set(ts)
+        if rec[0] == "N":
+            yield news_subject, news_item(rec, ts)
+            continue
+        event = on_plausible(rec)
+        n += 1
+        if bar is not None and n % PROGRESS_EVERY == 0:
+            bar.update(PROGRESS_EVERY)
+        if event is None:
+            continue
+        by_symbol = subjects.get(type(event))
+        if by_symbol is None:
+            continue  # a Bar: the replay publishes ticks only
+        symbol: str = event.symbol  # type: ignore[attr-defined]
+        subject = by_symbol.get(symbol)
+        if subject is None:
+            subject = by_symbol[symbol] = SUBJECT_OF[type(event)].subject(symbol=symbol)
+        yield subject, event
+    counted[0] = n
+    if bar is not None:
+        bar.update(n % PROGRESS_EVERY)
+
+
+def clean_day(settings: Settings, day: DaySource) -> CleanedDay:
+    """``day`` cleaned once by the md-gateway core under ``settings`` (as a backtest would clean
+    it), its events kept for any number of runs under the same cleaning settings. Memory: some
+    200 bytes an event (the sample day's two symbols: about 100 MB)."""
+    if isinstance(day, CleanedDay):
+        return day
+    clock = SimClock()
+    clock.set(ny_midnight_ns(day.date))
+    md = md_core_for(settings, day, market_calendar(settings.market), clock)
+    counted = [0]
+    plausible = md.plausible or (0, 1 << 62)
+    cleaned = _cleaned_records(day.records(), md, clock, _until_ns(settings, day), None, counted)
+    events = tuple(("E", clock.now_ns(), subject, event) for subject, event in cleaned)
+    return CleanedDay(
+        day.date,
+        day.symbols,
+        day.origin,
+        day.root,
+        events,
+        counted[0],
+        dict(md.stats),
+        dict(md.bad),
+        cleaning_of(settings),
+        plausible,
+    )
 
 
 @contextlib.contextmanager

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from libs.common.calendar import MarketCalendar, market_calendar
 from libs.common.markettime import ny_midnight_ns
 from libs.common.news_file import NewsFile
+from proto.base import Event
 from proto.units import DAY_NS
 from services.md_gateway.providers.lean import LeanReplay
 
@@ -90,22 +91,26 @@ def find_days(data: str, symbols: list[str], start: str, end: str) -> list[DaySo
     return days
 
 
-def with_news(records: Iterator[Record], news: list[Path], date: str) -> Iterator[Record]:
-    """The day's records with the headlines of that day from each news file merged in by time."""
+def day_news(news: list[Path], date: str) -> list[Record]:
+    """The headlines of that day from each news file, in time order."""
     start = ny_midnight_ns(date)
     found: list[Record] = []
     for path in news:
         found += NewsFile(path, start, start + DAY_NS).records()
-    if not found:
-        return records
     found.sort(key=lambda r: r[1])
-    return _merge_few(records, found)
+    return found
 
 
-def _merge_few(records: Iterator[Record], few: list[Record]) -> Iterator[Record]:
+def with_news(records: Iterator[Record], news: list[Path], date: str) -> Iterator[Record]:
+    """The day's records with the headlines of that day from each news file merged in by time."""
+    found = day_news(news, date)
+    return merge_few(records, found) if found else records
+
+
+def merge_few(records: Iterator[Record], few: list[Record]) -> Iterator[Record]:
     """``heapq.merge(records, few, key=time)`` for a short list ``few`` (a day's headlines beside
     its ticks): the same order (at equal times the record first), without a key call and a heap
-    step per record."""
+    step per record. Any tuples with their time at [1] merge this way."""
     pending = iter(few)
     head = next(pending, None)
     for rec in records:
@@ -116,6 +121,27 @@ def _merge_few(records: Iterator[Record], few: list[Record]) -> Iterator[Record]
     if head is not None:
         yield head
         yield from pending
+
+
+@dataclass(frozen=True, eq=False)
+class CleanedDay(DaySource):
+    """A day the md-gateway core has already cleaned, its events in hand: the backtest replays
+    them as they are instead of cleaning the records again (tradefleet.backtest.engine.clean_day
+    makes one). Cleaning costs about a microsecond a record, a third of what the EMA cross's
+    backtest spends per tick; a day replayed more than once (the ablation's variants, a sweep of
+    settings, bench/backtest_peers.py's rounds) pays it once. Headlines are not part of it: each
+    run merges its own in by time, as with records.
+
+    ``events``: ("E", record time, subject, event) in replay order; ``cleaning``: the settings it
+    was cleaned under (a run under others refuses it); ``plausible``: the core's bounds on a
+    record's time, which a run's headlines are held to as well."""
+
+    events: tuple[tuple[str, int, str, Event], ...] = field(repr=False)
+    record_count: int
+    stats: Mapping[str, int]
+    bad: Mapping[str, int]
+    cleaning: str
+    plausible: tuple[int, int]
 
 
 def recorded_days(data: str, symbols: list[str]) -> list[str]:
