@@ -28,7 +28,7 @@ import datetime as dt
 import math
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ from proto.subjects import spec
 from services.features.indicators import Ema
 from services.md_gateway.core import MarketDataCore
 from services.md_gateway.providers.lean import LeanReplay
-from tradefleet.backtest.engine import Backtest
+from tradefleet.backtest.engine import Backtest, clean_day
+from tradefleet.backtest.sources import CleanedDay, DaySource
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "lean"
@@ -53,6 +54,7 @@ DAY = "20131008"
 FAST, SLOW, SHARES, PER_SHARE = 10, 30, 200, 0.005
 MINUTE = 60_000_000_000
 INTENT = spec("order.intent.{symbol}")
+NEWS = REPO / "data" / "sample" / "news" / "20131008.jsonl"
 
 
 def cleaned_events(symbols: list[str]) -> list[Quote | Trade]:
@@ -84,45 +86,52 @@ class EmaCrossApp(ServiceApp):
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
-        await rt.subscribe("md.trade.>", self._on_trade)
+        await rt.subscribe("md.trade.>", self._on_trade, sync=True)
 
-    async def _on_trade(self, d: Delivery) -> None:
+    def _on_trade(self, d: Delivery) -> Awaitable[None] | None:
+        """Per tick (sync, as the services' per-tick handlers): a coroutine only at a close."""
         t = d.event
         assert isinstance(t, Trade)
         s = self.symbols.get(t.symbol)
         if s is None:
             s = self.symbols[t.symbol] = _Symbol(Ema(FAST), Ema(SLOW))
         minute = t.ts_event // MINUTE
+        pending = None
         if s.minute and minute != s.minute:
-            await self._on_close(t.symbol, s, (s.minute + 1) * MINUTE)
+            pending = self._on_close(t.symbol, s, (s.minute + 1) * MINUTE)
         s.minute, s.close = minute, t.price
+        return pending
 
-    async def _on_close(self, symbol: str, s: _Symbol, ts: int) -> None:
+    def _on_close(self, symbol: str, s: _Symbol, ts: int) -> Awaitable[None] | None:
+        """The minute's close: the EMAs now; the intent's publish, when it crosses, returned."""
         fast, slow = s.fast.update(s.close), s.slow.update(s.close)
         if math.isnan(slow):
-            return
+            return None
         above = fast > slow
         crossed = s.above is not None and above != s.above
         s.above = above
-        if crossed and above != s.long:
-            s.long = above
-            self.intents += 1
-            side = "BUY" if above else "SELL"
-            intent = OrderIntent(
-                ts_event=ts,
-                ts_init=self.rt.now_ns(),
-                intent_id=f"ema-{symbol}-{ts}",
-                symbol=symbol,
-                side=side,
-                quantity=SHARES,
-                target_position=SHARES if above else 0.0,
-                reason=f"EMA{FAST} {'above' if above else 'below'} EMA{SLOW}",
-            )
-            await self.rt.publish(INTENT.subject(symbol=symbol), intent)
+        if not (crossed and above != s.long):
+            return None
+        s.long = above
+        self.intents += 1
+        side = "BUY" if above else "SELL"
+        intent = OrderIntent(
+            ts_event=ts,
+            ts_init=self.rt.now_ns(),
+            intent_id=f"ema-{symbol}-{ts}",
+            symbol=symbol,
+            side=side,
+            quantity=SHARES,
+            target_position=SHARES if above else 0.0,
+            reason=f"EMA{FAST} {'above' if above else 'below'} EMA{SLOW}",
+        )
+        return self.rt.publish(INTENT.subject(symbol=symbol), intent)
 
 
 class _Prepared:
     """A day whose records are the cleaned events (as the core's record tuples)."""
+
+    origin, root = "bench", ""
 
     def __init__(self, events: list[Quote | Trade], symbols: list[str]) -> None:
         self.date, self.symbols = DAY, tuple(symbols)
@@ -162,14 +171,25 @@ def _bench_settings() -> Settings:
     )
 
 
-def run_ours(events: list[Quote | Trade], symbols: list[str]) -> dict[str, Any]:
+def _ema_apps(settings: Settings) -> list[ServiceApp]:
     from tradefleet.services import RUNNABLE
 
-    def apps(settings: Settings) -> list[ServiceApp]:
-        return [RUNNABLE["execution"](settings), RUNNABLE["risk"](settings), EmaCrossApp(settings)]
+    return [RUNNABLE["execution"](settings), RUNNABLE["risk"](settings), EmaCrossApp(settings)]
 
-    day = _Prepared(events, symbols)
-    bt = Backtest(_bench_settings(), [day], apps=apps)  # type: ignore[list-item]
+
+def prepared_day(events: list[Quote | Trade], symbols: list[str]) -> CleanedDay:
+    """The ticks as the backtest's own prepared input: cleaned once, in memory (untimed, like
+    Nautilus's tick objects and its add_data)."""
+    return clean_day(_bench_settings(), _Prepared(events, symbols))  # type: ignore[arg-type]
+
+
+def run_ours(
+    events: list[Quote | Trade], symbols: list[str], day: CleanedDay | None = None
+) -> dict[str, Any]:
+    """From the prepared day (as Nautilus runs from its prepared ticks); without one, from the
+    record tuples, every tick cleaned again by the md-gateway core inside the timer."""
+    source = day if day is not None else _Prepared(events, symbols)
+    bt = Backtest(_bench_settings(), [source], apps=_ema_apps)  # type: ignore[list-item]
     t0 = time.perf_counter()
     result = asyncio.run(bt.run())
     seconds = time.perf_counter() - t0
@@ -337,27 +357,42 @@ def run_backtrader(events: list[Quote | Trade], symbols: list[str]) -> dict[str,
 
 
 # -- the full spine --------------------------------------------------------------------------------
-def run_spine(symbols: list[str]) -> dict[str, Any]:
+def spine_day(symbols: list[str]) -> CleanedDay:
     from tradefleet.backtest.sources import find_days
 
-    days = find_days(str(SAMPLE), symbols, DAY, DAY)
+    return clean_day(load_settings(), find_days(str(SAMPLE), symbols, DAY, DAY)[0])
+
+
+def run_spine(symbols: list[str], day: CleanedDay | None = None) -> dict[str, Any]:
+    """Every core and model over the day: from its prepared (cleaned) ticks, or without ``day``
+    from the LEAN files, read and cleaned inside the timer (ticks: the raw records then)."""
+    from tradefleet.backtest.sources import find_days
+
+    days: list[DaySource] = [day] if day is not None else find_days(str(SAMPLE), symbols, DAY, DAY)
     t0 = time.perf_counter()
-    result = asyncio.run(
-        Backtest(load_settings(), days, news=[REPO / "data/sample/news/20131008.jsonl"]).run()
-    )
+    result = asyncio.run(Backtest(load_settings(), days, news=[NEWS]).run())
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "ticks": result.records, "fills": len(result.ledger.fills)}
+    ticks = len(day.events) if day is not None else result.records
+    return {"seconds": seconds, "ticks": ticks, "fills": len(result.ledger.fills)}
 
 
 def run(rounds: int = 3, symbols: list[str] | None = None) -> dict[str, Any]:
     symbols = symbols or ["IBM", "BAC"]
     events = cleaned_events(symbols)
-    engines = {"ours": run_ours, "nautilus_trader": run_nautilus, "backtrader": run_backtrader}
-    per: dict[str, list[dict[str, Any]]] = {name: [] for name in [*engines, "ours_full_spine"]}
+    prepared, spine = prepared_day(events, symbols), spine_day(symbols)
+    assert len(spine.events) == len(events), "the spine's day and the peers' ticks differ"
+    engines: dict[str, Callable[[], dict[str, Any]]] = {
+        "ours": lambda: run_ours(events, symbols, prepared),
+        "nautilus_trader": lambda: run_nautilus(events, symbols),
+        "backtrader": lambda: run_backtrader(events, symbols),
+        "ours_cleaning_in_timer": lambda: run_ours(events, symbols),
+        "ours_full_spine": lambda: run_spine(symbols, spine),
+        "ours_full_spine_from_files": lambda: run_spine(symbols),
+    }
+    per: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
     for _ in range(rounds):
         for name, fn in engines.items():
-            per[name].append(fn(events, symbols))
-        per["ours_full_spine"].append(run_spine(symbols))
+            per[name].append(fn())
     table = {}
     for name, runs in per.items():
         rates = [r["ticks"] / r["seconds"] for r in runs]
@@ -367,6 +402,10 @@ def run(rounds: int = 3, symbols: list[str] | None = None) -> dict[str, Any]:
             "seconds_median": round(median([r["seconds"] for r in runs]), 3),
             "fills": runs[0]["fills"],
         }
+
+    def vs(name: str, peer: str) -> float:
+        return round(table[name]["ticks_per_s_median"] / table[peer]["ticks_per_s_median"], 2)
+
     out = {
         "machine": platform.node(),
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -375,12 +414,11 @@ def run(rounds: int = 3, symbols: list[str] | None = None) -> dict[str, Any]:
         "day": DAY,
         "events": len(events),
         "engines": table,
-        "ours_vs_backtrader": round(
-            table["ours"]["ticks_per_s_median"] / table["backtrader"]["ticks_per_s_median"], 2
-        ),
-        "ours_vs_nautilus": round(
-            table["ours"]["ticks_per_s_median"] / table["nautilus_trader"]["ticks_per_s_median"], 2
-        ),
+        "ours_vs_backtrader": vs("ours", "backtrader"),
+        "ours_vs_nautilus": vs("ours", "nautilus_trader"),
+        "ours_cleaning_in_timer_vs_nautilus": vs("ours_cleaning_in_timer", "nautilus_trader"),
+        # the same 486,581 ticks: every core and model vs Nautilus's EMA cross
+        "full_spine_vs_nautilus": vs("ours_full_spine", "nautilus_trader"),
     }
     save("backtest_peers", out)
     return out
@@ -395,8 +433,12 @@ def main() -> None:
     print(f"\n== backtest throughput, same ticks ({out['events']:,} events), medians of {ns.rounds} ==")
     for name, row in out["engines"].items():
         rate, ticks = row["ticks_per_s_median"], row["ticks"]
-        print(f"{name:18s} {rate:>10,} ticks/s  ({ticks:,} ticks, {row['fills']} fills)")
+        print(f"{name:26s} {rate:>10,} ticks/s  ({ticks:,} ticks, {row['fills']} fills)")
     print(f"ours / backtrader {out['ours_vs_backtrader']}  ours / nautilus {out['ours_vs_nautilus']}")
+    print(
+        f"cleaning in the timer / nautilus {out['ours_cleaning_in_timer_vs_nautilus']}  "
+        f"full spine / nautilus's EMA cross {out['full_spine_vs_nautilus']}"
+    )
 
 
 if __name__ == "__main__":
