@@ -144,8 +144,9 @@ class FeaturesApp(ServiceApp):
             # against this replica's symbols is kept per message, not per tick: a bar of the
             # index closes on its own ticks.
             index = subject_token(self.index_symbol)
-            await rt.subscribe(f"md.quote.{index}", on_md, sync=not traced, types=Quote, every_partition=True)
-            await rt.subscribe(f"md.trade.{index}", on_md, types=Trade, every_partition=True)
+            for kind in (Quote, Trade):
+                index_subject = f"md.{kind.__name__.lower()}.{index}"
+                await rt.subscribe(index_subject, on_md, sync=not traced, types=kind, every_partition=True)
         if f.close_on_wall_clock:
             self._tasks.append(asyncio.create_task(self._wall_clock(), name="bar-timer"))
 
