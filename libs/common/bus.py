@@ -274,17 +274,23 @@ class InProcessBus(Bus):
 
     async def publish(self, subject: str, event: Event) -> None:
         route, event = self._accept(subject, event)
-        if self._dispatching or self._queue:
-            # Behind the event being dispatched (FIFO over all subjects); or behind what a
-            # handler error that escaped (NullHooks raises) left queued.
+        if self._dispatching:  # behind the event being dispatched (FIFO over all subjects)
             self._queue.append((subject, event))
-            if self._dispatching:
-                return
+            return
+        await self._settle(subject, event, route, None)
+
+    async def _settle(
+        self, subject: str, event: Event, route: _Route, more: Iterator[tuple[str, Event]] | None
+    ) -> None:
+        """Dispatch from outside any dispatch: the event (behind what a handler error that
+        escaped, NullHooks raising, left queued), what it causes, then ``more``."""
+        if self._queue:
+            self._queue.append((subject, event))
             subject, event = self._queue.popleft()
             route = self._routes.get(subject) or self._route(subject)
         self._dispatching = True
         try:
-            await self._dispatch(subject, event, route, None)
+            await self._dispatch(subject, event, route, more)
         finally:
             self._dispatching = False
 
@@ -340,19 +346,9 @@ class InProcessBus(Bus):
             return
         stream = iter(items)
         first = next(stream, None)
-        if first is None:
-            return
-        route, event = self._accept(*first)
-        subject = first[0]
-        if self._queue:  # what an escaped handler error left: first, in order
-            self._queue.append((subject, event))
-            subject, event = self._queue.popleft()
-            route = self._routes.get(subject) or self._route(subject)
-        self._dispatching = True
-        try:
-            await self._dispatch(subject, event, route, stream)
-        finally:
-            self._dispatching = False
+        if first is not None:
+            route, event = self._accept(*first)
+            await self._settle(first[0], event, route, stream)
 
     def _route(self, subject: str) -> _Route:
         """The subject's route (built on its first event, and again after a (un)subscribe)."""
