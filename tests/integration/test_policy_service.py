@@ -116,6 +116,13 @@ async def test_qos_proposes_the_policy_answers_and_a_promotion_is_hot_reloaded(
         await await_until(
             lambda: policy.core is not None and policy.core.stats["answers"] >= 3, 30, what="answers"
         )
+
+        def on_the_bus() -> bool:  # counted by the service before the tap has them: wait for these
+            answers = [e for e in seen if isinstance(e, PolicySignal)]
+            scores = {e.ts_event for e in seen if isinstance(e, QosScore)}
+            return len(answers) >= 3 and all(a.score_ts in scores for a in answers)
+
+        await await_until(on_the_bus, 30, what="the answers and their scores seen on the bus")
         answers = [e for e in seen if isinstance(e, PolicySignal)]
         scores = {e.ts_event: e for e in seen if isinstance(e, QosScore)}
         assert answers and all(a.policy_version == version and a.score_ts in scores for a in answers)
