@@ -52,6 +52,7 @@ from services.control.view import FleetView
 
 log = get_logger(__name__)
 BOOK_PUSH_S = 0.5  # a symbol's book on the WebSocket at most this often
+SOCKETS_CLOSE_S = 2.0  # at a stop, how long the sockets get to close with 1001 before uvicorn closes them
 _JSON = msgspec.json.Encoder()
 
 # What the view follows (core subscriptions: a cache, not a consumer that must see everything).
@@ -90,6 +91,8 @@ class ControlApp(ServiceApp):
         }
         self._awaited: dict[str, Awaited] = {}
         self.clients: set[asyncio.Queue[str | None]] = set()
+        self._sockets: set[asyncio.Queue[str | None]] = set()  # connected, told to go or not
+        self._no_sockets = asyncio.Event()
         self.dropped_clients = 0
         self.actions = 0
         self._quote_watch: set[str] = set()
@@ -159,6 +162,12 @@ class ControlApp(ServiceApp):
     async def stop(self) -> None:
         for queue in list(self.clients):
             self._drop(queue, GOING_AWAY)  # a stop, not a slow client: not counted as dropped
+        # Each socket's handler closes it with 1001 (going away); uvicorn's own shutdown closes
+        # what is still open with 1012 (service restart), which a client may take for "come back
+        # at once". A busy loop can leave the handlers behind uvicorn's next tick: wait for them.
+        if self._sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_sockets.wait(), SOCKETS_CLOSE_S)
         if self._server is not None:
             self._server.should_exit = True
         if self._server_task is not None:
@@ -206,10 +215,16 @@ class ControlApp(ServiceApp):
     def subscribe(self) -> asyncio.Queue[str | None]:
         queue: asyncio.Queue[str | None] = asyncio.Queue(self.cfg.ws_max_queue + 1)
         self.clients.add(queue)
+        self._sockets.add(queue)
+        self._no_sockets.clear()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
+        """Its socket is closed (the handler's last step)."""
         self.clients.discard(queue)
+        self._sockets.discard(queue)
+        if not self._sockets:
+            self._no_sockets.set()
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         """Encoded once, for every client (not once per client: fifty clients, one encoding)."""
